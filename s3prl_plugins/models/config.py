@@ -1,0 +1,150 @@
+"""The one configuration that describes every model of the zoo.
+
+A model -- HuBERT BASE, DistilHuBERT, STaRHuBERT, MelHuBERT, a pruned student -- is fully described by
+an :class:`SSLModelConfig` and rebuilt by :func:`s3prl_plugins.models.build_model`. The config is a
+plain dataclass that round-trips through ``to_dict``/``from_dict`` (JSON/YAML safe), which is what
+checkpoints store.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional, Tuple
+
+HUBERT_CONV: List[Tuple[int, int, int]] = [(512, 10, 5)] + [(512, 3, 2)] * 4 + [(512, 2, 2)] * 2
+
+
+@dataclass
+class SSLModelConfig:
+    """Architecture of a self-supervised speech model.
+
+    Attributes:
+        frontend: ``"conv"`` (waveform CNN) or ``"logmel"`` (MelHuBERT's Kaldi fbank).
+        conv_layers: CNN ``(channels, kernel, stride)`` per layer (``frontend="conv"``).
+        conv_norm: ``"group_norm"`` (first layer), ``"layer_norm"`` (every layer) or ``"none"``.
+        conv_bias: CNN convolutions have biases.
+        normalize_waveform: layer-normalise each utterance's samples first (fairseq ``task.normalize``).
+        n_mels, stack_frames, frame_length_ms, frame_shift_ms: log-Mel front-end settings.
+        feature_layer_norm: LayerNorm over front-end features before the projection (HuBERT: yes,
+            DistilHuBERT: no).
+        feature_projection: project front-end features to ``embed_dim``; ``None`` means "when the
+            widths differ" (fairseq's rule).
+        embed_dim: transformer width.
+        num_layers: transformer layers.
+        num_heads: heads per layer (a list of ``num_layers`` ints; pruned layers may differ).
+        head_dim: width of one head.
+        ffn_dims: FFN width per layer.
+        pos_conv_kernel, pos_conv_groups: positional convolution (kernel 0: none).
+        layer_norm_first: pre-LN layers.
+        gated_relative_position, num_buckets, max_distance: WavLM's relative position bias.
+        mask_embedding: keep a learned mask embedding for masked prediction (HuBERT's ``mask_emb``).
+        head: prediction head of pre-training/distillation (``None``, or a dict with ``type`` one of
+            ``"hubert"`` {final_dim, num_classes}, ``"cluster"`` {num_classes},
+            ``"distil"`` {layers, out_dim, inter_dim}); not part of the upstream's backbone.
+        dropout, attention_dropout, activation_dropout, conv_dropout: training-time dropout.
+        name: free-form label (the preset it came from).
+    """
+
+    frontend: str = "conv"
+    conv_layers: List[Tuple[int, int, int]] = field(default_factory=lambda: list(HUBERT_CONV))
+    conv_norm: str = "group_norm"
+    conv_bias: bool = False
+    normalize_waveform: bool = False
+    n_mels: int = 40
+    stack_frames: int = 1
+    frame_length_ms: float = 25.0
+    frame_shift_ms: float = 10.0
+    feature_layer_norm: bool = True
+    feature_projection: Optional[bool] = None
+    embed_dim: int = 768
+    num_layers: int = 12
+    num_heads: List[int] = field(default_factory=lambda: [12] * 12)
+    head_dim: int = 64
+    ffn_dims: List[int] = field(default_factory=lambda: [3072] * 12)
+    pos_conv_kernel: int = 128
+    pos_conv_groups: int = 16
+    layer_norm_first: bool = False
+    gated_relative_position: bool = False
+    num_buckets: int = 320
+    max_distance: int = 800
+    mask_embedding: bool = False
+    head: Optional[Dict[str, Any]] = None
+    dropout: float = 0.1
+    attention_dropout: float = 0.1
+    activation_dropout: float = 0.0
+    conv_dropout: float = 0.0
+    name: str = ""
+
+    def __post_init__(self) -> None:
+        self.conv_layers = [tuple(int(v) for v in spec) for spec in self.conv_layers]  # type: ignore[misc]
+        if isinstance(self.num_heads, int):
+            self.num_heads = [self.num_heads] * self.num_layers
+        if isinstance(self.ffn_dims, int):
+            self.ffn_dims = [self.ffn_dims] * self.num_layers
+        self.num_heads = [int(h) for h in self.num_heads]
+        self.ffn_dims = [int(f) for f in self.ffn_dims]
+        self.validate()
+
+    def validate(self) -> None:
+        """Raise ``ValueError`` naming the first inconsistent field."""
+        if self.frontend not in ("conv", "logmel"):
+            raise ValueError(f"frontend must be 'conv' or 'logmel', not {self.frontend!r}")
+        if self.frontend == "conv" and not self.conv_layers:
+            raise ValueError("a conv front-end needs at least one conv layer")
+        for spec in self.conv_layers:
+            if len(spec) != 3 or min(spec) < 1:
+                raise ValueError(f"conv layer spec must be (channels, kernel, stride) >= 1, got {spec}")
+        if len(self.num_heads) != self.num_layers or len(self.ffn_dims) != self.num_layers:
+            raise ValueError(
+                f"num_heads ({len(self.num_heads)}) and ffn_dims ({len(self.ffn_dims)}) must list "
+                f"num_layers={self.num_layers} values"
+            )
+        if any(h < 0 for h in self.num_heads) or any(f < 0 for f in self.ffn_dims):
+            raise ValueError("head counts and FFN widths must be >= 0")
+        if self.embed_dim < 1 or self.head_dim < 1:
+            raise ValueError("embed_dim and head_dim must be positive")
+        if self.pos_conv_kernel and self.embed_dim % self.pos_conv_groups:
+            raise ValueError(f"embed_dim {self.embed_dim} is not divisible by pos_conv_groups {self.pos_conv_groups}")
+        if self.stack_frames < 1:
+            raise ValueError("stack_frames must be >= 1")
+        if self.head is not None and self.head.get("type") not in ("hubert", "cluster", "distil"):
+            raise ValueError(f"unknown head type {self.head.get('type')!r} (hubert, cluster, distil)")
+
+    @property
+    def frontend_dim(self) -> int:
+        if self.frontend == "conv":
+            return self.conv_layers[-1][0]
+        return self.n_mels * self.stack_frames
+
+    @property
+    def has_projection(self) -> bool:
+        if self.feature_projection is None:
+            return self.frontend_dim != self.embed_dim
+        return bool(self.feature_projection)
+
+    @property
+    def downsample_rate(self) -> int:
+        """Input samples per output frame (320 for the waveform CNN, 160/320 for log-Mel 10/20 ms)."""
+        if self.frontend == "conv":
+            rate = 1
+            for _, _, stride in self.conv_layers:
+                rate *= stride
+            return rate
+        return int(round(16000 * self.frame_shift_ms / 1000)) * self.stack_frames
+
+    def to_dict(self) -> Dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["conv_layers"] = [list(s) for s in self.conv_layers]
+        return d
+
+    @classmethod
+    def from_dict(cls, d: Dict[str, Any]) -> "SSLModelConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ValueError(f"unknown model config keys {unknown}; known: {sorted(known)}")
+        return cls(**d)
+
+    def replace(self, **changes: Any) -> "SSLModelConfig":
+        return SSLModelConfig.from_dict({**self.to_dict(), **changes})

@@ -1,0 +1,190 @@
+"""SSLModel: front-end -> feature projection -> transformer encoder (+ optional prediction head)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import List, Optional, Sequence, Union
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from s3prl_plugins.models.config import SSLModelConfig
+from s3prl_plugins.models.heads import build_head
+from s3prl_plugins.nn import ConvFeatureExtractor, Encoder, LogMelFrontend
+
+
+class InputError(ValueError):
+    """Audio that a model cannot take (empty, too short, stereo, non-finite)."""
+
+
+@dataclass
+class SSLOutput:
+    """What every model returns.
+
+    Attributes:
+        hidden_states: ``num_layers + 1`` tensors (batch, frames, dim): the input of the first
+            transformer layer (front-end features after projection, positional convolution and layer
+            norm) as layer 0, then the output of every layer. Padded frames hold unspecified values.
+        lengths: (batch,) valid frames.
+        padding_mask: (batch, frames), True on padded frames.
+        attentions: head-averaged attention maps (batch, frames, frames) per layer, if asked.
+        features: projected front-end features (batch, frames, dim), before the positional convolution.
+    """
+
+    hidden_states: List[Tensor]
+    lengths: Tensor
+    padding_mask: Tensor
+    attentions: List[Tensor] = field(default_factory=list)
+    features: Optional[Tensor] = None
+
+
+def lengths_to_padding_mask(lengths: Tensor, max_len: int) -> Tensor:
+    """(batch,) lengths -> (batch, max_len) bool mask, True on padded positions."""
+    return torch.arange(max_len, device=lengths.device)[None, :] >= lengths[:, None]
+
+
+class SSLModel(nn.Module):
+    """A HuBERT-family model built from :class:`SSLModelConfig`.
+
+    Args:
+        config: the architecture.
+    """
+
+    def __init__(self, config: SSLModelConfig):
+        super().__init__()
+        self.config = config
+        if config.frontend == "conv":
+            self.frontend: nn.Module = ConvFeatureExtractor(
+                config.conv_layers, config.conv_norm, config.conv_bias, config.conv_dropout
+            )
+        else:
+            self.frontend = LogMelFrontend(
+                config.n_mels, config.frame_length_ms, config.frame_shift_ms, config.stack_frames
+            )
+        dim = config.frontend_dim
+        self.feature_layer_norm = nn.LayerNorm(dim) if config.feature_layer_norm else None
+        self.feature_projection = nn.Linear(dim, config.embed_dim) if config.has_projection else None
+        if not config.has_projection and dim != config.embed_dim:
+            raise ValueError(f"front-end width {dim} != embed_dim {config.embed_dim} and no projection")
+        self.feature_dropout = nn.Dropout(config.dropout)
+        self.mask_emb = nn.Parameter(torch.empty(config.embed_dim).uniform_()) if config.mask_embedding else None
+        self.encoder = Encoder(
+            config.embed_dim,
+            config.num_heads,
+            config.head_dim,
+            config.ffn_dims,
+            pos_conv_kernel=config.pos_conv_kernel,
+            pos_conv_groups=config.pos_conv_groups,
+            dropout=config.dropout,
+            attention_dropout=config.attention_dropout,
+            activation_dropout=config.activation_dropout,
+            layer_norm_first=config.layer_norm_first,
+            gated_relative_position=config.gated_relative_position,
+            num_buckets=config.num_buckets,
+            max_distance=config.max_distance,
+        )
+        self.head = build_head(config.embed_dim, config.head) if config.head else None
+
+    @property
+    def downsample_rate(self) -> int:
+        return self.config.downsample_rate
+
+    @property
+    def min_samples(self) -> int:
+        """The fewest samples that give one output frame."""
+        fe = self.frontend
+        if isinstance(fe, LogMelFrontend):
+            return fe.window
+        return fe.receptive_field
+
+    def check_input(self, waveforms: Tensor, lengths: Optional[Tensor]) -> None:
+        """Raise :class:`InputError` for input the model cannot take."""
+        if waveforms.dim() != 2:
+            raise InputError(
+                f"expected mono waveforms of shape (batch, samples), got {tuple(waveforms.shape)}; "
+                "mix stereo down to one channel first (e.g. s3prl_plugins.data.audio.load_audio does)"
+            )
+        if waveforms.size(0) == 0:
+            raise InputError("empty batch")
+        n = lengths if lengths is not None else torch.full((waveforms.size(0),), waveforms.size(1))
+        short = (n < self.min_samples).nonzero().flatten().tolist()
+        if short:
+            raise InputError(
+                f"utterance(s) {short} have {[int(n[i]) for i in short]} samples, fewer than the "
+                f"{self.min_samples} ({self.min_samples / 16000 * 1000:.1f} ms at 16 kHz) this model needs "
+                "for one frame: drop or pad them"
+            )
+        if lengths is not None and int(lengths.max()) > waveforms.size(1):
+            raise InputError(f"a length {int(lengths.max())} exceeds the padded size {waveforms.size(1)}")
+
+    def extract_features(self, waveforms: Tensor, lengths: Optional[Tensor] = None):
+        """Front-end + layer norm + projection: (features (B, T, D), lengths (B,))."""
+        self.check_input(waveforms, lengths)
+        if self.config.normalize_waveform:
+            waveforms = _normalize(waveforms, lengths)
+        x, frame_lengths = self.frontend(waveforms, lengths)
+        if frame_lengths is None:
+            frame_lengths = torch.full((x.size(0),), x.size(1), dtype=torch.long, device=x.device)
+        if self.feature_layer_norm is not None:
+            x = self.feature_layer_norm(x)
+        if self.feature_projection is not None:
+            x = self.feature_projection(x)
+        return self.feature_dropout(x), frame_lengths
+
+    def forward(
+        self,
+        waveforms: Tensor,
+        lengths: Optional[Tensor] = None,
+        need_attention: bool = False,
+        num_layers: Optional[int] = None,
+        frame_mask: Optional[Tensor] = None,
+    ) -> SSLOutput:
+        """Args:
+            waveforms: (batch, samples) zero-padded 16 kHz audio.
+            lengths: (batch,) valid samples (None: nothing padded).
+            need_attention: also return head-averaged attention maps.
+            num_layers: run only the first layers (MelHuBERT's first-k baseline, teachers' early exit).
+            frame_mask: (batch, frames) True where the mask embedding replaces the features
+                (masked prediction; needs ``mask_embedding``).
+
+        Returns:
+            :class:`SSLOutput`.
+        """
+        x, frame_lengths = self.extract_features(waveforms, lengths)
+        padding_mask = lengths_to_padding_mask(frame_lengths, x.size(1))
+        features = x
+        if frame_mask is not None:
+            if self.mask_emb is None:
+                raise ValueError("frame_mask given but the model has no mask embedding (mask_embedding=False)")
+            x = torch.where(frame_mask.unsqueeze(-1), self.mask_emb.to(x.dtype), x)
+        states, attns = self.encoder(
+            x, padding_mask if lengths is not None else None, need_weights=need_attention, num_layers=num_layers
+        )
+        return SSLOutput(states, frame_lengths, padding_mask, attns, features)
+
+
+def _normalize(waveforms: Tensor, lengths: Optional[Tensor]) -> Tensor:
+    """Per-utterance zero-mean unit-variance over the valid samples (fairseq ``normalize=True``)."""
+    if lengths is None:
+        return F.layer_norm(waveforms, waveforms.shape[-1:])
+    out = torch.zeros_like(waveforms)
+    for i, n in enumerate(lengths.tolist()):
+        out[i, :n] = F.layer_norm(waveforms[i, :n], (n,))
+    return out
+
+
+def pad_waveforms(wavs: Sequence[Tensor]):
+    """List of 1-D waveforms -> ((batch, samples) zero-padded, (batch,) lengths)."""
+    lengths = torch.tensor([w.numel() for w in wavs], dtype=torch.long, device=wavs[0].device)
+    return torch.nn.utils.rnn.pad_sequence(list(wavs), batch_first=True), lengths
+
+
+def count_parameters(module: Union[nn.Module, SSLModel], include_head: bool = True) -> int:
+    """Parameters of a model; ``include_head=False`` leaves out the prediction head and mask embedding."""
+    total = 0
+    for name, p in module.named_parameters():
+        if not include_head and (name.startswith("head.") or name == "mask_emb"):
+            continue
+        total += p.numel()
+    return total

@@ -1,0 +1,214 @@
+"""Front-ends that turn 16 kHz waveforms into frame sequences.
+
+* :class:`ConvFeatureExtractor` -- the wav2vec 2.0 / HuBERT waveform CNN, described layer by layer
+  with ``(channels, kernel, stride)`` specs so that narrower students (e.g. STaRHuBERT's CNN) are
+  expressed by config alone.
+* :class:`LogMelFrontend` -- MelHuBERT's input (Lin et al., "Compressing Transformer-based
+  self-supervised models for speech processing", §II-A / §IV-A): Kaldi log-Mel filterbanks (40 bins,
+  25 ms window, 10 ms shift), optionally stacking 2 frames into one 20 ms frame, with dataset-level
+  mean/std normalisation.
+"""
+
+from __future__ import annotations
+
+from typing import List, Optional, Sequence, Tuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+ConvSpec = Tuple[int, int, int]
+
+
+def conv_output_lengths(lengths: Tensor, specs: Sequence[ConvSpec]) -> Tensor:
+    """Number of frames each CNN layer leaves, for inputs of ``lengths`` samples.
+
+    ``floor((L - kernel) / stride) + 1`` per layer (no padding), clamped at 0.
+
+    Args:
+        lengths: (batch,) integer tensor of valid samples.
+        specs: the ``(channels, kernel, stride)`` of every layer.
+
+    Returns:
+        (batch,) integer tensor of valid frames.
+    """
+    out = lengths.clone()
+    for _, kernel, stride in specs:
+        out = torch.div(out - kernel, stride, rounding_mode="floor") + 1
+        out = out.clamp(min=0)
+    return out
+
+
+def receptive_field(specs: Sequence[ConvSpec]) -> int:
+    """Smallest number of samples that yields one output frame."""
+    field = 1
+    for _, kernel, stride in reversed(list(specs)):
+        field = (field - 1) * stride + kernel
+    return field
+
+
+class _ConvBlock(nn.Module):
+    def __init__(self, in_channels: int, spec: ConvSpec, norm: str, bias: bool, dropout: float):
+        super().__init__()
+        channels, kernel, stride = spec
+        self.conv = nn.Conv1d(in_channels, channels, kernel, stride=stride, bias=bias)
+        if norm == "group_norm":
+            self.norm: Optional[nn.Module] = nn.GroupNorm(channels, channels, affine=True)
+        elif norm == "layer_norm":
+            self.norm = nn.LayerNorm(channels, elementwise_affine=True)
+        else:
+            self.norm = None
+        self.norm_kind = norm
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = self.dropout(self.conv(x))
+        if self.norm_kind == "group_norm":
+            x = self.norm(x)
+        elif self.norm_kind == "layer_norm":
+            x = self.norm(x.transpose(1, 2)).transpose(1, 2)
+        return F.gelu(x)
+
+
+class ConvFeatureExtractor(nn.Module):
+    """Waveform CNN of wav2vec 2.0 / HuBERT.
+
+    Args:
+        specs: ``(channels, kernel, stride)`` for every layer, e.g. HuBERT BASE
+            ``[(512, 10, 5)] + [(512, 3, 2)] * 4 + [(512, 2, 2)] * 2``.
+        norm: ``"group_norm"`` (fairseq ``extractor_mode="default"``: a per-channel GroupNorm on the
+            first layer only), ``"layer_norm"`` (``"layer_norm"`` mode: a LayerNorm after every conv)
+            or ``"none"``.
+        bias: whether the convolutions have a bias (fairseq ``conv_bias``).
+        dropout: dropout after each convolution (training only).
+    """
+
+    def __init__(self, specs: Sequence[ConvSpec], norm: str = "group_norm", bias: bool = False, dropout: float = 0.0):
+        super().__init__()
+        if norm not in ("group_norm", "layer_norm", "none"):
+            raise ValueError(f"conv norm must be group_norm, layer_norm or none, not {norm!r}")
+        self.specs: List[ConvSpec] = [tuple(int(v) for v in s) for s in specs]  # type: ignore[misc]
+        layers = []
+        in_ch = 1
+        for i, spec in enumerate(self.specs):
+            layer_norm = norm if (norm == "layer_norm" or (norm == "group_norm" and i == 0)) else "none"
+            layers.append(_ConvBlock(in_ch, spec, layer_norm, bias, dropout))
+            in_ch = spec[0]
+        self.conv_layers = nn.ModuleList(layers)
+        self.output_dim = in_ch
+        self.receptive_field = receptive_field(self.specs)
+        self.stride = 1
+        for _, _, s in self.specs:
+            self.stride *= s
+
+    def forward(self, waveforms: Tensor, lengths: Optional[Tensor] = None) -> Tuple[Tensor, Optional[Tensor]]:
+        """Args:
+            waveforms: (batch, samples), zero-padded.
+            lengths: (batch,) valid samples, or None when nothing is padded.
+
+        Returns:
+            features (batch, frames, channels) and (batch,) valid frames (None if ``lengths`` is None).
+        """
+        x = waveforms.unsqueeze(1)
+        for layer in self.conv_layers:
+            x = layer(x)
+        x = x.transpose(1, 2)
+        if lengths is not None:
+            lengths = conv_output_lengths(lengths, self.specs)
+        return x, lengths
+
+
+class LogMelFrontend(nn.Module):
+    """Kaldi log-Mel filterbank front-end of MelHuBERT.
+
+    Features are ``torchaudio.compliance.kaldi.fbank`` (povey window, snip_edges, no dither) of the
+    waveform scaled to the 16-bit integer range (Kaldi's convention), normalised by the dataset
+    mean/std held in the ``mean``/``std`` buffers (identity until :meth:`set_stats`). With
+    ``stack_frames=2`` consecutive frames are concatenated (MelHuBERT-20ms); an odd last frame is
+    paired with a copy of itself so that ``ceil(T / 2)`` frames come out, matching the paper's
+    ``n = ceil(T/2) - 1`` targets ``c_1, c_3, ..., c_{2n+1}``.
+
+    Args:
+        n_mels: Mel bins (40 in MelHuBERT).
+        frame_length_ms: analysis window (25 ms).
+        frame_shift_ms: hop (10 ms).
+        stack_frames: 1 (10 ms frames) or 2 (20 ms frames).
+        sample_rate: input rate in Hz.
+    """
+
+    def __init__(
+        self,
+        n_mels: int = 40,
+        frame_length_ms: float = 25.0,
+        frame_shift_ms: float = 10.0,
+        stack_frames: int = 1,
+        sample_rate: int = 16000,
+    ):
+        super().__init__()
+        if stack_frames < 1:
+            raise ValueError(f"stack_frames must be >= 1, got {stack_frames}")
+        self.n_mels = n_mels
+        self.frame_length_ms = float(frame_length_ms)
+        self.frame_shift_ms = float(frame_shift_ms)
+        self.stack_frames = int(stack_frames)
+        self.sample_rate = int(sample_rate)
+        self.register_buffer("mean", torch.zeros(n_mels))
+        self.register_buffer("std", torch.ones(n_mels))
+        self.window = int(round(sample_rate * frame_length_ms / 1000))
+        self.hop = int(round(sample_rate * frame_shift_ms / 1000))
+        self.output_dim = n_mels * stack_frames
+        self.receptive_field = self.window
+        self.stride = self.hop * self.stack_frames
+
+    def set_stats(self, mean: Tensor, std: Tensor) -> None:
+        """Set the dataset-level normalisation (per Mel bin)."""
+        if mean.shape != (self.n_mels,) or std.shape != (self.n_mels,):
+            raise ValueError(f"mean/std must have shape ({self.n_mels},)")
+        if not torch.all(std > 0):
+            raise ValueError("std must be positive in every Mel bin")
+        self.mean.copy_(mean)
+        self.std.copy_(std)
+
+    def num_frames(self, lengths: Tensor) -> Tensor:
+        """Frames out of ``lengths`` samples, after stacking."""
+        n = (torch.div(lengths - self.window, self.hop, rounding_mode="floor") + 1).clamp(min=0)
+        return torch.div(n + self.stack_frames - 1, self.stack_frames, rounding_mode="floor")
+
+    def fbank(self, waveform: Tensor) -> Tensor:
+        """Unnormalised, unstacked log-Mel frames of one waveform (samples,) -> (frames, n_mels)."""
+        import torchaudio  # local: keeps `import s3prl_plugins.nn` light
+
+        return torchaudio.compliance.kaldi.fbank(
+            waveform.unsqueeze(0) * 32768.0,
+            num_mel_bins=self.n_mels,
+            frame_length=self.frame_length_ms,
+            frame_shift=self.frame_shift_ms,
+            dither=0.0,
+            energy_floor=0.0,
+            sample_frequency=float(self.sample_rate),
+        )
+
+    def forward(self, waveforms: Tensor, lengths: Optional[Tensor] = None) -> Tuple[Tensor, Optional[Tensor]]:
+        """Args:
+            waveforms: (batch, samples), zero-padded.
+            lengths: (batch,) valid samples, or None.
+
+        Returns:
+            features (batch, frames, n_mels * stack_frames), zero on padded frames, and (batch,) frames.
+        """
+        batch = waveforms.size(0)
+        full = torch.full((batch,), waveforms.size(1), dtype=torch.long, device=waveforms.device)
+        sample_lengths = full if lengths is None else lengths
+        feats = []
+        for i in range(batch):
+            f = self.fbank(waveforms[i, : int(sample_lengths[i])].float())
+            f = (f - self.mean) / self.std
+            if self.stack_frames > 1:
+                rest = f.size(0) % self.stack_frames
+                if rest:
+                    f = torch.cat([f, f[-1:].expand(self.stack_frames - rest, -1)], dim=0)
+                f = f.reshape(-1, self.n_mels * self.stack_frames)
+            feats.append(f)
+        out_lengths = torch.tensor([f.size(0) for f in feats], dtype=torch.long, device=waveforms.device)
+        x = torch.nn.utils.rnn.pad_sequence(feats, batch_first=True).to(waveforms.dtype)
+        return x, (None if lengths is None else out_lengths)

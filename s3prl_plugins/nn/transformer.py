@@ -1,0 +1,363 @@
+"""Transformer components shared by every model in the zoo (HuBERT, wav2vec 2.0, WavLM, DistilHuBERT,
+STaRHuBERT, MelHuBERT).
+
+Every layer has its own head count and FFN width, so a pruned model is described by its config and
+rebuilt by the same code. Attention runs through ``scaled_dot_product_attention``; when the
+head-averaged attention map is asked for (STaR's eq. 1, MelHuBERT's diagonality eq. 9) the heads are
+processed one at a time so that only one (batch, frames, frames) map per head is alive at once and the
+average is accumulated, never a (batch, heads, frames, frames) tensor of every head.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import List, Optional, Sequence, Tuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+
+class ConvPositionalEmbedding(nn.Module):
+    """Convolutional relative positional embedding of wav2vec 2.0 / HuBERT.
+
+    A grouped Conv1d with weight normalisation over the kernel axis (fairseq ``weight_norm(dim=2)``),
+    "same" padding (the extra frame of an even kernel is dropped) and GELU.
+
+    Args:
+        embed_dim: model width.
+        kernel_size: 128 in the BASE models.
+        groups: 16 in the BASE models.
+    """
+
+    def __init__(self, embed_dim: int, kernel_size: int = 128, groups: int = 16):
+        super().__init__()
+        conv = nn.Conv1d(embed_dim, embed_dim, kernel_size, padding=kernel_size // 2, groups=groups)
+        self.conv = nn.utils.parametrizations.weight_norm(conv, name="weight", dim=2)
+        self.num_remove = 1 if kernel_size % 2 == 0 else 0
+
+    def forward(self, x: Tensor) -> Tensor:
+        """(batch, frames, dim) -> (batch, frames, dim)."""
+        x = self.conv(x.transpose(1, 2))
+        if self.num_remove:
+            x = x[..., : -self.num_remove]
+        return F.gelu(x).transpose(1, 2)
+
+
+class RelativePositionBias(nn.Module):
+    """WavLM's bucketed relative position bias (T5-style buckets, bidirectional).
+
+    Args:
+        num_heads: heads of the layer that owns the embedding.
+        num_buckets: 320 in WavLM BASE.
+        max_distance: 800 in WavLM BASE.
+    """
+
+    def __init__(self, num_heads: int, num_buckets: int = 320, max_distance: int = 800):
+        super().__init__()
+        self.num_buckets = num_buckets
+        self.max_distance = max_distance
+        self.rel_attn_embed = nn.Embedding(num_buckets, num_heads)
+
+    def _bucket(self, relative: Tensor) -> Tensor:
+        half = self.num_buckets // 2
+        buckets = (relative > 0).long() * half
+        relative = relative.abs()
+        max_exact = half // 2
+        is_small = relative < max_exact
+        large = torch.log(relative.float().clamp(min=1) / max_exact) / math.log(self.max_distance / max_exact)
+        large = (max_exact + large * (half - max_exact)).long().clamp(max=half - 1)
+        return buckets + torch.where(is_small, relative, large)
+
+    def forward(self, frames: int) -> Tensor:
+        """Returns the (heads, frames, frames) bias."""
+        pos = torch.arange(frames, device=self.rel_attn_embed.weight.device)
+        relative = pos[None, :] - pos[:, None]
+        return self.rel_attn_embed(self._bucket(relative)).permute(2, 0, 1)
+
+
+class SelfAttention(nn.Module):
+    """Multi-head self-attention with a per-layer head count.
+
+    Args:
+        embed_dim: model width.
+        num_heads: heads in this layer (0 leaves only the output bias: a fully pruned layer).
+        head_dim: width of one head.
+        dropout: dropout on attention probabilities (training only).
+        gated_relative_position: add WavLM's gated relative position bias (gate computed from the
+            layer input, Chen et al. 2022, "WavLM", eq. 4-5).
+        relative_position_bias: this layer owns the bucket embedding (WavLM: the first layer only).
+        num_buckets, max_distance: the bucket embedding's settings.
+    """
+
+    def __init__(
+        self,
+        embed_dim: int,
+        num_heads: int,
+        head_dim: int,
+        dropout: float = 0.0,
+        gated_relative_position: bool = False,
+        relative_position_bias: bool = False,
+        num_buckets: int = 320,
+        max_distance: int = 800,
+    ):
+        super().__init__()
+        self.embed_dim = embed_dim
+        self.num_heads = num_heads
+        self.head_dim = head_dim
+        self.dropout = dropout
+        inner = num_heads * head_dim
+        if num_heads > 0:
+            self.q_proj = nn.Linear(embed_dim, inner)
+            self.k_proj = nn.Linear(embed_dim, inner)
+            self.v_proj = nn.Linear(embed_dim, inner)
+            self.out_proj = nn.Linear(inner, embed_dim)
+        else:
+            self.out_bias = nn.Parameter(torch.zeros(embed_dim))
+        self.rel_pos = RelativePositionBias(num_heads, num_buckets, max_distance) if relative_position_bias else None
+        self.gated = gated_relative_position
+        if gated_relative_position:
+            if inner != embed_dim:
+                raise ValueError("WavLM's gated relative position needs heads * head_dim == embed_dim")
+            self.gru_rel_pos_linear = nn.Linear(head_dim, 8)
+            self.gru_rel_pos_const = nn.Parameter(torch.ones(1, num_heads, 1, 1))
+
+    def _gated_bias(self, x: Tensor, position_bias: Tensor) -> Tensor:
+        batch, frames, _ = x.shape
+        gate_in = x.view(batch, frames, self.num_heads, self.head_dim).transpose(1, 2)
+        proj = self.gru_rel_pos_linear(gate_in).view(batch, self.num_heads, frames, 2, 4).sum(-1)
+        gate_a, gate_b = torch.sigmoid(proj).chunk(2, dim=-1)
+        gate = gate_a * (gate_b * self.gru_rel_pos_const - 1.0) + 2.0  # (B, H, T, 1)
+        return gate * position_bias.unsqueeze(0)
+
+    def forward(
+        self,
+        x: Tensor,
+        key_padding_mask: Optional[Tensor] = None,
+        position_bias: Optional[Tensor] = None,
+        need_weights: bool = False,
+    ) -> Tuple[Tensor, Optional[Tensor], Optional[Tensor]]:
+        """Args:
+            x: (batch, frames, embed_dim).
+            key_padding_mask: (batch, frames), True on padded frames.
+            position_bias: (heads, frames, frames) bucket bias from an earlier layer (WavLM).
+            need_weights: also return the head-averaged attention map.
+
+        Returns:
+            output (batch, frames, embed_dim); the head-averaged attention (batch, frames, frames) or
+            None; the position bias for the next layer (or None).
+        """
+        batch, frames, _ = x.shape
+        if self.rel_pos is not None:
+            position_bias = self.rel_pos(frames)
+        if self.num_heads == 0:
+            out = self.out_bias.expand(batch, frames, -1)
+            avg = x.new_zeros(batch, frames, frames) if need_weights else None
+            return out, avg, position_bias
+
+        bias: Optional[Tensor] = None
+        if key_padding_mask is not None:
+            bias = torch.zeros(batch, 1, 1, frames, dtype=x.dtype, device=x.device)
+            bias = bias.masked_fill(key_padding_mask[:, None, None, :], float("-inf"))
+        if self.gated and position_bias is not None:
+            gated = self._gated_bias(x, position_bias)
+            bias = gated if bias is None else bias + gated
+
+        def heads(t: Tensor) -> Tensor:
+            return t.view(batch, frames, self.num_heads, self.head_dim).transpose(1, 2)
+
+        q, k, v = heads(self.q_proj(x)), heads(self.k_proj(x)), heads(self.v_proj(x))
+        p_drop = self.dropout if self.training else 0.0
+        avg: Optional[Tensor] = None
+        if not need_weights:
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias, dropout_p=p_drop)
+        else:
+            scale = 1.0 / math.sqrt(self.head_dim)
+            outs = []
+            avg = x.new_zeros(batch, frames, frames)
+            for h in range(self.num_heads):
+                scores = torch.matmul(q[:, h] * scale, k[:, h].transpose(1, 2))
+                if bias is not None:
+                    scores = scores + (bias[:, 0] if bias.size(1) == 1 else bias[:, h])
+                probs = torch.softmax(scores, dim=-1)
+                avg = avg + probs
+                outs.append(torch.matmul(F.dropout(probs, p_drop, self.training), v[:, h]))
+            out = torch.stack(outs, dim=1)
+            avg = avg / self.num_heads
+        out = out.transpose(1, 2).reshape(batch, frames, self.num_heads * self.head_dim)
+        return self.out_proj(out), avg, position_bias
+
+
+class FeedForward(nn.Module):
+    """Position-wise FFN ``fc2(dropout(gelu(fc1(x))))`` with a per-layer width (0: only fc2's bias)."""
+
+    def __init__(self, embed_dim: int, ffn_dim: int, activation_dropout: float = 0.0):
+        super().__init__()
+        self.ffn_dim = ffn_dim
+        if ffn_dim > 0:
+            self.fc1 = nn.Linear(embed_dim, ffn_dim)
+            self.fc2 = nn.Linear(ffn_dim, embed_dim)
+        else:
+            self.out_bias = nn.Parameter(torch.zeros(embed_dim))
+        self.activation_dropout = nn.Dropout(activation_dropout)
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.ffn_dim == 0:
+            return self.out_bias.expand_as(x)
+        return self.fc2(self.activation_dropout(F.gelu(self.fc1(x))))
+
+
+class EncoderLayer(nn.Module):
+    """One transformer layer, post-LN (HuBERT/wav2vec 2.0/WavLM BASE) or pre-LN (``layer_norm_first``).
+
+    Post-LN: ``x = LN(x + Drop(Attn(x))); x = LN(x + Drop(FFN(x)))``.
+    Pre-LN: ``x = x + Drop(Attn(LN(x))); x = x + Drop(FFN(LN(x)))``.
+    """
+
+    def __init__(
+        self,
+        embed_dim: int,
+        num_heads: int,
+        head_dim: int,
+        ffn_dim: int,
+        dropout: float = 0.1,
+        attention_dropout: float = 0.1,
+        activation_dropout: float = 0.0,
+        layer_norm_first: bool = False,
+        gated_relative_position: bool = False,
+        relative_position_bias: bool = False,
+        num_buckets: int = 320,
+        max_distance: int = 800,
+    ):
+        super().__init__()
+        self.attention = SelfAttention(
+            embed_dim,
+            num_heads,
+            head_dim,
+            attention_dropout,
+            gated_relative_position=gated_relative_position,
+            relative_position_bias=relative_position_bias,
+            num_buckets=num_buckets,
+            max_distance=max_distance,
+        )
+        self.attention_layer_norm = nn.LayerNorm(embed_dim)
+        self.feed_forward = FeedForward(embed_dim, ffn_dim, activation_dropout)
+        self.final_layer_norm = nn.LayerNorm(embed_dim)
+        self.dropout = nn.Dropout(dropout)
+        self.layer_norm_first = layer_norm_first
+
+    def forward(
+        self,
+        x: Tensor,
+        key_padding_mask: Optional[Tensor] = None,
+        position_bias: Optional[Tensor] = None,
+        need_weights: bool = False,
+    ) -> Tuple[Tensor, Optional[Tensor], Optional[Tensor]]:
+        residual = x
+        if self.layer_norm_first:
+            x = self.attention_layer_norm(x)
+        x, attn, position_bias = self.attention(x, key_padding_mask, position_bias, need_weights)
+        x = residual + self.dropout(x)
+        if not self.layer_norm_first:
+            x = self.attention_layer_norm(x)
+        residual = x
+        if self.layer_norm_first:
+            x = self.final_layer_norm(x)
+        x = residual + self.dropout(self.feed_forward(x))
+        if not self.layer_norm_first:
+            x = self.final_layer_norm(x)
+        return x, attn, position_bias
+
+
+class Encoder(nn.Module):
+    """Positional convolution, layer norm and a stack of :class:`EncoderLayer`.
+
+    Args:
+        embed_dim: model width.
+        num_heads: heads per layer.
+        head_dim: width of one head.
+        ffn_dims: FFN width per layer.
+        pos_conv_kernel: kernel of the positional convolution (0: none).
+        pos_conv_groups: its groups.
+        layer_norm_first: pre-LN layers (the encoder's layer norm then comes last).
+        gated_relative_position: WavLM's relative position bias (owned by the first layer).
+    """
+
+    def __init__(
+        self,
+        embed_dim: int,
+        num_heads: Sequence[int],
+        head_dim: int,
+        ffn_dims: Sequence[int],
+        pos_conv_kernel: int = 128,
+        pos_conv_groups: int = 16,
+        dropout: float = 0.1,
+        attention_dropout: float = 0.1,
+        activation_dropout: float = 0.0,
+        layer_norm_first: bool = False,
+        gated_relative_position: bool = False,
+        num_buckets: int = 320,
+        max_distance: int = 800,
+    ):
+        super().__init__()
+        if len(num_heads) != len(ffn_dims):
+            raise ValueError(f"{len(num_heads)} head counts for {len(ffn_dims)} FFN widths")
+        self.pos_conv = ConvPositionalEmbedding(embed_dim, pos_conv_kernel, pos_conv_groups) if pos_conv_kernel else None
+        self.layer_norm = nn.LayerNorm(embed_dim)
+        self.dropout = nn.Dropout(dropout)
+        self.layer_norm_first = layer_norm_first
+        self.layers = nn.ModuleList(
+            EncoderLayer(
+                embed_dim,
+                h,
+                head_dim,
+                f,
+                dropout=dropout,
+                attention_dropout=attention_dropout,
+                activation_dropout=activation_dropout,
+                layer_norm_first=layer_norm_first,
+                gated_relative_position=gated_relative_position,
+                relative_position_bias=gated_relative_position and i == 0,
+                num_buckets=num_buckets,
+                max_distance=max_distance,
+            )
+            for i, (h, f) in enumerate(zip(num_heads, ffn_dims))
+        )
+
+    def forward(
+        self,
+        x: Tensor,
+        padding_mask: Optional[Tensor] = None,
+        need_weights: bool = False,
+        num_layers: Optional[int] = None,
+    ) -> Tuple[List[Tensor], List[Tensor]]:
+        """Args:
+            x: (batch, frames, embed_dim) projected features.
+            padding_mask: (batch, frames), True on padded frames.
+            need_weights: also return each layer's head-averaged attention map.
+            num_layers: run only the first ``num_layers`` layers.
+
+        Returns:
+            hidden states [input of layer 1, ..., output of the last layer run] each (batch, frames, dim)
+            (for pre-LN the last one is after the final layer norm), and the attention maps
+            (batch, frames, frames) of each layer run (empty unless ``need_weights``).
+        """
+        if padding_mask is not None:
+            x = x.masked_fill(padding_mask.unsqueeze(-1), 0.0)
+        if self.pos_conv is not None:
+            x = x + self.pos_conv(x)
+        if not self.layer_norm_first:
+            x = self.layer_norm(x)
+        x = self.dropout(x)
+        states = [x]
+        attns: List[Tensor] = []
+        position_bias = None
+        layers = self.layers if num_layers is None else self.layers[:num_layers]
+        for layer in layers:
+            x, attn, position_bias = layer(x, padding_mask, position_bias, need_weights)
+            states.append(x)
+            if attn is not None:
+                attns.append(attn)
+        if self.layer_norm_first:
+            states[-1] = self.layer_norm(states[-1])
+        return states, attns

@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# Create (or reuse) the project's virtual environment and print the path of its interpreter.
+#
+# The environment lives outside the working tree, keyed by the hash of requirements.txt, so every
+# clone on a machine shares it and it is rebuilt only when a pin changes:
+#   ${S3PRL_PLUGINS_VENV_ROOT:-$HOME/.cache/s3prl-plugins}/venv-<hash>
+# Debian packages the project needs (ffmpeg-less audio via libsndfile, espeak-ng for the mini corpus)
+# are installed with apt-get when missing.
+set -euo pipefail
+here=$(cd "$(dirname "$0")/.." && pwd)
+req="$here/requirements.txt"
+hash=$( (cat "$req"; python3 --version) | sha256sum | cut -c1-12)
+root=${S3PRL_PLUGINS_VENV_ROOT:-$HOME/.cache/s3prl-plugins}
+venv="$root/venv-$hash"
+
+log() { echo "[setup_env] $*" >&2; }
+
+apt_pkgs=(libsndfile1 espeak-ng)
+missing=()
+for p in "${apt_pkgs[@]}"; do
+  dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  if command -v apt-get >/dev/null 2>&1; then
+    sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"
+    log "installing Debian packages: ${missing[*]}"
+    $sudo apt-get update -qq >/dev/null
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
+  else
+    log "warning: cannot install ${missing[*]} (no apt-get); install them with your system's package manager"
+  fi
+fi
+
+if [ ! -f "$venv/.complete" ]; then
+  log "creating $venv (first run downloads ~4 GB; later runs reuse it)"
+  rm -rf "$venv"
+  mkdir -p "$root"
+  python3 -m venv "$venv"
+  "$venv/bin/python" -m pip install -q "$(grep -E "^pip==" "$req")" >&2
+  # torch first, alone: every later package then sees torch==2.8.0 as already satisfied.
+  "$venv/bin/python" -m pip install -q torch==2.8.0 torchaudio==2.8.0 >&2
+  "$venv/bin/python" -m pip install -q -r "$req" >&2
+  "$venv/bin/python" -m pip install -q --no-deps -e "$here" >&2
+  "$venv/bin/python" -m pip check >&2
+  touch "$venv/.complete"
+fi
+# The editable install points at whichever clone ran last: re-point it at this one when it moved.
+if ! "$venv/bin/python" - "$here" <<'PY' >/dev/null 2>&1
+import os, sys, s3prl_plugins
+sys.exit(0 if os.path.dirname(os.path.dirname(os.path.abspath(s3prl_plugins.__file__))) == sys.argv[1] else 1)
+PY
+then
+  "$venv/bin/python" -m pip install -q --no-deps -e "$here" >&2
+fi
+echo "$venv/bin/python"
