@@ -1,0 +1,30 @@
+"""Converters from reference checkpoints (s3prl, fairseq, Hugging Face ``transformers``, torchaudio) to
+our :class:`~s3prl_plugins.models.SSLModel`. Each returns ``(config, state_dict)``; keys are mapped
+explicitly (see :mod:`.keymap`) and unknown keys raise :class:`ConversionError`."""
+
+from s3prl_plugins.models.convert.keymap import ConversionError, apply_key_map
+from s3prl_plugins.models.convert.sources import (
+    detect_format,
+    from_fairseq,
+    from_s3prl_distiller,
+    from_s3prl_hubert,
+    from_s3prl_wav2vec2,
+    from_s3prl_wavlm,
+    from_torchaudio,
+    from_transformers,
+    parse_conv_layers,
+)
+
+__all__ = [
+    "ConversionError",
+    "apply_key_map",
+    "detect_format",
+    "from_fairseq",
+    "from_s3prl_distiller",
+    "from_s3prl_hubert",
+    "from_s3prl_wav2vec2",
+    "from_s3prl_wavlm",
+    "from_torchaudio",
+    "from_transformers",
+    "parse_conv_layers",
+]

@@ -1,0 +1,124 @@
+"""Load any supported checkpoint into an :class:`SSLModel`.
+
+Sources (:func:`load_pretrained`):
+
+* an s3prl hub name of a teacher -- ``hubert_base``, ``wav2vec2`` (``wav2vec2_base_960``),
+  ``wavlm_base`` -- fetched through s3prl's own download cache (offline: a clear error, or the
+  cached file when it is there);
+* a checkpoint file: ours, s3prl ``hubert_local`` / ``wav2vec2_local`` / ``wavlm_local`` /
+  ``distiller_local``, or a fairseq checkpoint with plain-typed contents;
+* a Hugging Face ``transformers`` model folder (HuBERT, wav2vec 2.0, WavLM).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any, Dict, Optional, Tuple
+
+from s3prl_plugins.models.checkpoint import CheckpointError, load_state_strict, read_checkpoint, validate_checkpoint
+from s3prl_plugins.models.config import SSLModelConfig
+from s3prl_plugins.models.convert import sources
+from s3prl_plugins.models.ssl_model import SSLModel
+
+logger = logging.getLogger(__name__)
+
+# s3prl 0.4.18's own URLs for its converted (non-legacy) checkpoints, and the format of each.
+HUB_CHECKPOINTS: Dict[str, Tuple[str, str]] = {
+    "hubert_base": ("https://huggingface.co/s3prl/converted_ckpts/resolve/main/hubert_base_ls960.pt", "s3prl_hubert"),
+    "hubert": ("https://huggingface.co/s3prl/converted_ckpts/resolve/main/hubert_base_ls960.pt", "s3prl_hubert"),
+    "wav2vec2": ("https://huggingface.co/s3prl/converted_ckpts/resolve/main/wav2vec_small.pt", "s3prl_wav2vec2"),
+    "wav2vec2_base_960": (
+        "https://huggingface.co/s3prl/converted_ckpts/resolve/main/wav2vec_small.pt",
+        "s3prl_wav2vec2",
+    ),
+    "wavlm_base": ("https://huggingface.co/s3prl/converted_ckpts/resolve/main/wavlm_base.pt", "s3prl_wavlm"),
+}
+
+OFFLINE_ENV = "S3PRL_PLUGINS_OFFLINE"
+
+
+class OfflineError(RuntimeError):
+    """A hub checkpoint is needed but cannot be downloaded here."""
+
+
+def _offline() -> bool:
+    return any(os.environ.get(v, "0") not in ("", "0") for v in (OFFLINE_ENV, "HF_HUB_OFFLINE"))
+
+
+def hub_checkpoint_path(name: str, refresh: bool = False) -> str:
+    """Local path of an s3prl hub teacher's checkpoint, downloading it through s3prl if needed."""
+    from s3prl.util.download import _urls_to_filepaths
+
+    url, _ = HUB_CHECKPOINTS[name]
+    cached = _urls_to_filepaths(url, download=False)
+    if os.path.isfile(cached) and not refresh:
+        return cached
+    how = (
+        f"download it on a machine with internet ({url}) and pass the file instead, e.g. "
+        f"`--teacher /path/to/{os.path.basename(url)}` (any s3prl/fairseq/Hugging Face checkpoint works), "
+        f"or copy it to s3prl's cache as {cached}"
+    )
+    if _offline():
+        raise OfflineError(f"{name}: not in s3prl's cache and downloads are off ({OFFLINE_ENV}/HF_HUB_OFFLINE); {how}")
+    try:
+        return _urls_to_filepaths(url, refresh=refresh)
+    except Exception as e:  # noqa: BLE001 - any network failure becomes one actionable message
+        raise OfflineError(f"{name}: cannot download the checkpoint ({type(e).__name__}: {e}); {how}") from e
+
+
+def convert_checkpoint(obj: Dict[str, Any], path: str, keep_head: bool = False) -> Tuple[SSLModelConfig, Dict[str, Any]]:
+    """(config, state) of a loaded checkpoint dict of any supported format."""
+    fmt = sources.detect_format(obj)
+    if fmt == "ours":
+        config = validate_checkpoint(obj, path)
+        state = dict(obj["model_weight"])
+        if not keep_head and config.head is not None:
+            config = config.replace(head=None, mask_embedding=False)
+            state = {k: v for k, v in state.items() if not (k.startswith("head.") or k == "mask_emb")}
+        return config, state
+    if fmt == "s3prl_hubert":
+        return sources.from_s3prl_hubert(obj, keep_head=keep_head)
+    if fmt == "s3prl_wav2vec2":
+        return sources.from_s3prl_wav2vec2(obj)
+    if fmt == "s3prl_wavlm":
+        return sources.from_s3prl_wavlm(obj)
+    if fmt == "s3prl_distiller":
+        return sources.from_s3prl_distiller(obj, keep_head=keep_head)
+    if fmt == "fairseq":
+        return sources.from_fairseq(obj)
+    raise CheckpointError(
+        f"{path}: unrecognised checkpoint (top-level keys {sorted(obj)[:8]}); expected ours "
+        "{format_version, model_config, model_weight}, s3prl hubert/wav2vec2/wavlm/distiller, or fairseq"
+    )
+
+
+def load_pretrained(source: str, refresh: bool = False, keep_head: bool = False) -> SSLModel:
+    """Build a model with pre-trained weights from a hub name, a checkpoint file or a HF folder.
+
+    Args:
+        source: see the module docstring.
+        refresh: re-download a hub checkpoint.
+        keep_head: keep pre-training heads (HuBERT's ``final_proj``/label embeddings, DistilHuBERT's
+            prediction heads) instead of dropping them.
+
+    Returns:
+        The model in eval mode.
+    """
+    if source in HUB_CHECKPOINTS and not os.path.exists(source):
+        path = hub_checkpoint_path(source, refresh)
+    else:
+        path = source
+    if os.path.isdir(path):
+        config, state = sources.from_transformers(path)
+    elif os.path.isfile(path):
+        config, state = convert_checkpoint(read_checkpoint(path), path, keep_head=keep_head)
+    else:
+        raise CheckpointError(
+            f"{source!r} is neither a checkpoint file, a Hugging Face model folder, nor a hub name "
+            f"({', '.join(sorted(HUB_CHECKPOINTS))})"
+        )
+    model = SSLModel(config)
+    load_state_strict(model, state, path)
+    logger.info("loaded %s (%s, %d layers, width %d)", path, config.name, config.num_layers, config.embed_dim)
+    return model.eval()
