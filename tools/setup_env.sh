@@ -31,6 +31,13 @@ if [ ${#missing[@]} -gt 0 ]; then
   fi
 fi
 
+# Editable installs do not carry our start-up .pth (wheels do, see setup.py): put it in site-packages.
+install_pth() {
+  local site
+  site=$("$venv/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
+  cp "$here/s3prl_plugins-autoload.pth" "$site/"
+}
+
 if [ ! -f "$venv/.complete" ]; then
   log "creating $venv (first run downloads ~4 GB; later runs reuse it)"
   rm -rf "$venv"
@@ -42,6 +49,7 @@ if [ ! -f "$venv/.complete" ]; then
   "$venv/bin/python" -m pip install -q -r "$req" >&2
   "$venv/bin/python" -m pip install -q --no-deps -e "$here" >&2
   "$venv/bin/python" -m pip check >&2
+  install_pth
   touch "$venv/.complete"
 fi
 # The editable install points at whichever clone ran last: re-point it at this one when it moved.
@@ -51,5 +59,7 @@ sys.exit(0 if os.path.dirname(os.path.dirname(os.path.abspath(s3prl_plugins.__fi
 PY
 then
   "$venv/bin/python" -m pip install -q --no-deps -e "$here" >&2
+  install_pth
 fi
+install_pth
 echo "$venv/bin/python"

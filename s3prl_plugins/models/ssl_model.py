@@ -124,6 +124,10 @@ class SSLModel(nn.Module):
         if self.config.normalize_waveform:
             waveforms = _normalize(waveforms, lengths)
         x, frame_lengths = self.frontend(waveforms, lengths)
+        return self.project(x, frame_lengths)
+
+    def project(self, x: Tensor, frame_lengths: Optional[Tensor] = None):
+        """Front-end output (B, T, C) -> projected features (B, T, D) and (B,) frames."""
         if frame_lengths is None:
             frame_lengths = torch.full((x.size(0),), x.size(1), dtype=torch.long, device=x.device)
         if self.feature_layer_norm is not None:
@@ -152,6 +156,20 @@ class SSLModel(nn.Module):
             :class:`SSLOutput`.
         """
         x, frame_lengths = self.extract_features(waveforms, lengths)
+        return self.encode(x, frame_lengths if lengths is not None else None, need_attention, num_layers, frame_mask)
+
+    def encode(
+        self,
+        x: Tensor,
+        frame_lengths: Optional[Tensor] = None,
+        need_attention: bool = False,
+        num_layers: Optional[int] = None,
+        frame_mask: Optional[Tensor] = None,
+    ) -> SSLOutput:
+        """Run the transformer on projected features (batch, frames, dim); see :meth:`forward`."""
+        padded = frame_lengths is not None
+        if frame_lengths is None:
+            frame_lengths = torch.full((x.size(0),), x.size(1), dtype=torch.long, device=x.device)
         padding_mask = lengths_to_padding_mask(frame_lengths, x.size(1))
         features = x
         if frame_mask is not None:
@@ -159,7 +177,7 @@ class SSLModel(nn.Module):
                 raise ValueError("frame_mask given but the model has no mask embedding (mask_embedding=False)")
             x = torch.where(frame_mask.unsqueeze(-1), self.mask_emb.to(x.dtype), x)
         states, attns = self.encoder(
-            x, padding_mask if lengths is not None else None, need_weights=need_attention, num_layers=num_layers
+            x, padding_mask if padded else None, need_weights=need_attention, num_layers=num_layers
         )
         return SSLOutput(states, frame_lengths, padding_mask, attns, features)
 

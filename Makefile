@@ -1,0 +1,20 @@
+# s3prl-plugins -- every target installs what it needs first (tools/setup_env.sh, reused when unchanged).
+SHELL := /bin/bash
+PY = $(shell bash tools/setup_env.sh)
+
+.PHONY: python demo test test-all bench
+
+python:            ## print the project's interpreter (creating the environment if needed)
+	@bash tools/setup_env.sh
+
+demo:              ## the main job: profile the model zoo's presets (params, MACs/s, RTF)
+	$(PY) -m s3prl_plugins.bin.profile hubert_base distilhubert star_hubert star_hubert_l melhubert_base_10ms melhubert_base_20ms
+
+test:              ## the default test suite (CPU, a few minutes)
+	$(PY) -m pytest -q tests
+
+test-all:          ## include slow tests
+	$(PY) -m pytest -q tests --runslow
+
+bench:             ## CPU inference benchmark: ours vs s3prl's implementations, students vs HuBERT
+	$(PY) bench/bench_inference.py

@@ -1,0 +1,1 @@
+"""Evaluation: profiler (parameters, MACs, real-time factor)."""

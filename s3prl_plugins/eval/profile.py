@@ -1,0 +1,246 @@
+"""Parameters, MACs per second of speech (with and without the CNN), and real-time factor.
+
+MACs are counted with ``torch.utils.flop_counter.FlopCounterMode`` (MACs = FLOPs / 2) over convolutions,
+matrix products and attention. Torch has no FLOP formula for the CPU attention kernel
+(``aten._scaled_dot_product_flash_attention_for_cpu``) and would count attention as 0; we register the
+same formula torch uses for its GPU kernels (:func:`register_cpu_attention_flops`). Our own models are
+counted on the ``meta`` device (no arithmetic, exact shapes), so a whole corpus is profiled in seconds.
+
+SUPERB@SLT's protocol sums MACs over 32 LibriSpeech test-clean utterances of 1-20 s (224.86 s);
+without the corpus we use 32 deterministic lengths spread over 1-20 s with the same total
+(:func:`superb_like_lengths`), and report MACs per second of speech so any corpus compares.
+"""
+
+from __future__ import annotations
+
+import logging
+import statistics
+import time
+from dataclasses import asdict, dataclass
+from typing import Callable, Dict, List, Optional, Sequence
+
+import torch
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
+
+from s3prl_plugins.models.ssl_model import SSLModel, count_parameters
+
+logger = logging.getLogger(__name__)
+
+SAMPLE_RATE = 16000
+_REGISTERED = False
+
+
+def register_cpu_attention_flops() -> None:
+    """Give the CPU flash-attention op the FLOP formula of the other SDPA kernels (idempotent)."""
+    global _REGISTERED
+    if _REGISTERED:
+        return
+    from torch.utils import flop_counter as fc
+
+    op = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu
+
+    if op not in fc.flop_registry and op.default not in fc.flop_registry:
+
+        @fc.register_flop_formula(op)
+        def _sdpa_cpu_flop(query_shape, key_shape, value_shape, *args, out_shape=None, **kwargs) -> int:
+            return fc.sdpa_flop_count(query_shape, key_shape, value_shape)
+
+    _REGISTERED = True
+
+
+def count_macs(fn: Callable[[], object]) -> int:
+    """MACs of running ``fn()`` (FLOPs of matmul/conv/attention divided by 2)."""
+    register_cpu_attention_flops()
+    with FlopCounterMode(display=False) as counter:
+        fn()
+    return counter.get_total_flops() // 2
+
+
+def superb_like_lengths(n: int = 32, total_s: float = 224.86, lo: float = 1.0, hi: float = 20.0) -> List[float]:
+    """``n`` deterministic durations in [lo, hi] seconds summing to ``total_s``: ``lo + (hi-lo) (i/(n-1))^p``
+    with ``p`` found by bisection."""
+    target = (total_s - n * lo) / (hi - lo)
+
+    def mass(p: float) -> float:
+        return sum((i / (n - 1)) ** p for i in range(n))
+
+    a, b = 0.05, 20.0
+    for _ in range(100):
+        mid = (a + b) / 2
+        a, b = (mid, b) if mass(mid) > target else (a, mid)
+    p = (a + b) / 2
+    return [lo + (hi - lo) * (i / (n - 1)) ** p for i in range(n)]
+
+
+@dataclass
+class Profile:
+    name: str
+    params: int
+    params_backbone: int
+    macs_total: int
+    macs_c_total: Optional[int]
+    seconds: float
+    macs_per_second: float
+    macs_c_per_second: Optional[float]
+    rtf_cpu: float
+    rtf_gpu: Optional[float]
+    num_utterances: int
+
+    def to_dict(self) -> Dict[str, object]:
+        return asdict(self)
+
+
+def _meta_copy(model: SSLModel) -> SSLModel:
+    with torch.device("meta"):
+        return SSLModel(model.config).eval()
+
+
+def ssl_macs(model: SSLModel, num_samples: int) -> Dict[str, int]:
+    """MACs of one utterance of ``num_samples`` samples through ``model`` (and through its front-end)."""
+    meta = _meta_copy(model)
+    with torch.no_grad():
+        if model.config.frontend == "conv":
+            wav = torch.zeros(1, num_samples, device="meta")
+            return {"macs": count_macs(lambda: meta(wav)), "macs_frontend": count_macs(lambda: meta.frontend(wav))}
+        # Log-Mel: the filterbank (an FFT) has no MACs in this count; start from its output shape.
+        frames = int(model.frontend.num_frames(torch.tensor([num_samples]))[0])
+        feats = torch.zeros(1, frames, model.config.frontend_dim, device="meta")
+        return {"macs": count_macs(lambda: meta.encode(meta.project(feats)[0])), "macs_frontend": 0}
+
+
+def _rtf(run: Callable[[torch.Tensor], object], seconds: float, device: str, repeats: int = 5, warmup: int = 2) -> float:
+    wav = torch.randn(1, int(seconds * SAMPLE_RATE), device=device) * 0.1
+    times = []
+    with torch.inference_mode():
+        for i in range(warmup + repeats):
+            if device == "cuda":
+                torch.cuda.synchronize()
+            t0 = time.perf_counter()
+            run(wav)
+            if device == "cuda":
+                torch.cuda.synchronize()
+            if i >= warmup:
+                times.append(time.perf_counter() - t0)
+    return statistics.median(times) / seconds
+
+
+def profile_model(
+    model: nn.Module,
+    name: str = "model",
+    durations: Optional[Sequence[float]] = None,
+    rtf_seconds: float = 10.0,
+    rtf_repeats: int = 5,
+    gpu: Optional[bool] = None,
+) -> Profile:
+    """Profile an :class:`SSLModel` or any s3prl expert (``forward(list of waveforms)``).
+
+    Args:
+        model: the model.
+        name: label in the report.
+        durations: utterance durations in seconds (default: :func:`superb_like_lengths`).
+        rtf_seconds: length of the utterance timed for the real-time factor (batch 1).
+        rtf_repeats: timed runs (median reported) after 2 warm-up runs.
+        gpu: also time on CUDA (default: when available).
+    """
+    durations = list(durations) if durations else superb_like_lengths()
+    seconds = float(sum(durations))
+    model = model.eval()
+    ours = isinstance(model, SSLModel)
+    macs = 0
+    macs_c: Optional[int] = 0 if ours else None
+    for d in durations:
+        n = int(round(d * SAMPLE_RATE))
+        if ours:
+            m = ssl_macs(model, n)
+            macs += m["macs"]
+            macs_c += m["macs"] - m["macs_frontend"]  # type: ignore[operator]
+        else:
+            wav = torch.zeros(n)
+            with torch.no_grad():
+                macs += count_macs(lambda: model([wav]))
+    if ours:
+        run_cpu = lambda w: model(w)  # noqa: E731
+    else:
+        run_cpu = lambda w: model([w[0]])  # noqa: E731
+    rtf_cpu = _rtf(run_cpu, rtf_seconds, "cpu", rtf_repeats)
+    rtf_gpu = None
+    if gpu is None:
+        gpu = torch.cuda.is_available()
+    if gpu:
+        model.cuda()
+        rtf_gpu = _rtf(run_cpu, rtf_seconds, "cuda", rtf_repeats)
+        model.cpu()
+    params = sum(p.numel() for p in model.parameters())
+    return Profile(
+        name=name,
+        params=params,
+        params_backbone=count_parameters(model, include_head=False) if ours else params,
+        macs_total=int(macs),
+        macs_c_total=None if macs_c is None else int(macs_c),
+        seconds=seconds,
+        macs_per_second=macs / seconds,
+        macs_c_per_second=None if macs_c is None else macs_c / seconds,
+        rtf_cpu=rtf_cpu,
+        rtf_gpu=rtf_gpu,
+        num_utterances=len(durations),
+    )
+
+
+def resolve(name: str) -> nn.Module:
+    """A preset name (random weights), a checkpoint file / HF folder, or a registered s3prl hub name."""
+    import os
+
+    from s3prl_plugins.models import PRESETS, build_model, preset_config
+    from s3prl_plugins.models.loading import load_pretrained
+
+    if name in PRESETS and not os.path.exists(name):
+        return build_model(preset_config(name))
+    if os.path.exists(name):
+        return load_pretrained(name, keep_head=True)
+    import s3prl.hub as hub
+
+    if not hasattr(hub, name):
+        raise KeyError(
+            f"{name!r} is not a preset ({', '.join(sorted(PRESETS))}), an existing path, or an s3prl hub entry"
+        )
+    expert = getattr(hub, name)()
+    inner = getattr(expert, "model", None)
+    return inner if isinstance(inner, SSLModel) else expert
+
+
+def format_table(profiles: Sequence[Profile]) -> str:
+    head = f"{'model':<22}{'params (M)':>12}{'backbone (M)':>14}{'GMACs/s':>10}{'GMACs-C/s':>11}{'total GMACs':>13}{'RTF cpu':>10}"
+    rows = [head, "-" * len(head)]
+    for p in profiles:
+        mc = "-" if p.macs_c_per_second is None else f"{p.macs_c_per_second / 1e9:.3f}"
+        rows.append(
+            f"{p.name:<22}{p.params / 1e6:>12.3f}{p.params_backbone / 1e6:>14.3f}{p.macs_per_second / 1e9:>10.3f}"
+            f"{mc:>11}{p.macs_total / 1e9:>13.1f}{p.rtf_cpu:>10.4f}"
+        )
+    return "\n".join(rows)
+
+
+def durations_from_wav_list(path: str) -> List[float]:
+    """Durations of the audio files listed one per line (or Kaldi ``wav.scp`` lines ``id path``)."""
+    import soundfile as sf
+
+    out = []
+    with open(path) as f:
+        for lineno, line in enumerate(f, 1):
+            parts = line.split()
+            if not parts:
+                continue
+            audio = parts[-1]
+            try:
+                info = sf.info(audio)
+            except Exception as e:  # noqa: BLE001
+                raise ValueError(f"{path}:{lineno}: cannot read {audio}: {e}") from e
+            if info.frames == 0:
+                raise ValueError(f"{path}:{lineno}: {audio} is empty")
+            out.append(info.frames / info.samplerate)
+    if not out:
+        raise ValueError(f"{path}: no audio files listed")
+    return out
+
+

@@ -1,0 +1,95 @@
+"""Hub entries added to ``s3prl.hub`` (s3prl's contract: ``fn(ckpt, model_config, refresh, **kwargs)``).
+
+=========================  ===============================================================
+entry                      what it loads
+=========================  ===============================================================
+star_hubert_local          a STaRHuBERT-family checkpoint of ours (any width/depth)
+star_hubert_url            the same from a URL (downloaded through s3prl's cache)
+star_hubert                the published STaRHuBERT -- none is reachable: the error says
+                           how to pass a local checkpoint
+distilhubert_cif_local     a DistilHuBERT(-CIF) checkpoint of ours
+melhubert_local            a MelHuBERT checkpoint of ours (log-Mel front-end)
+melhubert_pruned_local     a pruned MelHuBERT (the pruned shape lives in its config)
+=========================  ===============================================================
+"""
+
+from __future__ import annotations
+
+import logging
+import types
+from typing import Any, Callable, Dict, Optional
+
+logger = logging.getLogger(__name__)
+
+
+def _expert(family: Optional[str]):
+    def entry(ckpt: Optional[str] = None, model_config: Optional[str] = None, refresh: bool = False, **kwargs: Any):
+        from s3prl_plugins.upstream.expert import UpstreamExpert
+
+        return UpstreamExpert(ckpt=ckpt, model_config=model_config, family=family, **kwargs)
+
+    return entry
+
+
+def _url_expert(family: Optional[str]):
+    def entry(ckpt: str, model_config: Optional[str] = None, refresh: bool = False, **kwargs: Any):
+        from s3prl.util.download import _urls_to_filepaths
+
+        from s3prl_plugins.models.loading import OfflineError
+        from s3prl_plugins.upstream.expert import UpstreamExpert
+
+        try:
+            path = _urls_to_filepaths(ckpt, refresh=refresh)
+        except Exception as e:  # noqa: BLE001 - network failure -> one actionable message
+            raise OfflineError(
+                f"cannot download {ckpt} ({type(e).__name__}: {e}); download it elsewhere and use the "
+                "*_local entry with ckpt=PATH"
+            ) from e
+        return UpstreamExpert(ckpt=path, model_config=model_config, family=family, **kwargs)
+
+    return entry
+
+
+def star_hubert(refresh: bool = False, **kwargs: Any):
+    """STaRHuBERT preset: no public checkpoint is reachable, so this explains what to do instead."""
+    from s3prl_plugins.models.loading import OfflineError
+
+    raise OfflineError(
+        "star_hubert: no published STaRHuBERT checkpoint is reachable (the paper's weights were not "
+        "released). Train one (egs/*/star) or use a local file: "
+        "s3prl.hub.star_hubert_local(ckpt='exp/star/student.pt'), "
+        "run_downstream.py -u star_hubert_local -k PATH, or ESPnet frontend_conf "
+        "{upstream: star_hubert_local, path_or_url: PATH}"
+    )
+
+
+def _named(fn: Callable, name: str, doc: str) -> Callable:
+    fn.__name__ = fn.__qualname__ = name
+    fn.__doc__ = doc
+    return fn
+
+
+ENTRIES: Dict[str, Callable] = {
+    "star_hubert_local": _named(_expert("star_hubert"), "star_hubert_local", "STaRHuBERT from a local checkpoint"),
+    "star_hubert_url": _named(_url_expert("star_hubert"), "star_hubert_url", "STaRHuBERT from a URL"),
+    "star_hubert": star_hubert,
+    "distilhubert_cif_local": _named(
+        _expert("distilhubert"), "distilhubert_cif_local", "DistilHuBERT(-CIF) from a local checkpoint"
+    ),
+    "melhubert_local": _named(_expert("melhubert"), "melhubert_local", "MelHuBERT from a local checkpoint"),
+    "melhubert_pruned_local": _named(
+        _expert("melhubert"), "melhubert_pruned_local", "pruned MelHuBERT from a local checkpoint"
+    ),
+}
+
+
+def register(hub: Optional[types.ModuleType] = None) -> None:
+    """Add our entries to ``s3prl.hub`` (idempotent; existing entries of the same name are kept)."""
+    if hub is None:
+        import s3prl.hub as hub  # noqa: PLW0127
+    for name, fn in ENTRIES.items():
+        current = getattr(hub, name, None)
+        if current is None:
+            setattr(hub, name, fn)
+        elif current is not fn:
+            logger.warning("s3prl.hub already has %s; not replacing it", name)
