@@ -1,0 +1,68 @@
+"""Profiler: attention MACs are counted, MACs match hand counts, the STaR/HuBERT ratio, the CLI's JSON."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from s3prl_plugins.eval.profile import count_macs, profile_model, ssl_macs, superb_like_lengths
+from s3prl_plugins.models import build_model, preset_config, star_hubert_config
+
+
+@pytest.mark.parametrize("masked", [False, True])
+def test_cpu_attention_is_counted(masked):
+    B, H, T, D = 2, 4, 50, 16
+    q, k, v = (torch.randn(B, H, T, D) for _ in range(3))
+    mask = torch.zeros(B, 1, 1, T) if masked else None
+    macs = count_macs(lambda: F.scaled_dot_product_attention(q, k, v, attn_mask=mask))
+    assert macs == 2 * B * H * T * T * D  # QK^T and PV
+
+
+def test_macs_match_hand_count():
+    cfg = star_hubert_config(embed_dim=32, num_layers=2, num_heads=4, ffn_dim=48, conv_layers=[(16, 10, 5), (32, 2, 2)], pos_conv_kernel=8, pos_conv_groups=4)
+    model = build_model(cfg)
+    n = 16000
+    t1 = (n - 10) // 5 + 1
+    t2 = (t1 - 2) // 2 + 1
+    conv = 16 * 10 * t1 + 32 * 16 * 2 * t2
+    pos = (t2 + 1) * 32 * (32 // 4) * 8  # "same" padding of an even kernel yields one extra frame, then dropped
+    layer = t2 * (4 * 32 * 32 + 2 * 32 * 48) + 2 * t2 * t2 * 32
+    m = ssl_macs(model, n)
+    assert m["macs_frontend"] == conv
+    assert m["macs"] == conv + pos + 2 * layer
+
+
+def test_superb_like_lengths():
+    d = superb_like_lengths()
+    assert len(d) == 32 and abs(sum(d) - 224.86) < 1e-6 and min(d) >= 1.0 and max(d) <= 20.0
+
+
+def test_star_to_hubert_ratio_and_hubert_per_second():
+    """Paper: 463.5 / 1669 = 0.278 (SUPERB@SLT protocol) and HuBERT BASE ~7.42 GMACs per second."""
+    star = profile_model(build_model(preset_config("star_hubert")), rtf_seconds=0.5, rtf_repeats=1, gpu=False)
+    hubert = profile_model(build_model(preset_config("hubert_base")), rtf_seconds=0.5, rtf_repeats=1, gpu=False)
+    ratio = star.macs_total / hubert.macs_total
+    assert abs(ratio / (463.5 / 1669) - 1) < 0.03, ratio
+    assert abs(hubert.macs_per_second / 7.42e9 - 1) < 0.03, hubert.macs_per_second
+    assert star.params == 22_308_592 and hubert.params == 94_697_600
+    assert 0 < star.macs_c_per_second < star.macs_per_second
+
+
+def test_profile_cli_json_interface(tmp_path):
+    r = subprocess.run(
+        [sys.executable, "-m", "s3prl_plugins.bin.profile", "star_hubert", "--format", "json", "--rtf-seconds", "0.5", "--rtf-repeats", "1", "--no-gpu"],
+        capture_output=True, text=True, timeout=600,
+    )
+    assert r.returncode == 0, r.stderr[-2000:]
+    out = json.loads(r.stdout)
+    for key in ("params", "macs_per_second", "macs_c_per_second", "rtf_cpu"):
+        assert key in out
+    assert out["params"] == 22_308_592 and out["rtf_cpu"] > 0
+
+
+def test_profile_cli_unknown_name():
+    r = subprocess.run([sys.executable, "-m", "s3prl_plugins.bin.profile", "no_such_model_xyz", "--no-gpu"], capture_output=True, text=True, timeout=600)
+    assert r.returncode == 2 and "no_such_model_xyz" in r.stderr
