@@ -18,7 +18,7 @@ def randomize_(module: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
     return module
 
 
-def s3prl_hubert_ckpt(embed_dim=48, layers=2, heads=4, ffn=96, conv=SMALL_CONV, extractor_mode="default", layer_norm_first=False, normalize=False, seed=0):
+def s3prl_hubert_ckpt(embed_dim=48, layers=2, heads=4, ffn=96, conv=SMALL_CONV, extractor_mode="default", layer_norm_first=False, normalize=False, seed=0, conv_pos=16, conv_pos_groups=4):
     from s3prl.upstream.hubert.hubert_model import HubertConfig, HubertModel, HubertPretrainingConfig
 
     model_cfg = dict(
@@ -31,8 +31,8 @@ def s3prl_hubert_ckpt(embed_dim=48, layers=2, heads=4, ffn=96, conv=SMALL_CONV, 
         conv_feature_layers=conv,
         extractor_mode=extractor_mode,
         layer_norm_first=layer_norm_first,
-        conv_pos=16,
-        conv_pos_groups=4,
+        conv_pos=conv_pos,
+        conv_pos_groups=conv_pos_groups,
     )
     task_cfg = dict(normalize=normalize, label_rate=50)
     symbols = [[f"s{i}" for i in range(7)]]
@@ -89,7 +89,7 @@ def s3prl_wavlm_ckpt(embed_dim=48, layers=2, heads=4, ffn=96, conv=SMALL_CONV, s
     return {"cfg": cfg, "model": model.state_dict()}
 
 
-def s3prl_distiller_ckpt(embed_dim=48, layers=2, heads=4, ffn=96, conv=SMALL_CONV, seed=0):
+def s3prl_distiller_ckpt(embed_dim=48, layers=2, heads=4, ffn=96, conv=SMALL_CONV, seed=0, conv_pos=16, conv_pos_groups=4):
     from s3prl.upstream.distiller.model import DistillerConfig, DistillerModel
 
     cfg = dict(
@@ -98,8 +98,8 @@ def s3prl_distiller_ckpt(embed_dim=48, layers=2, heads=4, ffn=96, conv=SMALL_CON
         encoder_embed_dim=embed_dim,
         encoder_ffn_embed_dim=ffn,
         encoder_attention_heads=heads,
-        conv_pos=16,
-        conv_pos_groups=4,
+        conv_pos=conv_pos,
+        conv_pos_groups=conv_pos_groups,
         final_dim=40,
         n_tasks=3,
         pred_layer_id=[4, 8, 12],

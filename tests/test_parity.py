@@ -194,3 +194,28 @@ def test_missing_key_raises(tmp_path):
     torch.save(ck, path)
     with pytest.raises(ValueError, match="fc2"):
         load_pretrained(str(path))
+
+
+def test_plain_fairseq_checkpoint(tmp_path):
+    """A fairseq checkpoint whose cfg is plain data loads (weights_only); one that pickles fairseq
+    objects gets an error that says how to convert it."""
+    ck = s3prl_hubert_ckpt()
+    fairseq = {"cfg": {"model": dict(ck["model_cfg"], _name="hubert"), "task": ck["task_cfg"]}, "model": ck["model_weight"]}
+    path = tmp_path / "fairseq.pt"
+    torch.save(fairseq, path)
+    ref = _s3prl_expert("hubert", _save(tmp_path / "h.pt", ck))
+    ours = _ours(path)
+    wavs = wav_batch((4000,))
+    with torch.no_grad():
+        _assert_states(ref(wavs)["hidden_states"], _run(ours, wavs).hidden_states)
+
+    import argparse
+
+    torch.save({"args": argparse.Namespace(arch="hubert"), "model": ck["model_weight"]}, tmp_path / "pickled.pt")
+    with pytest.raises(ValueError, match="s3prl.upstream.hubert.convert"):
+        load_pretrained(str(tmp_path / "pickled.pt"))
+
+
+def _save(path, obj):
+    torch.save(obj, path)
+    return path

@@ -1,0 +1,91 @@
+"""CPU inference benchmark (batch 1, warmed up, median of runs).
+
+1. Ours vs s3prl's implementation of the same architecture, same weights (outputs checked identical):
+   HuBERT BASE (s3prl ``hubert`` expert) and DistilHuBERT (s3prl ``distiller`` expert).
+2. Students vs HuBERT BASE (ours): DistilHuBERT, STaRHuBERT, STaRHuBERT-L.
+
+Reports ratios measured in the same run (>1 means faster than the baseline). Usage:
+    python bench/bench_inference.py [--seconds 10] [--repeats 7] [--threads 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+
+import torch
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tests"))
+
+from refs import s3prl_distiller_ckpt, s3prl_hubert_ckpt  # noqa: E402
+
+from s3prl_plugins.models import build_model, preset_config  # noqa: E402
+from s3prl_plugins.models.loading import load_pretrained  # noqa: E402
+
+HUBERT_CONV = "[(512,10,5)] + [(512,3,2)] * 4 + [(512,2,2)] * 2"
+
+
+def timeit(fn, repeats, warmup=2):
+    times = []
+    with torch.inference_mode():
+        for i in range(warmup + repeats):
+            t0 = time.perf_counter()
+            fn()
+            if i >= warmup:
+                times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def main():
+    p = argparse.ArgumentParser()
+    p.add_argument("--seconds", type=float, default=10.0)
+    p.add_argument("--repeats", type=int, default=7)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--json", help="also write the results here")
+    args = p.parse_args()
+    torch.set_num_threads(args.threads)
+    import importlib
+
+    wav = torch.randn(int(args.seconds * 16000)) * 0.1
+    results = {}
+    tmp = tempfile.mkdtemp()
+    base = dict(embed_dim=768, heads=12, ffn=3072, conv=HUBERT_CONV, conv_pos=128, conv_pos_groups=16)
+    pairs = {
+        # name: (s3prl expert module, checkpoint in s3prl's format, index of the first comparable state)
+        "hubert_base": ("hubert", s3prl_hubert_ckpt(layers=12, **base), 0),
+        "distilhubert": ("distiller", s3prl_distiller_ckpt(layers=2, **base), 1),
+    }
+    for name, (module, ckpt, first) in pairs.items():
+        path = os.path.join(tmp, f"{module}.pt")
+        torch.save(ckpt, path)
+        ref = importlib.import_module(f"s3prl.upstream.{module}.expert").UpstreamExpert(path).eval()
+        ours = load_pretrained(path).eval()
+        with torch.inference_mode():
+            a = ref([wav])["hidden_states"]
+            b = ours(wav[None]).hidden_states
+            diff = max((x - y).abs().max().item() for x, y in zip(a[first : len(b)], b[first:]))
+        t_ref = timeit(lambda: ref([wav]), args.repeats)
+        t_ours = timeit(lambda: ours(wav[None]), args.repeats)
+        results[f"{name}: ours vs s3prl"] = {"s3prl_s": t_ref, "ours_s": t_ours, "speedup": t_ref / t_ours, "max_abs_diff": diff}
+
+    models = {n: build_model(preset_config(n)).eval() for n in ("hubert_base", "distilhubert", "star_hubert", "star_hubert_l")}
+    t = {n: timeit(lambda m=m: m(wav[None]), args.repeats) for n, m in models.items()}
+    for n in ("distilhubert", "star_hubert", "star_hubert_l"):
+        results[f"{n} vs hubert_base"] = {"hubert_s": t["hubert_base"], "student_s": t[n], "speedup": t["hubert_base"] / t[n]}
+
+    print(f"CPU, {args.threads} threads, batch 1, {args.seconds:.0f} s utterance, median of {args.repeats}")
+    for k, v in results.items():
+        extra = f"  (outputs max |diff| {v['max_abs_diff']:.1e})" if "max_abs_diff" in v else ""
+        print(f"{k:<32} speedup {v['speedup']:.2f}x{extra}")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(results, f, indent=2)
+
+
+if __name__ == "__main__":
+    main()

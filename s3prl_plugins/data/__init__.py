@@ -1,0 +1,1 @@
+"""Data: audio loading and validation (corpora, data dirs and datasets come with the recipes)."""

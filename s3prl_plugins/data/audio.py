@@ -1,0 +1,73 @@
+"""The one audio loader: reads a file, checks it, and converts it to mono 16 kHz float32.
+
+Conversions are explicit and logged: multi-channel audio is averaged to mono (``mono="mix"``,
+default) or refused (``mono="error"``); another sample rate is resampled with
+``torchaudio.functional.resample`` (``resample=True``, default) or refused. Empty, unreadable or
+too-short files raise :class:`AudioError` naming the file and the fix.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+
+import torch
+from torch import Tensor
+
+logger = logging.getLogger(__name__)
+
+SAMPLE_RATE = 16000
+
+
+class AudioError(ValueError):
+    """An audio file that cannot be used as it is."""
+
+
+def load_audio(
+    path: str,
+    sample_rate: int = SAMPLE_RATE,
+    mono: str = "mix",
+    resample: bool = True,
+    min_samples: int = 1,
+) -> Tensor:
+    """Read ``path`` as a mono float32 waveform (samples,) at ``sample_rate``.
+
+    Args:
+        path: any format libsndfile reads (wav, flac, ogg, ...).
+        sample_rate: the rate models expect (16 kHz).
+        mono: ``"mix"`` averages channels, ``"first"`` keeps channel 0, ``"error"`` refuses multi-channel.
+        resample: resample other rates (else raise).
+        min_samples: refuse shorter audio (e.g. a model's receptive field, 400 samples for HuBERT's CNN).
+    """
+    import soundfile as sf
+
+    if not os.path.isfile(path):
+        raise AudioError(f"{path}: no such audio file")
+    try:
+        data, rate = sf.read(path, dtype="float32", always_2d=True)
+    except Exception as e:  # noqa: BLE001 - libsndfile's errors become one message with the file name
+        raise AudioError(f"{path}: cannot decode audio ({e}); is the file corrupt or truncated?") from e
+    wav = torch.from_numpy(data.T.copy())  # (channels, samples)
+    if wav.size(1) == 0:
+        raise AudioError(f"{path}: empty audio (0 samples)")
+    if wav.size(0) > 1:
+        if mono == "error":
+            raise AudioError(f"{path}: {wav.size(0)} channels; models take mono audio (load with mono='mix')")
+        logger.info("%s: %d channels -> mono (%s)", path, wav.size(0), mono)
+        wav = wav.mean(0, keepdim=True) if mono == "mix" else wav[:1]
+    if rate != sample_rate:
+        if not resample:
+            raise AudioError(f"{path}: sample rate {rate} Hz, expected {sample_rate} Hz (load with resample=True)")
+        import torchaudio
+
+        logger.info("%s: resampling %d Hz -> %d Hz", path, rate, sample_rate)
+        wav = torchaudio.functional.resample(wav, rate, sample_rate)
+    wav = wav[0]
+    if not torch.isfinite(wav).all():
+        raise AudioError(f"{path}: contains NaN/Inf samples")
+    if wav.numel() < min_samples:
+        raise AudioError(
+            f"{path}: {wav.numel()} samples ({wav.numel() / sample_rate * 1000:.1f} ms) is shorter than the "
+            f"{min_samples} samples the model needs; drop it from the list"
+        )
+    return wav
