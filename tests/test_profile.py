@@ -66,3 +66,15 @@ def test_profile_cli_json_interface(tmp_path):
 def test_profile_cli_unknown_name():
     r = subprocess.run([sys.executable, "-m", "s3prl_plugins.bin.profile", "no_such_model_xyz", "--no-gpu"], capture_output=True, text=True, timeout=600)
     assert r.returncode == 2 and "no_such_model_xyz" in r.stderr
+
+
+@pytest.mark.gpu
+def test_gpu_rtf_and_identical_outputs():
+    model = build_model(preset_config("star_hubert")).eval()
+    wav = torch.randn(1, 32000)
+    with torch.no_grad():
+        cpu = model(wav).hidden_states[-1]
+        gpu = model.cuda()(wav.cuda()).hidden_states[-1].cpu()
+    torch.testing.assert_close(gpu, cpu, atol=1e-3, rtol=1e-3)
+    p = profile_model(model.cpu(), rtf_seconds=1.0, rtf_repeats=2, gpu=True)
+    assert p.rtf_gpu is not None and p.rtf_gpu > 0
