@@ -30,15 +30,18 @@ from s3prl_plugins.models.loading import load_pretrained  # noqa: E402
 HUBERT_CONV = "[(512,10,5)] + [(512,3,2)] * 4 + [(512,2,2)] * 2"
 
 
-def timeit(fn, repeats, warmup=2):
-    times = []
+def interleaved(fns, repeats, warmup=2):
+    """Median time of each function, run in turn (A B A B ...) so that drifts of a shared machine hit
+    every candidate alike."""
+    times = [[] for _ in fns]
     with torch.inference_mode():
         for i in range(warmup + repeats):
-            t0 = time.perf_counter()
-            fn()
-            if i >= warmup:
-                times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+            for j, fn in enumerate(fns):
+                t0 = time.perf_counter()
+                fn()
+                if i >= warmup:
+                    times[j].append(time.perf_counter() - t0)
+    return [statistics.median(t) for t in times]
 
 
 def main():
@@ -69,12 +72,11 @@ def main():
             a = ref([wav])["hidden_states"]
             b = ours(wav[None]).hidden_states
             diff = max((x - y).abs().max().item() for x, y in zip(a[first : len(b)], b[first:]))
-        t_ref = timeit(lambda: ref([wav]), args.repeats)
-        t_ours = timeit(lambda: ours(wav[None]), args.repeats)
+        t_ref, t_ours = interleaved([lambda: ref([wav]), lambda: ours(wav[None])], args.repeats)
         results[f"{name}: ours vs s3prl"] = {"s3prl_s": t_ref, "ours_s": t_ours, "speedup": t_ref / t_ours, "max_abs_diff": diff}
 
     models = {n: build_model(preset_config(n)).eval() for n in ("hubert_base", "distilhubert", "star_hubert", "star_hubert_l")}
-    t = {n: timeit(lambda m=m: m(wav[None]), args.repeats) for n, m in models.items()}
+    t = dict(zip(models, interleaved([lambda m=m: m(wav[None]) for m in models.values()], args.repeats)))
     for n in ("distilhubert", "star_hubert", "star_hubert_l"):
         results[f"{n} vs hubert_base"] = {"hubert_s": t["hubert_base"], "student_s": t[n], "speedup": t["hubert_base"] / t[n]}
 

@@ -116,32 +116,27 @@ def test_s3prl_distiller_parity(tmp_path):
 
 
 # transformers and torchaudio take lengths / attention masks: parity holds on padded batches.
-@pytest.mark.parametrize("kind", ["hubert", "wav2vec2", "wavlm"])
-def test_transformers_parity_padded(tmp_path, kind):
-    ref = hf_model(kind)
-    ref.save_pretrained(tmp_path / kind)
-    ours = _ours(tmp_path / kind)
-    wavs = wav_batch((6000, 4100, 2500))
-    x, lengths = pad_waveforms(wavs)
+def _check_transformers(tmp_path, ref, lengths):
+    ref.save_pretrained(tmp_path / "hf")
+    ours = _ours(tmp_path / "hf")
+    x, lengths = pad_waveforms(wav_batch(lengths))
     mask = (torch.arange(x.size(1))[None] < lengths[:, None]).long()
     with torch.no_grad():
         ref_states = ref(x, attention_mask=mask, output_hidden_states=True).hidden_states
         out = ours(x, lengths)
     _assert_states(ref_states, out.hidden_states, out.lengths)
+    return ours
+
+
+@pytest.mark.parametrize("kind", ["hubert", "wav2vec2", "wavlm"])
+def test_transformers_parity_padded(tmp_path, kind):
+    _check_transformers(tmp_path, hf_model(kind), (6000, 4100, 2500))
 
 
 def test_transformers_pre_ln_layer_norm_cnn(tmp_path):
     ref = hf_model("wav2vec2", do_stable_layer_norm=True, feat_extract_norm="layer", conv_bias=True)
-    ref.save_pretrained(tmp_path / "w2v2")
-    ours = _ours(tmp_path / "w2v2")
+    ours = _check_transformers(tmp_path, ref, (5000, 3000))
     assert ours.config.layer_norm_first and ours.config.conv_norm == "layer_norm"
-    wavs = wav_batch((5000, 3000))
-    x, lengths = pad_waveforms(wavs)
-    mask = (torch.arange(x.size(1))[None] < lengths[:, None]).long()
-    with torch.no_grad():
-        ref_states = ref(x, attention_mask=mask, output_hidden_states=True).hidden_states
-        out = ours(x, lengths)
-    _assert_states(ref_states, out.hidden_states, out.lengths)
 
 
 def test_torchaudio_parity_padded():

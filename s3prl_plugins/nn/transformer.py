@@ -17,6 +17,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from s3prl_plugins.nn.frontends import gelu
+
 
 class ConvPositionalEmbedding(nn.Module):
     """Convolutional relative positional embedding of wav2vec 2.0 / HuBERT.
@@ -204,7 +206,7 @@ class FeedForward(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         if self.ffn_dim == 0:
             return self.out_bias.expand_as(x)
-        return self.fc2(self.activation_dropout(F.gelu(self.fc1(x))))
+        return self.fc2(self.activation_dropout(gelu(self.fc1(x))))
 
 
 class EncoderLayer(nn.Module):

@@ -138,35 +138,16 @@ HF_DROPPED = [
     (r"encoder\.pos_conv_embed\.conv\.weight", "materialised weight-norm weight (recomputed from g and v)"),
 ]
 
-# torchaudio keeps the transformer under encoder.transformer and the projection under encoder.
-TORCHAUDIO_RULES: List[Rule] = [
-    (r"feature_extractor\.conv_layers\.(\d+)\.conv\.(weight|bias)", r"frontend.conv_layers.\1.conv.\2"),
-    (r"feature_extractor\.conv_layers\.(\d+)\.layer_norm\.(weight|bias)", r"frontend.conv_layers.\1.norm.\2"),
-    (r"encoder\.feature_projection\.layer_norm\.(weight|bias)", r"feature_layer_norm.\1"),
-    (r"encoder\.feature_projection\.projection\.(weight|bias)", r"feature_projection.\1"),
-    (r"encoder\.transformer\.pos_conv_embed\.conv\.bias", r"encoder.pos_conv.conv.bias"),
-    (
-        r"encoder\.transformer\.pos_conv_embed\.conv\.(?:parametrizations\.weight\.original0|weight_g)",
-        r"encoder.pos_conv.conv.parametrizations.weight.original0",
-    ),
-    (
-        r"encoder\.transformer\.pos_conv_embed\.conv\.(?:parametrizations\.weight\.original1|weight_v)",
-        r"encoder.pos_conv.conv.parametrizations.weight.original1",
-    ),
-    (r"encoder\.transformer\.layer_norm\.(weight|bias)", r"encoder.layer_norm.\1"),
-    (
-        r"encoder\.transformer\.layers\.(\d+)\.attention\.(q|k|v|out)_proj\.(weight|bias)",
-        r"encoder.layers.\1.attention.\2_proj.\3",
-    ),
-    (r"encoder\.transformer\.layers\.(\d+)\.layer_norm\.(weight|bias)", r"encoder.layers.\1.attention_layer_norm.\2"),
-    (
-        r"encoder\.transformer\.layers\.(\d+)\.feed_forward\.intermediate_dense\.(weight|bias)",
-        r"encoder.layers.\1.feed_forward.fc1.\2",
-    ),
-    (
-        r"encoder\.transformer\.layers\.(\d+)\.feed_forward\.output_dense\.(weight|bias)",
-        r"encoder.layers.\1.feed_forward.fc2.\2",
-    ),
-    (r"encoder\.transformer\.layers\.(\d+)\.final_layer_norm\.(weight|bias)", r"encoder.layers.\1.final_layer_norm.\2"),
-]
+
+def _torchaudio_pattern(pattern: str) -> str:
+    """torchaudio names HF's modules alike but nests them: ``encoder.feature_projection``,
+    ``encoder.transformer.{pos_conv_embed,layer_norm,layers}``."""
+    if pattern.startswith(r"feature_projection\."):
+        return r"encoder\." + pattern
+    if pattern.startswith(r"encoder\."):
+        return r"encoder\.transformer\." + pattern[len(r"encoder\."):]
+    return pattern
+
+
+TORCHAUDIO_RULES: List[Rule] = [(_torchaudio_pattern(p), r) for p, r in HF_RULES]
 TORCHAUDIO_DROPPED = [(r"aux\..*", "torchaudio's CTC output layer (fine-tuning head)")]
