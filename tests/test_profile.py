@@ -78,3 +78,25 @@ def test_gpu_rtf_and_identical_outputs():
     torch.testing.assert_close(gpu, cpu, atol=1e-3, rtol=1e-3)
     p = profile_model(model.cpu(), rtf_seconds=1.0, rtf_repeats=2, gpu=True)
     assert p.rtf_gpu is not None and p.rtf_gpu > 0
+
+
+def test_profile_over_a_wav_list(tmp_path):
+    import numpy as np
+    import soundfile as sf
+
+    from s3prl_plugins.eval.profile import durations_from_wav_list
+
+    lines = []
+    for i, sec in enumerate((1.0, 2.5)):
+        path = tmp_path / f"u{i}.flac"
+        sf.write(path, np.zeros(int(sec * 16000), dtype="float32"), 16000)
+        lines.append(f"utt{i} {path}")
+    (tmp_path / "wav.scp").write_text("\n".join(lines) + "\n")
+    d = durations_from_wav_list(str(tmp_path / "wav.scp"))
+    assert d == [1.0, 2.5]
+    model = build_model(star_hubert_config(embed_dim=32, num_layers=1, num_heads=4, ffn_dim=8, pos_conv_kernel=8, pos_conv_groups=4))
+    p = profile_model(model, durations=d, rtf_seconds=0.5, rtf_repeats=1, gpu=False)
+    assert p.seconds == 3.5 and p.macs_total == ssl_macs(model, 16000)["macs"] + ssl_macs(model, 40000)["macs"]
+    (tmp_path / "bad.scp").write_text(f"x {tmp_path / 'missing.flac'}\n")
+    with pytest.raises(ValueError, match="bad.scp:1"):
+        durations_from_wav_list(str(tmp_path / "bad.scp"))

@@ -30,12 +30,16 @@ def star_ckpt(tmp_path_factory):
     return path
 
 
-@pytest.fixture(scope="module")
-def mel_ckpt(tmp_path_factory):
-    path = str(tmp_path_factory.mktemp("mel") / "melhubert.pt")
-    cfg = melhubert_config(embed_dim=32, num_layers=2, num_heads=4, ffn_dim=48, stack_frames=2, pos_conv_kernel=8, pos_conv_groups=4, num_clusters=16)
+def _mel_ckpt(folder, stack_frames):
+    path = str(folder / f"melhubert_{stack_frames}.pt")
+    cfg = melhubert_config(embed_dim=32, num_layers=2, num_heads=4, ffn_dim=48, stack_frames=stack_frames, pos_conv_kernel=8, pos_conv_groups=4, num_clusters=16)
     save_checkpoint(path, build_model(cfg))
     return path
+
+
+@pytest.fixture(scope="module")
+def mel_ckpt(tmp_path_factory):
+    return _mel_ckpt(tmp_path_factory.mktemp("mel"), 2)
 
 
 def _fresh_python(code, **env):
@@ -107,14 +111,16 @@ def test_s3prl_upstream_and_featurizer(star_ckpt):
     assert feats.shape[:2] == (2, 50)
 
 
-def test_melhubert_local_through_s3prl_upstream(mel_ckpt):
+@pytest.mark.parametrize("stack, rate, frames", [(1, 160, [100, 75]), (2, 320, [50, 38])], ids=["10ms", "20ms"])
+def test_melhubert_local_through_s3prl_upstream(tmp_path, stack, rate, frames):
+    """s3prl expects ceil(samples / stride) frames; the filterbank's edge frames are within its tolerance."""
     from s3prl.nn import S3PRLUpstream
 
-    up = S3PRLUpstream("melhubert_local", path_or_url=mel_ckpt).eval()
-    assert up.downsample_rates == [320] * 3
+    up = S3PRLUpstream("melhubert_local", path_or_url=_mel_ckpt(tmp_path, stack)).eval()
+    assert up.downsample_rates == [rate] * 3
     with torch.no_grad():
         hs, lens = up(torch.randn(2, 16000), torch.tensor([16000, 12000]))
-    assert hs[-1].shape == (2, 50, 32) and lens[-1].tolist() == [50, 38]
+    assert hs[-1].shape == (2, frames[0], 32) and lens[-1].tolist() == frames
 
 
 def test_every_entry_builds_and_runs(star_ckpt, mel_ckpt):
