@@ -39,6 +39,7 @@ logger = logging.getLogger(__name__)
 
 SAMPLE_RATE = 16000
 ESPEAK_RATE = 22050
+QUANTUM = 2.0 / 32768  # two 16-bit steps: survives PCM_16 rounding
 
 # (accent voice, variant): 8 accents x 2 variants, one male-ish and one female-ish.
 SPEAKER_VOICES: List[str] = [
@@ -126,11 +127,13 @@ def synth_word(word: str, voice: str, rate: int, pitch: int) -> Tuple[np.ndarray
         raise CorpusError(f"espeak-ng produced no audio for {word!r}")
     phones = clean_phones(out[:riff].decode(errors="replace"))
     audio, rate_in = sf.read(io.BytesIO(out[riff:]), dtype="float32")
-    nz = np.flatnonzero(np.abs(audio) > 1e-4)
+    audio = _resample(audio, rate_in, SAMPLE_RATE)
+    # Trim at the output rate, keeping only samples that stay non-zero once written as 16-bit PCM,
+    # so the word's first and last samples in the corpus are sound and everything around is silence.
+    nz = np.flatnonzero(np.abs(audio) >= QUANTUM)
     if nz.size == 0:
         raise CorpusError(f"espeak-ng produced silence for {word!r}")
-    audio = audio[nz[0] : nz[-1] + 1]
-    return _resample(audio, rate_in, SAMPLE_RATE), phones
+    return audio[nz[0] : nz[-1] + 1], phones
 
 
 def _resample(audio: np.ndarray, src: int, dst: int) -> np.ndarray:
