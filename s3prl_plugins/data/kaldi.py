@@ -1,0 +1,135 @@
+"""Kaldi data directories: ``wav.scp``, ``text``, ``utt2spk``, ``spk2utt``, ``utt2dur`` -- read, written
+atomically, and validated (the same checks as Kaldi's ``utils/validate_data_dir.sh`` that matter here).
+
+``wav.scp`` holds plain audio paths (any format libsndfile reads, FLAC included) rather than Kaldi's
+``flac -c -d -s path |`` pipes: our one audio loader reads them directly.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional
+
+
+class DataDirError(ValueError):
+    """A data directory that is inconsistent or names missing files."""
+
+
+@dataclass
+class DataDir:
+    """An in-memory Kaldi data directory (utterance ids sorted)."""
+
+    wav: Dict[str, str] = field(default_factory=dict)
+    text: Dict[str, str] = field(default_factory=dict)
+    utt2spk: Dict[str, str] = field(default_factory=dict)
+    utt2dur: Dict[str, float] = field(default_factory=dict)
+
+    @property
+    def utts(self) -> List[str]:
+        return sorted(self.wav)
+
+    @property
+    def spk2utt(self) -> Dict[str, List[str]]:
+        out: Dict[str, List[str]] = {}
+        for utt in self.utts:
+            out.setdefault(self.utt2spk[utt], []).append(utt)
+        return out
+
+    def subset(self, utts) -> "DataDir":
+        keep = set(utts)
+        return DataDir(
+            {u: p for u, p in self.wav.items() if u in keep},
+            {u: t for u, t in self.text.items() if u in keep},
+            {u: s for u, s in self.utt2spk.items() if u in keep},
+            {u: d for u, d in self.utt2dur.items() if u in keep},
+        )
+
+
+def _read_table(path: str, required: bool = True) -> Dict[str, str]:
+    if not os.path.isfile(path):
+        if required:
+            raise DataDirError(f"{path}: missing")
+        return {}
+    out: Dict[str, str] = {}
+    with open(path, encoding="utf-8") as f:
+        for lineno, line in enumerate(f, 1):
+            line = line.rstrip("\n")
+            if not line.strip():
+                continue
+            key, _, value = line.partition(" ")
+            if key in out:
+                raise DataDirError(f"{path}:{lineno}: duplicate key {key}")
+            out[key] = value.strip()
+    return out
+
+
+def read_data_dir(path: str, check_files: bool = True) -> DataDir:
+    """Read and validate a data directory."""
+    if not os.path.isdir(path):
+        raise DataDirError(f"{path}: no such data directory")
+    d = DataDir(
+        wav=_read_table(os.path.join(path, "wav.scp")),
+        text=_read_table(os.path.join(path, "text"), required=False),
+        utt2spk=_read_table(os.path.join(path, "utt2spk")),
+        utt2dur={k: float(v) for k, v in _read_table(os.path.join(path, "utt2dur"), required=False).items()},
+    )
+    validate(d, path, check_files)
+    return d
+
+
+def validate(d: DataDir, name: str = "data dir", check_files: bool = True) -> None:
+    """Raise :class:`DataDirError` naming the first problem."""
+    if not d.wav:
+        raise DataDirError(f"{name}: no utterances")
+    utts = set(d.wav)
+    for table, label in ((d.utt2spk, "utt2spk"), (d.text, "text"), (d.utt2dur, "utt2dur")):
+        if label != "utt2spk" and not table:
+            continue
+        if set(table) != utts:
+            missing = sorted(utts - set(table))[:3]
+            extra = sorted(set(table) - utts)[:3]
+            raise DataDirError(f"{name}: {label} and wav.scp disagree (missing {missing}, extra {extra})")
+    for utt, spk in d.utt2spk.items():
+        if not utt.startswith(spk):
+            raise DataDirError(f"{name}: utterance {utt} does not start with its speaker id {spk} (Kaldi sorting rule)")
+    for utt, dur in d.utt2dur.items():
+        if not dur > 0:
+            raise DataDirError(f"{name}: utterance {utt} has duration {dur}")
+    if check_files:
+        for utt, path in d.wav.items():
+            if not os.path.isfile(path):
+                raise DataDirError(f"{name}: wav.scp names a missing file for {utt}: {path}")
+
+
+def write_data_dir(d: DataDir, path: str) -> None:
+    """Validate, then write ``path`` atomically (a temporary folder renamed into place)."""
+    validate(d, path, check_files=False)
+    tmp = path.rstrip("/") + ".tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    os.makedirs(tmp)
+
+    def dump(name: str, rows):
+        with open(os.path.join(tmp, name), "w", encoding="utf-8") as f:
+            for key, value in rows:
+                f.write(f"{key} {value}\n")
+
+    utts = d.utts
+    dump("wav.scp", ((u, d.wav[u]) for u in utts))
+    dump("utt2spk", ((u, d.utt2spk[u]) for u in utts))
+    dump("spk2utt", ((s, " ".join(us)) for s, us in sorted(d.spk2utt.items())))
+    if d.text:
+        dump("text", ((u, d.text[u]) for u in utts))
+    if d.utt2dur:
+        dump("utt2dur", ((u, f"{d.utt2dur[u]:.4f}") for u in utts))
+    if os.path.isdir(path):
+        shutil.rmtree(path)
+    os.replace(tmp, path)
+
+
+def read_list(path: Optional[str]) -> List[str]:
+    if not path or not os.path.isfile(path):
+        return []
+    with open(path) as f:
+        return [line.split()[0] for line in f if line.strip()]

@@ -1,0 +1,84 @@
+"""LibriSpeech-layout data prep and Kaldi data dirs: skip lists with reasons, validation, atomic writes."""
+
+import os
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from s3prl_plugins.data.kaldi import DataDirError, read_data_dir, write_data_dir
+from s3prl_plugins.data.librispeech import prepare_librispeech
+
+
+def _corpus(root, utts):
+    """utts: {utt_id: (seconds or None for no file or 'corrupt', transcript or None)}"""
+    by_chapter = {}
+    for utt, (sec, text) in utts.items():
+        spk, ch, _ = utt.split("-")
+        folder = root / "train-clean-100" / spk / ch
+        folder.mkdir(parents=True, exist_ok=True)
+        if sec == "corrupt":
+            (folder / f"{utt}.flac").write_bytes(b"fLaC garbage")
+        elif sec is not None:
+            sf.write(folder / f"{utt}.flac", (np.random.default_rng(0).standard_normal(int(sec * 16000)) * 0.1).astype("float32"), 16000)
+        if text is not None:
+            by_chapter.setdefault((spk, ch), []).append(f"{utt} {text}")
+    for (spk, ch), lines in by_chapter.items():
+        (root / "train-clean-100" / spk / ch / f"{spk}-{ch}.trans.txt").write_text("\n".join(lines) + "\n")
+
+
+def test_prepare_with_skip_list(tmp_path):
+    _corpus(
+        tmp_path,
+        {
+            "19-198-0000": (1.0, "HELLO WORLD"),
+            "19-198-0001": (0.5, "IT'S FINE"),
+            "19-198-0002": ("corrupt", "BROKEN FILE"),
+            "19-198-0003": (0.01, "TOO SHORT"),
+            "19-198-0004": (1.0, "BAD CHARACTERS 42"),
+            "19-198-0005": (1.0, None),
+            "19-198-0006": (None, "NO AUDIO"),
+            "26-495-0000": (0.7, "SECOND SPEAKER"),
+        },
+    )
+    out = tmp_path / "data" / "train"
+    d, skipped = prepare_librispeech(str(tmp_path), "train-clean-100", str(out))
+    assert d.utts == ["19-198-0000", "19-198-0001", "26-495-0000"]
+    reasons = dict(skipped)
+    assert "unreadable" in reasons["19-198-0002"]
+    assert "too short" in reasons["19-198-0003"]
+    assert "outside" in reasons["19-198-0004"]
+    assert "no transcript" in reasons["19-198-0005"]
+    assert "without audio" in reasons["19-198-0006"]
+    assert len((out / "skipped.txt").read_text().splitlines()) == 5
+    back = read_data_dir(str(out))
+    assert back.text["19-198-0001"] == "IT'S FINE" and back.spk2utt == {"19": ["19-198-0000", "19-198-0001"], "26": ["26-495-0000"]}
+    assert abs(back.utt2dur["26-495-0000"] - 0.7) < 1e-3
+    assert (out / "spk2utt").read_text().startswith("19 19-198-0000 19-198-0001\n")
+
+
+def test_missing_root_and_empty_corpus(tmp_path):
+    with pytest.raises(DataDirError, match="db.sh"):
+        prepare_librispeech(str(tmp_path / "nowhere"), "dev-clean", str(tmp_path / "d"))
+    (tmp_path / "dev-clean").mkdir()
+    with pytest.raises(DataDirError, match="no .flac"):
+        prepare_librispeech(str(tmp_path), "dev-clean", str(tmp_path / "d"))
+    assert not (tmp_path / "d").exists()
+
+
+def test_validation_names_the_problem(tmp_path):
+    _corpus(tmp_path, {"19-198-0000": (1.0, "HELLO"), "19-198-0001": (1.0, "WORLD")})
+    out = tmp_path / "d"
+    d, _ = prepare_librispeech(str(tmp_path), "train-clean-100", str(out))
+    os.remove(d.wav["19-198-0001"])
+    with pytest.raises(DataDirError, match="missing file for 19-198-0001"):
+        read_data_dir(str(out))
+    bad = d.subset(d.utts)
+    bad.utt2spk["19-198-0000"] = "77"
+    with pytest.raises(DataDirError, match="speaker id"):
+        write_data_dir(bad, str(tmp_path / "bad"))
+    assert not (tmp_path / "bad").exists() and not (tmp_path / "bad.tmp").exists()
+    del bad.text["19-198-0000"]
+    bad.utt2spk["19-198-0000"] = "19"
+    with pytest.raises(DataDirError, match="text and wav.scp disagree"):
+        write_data_dir(bad, str(tmp_path / "bad"))
