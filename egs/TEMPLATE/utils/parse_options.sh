@@ -1,0 +1,62 @@
+#!/usr/bin/env bash
+# Kaldi-style option parsing for recipes. Source it after giving every option a default:
+#
+#   stage=0
+#   use_gpu=false
+#   . utils/parse_options.sh
+#
+# Then `--stage 3`, `--use-gpu true` (dashes become underscores) set those variables; `--config FILE`
+# sources FILE first; `--help` prints the defaults. An option with no default is an error, and so is
+# a boolean set to anything but true/false. Positional arguments stay in "$@".
+
+__usage() {
+  echo "usage: $0 [options] ${positional_help:-}" >&2
+  echo "options (defaults):" >&2
+  for __v in ${__option_names}; do
+    echo "  --${__v//_/-} ${!__v}" >&2
+  done
+}
+
+__option_names=$(set | sed -n 's/^\([a-z][a-z0-9_]*\)=.*/\1/p' | tr '\n' ' ')
+
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --help|-h)
+      __usage
+      exit 0
+      ;;
+    --config)
+      [ $# -ge 2 ] || { echo "$0: --config needs a file" >&2; exit 1; }
+      [ -f "$2" ] || { echo "$0: config file $2 not found" >&2; exit 1; }
+      # shellcheck disable=SC1090
+      . "$2"
+      shift 2
+      ;;
+    --*=*)
+      __name=${1%%=*}; __value=${1#*=}
+      set -- "$__name" "$__value" "${@:2}"
+      ;;
+    --*)
+      __name=${1#--}; __name=${__name//-/_}
+      if [ -z "${!__name+x}" ]; then
+        echo "$0: unknown option $1 (see --help)" >&2
+        exit 1
+      fi
+      [ $# -ge 2 ] || { echo "$0: option $1 needs a value" >&2; exit 1; }
+      __old=${!__name}
+      if [ "$__old" = "true" ] || [ "$__old" = "false" ]; then
+        if [ "$2" != "true" ] && [ "$2" != "false" ]; then
+          echo "$0: $1 is a boolean: use true or false, not '$2'" >&2
+          exit 1
+        fi
+      fi
+      printf -v "$__name" '%s' "$2"
+      shift 2
+      ;;
+    *)
+      break
+      ;;
+  esac
+done
+unset __name __value __old __option_names
+true
