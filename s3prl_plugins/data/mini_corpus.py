@@ -27,6 +27,7 @@ import os
 import random
 import shutil
 import subprocess
+import sys
 import zlib
 from dataclasses import asdict, dataclass, field
 from typing import Dict, List, Optional, Sequence, Tuple
@@ -253,7 +254,7 @@ def make_mini_corpus(out_dir: str, config: Optional[MiniCorpusConfig] = None, jo
         return utt, wav.size / SAMPLE_RATE, words
 
     with cf.ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
-        for utt, dur, words in tqdm(pool.map(work, utts), total=len(utts), desc="synthesising", disable=not progress):
+        for utt, dur, words in tqdm(pool.map(work, utts), total=len(utts), desc="synthesising", disable=not progress, mininterval=1.0 if sys.stderr.isatty() else 15.0):
             refs[utt.split].append(
                 {"utt": utt.utt_id, "speaker": utt.speaker, "voice": utt.voice, "rate": utt.rate, "pitch": utt.pitch, "duration": dur, "words": words}
             )

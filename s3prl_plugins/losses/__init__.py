@@ -1,0 +1,1 @@
+"""Losses, one module per paper's family, each citing its equations."""

@@ -1,0 +1,422 @@
+"""The one training loop every objective uses (masked prediction, distillation, pruning recovery).
+
+A *task* is an ``nn.Module`` whose ``forward(batch)`` returns ``(loss, logs)``: the loss to minimise
+and a dict of ``name -> (sum, count)`` statistics to average. The trainer owns everything else:
+
+* optimisation: Adam/AdamW, gradient accumulation, clipping, linear-warm-up + linear/cosine decay;
+* devices: CPU, CUDA with AMP (bf16, or fp16 with a grad scaler), ``torchrun`` DDP (gloo on CPU,
+  NCCL on GPU);
+* reliability: atomic checkpoints (model, optimiser, scheduler, scaler, RNG, data position) every
+  ``save_every`` steps, exact resume after a kill, a NaN/Inf guard that skips a step, counts it, and
+  stops after ``max_bad_steps`` in a row with a message;
+* visibility: tqdm progress, ``logging``, TensorBoard scalars.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import os
+import random
+import sys
+import time
+from dataclasses import asdict, dataclass
+from typing import Any, Callable, Dict, Optional, Tuple
+
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch.utils.data import DataLoader
+
+from s3prl_plugins.models.checkpoint import atomic_save
+
+logger = logging.getLogger(__name__)
+
+Logs = Dict[str, Tuple[float, float]]
+
+
+class TrainingError(RuntimeError):
+    """Training cannot go on (e.g. the loss stayed NaN/Inf)."""
+
+
+@dataclass
+class TrainerConfig:
+    """Attributes:
+        exp_dir: checkpoints, TensorBoard logs and the exported model go here.
+        max_steps: optimiser updates.
+        grad_accum: micro-batches per update (effective batch = batch x accum x world size).
+        optimizer: ``adam`` or ``adamw``.
+        lr, betas, eps, weight_decay: optimiser settings.
+        schedule: ``linear`` (warm-up then linear decay to 0), ``cosine`` (warm-up then cosine to 0),
+            ``constant`` (warm-up then flat).
+        warmup_steps: linear warm-up length.
+        clip_norm: gradient clipping (0: off).
+        amp: ``auto`` (bf16 on a GPU that has it, else fp16 on GPU, nothing on CPU), ``bf16``,
+            ``fp16`` or ``none``.
+        log_every, valid_every, save_every: in updates.
+        keep_last: periodic checkpoints kept.
+        max_bad_steps: consecutive non-finite losses tolerated before stopping.
+        seed: seeds the data order, crops and the torch RNG.
+        num_workers: DataLoader workers.
+        device: ``auto``, ``cpu`` or ``cuda``.
+    """
+
+    exp_dir: str = "exp/train"
+    max_steps: int = 1000
+    grad_accum: int = 1
+    optimizer: str = "adamw"
+    lr: float = 5e-4
+    betas: Tuple[float, float] = (0.9, 0.98)
+    eps: float = 1e-6
+    weight_decay: float = 0.0
+    schedule: str = "linear"
+    warmup_steps: int = 0
+    clip_norm: float = 10.0
+    amp: str = "auto"
+    log_every: int = 10
+    valid_every: int = 200
+    save_every: int = 200
+    keep_last: int = 2
+    max_bad_steps: int = 5
+    seed: int = 0
+    num_workers: int = 0
+    device: str = "auto"
+
+    def __post_init__(self) -> None:
+        if self.optimizer not in ("adam", "adamw"):
+            raise ValueError(f"optimizer must be adam or adamw, not {self.optimizer!r}")
+        if self.schedule not in ("linear", "cosine", "constant"):
+            raise ValueError(f"schedule must be linear, cosine or constant, not {self.schedule!r}")
+        if self.amp not in ("auto", "bf16", "fp16", "none"):
+            raise ValueError(f"amp must be auto, bf16, fp16 or none, not {self.amp!r}")
+        if self.grad_accum < 1 or self.max_steps < 1:
+            raise ValueError("grad_accum and max_steps must be >= 1")
+        self.betas = tuple(self.betas)  # type: ignore[assignment]
+
+
+def lr_lambda(schedule: str, warmup: int, total: int) -> Callable[[int], float]:
+    """Multiplier of the peak learning rate at update ``step`` (0-based)."""
+
+    def f(step: int) -> float:
+        if warmup and step < warmup:
+            return (step + 1) / warmup
+        if schedule == "constant":
+            return 1.0
+        progress = min(1.0, (step - warmup) / max(1, total - warmup))
+        if schedule == "linear":
+            return max(0.0, 1.0 - progress)
+        return 0.5 * (1.0 + math.cos(math.pi * progress))
+
+    return f
+
+
+def _dist_info() -> Tuple[int, int, int]:
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", 0))
+    return 0, 1, 0
+
+
+def init_distributed(device: str) -> None:
+    """Join the process group when launched by ``torchrun`` (WORLD_SIZE > 1)."""
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():
+        backend = "nccl" if device == "cuda" else "gloo"
+        dist.init_process_group(backend=backend)
+        if device == "cuda":
+            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
+
+
+class Trainer:
+    """Train ``task`` on ``train_data`` (a dataset + batch sampler), validating on ``valid_data``.
+
+    Args:
+        config: :class:`TrainerConfig`.
+        task: ``nn.Module`` with ``forward(batch) -> (loss, logs)``; parameters with
+            ``requires_grad=False`` (a frozen teacher) are not optimised.
+        train_data: ``(dataset, batch_sampler, collate_fn)``.
+        valid_data: the same for validation (optional).
+        export: called as ``export(task, path)`` by rank 0 at the end to write the trained model.
+        state_filter: which entries of ``task.state_dict()`` go into checkpoints (default: all the
+            trainable ones and buffers of trainable modules; a frozen teacher is left out).
+    """
+
+    def __init__(
+        self,
+        config: TrainerConfig,
+        task: nn.Module,
+        train_data: Tuple[Any, Any, Callable],
+        valid_data: Optional[Tuple[Any, Any, Callable]] = None,
+        export: Optional[Callable[[nn.Module, str], None]] = None,
+        state_filter: Optional[Callable[[str], bool]] = None,
+    ):
+        self.config = config
+        if config.device == "auto":
+            self.device = "cuda" if torch.cuda.is_available() else "cpu"
+        else:
+            self.device = config.device
+        init_distributed(self.device)
+        self.rank, self.world, self.local_rank = _dist_info()
+        if self.device == "cuda":
+            self.device = f"cuda:{self.local_rank}"
+        torch.manual_seed(config.seed + self.rank)
+        random.seed(config.seed + self.rank)
+        self.task = task.to(self.device)
+        self.state_filter = state_filter or self._default_filter()
+        params = [p for p in task.parameters() if p.requires_grad]
+        if not params:
+            raise ValueError("the task has no trainable parameters")
+        if config.optimizer == "adamw":
+            self.optimizer: torch.optim.Optimizer = torch.optim.AdamW(params, lr=config.lr, betas=config.betas, eps=config.eps, weight_decay=config.weight_decay)
+        else:
+            self.optimizer = torch.optim.Adam(params, lr=config.lr, betas=config.betas, eps=config.eps, weight_decay=config.weight_decay)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lr_lambda(config.schedule, config.warmup_steps, config.max_steps))
+        self.amp_dtype = self._amp_dtype()
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
+        if self.world > 1:
+            ids = [self.local_rank] if self.device.startswith("cuda") else None
+            self.model: nn.Module = nn.parallel.DistributedDataParallel(self.task, device_ids=ids)
+        else:
+            self.model = self.task
+        self.train_data = train_data
+        self.valid_data = valid_data
+        self.export = export
+        self.step = 0
+        self.epoch = 0
+        self.batch_in_epoch = 0
+        self.bad_steps = 0
+        self.consecutive_bad = 0
+        self.ckpt_dir = os.path.join(config.exp_dir, "checkpoints")
+        self.writer = None
+
+    # ------------------------------------------------------------------ helpers
+    def _default_filter(self) -> Callable[[str], bool]:
+        frozen_prefixes = []
+        for name, module in self.task.named_modules():
+            ps = list(module.parameters(recurse=True))
+            if name and ps and not any(p.requires_grad for p in ps):
+                frozen_prefixes.append(name + ".")
+        return lambda key: not any(key.startswith(p) for p in frozen_prefixes)
+
+    def _amp_dtype(self) -> Optional[torch.dtype]:
+        amp = self.config.amp
+        if amp == "none" or not self.device.startswith("cuda"):
+            if amp in ("bf16", "fp16") and not self.device.startswith("cuda"):
+                logger.warning("amp=%s asked for on CPU: training in float32", amp)
+            return None
+        if amp == "auto":
+            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.bfloat16 if amp == "bf16" else torch.float16
+
+    def _loader(self, data, epoch: int) -> DataLoader:
+        dataset, sampler, collate_fn = data
+        if hasattr(sampler, "set_epoch"):
+            sampler.set_epoch(epoch)
+        if hasattr(dataset, "epoch"):
+            dataset.epoch = epoch
+            dataset.seed = self.config.seed
+        return DataLoader(dataset, batch_sampler=sampler, collate_fn=collate_fn, num_workers=self.config.num_workers)
+
+    def _to_device(self, batch: Dict[str, Any]) -> Dict[str, Any]:
+        return {k: (v.to(self.device, non_blocking=True) if isinstance(v, torch.Tensor) else v) for k, v in batch.items()}
+
+    def _is_main(self) -> bool:
+        return self.rank == 0
+
+    # ------------------------------------------------------------ checkpoints
+    def state(self) -> Dict[str, Any]:
+        task_state = {k: v.detach().cpu() for k, v in self.task.state_dict().items() if self.state_filter(k)}
+        return {
+            "format_version": 1,
+            "kind": "training_state",
+            "trainer": {"step": self.step, "epoch": self.epoch, "batch_in_epoch": self.batch_in_epoch, "bad_steps": self.bad_steps},
+            "config": {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(self.config).items()},
+            "task_state": task_state,
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "rng": {"torch": torch.get_rng_state(), "python": list(random.getstate()[1]), "python_pos": random.getstate()[2]},
+        }
+
+    def save(self) -> str:
+        path = os.path.join(self.ckpt_dir, f"step{self.step:08d}.pt")
+        if self._is_main():
+            atomic_save(self.state(), path)
+            with open(os.path.join(self.ckpt_dir, "last.txt.tmp"), "w") as f:
+                f.write(os.path.basename(path) + "\n")
+            os.replace(os.path.join(self.ckpt_dir, "last.txt.tmp"), os.path.join(self.ckpt_dir, "last.txt"))
+            old = sorted(p for p in os.listdir(self.ckpt_dir) if p.startswith("step") and p.endswith(".pt"))
+            for name in old[: -self.config.keep_last]:
+                os.remove(os.path.join(self.ckpt_dir, name))
+        if self.world > 1:
+            dist.barrier()
+        return path
+
+    def latest_checkpoint(self) -> Optional[str]:
+        marker = os.path.join(self.ckpt_dir, "last.txt")
+        if not os.path.isfile(marker):
+            return None
+        with open(marker) as f:
+            path = os.path.join(self.ckpt_dir, f.read().strip())
+        return path if os.path.isfile(path) else None
+
+    def load(self, path: str) -> None:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+        if ckpt.get("kind") != "training_state":
+            raise TrainingError(f"{path}: not a training checkpoint")
+        missing, unexpected = self.task.load_state_dict(ckpt["task_state"], strict=False)  # frozen teacher is not stored
+        missing = [k for k in missing if self.state_filter(k)]
+        if missing or unexpected:
+            raise TrainingError(f"{path}: the checkpoint does not fit this task (missing {missing[:5]}, unexpected {unexpected[:5]})")
+        self.optimizer.load_state_dict(ckpt["optimizer"])
+        self.scheduler.load_state_dict(ckpt["scheduler"])
+        self.scaler.load_state_dict(ckpt["scaler"])
+        t = ckpt["trainer"]
+        self.step, self.epoch, self.batch_in_epoch, self.bad_steps = t["step"], t["epoch"], t["batch_in_epoch"], t["bad_steps"]
+        torch.set_rng_state(ckpt["rng"]["torch"])
+        random.setstate((3, tuple(ckpt["rng"]["python"]), ckpt["rng"]["python_pos"]))
+        logger.info("resumed from %s at step %d (epoch %d, batch %d)", path, self.step, self.epoch, self.batch_in_epoch)
+
+    # ------------------------------------------------------------------ loops
+    def _forward(self, batch) -> Tuple[torch.Tensor, Logs]:
+        if self.amp_dtype is not None:
+            with torch.autocast(device_type="cuda", dtype=self.amp_dtype):
+                return self.model(batch)
+        return self.model(batch)
+
+    def validate(self) -> Dict[str, float]:
+        if self.valid_data is None:
+            return {}
+        self.task.eval()
+        totals: Dict[str, list] = {}
+        with torch.no_grad():
+            for batch in self._loader(self.valid_data, 0):
+                _, logs = self._forward(self._to_device(batch))
+                for k, (s, n) in logs.items():
+                    acc = totals.setdefault(k, [0.0, 0.0])
+                    acc[0] += float(s)
+                    acc[1] += float(n)
+        if self.world > 1:
+            keys = sorted(totals)
+            t = torch.tensor([v for k in keys for v in totals[k]], dtype=torch.float64, device=self.device)
+            dist.all_reduce(t)
+            totals = {k: [t[2 * i].item(), t[2 * i + 1].item()] for i, k in enumerate(keys)}
+        self.task.train()
+        return {k: s / max(n, 1e-9) for k, (s, n) in totals.items()}
+
+    def _log(self, prefix: str, values: Dict[str, float]) -> None:
+        if not self._is_main():
+            return
+        if self.writer is None:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.writer = SummaryWriter(os.path.join(self.config.exp_dir, "tensorboard"))
+        for k, v in values.items():
+            self.writer.add_scalar(f"{prefix}/{k}", v, self.step)
+        self.writer.flush()
+
+    def _all_finite(self, finite: bool) -> bool:
+        if self.world == 1:
+            return finite
+        t = torch.tensor([0.0 if finite else 1.0], device=self.device)
+        dist.all_reduce(t)
+        return t.item() == 0
+
+    def train(self, resume: bool = True) -> Dict[str, float]:
+        """Run until ``max_steps`` updates; resume from the latest checkpoint when there is one."""
+        from tqdm import tqdm
+
+        cfg = self.config
+        if resume and (path := self.latest_checkpoint()):
+            self.load(path)
+        if self._is_main():
+            os.makedirs(cfg.exp_dir, exist_ok=True)
+        self.task.train()
+        bar = tqdm(
+            total=cfg.max_steps,
+            initial=self.step,
+            desc="training",
+            disable=not self._is_main(),
+            dynamic_ncols=True,
+            mininterval=1.0 if sys.stderr.isatty() else 30.0,  # logs to files stay readable
+        )
+        running: Dict[str, list] = {}
+        last_valid: Dict[str, float] = {}
+        t0 = time.time()
+        while self.step < cfg.max_steps:
+            loader = self._loader(self.train_data, self.epoch)
+            it = iter(loader)
+            for _ in range(self.batch_in_epoch):  # exact resume: skip batches already used
+                next(it, None)
+            micro = 0
+            finite = True
+            for batch in it:
+                self.batch_in_epoch += 1
+                batch = self._to_device(batch)
+                sync = micro + 1 == cfg.grad_accum
+                ctx = self.model.no_sync() if (self.world > 1 and not sync) else _nullcontext()
+                with ctx:
+                    loss, logs = self._forward(batch)
+                    finite = finite and bool(torch.isfinite(loss.detach()).all())
+                    self.scaler.scale(loss / cfg.grad_accum).backward()
+                for k, (s, n) in logs.items():
+                    acc = running.setdefault(k, [0.0, 0.0])
+                    acc[0] += float(s)
+                    acc[1] += float(n)
+                micro += 1
+                if micro < cfg.grad_accum:
+                    continue
+                micro = 0
+                if not self._all_finite(finite):
+                    self.optimizer.zero_grad(set_to_none=True)
+                    self.bad_steps += 1
+                    self.consecutive_bad += 1
+                    finite = True
+                    logger.warning("step %d: non-finite loss, update skipped (%d so far)", self.step, self.bad_steps)
+                    if self.consecutive_bad >= cfg.max_bad_steps:
+                        raise TrainingError(
+                            f"the loss was NaN/Inf for {self.consecutive_bad} updates in a row (at step {self.step}); "
+                            "lower the learning rate, enable gradient clipping, or check the data. The last good "
+                            f"checkpoint is {self.latest_checkpoint()}"
+                        )
+                    continue
+                self.consecutive_bad = 0
+                self.scaler.unscale_(self.optimizer)
+                grad_norm = nn.utils.clip_grad_norm_(self.task.parameters(), cfg.clip_norm) if cfg.clip_norm else torch.tensor(0.0)
+                self.scaler.step(self.optimizer)
+                self.scaler.update()
+                self.optimizer.zero_grad(set_to_none=True)
+                self.scheduler.step()
+                self.step += 1
+                bar.update(1)
+                if self.step % cfg.log_every == 0 or self.step == cfg.max_steps:
+                    values = {k: s / max(n, 1e-9) for k, (s, n) in running.items()}
+                    values.update(lr=self.scheduler.get_last_lr()[0], grad_norm=float(grad_norm), bad_steps=self.bad_steps)
+                    self._log("train", values)
+                    bar.set_postfix({k: f"{v:.3g}" for k, v in values.items() if k in ("loss", "acc", "lr")})
+                    logger.info("step %d %s", self.step, " ".join(f"{k}={v:.4g}" for k, v in values.items()))
+                    running = {}
+                if self.valid_data is not None and (self.step % cfg.valid_every == 0 or self.step == cfg.max_steps):
+                    last_valid = self.validate()
+                    self._log("valid", last_valid)
+                    logger.info("step %d valid %s", self.step, " ".join(f"{k}={v:.4g}" for k, v in last_valid.items()))
+                if self.step % cfg.save_every == 0 or self.step == cfg.max_steps:
+                    self.save()
+                if self.step >= cfg.max_steps:
+                    break
+            else:
+                self.epoch += 1
+                self.batch_in_epoch = 0
+                continue
+            break
+        bar.close()
+        if self.export is not None and self._is_main():
+            self.export(self.task, os.path.join(cfg.exp_dir, "model.pt"))
+        if self.world > 1:
+            dist.barrier()
+        logger.info("finished %d steps in %.1f s", self.step, time.time() - t0)
+        return last_valid
+
+
+def _nullcontext():
+    return contextlib.nullcontext()
+
