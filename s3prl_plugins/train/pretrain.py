@@ -17,7 +17,7 @@ from __future__ import annotations
 import copy
 import logging
 import os
-from typing import Any, Dict
+from typing import Any, Dict, Optional
 
 import torch
 
@@ -71,8 +71,10 @@ def export_model(task: MaskedPredictionTask, path: str) -> None:
         atomic_save(to_s3prl_hubert(model), os.path.join(os.path.dirname(path), "hubert_local.pt"))
 
 
-def run_pretrain(config: Dict[str, Any]) -> Dict[str, float]:
-    """Train from a parsed YAML config; returns the last validation statistics."""
+def run_pretrain(config: Dict[str, Any], stop_at: Optional[int] = None) -> Dict[str, float]:
+    """Train from a parsed YAML config; returns the last validation statistics.
+
+    ``stop_at`` interrupts after that many updates (see :meth:`Trainer.train`)."""
     for key in ("model", "data", "trainer"):
         if key not in config:
             raise ValueError(f"config has no '{key}' section")
@@ -94,4 +96,4 @@ def run_pretrain(config: Dict[str, Any]) -> Dict[str, float]:
         vset = AudioDataset(data["valid"], read_labels(data["valid_labels"]), None, frame_stride=stride, min_samples=model.min_samples)
         valid = (vset, BucketBatchSampler([vset.duration(i) for i in range(len(vset))], data.get("batch_seconds", 60.0), shuffle=False, num_replicas=world, rank=rank), collate)
     trainer = Trainer(tcfg, task, (train, sampler, collate), valid, export=export_model)
-    return trainer.train()
+    return trainer.train(stop_at=stop_at)

@@ -214,7 +214,10 @@ class Trainer:
         if hasattr(dataset, "epoch"):
             dataset.epoch = epoch
             dataset.seed = self.config.seed
-        return DataLoader(dataset, batch_sampler=sampler, collate_fn=collate_fn, num_workers=self.config.num_workers)
+        # A generator of its own: creating a DataLoader iterator draws a seed, and drawing it from the
+        # global RNG would make a resumed run diverge from an uninterrupted one.
+        generator = torch.Generator().manual_seed(self.config.seed * 1000 + epoch)
+        return DataLoader(dataset, batch_sampler=sampler, collate_fn=collate_fn, num_workers=self.config.num_workers, generator=generator)
 
     def _to_device(self, batch: Dict[str, Any]) -> Dict[str, Any]:
         return {k: (v.to(self.device, non_blocking=True) if isinstance(v, torch.Tensor) else v) for k, v in batch.items()}
@@ -321,8 +324,12 @@ class Trainer:
         dist.all_reduce(t)
         return t.item() == 0
 
-    def train(self, resume: bool = True) -> Dict[str, float]:
-        """Run until ``max_steps`` updates; resume from the latest checkpoint when there is one."""
+    def train(self, resume: bool = True, stop_at: Optional[int] = None) -> Dict[str, float]:
+        """Run until ``max_steps`` updates; resume from the latest checkpoint when there is one.
+
+        ``stop_at`` interrupts the run after that many updates (a checkpoint is written), as a kill
+        would -- the schedule still spans ``max_steps``.
+        """
         from tqdm import tqdm
 
         cfg = self.config
@@ -399,9 +406,9 @@ class Trainer:
                     last_valid = self.validate()
                     self._log("valid", last_valid)
                     logger.info("step %d valid %s", self.step, " ".join(f"{k}={v:.4g}" for k, v in last_valid.items()))
-                if self.step % cfg.save_every == 0 or self.step == cfg.max_steps:
+                if self.step % cfg.save_every == 0 or self.step in (cfg.max_steps, stop_at):
                     self.save()
-                if self.step >= cfg.max_steps:
+                if self.step >= cfg.max_steps or self.step == stop_at:
                     break
             else:
                 self.epoch += 1
@@ -409,6 +416,8 @@ class Trainer:
                 continue
             break
         bar.close()
+        if stop_at is not None and self.step < cfg.max_steps:
+            return last_valid
         if self.export is not None and self._is_main():
             self.export(self.task, os.path.join(cfg.exp_dir, "model.pt"))
         if self.world > 1:

@@ -1,0 +1,189 @@
+"""The one trainer: exact resume (also after SIGKILL), NaN guard, schedules, DDP with gloo, export."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+import yaml
+from torch import nn
+
+from s3prl_plugins.models.checkpoint import load_checkpoint
+from s3prl_plugins.train.pretrain import run_pretrain
+from s3prl_plugins.train.trainer import Trainer, TrainerConfig, TrainingError, lr_lambda
+from tiny_data import make_tiny_data, tiny_pretrain_config
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    root = tmp_path_factory.mktemp("tiny")
+    return make_tiny_data(str(root))
+
+
+def _weights(path):
+    return torch.load(path, weights_only=True)["model_weight"]
+
+
+def test_pretrain_learns_and_exports(tmp_path, tiny):
+    cfg = tiny_pretrain_config(str(tmp_path), *tiny, max_steps=60, valid_every=60, save_every=30, lr=3e-3)
+    result = run_pretrain(json.loads(json.dumps(cfg)))
+    assert result["acc"] > 2 / 8 and result["acc_unmasked"] > 2 / 8, result  # chance: 1/8
+    exp = cfg["trainer"]["exp_dir"]
+    model, ckpt = load_checkpoint(os.path.join(exp, "model.pt"))
+    assert ckpt["kind"] == "masked_prediction"
+    assert os.listdir(os.path.join(exp, "tensorboard"))
+    # the stock s3prl hubert_local entry loads the exported copy, with identical hidden states
+    import s3prl.hub as hub
+
+    expert = hub.hubert_local(ckpt=os.path.join(exp, "hubert_local.pt")).eval()
+    wav = torch.randn(8000) * 0.1
+    with torch.no_grad():
+        ref = expert([wav])["hidden_states"]
+        ours = model(wav[None]).hidden_states
+    for a, b in zip(ref, ours):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=0)
+
+
+def test_resume_is_exact(tmp_path, tiny):
+    straight = tiny_pretrain_config(str(tmp_path / "a"), *tiny, max_steps=6)
+    run_pretrain(straight)
+    split = tiny_pretrain_config(str(tmp_path / "b"), *tiny, max_steps=6)
+    run_pretrain(split, stop_at=3)
+    assert not os.path.exists(os.path.join(split["trainer"]["exp_dir"], "model.pt"))
+    run_pretrain(split)
+    a = _weights(os.path.join(straight["trainer"]["exp_dir"], "model.pt"))
+    b = _weights(os.path.join(split["trainer"]["exp_dir"], "model.pt"))
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+
+
+def test_resume_after_sigkill_is_exact(tmp_path, tiny):
+    """Kill -9 a training process after its first checkpoint; the restarted run ends where an
+    uninterrupted one does."""
+    cfg = tiny_pretrain_config(str(tmp_path / "killed"), *tiny, max_steps=12, save_every=2)
+    ref = tiny_pretrain_config(str(tmp_path / "ref"), *tiny, max_steps=12, save_every=2)
+    for c, name in ((cfg, "killed.yaml"), (ref, "ref.yaml")):
+        with open(tmp_path / name, "w") as f:
+            yaml.safe_dump(c, f)
+    cmd = [sys.executable, "-m", "s3prl_plugins.bin.pretrain", "--config"]
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    subprocess.run(cmd + [str(tmp_path / "ref.yaml")], check=True, capture_output=True, env=env, timeout=600)
+    proc = subprocess.Popen(cmd + [str(tmp_path / "killed.yaml")], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+    marker = os.path.join(cfg["trainer"]["exp_dir"], "checkpoints", "last.txt")
+    deadline = time.time() + 300
+    while not os.path.exists(marker) and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not os.path.exists(os.path.join(cfg["trainer"]["exp_dir"], "model.pt")), "killed too late"
+    subprocess.run(cmd + [str(tmp_path / "killed.yaml")], check=True, capture_output=True, env=env, timeout=600)
+    a = _weights(os.path.join(ref["trainer"]["exp_dir"], "model.pt"))
+    b = _weights(os.path.join(cfg["trainer"]["exp_dir"], "model.pt"))
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+
+
+class _NaNTask(nn.Module):
+    def __init__(self, bad_from=0):
+        super().__init__()
+        self.w = nn.Parameter(torch.ones(3))
+        self.calls = 0
+        self.bad_from = bad_from
+
+    def forward(self, batch):
+        self.calls += 1
+        loss = (self.w * batch["x"]).sum()
+        if self.calls > self.bad_from:
+            loss = loss * float("nan")
+        return loss, {"loss": (float(loss.detach()), 1.0)}
+
+
+class _ListData(torch.utils.data.Dataset):
+    def __len__(self):
+        return 4
+
+    def __getitem__(self, i):
+        return {"x": torch.ones(3)}
+
+
+def _list_data():
+    return (_ListData(), [[0], [1], [2], [3]], lambda items: {"x": torch.stack([it["x"] for it in items])})
+
+
+def test_nan_guard_skips_then_stops(tmp_path):
+    task = _NaNTask(bad_from=2)
+    trainer = Trainer(TrainerConfig(exp_dir=str(tmp_path), max_steps=50, max_bad_steps=3, save_every=1, log_every=1), task, _list_data())
+    with pytest.raises(TrainingError, match="NaN/Inf for 3 updates in a row"):
+        trainer.train()
+    assert trainer.step == 2 and trainer.bad_steps == 3
+    assert torch.isfinite(task.w).all()  # no NaN update was applied
+
+
+def test_unexpected_keys_in_training_checkpoint_raise(tmp_path):
+    task = _NaNTask(bad_from=10**9)
+    trainer = Trainer(TrainerConfig(exp_dir=str(tmp_path), max_steps=1, save_every=1), task, _list_data())
+    trainer.train()
+    path = trainer.latest_checkpoint()
+    state = torch.load(path, weights_only=True)
+    state["task_state"]["extra.weight"] = torch.zeros(1)
+    torch.save(state, path)
+    with pytest.raises(TrainingError, match="unexpected"):
+        Trainer(TrainerConfig(exp_dir=str(tmp_path), max_steps=2), _NaNTask(), _list_data()).load(path)
+
+
+def test_lr_schedules():
+    f = lr_lambda("linear", 10, 110)
+    assert f(0) == pytest.approx(0.1) and f(9) == pytest.approx(1.0) and f(60) == pytest.approx(0.5) and f(110) == 0.0
+    g = lr_lambda("cosine", 0, 100)
+    assert g(0) == pytest.approx(1.0) and g(50) == pytest.approx(0.5) and g(100) == pytest.approx(0.0, abs=1e-12)
+    assert lr_lambda("constant", 5, 100)(80) == 1.0
+
+
+def test_grad_accumulation_equals_big_batch(tmp_path):
+    """Two micro-batches of 1 with accum 2 give the same update as one batch of 2."""
+
+    class Lin(nn.Module):
+        def __init__(self):
+            super().__init__()
+            torch.manual_seed(0)
+            self.lin = nn.Linear(3, 1)
+
+        def forward(self, batch):
+            loss = (self.lin(batch["x"]) ** 2).mean()
+            return loss, {"loss": (float(loss), 1.0)}
+
+    data = [{"x": torch.tensor([1.0, 2.0, 3.0])}, {"x": torch.tensor([-1.0, 0.5, 2.0])}]
+
+    class DS(torch.utils.data.Dataset):
+        def __len__(self):
+            return 2
+
+        def __getitem__(self, i):
+            return data[i]
+
+    coll = lambda items: {"x": torch.stack([it["x"] for it in items])}  # noqa: E731
+    a, b = Lin(), Lin()
+    Trainer(TrainerConfig(exp_dir=str(tmp_path / "a"), max_steps=1, grad_accum=2, optimizer="adam", lr=0.1, clip_norm=0), a, (DS(), [[0], [1]], coll)).train(resume=False)
+    Trainer(TrainerConfig(exp_dir=str(tmp_path / "b"), max_steps=1, grad_accum=1, optimizer="adam", lr=0.1, clip_norm=0), b, (DS(), [[0, 1]], coll)).train(resume=False)
+    torch.testing.assert_close(a.lin.weight, b.lin.weight)
+
+
+def test_ddp_two_gloo_processes(tmp_path, tiny):
+    cfg = tiny_pretrain_config(str(tmp_path), *tiny, max_steps=4, save_every=2)
+    with open(tmp_path / "c.yaml", "w") as f:
+        yaml.safe_dump(cfg, f)
+    torchrun = os.path.join(os.path.dirname(sys.executable), "torchrun")
+    r = subprocess.run(
+        [torchrun, "--standalone", "--nproc_per_node=2", "-m", "s3prl_plugins.bin.pretrain", "--config", str(tmp_path / "c.yaml")],
+        capture_output=True, text=True, timeout=300, env=dict(os.environ, OMP_NUM_THREADS="1"),
+    )
+    assert r.returncode == 0, r.stderr[-3000:]
+    state = torch.load(os.path.join(cfg["trainer"]["exp_dir"], "checkpoints", "step00000004.pt"), weights_only=True)
+    assert state["trainer"]["step"] == 4
+    assert os.path.isfile(os.path.join(cfg["trainer"]["exp_dir"], "model.pt"))

@@ -1,0 +1,54 @@
+"""A tiny data dir with frame labels, built by tests (tones and noise; no espeak needed)."""
+
+import os
+
+import numpy as np
+import soundfile as sf
+
+from s3prl_plugins.data.dataset import write_labels
+from s3prl_plugins.data.kaldi import DataDir, write_data_dir
+
+
+def make_tiny_data(root, n_utts=12, seconds=(0.6, 1.4), stride=320, classes=8, seed=0):
+    rng = np.random.default_rng(seed)
+    d = DataDir()
+    labels = {}
+    os.makedirs(os.path.join(root, "audio"), exist_ok=True)
+    for i in range(n_utts):
+        spk = f"s{i % 3}"
+        utt = f"{spk}-u{i:03d}"
+        n = int(rng.uniform(*seconds) * 16000)
+        t = np.arange(n) / 16000
+        # segments of 3 frames, each a tone whose class steps up by one: labels follow the audio and
+        # masked frames are predictable from their context
+        first = int(rng.integers(classes))
+        seg = np.arange(n) // (3 * stride)
+        freq = 150.0 * 1.3 ** ((first + seg) % classes)
+        wav = 0.3 * np.sin(2 * np.pi * freq * t) + 0.01 * rng.standard_normal(n)
+        path = os.path.join(root, "audio", utt + ".wav")
+        sf.write(path, wav.astype("float32"), 16000)
+        d.wav[utt], d.utt2spk[utt], d.utt2dur[utt], d.text[utt] = path, spk, n / 16000, "A B"
+        frames = (n - 400) // stride + 1
+        centre = np.arange(frames) * stride + 200
+        labels[utt] = ((first + centre // (3 * stride)) % classes).tolist()
+    write_data_dir(d, os.path.join(root, "data"))
+    write_labels(os.path.join(root, "labels.km"), labels)
+    return os.path.join(root, "data"), os.path.join(root, "labels.km")
+
+
+def tiny_pretrain_config(root, data_dir, labels, **trainer):
+    t = dict(exp_dir=os.path.join(root, "exp"), max_steps=6, lr=1e-3, warmup_steps=2, log_every=2, valid_every=3, save_every=2, seed=0, dropout=None)
+    t.pop("dropout")
+    t.update(trainer)
+    return {
+        "model": {
+            "factory": "hubert_config",
+            "args": dict(
+                embed_dim=32, num_layers=2, num_heads=4, ffn_dim=64, final_dim=16, num_classes=[8],
+                conv_layers=[[32, 10, 5], [32, 8, 4], [32, 4, 4], [32, 4, 4]], pos_conv_kernel=8, pos_conv_groups=4,
+            ),
+        },
+        "data": {"train": data_dir, "valid": data_dir, "train_labels": labels, "valid_labels": labels, "max_seconds": 1.0, "batch_seconds": 3.0},
+        "task": {"mask_prob": 0.1, "mask_length": 3},
+        "trainer": t,
+    }
