@@ -179,11 +179,17 @@ def test_ddp_two_gloo_processes(tmp_path, tiny):
     with open(tmp_path / "c.yaml", "w") as f:
         yaml.safe_dump(cfg, f)
     torchrun = os.path.join(os.path.dirname(sys.executable), "torchrun")
-    r = subprocess.run(
+    proc = subprocess.Popen(
         [torchrun, "--standalone", "--nproc_per_node=2", "-m", "s3prl_plugins.bin.pretrain", "--config", str(tmp_path / "c.yaml")],
-        capture_output=True, text=True, timeout=300, env=dict(os.environ, OMP_NUM_THREADS="1"),
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=dict(os.environ, OMP_NUM_THREADS="1"),
+        start_new_session=True,  # so a hang can be killed with its workers
     )
-    assert r.returncode == 0, r.stderr[-3000:]
+    try:
+        _, err = proc.communicate(timeout=300)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        raise
+    assert proc.returncode == 0, err[-3000:]
     state = torch.load(os.path.join(cfg["trainer"]["exp_dir"], "checkpoints", "step00000004.pt"), weights_only=True)
     assert state["trainer"]["step"] == 4
     assert os.path.isfile(os.path.join(cfg["trainer"]["exp_dir"], "model.pt"))

@@ -299,3 +299,17 @@ def make_mini_corpus(out_dir: str, config: Optional[MiniCorpusConfig] = None, jo
         os.rmdir(out_dir)  # empty (checked above)
     os.replace(tmp, out_dir)
     return summary
+
+
+def write_reference_phones(corpus_dir: str, split: str, data_dir: str) -> int:
+    """Write ``data_dir/phones`` (``utt p p | p p ...``: espeak-ng phones, words separated by ``|``)
+    from the corpus reference; returns the number of utterances written."""
+    n = 0
+    path = os.path.join(data_dir, "phones")
+    with open(os.path.join(corpus_dir, "reference", f"{split}.jsonl")) as f, open(path + ".tmp", "w") as out:
+        for line in f:
+            ref = json.loads(line)
+            out.write(ref["utt"] + " " + " | ".join(" ".join(w["phones"]) for w in ref["words"]) + "\n")
+            n += 1
+    os.replace(path + ".tmp", path)
+    return n

@@ -1,0 +1,75 @@
+"""Forced alignment of Kaldi data dirs: MFA when it works here, else a CTC phone model trained on the
+corpus (``--method ctc``); TextGrids per utterance, failures listed, word-boundary error measured when
+a reference with exact times is given.
+
+Usage::
+
+    python -m s3prl_plugins.bin.align --train data/train --dirs data/train data/dev data/test \
+        --out exp/align [--method auto|mfa|ctc] [--reference-dir CORPUS/reference]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+
+from s3prl_plugins.data.kaldi import read_data_dir
+from s3prl_plugins.segment.aligner import align_corpus, boundary_errors, train_phone_ctc
+from s3prl_plugins.segment.mfa import mfa_status
+from s3prl_plugins.segment.phone_ctc import FeatureDataset, PhoneVocab, extract_features, phone_error_rate, read_phones
+
+logger = logging.getLogger("align")
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--train", required=True, help="data dir (with a 'phones' file) the CTC aligner trains on")
+    p.add_argument("--dirs", nargs="+", required=True, help="data dirs to align (each needs 'phones')")
+    p.add_argument("--out", required=True)
+    p.add_argument("--method", choices=["auto", "mfa", "ctc"], default="auto")
+    p.add_argument("--features", default="fbank", help="aligner input: fbank (100 Hz) or a model checkpoint")
+    p.add_argument("--max-steps", type=int, default=1500)
+    p.add_argument("--reference-dir", help="folder with <dir name>.jsonl exact word times, to measure boundary error")
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    ok, reason = mfa_status()
+    if args.method == "mfa" and not ok:
+        print(f"error: MFA requested but not usable: {reason}", file=sys.stderr)
+        return 2
+    if args.method == "mfa" or (args.method == "auto" and ok):
+        print("error: run MFA with the recipe's mfa stage (egs/*/run.sh --aligner mfa); this tool trains the CTC aligner", file=sys.stderr)
+        return 2
+    if args.method == "auto":
+        logger.warning("MFA not usable (%s): aligning with the CTC phone model instead", reason)
+
+    train_phones = read_phones(os.path.join(args.train, "phones"))
+    vocab = PhoneVocab([ph for words in train_phones.values() for w in words for ph in w])
+    feats, shift = extract_features(args.features, args.train)
+    targets = {u: vocab.encode([ph for w in ws for ph in w]) for u, ws in train_phones.items()}
+    exp = os.path.join(args.out, "model")
+    model = train_phone_ctc((feats, targets), None, len(vocab), exp, max_steps=args.max_steps)
+    report = {"method": "ctc", "features": args.features, "mfa": reason, "phones": len(vocab) - 1, "dirs": {}}
+    for d in args.dirs:
+        name = os.path.basename(os.path.normpath(d))
+        data = read_data_dir(d)
+        phones = read_phones(os.path.join(d, "phones"))
+        dfeats = feats if os.path.abspath(d) == os.path.abspath(args.train) else extract_features(args.features, d)[0]
+        res = align_corpus(model, vocab, dfeats, phones, data.text, data.utt2dur, shift, os.path.join(args.out, name))
+        entry = {"aligned": res.aligned, "failed": len(res.failed)}
+        known = {u: vocab.encode([ph for w in ws for ph in w]) for u, ws in phones.items() if all(ph in vocab.index for w in ws for ph in w)}
+        entry["per"] = phone_error_rate(model, FeatureDataset(dfeats, known))
+        ref = os.path.join(args.reference_dir, f"{name}.jsonl") if args.reference_dir else None
+        if ref and os.path.isfile(ref):
+            entry.update(boundary_errors(os.path.join(args.out, name), ref))
+        report["dirs"][name] = entry
+    with open(os.path.join(args.out, "report.json"), "w") as f:
+        json.dump(report, f, indent=2)
+    print(json.dumps(report, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

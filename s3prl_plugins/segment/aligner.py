@@ -1,0 +1,168 @@
+"""Forced alignment with a CTC phone model trained on the corpus (runs where MFA cannot).
+
+``torchaudio.functional.forced_align`` gives the frame of every phone in the known sequence; a word
+spans from its first phone's first frame to its last phone's last frame. Output: one TextGrid per
+utterance with ``words`` and ``phones`` tiers (MFA's layout), plus ``failed.txt`` listing utterances
+that could not be aligned and why.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from dataclasses import dataclass
+from typing import Dict, List, Optional, Tuple
+
+import torch
+
+from s3prl_plugins.segment.phone_ctc import (
+    CTCTask,
+    FeatureDataset,
+    PhoneCTC,
+    PhoneVocab,
+    collate_features,
+    phone_error_rate,
+)
+from s3prl_plugins.segment.textgrid import read_textgrid, write_textgrid
+
+logger = logging.getLogger(__name__)
+
+
+def train_phone_ctc(
+    train: Tuple[Dict[str, torch.Tensor], Dict[str, List[int]]],
+    valid: Optional[Tuple[Dict[str, torch.Tensor], Dict[str, List[int]]]],
+    vocab_size: int,
+    exp_dir: str,
+    max_steps: int = 1500,
+    batch_frames: float = 6000,
+    lr: float = 2e-3,
+    hidden: int = 256,
+    seed: int = 0,
+) -> PhoneCTC:
+    """Train a :class:`PhoneCTC` on precomputed features through the shared trainer."""
+    from s3prl_plugins.data.dataset import BucketBatchSampler
+    from s3prl_plugins.train.trainer import Trainer, TrainerConfig
+
+    feats, targets = train
+    example = next(iter(feats.values()))
+    torch.manual_seed(seed)
+    model = PhoneCTC(example.size(2), vocab_size, num_layers_in=example.size(0), hidden=hidden)
+    ds = FeatureDataset(feats, targets)
+    sampler = BucketBatchSampler([ds.duration(i) for i in range(len(ds))], batch_frames, seed=seed)
+    vdata = None
+    if valid is not None:
+        vds = FeatureDataset(*valid)
+        vdata = (vds, BucketBatchSampler([vds.duration(i) for i in range(len(vds))], batch_frames, shuffle=False), collate_features)
+    cfg = TrainerConfig(
+        exp_dir=exp_dir, max_steps=max_steps, lr=lr, warmup_steps=max_steps // 20, schedule="cosine",
+        log_every=50, valid_every=max(max_steps // 3, 1), save_every=max(max_steps // 3, 1), clip_norm=5.0, seed=seed,
+    )
+    Trainer(cfg, CTCTask(model), (ds, sampler, collate_features), vdata).train()
+    return model.eval()
+
+
+@dataclass
+class AlignResult:
+    aligned: int
+    failed: List[Tuple[str, str]]
+
+
+@torch.no_grad()
+def align_utterance(model: PhoneCTC, feats: torch.Tensor, words: List[List[int]], frame_shift: float):
+    """Word and phone intervals (seconds) of one utterance; raises ValueError with the reason."""
+    import torchaudio.functional as AF
+
+    ids = [p for w in words for p in w]
+    T = feats.size(1)
+    repeats = sum(1 for a, b in zip(ids, ids[1:]) if a == b)
+    if T < len(ids) + repeats:
+        raise ValueError(f"{T} frames cannot hold {len(ids)} phones")
+    lp = model(feats[None], torch.tensor([T]))
+    if not torch.isfinite(lp).all():
+        raise ValueError("non-finite log-probabilities")
+    labels, scores = AF.forced_align(lp, torch.tensor([ids], dtype=torch.int32), blank=0)
+    spans = AF.merge_tokens(labels[0], scores[0].exp())
+    if len(spans) != len(ids):
+        raise ValueError(f"alignment produced {len(spans)} spans for {len(ids)} phones")
+    word_iv, phone_iv = [], []
+    k = 0
+    for w in words:
+        first, last = spans[k], spans[k + len(w) - 1]
+        word_iv.append((first.start * frame_shift, last.end * frame_shift))
+        for s in spans[k : k + len(w)]:
+            phone_iv.append((s.start * frame_shift, s.end * frame_shift, s.token))
+        k += len(w)
+    return word_iv, phone_iv
+
+
+def align_corpus(
+    model: PhoneCTC,
+    vocab: PhoneVocab,
+    feats: Dict[str, torch.Tensor],
+    phones: Dict[str, List[List[str]]],
+    texts: Dict[str, str],
+    durations: Dict[str, float],
+    frame_shift: float,
+    out_dir: str,
+) -> AlignResult:
+    """Align every utterance; TextGrids to ``out_dir/<utt>.TextGrid``, failures to ``out_dir/failed.txt``."""
+    os.makedirs(out_dir, exist_ok=True)
+    failed: List[Tuple[str, str]] = []
+    n = 0
+    for utt in sorted(feats):
+        try:
+            if utt not in phones:
+                raise ValueError("no phone transcription")
+            words = texts[utt].split()
+            if len(words) != len(phones[utt]):
+                raise ValueError(f"{len(words)} words in the transcript but {len(phones[utt])} in the phone transcription")
+            ids = [vocab.encode(w) for w in phones[utt]]
+            word_iv, phone_iv = align_utterance(model, feats[utt], ids, frame_shift)
+        except (ValueError, KeyError) as e:
+            failed.append((utt, str(e)))
+            continue
+        write_textgrid(
+            os.path.join(out_dir, f"{utt}.TextGrid"),
+            {"words": [(s, e, w.lower()) for (s, e), w in zip(word_iv, words)], "phones": [(s, e, vocab.symbols[t]) for s, e, t in phone_iv]},
+            durations.get(utt, max(e for _, e in word_iv)),
+        )
+        n += 1
+    with open(os.path.join(out_dir, "failed.txt"), "w") as f:
+        for utt, reason in failed:
+            f.write(f"{utt} {reason}\n")
+    if failed:
+        logger.warning("%d utterance(s) could not be aligned: listed in %s/failed.txt", len(failed), out_dir)
+    return AlignResult(n, failed)
+
+
+def boundary_errors(textgrid_dir: str, reference_jsonl: str) -> Dict[str, float]:
+    """Mean absolute word-boundary error (ms) of TextGrids against exact reference word times."""
+    starts, ends = [], []
+    with open(reference_jsonl) as f:
+        for line in f:
+            ref = json.loads(line)
+            path = os.path.join(textgrid_dir, f"{ref['utt']}.TextGrid")
+            if not os.path.isfile(path):
+                continue
+            hyp = read_textgrid(path).get("words", [])
+            if len(hyp) != len(ref["words"]):
+                continue
+            for (s, e, _), w in zip(hyp, ref["words"]):
+                starts.append(abs(s - w["start"]) * 1000)
+                ends.append(abs(e - w["end"]) * 1000)
+    if not starts:
+        raise ValueError(f"no aligned utterance of {reference_jsonl} found in {textgrid_dir}")
+    n = len(starts)
+    both = sorted(starts + ends)
+    return {
+        "words": n,
+        "mean_abs_start_ms": sum(starts) / n,
+        "mean_abs_end_ms": sum(ends) / n,
+        "mean_abs_boundary_ms": (sum(starts) + sum(ends)) / (2 * n),
+        "median_abs_boundary_ms": both[len(both) // 2],
+        "within_20ms": sum(1 for x in both if x <= 20) / len(both),
+    }
+
+
+__all__ = ["AlignResult", "align_corpus", "align_utterance", "boundary_errors", "phone_error_rate", "train_phone_ctc"]

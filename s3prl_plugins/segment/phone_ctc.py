@@ -1,0 +1,196 @@
+"""A small CTC phone model over frozen features: the phone-recognition probe (PER of an upstream's
+features) and the acoustic model of our forced aligner.
+
+Features come from :func:`extract_features`: ``fbank`` (40 log-Mel bins at 100 Hz, per-utterance
+mean/variance normalised) or any checkpoint :func:`~s3prl_plugins.models.loading.load_pretrained`
+reads (all hidden states, combined by learned softmax weights as in SUPERB). The model is a
+LayerNorm + linear projection, a BiLSTM and a linear output over phones + blank (index 0); it trains
+through the one :class:`~s3prl_plugins.train.Trainer`.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from s3prl_plugins.data.audio import load_audio
+from s3prl_plugins.data.kaldi import read_data_dir
+
+logger = logging.getLogger(__name__)
+
+BLANK = "<blank>"
+WORD_SEP = "|"
+
+
+def read_phones(path: str) -> Dict[str, List[List[str]]]:
+    """``utt p p | p p ...`` per line -> ``{utt: [[phones of word 1], [phones of word 2], ...]}``."""
+    out: Dict[str, List[List[str]]] = {}
+    with open(path) as f:
+        for line in f:
+            parts = line.split()
+            if not parts:
+                continue
+            words: List[List[str]] = [[]]
+            for tok in parts[1:]:
+                if tok == WORD_SEP:
+                    words.append([])
+                else:
+                    words[-1].append(tok)
+            out[parts[0]] = [w for w in words if w]
+    return out
+
+
+class PhoneVocab:
+    def __init__(self, phones: Sequence[str]):
+        self.symbols = [BLANK] + sorted(set(phones) - {BLANK})
+        self.index = {p: i for i, p in enumerate(self.symbols)}
+
+    def __len__(self) -> int:
+        return len(self.symbols)
+
+    def encode(self, phones: Sequence[str]) -> List[int]:
+        unknown = [p for p in phones if p not in self.index]
+        if unknown:
+            raise KeyError(f"phones not in the inventory: {sorted(set(unknown))}")
+        return [self.index[p] for p in phones]
+
+    def decode(self, ids: Sequence[int]) -> List[str]:
+        return [self.symbols[i] for i in ids]
+
+
+class FeatureExtractor:
+    """Frozen frame features of one waveform: (layers, frames, dim) and the frame shift in seconds."""
+
+    def __init__(self, source: str = "fbank"):
+        self.source = source
+        self.model = None
+        if source != "fbank":
+            from s3prl_plugins.models.loading import load_pretrained
+
+            self.model = load_pretrained(source)
+        self.frame_shift = 0.01 if self.model is None else self.model.downsample_rate / 16000
+
+    @torch.no_grad()
+    def __call__(self, wav: Tensor) -> Tensor:
+        if self.model is None:
+            import torchaudio
+
+            f = torchaudio.compliance.kaldi.fbank(wav[None] * 32768, num_mel_bins=40, dither=0.0, energy_floor=0.0)
+            f = (f - f.mean(0)) / f.std(0).clamp(min=1e-5)
+            return f[None]
+        out = self.model(wav[None])
+        return torch.stack([h[0] for h in out.hidden_states])
+
+
+def extract_features(source: str, data_dir: str, progress: bool = True) -> Tuple[Dict[str, Tensor], float]:
+    """Features of every utterance of a data dir (float16, ``(layers, frames, dim)``) and the frame shift."""
+    from tqdm import tqdm
+
+    ex = FeatureExtractor(source)
+    d = read_data_dir(data_dir)
+    feats = {utt: ex(load_audio(d.wav[utt])).half() for utt in tqdm(d.utts, desc=f"features {source}", disable=not progress, mininterval=10)}
+    return feats, ex.frame_shift
+
+
+class PhoneCTC(nn.Module):
+    """Args:
+        in_dim: feature width.
+        vocab: phones + blank.
+        num_layers_in: feature layers combined by softmax weights (1: none).
+        hidden: BiLSTM width (both directions).
+        lstm_layers: BiLSTM depth.
+    """
+
+    def __init__(self, in_dim: int, vocab: int, num_layers_in: int = 1, hidden: int = 256, lstm_layers: int = 2, dropout: float = 0.1):
+        super().__init__()
+        self.layer_weights = nn.Parameter(torch.zeros(num_layers_in))
+        self.norm = nn.LayerNorm(in_dim)
+        self.proj = nn.Linear(in_dim, hidden)
+        self.lstm = nn.LSTM(hidden, hidden // 2, num_layers=lstm_layers, bidirectional=True, batch_first=True, dropout=dropout if lstm_layers > 1 else 0.0)
+        self.dropout = nn.Dropout(dropout)
+        self.out = nn.Linear(hidden, vocab)
+
+    def forward(self, feats: Tensor, lengths: Tensor) -> Tensor:
+        """feats (batch, layers, frames, dim) -> log-probabilities (batch, frames, vocab)."""
+        w = torch.softmax(self.layer_weights, 0)
+        x = (feats.float() * w[None, :, None, None]).sum(1)
+        x = self.dropout(F.relu(self.proj(self.norm(x))))
+        packed = nn.utils.rnn.pack_padded_sequence(x, lengths.cpu(), batch_first=True, enforce_sorted=False)
+        y, _ = self.lstm(packed)
+        y, _ = nn.utils.rnn.pad_packed_sequence(y, batch_first=True, total_length=x.size(1))
+        return torch.log_softmax(self.out(self.dropout(y)), dim=-1)
+
+
+class FeatureDataset(torch.utils.data.Dataset):
+    def __init__(self, feats: Dict[str, Tensor], targets: Dict[str, List[int]]):
+        self.utts = sorted(u for u in feats if u in targets)
+        self.feats, self.targets = feats, targets
+
+    def __len__(self) -> int:
+        return len(self.utts)
+
+    def duration(self, i: int) -> float:
+        return float(self.feats[self.utts[i]].size(1))
+
+    def __getitem__(self, i: int):
+        u = self.utts[i]
+        return {"utt": u, "feats": self.feats[u], "targets": torch.tensor(self.targets[u], dtype=torch.long)}
+
+
+def collate_features(items):
+    L, D = items[0]["feats"].size(0), items[0]["feats"].size(2)
+    T = max(it["feats"].size(1) for it in items)
+    feats = torch.zeros(len(items), L, T, D, dtype=items[0]["feats"].dtype)
+    for i, it in enumerate(items):
+        feats[i, :, : it["feats"].size(1)] = it["feats"]
+    return {
+        "utts": [it["utt"] for it in items],
+        "feats": feats,
+        "lengths": torch.tensor([it["feats"].size(1) for it in items]),
+        "targets": torch.cat([it["targets"] for it in items]),
+        "target_lengths": torch.tensor([it["targets"].numel() for it in items]),
+    }
+
+
+class CTCTask(nn.Module):
+    """CTC loss (per utterance, normalised by target length, averaged over the batch) as a trainer task."""
+
+    def __init__(self, model: PhoneCTC):
+        super().__init__()
+        self.model = model
+
+    def forward(self, batch):
+        log_probs = self.model(batch["feats"], batch["lengths"])
+        loss = F.ctc_loss(log_probs.transpose(0, 1), batch["targets"], batch["lengths"], batch["target_lengths"], blank=0, reduction="sum", zero_infinity=True)
+        n = float(batch["target_lengths"].sum())
+        return loss / n, {"loss": (float(loss.detach()), n)}
+
+
+def greedy_decode(log_probs: Tensor, length: int) -> List[int]:
+    ids = log_probs[:length].argmax(-1).tolist()
+    out, prev = [], 0
+    for i in ids:
+        if i != prev and i != 0:
+            out.append(i)
+        prev = i
+    return out
+
+
+@torch.no_grad()
+def phone_error_rate(model: PhoneCTC, dataset: FeatureDataset) -> float:
+    import editdistance
+
+    model.eval()
+    errors = total = 0
+    for i in range(len(dataset)):
+        item = dataset[i]
+        lp = model(item["feats"][None], torch.tensor([item["feats"].size(1)]))[0]
+        hyp = greedy_decode(lp, item["feats"].size(1))
+        ref = item["targets"].tolist()
+        errors += editdistance.eval(hyp, ref)
+        total += len(ref)
+    return errors / max(total, 1)
