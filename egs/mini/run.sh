@@ -3,7 +3,18 @@
 #
 # Stages (inputs -> outputs; rough cost on 2 CPU cores):
 #   0 corpus   espeak-ng -> $corpus_dir (LibriSpeech layout, exact word times)     ~30 s, 60 MB
-#   1 data     $corpus_dir -> data/{train,dev,test} (Kaldi data dirs + skipped.txt)  ~2 s
+#   1 data     $corpus_dir -> data/{train,dev,test} (Kaldi data dirs + skipped.txt,
+#              + 'phones': the corpus's espeak-ng phones, words separated by |)        ~2 s
+#   2 align    data/* -> exp/align/{train,dev,test}/*.TextGrid (words + phones tiers),
+#              failed.txt, report.json (PER, word-boundary error vs the exact times).
+#              MFA when usable (--aligner mfa|auto), else a CTC phone model on log-Mel  ~4 min
+#   3 targets  k-means codes: MFCC at 50 Hz (HuBERT) and log-Mel at 50 Hz (MelHuBERT-20ms)
+#              -> exp/targets/{mfcc,fbank}/{train,dev}.km                              ~20 s
+#   4 hubert   conf/hubert_tiny.yaml -> exp/hubert_tiny/{model.pt,hubert_local.pt}   ~9 min
+#   5 melhubert conf/melhubert_tiny.yaml -> exp/melhubert_tiny/model.pt               ~5 min
+#   6 probe    frozen-feature CTC phone probe: log-Mel vs each teacher -> exp/probe/*/result.json
+#                                                                                     ~6 min
+#   7 report   prints where everything is and what it scored
 #
 # Usage: ./run.sh [--stage N] [--stop-stage M] [--corpus-dir DIR] [--utts-per-speaker K] [--seed S]
 # Finished stages are skipped (markers in exp/.done.*); delete a marker to redo a stage.
@@ -15,6 +26,10 @@ corpus_dir=data/mini_corpus
 utts_per_speaker=45
 seed=0
 nj=2
+aligner=auto          # auto: MFA if it runs here, else CTC; mfa; ctc
+align_steps=600
+teacher_steps=600
+probe_steps=600
 
 . ./path.sh
 . ./cmd.sh
@@ -38,8 +53,95 @@ if [ ${stage} -le 1 ] && [ ${stop_stage} -ge 1 ]; then
   else
     log "Stage 1: Kaldi data dirs from ${corpus_dir}"
     python -m s3prl_plugins.bin.prepare_data --root "${corpus_dir}/LibriSpeech" --subsets train dev test --out data
+    for split in train dev test; do
+      python -c "from s3prl_plugins.data.mini_corpus import write_reference_phones as w; w('${corpus_dir}', '${split}', 'data/${split}')"
+    done
     mark_done data
   fi
 fi
 
-log "Done. Corpus: ${corpus_dir}; data dirs: data/{train,dev,test}"
+if [ ${stage} -le 2 ] && [ ${stop_stage} -ge 2 ]; then
+  if stage_done align; then
+    log "Stage 2: alignments already in exp/align"
+  else
+    log "Stage 2: forced alignment (aligner=${aligner})"
+    if [ "${aligner}" != ctc ] && python -c "import sys; from s3prl_plugins.segment.mfa import mfa_status; sys.exit(0 if mfa_status()[0] else 1)"; then
+      log "MFA is usable: set mfa_dictionary/mfa_acoustic_model and run local/mfa_align.sh (not used for the synthetic corpus)"
+    elif [ "${aligner}" = mfa ]; then
+      log "MFA requested but not usable here"; exit 1
+    fi
+    ${train_cmd} python -m s3prl_plugins.bin.align --train data/train --dirs data/train data/dev data/test \
+      --out exp/align --method ctc --max-steps "${align_steps}" --reference-dir "${corpus_dir}/reference"
+    mark_done align
+  fi
+fi
+
+if [ ${stage} -le 3 ] && [ ${stop_stage} -ge 3 ]; then
+  if stage_done targets; then
+    log "Stage 3: targets already in exp/targets"
+  else
+    log "Stage 3: k-means targets (MFCC for HuBERT, log-Mel for MelHuBERT)"
+    python -m s3prl_plugins.bin.make_targets --train data/train --also data/dev --feature mfcc --clusters 100 --frame-step 2 --out exp/targets/mfcc
+    python -m s3prl_plugins.bin.make_targets --train data/train --also data/dev --feature fbank --clusters 100 --frame-step 2 --out exp/targets/fbank
+    mark_done targets
+  fi
+fi
+
+if [ ${stage} -le 4 ] && [ ${stop_stage} -ge 4 ]; then
+  if stage_done hubert; then
+    log "Stage 4: HuBERT teacher already in exp/hubert_tiny"
+  else
+    log "Stage 4: masked-prediction pre-training of a small HuBERT (resumes if interrupted)"
+    ${train_cmd} python -m s3prl_plugins.bin.pretrain --config conf/hubert_tiny.yaml --set trainer.max_steps=${teacher_steps}
+    mark_done hubert
+  fi
+fi
+
+if [ ${stage} -le 5 ] && [ ${stop_stage} -ge 5 ]; then
+  if stage_done melhubert; then
+    log "Stage 5: MelHuBERT teacher already in exp/melhubert_tiny"
+  else
+    log "Stage 5: masked-prediction pre-training of a small MelHuBERT-20ms"
+    ${train_cmd} python -m s3prl_plugins.bin.pretrain --config conf/melhubert_tiny.yaml --set trainer.max_steps=${teacher_steps}
+    mark_done melhubert
+  fi
+fi
+
+if [ ${stage} -le 6 ] && [ ${stop_stage} -ge 6 ]; then
+  for name in fbank hubert_tiny melhubert_tiny; do
+    if stage_done "probe_${name}"; then
+      log "Stage 6: probe ${name} already done"
+      continue
+    fi
+    features=${name}
+    [ "${name}" = fbank ] || features=exp/${name}/model.pt
+    log "Stage 6: phone-recognition probe on ${features}"
+    ${train_cmd} python -m s3prl_plugins.bin.probe --features "${features}" --train data/train --test data/test \
+      --out "exp/probe/${name}" --max-steps "${probe_steps}"
+    mark_done "probe_${name}"
+  done
+fi
+
+if [ ${stage} -le 7 ] && [ ${stop_stage} -ge 7 ]; then
+  log "Stage 7: report"
+  python - <<'PY'
+import json, os
+def load(p):
+    return json.load(open(p)) if os.path.isfile(p) else None
+print("corpus:        data/mini_corpus (LibriSpeech layout), data dirs in data/{train,dev,test}")
+rep = load("exp/align/report.json")
+if rep:
+    t = rep["dirs"].get("test", {})
+    print(f"alignments:    exp/align/{{train,dev,test}}/*.TextGrid ({rep['method']}); test word-boundary error "
+          f"{t.get('mean_abs_boundary_ms', float('nan')):.1f} ms mean, {t.get('failed', 0)} failed")
+for name in ("hubert_tiny", "melhubert_tiny"):
+    if os.path.isfile(f"exp/{name}/model.pt"):
+        extra = " and exp/hubert_tiny/hubert_local.pt (s3prl hubert_local)" if name == "hubert_tiny" else " (melhubert_local)"
+        print(f"teacher:       exp/{name}/model.pt{extra}")
+for name in ("fbank", "hubert_tiny", "melhubert_tiny"):
+    r = load(f"exp/probe/{name}/result.json")
+    if r:
+        print(f"probe PER:     {name:<15} {100 * r['per']:.1f}%  (test set, frozen features, CTC probe)")
+PY
+fi
+

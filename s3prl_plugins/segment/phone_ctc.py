@@ -96,33 +96,46 @@ def extract_features(source: str, data_dir: str, progress: bool = True) -> Tuple
     return feats, ex.frame_shift
 
 
+class _ConvBlock(nn.Module):
+    def __init__(self, dim: int, dilation: int, dropout: float):
+        super().__init__()
+        self.norm = nn.LayerNorm(dim)
+        self.conv = nn.Conv1d(dim, dim, 3, padding=dilation, dilation=dilation)
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, x: Tensor, mask: Tensor) -> Tensor:
+        y = self.conv(self.norm(x).transpose(1, 2)).transpose(1, 2)
+        return (x + self.dropout(F.gelu(y))).masked_fill(mask, 0.0)
+
+
 class PhoneCTC(nn.Module):
     """Args:
         in_dim: feature width.
         vocab: phones + blank.
         num_layers_in: feature layers combined by softmax weights (1: none).
-        hidden: BiLSTM width (both directions).
-        lstm_layers: BiLSTM depth.
+        hidden: channels.
+        dilations: one residual dilated-convolution block (kernel 3) per entry; the default sees
+            +-31 frames (0.3 s at 100 Hz). Convolutions rather than an LSTM: ~20x faster on a CPU.
     """
 
-    def __init__(self, in_dim: int, vocab: int, num_layers_in: int = 1, hidden: int = 256, lstm_layers: int = 2, dropout: float = 0.1):
+    def __init__(self, in_dim: int, vocab: int, num_layers_in: int = 1, hidden: int = 256, dilations: Sequence[int] = (1, 2, 4, 8, 16, 1), dropout: float = 0.1):
         super().__init__()
         self.layer_weights = nn.Parameter(torch.zeros(num_layers_in))
         self.norm = nn.LayerNorm(in_dim)
         self.proj = nn.Linear(in_dim, hidden)
-        self.lstm = nn.LSTM(hidden, hidden // 2, num_layers=lstm_layers, bidirectional=True, batch_first=True, dropout=dropout if lstm_layers > 1 else 0.0)
-        self.dropout = nn.Dropout(dropout)
+        self.blocks = nn.ModuleList(_ConvBlock(hidden, d, dropout) for d in dilations)
+        self.out_norm = nn.LayerNorm(hidden)
         self.out = nn.Linear(hidden, vocab)
 
     def forward(self, feats: Tensor, lengths: Tensor) -> Tensor:
         """feats (batch, layers, frames, dim) -> log-probabilities (batch, frames, vocab)."""
         w = torch.softmax(self.layer_weights, 0)
         x = (feats.float() * w[None, :, None, None]).sum(1)
-        x = self.dropout(F.relu(self.proj(self.norm(x))))
-        packed = nn.utils.rnn.pack_padded_sequence(x, lengths.cpu(), batch_first=True, enforce_sorted=False)
-        y, _ = self.lstm(packed)
-        y, _ = nn.utils.rnn.pad_packed_sequence(y, batch_first=True, total_length=x.size(1))
-        return torch.log_softmax(self.out(self.dropout(y)), dim=-1)
+        mask = (torch.arange(x.size(1), device=x.device)[None] >= lengths.to(x.device)[:, None]).unsqueeze(-1)
+        x = self.proj(self.norm(x)).masked_fill(mask, 0.0)
+        for block in self.blocks:
+            x = block(x, mask)
+        return torch.log_softmax(self.out(self.out_norm(x)), dim=-1)
 
 
 class FeatureDataset(torch.utils.data.Dataset):

@@ -1,0 +1,58 @@
+"""Phone-recognition probe: a small CTC model on frozen features (log-Mel or any upstream checkpoint);
+reports the test phone error rate. The same probe on every upstream makes them comparable.
+
+Usage::
+
+    python -m s3prl_plugins.bin.probe --features fbank --train data/train --test data/test --out exp/probe/fbank
+    python -m s3prl_plugins.bin.probe --features exp/hubert_tiny/model.pt --train data/train --test data/test --out exp/probe/hubert
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+
+from s3prl_plugins.segment.aligner import train_phone_ctc
+from s3prl_plugins.segment.phone_ctc import FeatureDataset, PhoneVocab, extract_features, phone_error_rate, read_phones
+
+
+def run_probe(features: str, train_dir: str, test_dir: str, out: str, max_steps: int = 600, valid_dir: str = None) -> dict:
+    train_phones = read_phones(os.path.join(train_dir, "phones"))
+    vocab = PhoneVocab([ph for ws in train_phones.values() for w in ws for ph in w])
+
+    def targets(phones):
+        return {u: vocab.encode([p for w in ws for p in w]) for u, ws in phones.items() if all(p in vocab.index for w in ws for p in w)}
+
+    feats, shift = extract_features(features, train_dir)
+    valid = None
+    if valid_dir:
+        valid = (extract_features(features, valid_dir)[0], targets(read_phones(os.path.join(valid_dir, "phones"))))
+    model = train_phone_ctc((feats, targets(train_phones)), valid, len(vocab), os.path.join(out, "model"), max_steps=max_steps)
+    test_feats, _ = extract_features(features, test_dir)
+    per = phone_error_rate(model, FeatureDataset(test_feats, targets(read_phones(os.path.join(test_dir, "phones")))))
+    result = {"features": features, "frame_shift": shift, "test": test_dir, "per": per, "steps": max_steps}
+    os.makedirs(out, exist_ok=True)
+    with open(os.path.join(out, "result.json"), "w") as f:
+        json.dump(result, f, indent=2)
+    return result
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--features", default="fbank")
+    p.add_argument("--train", required=True)
+    p.add_argument("--valid")
+    p.add_argument("--test", required=True)
+    p.add_argument("--out", required=True)
+    p.add_argument("--max-steps", type=int, default=600)
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    print(json.dumps(run_probe(args.features, args.train, args.test, args.out, args.max_steps, args.valid)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
