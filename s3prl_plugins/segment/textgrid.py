@@ -6,6 +6,7 @@ writes the same, so every later stage reads alignments one way.
 
 from __future__ import annotations
 
+import math
 import os
 from typing import Dict, List, Sequence, Tuple
 
@@ -51,8 +52,9 @@ def frame_labels(intervals: Sequence[Interval], num_frames: int, frame_shift: fl
     """Label of each frame (its centre ``(i + 0.5) * frame_shift``), ``blank`` where no interval covers it."""
     labels = [blank] * num_frames
     for start, end, lab in intervals:
-        a = max(0, int(round(start / frame_shift - 0.5)))
-        b = min(num_frames, int(round(end / frame_shift - 0.5)))
+        # frame i belongs to [start, end) when its centre (i + 0.5) * shift does
+        a = max(0, math.ceil(start / frame_shift - 0.5 - 1e-9))
+        b = min(num_frames, math.ceil(end / frame_shift - 0.5 - 1e-9))
         for i in range(a, b):
             labels[i] = lab
     return labels

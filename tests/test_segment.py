@@ -1,0 +1,141 @@
+"""Alignments: TextGrid I/O, frame labels, CTC forced alignment on a known path, boundary errors,
+the phone CTC model learning, and MFA detection with its explicit fallback."""
+
+import json
+import os
+import stat
+
+import pytest
+import torch
+
+from s3prl_plugins.segment.aligner import align_corpus, align_utterance, boundary_errors, train_phone_ctc
+from s3prl_plugins.segment.mfa import mfa_align_command, mfa_status
+from s3prl_plugins.segment.phone_ctc import FeatureDataset, PhoneVocab, phone_error_rate, read_phones
+from s3prl_plugins.segment.textgrid import AlignmentError, frame_labels, read_textgrid, write_textgrid
+
+
+def test_textgrid_round_trip_and_frame_labels(tmp_path):
+    path = str(tmp_path / "a.TextGrid")
+    words = [(0.1, 0.35, "hello"), (0.5, 0.9, "world")]
+    write_textgrid(path, {"words": words, "phones": [(0.1, 0.2, "h"), (0.2, 0.35, "@")]}, 1.0)
+    tiers = read_textgrid(path)
+    assert tiers["words"] == words
+    labels = frame_labels(tiers["words"], 50, 0.02)
+    assert labels[4] == "" and labels[5] == "hello" and labels[16] == "hello" and labels[17] == "" and labels[25] == "world"
+    assert frame_labels(words, 100, 0.01)[10] == "hello"
+    with pytest.raises(AlignmentError, match="no such"):
+        read_textgrid(str(tmp_path / "missing.TextGrid"))
+    (tmp_path / "bad.TextGrid").write_text("not a textgrid")
+    with pytest.raises(AlignmentError, match="cannot parse"):
+        read_textgrid(str(tmp_path / "bad.TextGrid"))
+
+
+class _Oracle(torch.nn.Module):
+    """Returns fixed log-probabilities (the 'model' of a known path)."""
+
+    def __init__(self, lp):
+        super().__init__()
+        self.lp = lp
+
+    def forward(self, feats, lengths):
+        return self.lp[None]
+
+
+def test_forced_alignment_recovers_a_known_path():
+    # phones 1,2 | 3 over 10 frames: 1 1 2 0 0 3 3 3 0 0
+    path = [1, 1, 2, 0, 0, 3, 3, 3, 0, 0]
+    lp = torch.full((10, 4), -10.0)
+    for t, k in enumerate(path):
+        lp[t, k] = 0.0
+    words, phones = align_utterance(_Oracle(lp.log_softmax(-1)), torch.zeros(1, 10, 1), [[1, 2], [3]], 0.01)
+    assert words == [(0.0, 0.03), (0.05, 0.08)]
+    assert [p[2] for p in phones] == [1, 2, 3]
+    with pytest.raises(ValueError, match="cannot hold"):
+        align_utterance(_Oracle(lp[:2]), torch.zeros(1, 2, 1), [[1, 2], [3]], 0.01)
+
+
+def test_boundary_errors(tmp_path):
+    write_textgrid(str(tmp_path / "u1.TextGrid"), {"words": [(0.10, 0.30, "a"), (0.40, 0.60, "b")]}, 1.0)
+    ref = {"utt": "u1", "words": [{"word": "a", "start": 0.12, "end": 0.30}, {"word": "b", "start": 0.40, "end": 0.64}]}
+    (tmp_path / "ref.jsonl").write_text(json.dumps(ref) + "\n")
+    e = boundary_errors(str(tmp_path), str(tmp_path / "ref.jsonl"))
+    assert e["words"] == 2 and e["mean_abs_start_ms"] == pytest.approx(10.0) and e["mean_abs_end_ms"] == pytest.approx(20.0)
+    assert e["mean_abs_boundary_ms"] == pytest.approx(15.0)
+
+
+def _toy_corpus(n=40, seed=0):
+    """Features that show the phone identity (one-hot + noise), 4-7 frames a phone, silences between words."""
+    g = torch.Generator().manual_seed(seed)
+    feats, phones, times = {}, {}, {}
+    for i in range(n):
+        words, frames, t = [], [], 0
+        wtimes = []
+        for _ in range(int(torch.randint(2, 4, (1,), generator=g))):
+            w = [int(x) for x in torch.randint(1, 6, (3,), generator=g)]
+            frames += [0] * 3
+            t += 3
+            start = t
+            for p in w:
+                d = int(torch.randint(4, 8, (1,), generator=g))
+                frames += [p] * d
+                t += d
+            wtimes.append((start, t))
+            words.append(w)
+        frames += [0] * 3
+        x = torch.nn.functional.one_hot(torch.tensor(frames), 6).float() + 0.3 * torch.randn(len(frames), 6, generator=g)
+        feats[f"u{i:02d}"] = x[None]
+        phones[f"u{i:02d}"] = [[f"p{p}" for p in w] for w in words]
+        times[f"u{i:02d}"] = wtimes
+    return feats, phones, times
+
+
+def test_phone_ctc_learns_and_aligns(tmp_path):
+    feats, phones, times = _toy_corpus()
+    vocab = PhoneVocab([p for ws in phones.values() for w in ws for p in w])
+    targets = {u: vocab.encode([p for w in ws for p in w]) for u, ws in phones.items()}
+    model = train_phone_ctc((feats, targets), None, len(vocab), str(tmp_path / "m"), max_steps=150, batch_frames=400, hidden=64)
+    per = phone_error_rate(model, FeatureDataset(feats, targets))
+    assert per < 0.15, per
+    texts = {u: " ".join(f"w{j}" for j in range(len(ws))) for u, ws in phones.items()}
+    res = align_corpus(model, vocab, feats, phones, texts, {}, 0.01, str(tmp_path / "tg"))
+    assert res.aligned == len(feats) and not res.failed
+    errs = []
+    for u, wt in times.items():
+        hyp = read_textgrid(str(tmp_path / "tg" / f"{u}.TextGrid"))["words"]
+        errs += [abs(h[0] - s * 0.01) for h, (s, _) in zip(hyp, wt)]
+    assert sum(errs) / len(errs) < 0.03  # word starts within 3 frames on average
+
+
+def test_align_failures_are_listed(tmp_path):
+    feats, phones, _ = _toy_corpus(n=3)
+    vocab = PhoneVocab(["p1", "p2", "p3", "p4", "p5"])
+    model = train_phone_ctc((feats, {u: vocab.encode([p for w in ws for p in w]) for u, ws in phones.items()}), None, len(vocab), str(tmp_path / "m"), max_steps=2, batch_frames=400, hidden=16)
+    texts = {u: " ".join(f"w{j}" for j in range(len(ws))) for u, ws in phones.items()}
+    u0, u1, u2 = sorted(feats)
+    texts[u0] = "one"  # word count mismatch (toy utterances have 2-3 words)
+    phones[u1] = [["zz"]] * len(phones[u1])  # unknown phone
+    del phones[u2]
+    res = align_corpus(model, vocab, feats, phones, texts, {}, 0.01, str(tmp_path / "tg"))
+    reasons = dict(res.failed)
+    assert res.aligned == 0 and "words in the transcript" in reasons[u0] and "not in the inventory" in reasons[u1] and "no phone" in reasons[u2]
+    assert len((tmp_path / "tg" / "failed.txt").read_text().splitlines()) == 3
+
+
+def test_mfa_detection_and_fallback(tmp_path, monkeypatch):
+    monkeypatch.setenv("PATH", str(tmp_path))
+    ok, reason = mfa_status()
+    assert not ok and "conda" in reason
+    fake = tmp_path / "mfa"
+    fake.write_text("#!/bin/sh\necho \"ModuleNotFoundError: No module named '_kalpy'\" >&2\nexit 1\n")
+    fake.chmod(fake.stat().st_mode | stat.S_IEXEC)
+    ok, reason = mfa_status()
+    assert not ok and "_kalpy" in reason
+    fake.write_text("#!/bin/sh\necho 3.4.3\n")
+    assert mfa_status() == (True, "3.4.3")
+    cmd = mfa_align_command("corpus", "dict.txt", "english_us_arpa", "out", jobs=4)
+    assert cmd[:6] == ["mfa", "align", "corpus", "dict.txt", "english_us_arpa", "out"] and "4" in cmd
+
+
+def test_read_phones(tmp_path):
+    (tmp_path / "phones").write_text("u1 h @ | w 3: l d\nu2 a\n")
+    assert read_phones(str(tmp_path / "phones")) == {"u1": [["h", "@"], ["w", "3:", "l", "d"]], "u2": [["a"]]}
