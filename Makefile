@@ -2,12 +2,16 @@
 SHELL := /bin/bash
 PY = $(shell bash tools/setup_env.sh)
 
-.PHONY: python demo test test-all bench
+.PHONY: python demo profile test test-all bench
 
 python:            ## print the project's interpreter (creating the environment if needed)
 	@bash tools/setup_env.sh
 
-demo:              ## the main job: profile the model zoo's presets (params, MACs/s, RTF)
+demo:              ## the main job: the mini recipe end to end (corpus, alignments, teachers, probes; ~30 min on 2 cores)
+	@bash tools/setup_env.sh >/dev/null
+	cd egs/mini && ./run.sh
+
+profile:           ## profile the model zoo's presets (params, MACs per second of speech, RTF)
 	$(PY) -m s3prl_plugins.bin.profile hubert_base distilhubert star_hubert star_hubert_l melhubert_base_10ms melhubert_base_20ms
 
 test:              ## the default test suite (CPU, a few minutes)
