@@ -139,3 +139,22 @@ def test_mfa_detection_and_fallback(tmp_path, monkeypatch):
 def test_read_phones(tmp_path):
     (tmp_path / "phones").write_text("u1 h @ | w 3: l d\nu2 a\n")
     assert read_phones(str(tmp_path / "phones")) == {"u1": [["h", "@"], ["w", "3:", "l", "d"]], "u2": [["a"]]}
+
+
+def test_silence_tokens_and_blank_penalty_on_a_known_path():
+    # tokens: 0 blank, 1 sil, 2..4 phones; frames: sil sil p2 p3 (blank) sil sil p4 p4 sil
+    from s3prl_plugins.segment.aligner import with_silences
+
+    assert with_silences([[2, 3], [4]], 1) == [1, 2, 3, 1, 4, 1]
+    assert with_silences([[2, 3], [4]], None) == [2, 3, 4]
+    path = [1, 1, 2, 3, 0, 1, 1, 4, 4, 1]
+    lp = torch.full((10, 5), -8.0)
+    for t, k in enumerate(path):
+        lp[t, k] = 0.0
+    lp[4, 3] = -1.0  # frame 4: blank best, phone 3 second (a CTC peak's tail)
+    lp = lp.log_softmax(-1)
+    plain, _ = align_utterance(_Oracle(lp), torch.zeros(1, 10, 1), [[2, 3], [4]], 0.01, silence=1)
+    assert plain == [(0.02, 0.04), (0.07, 0.09)]
+    # with the blank penalised, frame 4 joins phone 3: the word ends where the phone really does
+    pen, _ = align_utterance(_Oracle(lp), torch.zeros(1, 10, 1), [[2, 3], [4]], 0.01, silence=1, blank_penalty=5.0)
+    assert pen == [(0.02, 0.05), (0.07, 0.09)]

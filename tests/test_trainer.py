@@ -193,3 +193,26 @@ def test_ddp_two_gloo_processes(tmp_path, tiny):
     state = torch.load(os.path.join(cfg["trainer"]["exp_dir"], "checkpoints", "step00000004.pt"), weights_only=True)
     assert state["trainer"]["step"] == 4
     assert os.path.isfile(os.path.join(cfg["trainer"]["exp_dir"], "model.pt"))
+
+
+def test_targets_from_acoustic_features_and_hidden_layers(tmp_path, tiny):
+    """Iteration 1 (MFCC k-means at 50 Hz) and iteration 2 (k-means of a model's hidden layer)."""
+    from s3prl_plugins.data.dataset import read_labels
+    from s3prl_plugins.data.kaldi import read_data_dir
+    from s3prl_plugins.data.targets import make_targets
+
+    data_dir, _ = tiny
+    info = make_targets(data_dir, str(tmp_path / "it1"), "mfcc", num_clusters=8, frame_step=2, progress=False)
+    labels = read_labels(str(tmp_path / "it1" / "data.km"))
+    d = read_data_dir(data_dir)
+    for utt in d.utts:
+        n = round(d.utt2dur[utt] * 16000)
+        assert abs(len(labels[utt]) - ((n - 400) // 320 + 1)) <= 1  # HuBERT's 50 Hz frames
+    assert info["perplexity_data"] > 1
+    cfg = tiny_pretrain_config(str(tmp_path / "m"), *tiny, max_steps=2)
+    run_pretrain(cfg)
+    ckpt = os.path.join(cfg["trainer"]["exp_dir"], "model.pt")
+    make_targets(data_dir, str(tmp_path / "it2"), "hidden", num_clusters=4, frame_step=1, ckpt=ckpt, layer=1, progress=False)
+    labels2 = read_labels(str(tmp_path / "it2" / "data.km"))
+    assert all(abs(len(labels2[u]) - len(labels[u])) <= 1 for u in d.utts)
+    assert max(max(v) for v in labels2.values()) <= 3

@@ -17,7 +17,7 @@ import os
 import sys
 
 from s3prl_plugins.data.kaldi import read_data_dir
-from s3prl_plugins.segment.aligner import align_corpus, boundary_errors, train_phone_ctc
+from s3prl_plugins.segment.aligner import align_corpus, boundary_errors, train_phone_ctc, with_silences
 from s3prl_plugins.segment.mfa import mfa_status
 from s3prl_plugins.segment.phone_ctc import FeatureDataset, PhoneVocab, extract_features, phone_error_rate, read_phones
 
@@ -32,6 +32,8 @@ def main(argv=None) -> int:
     p.add_argument("--method", choices=["auto", "mfa", "ctc"], default="auto")
     p.add_argument("--features", default="fbank", help="aligner input: fbank (100 Hz) or a model checkpoint")
     p.add_argument("--max-steps", type=int, default=1500)
+    p.add_argument("--silence-token", default=None, help="model a silence token around every word (corpora with pauses between words)")
+    p.add_argument("--blank-penalty", type=float, default=0.0, help="subtract from the blank log-probability when aligning")
     p.add_argument("--reference-dir", help="folder with <dir name>.jsonl exact word times, to measure boundary error")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -46,20 +48,22 @@ def main(argv=None) -> int:
         logger.warning("MFA not usable (%s): aligning with the CTC phone model instead", reason)
 
     train_phones = read_phones(os.path.join(args.train, "phones"))
-    vocab = PhoneVocab([ph for words in train_phones.values() for w in words for ph in w])
+    extra = [args.silence_token] if args.silence_token else []
+    vocab = PhoneVocab([ph for words in train_phones.values() for w in words for ph in w] + extra)
+    sil = vocab.index[args.silence_token] if args.silence_token else None
     feats, shift = extract_features(args.features, args.train)
-    targets = {u: vocab.encode([ph for w in ws for ph in w]) for u, ws in train_phones.items()}
+    targets = {u: with_silences([vocab.encode(w) for w in ws], sil) for u, ws in train_phones.items()}
     exp = os.path.join(args.out, "model")
     model = train_phone_ctc((feats, targets), None, len(vocab), exp, max_steps=args.max_steps)
-    report = {"method": "ctc", "features": args.features, "mfa": reason, "phones": len(vocab) - 1, "dirs": {}}
+    report = {"method": "ctc", "features": args.features, "mfa": reason, "phones": len(vocab) - 1, "silence_token": args.silence_token, "blank_penalty": args.blank_penalty, "dirs": {}}
     for d in args.dirs:
         name = os.path.basename(os.path.normpath(d))
         data = read_data_dir(d)
         phones = read_phones(os.path.join(d, "phones"))
         dfeats = feats if os.path.abspath(d) == os.path.abspath(args.train) else extract_features(args.features, d)[0]
-        res = align_corpus(model, vocab, dfeats, phones, data.text, data.utt2dur, shift, os.path.join(args.out, name))
+        res = align_corpus(model, vocab, dfeats, phones, data.text, data.utt2dur, shift, os.path.join(args.out, name), args.silence_token, args.blank_penalty)
         entry = {"aligned": res.aligned, "failed": len(res.failed)}
-        known = {u: vocab.encode([ph for w in ws for ph in w]) for u, ws in phones.items() if all(ph in vocab.index for w in ws for ph in w)}
+        known = {u: with_silences([vocab.encode(w) for w in ws], sil) for u, ws in phones.items() if all(ph in vocab.index for w in ws for ph in w)}
         entry["per"] = phone_error_rate(model, FeatureDataset(dfeats, known))
         ref = os.path.join(args.reference_dir, f"{name}.jsonl") if args.reference_dir else None
         if ref and os.path.isfile(ref):

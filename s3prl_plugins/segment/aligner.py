@@ -68,12 +68,38 @@ class AlignResult:
     failed: List[Tuple[str, str]]
 
 
+def with_silences(words: List[List[int]], silence: Optional[int]) -> List[int]:
+    """The token sequence of an utterance: phones, with the silence token around every word if given."""
+    ids: List[int] = []
+    for w in words:
+        if silence is not None:
+            ids.append(silence)
+        ids.extend(w)
+    if silence is not None:
+        ids.append(silence)
+    return ids
+
+
 @torch.no_grad()
-def align_utterance(model: PhoneCTC, feats: torch.Tensor, words: List[List[int]], frame_shift: float):
-    """Word and phone intervals (seconds) of one utterance; raises ValueError with the reason."""
+def align_utterance(
+    model: PhoneCTC,
+    feats: torch.Tensor,
+    words: List[List[int]],
+    frame_shift: float,
+    silence: Optional[int] = None,
+    blank_penalty: float = 0.0,
+):
+    """Word and phone intervals (seconds) of one utterance; raises ValueError with the reason.
+
+    Args:
+        silence: token id of silence, expected before, between and after words (corpora with pauses).
+        blank_penalty: subtracted from the blank's log-probability before Viterbi, so frames go to the
+            phones and silences around them instead of CTC's blank: spans then cover whole phones
+            rather than their peaks.
+    """
     import torchaudio.functional as AF
 
-    ids = [p for w in words for p in w]
+    ids = with_silences(words, silence)
     T = feats.size(1)
     repeats = sum(1 for a, b in zip(ids, ids[1:]) if a == b)
     if T < len(ids) + repeats:
@@ -81,10 +107,15 @@ def align_utterance(model: PhoneCTC, feats: torch.Tensor, words: List[List[int]]
     lp = model(feats[None], torch.tensor([T]))
     if not torch.isfinite(lp).all():
         raise ValueError("non-finite log-probabilities")
+    if blank_penalty:
+        lp = lp.clone()
+        lp[..., 0] -= blank_penalty
     labels, scores = AF.forced_align(lp, torch.tensor([ids], dtype=torch.int32), blank=0)
     spans = AF.merge_tokens(labels[0], scores[0].exp())
     if len(spans) != len(ids):
         raise ValueError(f"alignment produced {len(spans)} spans for {len(ids)} phones")
+    if silence is not None:
+        spans = [s for s, i in zip(spans, ids) if i != silence]
     word_iv, phone_iv = [], []
     k = 0
     for w in words:
@@ -105,6 +136,8 @@ def align_corpus(
     durations: Dict[str, float],
     frame_shift: float,
     out_dir: str,
+    silence: Optional[str] = None,
+    blank_penalty: float = 0.0,
 ) -> AlignResult:
     """Align every utterance; TextGrids to ``out_dir/<utt>.TextGrid``, failures to ``out_dir/failed.txt``."""
     os.makedirs(out_dir, exist_ok=True)
@@ -118,7 +151,8 @@ def align_corpus(
             if len(words) != len(phones[utt]):
                 raise ValueError(f"{len(words)} words in the transcript but {len(phones[utt])} in the phone transcription")
             ids = [vocab.encode(w) for w in phones[utt]]
-            word_iv, phone_iv = align_utterance(model, feats[utt], ids, frame_shift)
+            sil = vocab.index[silence] if silence else None
+            word_iv, phone_iv = align_utterance(model, feats[utt], ids, frame_shift, sil, blank_penalty)
         except (ValueError, KeyError) as e:
             failed.append((utt, str(e)))
             continue
@@ -165,4 +199,4 @@ def boundary_errors(textgrid_dir: str, reference_jsonl: str) -> Dict[str, float]
     }
 
 
-__all__ = ["AlignResult", "align_corpus", "align_utterance", "boundary_errors", "phone_error_rate", "train_phone_ctc"]
+__all__ = ["AlignResult", "align_corpus", "align_utterance", "boundary_errors", "phone_error_rate", "train_phone_ctc", "with_silences"]
