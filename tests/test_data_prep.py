@@ -82,3 +82,25 @@ def test_validation_names_the_problem(tmp_path):
     bad.utt2spk["19-198-0000"] = "19"
     with pytest.raises(DataDirError, match="text and wav.scp disagree"):
         write_data_dir(bad, str(tmp_path / "bad"))
+
+
+def test_librispeech_recipe_on_a_local_root(tmp_path):
+    """egs/librispeech/run.sh with LIBRISPEECH pointing at a (tiny) local copy: data dirs + validation;
+    a root that does not exist stops with the fix."""
+    import subprocess
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    corpus = tmp_path / "LibriSpeech"
+    _corpus(corpus, {"19-198-0000": (1.0, "HELLO WORLD"), "26-495-0000": (0.7, "SECOND SPEAKER")})
+    work = tmp_path / "recipe"
+    work.mkdir()
+    for name in ("run.sh", "db.sh", "utils", "path.sh", "cmd.sh"):
+        os.symlink(os.path.join(root, "egs", "librispeech", name), work / name)
+    env = dict(os.environ, LIBRISPEECH=str(corpus))
+    r = subprocess.run(["./run.sh", "--subsets", "train-clean-100"], cwd=work, env=env, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "data/train_clean_100 2 utterances ok" in r.stdout
+    assert read_data_dir(str(work / "data" / "train_clean_100")).utts == ["19-198-0000", "26-495-0000"]
+    env["LIBRISPEECH"] = str(tmp_path / "nowhere")
+    r = subprocess.run(["./run.sh", "--subsets", "dev-clean"], cwd=work, env=env, capture_output=True, text=True, timeout=600)
+    assert r.returncode != 0 and "db.sh" in r.stderr
