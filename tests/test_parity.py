@@ -63,36 +63,27 @@ def _s3prl_expert(module, path):
     ids=["base", "pre_ln", "layer_norm_cnn", "normalize"],
 )
 def test_s3prl_hubert_parity(tmp_path, variant):
-    path = tmp_path / "hubert.pt"
-    torch.save(s3prl_hubert_ckpt(**variant), path)
-    ref = _s3prl_expert("hubert", path)
+    _check_s3prl(tmp_path, "hubert", s3prl_hubert_ckpt(**variant), [wav_batch((4000,)), wav_batch((3000, 3000), seed=1)])
+
+
+def _check_s3prl(tmp_path, module, ckpt, batches):
+    path = tmp_path / f"{module}.pt"
+    torch.save(ckpt, path)
+    ref = _s3prl_expert(module, path)
     ours = _ours(path)
-    for wavs in (wav_batch((4000,)), wav_batch((3000, 3000), seed=1)):
+    for wavs in batches:
         with torch.no_grad():
             ref_states = ref(wavs)["hidden_states"]
         _assert_states(ref_states, _run(ours, wavs).hidden_states)
 
 
 def test_s3prl_wav2vec2_parity(tmp_path):
-    path = tmp_path / "w2v2.pt"
-    torch.save(s3prl_wav2vec2_ckpt(), path)
-    ref = _s3prl_expert("wav2vec2", path)
-    ours = _ours(path)
-    wavs = wav_batch((4000,))
-    with torch.no_grad():
-        ref_states = ref(wavs)["hidden_states"]
-    _assert_states(ref_states, _run(ours, wavs).hidden_states)
+    _check_s3prl(tmp_path, "wav2vec2", s3prl_wav2vec2_ckpt(), [wav_batch((4000,))])
 
 
 def test_s3prl_wavlm_parity(tmp_path):
-    path = tmp_path / "wavlm.pt"
-    torch.save(s3prl_wavlm_ckpt(), path)
-    ref = _s3prl_expert("wavlm", path)
-    ours = _ours(path)
-    wavs = wav_batch((6000,))  # long enough for relative distances past the exact buckets
-    with torch.no_grad():
-        ref_states = ref(wavs)["hidden_states"]
-    _assert_states(ref_states, _run(ours, wavs).hidden_states)
+    # 6000 samples: long enough for relative distances past the exact buckets
+    _check_s3prl(tmp_path, "wavlm", s3prl_wavlm_ckpt(), [wav_batch((6000,))])
 
 
 def test_s3prl_distiller_parity(tmp_path):
