@@ -158,3 +158,18 @@ def test_silence_tokens_and_blank_penalty_on_a_known_path():
     # with the blank penalised, frame 4 joins phone 3: the word ends where the phone really does
     pen, _ = align_utterance(_Oracle(lp), torch.zeros(1, 10, 1), [[2, 3], [4]], 0.01, silence=1, blank_penalty=5.0)
     assert pen == [(0.02, 0.05), (0.07, 0.09)]
+
+
+def test_trim_silence_moves_edges_past_quiet_frames():
+    from s3prl_plugins.segment.aligner import frame_energies, trim_silence
+
+    wav = torch.zeros(16000)
+    wav[3200:6400] = torch.sin(torch.arange(3200) * 0.3)  # sound from 0.2 to 0.4 s
+    en = frame_energies(wav, 100, 0.01)
+    assert en.shape == (100,) and en[30] > en[10] + 50
+    # a word aligned from 0.15 to 0.50 s is pulled in to the audible 0.18-0.40 s (25 ms windows)
+    (s, e), = trim_silence([(0.15, 0.50)], en, 0.01)
+    assert 0.17 <= s <= 0.20 and 0.39 <= e <= 0.41
+    # a fully silent span is never emptied
+    (s, e), = trim_silence([(0.60, 0.70)], en, 0.01)
+    assert e > s

@@ -28,7 +28,7 @@ seed=0
 nj=2
 aligner=auto          # auto: MFA if it runs here, else CTC; mfa; ctc
 align_steps=600
-align_blank_penalty=12   # tuned on dev against the exact word times (10-15 good; >= 20 collapses)
+align_blank_penalty=auto   # auto: the best of 0..20 on dev against its exact word times
 teacher_steps=600
 probe_steps=600
 
@@ -73,7 +73,7 @@ if [ ${stage} -le 2 ] && [ ${stop_stage} -ge 2 ]; then
     fi
     ${train_cmd} python -m s3prl_plugins.bin.align --train data/train --dirs data/train data/dev data/test \
       --out exp/align --method ctc --max-steps "${align_steps}" --blank-penalty "${align_blank_penalty}" \
-      --reference-dir "${corpus_dir}/reference"
+      --tune-dir data/dev --trim-silence --reference-dir "${corpus_dir}/reference"
     mark_done align
   fi
 fi

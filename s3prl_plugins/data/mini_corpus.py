@@ -41,6 +41,7 @@ logger = logging.getLogger(__name__)
 SAMPLE_RATE = 16000
 ESPEAK_RATE = 22050
 QUANTUM = 2.0 / 32768  # two 16-bit steps: survives PCM_16 rounding
+TAIL_DB = -50.0  # word edges: first/last sample within 50 dB of the word's peak
 
 # (accent voice, variant): 8 accents x 2 variants, one male-ish and one female-ish.
 SPEAKER_VOICES: List[str] = [
@@ -129,9 +130,12 @@ def synth_word(word: str, voice: str, rate: int, pitch: int) -> Tuple[np.ndarray
     phones = clean_phones(out[:riff].decode(errors="replace"))
     audio, rate_in = sf.read(io.BytesIO(out[riff:]), dtype="float32")
     audio = _resample(audio, rate_in, SAMPLE_RATE)
-    # Trim at the output rate, keeping only samples that stay non-zero once written as 16-bit PCM,
-    # so the word's first and last samples in the corpus are sound and everything around is silence.
-    nz = np.flatnonzero(np.abs(audio) >= QUANTUM)
+    # Trim at the output rate, keeping samples above both 16-bit PCM's resolution and TAIL_DB below the
+    # word's peak (some voice variants add a long inaudible breath tail at -60..-75 dB that would put
+    # the "exact" word end far past the audible one). The word's first and last samples in the corpus
+    # are then sound, and everything around them is digital silence.
+    threshold = max(QUANTUM, float(np.abs(audio).max()) * 10 ** (TAIL_DB / 20))
+    nz = np.flatnonzero(np.abs(audio) >= threshold)
     if nz.size == 0:
         raise CorpusError(f"espeak-ng produced silence for {word!r}")
     return audio[nz[0] : nz[-1] + 1], phones

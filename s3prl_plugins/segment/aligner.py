@@ -127,6 +127,29 @@ def align_utterance(
     return word_iv, phone_iv
 
 
+def frame_energies(wav: torch.Tensor, num_frames: int, frame_shift: float, window: float = 0.025) -> torch.Tensor:
+    """Log energy (dB) of each frame (hop ``frame_shift``, ``window`` long), for silence trimming."""
+    hop, win = int(round(frame_shift * 16000)), int(round(window * 16000))
+    padded = torch.nn.functional.pad(wav, (0, max(0, (num_frames - 1) * hop + win - wav.numel())))
+    frames = padded.unfold(0, win, hop)[:num_frames]
+    return 10 * torch.log10(frames.pow(2).mean(-1) + 1e-10)
+
+
+def trim_silence(intervals: List[Tuple[float, float]], energy_db: torch.Tensor, frame_shift: float, floor_db: float = 50.0):
+    """Move word edges inward past frames more than ``floor_db`` below the utterance's loudest frame
+    (never emptying a word): CTC spans under a blank penalty may run into the pauses around words."""
+    silent = energy_db < energy_db.max() - floor_db
+    out = []
+    for start, end in intervals:
+        a, b = int(round(start / frame_shift)), int(round(end / frame_shift))
+        while a < b - 1 and a < len(silent) and silent[a]:
+            a += 1
+        while b - 1 > a and b - 1 < len(silent) and silent[b - 1]:
+            b -= 1
+        out.append((a * frame_shift, b * frame_shift))
+    return out
+
+
 def align_corpus(
     model: PhoneCTC,
     vocab: PhoneVocab,
@@ -138,6 +161,7 @@ def align_corpus(
     out_dir: str,
     silence: Optional[str] = None,
     blank_penalty: float = 0.0,
+    energies: Optional[Dict[str, torch.Tensor]] = None,
 ) -> AlignResult:
     """Align every utterance; TextGrids to ``out_dir/<utt>.TextGrid``, failures to ``out_dir/failed.txt``."""
     os.makedirs(out_dir, exist_ok=True)
@@ -153,6 +177,8 @@ def align_corpus(
             ids = [vocab.encode(w) for w in phones[utt]]
             sil = vocab.index[silence] if silence else None
             word_iv, phone_iv = align_utterance(model, feats[utt], ids, frame_shift, sil, blank_penalty)
+            if energies is not None and utt in energies:
+                word_iv = trim_silence(word_iv, energies[utt], frame_shift)
         except (ValueError, KeyError) as e:
             failed.append((utt, str(e)))
             continue
@@ -199,4 +225,4 @@ def boundary_errors(textgrid_dir: str, reference_jsonl: str) -> Dict[str, float]
     }
 
 
-__all__ = ["AlignResult", "align_corpus", "align_utterance", "boundary_errors", "phone_error_rate", "train_phone_ctc", "with_silences"]
+__all__ = ["AlignResult", "align_corpus", "align_utterance", "boundary_errors", "phone_error_rate", "train_phone_ctc", "with_silences", "frame_energies", "trim_silence"]
