@@ -173,3 +173,44 @@ def test_trim_silence_moves_edges_past_quiet_frames():
     # a fully silent span is never emptied
     (s, e), = trim_silence([(0.60, 0.70)], en, 0.01)
     assert e > s
+
+
+def test_mfa_path_with_a_stand_in_binary(tmp_path, monkeypatch):
+    """The real MFA code path (corpus layout, command, TextGrid collection, failure list) driven by a
+    stand-in `mfa` that writes one TextGrid per .lab file it finds, except for one utterance."""
+    import sys
+
+    import numpy as np
+    import soundfile as sf
+
+    from s3prl_plugins.data.kaldi import DataDir, write_data_dir
+    from s3prl_plugins.segment.mfa import run_mfa
+
+    d = DataDir()
+    for utt in ("s1-a", "s1-b", "s2-c"):
+        path = tmp_path / f"{utt}.wav"
+        sf.write(path, np.zeros(16000, dtype="float32"), 16000)
+        d.wav[utt], d.text[utt], d.utt2spk[utt] = str(path), "HELLO WORLD", utt.split("-")[0]
+    write_data_dir(d, str(tmp_path / "data"))
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    fake = bindir / "mfa"
+    fake.write_text(
+        f"#!{sys.executable}\n"
+        "import os, sys\n"
+        "if sys.argv[1] == 'version':\n    print('3.4.3'); sys.exit(0)\n"
+        "assert sys.argv[1] == 'align'\n"
+        "corpus, out = sys.argv[2], sys.argv[5]\n"
+        "from s3prl_plugins.segment.textgrid import write_textgrid\n"
+        "for spk in os.listdir(corpus):\n"
+        "    for f in os.listdir(os.path.join(corpus, spk)):\n"
+        "        if f.endswith('.lab') and not f.startswith('s2-c'):\n"
+        "            write_textgrid(os.path.join(out, spk, f[:-4] + '.TextGrid'), {'words': [(0.1, 0.4, 'hello'), (0.5, 0.9, 'world')]}, 1.0)\n"
+    )
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bindir}:{os.environ['PATH']}")
+    aligned = run_mfa(str(tmp_path / "data"), "dict.txt", "english_us_arpa", str(tmp_path / "align"))
+    assert aligned == ["s1-a", "s1-b"]
+    assert read_textgrid(str(tmp_path / "align" / "s1-a.TextGrid"))["words"][1] == (0.5, 0.9, "world")
+    assert (tmp_path / "align.mfa" / "corpus" / "s1" / "s1-a.lab").read_text() == "HELLO WORLD\n"
+    assert (tmp_path / "align" / "failed.txt").read_text().startswith("s2-c not aligned by MFA")
