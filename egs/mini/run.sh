@@ -7,7 +7,8 @@
 #              + 'phones': the corpus's espeak-ng phones, words separated by |)        ~2 s
 #   2 align    data/* -> exp/align/{train,dev,test}/*.TextGrid (words + phones tiers),
 #              failed.txt, report.json (PER, word-boundary error vs the exact times).
-#              MFA when usable (--aligner mfa|auto), else a CTC phone model on log-Mel  ~4 min
+#              MFA when usable and given --mfa-dictionary/--mfa-acoustic-model, else a CTC
+#              phone model on log-Mel (blank penalty tuned on dev, silence trimmed)   ~4 min
 #   3 targets  k-means codes: MFCC at 50 Hz (HuBERT) and log-Mel at 50 Hz (MelHuBERT-20ms)
 #              -> exp/targets/{mfcc,fbank}/{train,dev}.km                              ~20 s
 #   4 hubert   conf/hubert_tiny.yaml -> exp/hubert_tiny/{model.pt,hubert_local.pt}   ~9 min
@@ -28,7 +29,9 @@ seed=0
 nj=2
 aligner=auto          # auto: MFA if it runs here, else CTC; mfa; ctc
 align_steps=600
-align_blank_penalty=auto   # auto: the best of 0..20 on dev against its exact word times
+align_blank_penalty=auto   # auto: the best of 0..40 on dev against its exact word times
+mfa_dictionary=""          # with MFA installed (conda): a dictionary and acoustic model for `mfa align`
+mfa_acoustic_model=""
 teacher_steps=600
 probe_steps=600
 
@@ -66,15 +69,24 @@ if [ ${stage} -le 2 ] && [ ${stop_stage} -ge 2 ]; then
     log "Stage 2: alignments already in exp/align"
   else
     log "Stage 2: forced alignment (aligner=${aligner})"
+    mfa_ok=false
     if [ "${aligner}" != ctc ] && python -c "import sys; from s3prl_plugins.segment.mfa import mfa_status; sys.exit(0 if mfa_status()[0] else 1)"; then
-      log "MFA is usable: set mfa_dictionary/mfa_acoustic_model and run local/mfa_align.sh (not used for the synthetic corpus)"
-    elif [ "${aligner}" = mfa ]; then
-      log "MFA requested but not usable here"; exit 1
+      mfa_ok=true
     fi
-    ${train_cmd} python -m s3prl_plugins.bin.align --train data/train --dirs data/train data/dev data/test \
-      --out exp/align --method ctc --max-steps "${align_steps}" --blank-penalty "${align_blank_penalty}" \
-      --tune-dir data/dev --trim-silence --reference-dir "${corpus_dir}/reference"
-    mark_done align
+    if [ "${aligner}" = mfa ] && { [ "${mfa_ok}" = false ] || [ -z "${mfa_dictionary}" ] || [ -z "${mfa_acoustic_model}" ]; }; then
+      log "--aligner mfa needs a working MFA and --mfa-dictionary/--mfa-acoustic-model"; exit 1
+    fi
+    if [ "${mfa_ok}" = true ] && [ -n "${mfa_dictionary}" ] && [ -n "${mfa_acoustic_model}" ]; then
+      ${train_cmd} python -m s3prl_plugins.bin.mfa_align --dirs data/train data/dev data/test \
+        --dictionary "${mfa_dictionary}" --acoustic-model "${mfa_acoustic_model}" --out exp/align --jobs "${nj}"
+      mark_done align
+    else
+      log "MFA not used (not installed/working here, or no --mfa-dictionary/--mfa-acoustic-model): CTC aligner"
+      ${train_cmd} python -m s3prl_plugins.bin.align --train data/train --dirs data/train data/dev data/test \
+        --out exp/align --method ctc --max-steps "${align_steps}" --blank-penalty "${align_blank_penalty}" \
+        --tune-dir data/dev --trim-silence --reference-dir "${corpus_dir}/reference"
+      mark_done align
+    fi
   fi
 fi
 

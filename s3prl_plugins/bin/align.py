@@ -35,7 +35,7 @@ def main(argv=None) -> int:
     p.add_argument("--max-steps", type=int, default=1500)
     p.add_argument("--silence-token", default=None, help="model a silence token around every word (corpora with pauses between words)")
     p.add_argument("--blank-penalty", default="0", help="subtract from the blank log-probability when aligning; "
-                   "'auto' picks the best of 0,5,10,15,20 on --tune-dir against its reference times")
+                   "'auto' picks the best of 0,5,10,15,20,30,40 on --tune-dir against its reference times")
     p.add_argument("--tune-dir", help="data dir (with a reference in --reference-dir) used by --blank-penalty auto")
     p.add_argument("--trim-silence", action="store_true", help="move word edges inward past frames 50 dB below the loudest")
     p.add_argument("--reference-dir", help="folder with <dir name>.jsonl exact word times, to measure boundary error")
@@ -77,7 +77,7 @@ def main(argv=None) -> int:
         data = read_data_dir(args.tune_dir)
         tfeats = feats_of(args.tune_dir)
         ten = energies_of(args.tune_dir, tfeats)
-        for pen in (0.0, 5.0, 10.0, 15.0, 20.0):
+        for pen in (0.0, 5.0, 10.0, 15.0, 20.0, 30.0, 40.0):
             out = os.path.join(args.out, "tune", f"{pen:g}")
             align_corpus(model, vocab, tfeats, read_phones(os.path.join(args.tune_dir, "phones")), data.text, data.utt2dur, shift, out, args.silence_token, pen, ten)
             penalty_scores[pen] = boundary_errors(out, os.path.join(args.reference_dir, f"{name}.jsonl"))["mean_abs_boundary_ms"]
