@@ -2,7 +2,7 @@
 
 A map is an ordered list of ``(pattern, replacement)`` regular expressions plus a list of patterns
 that are dropped on purpose (each with its reason). Every source key must either be renamed or
-dropped; anything else raises :class:`ConversionError` -- there is no silent ``strict=False``.
+dropped; anything else raises :class:`ConversionError` -- nothing is loaded non-strictly.
 """
 
 from __future__ import annotations
