@@ -229,3 +229,14 @@ def test_invalid_configs_name_the_field():
         SSLModelConfig.from_dict({"embed_dims": 3})
     with pytest.raises(ValueError, match="frontend"):
         SSLModelConfig(frontend="spectrogram")
+
+
+def test_feature_grad_mult_scales_frontend_gradients():
+    grads = {}
+    for mult in (1.0, 0.1):
+        torch.manual_seed(0)
+        model = build_model(tiny(feature_grad_mult=mult))
+        model(torch.randn(1, 3000)).hidden_states[-1].sum().backward()
+        grads[mult] = (model.frontend.conv_layers[0].conv.weight.grad.clone(), model.encoder.layers[0].feed_forward.fc1.weight.grad.clone())
+    torch.testing.assert_close(grads[0.1][0], grads[1.0][0] * 0.1)
+    torch.testing.assert_close(grads[0.1][1], grads[1.0][1])

@@ -43,6 +43,7 @@ class SSLModelConfig:
             ``"hubert"`` {final_dim, num_classes}, ``"cluster"`` {num_classes},
             ``"distil"`` {layers, out_dim, inter_dim}); not part of the upstream's backbone.
         dropout, attention_dropout, activation_dropout, conv_dropout: training-time dropout.
+        feature_grad_mult: scale of the gradient reaching the front-end (fairseq HuBERT: 0.1).
         name: free-form label (the preset it came from).
     """
 
@@ -74,6 +75,7 @@ class SSLModelConfig:
     attention_dropout: float = 0.1
     activation_dropout: float = 0.0
     conv_dropout: float = 0.0
+    feature_grad_mult: float = 1.0
     name: str = ""
 
     def __post_init__(self) -> None:

@@ -124,6 +124,8 @@ class SSLModel(nn.Module):
         if self.config.normalize_waveform:
             waveforms = _normalize(waveforms, lengths)
         x, frame_lengths = self.frontend(waveforms, lengths)
+        if self.config.feature_grad_mult != 1.0 and x.requires_grad:
+            x = _GradMultiply.apply(x, self.config.feature_grad_mult)
         return self.project(x, frame_lengths)
 
     def project(self, x: Tensor, frame_lengths: Optional[Tensor] = None):
@@ -180,6 +182,19 @@ class SSLModel(nn.Module):
             x, padding_mask if padded else None, need_weights=need_attention, num_layers=num_layers
         )
         return SSLOutput(states, frame_lengths, padding_mask, attns, features)
+
+
+class _GradMultiply(torch.autograd.Function):
+    """Identity forward; the gradient is scaled by ``scale`` (fairseq's ``feature_grad_mult``)."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, scale: float) -> Tensor:
+        ctx.scale = scale
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        return grad * ctx.scale, None
 
 
 def _normalize(waveforms: Tensor, lengths: Optional[Tensor]) -> Tensor:
