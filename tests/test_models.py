@@ -9,11 +9,9 @@ import torch
 from s3prl_plugins.models import (
     PRESETS,
     InputError,
-    SSLModel,
     SSLModelConfig,
     build_model,
     count_parameters,
-    distilhubert_config,
     melhubert_config,
     pad_waveforms,
     preset_config,

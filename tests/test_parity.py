@@ -1,7 +1,6 @@
 """Our models against the reference implementations shipped in s3prl, torchaudio and transformers,
 built from small random configs; weights converted with our converters; hidden states compared."""
 
-import os
 
 import pytest
 import torch

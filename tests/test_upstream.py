@@ -1,6 +1,5 @@
 """s3prl / ESPnet integration: automatic hub registration, the expert contract, S3PRLUpstream, S3prlFrontend."""
 
-import json
 import os
 import subprocess
 import sys

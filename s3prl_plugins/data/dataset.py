@@ -8,16 +8,18 @@ across DDP ranks -- so an epoch's order is a pure function of (seed, epoch) and 
 
 from __future__ import annotations
 
+import logging
 import math
 import random
 from typing import Dict, Iterator, List, Optional, Sequence
 
 import torch
-from torch import Tensor
 from torch.utils.data import Dataset, Sampler
 
 from s3prl_plugins.data.audio import load_audio
 from s3prl_plugins.data.kaldi import DataDir, read_data_dir
+
+logger = logging.getLogger(__name__)
 
 
 def read_labels(path: str) -> Dict[str, List[int]]:
@@ -65,15 +67,13 @@ class AudioDataset(Dataset):
         min_samples: int = 400,
         utts: Optional[Sequence[str]] = None,
     ):
-        import logging
-
         self.dir: DataDir = read_data_dir(data_dir)
         keep = list(utts) if utts is not None else self.dir.utts
         self.skipped: List[str] = []
         if labels is not None:
             missing = [u for u in keep if u not in labels]
             if missing:
-                logging.getLogger(__name__).warning("%s: %d utterance(s) have no labels and are left out, e.g. %s", data_dir, len(missing), missing[:3])
+                logger.warning("%s: %d utterance(s) have no labels and are left out, e.g. %s", data_dir, len(missing), missing[:3])
                 self.skipped += missing
             keep = [u for u in keep if u in labels]
         durs = self.dir.utt2dur

@@ -14,7 +14,7 @@ import glob
 import logging
 import os
 import re
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, Tuple
 
 from s3prl_plugins.data.kaldi import DataDir, DataDirError, write_data_dir
 

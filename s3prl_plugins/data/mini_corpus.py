@@ -30,7 +30,7 @@ import subprocess
 import sys
 import zlib
 from dataclasses import asdict, dataclass, field
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 import os
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Dict, Tuple
 
 from s3prl_plugins.models.checkpoint import CheckpointError, load_state_strict, read_checkpoint, validate_checkpoint
 from s3prl_plugins.models.config import SSLModelConfig

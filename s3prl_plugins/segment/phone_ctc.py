@@ -11,7 +11,7 @@ through the one :class:`~s3prl_plugins.train.Trainer`.
 from __future__ import annotations
 
 import logging
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F

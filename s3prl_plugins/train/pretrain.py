@@ -26,7 +26,7 @@ from s3prl_plugins.models import factories
 from s3prl_plugins.models.checkpoint import atomic_save, save_checkpoint
 from s3prl_plugins.models.ssl_model import SSLModel
 from s3prl_plugins.tasks.masked_prediction import MaskedPredictionTask
-from s3prl_plugins.train.trainer import Trainer, TrainerConfig, _dist_info
+from s3prl_plugins.train.trainer import Trainer, TrainerConfig
 
 logger = logging.getLogger(__name__)
 
@@ -89,7 +89,8 @@ def run_pretrain(config: Dict[str, Any], stop_at: Optional[int] = None) -> Dict[
         mean, std = logmel_stats(model, train, int(data.get("stats_utts", 200)))
         model.frontend.set_stats(mean, std)
     task = MaskedPredictionTask(model, **config.get("task", {}))
-    rank, world, _ = _dist_info() if torch.distributed.is_initialized() else (int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1)), 0)
+    # the process group is joined inside Trainer; torchrun's variables tell the shard already
+    rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
     sampler = BucketBatchSampler([train.duration(i) for i in range(len(train))], data.get("batch_seconds", 60.0), shuffle=True, seed=tcfg.seed, num_replicas=world, rank=rank)
     valid = None
     if data.get("valid"):
