@@ -53,7 +53,8 @@ if [ ! -f "$venv/.complete" ]; then
   touch "$venv/.complete"
 fi
 # The editable install points at whichever clone ran last: re-point it at this one when it moved.
-if ! "$venv/bin/python" - "$here" <<'PY' >/dev/null 2>&1
+# (checked from / so that a clone in the working directory does not hide a stale install)
+if ! (cd / && "$venv/bin/python" - "$here" <<'PY') >/dev/null 2>&1
 import os, sys, s3prl_plugins
 sys.exit(0 if os.path.dirname(os.path.dirname(os.path.abspath(s3prl_plugins.__file__))) == sys.argv[1] else 1)
 PY

@@ -1,0 +1,95 @@
+"""Distillation (STaR, DistilHuBERT-style, attention KD) from one YAML config.
+
+Config sections::
+
+    teacher:    {source: hubert_base | wavlm_base | wav2vec2 | a checkpoint file | a HF folder}
+    student:    {preset: star_hubert} or {factory: star_hubert_config, args: {...}}
+    objectives: {layer_wise: 1.0, intra_layer: 1.0}          # see s3prl_plugins.tasks.distillation
+    loss:       {normalize: l2, method: auto, layer_map: null, cos_weight: 1.0, max_mismatch: 2}
+    data:       {train, valid, max_seconds, batch_seconds}
+    trainer:    TrainerConfig fields (exp_dir, max_steps, lr, schedule, accum_steps, ...)
+
+The paper's recipe (Lee et al. 2024, §3.1) is ``conf/star.yaml`` of the recipes: AdamW, lr 1e-3,
+cosine schedule, effective batch 48 utterances through gradient accumulation.
+
+Outputs in ``trainer.exp_dir``: ``model.pt`` (the student without prediction heads, our format: loads
+with ``star_hubert_local`` / ``S3PRLUpstream("star_hubert_local", path_or_url=...)``), checkpoints/
+(student and optimiser only; the teacher is not copied) and tensorboard/.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any, Dict, Optional
+
+import torch
+
+from s3prl_plugins.data.dataset import AudioDataset, BucketBatchSampler, collate
+from s3prl_plugins.models import factories
+from s3prl_plugins.models.checkpoint import save_checkpoint
+from s3prl_plugins.models.loading import load_pretrained
+from s3prl_plugins.models.ssl_model import SSLModel
+from s3prl_plugins.tasks.distillation import DistillationTask, student_without_head
+from s3prl_plugins.train.pretrain import build_from_section
+from s3prl_plugins.train.trainer import Trainer, TrainerConfig
+
+logger = logging.getLogger(__name__)
+
+LOSS_KEYS = ("normalize", "method", "layer_map", "cos_weight", "max_mismatch")
+
+
+def build_student(section: Dict[str, Any]) -> SSLModel:
+    """``{preset: name}`` or ``{factory: ..., args: {...}}`` -> a randomly initialised student."""
+    if "preset" in section:
+        return SSLModel(factories.preset_config(section["preset"]))
+    return build_from_section(section)
+
+
+def export_student(task: DistillationTask, path: str) -> None:
+    save_checkpoint(path, student_without_head(task), kind="distillation", objectives=dict(task.weights))
+
+
+def build_task(config: Dict[str, Any]) -> DistillationTask:
+    for key in ("teacher", "student", "objectives"):
+        if key not in config:
+            raise ValueError(f"config has no '{key}' section")
+    source = config["teacher"].get("source") if isinstance(config["teacher"], dict) else config["teacher"]
+    if not source:
+        raise ValueError("teacher.source is empty: give a hub name (hubert_base, wavlm_base, wav2vec2) or a checkpoint path")
+    teacher = load_pretrained(str(source))
+    student = build_student(config["student"])
+    loss = dict(config.get("loss") or {})
+    unknown = sorted(set(loss) - set(LOSS_KEYS))
+    if unknown:
+        raise ValueError(f"unknown loss option(s) {unknown}; options: {list(LOSS_KEYS)}")
+    return DistillationTask(teacher, student, config["objectives"], **loss)
+
+
+def run_distill(config: Dict[str, Any], stop_at: Optional[int] = None) -> Dict[str, float]:
+    """Distil from a parsed YAML config; returns the last validation statistics.
+
+    ``stop_at`` interrupts after that many updates (see :meth:`Trainer.train`)."""
+    if "data" not in config or "trainer" not in config:
+        raise ValueError("config needs 'data' and 'trainer' sections")
+    tcfg = TrainerConfig(**config["trainer"])
+    torch.manual_seed(tcfg.seed)  # the same initial student on every rank
+    task = build_task(config)
+    student = task.student
+    data = config["data"]
+    min_samples = max(student.min_samples, task.teacher.min_samples)
+    rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+    train = AudioDataset(data["train"], None, data.get("max_seconds", 8.0), frame_stride=student.downsample_rate, min_samples=min_samples)
+    batch_seconds = data.get("batch_seconds", 60.0)
+    sampler = BucketBatchSampler([train.duration(i) for i in range(len(train))], batch_seconds, shuffle=True, seed=tcfg.seed, num_replicas=world, rank=rank)
+    valid = None
+    if data.get("valid"):
+        vset = AudioDataset(data["valid"], None, None, frame_stride=student.downsample_rate, min_samples=min_samples)
+        valid = (vset, BucketBatchSampler([vset.duration(i) for i in range(len(vset))], batch_seconds, shuffle=False, num_replicas=world, rank=rank), collate)
+    logger.info(
+        "distilling %s (%d layers) -> student %s (%d layers, width %d); objectives %s",
+        task.teacher.config.name, task.teacher.config.num_layers, student.config.name, student.config.num_layers,
+        student.config.embed_dim, task.weights,
+    )
+    trainer = Trainer(tcfg, task, (train, sampler, collate), valid, export=export_student)
+    return trainer.train(stop_at=stop_at)
