@@ -10,12 +10,12 @@ from s3prl_plugins.data.kaldi import DataDirError, read_data_dir, write_data_dir
 from s3prl_plugins.data.librispeech import prepare_librispeech
 
 
-def _corpus(root, utts):
+def _corpus(root, utts, subset="train-clean-100"):
     """utts: {utt_id: (seconds or None for no file or 'corrupt', transcript or None)}"""
     by_chapter = {}
     for utt, (sec, text) in utts.items():
         spk, ch, _ = utt.split("-")
-        folder = root / "train-clean-100" / spk / ch
+        folder = root / subset / spk / ch
         folder.mkdir(parents=True, exist_ok=True)
         if sec == "corrupt":
             (folder / f"{utt}.flac").write_bytes(b"fLaC garbage")
@@ -24,7 +24,7 @@ def _corpus(root, utts):
         if text is not None:
             by_chapter.setdefault((spk, ch), []).append(f"{utt} {text}")
     for (spk, ch), lines in by_chapter.items():
-        (root / "train-clean-100" / spk / ch / f"{spk}-{ch}.trans.txt").write_text("\n".join(lines) + "\n")
+        (root / subset / spk / ch / f"{spk}-{ch}.trans.txt").write_text("\n".join(lines) + "\n")
 
 
 def test_prepare_with_skip_list(tmp_path):

@@ -13,27 +13,34 @@ import argparse
 import json
 import logging
 import os
+import random
 import sys
 
 from s3prl_plugins.segment.aligner import train_phone_ctc
 from s3prl_plugins.segment.phone_ctc import FeatureDataset, PhoneVocab, extract_features, phone_error_rate, read_phones
 
 
-def run_probe(features: str, train_dir: str, test_dir: str, out: str, max_steps: int = 600, valid_dir: str = None) -> dict:
+def run_probe(features: str, train_dir: str, test_dir: str, out: str, max_steps: int = 600, valid_dir: str = None, max_train_utts: int = 0) -> dict:
+    """Train the probe on ``train_dir`` (its first ``max_train_utts`` utterances with phones, in a
+    seeded random order, when given: features of a large corpus are kept in memory) and score ``test_dir``."""
     train_phones = read_phones(os.path.join(train_dir, "phones"))
+    if max_train_utts and len(train_phones) > max_train_utts:
+        keep = sorted(train_phones)
+        random.Random(0).shuffle(keep)
+        train_phones = {u: train_phones[u] for u in sorted(keep[:max_train_utts])}
     vocab = PhoneVocab([ph for ws in train_phones.values() for w in ws for ph in w])
 
     def targets(phones):
         return {u: vocab.encode([p for w in ws for p in w]) for u, ws in phones.items() if all(p in vocab.index for w in ws for p in w)}
 
-    feats, shift = extract_features(features, train_dir)
+    feats, shift = extract_features(features, train_dir, utts=sorted(train_phones))
     valid = None
     if valid_dir:
         valid = (extract_features(features, valid_dir)[0], targets(read_phones(os.path.join(valid_dir, "phones"))))
     model = train_phone_ctc((feats, targets(train_phones)), valid, len(vocab), os.path.join(out, "model"), max_steps=max_steps)
     test_feats, _ = extract_features(features, test_dir)
     per = phone_error_rate(model, FeatureDataset(test_feats, targets(read_phones(os.path.join(test_dir, "phones")))))
-    result = {"features": features, "frame_shift": shift, "test": test_dir, "per": per, "steps": max_steps}
+    result = {"features": features, "frame_shift": shift, "test": test_dir, "per": per, "steps": max_steps, "train_utts": len(feats)}
     os.makedirs(out, exist_ok=True)
     with open(os.path.join(out, "result.json"), "w") as f:
         json.dump(result, f, indent=2)
@@ -48,9 +55,10 @@ def main(argv=None) -> int:
     p.add_argument("--test", required=True)
     p.add_argument("--out", required=True)
     p.add_argument("--max-steps", type=int, default=600)
+    p.add_argument("--max-train-utts", type=int, default=0, help="train on a random subset of this many utterances (0: all)")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    print(json.dumps(run_probe(args.features, args.train, args.test, args.out, args.max_steps, args.valid)))
+    print(json.dumps(run_probe(args.features, args.train, args.test, args.out, args.max_steps, args.valid, args.max_train_utts)))
     return 0
 
 

@@ -128,6 +128,29 @@ def write_data_dir(d: DataDir, path: str) -> None:
     os.replace(tmp, path)
 
 
+def combine_data_dirs(dirs: List[str], check_files: bool = True) -> DataDir:
+    """The union of several data dirs (Kaldi's ``combine_data.sh``); an utterance id found in two of
+    them raises :class:`DataDirError` naming both."""
+    out = DataDir()
+    origin: Dict[str, str] = {}
+    for path in dirs:
+        d = read_data_dir(path, check_files=check_files)
+        for utt in d.utts:
+            if utt in origin:
+                raise DataDirError(f"utterance {utt} is in both {origin[utt]} and {path}: ids must be unique to combine")
+            origin[utt] = path
+        out.wav.update(d.wav)
+        out.text.update(d.text)
+        out.utt2spk.update(d.utt2spk)
+        out.utt2dur.update(d.utt2dur)
+    # an optional table that only some inputs have would be half-filled: leave it out, as Kaldi does
+    if len(out.text) != len(out.wav):
+        out.text = {}
+    if len(out.utt2dur) != len(out.wav):
+        out.utt2dur = {}
+    return out
+
+
 def read_list(path: Optional[str]) -> List[str]:
     if not path or not os.path.isfile(path):
         return []

@@ -39,15 +39,17 @@ def train_phone_ctc(
     lr: float = 2e-3,
     hidden: int = 256,
     seed: int = 0,
+    dilations: Sequence[int] = (1, 2, 4, 8, 16, 1),
 ) -> PhoneCTC:
-    """Train a :class:`PhoneCTC` on precomputed features through the shared trainer."""
+    """Train a :class:`PhoneCTC` on precomputed features through the shared trainer (``dilations=()``:
+    a linear probe)."""
     from s3prl_plugins.data.dataset import BucketBatchSampler
     from s3prl_plugins.train.trainer import Trainer, TrainerConfig
 
     feats, targets = train
     example = next(iter(feats.values()))
     torch.manual_seed(seed)
-    model = PhoneCTC(example.size(2), vocab_size, num_layers_in=example.size(0), hidden=hidden)
+    model = PhoneCTC(example.size(2), vocab_size, num_layers_in=example.size(0), hidden=hidden, dilations=dilations)
     ds = FeatureDataset(feats, targets)
     sampler = BucketBatchSampler([ds.duration(i) for i in range(len(ds))], batch_frames, seed=seed)
     vdata = None

@@ -11,7 +11,7 @@ through the one :class:`~s3prl_plugins.train.Trainer`.
 from __future__ import annotations
 
 import logging
-from typing import Dict, List, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -86,13 +86,15 @@ class FeatureExtractor:
         return torch.stack([h[0] for h in out.hidden_states])
 
 
-def extract_features(source: str, data_dir: str, progress: bool = True) -> Tuple[Dict[str, Tensor], float]:
-    """Features of every utterance of a data dir (float16, ``(layers, frames, dim)``) and the frame shift."""
+def extract_features(source: str, data_dir: str, progress: bool = True, utts: Optional[Sequence[str]] = None) -> Tuple[Dict[str, Tensor], float]:
+    """Features of the utterances of a data dir (all, or ``utts``), float16 ``(layers, frames, dim)``,
+    and the frame shift."""
     from tqdm import tqdm
 
     ex = FeatureExtractor(source)
     d = read_data_dir(data_dir)
-    feats = {utt: ex(load_audio(d.wav[utt])).half() for utt in tqdm(d.utts, desc=f"features {source}", disable=not progress, mininterval=10)}
+    todo = d.utts if utts is None else list(utts)
+    feats = {utt: ex(load_audio(d.wav[utt])).half() for utt in tqdm(todo, desc=f"features {source}", disable=not progress, mininterval=10)}
     return feats, ex.frame_shift
 
 
@@ -116,12 +118,17 @@ class PhoneCTC(nn.Module):
         hidden: channels.
         dilations: one residual dilated-convolution block (kernel 3) per entry; the default sees
             +-31 frames (0.3 s at 100 Hz). Convolutions rather than an LSTM: ~20x faster on a CPU.
+            Empty: a linear probe (layer norm + one linear layer, SUPERB PR's design).
     """
 
     def __init__(self, in_dim: int, vocab: int, num_layers_in: int = 1, hidden: int = 256, dilations: Sequence[int] = (1, 2, 4, 8, 16, 1), dropout: float = 0.1):
         super().__init__()
         self.layer_weights = nn.Parameter(torch.zeros(num_layers_in))
         self.norm = nn.LayerNorm(in_dim)
+        self.linear = not dilations
+        if self.linear:  # SUPERB PR's probe: one linear layer on the (normalised) weighted sum
+            self.out = nn.Linear(in_dim, vocab)
+            return
         self.proj = nn.Linear(in_dim, hidden)
         self.blocks = nn.ModuleList(_ConvBlock(hidden, d, dropout) for d in dilations)
         self.out_norm = nn.LayerNorm(hidden)
@@ -131,6 +138,8 @@ class PhoneCTC(nn.Module):
         """feats (batch, layers, frames, dim) -> log-probabilities (batch, frames, vocab)."""
         w = torch.softmax(self.layer_weights, 0)
         x = (feats.float() * w[None, :, None, None]).sum(1)
+        if self.linear:
+            return torch.log_softmax(self.out(self.norm(x)), dim=-1)
         mask = (torch.arange(x.size(1), device=x.device)[None] >= lengths.to(x.device)[:, None]).unsqueeze(-1)
         x = self.proj(self.norm(x)).masked_fill(mask, 0.0)
         for block in self.blocks:

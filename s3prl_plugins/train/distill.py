@@ -6,7 +6,7 @@ Config sections::
     student:    {preset: star_hubert} or {factory: star_hubert_config, args: {...}}
     objectives: {layer_wise: 1.0, intra_layer: 1.0}          # see s3prl_plugins.tasks.distillation
     loss:       {normalize: l2, method: auto, layer_map: null, cos_weight: 1.0, max_mismatch: 2}
-    data:       {train, valid, max_seconds, batch_seconds}
+    data:       {train, valid, max_seconds, batch_seconds, batch_size (utterances per batch, optional)}
     trainer:    TrainerConfig fields (exp_dir, max_steps, lr, schedule, accum_steps, ...)
 
 The paper's recipe (Lee et al. 2024, §3.1) is ``conf/star.yaml`` of the recipes: AdamW, lr 1e-3,
@@ -81,11 +81,11 @@ def run_distill(config: Dict[str, Any], stop_at: Optional[int] = None) -> Dict[s
     rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
     train = AudioDataset(data["train"], None, data.get("max_seconds", 8.0), frame_stride=student.downsample_rate, min_samples=min_samples)
     batch_seconds = data.get("batch_seconds", 60.0)
-    sampler = BucketBatchSampler([train.duration(i) for i in range(len(train))], batch_seconds, shuffle=True, seed=tcfg.seed, num_replicas=world, rank=rank)
+    sampler = BucketBatchSampler([train.duration(i) for i in range(len(train))], batch_seconds, shuffle=True, seed=tcfg.seed, num_replicas=world, rank=rank, max_batch_size=int(data.get("batch_size", 1000)))
     valid = None
     if data.get("valid"):
         vset = AudioDataset(data["valid"], None, None, frame_stride=student.downsample_rate, min_samples=min_samples)
-        valid = (vset, BucketBatchSampler([vset.duration(i) for i in range(len(vset))], batch_seconds, shuffle=False, num_replicas=world, rank=rank), collate)
+        valid = (vset, BucketBatchSampler([vset.duration(i) for i in range(len(vset))], batch_seconds, shuffle=False, num_replicas=world, rank=rank, max_batch_size=int(data.get("batch_size", 1000))), collate)
     logger.info(
         "distilling %s (%d layers) -> student %s (%d layers, width %d); objectives %s",
         task.teacher.config.name, task.teacher.config.num_layers, student.config.name, student.config.num_layers,

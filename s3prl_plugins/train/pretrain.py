@@ -3,7 +3,7 @@
 Config sections::
 
     model:   {factory: hubert_config | melhubert_config | star_hubert_config, args: {...}}
-    data:    {train, valid, train_labels, valid_labels, max_seconds, batch_seconds, stats_utts}
+    data:    {train, valid, train_labels, valid_labels, max_seconds, batch_seconds, batch_size, stats_utts}
     task:    {mask_prob, mask_length}
     trainer: TrainerConfig fields (exp_dir, max_steps, lr, ...)
 
@@ -91,10 +91,10 @@ def run_pretrain(config: Dict[str, Any], stop_at: Optional[int] = None) -> Dict[
     task = MaskedPredictionTask(model, **config.get("task", {}))
     # the process group is joined inside Trainer; torchrun's variables tell the shard already
     rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
-    sampler = BucketBatchSampler([train.duration(i) for i in range(len(train))], data.get("batch_seconds", 60.0), shuffle=True, seed=tcfg.seed, num_replicas=world, rank=rank)
+    sampler = BucketBatchSampler([train.duration(i) for i in range(len(train))], data.get("batch_seconds", 60.0), shuffle=True, seed=tcfg.seed, num_replicas=world, rank=rank, max_batch_size=int(data.get("batch_size", 1000)))
     valid = None
     if data.get("valid"):
         vset = AudioDataset(data["valid"], read_labels(data["valid_labels"]), None, frame_stride=stride, min_samples=model.min_samples)
-        valid = (vset, BucketBatchSampler([vset.duration(i) for i in range(len(vset))], data.get("batch_seconds", 60.0), shuffle=False, num_replicas=world, rank=rank), collate)
+        valid = (vset, BucketBatchSampler([vset.duration(i) for i in range(len(vset))], data.get("batch_seconds", 60.0), shuffle=False, num_replicas=world, rank=rank, max_batch_size=int(data.get("batch_size", 1000))), collate)
     trainer = Trainer(tcfg, task, (train, sampler, collate), valid, export=export_model)
     return trainer.train(stop_at=stop_at)

@@ -1,0 +1,84 @@
+"""egs/librispeech/star/run.sh end to end on a fake local LibriSpeech with a tiny teacher: data,
+CMUdict phones, teacher check, distillation, probe and report; and the pieces it is made of."""
+
+import json
+import os
+import subprocess
+
+import pytest
+import yaml
+
+from s3prl_plugins.data.kaldi import DataDir, DataDirError, combine_data_dirs, read_data_dir, write_data_dir
+from s3prl_plugins.data.lexicon import write_phones
+from s3prl_plugins.segment.phone_ctc import read_phones
+from test_data_prep import _corpus
+from tiny_data import make_tiny_teacher, tiny_distill_config
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _dir(tmp_path, name, utts):
+    d = DataDir()
+    for u, text in utts.items():
+        d.wav[u], d.utt2spk[u], d.text[u], d.utt2dur[u] = f"/x/{u}.flac", u.split("-")[0], text, 1.0
+    write_data_dir(d, str(tmp_path / name))
+    return str(tmp_path / name)
+
+
+def test_cmudict_phones_and_skip_list(tmp_path):
+    d = _dir(tmp_path, "d", {"1-1-0": "HELLO WORLD", "1-1-1": "HELLO XQZWV", "1-1-2": "IT'S FINE"})
+    assert write_phones(d) == (2, 1)
+    phones = read_phones(os.path.join(d, "phones"))
+    assert phones["1-1-0"] == [["HH", "AH", "L", "OW"], ["W", "ER", "L", "D"]]
+    assert "1-1-1" not in phones and "1-1-2" in phones
+    assert open(os.path.join(d, "phones.skipped")).read() == "1-1-1\tXQZWV\n"
+
+
+def test_combine_data_dirs(tmp_path):
+    a = _dir(tmp_path, "a", {"1-1-0": "A"})
+    b = _dir(tmp_path, "b", {"2-1-0": "B", "2-1-1": "C"})
+    d = combine_data_dirs([a, b], check_files=False)
+    assert d.utts == ["1-1-0", "2-1-0", "2-1-1"] and d.text["2-1-1"] == "C"
+    with pytest.raises(DataDirError, match="in both"):
+        combine_data_dirs([a, a], check_files=False)
+
+
+def test_librispeech_star_recipe_end_to_end(tmp_path):
+    corpus = tmp_path / "LibriSpeech"
+    words = ["HELLO WORLD", "THE CAT SAT", "A DOG RAN HOME", "GOOD MORNING"]
+    for subset, spks in (("train-clean-100", ("19", "26")), ("dev-clean", ("84",)), ("test-clean", ("61",))):
+        utts = {f"{spk}-1-{i:04d}": (1.0 + 0.1 * i, words[i % 4]) for spk in spks for i in range(3)}
+        _corpus(corpus, utts, subset)
+    work = tmp_path / "egs" / "librispeech"
+    (work / "star" / "conf").mkdir(parents=True)
+    for name in ("run.sh", "db.sh", "utils", "path.sh", "cmd.sh"):
+        os.symlink(os.path.join(ROOT, "egs", "librispeech", name), work / name)
+    for name in ("run.sh", "db.sh", "utils", "path.sh", "cmd.sh"):
+        os.symlink(os.path.join(ROOT, "egs", "librispeech", "star", name), work / "star" / name)
+    teacher = make_tiny_teacher(str(tmp_path / "teacher.pt"))
+    cfg = tiny_distill_config("unused", "unused", teacher)
+    del cfg["trainer"]["exp_dir"]
+    cfg["data"].update(max_seconds=1.0, batch_seconds=4.0)
+    with open(work / "star" / "conf" / "tiny.yaml", "w") as f:
+        yaml.safe_dump(cfg, f)
+    env = dict(os.environ, LIBRISPEECH=str(corpus), OMP_NUM_THREADS="1")
+    cmd = ["./run.sh", "--teacher", teacher, "--distill-config", "conf/tiny.yaml", "--max-steps", "4", "--batch-size", "2",
+           "--effective-batch", "2", "--probe-steps", "10", "--probe-train-utts", "4"]
+    r = subprocess.run(cmd, cwd=work / "star", env=env, capture_output=True, text=True, timeout=900)
+    assert r.returncode == 0, r.stderr[-3000:]
+    star = work / "star"
+    assert read_data_dir(str(star / "data" / "train")).utts == read_data_dir(str(star / "data" / "train_clean_100")).utts
+    assert os.path.isfile(star / "exp" / "star" / "model.pt")
+    report = json.load(open(star / "exp" / "report.json"))
+    assert report["teacher"]["params"] > report["student"]["params"] > 0
+    assert 0 <= report["student"]["probe_per"] <= 2 and 0 <= report["teacher"]["probe_per"] <= 2
+    probe = json.load(open(star / "exp" / "probe" / "student" / "result.json"))
+    assert probe["train_utts"] == 4
+    assert "updates (" in r.stderr and "student: exp/star/model.pt" in r.stderr
+    # --stage 3 resumes at distillation: the finished run is found and nothing is retrained
+    r = subprocess.run(cmd + ["--stage", "3", "--stop-stage", "3"], cwd=star, env=env, capture_output=True, text=True, timeout=900)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "resum" in r.stderr.lower()
+    # an effective batch that the GPUs x batch size cannot make stops with the reason
+    r = subprocess.run(cmd + ["--stage", "3", "--effective-batch", "3"], cwd=star, env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode != 0 and "not a multiple" in r.stderr
