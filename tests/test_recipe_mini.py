@@ -8,7 +8,7 @@ import subprocess
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-FAST = ["--utts-per-speaker", "2", "--align-steps", "20", "--teacher-steps", "3", "--probe-steps", "10"]
+FAST = ["--utts-per-speaker", "2", "--align-steps", "20", "--teacher-steps", "3", "--student-steps", "3", "--probe-steps", "10"]
 
 
 @pytest.fixture(scope="module")
@@ -34,11 +34,19 @@ def test_all_stages(recipe):
     assert report["method"] == "ctc" and report["dirs"]["test"]["aligned"] > 0
     assert "mean_abs_boundary_ms" in report["dirs"]["test"]
     assert list((recipe / "exp" / "align" / "test").glob("*.TextGrid"))
-    for f in ("exp/hubert_tiny/model.pt", "exp/hubert_tiny/hubert_local.pt", "exp/melhubert_tiny/model.pt"):
+    for f in ("exp/hubert_tiny/model.pt", "exp/hubert_tiny/hubert_local.pt", "exp/melhubert_tiny/model.pt",
+              "exp/star_tiny/model.pt", "exp/distilhubert_tiny/model.pt"):
         assert (recipe / f).is_file(), f
-    for name in ("fbank", "hubert_tiny", "melhubert_tiny"):
+    for name in ("fbank", "hubert_tiny", "melhubert_tiny", "star_tiny", "distilhubert_tiny"):
         assert 0 <= json.loads((recipe / "exp" / "probe" / name / "result.json").read_text())["per"]
-    assert "probe PER" in r.stdout and "exp/hubert_tiny/hubert_local.pt" in r.stdout
+    assert "exp/hubert_tiny/hubert_local.pt" in r.stdout and "exp/star_tiny/model.pt" in r.stdout
+    report = json.loads((recipe / "exp" / "report.json").read_text())
+    assert report["star_tiny"]["params"] == report["distilhubert_tiny"]["params"] < report["hubert_tiny"]["params"]
+    assert all(report[n]["probe_per"] is not None for n in ("fbank", "hubert_tiny", "star_tiny", "distilhubert_tiny"))
+    # the students load through s3prl's stock hub with our entry
+    import s3prl.hub as hub
+
+    assert len(hub.star_hubert_local(ckpt=str(recipe / "exp" / "star_tiny" / "model.pt")).model.config.num_heads) == 4
 
 
 def test_finished_stages_are_skipped_and_one_stage_reruns(recipe):

@@ -13,9 +13,14 @@
 #              -> exp/targets/{mfcc,fbank}/{train,dev}.km                              ~20 s
 #   4 hubert   conf/hubert_tiny.yaml -> exp/hubert_tiny/{model.pt,hubert_local.pt}   ~9 min
 #   5 melhubert conf/melhubert_tiny.yaml -> exp/melhubert_tiny/model.pt               ~5 min
-#   6 probe    frozen-feature CTC phone probe: log-Mel vs each teacher -> exp/probe/*/result.json
-#                                                                                     ~6 min
-#   7 report   prints where everything is and what it scored
+#   6 star     STaR distillation (layer-wise + intra-layer TGM) of the --distill-teacher into a
+#              narrower student of the same depth: conf/star_tiny.yaml -> exp/star_tiny/model.pt
+#              (loads with s3prl's star_hubert_local)                                 ~5 min
+#   7 distil   the DistilHuBERT-style baseline (L1 + cosine through prediction heads), same student
+#              size: conf/distilhubert_tiny.yaml -> exp/distilhubert_tiny/model.pt    ~5 min
+#   8 probe    frozen-feature CTC phone probe: log-Mel vs each teacher and student
+#              -> exp/probe/*/result.json                                              ~8 min
+#   9 report   prints where everything is and what it scored -> exp/report.json
 #
 # Usage: ./run.sh [--stage N] [--stop-stage M] [--corpus-dir DIR] [--utts-per-speaker K] [--seed S]
 # Finished stages are skipped (markers in exp/.done.*); delete a marker to redo a stage.
@@ -33,6 +38,8 @@ align_blank_penalty=auto   # auto: the best of 0..40 on dev against its exact wo
 mfa_dictionary=""          # with MFA installed (conda): a dictionary and acoustic model for `mfa align`
 mfa_acoustic_model=""
 teacher_steps=600
+distill_teacher=hubert_tiny   # the teacher of stages 6-7: hubert_tiny or melhubert_tiny
+student_steps=600
 probe_steps=600
 
 . ./path.sh
@@ -122,24 +129,48 @@ if [ ${stage} -le 5 ] && [ ${stop_stage} -ge 5 ]; then
 fi
 
 if [ ${stage} -le 6 ] && [ ${stop_stage} -ge 6 ]; then
-  for name in fbank hubert_tiny melhubert_tiny; do
+  if stage_done star; then
+    log "Stage 6: STaR student already in exp/star_tiny"
+  else
+    log "Stage 6: STaR distillation of exp/${distill_teacher}/model.pt (resumes if interrupted)"
+    ${train_cmd} python -m s3prl_plugins.bin.distill --config conf/star_tiny.yaml \
+      --set "teacher.source=exp/${distill_teacher}/model.pt" "trainer.max_steps=${student_steps}"
+    mark_done star
+  fi
+fi
+
+if [ ${stage} -le 7 ] && [ ${stop_stage} -ge 7 ]; then
+  if stage_done distil; then
+    log "Stage 7: DistilHuBERT-style student already in exp/distilhubert_tiny"
+  else
+    log "Stage 7: DistilHuBERT-style distillation of exp/${distill_teacher}/model.pt (same student size)"
+    width=$(python -c "import sys; from s3prl_plugins.models.checkpoint import read_checkpoint as r; print(r(sys.argv[1])['model_config']['embed_dim'])" "exp/${distill_teacher}/model.pt")
+    ${train_cmd} python -m s3prl_plugins.bin.distill --config conf/distilhubert_tiny.yaml \
+      --set "teacher.source=exp/${distill_teacher}/model.pt" "trainer.max_steps=${student_steps}" "student.args.head.out_dim=${width}"
+    mark_done distil
+  fi
+fi
+
+if [ ${stage} -le 8 ] && [ ${stop_stage} -ge 8 ]; then
+  for name in fbank hubert_tiny melhubert_tiny star_tiny distilhubert_tiny; do
     if stage_done "probe_${name}"; then
-      log "Stage 6: probe ${name} already done"
+      log "Stage 8: probe ${name} already done"
       continue
     fi
     features=${name}
     [ "${name}" = fbank ] || features=exp/${name}/model.pt
-    log "Stage 6: phone-recognition probe on ${features}"
+    log "Stage 8: phone-recognition probe on ${features}"
     ${train_cmd} python -m s3prl_plugins.bin.probe --features "${features}" --train data/train --test data/test \
       --out "exp/probe/${name}" --max-steps "${probe_steps}"
     mark_done "probe_${name}"
   done
 fi
 
-if [ ${stage} -le 7 ] && [ ${stop_stage} -ge 7 ]; then
-  log "Stage 7: report"
+if [ ${stage} -le 9 ] && [ ${stop_stage} -ge 9 ]; then
+  log "Stage 9: report"
   python - <<'PY'
 import json, os
+from s3prl_plugins.bin.report import build_report, format_report
 def load(p):
     return json.load(open(p)) if os.path.isfile(p) else None
 print("corpus:        data/mini_corpus (LibriSpeech layout), data dirs in data/{train,dev,test}")
@@ -148,14 +179,23 @@ if rep:
     t = rep["dirs"].get("test", {})
     print(f"alignments:    exp/align/{{train,dev,test}}/*.TextGrid ({rep['method']}); test word-boundary error "
           f"{t.get('mean_abs_boundary_ms', float('nan')):.1f} ms mean, {t.get('failed', 0)} failed")
-for name in ("hubert_tiny", "melhubert_tiny"):
+where = {
+    "hubert_tiny": "teacher:       exp/hubert_tiny/model.pt and exp/hubert_tiny/hubert_local.pt (s3prl hubert_local)",
+    "melhubert_tiny": "teacher:       exp/melhubert_tiny/model.pt (melhubert_local)",
+    "star_tiny": "student:       exp/star_tiny/model.pt (STaR; s3prl star_hubert_local)",
+    "distilhubert_tiny": "student:       exp/distilhubert_tiny/model.pt (DistilHuBERT-style; s3prl star_hubert_local)",
+}
+models = {}
+for name, line in where.items():
     if os.path.isfile(f"exp/{name}/model.pt"):
-        extra = " and exp/hubert_tiny/hubert_local.pt (s3prl hubert_local)" if name == "hubert_tiny" else " (melhubert_local)"
-        print(f"teacher:       exp/{name}/model.pt{extra}")
-for name in ("fbank", "hubert_tiny", "melhubert_tiny"):
-    r = load(f"exp/probe/{name}/result.json")
-    if r:
-        print(f"probe PER:     {name:<15} {100 * r['per']:.1f}%  (test set, frozen features, CTC probe)")
+        print(line)
+        models[name] = f"exp/{name}/model.pt"
+names = ["fbank"] + list(where)
+report = build_report(models, {n: f"exp/probe/{n}/result.json" for n in names if os.path.isfile(f"exp/probe/{n}/result.json")})
+with open("exp/report.json.tmp", "w") as f:
+    json.dump(report, f, indent=2)
+os.replace("exp/report.json.tmp", "exp/report.json")
+print("\nphone-recognition probe (test PER, frozen features, same CTC probe) -> exp/report.json")
+print(format_report(report))
 PY
 fi
-

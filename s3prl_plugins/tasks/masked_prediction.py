@@ -46,9 +46,12 @@ class MaskedPredictionTask(nn.Module):
         model: an :class:`SSLModel` with ``mask_embedding`` and a ``cluster`` or ``hubert`` head.
         mask_prob, mask_length: span masking (see :func:`compute_span_mask`).
         max_label_mismatch: frames by which labels and model output may differ (edge effects).
+        unmasked_weight: weight of the unmasked frames' cross-entropy. HuBERT's ``L = a L_m + (1-a) L_u``
+            with ``a = 1`` is 0 (masked frames only, the default); 1 gives MelHuBERT's eq. 1 as written
+            (the sum over every frame ``t = 1..T``). The loss is normalised by the masked-frame count.
     """
 
-    def __init__(self, model: SSLModel, mask_prob: float = 0.08, mask_length: int = 10, max_label_mismatch: int = 2):
+    def __init__(self, model: SSLModel, mask_prob: float = 0.08, mask_length: int = 10, max_label_mismatch: int = 2, unmasked_weight: float = 0.0):
         super().__init__()
         if model.head is None or model.mask_emb is None:
             raise ValueError("masked prediction needs a model with a prediction head and a mask embedding")
@@ -56,6 +59,7 @@ class MaskedPredictionTask(nn.Module):
         self.mask_prob = mask_prob
         self.mask_length = mask_length
         self.max_label_mismatch = max_label_mismatch
+        self.unmasked_weight = float(unmasked_weight)
 
     def forward(self, batch: Dict[str, Tensor]) -> Tuple[Tensor, Dict[str, Tuple[float, float]]]:
         feats, frames = self.model.extract_features(batch["wavs"], batch["lengths"])
@@ -79,11 +83,18 @@ class MaskedPredictionTask(nn.Module):
             logits = logits[0]
         loss_sum, correct, count = masked_cross_entropy(logits, labels, mask)
         valid = ~out.padding_mask & (labels >= 0)
-        _, correct_u, count_u = masked_cross_entropy(logits.detach(), labels, valid & ~mask)
+        if self.unmasked_weight:
+            loss_u, correct_u, count_u = masked_cross_entropy(logits, labels, valid & ~mask)
+        else:
+            _, correct_u, count_u = masked_cross_entropy(logits.detach(), labels, valid & ~mask)
         n = max(int(count), 1)
         logs = {
             "loss": (float(loss_sum.detach()), float(n)),
             "acc": (float(correct), float(n)),
             "acc_unmasked": (float(correct_u), float(max(int(count_u), 1))),
         }
-        return loss_sum / n, logs
+        total = loss_sum
+        if self.unmasked_weight:
+            total = total + self.unmasked_weight * loss_u
+            logs["loss_unmasked"] = (float(loss_u.detach()), float(max(int(count_u), 1)))
+        return total / n, logs
