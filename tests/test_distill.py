@@ -182,3 +182,40 @@ def test_cli_and_ddp_two_gloo_processes(tmp_path, tiny):
         capture_output=True, text=True, timeout=120,
     )
     assert bad.returncode == 2 and "error:" in bad.stderr and "nonexistent" in bad.stderr
+
+
+def test_wavlm_teacher_with_attention_maps(tmp_path, tiny):
+    """A WavLM-style teacher (gated relative position bias) gives attention maps for eq. 1."""
+    from s3prl_plugins.models.checkpoint import save_checkpoint
+    from s3prl_plugins.models.factories import hubert_config
+    from s3prl_plugins.models.ssl_model import SSLModel
+    from tiny_data import TINY_CONV
+
+    torch.manual_seed(0)
+    cfg = hubert_config(
+        embed_dim=32, num_layers=2, num_heads=4, ffn_dim=64, with_head=False, conv_layers=[tuple(c) for c in TINY_CONV],
+        pos_conv_kernel=8, pos_conv_groups=4, gated_relative_position=True, num_buckets=16, max_distance=32, name="wavlm_tiny",
+    )
+    save_checkpoint(str(tmp_path / "wavlm.pt"), SSLModel(cfg))
+    task = build_task(tiny_distill_config(str(tmp_path), tiny[0], str(tmp_path / "wavlm.pt"), {"avg_attn": 1.0, "layer_wise": 1.0}))
+    b = _data_batch(tiny[0])
+    _, attns, lengths = task.teacher_outputs(b["wavs"], b["lengths"])
+    assert len(attns) == 2
+    for a in attns:  # valid rows are distributions over the valid keys
+        for i, n in enumerate(lengths.tolist()):
+            torch.testing.assert_close(a[i, :n, :n].sum(-1), torch.ones(n), atol=1e-5, rtol=0)
+            assert float(a[i, :n, n:].abs().sum()) == 0
+    loss, _ = task(b)
+    loss.backward()
+
+
+def test_star_hubert_preset_gives_13_states_through_s3prl(tmp_path):
+    import s3prl.hub as hub
+
+    from s3prl_plugins.models import build_model, preset_config
+    from s3prl_plugins.models.checkpoint import save_checkpoint
+
+    save_checkpoint(str(tmp_path / "star.pt"), build_model(preset_config("star_hubert")))
+    with torch.no_grad():
+        hs = hub.star_hubert_local(ckpt=str(tmp_path / "star.pt")).eval()([torch.randn(16000) * 0.1])["hidden_states"]
+    assert len(hs) == 13 and all(h.shape == (1, 49, 432) for h in hs)
