@@ -25,7 +25,7 @@ import time
 def measure(method: str, frames: int, batch: int, repeats: int, threads: int, device: str) -> dict:
     import torch
 
-    from s3prl_plugins.losses.star import intra_layer_tgm_loss, layer_wise_tgm_loss
+    from s3prl_plugins.losses.star import tgm_losses
 
     torch.set_num_threads(threads)
     g = torch.Generator().manual_seed(0)
@@ -34,7 +34,8 @@ def measure(method: str, frames: int, batch: int, repeats: int, threads: int, de
     lengths = torch.full((batch,), frames, device=device)
 
     def step():
-        loss = layer_wise_tgm_loss(teacher, student, lengths, method=method) + intra_layer_tgm_loss(teacher, student, lengths, method=method)
+        terms = tgm_losses(teacher, student, lengths, method=method)  # both, as DistillationTask computes them
+        loss = terms["layer_wise"] + terms["intra_layer"]
         loss.backward()
         for s in student:
             s.grad = None

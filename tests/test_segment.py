@@ -214,3 +214,25 @@ def test_mfa_path_with_a_stand_in_binary(tmp_path, monkeypatch):
     assert read_textgrid(str(tmp_path / "align" / "s1-a.TextGrid"))["words"][1] == (0.5, 0.9, "world")
     assert (tmp_path / "align.mfa" / "corpus" / "s1" / "s1-a.lab").read_text() == "HELLO WORLD\n"
     assert (tmp_path / "align" / "failed.txt").read_text().startswith("s2-c not aligned by MFA")
+
+
+def test_linear_probe_reads_tones_from_log_mel(tmp_path):
+    """The probe CLI's default (SUPERB PR's linear probe) learns a phone sequence that log-Mel carries
+    linearly: each 3-frame tone segment of the tiny data is one 'phone'."""
+    import json
+
+    from s3prl_plugins.bin.probe import main as probe_main
+    from s3prl_plugins.data.dataset import read_labels
+    from s3prl_plugins.segment.phone_ctc import PhoneCTC
+    from tiny_data import make_tiny_data
+
+    data, labels = make_tiny_data(str(tmp_path), n_utts=24)
+    with open(os.path.join(data, "phones"), "w") as f:
+        for utt, lab in sorted(read_labels(labels).items()):
+            segs = [lab[0]] + [b for a, b in zip(lab, lab[1:]) if b != a]
+            f.write(utt + " " + " ".join(f"t{c}" for c in segs) + "\n")
+    assert probe_main(["--features", "fbank", "--train", data, "--test", data, "--out", str(tmp_path / "p"), "--max-steps", "400"]) == 0
+    result = json.load(open(tmp_path / "p" / "result.json"))
+    assert result["probe"] == "linear" and result["per"] < 0.5, result
+    linear = PhoneCTC(40, 9, num_layers_in=3, dilations=())
+    assert sum(p.numel() for p in linear.parameters()) == 3 + 2 * 40 + 40 * 9 + 9  # weights, LN, one linear layer

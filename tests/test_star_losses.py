@@ -240,3 +240,15 @@ def test_l1_cos_matches_equation():
     torch.testing.assert_close(l1_cos_loss(h, p, lengths, cos_weight=0.5), total, rtol=1e-5, atol=1e-6)
     with pytest.raises(ValueError, match="out_dim"):
         l1_cos_loss(h, [x[..., :3] for x in p], lengths)
+
+
+@pytest.mark.parametrize("method", ["direct", "gram"])
+def test_both_tgm_losses_together_equal_each_alone(method):
+    g = torch.Generator().manual_seed(3)
+    lengths = torch.tensor([9, 5])
+    t = [torch.randn(2, 9, 12, generator=g, dtype=torch.float64) for _ in range(4)]
+    s = [torch.randn(2, 9, 7, generator=g, dtype=torch.float64) for _ in range(4)]
+    both = star.tgm_losses(t, s, lengths, method=method)
+    torch.testing.assert_close(both["layer_wise"], star.layer_wise_tgm_loss(t, s, lengths, method="direct"))
+    torch.testing.assert_close(both["intra_layer"], star.intra_layer_tgm_loss(t, s, lengths, method="direct"))
+    assert star._use_gram("auto", 500, 768, 432, terms=2) and not star._use_gram("auto", 500, 768, 432, terms=1)

@@ -38,9 +38,9 @@ align_blank_penalty=auto   # auto: the best of 0..40 on dev against its exact wo
 mfa_dictionary=""          # with MFA installed (conda): a dictionary and acoustic model for `mfa align`
 mfa_acoustic_model=""
 teacher_steps=600
-distill_teacher=hubert_tiny   # the teacher of stages 6-7: hubert_tiny or melhubert_tiny
+distill_teacher=melhubert_tiny   # the teacher of stages 6-7: melhubert_tiny (the better one here) or hubert_tiny
 student_steps=600
-probe_steps=600
+probe_steps=5000            # linear probe updates (SUPERB PR design; ~1-3 min each)
 
 . ./path.sh
 . ./cmd.sh

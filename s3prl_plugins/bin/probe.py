@@ -1,5 +1,10 @@
-"""Phone-recognition probe: a small CTC model on frozen features (log-Mel or any upstream checkpoint);
+"""Phone-recognition probe: a CTC model on frozen features (log-Mel or any upstream checkpoint);
 reports the test phone error rate. The same probe on every upstream makes them comparable.
+
+``--probe linear`` (default) is SUPERB PR's design: a learned softmax-weighted sum of all layers, layer
+norm, one linear layer, CTC. It rewards features whose phone identity is linearly readable, which is
+what pre-training should add over log-Mel. ``--probe conv`` adds six residual dilated convolutions
+(the aligner's acoustic model), strong enough that log-Mel itself scores well.
 
 Usage::
 
@@ -16,11 +21,16 @@ import os
 import random
 import sys
 
+import torch
+
 from s3prl_plugins.segment.aligner import train_phone_ctc
 from s3prl_plugins.segment.phone_ctc import FeatureDataset, PhoneVocab, extract_features, phone_error_rate, read_phones
 
 
-def run_probe(features: str, train_dir: str, test_dir: str, out: str, max_steps: int = 600, valid_dir: str = None, max_train_utts: int = 0) -> dict:
+PROBES = {"linear": dict(dilations=(), lr=0.02), "conv": dict(dilations=(1, 2, 4, 8, 16, 1), lr=2e-3)}
+
+
+def run_probe(features: str, train_dir: str, test_dir: str, out: str, max_steps: int = 5000, valid_dir: str = None, max_train_utts: int = 0, probe: str = "linear") -> dict:
     """Train the probe on ``train_dir`` (its first ``max_train_utts`` utterances with phones, in a
     seeded random order, when given: features of a large corpus are kept in memory) and score ``test_dir``."""
     train_phones = read_phones(os.path.join(train_dir, "phones"))
@@ -37,10 +47,13 @@ def run_probe(features: str, train_dir: str, test_dir: str, out: str, max_steps:
     valid = None
     if valid_dir:
         valid = (extract_features(features, valid_dir)[0], targets(read_phones(os.path.join(valid_dir, "phones"))))
-    model = train_phone_ctc((feats, targets(train_phones)), valid, len(vocab), os.path.join(out, "model"), max_steps=max_steps)
+    if probe not in PROBES:
+        raise ValueError(f"--probe must be one of {sorted(PROBES)}, not {probe!r}")
+    model = train_phone_ctc((feats, targets(train_phones)), valid, len(vocab), os.path.join(out, "model"), max_steps=max_steps, **PROBES[probe])
     test_feats, _ = extract_features(features, test_dir)
     per = phone_error_rate(model, FeatureDataset(test_feats, targets(read_phones(os.path.join(test_dir, "phones")))))
-    result = {"features": features, "frame_shift": shift, "test": test_dir, "per": per, "steps": max_steps, "train_utts": len(feats)}
+    result = {"features": features, "frame_shift": shift, "test": test_dir, "per": per, "steps": max_steps, "train_utts": len(feats), "probe": probe,
+              "layer_weights": [round(w, 4) for w in torch.softmax(model.layer_weights.detach(), 0).tolist()]}
     os.makedirs(out, exist_ok=True)
     with open(os.path.join(out, "result.json"), "w") as f:
         json.dump(result, f, indent=2)
@@ -54,11 +67,12 @@ def main(argv=None) -> int:
     p.add_argument("--valid")
     p.add_argument("--test", required=True)
     p.add_argument("--out", required=True)
-    p.add_argument("--max-steps", type=int, default=600)
+    p.add_argument("--max-steps", type=int, default=5000)
+    p.add_argument("--probe", choices=sorted(PROBES), default="linear")
     p.add_argument("--max-train-utts", type=int, default=0, help="train on a random subset of this many utterances (0: all)")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    print(json.dumps(run_probe(args.features, args.train, args.test, args.out, args.max_steps, args.valid, args.max_train_utts)))
+    print(json.dumps(run_probe(args.features, args.train, args.test, args.out, args.max_steps, args.valid, args.max_train_utts, args.probe)))
     return 0
 
 

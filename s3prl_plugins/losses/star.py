@@ -34,7 +34,8 @@ Conventions shared by every function here:
   ``||A1 A2^T - B1 B2^T||_F^2 = <A1^T A1, A2^T A2> - 2 <A1^T B1, A2^T B2> + <B1^T B1, B2^T B2>`` for the
   intra-layer TGM) needs only ``D x D`` products: memory independent of ``T``, and ``O(T D^2)`` instead of
   ``O(T^2 D)`` work. ``method="auto"`` uses it when it needs fewer multiply-adds than the direct
-  ``T x T`` form (``T > (Dt^2 + Dt*Ds + Ds^2) / (Dt + Ds)``, ~924 frames for 768/432); ``"gram"`` /
+  ``T x T`` form (``T > (Dt^2 + Dt*Ds + Ds^2) / (k (Dt + Ds))`` for ``k`` losses computed together by
+  :func:`tgm_losses`: ~924 frames for 768/432 alone, ~462 for STaR's two); ``"gram"`` /
   ``"direct"`` force one. Both are computed in float32 (float64 inputs stay float64) with autocast off.
   The D x D form subtracts large terms: in float32 its absolute error is ~1e-7 of ``||A^T A||^2``,
   negligible for training; equality with the direct form to 1e-5 relative holds in float64 (tested).
@@ -42,7 +43,7 @@ Conventions shared by every function here:
 
 from __future__ import annotations
 
-from typing import List, Sequence, Tuple, Union
+from typing import Dict, List, Sequence, Tuple, Union
 
 import torch
 from torch import Tensor
@@ -101,26 +102,24 @@ def _prep(x: Tensor, mask: Tensor, normalize: str) -> Tensor:
     return x * mask[..., None].to(x.dtype)
 
 
-def _use_gram(method: str, frames: int, dt: int, ds: int) -> bool:
+def _use_gram(method: str, frames: int, dt: int, ds: int, terms: int = 1) -> bool:
+    """Whether the D x D form needs fewer multiply-adds than the direct one for ``terms`` TGM losses
+    computed together (the D x D products are shared between the layer-wise and intra-layer losses)."""
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, not {method!r}")
     if method == "auto":
-        return frames * (dt * dt + dt * ds + ds * ds) < frames * frames * (dt + ds)
+        return frames * (dt * dt + dt * ds + ds * ds) < terms * frames * frames * (dt + ds)
     return method == "gram"
 
 
-def _tgm_distance(a1: Tensor, a2: Tensor, b1: Tensor, b2: Tensor, use_gram: bool) -> Tensor:
-    """Per utterance ``||a1 a2^T - b1 b2^T||_F^2``; (B,) — a* teacher (no gradient needed), b* student."""
-    if not use_gram:
-        ga = torch.bmm(a1, a2.transpose(1, 2))
-        gb = torch.bmm(b1, b2.transpose(1, 2))
-        return (ga - gb).pow(2).sum((1, 2))
-    bt = lambda x, y: torch.bmm(x.transpose(1, 2), y)  # noqa: E731  (B, d, d') = x^T y
-    same_a, same_b = a1 is a2, b1 is b2
-    aa = bt(a1, a1).pow(2).sum((1, 2)) if same_a else (bt(a1, a1) * bt(a2, a2)).sum((1, 2))
-    bb = bt(b1, b1).pow(2).sum((1, 2)) if same_b else (bt(b1, b1) * bt(b2, b2)).sum((1, 2))
-    ab = bt(a1, b1).pow(2).sum((1, 2)) if (same_a and same_b) else (bt(a1, b1) * bt(a2, b2)).sum((1, 2))
-    return aa - 2.0 * ab + bb
+def _bt(x: Tensor, y: Tensor) -> Tensor:
+    """(B, N, d), (B, N, d') -> (B, d, d') = x^T y."""
+    return torch.bmm(x.transpose(1, 2), y)
+
+
+def _inner(x: Tensor, y: Tensor) -> Tensor:
+    """Per-utterance Frobenius inner product of (B, ., .) tensors -> (B,)."""
+    return (x * y).sum((1, 2))
 
 
 def _reduce(per_utt: Tensor, lengths: Tensor, reduction: str, power: int) -> Tensor:
@@ -130,6 +129,54 @@ def _reduce(per_utt: Tensor, lengths: Tensor, reduction: str, power: int) -> Ten
         raise ValueError(f"reduction must be one of {REDUCTIONS}, not {reduction!r}")
     n = lengths.to(per_utt.dtype).clamp(min=1)
     return (per_utt / n**power).mean()
+
+
+def tgm_losses(
+    teacher_states: Sequence[Tensor],
+    student_states: Sequence[Tensor],
+    lengths: Tensor,
+    layer_wise: bool = True,
+    intra_layer: bool = True,
+    normalize: str = "l2",
+    reduction: str = "mean",
+    method: str = "auto",
+    max_mismatch: int = 2,
+) -> Dict[str, Tensor]:
+    """The layer-wise (eq. 3-4) and/or intra-layer (eq. 5-6) TGM losses of the same states, computed
+    together: in the D x D form they share every product (``A_l^T A_l``, ``A_l^T B_l``, ``B_l^T B_l`` per
+    layer), so both cost what one costs. Returns ``{"layer_wise": ..., "intra_layer": ...}`` (those asked).
+    See :func:`layer_wise_tgm_loss` and :func:`intra_layer_tgm_loss` for the definitions."""
+    if not (layer_wise or intra_layer):
+        raise ValueError("ask for layer_wise and/or intra_layer")
+    with torch.autocast(device_type=lengths.device.type, enabled=False):
+        teacher, student, lengths = match_time(teacher_states, student_states, lengths, max_mismatch)
+        if intra_layer and len(teacher) < 2:
+            raise ValueError("the intra-layer TGM loss needs at least two states (a layer's input and output)")
+        mask = valid_mask(lengths, teacher[0].size(1))
+        ta = [_prep(t, mask, normalize) for t in teacher]
+        sa = [_prep(s, mask, normalize) for s in student]
+        frames, dt, ds = ta[0].size(1), ta[0].size(2), sa[0].size(2)
+        out: Dict[str, Tensor] = {}
+        if _use_gram(method, frames, dt, ds, int(layer_wise) + int(intra_layer)):
+            # ||A A'^T - B B'^T||^2 = <A^T A, A'^T A'> - 2 <A^T B, A'^T B'> + <B^T B, B'^T B'>
+            ga = [_bt(a, a) for a in ta]
+            c = [_bt(a, b) for a, b in zip(ta, sa)]
+            gb = [_bt(b, b) for b in sa]
+
+            def dist(i: int, j: int) -> Tensor:
+                return _inner(ga[i], ga[j]) - 2.0 * _inner(c[i], c[j]) + _inner(gb[i], gb[j])
+        else:
+
+            def dist(i: int, j: int) -> Tensor:
+                gt = torch.bmm(ta[i], ta[j].transpose(1, 2))
+                gs = torch.bmm(sa[i], sa[j].transpose(1, 2))
+                return (gt - gs).pow(2).sum((1, 2))
+
+        if layer_wise:
+            out["layer_wise"] = sum(_reduce(dist(l, l), lengths, reduction, 2) for l in range(len(ta)))
+        if intra_layer:
+            out["intra_layer"] = sum(_reduce(dist(l - 1, l), lengths, reduction, 2) for l in range(1, len(ta)))
+        return out
 
 
 def layer_wise_tgm_loss(
@@ -148,15 +195,7 @@ def layer_wise_tgm_loss(
     first transformer input). With ``reduction="mean"`` each squared distance is divided by ``n_b^2``
     and averaged over utterances (module docstring); features are normalised per ``normalize``.
     """
-    with torch.autocast(device_type=lengths.device.type, enabled=False):
-        teacher, student, lengths = match_time(teacher_states, student_states, lengths, max_mismatch)
-        mask = valid_mask(lengths, teacher[0].size(1))
-        total = 0.0
-        for t, s in zip(teacher, student):
-            a, b = _prep(t, mask, normalize), _prep(s, mask, normalize)
-            dist = _tgm_distance(a, a, b, b, _use_gram(method, a.size(1), a.size(2), b.size(2)))
-            total = total + _reduce(dist, lengths, reduction, 2)
-        return total
+    return tgm_losses(teacher_states, student_states, lengths, True, False, normalize, reduction, method, max_mismatch)["layer_wise"]
 
 
 def intra_layer_tgm_loss(
@@ -174,19 +213,7 @@ def intra_layer_tgm_loss(
     ``L_intra-layer = sum_{l=1..L} ||G^{l,T} - G^{l,S}||_F^2`` (eq. 6), for each consecutive pair of the
     given states. Reduction and normalisation as in :func:`layer_wise_tgm_loss`.
     """
-    with torch.autocast(device_type=lengths.device.type, enabled=False):
-        teacher, student, lengths = match_time(teacher_states, student_states, lengths, max_mismatch)
-        if len(teacher) < 2:
-            raise ValueError("the intra-layer TGM loss needs at least two states (a layer's input and output)")
-        mask = valid_mask(lengths, teacher[0].size(1))
-        ta = [_prep(t, mask, normalize) for t in teacher]
-        sa = [_prep(s, mask, normalize) for s in student]
-        total = 0.0
-        for l in range(1, len(ta)):
-            use = _use_gram(method, ta[l].size(1), ta[l].size(2), sa[l].size(2))
-            dist = _tgm_distance(ta[l - 1], ta[l], sa[l - 1], sa[l], use)
-            total = total + _reduce(dist, lengths, reduction, 2)
-        return total
+    return tgm_losses(teacher_states, student_states, lengths, False, True, normalize, reduction, method, max_mismatch)["intra_layer"]
 
 
 def avg_attention_kl(

@@ -113,10 +113,9 @@ class DistillationTask(nn.Module):
         kw = dict(normalize=self.normalize, method=self.method, max_mismatch=self.max_mismatch)
         if self.layer_map:
             t_sel = [t_states[i] for i in self.layer_map]
-            if "layer_wise" in self.weights:
-                terms["layer_wise"] = star.layer_wise_tgm_loss(t_sel, s_out.hidden_states, frames, **kw)
-            if "intra_layer" in self.weights:
-                terms["intra_layer"] = star.intra_layer_tgm_loss(t_sel, s_out.hidden_states, frames, **kw)
+            lw, il = "layer_wise" in self.weights, "intra_layer" in self.weights
+            if lw or il:  # together: the D x D form shares its products between both losses
+                terms.update(star.tgm_losses(t_sel, s_out.hidden_states, frames, layer_wise=lw, intra_layer=il, **kw))
             if self.need_attention:
                 t_att = [t_attns[i - 1] for i in self.layer_map[1:]]
                 if "avg_attn" in self.weights:
