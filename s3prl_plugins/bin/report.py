@@ -60,12 +60,12 @@ def build_report(models: Dict[str, str], probes: Dict[str, str]) -> Dict[str, Di
 
 
 def format_report(report: Dict[str, Dict[str, object]]) -> str:
-    rows = [f"{'model':<14} {'params':>12} {'GMACs/s':>9} {'probe PER':>10}  source"]
+    rows = [f"{'model':<18} {'params':>12} {'GMACs/s':>9} {'probe PER':>10}  source"]
     for name, r in report.items():
         per: Optional[float] = r.get("probe_per")  # type: ignore[assignment]
         params = f"{r['params']:,}" if "params" in r else "-"
         macs = f"{r['gmacs_per_second']:.3f}" if "gmacs_per_second" in r else "-"
-        rows.append(f"{name:<14} {params:>12} {macs:>9} {(f'{100 * per:.1f}%' if per is not None else '-'):>10}  {r.get('source', '')}")
+        rows.append(f"{name:<18} {params:>12} {macs:>9} {(f'{100 * per:.1f}%' if per is not None else '-'):>10}  {r.get('source', '')}")
     return "\n".join(rows)
 
 
