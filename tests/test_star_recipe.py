@@ -69,12 +69,16 @@ def test_librispeech_star_recipe_end_to_end(tmp_path):
     star = work / "star"
     assert read_data_dir(str(star / "data" / "train")).utts == read_data_dir(str(star / "data" / "train_clean_100")).utts
     assert os.path.isfile(star / "exp" / "star" / "model.pt")
-    report = json.load(open(star / "exp" / "report.json"))
+    report = json.load(open(star / "exp" / "star" / "report.json"))
     assert report["teacher"]["params"] > report["student"]["params"] > 0
     assert 0 <= report["student"]["probe_per"] <= 2 and 0 <= report["teacher"]["probe_per"] <= 2
-    probe = json.load(open(star / "exp" / "probe" / "student" / "result.json"))
+    probe = json.load(open(star / "exp" / "star" / "probe" / "result.json"))
     assert probe["train_utts"] == 4
     assert "updates (" in r.stderr and "student: exp/star/model.pt" in r.stderr
+    assert open(star / "exp" / "star" / "teacher.txt").read().strip() == teacher
+    # the teacher's probe is kept for the next student of the same teacher
+    r = subprocess.run(cmd + ["--stage", "4", "--stop-stage", "4"], cwd=star, env=env, capture_output=True, text=True, timeout=900)
+    assert r.returncode == 0 and r.stderr.count(": kept") == 2, r.stderr[-3000:]
     # --stage 3 resumes at distillation: the finished run is found and nothing is retrained
     r = subprocess.run(cmd + ["--stage", "3", "--stop-stage", "3"], cwd=star, env=env, capture_output=True, text=True, timeout=900)
     assert r.returncode == 0, r.stderr[-3000:]
@@ -82,3 +86,19 @@ def test_librispeech_star_recipe_end_to_end(tmp_path):
     # an effective batch that the GPUs x batch size cannot make stops with the reason
     r = subprocess.run(cmd + ["--stage", "3", "--effective-batch", "3"], cwd=star, env=env, capture_output=True, text=True, timeout=300)
     assert r.returncode != 0 and "not a multiple" in r.stderr
+
+
+@pytest.mark.parametrize("name, params", [("star.yaml", 22_308_592), ("star_hubert_l.yaml", 26_626_672),
+                                          ("star_hubert_9m.yaml", 8_521_264), ("star_wavlm.yaml", 22_308_592)])
+def test_librispeech_star_configs_build_the_students_they_name(name, params):
+    """Each shipped config gives the student its comment names, with the final STaR loss, 13 states."""
+    from s3prl_plugins.train.distill import build_student
+
+    with open(os.path.join(ROOT, "egs", "librispeech", "star", "conf", name)) as f:
+        text = f.read()
+    cfg = yaml.safe_load(text)
+    student = build_student(cfg["student"])
+    assert sum(p.numel() for p in student.parameters()) == params
+    assert student.config.num_layers == 12 and cfg["objectives"] == {"layer_wise": 1.0, "intra_layer": 1.0}
+    assert f"{params:,}" in text or f"{params / 1e6:.2f} M" in text
+    assert cfg["trainer"]["lr"] == 0.001 and cfg["trainer"]["schedule"] == "cosine"

@@ -3,7 +3,7 @@
 Usage::
 
     python -m s3prl_plugins.bin.report --models teacher=hubert_base student=exp/star/model.pt \
-        --probes teacher=exp/probe/teacher/result.json student=exp/probe/student/result.json --out exp/report.json
+        --probes teacher=exp/probe/teacher/result.json student=exp/star/probe/result.json --out exp/star/report.json
 """
 
 from __future__ import annotations
