@@ -7,8 +7,10 @@ import subprocess
 
 import pytest
 
+from s3prl_plugins.data.kaldi import read_data_dir
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-FAST = ["--utts-per-speaker", "2", "--align-steps", "20", "--teacher-steps", "3", "--student-steps", "3", "--probe-steps", "10"]
+FAST = ["--utts-per-speaker", "2", "--subsets", "ks", "--align-steps", "20", "--teacher-steps", "3", "--student-steps", "3", "--probe-steps", "10"]
 
 
 @pytest.fixture(scope="module")
@@ -30,6 +32,8 @@ def test_all_stages(recipe):
     assert r.returncode == 0, r.stderr[-4000:]
     for split in ("train", "dev", "test"):
         assert (recipe / "data" / split / "wav.scp").is_file() and (recipe / "data" / split / "phones").is_file()
+        assert read_data_dir(str(recipe / "data" / f"ks_{split}")).utt2dur  # the KS subset, copied in stage 1
+    assert not (recipe / "data" / "sid_train").exists()  # --subsets ks only
     report = json.loads((recipe / "exp" / "align" / "report.json").read_text())
     assert report["method"] == "ctc" and report["dirs"]["test"]["aligned"] > 0
     assert "mean_abs_boundary_ms" in report["dirs"]["test"]

@@ -2,9 +2,12 @@
 # The embedded default: every stage on the synthetic mini corpus, minutes on a laptop CPU.
 #
 # Stages (inputs -> outputs; rough cost on 2 CPU cores):
-#   0 corpus   espeak-ng -> $corpus_dir (LibriSpeech layout, exact word times)     ~30 s, 60 MB
+#   0 corpus   espeak-ng -> $corpus_dir (LibriSpeech layout, exact word times), and --subsets:
+#              keyword spotting (Speech Commands v0.01 layout) and speaker identification
+#              -> $corpus_dir/subsets                                               ~45 s, 75 MB
 #   1 data     $corpus_dir -> data/{train,dev,test} (Kaldi data dirs + skipped.txt,
-#              + 'phones': the corpus's espeak-ng phones, words separated by |)        ~2 s
+#              + 'phones': the corpus's espeak-ng phones, words separated by |),
+#              data/{ks,sid}_{train,dev,test} (text = keyword class; utt2spk = speaker)  ~2 s
 #   2 align    data/* -> exp/align/{train,dev,test}/*.TextGrid (words + phones tiers),
 #              failed.txt, report.json (PER, word-boundary error vs the exact times).
 #              MFA when usable and given --mfa-dictionary/--mfa-acoustic-model, else a CTC
@@ -23,6 +26,7 @@
 #   9 report   prints where everything is and what it scored -> exp/report.json
 #
 # Usage: ./run.sh [--stage N] [--stop-stage M] [--corpus-dir DIR] [--utts-per-speaker K] [--seed S]
+#                 [--subsets "ks sid"]
 # Finished stages are skipped (markers in exp/.done.*); delete a marker to redo a stage.
 set -euo pipefail
 
@@ -31,6 +35,7 @@ stop_stage=100
 corpus_dir=data/mini_corpus
 utts_per_speaker=45
 seed=0
+subsets="ks sid"      # KS/SID subsets of the corpus ("" for none; sid needs >= 3 utterances per speaker)
 nj=2
 aligner=auto          # auto: MFA if it runs here, else CTC; mfa; ctc
 align_steps=600
@@ -53,7 +58,7 @@ if [ ${stage} -le 0 ] && [ ${stop_stage} -ge 0 ]; then
   else
     log "Stage 0: synthesising the mini corpus into ${corpus_dir}"
     python -m s3prl_plugins.bin.make_mini_corpus --out "${corpus_dir}" --seed "${seed}" \
-      --utts-per-speaker "${utts_per_speaker}" --jobs "${nj}"
+      --utts-per-speaker "${utts_per_speaker}" --jobs "${nj}" --subsets ${subsets}
     mark_done corpus
   fi
 fi
@@ -66,6 +71,11 @@ if [ ${stage} -le 1 ] && [ ${stop_stage} -ge 1 ]; then
     python -m s3prl_plugins.bin.prepare_data --root "${corpus_dir}/LibriSpeech" --subsets train dev test --out data
     for split in train dev test; do
       python -c "from s3prl_plugins.data.mini_corpus import write_reference_phones as w; w('${corpus_dir}', '${split}', 'data/${split}')"
+    done
+    for kind in ${subsets}; do
+      for split in train dev test; do
+        rm -rf "data/${kind}_${split}" && cp -r "${corpus_dir}/subsets/data/${kind}_${split}" "data/${kind}_${split}"
+      done
     done
     mark_done data
   fi
