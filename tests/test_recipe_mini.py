@@ -47,6 +47,8 @@ def test_all_stages(recipe):
     report = json.loads((recipe / "exp" / "report.json").read_text())
     assert report["star_tiny"]["params"] == report["distilhubert_tiny"]["params"] < report["hubert_tiny"]["params"]
     assert all(report[n]["probe_per"] is not None for n in ("fbank", "hubert_tiny", "star_tiny", "distilhubert_tiny"))
+    assert all(0 <= report[n]["ks_acc"] <= 1 and "sid_acc" not in report[n] for n in ("fbank", "melhubert_tiny", "star_tiny"))
+    assert "KS acc " in r.stdout and "SID acc " not in r.stdout  # the table has the KS column only
     # the students load through s3prl's stock hub with our entry
     import s3prl.hub as hub
 

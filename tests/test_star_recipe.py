@@ -102,3 +102,18 @@ def test_librispeech_star_configs_build_the_students_they_name(name, params):
     assert student.config.num_layers == 12 and cfg["objectives"] == {"layer_wise": 1.0, "intra_layer": 1.0}
     assert f"{params:,}" in text or f"{params / 1e6:.2f} M" in text
     assert cfg["trainer"]["lr"] == 0.001 and cfg["trainer"]["schedule"] == "cosine"
+
+
+def test_report_table_with_utterance_probes(tmp_path):
+    from s3prl_plugins.bin.report import build_report, format_report, main as report_main
+
+    (tmp_path / "per.json").write_text(json.dumps({"per": 0.25}))
+    (tmp_path / "ks.json").write_text(json.dumps({"accuracy": 0.5}))
+    report = build_report({}, {"a": str(tmp_path / "per.json")}, {"ks": {"a": str(tmp_path / "ks.json"), "b": str(tmp_path / "none.json")}})
+    assert report == {"a": {"probe_per": 0.25, "ks_acc": 0.5}, "b": {"ks_acc": None}}
+    table = format_report(report).splitlines()
+    assert "KS acc" in table[0] and "25.0%" in table[1] and "50.0%" in table[1] and table[2].split()[1:5] == ["-", "-", "-", "-"]
+    out = tmp_path / "r.json"
+    assert report_main(["--probes", f"a={tmp_path / 'per.json'}", "--utt-probes", f"ks:a={tmp_path / 'ks.json'}", "--out", str(out)]) == 0
+    assert json.loads(out.read_text())["a"]["ks_acc"] == 0.5
+    assert report_main(["--utt-probes", f"a={tmp_path / 'ks.json'}"]) == 2  # task missing

@@ -22,7 +22,9 @@
 #   7 distil   the DistilHuBERT-style baseline (L1 + cosine through prediction heads), same student
 #              size: conf/distilhubert_tiny.yaml -> exp/distilhubert_tiny/model.pt    ~5 min
 #   8 probe    frozen-feature CTC phone probe: log-Mel vs each teacher and student
-#              -> exp/probe/*/result.json                                              ~8 min
+#              -> exp/probe/*/result.json; and for each of --subsets, an utterance probe
+#              (mean+std pooling, logistic regression): keyword / speaker accuracy
+#              -> exp/probe_{ks,sid}/*/result.json                                     ~10 min
 #   9 report   prints where everything is and what it scored -> exp/report.json
 #
 # Usage: ./run.sh [--stage N] [--stop-stage M] [--corpus-dir DIR] [--utts-per-speaker K] [--seed S]
@@ -174,6 +176,18 @@ if [ ${stage} -le 8 ] && [ ${stop_stage} -ge 8 ]; then
       --out "exp/probe/${name}" --max-steps "${probe_steps}"
     mark_done "probe_${name}"
   done
+  for kind in ${subsets}; do
+    label=text; [ "${kind}" = sid ] && label=speaker
+    for name in fbank hubert_tiny melhubert_tiny star_tiny distilhubert_tiny; do
+      stage_done "probe_${kind}_${name}" && continue
+      features=${name}
+      [ "${name}" = fbank ] || features=exp/${name}/model.pt
+      log "Stage 8: ${kind} probe (utterance accuracy) on ${features}"
+      ${train_cmd} python -m s3prl_plugins.bin.probe_utt --features "${features}" --train "data/${kind}_train" \
+        --test "data/${kind}_test" --label "${label}" --out "exp/probe_${kind}/${name}"
+      mark_done "probe_${kind}_${name}"
+    done
+  done
 fi
 
 if [ ${stage} -le 9 ] && [ ${stop_stage} -ge 9 ]; then
@@ -201,11 +215,14 @@ for name, line in where.items():
         print(line)
         models[name] = f"exp/{name}/model.pt"
 names = ["fbank"] + list(where)
-report = build_report(models, {n: f"exp/probe/{n}/result.json" for n in names if os.path.isfile(f"exp/probe/{n}/result.json")})
+utt = {k: {n: f"exp/probe_{k}/{n}/result.json" for n in names if os.path.isfile(f"exp/probe_{k}/{n}/result.json")} for k in ("ks", "sid")}
+report = build_report(models, {n: f"exp/probe/{n}/result.json" for n in names if os.path.isfile(f"exp/probe/{n}/result.json")},
+                      {k: v for k, v in utt.items() if v})
 with open("exp/report.json.tmp", "w") as f:
     json.dump(report, f, indent=2)
 os.replace("exp/report.json.tmp", "exp/report.json")
-print("\nphone-recognition probe (test PER, frozen features, same CTC probe) -> exp/report.json")
+print("\nprobes on frozen features -> exp/report.json: phone error rate (linear CTC, test);"
+      " KS/SID accuracy (mean+std pooling, logistic regression, test)")
 print(format_report(report))
 PY
 fi

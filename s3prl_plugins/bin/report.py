@@ -1,9 +1,11 @@
-"""Report of a recipe: parameters and MACs of each model, next to its probe result.
+"""Report of a recipe: parameters and MACs of each model, next to its probe results (phone error
+rate of ``bin.probe``; accuracies of ``bin.probe_utt`` for utterance tasks such as KS and SID).
 
 Usage::
 
     python -m s3prl_plugins.bin.report --models teacher=hubert_base student=exp/star/model.pt \
-        --probes teacher=exp/probe/teacher/result.json student=exp/star/probe/result.json --out exp/star/report.json
+        --probes teacher=exp/probe/teacher/result.json student=exp/star/probe/result.json \
+        [--utt-probes ks:student=exp/probe_ks/student/result.json ...] --out exp/star/report.json
 """
 
 from __future__ import annotations
@@ -44,7 +46,9 @@ def model_summary(source: str, seconds: float = 10.0) -> Dict[str, object]:
     }
 
 
-def build_report(models: Dict[str, str], probes: Dict[str, str]) -> Dict[str, Dict[str, object]]:
+def build_report(models: Dict[str, str], probes: Dict[str, str], utt_probes: Optional[Dict[str, Dict[str, str]]] = None) -> Dict[str, Dict[str, object]]:
+    """``probes``: model -> PER result.json; ``utt_probes``: task -> model -> accuracy result.json
+    (entries ``<task>_acc``; None where the file is missing)."""
     report: Dict[str, Dict[str, object]] = {}
     for name, source in models.items():
         report[name] = model_summary(source)
@@ -56,28 +60,50 @@ def build_report(models: Dict[str, str], probes: Dict[str, str]) -> Dict[str, Di
         else:
             entry["probe_per"] = None
             logging.warning("no probe result at %s", path)
+    for task, paths in (utt_probes or {}).items():
+        for name, path in paths.items():
+            entry = report.setdefault(name, {})
+            if os.path.isfile(path):
+                with open(path) as f:
+                    entry[f"{task}_acc"] = json.load(f)["accuracy"]
+            else:
+                entry[f"{task}_acc"] = None
+                logging.warning("no %s probe result at %s", task, path)
     return report
 
 
 def format_report(report: Dict[str, Dict[str, object]]) -> str:
-    rows = [f"{'model':<18} {'params':>12} {'GMACs/s':>9} {'probe PER':>10}  source"]
+    tasks = sorted({k[: -len("_acc")] for r in report.values() for k in r if k.endswith("_acc")})
+
+    def pct(v: Optional[float]) -> str:
+        return f"{100 * v:.1f}%" if v is not None else "-"
+
+    head = f"{'model':<18} {'params':>12} {'GMACs/s':>9} {'probe PER':>10}" + "".join(f" {t.upper() + ' acc':>8}" for t in tasks)
+    rows = [head + "  source"]
     for name, r in report.items():
-        per: Optional[float] = r.get("probe_per")  # type: ignore[assignment]
         params = f"{r['params']:,}" if "params" in r else "-"
         macs = f"{r['gmacs_per_second']:.3f}" if "gmacs_per_second" in r else "-"
-        rows.append(f"{name:<18} {params:>12} {macs:>9} {(f'{100 * per:.1f}%' if per is not None else '-'):>10}  {r.get('source', '')}")
+        accs = "".join(f" {pct(r.get(f'{t}_acc')):>8}" for t in tasks)  # type: ignore[arg-type]
+        rows.append(f"{name:<18} {params:>12} {macs:>9} {pct(r.get('probe_per')):>10}{accs}  {r.get('source', '')}")  # type: ignore[arg-type]
     return "\n".join(rows)
 
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--models", nargs="*", default=[])
-    p.add_argument("--probes", nargs="*", default=[])
+    p.add_argument("--probes", nargs="*", default=[], help="name=PER result.json of bin.probe")
+    p.add_argument("--utt-probes", nargs="*", default=[], help="task:name=result.json of bin.probe_utt (e.g. ks:student=...)")
     p.add_argument("--out")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
-        report = build_report(_pairs(args.models, "models"), _pairs(args.probes, "probes"))
+        utt: Dict[str, Dict[str, str]] = {}
+        for key, path in _pairs(args.utt_probes, "utt-probes").items():
+            if ":" not in key:
+                raise ValueError(f"--utt-probes expects task:name=path, got {key}={path}")
+            task, name = key.split(":", 1)
+            utt.setdefault(task, {})[name] = path
+        report = build_report(_pairs(args.models, "models"), _pairs(args.probes, "probes"), utt)
     except (OSError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

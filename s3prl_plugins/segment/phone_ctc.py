@@ -63,10 +63,15 @@ class PhoneVocab:
 
 
 class FeatureExtractor:
-    """Frozen frame features of one waveform: (layers, frames, dim) and the frame shift in seconds."""
+    """Frozen frame features of one waveform: (layers, frames, dim) and the frame shift in seconds.
 
-    def __init__(self, source: str = "fbank"):
+    ``source`` is ``fbank`` (40 Kaldi log-Mel bins, 10 ms; normalised per utterance when ``cmvn``,
+    which utterance-level probes turn off: it would erase the speaker's spectral mean) or anything
+    :func:`load_pretrained` loads (all hidden states)."""
+
+    def __init__(self, source: str = "fbank", cmvn: bool = True):
         self.source = source
+        self.cmvn = cmvn
         self.model = None
         if source != "fbank":
             from s3prl_plugins.models.loading import load_pretrained
@@ -80,7 +85,8 @@ class FeatureExtractor:
             import torchaudio
 
             f = torchaudio.compliance.kaldi.fbank(wav[None] * 32768, num_mel_bins=40, dither=0.0, energy_floor=0.0)
-            f = (f - f.mean(0)) / f.std(0).clamp(min=1e-5)
+            if self.cmvn:
+                f = (f - f.mean(0)) / f.std(0).clamp(min=1e-5)
             return f[None]
         out = self.model(wav[None])
         return torch.stack([h[0] for h in out.hidden_states])
