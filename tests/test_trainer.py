@@ -1,6 +1,7 @@
 """The one trainer: exact resume (also after SIGKILL), NaN guard, schedules, DDP with gloo, export."""
 
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -174,25 +175,51 @@ def test_grad_accumulation_equals_big_batch(tmp_path):
     torch.testing.assert_close(a.lin.weight, b.lin.weight)
 
 
-def test_ddp_two_gloo_processes(tmp_path, tiny):
-    cfg = tiny_pretrain_config(str(tmp_path), *tiny, max_steps=4, save_every=2)
-    with open(tmp_path / "c.yaml", "w") as f:
-        yaml.safe_dump(cfg, f)
+def _torchrun_pretrain(config_path, timeout=300):
     torchrun = os.path.join(os.path.dirname(sys.executable), "torchrun")
     proc = subprocess.Popen(
-        [torchrun, "--standalone", "--nproc_per_node=2", "-m", "s3prl_plugins.bin.pretrain", "--config", str(tmp_path / "c.yaml")],
+        [torchrun, "--standalone", "--nproc_per_node=2", "-m", "s3prl_plugins.bin.pretrain", "--config", str(config_path)],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=dict(os.environ, OMP_NUM_THREADS="1"),
         start_new_session=True,  # so a hang can be killed with its workers
     )
     try:
-        _, err = proc.communicate(timeout=300)
+        _, err = proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
         os.killpg(proc.pid, signal.SIGKILL)
         raise
     assert proc.returncode == 0, err[-3000:]
-    state = torch.load(os.path.join(cfg["trainer"]["exp_dir"], "checkpoints", "step00000004.pt"), weights_only=True)
-    assert state["trainer"]["step"] == 4
-    assert os.path.isfile(os.path.join(cfg["trainer"]["exp_dir"], "model.pt"))
+    return err
+
+
+def test_ddp_two_gloo_processes_resume_exactly(tmp_path, tiny, caplog):
+    """Two gloo ranks; a run resumed from its step-2 checkpoint ends with the uninterrupted run's
+    weights: each rank's random streams (masks, dropout) are saved and restored per rank."""
+    final = {}
+    for name in ("straight", "resumed"):
+        cfg = tiny_pretrain_config(str(tmp_path / name), *tiny, max_steps=4, save_every=2, keep_last=3)
+        with open(tmp_path / f"{name}.yaml", "w") as f:
+            yaml.safe_dump(cfg, f)
+        _torchrun_pretrain(tmp_path / f"{name}.yaml")
+        exp = cfg["trainer"]["exp_dir"]
+        assert os.path.isfile(os.path.join(exp, "model.pt"))
+        if name == "resumed":  # as if killed right after the step-2 checkpoint
+            os.remove(os.path.join(exp, "checkpoints", "step00000004.pt"))
+            os.remove(os.path.join(exp, "model.pt"))
+            with open(os.path.join(exp, "checkpoints", "last.txt"), "w") as f:
+                f.write("step00000002.pt\n")
+            err = _torchrun_pretrain(tmp_path / f"{name}.yaml")
+            assert "resumed from" in err and "at step 2" in err
+        state = torch.load(os.path.join(exp, "checkpoints", "step00000004.pt"), weights_only=True)
+        assert state["trainer"]["step"] == 4 and len(state["rng_per_rank"]) == 2
+        final[name] = state["task_state"]
+    assert final["straight"].keys() == final["resumed"].keys()
+    for k in final["straight"]:
+        assert torch.equal(final["straight"][k], final["resumed"][k]), k
+    # resuming that 2-process run in one process: allowed, and says its random streams are new
+    cfg = tiny_pretrain_config(str(tmp_path / "straight"), *tiny, max_steps=5, save_every=2, keep_last=3)
+    with caplog.at_level(logging.WARNING, logger="s3prl_plugins.train.trainer"):
+        run_pretrain(cfg)
+    assert "written by 2 process(es), resuming with 1" in caplog.text
 
 
 def test_targets_from_acoustic_features_and_hidden_layers(tmp_path, tiny):

@@ -226,8 +226,27 @@ class Trainer:
         return self.rank == 0
 
     # ------------------------------------------------------------ checkpoints
-    def state(self) -> Dict[str, Any]:
+    def _rng_state(self) -> Dict[str, Any]:
+        """This process's random streams: torch CPU, this GPU's (dropout and masks on CUDA), Python."""
+        py = random.getstate()
+        return {
+            "torch": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state(self.device) if self.device.startswith("cuda") else None,
+            "python": list(py[1]),
+            "python_pos": py[2],
+        }
+
+    def _set_rng_state(self, rng: Dict[str, Any]) -> None:
+        torch.set_rng_state(rng["torch"])
+        if rng.get("cuda") is not None and self.device.startswith("cuda"):
+            torch.cuda.set_rng_state(rng["cuda"], self.device)
+        random.setstate((3, tuple(rng["python"]), rng["python_pos"]))
+
+    def state(self, rng_per_rank: Optional[list] = None) -> Dict[str, Any]:
+        """The training state; ``rng_per_rank`` holds every process's random streams (gathered by
+        :meth:`save`), so that each rank of a DDP run resumes its own (default: this process's)."""
         task_state = {k: v.detach().cpu() for k, v in self.task.state_dict().items() if self.state_filter(k)}
+        rngs = rng_per_rank if rng_per_rank is not None else [self._rng_state()]
         return {
             "format_version": 1,
             "kind": "training_state",
@@ -237,13 +256,18 @@ class Trainer:
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
             "scaler": self.scaler.state_dict(),
-            "rng": {"torch": torch.get_rng_state(), "python": list(random.getstate()[1]), "python_pos": random.getstate()[2]},
+            "rng": rngs[0],
+            "rng_per_rank": rngs,
         }
 
     def save(self) -> str:
         path = os.path.join(self.ckpt_dir, f"step{self.step:08d}.pt")
+        rngs = [self._rng_state()]
+        if self.world > 1:  # every rank's streams: rank r resumes its own masks and dropout
+            rngs = [None] * self.world
+            dist.all_gather_object(rngs, self._rng_state())
         if self._is_main():
-            atomic_save(self.state(), path)
+            atomic_save(self.state(rngs), path)
             with open(os.path.join(self.ckpt_dir, "last.txt.tmp"), "w") as f:
                 f.write(os.path.basename(path) + "\n")
             os.replace(os.path.join(self.ckpt_dir, "last.txt.tmp"), os.path.join(self.ckpt_dir, "last.txt"))
@@ -277,8 +301,13 @@ class Trainer:
         self.scaler.load_state_dict(ckpt["scaler"])
         t = ckpt["trainer"]
         self.step, self.epoch, self.batch_in_epoch, self.bad_steps = t["step"], t["epoch"], t["batch_in_epoch"], t["bad_steps"]
-        torch.set_rng_state(ckpt["rng"]["torch"])
-        random.setstate((3, tuple(ckpt["rng"]["python"]), ckpt["rng"]["python_pos"]))
+        rngs = ckpt.get("rng_per_rank") or [ckpt["rng"]]
+        if len(rngs) == self.world:
+            self._set_rng_state(rngs[self.rank])
+        else:  # the trajectory cannot be the same anyway: the data are split differently
+            logger.warning("%s was written by %d process(es), resuming with %d: random streams re-seeded", path, len(rngs), self.world)
+            torch.manual_seed(self.config.seed + self.rank + 1000 * self.step)
+            random.seed(self.config.seed + self.rank + 1000 * self.step)
         logger.info("resumed from %s at step %d (epoch %d, batch %d)", path, self.step, self.epoch, self.batch_in_epoch)
 
     # ------------------------------------------------------------------ loops
