@@ -238,3 +238,53 @@ def test_feature_grad_mult_scales_frontend_gradients():
         grads[mult] = (model.frontend.conv_layers[0].conv.weight.grad.clone(), model.encoder.layers[0].feed_forward.fc1.weight.grad.clone())
     torch.testing.assert_close(grads[0.1][0], grads[1.0][0] * 0.1)
     torch.testing.assert_close(grads[0.1][1], grads[1.0][1])
+
+
+def test_attention_mask_has_the_query_dtype_under_autocast(monkeypatch):
+    """Under autocast q/k/v are bf16 while the residual stream (and the padding bias built from it) is
+    fp32; SDPA would then fall back to its math kernel, materialising (B, H, T, T) scores. The mask is
+    cast to q's dtype, and an unpadded batch gets no mask at all (flash attention allowed)."""
+    import torch.nn.functional as F
+
+    from s3prl_plugins.nn import transformer
+
+    seen = []
+    real = F.scaled_dot_product_attention
+
+    def spy(q, k, v, attn_mask=None, **kw):
+        seen.append((q.dtype, None if attn_mask is None else attn_mask.dtype))
+        return real(q, k, v, attn_mask=attn_mask, **kw)
+
+    monkeypatch.setattr(transformer.F, "scaled_dot_product_attention", spy)
+    model = build_model(star_hubert_config(embed_dim=32, num_layers=2, num_heads=4, ffn_dim=64,
+                                           conv_layers=[(32, 10, 5), (32, 8, 4), (32, 4, 4), (32, 4, 4)], pos_conv_kernel=8, pos_conv_groups=4))
+    wavs = torch.randn(2, 8000)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        model(wavs, torch.tensor([8000, 6000]))
+        assert seen and all(m == q == torch.bfloat16 for q, m in seen), seen
+        seen.clear()
+        model(wavs, torch.tensor([8000, 8000]))
+        assert seen and all(m is None for _, m in seen), seen
+    # the unpadded shortcut gives what the explicit all-valid mask gives
+    with torch.no_grad():
+        a = model.eval()(wavs, torch.tensor([8000, 8000])).hidden_states[-1]
+        b = model(wavs).hidden_states[-1]
+    torch.testing.assert_close(a, b)
+
+
+def test_head_padded_attention_is_exact():
+    """Zero-padding the head size (so that GPU fused kernels accept STaRHuBERT's 36) changes nothing."""
+    import torch.nn.functional as F
+
+    from s3prl_plugins.nn.transformer import padded_sdpa
+
+    q, k, v = (torch.randn(2, 3, 50, 36, dtype=torch.float64, requires_grad=True) for _ in range(3))
+    bias = torch.zeros(2, 1, 1, 50, dtype=torch.float64).masked_fill(torch.arange(50) >= 40, float("-inf"))
+    ref = F.scaled_dot_product_attention(q, k, v, attn_mask=bias)
+    out = padded_sdpa(q, k, v, bias, 0.0, 8)
+    assert out.shape == ref.shape
+    torch.testing.assert_close(out, ref)
+    g_ref = torch.autograd.grad(ref.pow(2).sum(), (q, k, v))
+    g_out = torch.autograd.grad(out.pow(2).sum(), (q, k, v))
+    for a, b in zip(g_out, g_ref):
+        torch.testing.assert_close(a, b)

@@ -69,7 +69,11 @@ def test_profile_cli_unknown_name():
 
 
 @pytest.mark.gpu
-def test_gpu_rtf_and_identical_outputs():
+def test_gpu_rtf_and_identical_outputs(monkeypatch):
+    # cuDNN convolutions run in TF32 by default (10-bit mantissa: 2.8e-3 off on an H100, measured);
+    # the parity check is about our code, so compare in full float32
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)
+    monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", False)
     model = build_model(preset_config("star_hubert")).eval()
     wav = torch.randn(1, 32000)
     with torch.no_grad():

@@ -118,8 +118,9 @@ def _bt(x: Tensor, y: Tensor) -> Tensor:
 
 
 def _inner(x: Tensor, y: Tensor) -> Tensor:
-    """Per-utterance Frobenius inner product of (B, ., .) tensors -> (B,)."""
-    return (x * y).sum((1, 2))
+    """Frobenius inner product over the last two dimensions: (..., d, d') -> (...) (a batched dot
+    product: no (..., d, d') temporary)."""
+    return torch.einsum("...ij,...ij->...", x, y)
 
 
 def _reduce(per_utt: Tensor, lengths: Tensor, reduction: str, power: int) -> Tensor:
@@ -158,19 +159,24 @@ def tgm_losses(
         frames, dt, ds = ta[0].size(1), ta[0].size(2), sa[0].size(2)
         out: Dict[str, Tensor] = {}
         if _use_gram(method, frames, dt, ds, int(layer_wise) + int(intra_layer)):
-            # ||A A'^T - B B'^T||^2 = <A^T A, A'^T A'> - 2 <A^T B, A'^T B'> + <B^T B, B'^T B'>
-            ga = [_bt(a, a) for a in ta]
-            c = [_bt(a, b) for a, b in zip(ta, sa)]
-            gb = [_bt(b, b) for b in sa]
+            # ||A A'^T - B B'^T||^2 = <A^T A, A'^T A'> - 2 <A^T B, A'^T B'> + <B^T B, B'^T B'>, with the
+            # small D x D products of all layers stacked, (L, B, D, D'), so that the distances of every
+            # pair of layers take a few batched kernels (a GPU is otherwise bound by kernel launches)
+            ga = torch.stack([_bt(a, a) for a in ta])
+            c = torch.stack([_bt(a, b) for a, b in zip(ta, sa)])
+            gb = torch.stack([_bt(b, b) for b in sa])
+            if layer_wise:  # layer l with itself, every l: (L, B) distances summed over layers
+                d = _inner(ga, ga) - 2.0 * _inner(c, c) + _inner(gb, gb)
+                out["layer_wise"] = _reduce(d.sum(0), lengths, reduction, 2)
+            if intra_layer:  # layer l - 1 with layer l
+                d = _inner(ga[:-1], ga[1:]) - 2.0 * _inner(c[:-1], c[1:]) + _inner(gb[:-1], gb[1:])
+                out["intra_layer"] = _reduce(d.sum(0), lengths, reduction, 2)
+            return out
 
-            def dist(i: int, j: int) -> Tensor:
-                return _inner(ga[i], ga[j]) - 2.0 * _inner(c[i], c[j]) + _inner(gb[i], gb[j])
-        else:
-
-            def dist(i: int, j: int) -> Tensor:
-                gt = torch.bmm(ta[i], ta[j].transpose(1, 2))
-                gs = torch.bmm(sa[i], sa[j].transpose(1, 2))
-                return (gt - gs).pow(2).sum((1, 2))
+        def dist(i: int, j: int) -> Tensor:  # the direct N x N form, one pair of layers at a time
+            gt = torch.bmm(ta[i], ta[j].transpose(1, 2))
+            gs = torch.bmm(sa[i], sa[j].transpose(1, 2))
+            return (gt - gs).pow(2).sum((1, 2))
 
         if layer_wise:
             out["layer_wise"] = sum(_reduce(dist(l, l), lengths, reduction, 2) for l in range(len(ta)))
