@@ -11,7 +11,7 @@
 #   3 distill     --distill-config (default conf/star.yaml) -> EXP/model.pt, EXP = the config's
 #                 trainer.exp_dir (exp/star) unless --exp-dir is given (STaR loss, AdamW 1e-3, cosine,
 #                 effective batch 48); resumes from EXP/checkpoints after a kill. --ngpu N: torchrun DDP.
-#                 ~2 days on 2 GPUs for 100 h x 200 epochs
+#                 ~17 h on one H100 for 100 h x 200 epochs (bf16; bench/RESULTS.md), data loading aside
 #   4 downstream  frozen-feature CTC phone probe (train subset -> test-clean) -> EXP/probe/result.json
 #                 and exp/probe/teacher_<teacher>/result.json; with --s3prl-root (a git checkout of
 #                 s3prl, for its configs) also SUPERB PR -> EXP/superb_pr
