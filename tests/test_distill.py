@@ -2,6 +2,7 @@
 export loadable by s3prl, exact resume, DDP with two gloo processes, configuration errors."""
 
 import copy
+import math
 import json
 import os
 import signal
@@ -219,3 +220,20 @@ def test_star_hubert_preset_gives_13_states_through_s3prl(tmp_path):
     with torch.no_grad():
         hs = hub.star_hubert_local(ckpt=str(tmp_path / "star.pt")).eval()([torch.randn(16000) * 0.1])["hidden_states"]
     assert len(hs) == 13 and all(h.shape == (1, 49, 432) for h in hs)
+
+
+@pytest.mark.parametrize("kind", ["hubert", "wav2vec2", "wavlm"])
+def test_teachers_from_s3prl_checkpoints_of_each_family(tmp_path, tiny, kind):
+    """HuBERT, wav2vec 2.0 and WavLM teachers in s3prl's own checkpoint formats (tiny, random) distil
+    through the CLI path; the objectives that need attention maps get them from each."""
+    from refs import SMALL_CONV_LIST, s3prl_hubert_ckpt, s3prl_wav2vec2_ckpt, s3prl_wavlm_ckpt
+
+    ckpt = {"hubert": s3prl_hubert_ckpt, "wav2vec2": s3prl_wav2vec2_ckpt, "wavlm": s3prl_wavlm_ckpt}[kind]()
+    path = str(tmp_path / f"{kind}.pt")
+    torch.save(ckpt, path)
+    cfg = tiny_distill_config(str(tmp_path), tiny[0], path, {"layer_wise": 1.0, "intra_layer": 1.0, "avg_attn": 0.5}, max_steps=3)
+    cfg["student"]["args"]["conv_layers"] = [[16, k, s] for _, k, s in SMALL_CONV_LIST]  # the teacher's stride, 40
+    stats = run_distill(cfg)
+    assert all(math.isfinite(v) for v in stats.values()) and stats["avg_attn"] > 0
+    model, _ = load_checkpoint(os.path.join(cfg["trainer"]["exp_dir"], "model.pt"))
+    assert model.config.num_layers == 2 and model.downsample_rate == 40
