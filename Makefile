@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 PY = $(shell bash tools/setup_env.sh)
 
-.PHONY: python demo profile test test-all bench
+.PHONY: python demo profile test test-all test-gpu bench
 
 python:            ## print the project's interpreter (creating the environment if needed)
 	@bash tools/setup_env.sh
@@ -19,6 +19,9 @@ test:              ## the default test suite (CPU, a few minutes)
 
 test-all:          ## include slow tests
 	$(PY) -m pytest -q tests --runslow
+
+test-gpu:          ## the CUDA tests (opt-in; needs a GPU): bf16 attention, losses under autocast, exact resume on CUDA
+	$(PY) -m pytest -q tests --rungpu -m gpu
 
 bench:             ## CPU inference benchmark: ours vs s3prl's implementations, students vs HuBERT
 	$(PY) bench/bench_inference.py
