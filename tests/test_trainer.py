@@ -57,6 +57,12 @@ def test_resume_is_exact(tmp_path, tiny):
     split = tiny_pretrain_config(str(tmp_path / "b"), *tiny, max_steps=6)
     run_pretrain(split, stop_at=3)
     assert not os.path.exists(os.path.join(split["trainer"]["exp_dir"], "model.pt"))
+    # a checkpoint in the one-process format written before per-rank streams ("rng") still resumes exactly
+    ckpt_dir = os.path.join(split["trainer"]["exp_dir"], "checkpoints")
+    last = os.path.join(ckpt_dir, open(os.path.join(ckpt_dir, "last.txt")).read().strip())
+    state = torch.load(last, weights_only=True)
+    state["rng"] = state.pop("rng_per_rank")[0]
+    torch.save(state, last)
     run_pretrain(split)
     a = _weights(os.path.join(straight["trainer"]["exp_dir"], "model.pt"))
     b = _weights(os.path.join(split["trainer"]["exp_dir"], "model.pt"))

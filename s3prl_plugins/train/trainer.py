@@ -256,7 +256,6 @@ class Trainer:
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
             "scaler": self.scaler.state_dict(),
-            "rng": rngs[0],
             "rng_per_rank": rngs,
         }
 
@@ -301,7 +300,7 @@ class Trainer:
         self.scaler.load_state_dict(ckpt["scaler"])
         t = ckpt["trainer"]
         self.step, self.epoch, self.batch_in_epoch, self.bad_steps = t["step"], t["epoch"], t["batch_in_epoch"], t["bad_steps"]
-        rngs = ckpt.get("rng_per_rank") or [ckpt["rng"]]
+        rngs = ckpt["rng_per_rank"] if "rng_per_rank" in ckpt else [ckpt["rng"]]  # "rng": one process, before 2026-11-22
         if len(rngs) == self.world:
             self._set_rng_state(rngs[self.rank])
         else:  # the trajectory cannot be the same anyway: the data are split differently
