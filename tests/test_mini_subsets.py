@@ -139,6 +139,11 @@ def test_kept_remade_and_errors(corpus, tmp_path):
     with pytest.raises(CorpusError, match="--subsets ks"):
         make_subsets(small, SUB, kinds=("sid",), progress=False)
     assert not os.path.exists(os.path.join(small, "subsets"))
+    # another config: made again, in place of the old one (the last use of this module's corpus)
+    other = make_subsets(out, SubsetConfig(takes=1, unknown=1, silence=1, sid_heldout=(0.2, 0.2)), progress=False)
+    assert other["ks_clips"]["dev"] == summary["ks_clips"]["dev"] - 1
+    assert json.load(open(os.path.join(out, "subsets", ".done"))) == other
+    assert len(read_data_dir(os.path.join(out, "subsets", "data", "ks_dev")).utts) == other["ks_clips"]["dev"]
 
 
 def test_cli_makes_the_corpus_and_the_subsets_asked_for(tmp_path, capsys):

@@ -292,17 +292,30 @@ def make_mini_corpus(out_dir: str, config: Optional[MiniCorpusConfig] = None, jo
         "speakers": len(speakers),
         "words": len(lexicon),
     }
+    publish(
+        tmp,
+        out_dir,
+        "Synthetic English speech (espeak-ng) in LibriSpeech's layout, made by "
+        "python -m s3prl_plugins.bin.make_mini_corpus. Word times in reference/*.jsonl are exact.\n",
+        summary,
+    )
+    return summary
+
+
+def publish(tmp: str, out_dir: str, readme: str, summary: Dict[str, object], replace: bool = False) -> None:
+    """Finish a folder made under ``tmp``: write its README.txt and ``.done`` (the summary, which later
+    runs compare their config with), then move it to ``out_dir``. An existing ``out_dir`` must be empty
+    unless ``replace`` (a finished folder of ours made with another config)."""
     with open(os.path.join(tmp, "README.txt"), "w") as f:
-        f.write(
-            "Synthetic English speech (espeak-ng) in LibriSpeech's layout, made by "
-            "python -m s3prl_plugins.bin.make_mini_corpus. Word times in reference/*.jsonl are exact.\n"
-        )
+        f.write(readme)
     with open(os.path.join(tmp, ".done"), "w") as f:
         json.dump(summary, f, indent=2)
-    if os.path.exists(out_dir):
-        os.rmdir(out_dir)  # empty (checked above)
+    if os.path.isdir(out_dir):
+        if replace:
+            shutil.rmtree(out_dir)
+        else:
+            os.rmdir(out_dir)  # refuses (OSError) if anything appeared there meanwhile
     os.replace(tmp, out_dir)
-    return summary
 
 
 def write_reference_phones(corpus_dir: str, split: str, data_dir: str) -> int:

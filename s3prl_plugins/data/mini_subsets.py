@@ -47,7 +47,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from s3prl_plugins.data.kaldi import DataDir, write_data_dir
-from s3prl_plugins.data.mini_corpus import SAMPLE_RATE, CorpusError, espeak_available, synth_word
+from s3prl_plugins.data.mini_corpus import SAMPLE_RATE, CorpusError, espeak_available, publish, synth_word
 from s3prl_plugins.data.text import ADJECTIVES, NOUNS
 
 logger = logging.getLogger(__name__)
@@ -222,15 +222,14 @@ def make_subsets(
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)  # nothing half-made is left; a finished subsets/ stays
         raise
-    with open(os.path.join(tmp, "README.txt"), "w") as f:
-        f.write(
-            "Keyword-spotting (Speech Commands v0.01 layout + data/ks_*) and speaker-identification "
-            "(data/sid_*) subsets of the mini corpus; see s3prl_plugins/data/mini_subsets.py.\n"
-        )
-    with open(os.path.join(tmp, ".done"), "w") as f:
-        json.dump(summary, f, indent=2)
-    shutil.rmtree(out_dir, ignore_errors=True)
-    os.replace(tmp, out_dir)
+    publish(
+        tmp,
+        out_dir,
+        "Keyword-spotting (Speech Commands v0.01 layout + data/ks_*) and speaker-identification "
+        "(data/sid_*) subsets of the mini corpus; see s3prl_plugins/data/mini_subsets.py.\n",
+        summary,
+        replace=True,
+    )
     return summary
 
 
