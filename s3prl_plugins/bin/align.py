@@ -20,7 +20,7 @@ from s3prl_plugins.data.kaldi import read_data_dir
 from s3prl_plugins.data.audio import load_audio
 from s3prl_plugins.segment.aligner import align_corpus, boundary_errors, frame_energies, train_phone_ctc, with_silences
 from s3prl_plugins.segment.mfa import mfa_status
-from s3prl_plugins.segment.phone_ctc import FeatureDataset, PhoneVocab, extract_features, phone_error_rate, read_phones
+from s3prl_plugins.segment.phone_ctc import FeatureDataset, FeatureExtractor, PhoneVocab, extract_features, phone_error_rate, read_phones
 
 logger = logging.getLogger("align")
 
@@ -55,7 +55,8 @@ def main(argv=None) -> int:
     extra = [args.silence_token] if args.silence_token else []
     vocab = PhoneVocab([ph for words in train_phones.values() for w in words for ph in w] + extra)
     sil = vocab.index[args.silence_token] if args.silence_token else None
-    feats, shift = extract_features(args.features, args.train)
+    extractor = FeatureExtractor(args.features)  # the model (if any) is loaded once for every data dir
+    feats, shift = extract_features(extractor, args.train)
     targets = {u: with_silences([vocab.encode(w) for w in ws], sil) for u, ws in train_phones.items()}
     exp = os.path.join(args.out, "model")
     model = train_phone_ctc((feats, targets), None, len(vocab), exp, max_steps=args.max_steps)
@@ -66,7 +67,7 @@ def main(argv=None) -> int:
         return {u: frame_energies(load_audio(data.wav[u]), dfeats[u].size(1), shift) for u in data.utts if u in dfeats}
 
     def feats_of(d):
-        return feats if os.path.abspath(d) == os.path.abspath(args.train) else extract_features(args.features, d)[0]
+        return feats if os.path.abspath(d) == os.path.abspath(args.train) else extract_features(extractor, d)[0]
 
     penalty_scores = {}
     if args.blank_penalty == "auto":

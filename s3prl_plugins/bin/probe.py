@@ -24,7 +24,7 @@ import sys
 import torch
 
 from s3prl_plugins.segment.aligner import train_phone_ctc
-from s3prl_plugins.segment.phone_ctc import FeatureDataset, PhoneVocab, extract_features, phone_error_rate, read_phones
+from s3prl_plugins.segment.phone_ctc import FeatureDataset, FeatureExtractor, PhoneVocab, extract_features, phone_error_rate, read_phones
 
 
 PROBES = {"linear": dict(dilations=(), lr=0.02), "conv": dict(dilations=(1, 2, 4, 8, 16, 1), lr=2e-3)}
@@ -43,14 +43,15 @@ def run_probe(features: str, train_dir: str, test_dir: str, out: str, max_steps:
     def targets(phones):
         return {u: vocab.encode([p for w in ws for p in w]) for u, ws in phones.items() if all(p in vocab.index for w in ws for p in w)}
 
-    feats, shift = extract_features(features, train_dir, utts=sorted(train_phones))
+    ex = FeatureExtractor(features)  # the model is loaded once for every data dir
+    feats, shift = extract_features(ex, train_dir, utts=sorted(train_phones))
     valid = None
     if valid_dir:
-        valid = (extract_features(features, valid_dir)[0], targets(read_phones(os.path.join(valid_dir, "phones"))))
+        valid = (extract_features(ex, valid_dir)[0], targets(read_phones(os.path.join(valid_dir, "phones"))))
     if probe not in PROBES:
         raise ValueError(f"--probe must be one of {sorted(PROBES)}, not {probe!r}")
     model = train_phone_ctc((feats, targets(train_phones)), valid, len(vocab), os.path.join(out, "model"), max_steps=max_steps, **PROBES[probe])
-    test_feats, _ = extract_features(features, test_dir)
+    test_feats, _ = extract_features(ex, test_dir)
     per = phone_error_rate(model, FeatureDataset(test_feats, targets(read_phones(os.path.join(test_dir, "phones")))))
     result = {"features": features, "frame_shift": shift, "test": test_dir, "per": per, "steps": max_steps, "train_utts": len(feats), "probe": probe,
               "layer_weights": [round(w, 4) for w in torch.softmax(model.layer_weights.detach(), 0).tolist()]}

@@ -50,8 +50,11 @@ def pool(frames: torch.Tensor) -> np.ndarray:
     return torch.cat([frames.mean(0), frames.std(0, unbiased=False)]).numpy()
 
 
-def pooled_features(source: str, data_dir: str, label: str, layer: Union[str, int] = "avg", progress: bool = True) -> Tuple[np.ndarray, List[str], List[str]]:
-    """Pooled features (utterances, 2 dim), labels and utterance ids of a data dir."""
+def pooled_features(
+    source: Union[str, FeatureExtractor], data_dir: str, label: str, layer: Union[str, int] = "avg", progress: bool = True
+) -> Tuple[np.ndarray, List[str], List[str]]:
+    """Pooled features (utterances, 2 dim), labels and utterance ids of a data dir; ``source`` is a
+    feature source (``fbank``, a checkpoint, ...) or an extractor already built from one."""
     from tqdm import tqdm
 
     if label not in LABELS:
@@ -59,9 +62,9 @@ def pooled_features(source: str, data_dir: str, label: str, layer: Union[str, in
     d = read_data_dir(data_dir)
     if label == "text" and not d.text:
         raise ValueError(f"{data_dir} has no 'text' file: the KS label is the text (use --label speaker for SID)")
-    ex = FeatureExtractor(source, cmvn=False)
+    ex = source if isinstance(source, FeatureExtractor) else FeatureExtractor(source, cmvn=False)
     rows = []
-    for utt in tqdm(d.utts, desc=f"features {source}", disable=not progress, mininterval=10):
+    for utt in tqdm(d.utts, desc=f"features {ex.source}", disable=not progress, mininterval=10):
         rows.append(pool(select_layer(ex(load_audio(d.wav[utt])), layer)))
     return np.stack(rows), [LABELS[label](d, u) for u in d.utts], d.utts
 
@@ -75,10 +78,11 @@ def run_utterance_probe(
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
-    x_train, y_train, _ = pooled_features(features, train_dir, label, layer, progress)
+    ex = FeatureExtractor(features, cmvn=False)  # the model is loaded once for both sets
+    x_train, y_train, _ = pooled_features(ex, train_dir, label, layer, progress)
     if len(set(y_train)) < 2:
         raise ValueError(f"{train_dir}: only one class ({y_train[0]!r}); a classifier needs at least two")
-    x_test, y_test, utts = pooled_features(features, test_dir, label, layer, progress)
+    x_test, y_test, utts = pooled_features(ex, test_dir, label, layer, progress)
     unseen = sorted(set(y_test) - set(y_train))
     if unseen:
         logger.warning("%s: %d test classes never seen in training (counted as errors): %s", test_dir, len(unseen), unseen[:5])

@@ -11,7 +11,7 @@ through the one :class:`~s3prl_plugins.train.Trainer`.
 from __future__ import annotations
 
 import logging
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn.functional as F
@@ -92,12 +92,15 @@ class FeatureExtractor:
         return torch.stack([h[0] for h in out.hidden_states])
 
 
-def extract_features(source: str, data_dir: str, progress: bool = True, utts: Optional[Sequence[str]] = None) -> Tuple[Dict[str, Tensor], float]:
+def extract_features(
+    source: Union[str, "FeatureExtractor"], data_dir: str, progress: bool = True, utts: Optional[Sequence[str]] = None
+) -> Tuple[Dict[str, Tensor], float]:
     """Features of the utterances of a data dir (all, or ``utts``), float16 ``(layers, frames, dim)``,
-    and the frame shift."""
+    and the frame shift. ``source``: a feature source or an extractor already built (to load a model
+    once for several data dirs)."""
     from tqdm import tqdm
 
-    ex = FeatureExtractor(source)
+    ex = source if isinstance(source, FeatureExtractor) else FeatureExtractor(source)
     d = read_data_dir(data_dir)
     todo = d.utts if utts is None else list(utts)
     feats = {utt: ex(load_audio(d.wav[utt])).half() for utt in tqdm(todo, desc=f"features {source}", disable=not progress, mininterval=10)}
