@@ -164,7 +164,8 @@ if [ ${stage} -le 7 ] && [ ${stop_stage} -ge 7 ]; then
 fi
 
 if [ ${stage} -le 8 ] && [ ${stop_stage} -ge 8 ]; then
-  for name in fbank hubert_tiny melhubert_tiny star_tiny distilhubert_tiny; do
+  probed="fbank hubert_tiny melhubert_tiny star_tiny distilhubert_tiny"   # log-Mel, teachers, students
+  for name in ${probed}; do
     if stage_done "probe_${name}"; then
       log "Stage 8: probe ${name} already done"
       continue
@@ -178,7 +179,7 @@ if [ ${stage} -le 8 ] && [ ${stop_stage} -ge 8 ]; then
   done
   for kind in ${subsets}; do
     label=text; [ "${kind}" = sid ] && label=speaker
-    for name in fbank hubert_tiny melhubert_tiny star_tiny distilhubert_tiny; do
+    for name in ${probed}; do
       stage_done "probe_${kind}_${name}" && continue
       features=${name}
       [ "${name}" = fbank ] || features=exp/${name}/model.pt
