@@ -12,7 +12,10 @@ from s3prl_plugins.models.checkpoint import save_checkpoint
 from s3prl_plugins.models.loading import OfflineError, load_pretrained
 from s3prl_plugins.models.ssl_model import InputError
 
-ENTRIES = ["star_hubert_local", "star_hubert_url", "star_hubert", "distilhubert_cif_local", "melhubert_local", "melhubert_pruned_local"]
+ENTRIES = [
+    "star_hubert_local", "star_hubert_url", "star_hubert", "star_hubert_l", "star_hubert_s", "star_hubert_xs",
+    "distilhubert_cif_local", "melhubert_local", "melhubert_pruned_local",
+]
 
 
 def _tiny_star():
@@ -142,11 +145,13 @@ def test_url_entry_offline_message(monkeypatch):
         hub.star_hubert_url(ckpt="https://example.invalid/student.pt")
 
 
-def test_star_hubert_preset_explains_local_checkpoint():
+def test_star_hubert_offline_names_the_published_checkpoint():
+    """Offline (the test default), the published entry names the Google Drive id and the local entry."""
     import s3prl.hub as hub
 
-    with pytest.raises(OfflineError, match="star_hubert_local"):
+    with pytest.raises(OfflineError, match="1Zu1idRx-sVaqMvRsUKtttzkSn4df6TUr") as e:
         hub.star_hubert()
+    assert "star_hubert_local" in str(e.value)
 
 
 def test_wrong_family_checkpoint_refused(mel_ckpt):

@@ -5,6 +5,7 @@ Usage::
     python -m s3prl_plugins.bin.profile star_hubert hubert_base           # presets (random weights)
     python -m s3prl_plugins.bin.profile exp/star/student.pt --wav-list data/test/wav.scp
     python -m s3prl_plugins.bin.profile star_hubert --format json
+    python -m s3prl_plugins.bin.profile STaRHuBERT.ckpt --model-config STaRHuBERT.yaml   # the published pair
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("models", nargs="+", help="preset name, checkpoint path / HF folder, or s3prl hub entry")
     parser.add_argument("--wav-list", help="audio files (one per line, or a Kaldi wav.scp) to count MACs over")
+    parser.add_argument("--model-config", help="the published .yaml of a STaRHuBERT Lightning .ckpt given as a model")
     parser.add_argument("--format", choices=["table", "json"], default="table")
     parser.add_argument("--rtf-seconds", type=float, default=10.0, help="utterance length timed for the RTF")
     parser.add_argument("--rtf-repeats", type=int, default=5)
@@ -32,7 +34,7 @@ def main(argv=None) -> int:
     profiles = []
     for name in args.models:
         try:
-            model = resolve(name)
+            model = resolve(name, args.model_config)
         except Exception as e:  # noqa: BLE001 - CLI: one line, non-zero exit
             print(f"error: {e}", file=sys.stderr)
             return 2

@@ -187,8 +187,9 @@ def profile_model(
     )
 
 
-def resolve(name: str) -> nn.Module:
-    """A preset name (random weights), a checkpoint file / HF folder, or a registered s3prl hub name."""
+def resolve(name: str, model_config: Optional[str] = None) -> nn.Module:
+    """A preset name (random weights), a checkpoint file / HF folder (``model_config``: the published
+    ``.yaml`` of a STaRHuBERT ``.ckpt``), or a registered s3prl hub name."""
     import os
 
     from s3prl_plugins.models import PRESETS, build_model, preset_config
@@ -197,7 +198,7 @@ def resolve(name: str) -> nn.Module:
     if name in PRESETS and not os.path.exists(name):
         return build_model(preset_config(name))
     if os.path.exists(name):
-        return load_pretrained(name, keep_head=True)
+        return load_pretrained(name, keep_head=True, model_config=model_config)
     import s3prl.hub as hub
 
     if not hasattr(hub, name):

@@ -56,22 +56,127 @@ def save_checkpoint(path: str, model: SSLModel, **extra: Any) -> None:
     atomic_save(make_checkpoint(model, **extra), path)
 
 
+# Objects that training frameworks pickle next to the weights (PyTorch Lightning's hyper-parameter
+# dicts and callback paths, omegaconf containers) and that no loader of ours reads. Not argparse.Namespace:
+# old fairseq checkpoints keep their architecture in one, so a placeholder would lose what is needed.
+# ``torch.load(weights_only=True)`` refuses them; we let them through as :class:`InertObject`
+# placeholders -- the real classes are never imported or run, so this stays a weights-only load.
+INERT_GLOBALS_ENV = "S3PRL_PLUGINS_INERT_GLOBALS"
+INERT_GLOBAL_PREFIXES = (
+    "pytorch_lightning.",
+    "lightning.",
+    "lightning_fabric.",
+    "omegaconf.",
+    "pathlib.",
+)
+
+
+class InertObject(dict):
+    """Stands in for a pickled object a checkpoint holds but no loader needs: it accepts any
+    constructor arguments and state and keeps them as data, and runs no code of the original class."""
+
+    _inert_name = "?"
+
+    def __new__(cls, *args: Any, **kwargs: Any):
+        return dict.__new__(cls)
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__()
+        self.__dict__["inert_args"] = args
+
+    def __setstate__(self, state: Any) -> None:
+        self.__dict__["inert_state"] = state
+
+    def __repr__(self) -> str:
+        return f"<inert {self._inert_name}>"
+
+
+def _inert_class(full_name: str) -> type:
+    return type(f"Inert[{full_name}]", (InertObject,), {"_inert_name": full_name})
+
+
+def pickled_globals(path: str) -> set:
+    """Every ``module.name`` a torch (zip-format) checkpoint's pickle refers to, read without unpickling."""
+    import pickletools
+    import zipfile
+
+    names = set()
+    if not zipfile.is_zipfile(path):
+        return names
+    with zipfile.ZipFile(path) as z:
+        pkl = [n for n in z.namelist() if n.endswith("data.pkl")]
+        if not pkl:
+            return names
+        data = z.read(pkl[0])
+    strings: list = []
+    for op, arg, _ in pickletools.genops(data):
+        if op.name == "GLOBAL":
+            names.add(arg.replace(" ", "."))
+        elif op.name == "STACK_GLOBAL" and len(strings) >= 2:
+            names.add(f"{strings[-2]}.{strings[-1]}")
+        if isinstance(arg, str):
+            strings.append(arg)
+    return names
+
+
+def _foreign_globals(path: str) -> set:
+    """The globals of ``path`` that torch's weights-only unpickler does not allow on its own."""
+    from torch import _weights_only_unpickler as wo
+
+    allowed = set(wo._get_allowed_globals()) | set(wo._get_user_allowed_globals())
+    return {n for n in pickled_globals(path) if n not in allowed}
+
+
+def _is_inert(name: str, extra: set) -> bool:
+    return name in extra or any(name == p or name.startswith(p) for p in INERT_GLOBAL_PREFIXES)
+
+
 def read_checkpoint(path: str) -> Dict[str, Any]:
-    """Load any checkpoint dict with ``weights_only=True``, with an error naming the file on failure."""
+    """Load any checkpoint dict with ``weights_only=True``, with an error naming the file on failure.
+
+    Bookkeeping objects of training frameworks (see :data:`INERT_GLOBAL_PREFIXES`, and the
+    ``S3PRL_PLUGINS_INERT_GLOBALS`` environment variable: comma-separated ``module.Name`` for more)
+    are loaded as :class:`InertObject` placeholders; any other pickled object is refused by name.
+    """
     if not os.path.isfile(path):
         raise CheckpointError(f"{path}: no such checkpoint file")
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - re-raised with the file name and the fix
-        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+        obj = _read_with_inert_globals(path, e)
+    if not isinstance(obj, dict):
+        raise CheckpointError(f"{path}: holds a {type(obj).__name__}, not a checkpoint dict")
+    return obj
+
+
+def _read_with_inert_globals(path: str, first_error: Exception) -> Any:
+    msg = str(first_error).splitlines()[0] if str(first_error) else type(first_error).__name__
+    try:
+        foreign = _foreign_globals(path)
+    except Exception:  # noqa: BLE001 - not a zip-format torch file: nothing more to try
+        foreign = set()
+    extra = {n.strip() for n in os.environ.get(INERT_GLOBALS_ENV, "").split(",") if n.strip()}
+    refused = sorted(n for n in foreign if not _is_inert(n, extra))
+    if refused:
+        raise CheckpointError(
+            f"{path}: pickles Python objects a weights-only load refuses: {', '.join(refused)}. If they are "
+            f"not part of the model's weights (training bookkeeping), load them as inert placeholders with "
+            f"{INERT_GLOBALS_ENV}={','.join(refused)} (their code is never run); otherwise convert the "
+            "checkpoint to plain data where it was made (a fairseq checkpoint: python -m "
+            "s3prl.upstream.hubert.convert CKPT, on a machine with fairseq, and pass the result)."
+        ) from first_error
+    if not foreign:
         raise CheckpointError(
             f"{path}: cannot be read as a plain (weights-only) checkpoint ({msg}). If it is a fairseq "
             "checkpoint that pickles Python objects, convert it once with s3prl's converter "
             "(python -m s3prl.upstream.hubert.convert CKPT, on a machine with fairseq) and pass the result."
-        ) from e
-    if not isinstance(obj, dict):
-        raise CheckpointError(f"{path}: holds a {type(obj).__name__}, not a checkpoint dict")
-    return obj
+        ) from first_error
+    logger.info("%s: loading %s as inert placeholders", path, ", ".join(sorted(foreign)))
+    with torch.serialization.safe_globals([(_inert_class(n), n) for n in sorted(foreign)]):
+        try:
+            return torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as e:  # noqa: BLE001
+            raise CheckpointError(f"{path}: cannot be read even with inert placeholders for {sorted(foreign)}: {e}") from e
 
 
 def validate_checkpoint(ckpt: Mapping[str, Any], path: str = "checkpoint") -> SSLModelConfig:
@@ -104,18 +209,22 @@ def load_state_strict(model: torch.nn.Module, state: Mapping[str, torch.Tensor],
     model.load_state_dict(state, strict=True)
 
 
-def load_checkpoint(path: str, expect: Optional[str] = None) -> Tuple[SSLModel, Dict[str, Any]]:
+def load_checkpoint(
+    path: str, expect: Optional[str] = None, ckpt: Optional[Dict[str, Any]] = None
+) -> Tuple[SSLModel, Dict[str, Any]]:
     """Rebuild the model of one of our checkpoints.
 
     Args:
         path: the file.
         expect: if given, the preset/architecture family the caller needs (e.g. ``"star_hubert"``
             for a ``star_hubert_local`` entry); a checkpoint whose config says otherwise is refused.
+        ckpt: the file's contents when the caller has read them already (:func:`read_checkpoint`).
 
     Returns:
         ``(model in eval mode, the checkpoint dict)``.
     """
-    ckpt = read_checkpoint(path)
+    if ckpt is None:
+        ckpt = read_checkpoint(path)
     config = validate_checkpoint(ckpt, path)
     if expect is not None and not config_matches(config, expect):
         raise CheckpointError(

@@ -5,7 +5,7 @@ Sources (:func:`load_pretrained`):
 * an s3prl hub name of a teacher -- ``hubert_base``, ``wav2vec2`` (``wav2vec2_base_960``),
   ``wavlm_base`` -- fetched through s3prl's own download cache (offline: a clear error, or the
   cached file when it is there);
-* a checkpoint file: ours, s3prl ``hubert_local`` / ``wav2vec2_local`` / ``wavlm_local`` /
+* a checkpoint file: ours, the published STaRHuBERT Lightning ``.ckpt`` (with its ``.yaml``), s3prl ``hubert_local`` / ``wav2vec2_local`` / ``wavlm_local`` /
   ``distiller_local``, or a fairseq checkpoint with plain-typed contents;
 * a Hugging Face ``transformers`` model folder (HuBERT, wav2vec 2.0, WavLM).
 """
@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 import os
-from typing import Any, Dict, Tuple
+from typing import Any, Dict, Optional, Tuple
 
 from s3prl_plugins.models.checkpoint import CheckpointError, load_state_strict, read_checkpoint, validate_checkpoint
 from s3prl_plugins.models.config import SSLModelConfig
@@ -67,9 +67,35 @@ def hub_checkpoint_path(name: str, refresh: bool = False) -> str:
         raise OfflineError(f"{name}: cannot download the checkpoint ({type(e).__name__}: {e}); {how}") from e
 
 
-def convert_checkpoint(obj: Dict[str, Any], path: str, keep_head: bool = False) -> Tuple[SSLModelConfig, Dict[str, Any]]:
-    """(config, state) of a loaded checkpoint dict of any supported format."""
+def published_model_config(path: str, obj: Dict[str, Any], model_config: Optional[str]) -> Optional[Dict[str, Any]]:
+    """The ``distiller:`` section for a published STaRHuBERT checkpoint: from ``model_config``, else
+    from the checkpoint's Lightning hyper-parameters, else from a ``.yaml`` of the same name beside it."""
+    from s3prl_plugins.models.convert.star_lightning import distiller_from_checkpoint, read_distiller_yaml
+
+    if model_config:
+        return read_distiller_yaml(model_config)
+    saved = distiller_from_checkpoint(obj)
+    if saved is not None:
+        return saved
+    sibling = os.path.splitext(path)[0] + ".yaml"
+    if os.path.isfile(sibling):
+        logger.info("%s: architecture from %s", path, sibling)
+        return read_distiller_yaml(sibling)
+    return None
+
+
+def convert_checkpoint(
+    obj: Dict[str, Any], path: str, keep_head: bool = False, model_config: Optional[str] = None
+) -> Tuple[SSLModelConfig, Dict[str, Any]]:
+    """(config, state) of a loaded checkpoint dict of any supported format.
+
+    ``model_config``: the published ``.yaml`` of a STaRHuBERT Lightning checkpoint (other formats
+    carry their architecture and ignore it)."""
     fmt = sources.detect_format(obj)
+    if fmt == "star_lightning":
+        from s3prl_plugins.models.convert.star_lightning import from_star_lightning
+
+        return from_star_lightning(obj, published_model_config(path, obj, model_config), source=path)
     if fmt == "ours":
         config = validate_checkpoint(obj, path)
         state = dict(obj["model_weight"])
@@ -89,11 +115,14 @@ def convert_checkpoint(obj: Dict[str, Any], path: str, keep_head: bool = False) 
         return sources.from_fairseq(obj)
     raise CheckpointError(
         f"{path}: unrecognised checkpoint (top-level keys {sorted(obj)[:8]}); expected ours "
-        "{format_version, model_config, model_weight}, s3prl hubert/wav2vec2/wavlm/distiller, or fairseq"
+        "{format_version, model_config, model_weight}, the published STaRHuBERT Lightning .ckpt, "
+        "s3prl hubert/wav2vec2/wavlm/distiller, or fairseq"
     )
 
 
-def load_pretrained(source: str, refresh: bool = False, keep_head: bool = False) -> SSLModel:
+def load_pretrained(
+    source: str, refresh: bool = False, keep_head: bool = False, model_config: Optional[str] = None
+) -> SSLModel:
     """Build a model with pre-trained weights from a hub name, a checkpoint file or a HF folder.
 
     Args:
@@ -101,6 +130,8 @@ def load_pretrained(source: str, refresh: bool = False, keep_head: bool = False)
         refresh: re-download a hub checkpoint.
         keep_head: keep pre-training heads (HuBERT's ``final_proj``/label embeddings, DistilHuBERT's
             prediction heads) instead of dropping them.
+        model_config: the published ``.yaml`` of a STaRHuBERT Lightning ``.ckpt`` (optional when the
+            checkpoint's hyper-parameters hold it, or a ``.yaml`` of the same name lies beside it).
 
     Returns:
         The model in eval mode.
@@ -112,7 +143,7 @@ def load_pretrained(source: str, refresh: bool = False, keep_head: bool = False)
     if os.path.isdir(path):
         config, state = sources.from_transformers(path)
     elif os.path.isfile(path):
-        config, state = convert_checkpoint(read_checkpoint(path), path, keep_head=keep_head)
+        config, state = convert_checkpoint(read_checkpoint(path), path, keep_head=keep_head, model_config=model_config)
     else:
         raise CheckpointError(
             f"{source!r} is neither a checkpoint file, a Hugging Face model folder, nor a hub name "

@@ -2,14 +2,16 @@
 
 Config sections::
 
-    teacher:    {source: hubert_base | wavlm_base | wav2vec2 | a checkpoint file | a HF folder}
+    teacher:    {source: hubert_base | wavlm_base | wav2vec2 | a checkpoint file | a HF folder,
+                 model_config: the published .yaml when source is a published STaRHuBERT .ckpt}
     student:    {preset: star_hubert} or {factory: star_hubert_config, args: {...}}
+                or {source: a checkpoint to continue from, model_config: ...}
     objectives: {layer_wise: 1.0, intra_layer: 1.0}          # see s3prl_plugins.tasks.distillation
     loss:       {normalize: l2, method: auto, layer_map: null, cos_weight: 1.0, max_mismatch: 2}
     data:       {train, valid, max_seconds, batch_seconds, batch_size (utterances per batch, optional)}
     trainer:    TrainerConfig fields (exp_dir, max_steps, lr, schedule, accum_steps, ...)
 
-The paper's recipe (Lee et al. 2024, §3.1) is ``conf/star.yaml`` of the recipes: AdamW, lr 1e-3,
+The paper's recipe (Jang, Kim and Kim 2024, §3.1) is ``conf/star.yaml`` of the recipes: AdamW, lr 1e-3,
 cosine schedule, effective batch 48 utterances through gradient accumulation.
 
 Outputs in ``trainer.exp_dir``: ``model.pt`` (the student without prediction heads, our format: loads
@@ -40,7 +42,14 @@ LOSS_KEYS = ("normalize", "method", "layer_map", "cos_weight", "max_mismatch")
 
 
 def build_student(section: Dict[str, Any]) -> SSLModel:
-    """``{preset: name}`` or ``{factory: ..., args: {...}}`` -> a randomly initialised student."""
+    """``{preset: name}`` or ``{factory: ..., args: {...}}`` -> a randomly initialised student;
+    ``{source: checkpoint, model_config: yaml}`` -> a pre-trained one to continue training (any format
+    :func:`load_pretrained` reads, e.g. a published STaRHuBERT ``.ckpt`` with its ``.yaml``)."""
+    if "source" in section:
+        unknown = sorted(set(section) - {"source", "model_config"})
+        if unknown:
+            raise ValueError(f"student: {unknown} cannot be combined with 'source' (the checkpoint fixes the shape)")
+        return load_pretrained(str(section["source"]), model_config=section.get("model_config")).train()
     if "preset" in section:
         return SSLModel(factories.preset_config(section["preset"]))
     return build_from_section(section)
@@ -54,10 +63,11 @@ def build_task(config: Dict[str, Any]) -> DistillationTask:
     for key in ("teacher", "student", "objectives"):
         if key not in config:
             raise ValueError(f"config has no '{key}' section")
-    source = config["teacher"].get("source") if isinstance(config["teacher"], dict) else config["teacher"]
+    section = config["teacher"] if isinstance(config["teacher"], dict) else {"source": config["teacher"]}
+    source = section.get("source")
     if not source:
         raise ValueError("teacher.source is empty: give a hub name (hubert_base, wavlm_base, wav2vec2) or a checkpoint path")
-    teacher = load_pretrained(str(source))
+    teacher = load_pretrained(str(source), model_config=section.get("model_config"))
     student = build_student(config["student"])
     loss = dict(config.get("loss") or {})
     unknown = sorted(set(loss) - set(LOSS_KEYS))

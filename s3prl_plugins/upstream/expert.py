@@ -8,18 +8,19 @@ returns ``{"hidden_states": [...], "last_hidden_state": ...}`` with ``num_layers
 from __future__ import annotations
 
 import logging
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import torch
 import yaml
 from torch import Tensor, nn
 
-from s3prl_plugins.models.checkpoint import load_checkpoint
+from s3prl_plugins.models.checkpoint import CheckpointError, load_checkpoint, read_checkpoint
 from s3prl_plugins.models.ssl_model import InputError, SSLModel, pad_waveforms
 
 logger = logging.getLogger(__name__)
 
-EXPERT_OPTIONS = {"num_layers"}
+EXPERT_OPTIONS = {"num_layers", "hidden_states"}
+HIDDEN_STATES = ("all", "layers")
 
 
 def check_waveforms(wavs: Sequence[Tensor], min_samples: int) -> List[Tensor]:
@@ -30,6 +31,13 @@ def check_waveforms(wavs: Sequence[Tensor], min_samples: int) -> List[Tensor]:
     for i, w in enumerate(wavs):
         if not isinstance(w, Tensor):
             raise InputError(f"waveform {i} is a {type(w).__name__}, not a torch.Tensor")
+        if not w.is_floating_point():
+            raise InputError(
+                f"waveform {i} has dtype {w.dtype}: expected float samples in [-1, 1] (for 16-bit PCM "
+                "divide by 32768: wav.float() / 32768)"
+            )
+        if w.dtype == torch.float64:  # numpy's default dtype: convert (float32 holds 16/24-bit audio exactly)
+            w = w.float()
         if w.dim() == 2 and 1 in w.shape:
             w = w.reshape(-1)
         if w.dim() != 1:
@@ -54,9 +62,16 @@ class UpstreamExpert(nn.Module):
     """s3prl expert around an :class:`SSLModel`.
 
     Args:
-        ckpt: path of one of our checkpoints (or an already built model via ``model=``).
-        model_config: optional YAML of expert options: ``num_layers`` (keep only the first layers).
+        ckpt: path of one of our checkpoints, or of a published STaRHuBERT Lightning ``.ckpt`` (or an
+            already built model via ``model=``).
+        model_config: optional YAML. For our checkpoints: expert options, ``num_layers`` (keep only
+            the first layers) and ``hidden_states`` (``all``: the transformer input then every layer,
+            ``num_layers + 1`` tensors, the default; ``layers``: the layer outputs only -- the layout of
+            the STaR authors' expert, for like-for-like comparisons with their SUPERB entries). For a
+            published ``.ckpt``: its published ``.yaml`` (``distiller:`` section), to which the same
+            options may be added as top-level keys.
         family: the architecture family the entry accepts (``conv`` models or ``melhubert``).
+        hidden_states: as the option of that name (a keyword wins over the YAML).
     """
 
     def __init__(
@@ -65,22 +80,24 @@ class UpstreamExpert(nn.Module):
         model_config: Optional[str] = None,
         family: Optional[str] = None,
         model: Optional[SSLModel] = None,
+        hidden_states: Optional[str] = None,
         **kwargs: Any,
     ):
         super().__init__()
+        opts: Dict[str, Any] = {}
+        published_yaml = None
+        if model_config:
+            opts, published_yaml = read_expert_options(str(model_config))
         if model is None:
             if not ckpt:
-                raise ValueError("pass ckpt=PATH of an s3prl-plugins checkpoint")
-            model, _ = load_checkpoint(str(ckpt), expect=family)
+                raise ValueError("pass ckpt=PATH of an s3prl-plugins checkpoint or a published STaRHuBERT .ckpt")
+            model = load_expert_model(str(ckpt), family, published_yaml)
         self.model = model.eval()
-        self.num_layers: Optional[int] = None
-        if model_config:
-            with open(model_config) as f:
-                opts: Dict[str, Any] = yaml.safe_load(f) or {}
-            unknown = set(opts) - EXPERT_OPTIONS
-            if unknown:
-                raise ValueError(f"{model_config}: unknown expert options {sorted(unknown)} (known: {sorted(EXPERT_OPTIONS)})")
-            self.num_layers = opts.get("num_layers")
+        self.num_layers: Optional[int] = opts.get("num_layers")
+        layout = hidden_states or opts.get("hidden_states", "all")
+        if layout not in HIDDEN_STATES:
+            raise ValueError(f"hidden_states={layout!r}: choose one of {HIDDEN_STATES}")
+        self.hidden_states_layout = layout
         if kwargs:
             logger.debug("ignoring s3prl options %s", sorted(kwargs))
 
@@ -90,5 +107,47 @@ class UpstreamExpert(nn.Module):
     def forward(self, wavs: List[Tensor]) -> Dict[str, Any]:
         wavs = check_waveforms(wavs, self.model.min_samples)
         x, lengths = pad_waveforms(wavs)
+        x = x.to(next(self.model.parameters()).dtype)
         out = self.model(x, lengths, num_layers=self.num_layers)
-        return {"hidden_states": out.hidden_states, "last_hidden_state": out.hidden_states[-1]}
+        states = out.hidden_states if self.hidden_states_layout == "all" else out.hidden_states[1:]
+        return {"hidden_states": states, "last_hidden_state": out.hidden_states[-1]}
+
+
+def read_expert_options(path: str) -> Tuple[Dict[str, Any], Optional[str]]:
+    """``(expert options, path if it is a published STaRHuBERT .yaml else None)`` of a ``-g`` file."""
+    from s3prl_plugins.models.convert.star_lightning import _TolerantLoader
+
+    with open(path) as f:
+        doc = yaml.load(f, Loader=_TolerantLoader) or {}  # noqa: S506 - a SafeLoader subclass
+    if not isinstance(doc, dict):
+        raise ValueError(f"{path}: expected a YAML mapping of expert options, got {type(doc).__name__}")
+    if "distiller" in doc:  # the published architecture yaml; its other sections are training settings
+        return {k: v for k, v in doc.items() if k in EXPERT_OPTIONS}, path
+    unknown = set(doc) - EXPERT_OPTIONS
+    if unknown:
+        raise ValueError(f"{path}: unknown expert options {sorted(unknown)} (known: {sorted(EXPERT_OPTIONS)})")
+    return doc, None
+
+
+def load_expert_model(ckpt: str, family: Optional[str], published_yaml: Optional[str]) -> SSLModel:
+    """Our checkpoint (checked against the entry's family), or a published STaRHuBERT ``.ckpt``."""
+    from s3prl_plugins.models.checkpoint import load_state_strict
+    from s3prl_plugins.models.convert import sources
+    from s3prl_plugins.models.loading import convert_checkpoint
+
+    obj = read_checkpoint(ckpt)
+    fmt = sources.detect_format(obj)
+    if fmt == "star_lightning":
+        if family not in (None, "star_hubert"):
+            raise CheckpointError(f"{ckpt}: a published STaRHuBERT checkpoint; load it with star_hubert_local")
+        config, state = convert_checkpoint(obj, ckpt, model_config=published_yaml)
+        model = SSLModel(config)
+        load_state_strict(model, state, ckpt)
+        return model
+    if fmt != "ours":
+        raise CheckpointError(
+            f"{ckpt}: a {fmt or 'unrecognised'} checkpoint, not one of ours nor a published STaRHuBERT .ckpt; "
+            f"convert it first: python -m s3prl_plugins.bin.convert {ckpt} --out model.pt"
+        )
+    model, _ = load_checkpoint(ckpt, expect=family, ckpt=obj)
+    return model

@@ -3,14 +3,21 @@
 =========================  ===============================================================
 entry                      what it loads
 =========================  ===============================================================
-star_hubert_local          a STaRHuBERT-family checkpoint of ours (any width/depth)
+star_hubert                the published STaRHuBERT (22.3 M), downloaded once into s3prl's
+                           cache (:mod:`s3prl_plugins.upstream.published`)
+star_hubert_l              the published STaRHuBERT-L (26.6 M)
+star_hubert_s              the published STaRHuBERT-S (14.1 M)
+star_hubert_xs             explains why the published -XS files cannot be told from -S
+star_hubert_local          a STaRHuBERT-family checkpoint of ours (any width/depth), or a
+                           published ``.ckpt`` with its ``.yaml`` as ``model_config``
 star_hubert_url            the same from a URL (downloaded through s3prl's cache)
-star_hubert                the published STaRHuBERT -- none is reachable: the error says
-                           how to pass a local checkpoint
 distilhubert_cif_local     a DistilHuBERT(-CIF) checkpoint of ours
 melhubert_local            a MelHuBERT checkpoint of ours (log-Mel front-end)
 melhubert_pruned_local     a pruned MelHuBERT (the pruned shape lives in its config)
 =========================  ===============================================================
+
+Every entry takes ``hidden_states="layers"`` for the STaR authors' layout (the layer outputs without
+the transformer input); see :class:`~s3prl_plugins.upstream.expert.UpstreamExpert`.
 """
 
 from __future__ import annotations
@@ -50,17 +57,25 @@ def _url_expert(family: Optional[str]):
     return entry
 
 
-def star_hubert(refresh: bool = False, **kwargs: Any):
-    """STaRHuBERT preset: no public checkpoint is reachable, so this explains what to do instead."""
-    from s3prl_plugins.models.loading import OfflineError
+def _published(entry: str):
+    def fn(ckpt: Optional[str] = None, model_config: Optional[str] = None, refresh: bool = False, **kwargs: Any):
+        from s3prl_plugins.upstream.expert import UpstreamExpert
+        from s3prl_plugins.upstream.published import fetch
 
-    raise OfflineError(
-        "star_hubert: no published STaRHuBERT checkpoint is reachable (the paper's weights were not "
-        "released). Train one (egs/*/star) or use a local file: "
-        "s3prl.hub.star_hubert_local(ckpt='exp/star/student.pt'), "
-        "run_downstream.py -u star_hubert_local -k PATH, or ESPnet frontend_conf "
-        "{upstream: star_hubert_local, path_or_url: PATH}"
-    )
+        if ckpt:  # a local copy of the published pair (e.g. run_downstream -k/-g) wins over the cache
+            return UpstreamExpert(ckpt=ckpt, model_config=model_config, family="star_hubert", **kwargs)
+        path, yaml_path = fetch(entry, refresh=refresh)
+        return UpstreamExpert(ckpt=path, model_config=yaml_path, family="star_hubert", **kwargs)
+
+    return fn
+
+
+def star_hubert_xs(*args: Any, **kwargs: Any):
+    """STaRHuBERT-XS: the published links are those of -S, so this explains instead of guessing."""
+    from s3prl_plugins.models.loading import OfflineError
+    from s3prl_plugins.upstream.published import XS_NOTE
+
+    raise OfflineError(XS_NOTE)
 
 
 def _named(fn: Callable, name: str, doc: str) -> Callable:
@@ -72,7 +87,10 @@ def _named(fn: Callable, name: str, doc: str) -> Callable:
 ENTRIES: Dict[str, Callable] = {
     "star_hubert_local": _named(_expert("star_hubert"), "star_hubert_local", "STaRHuBERT from a local checkpoint"),
     "star_hubert_url": _named(_url_expert("star_hubert"), "star_hubert_url", "STaRHuBERT from a URL"),
-    "star_hubert": star_hubert,
+    "star_hubert": _named(_published("star_hubert"), "star_hubert", "the published STaRHuBERT (22.3 M), downloaded once"),
+    "star_hubert_l": _named(_published("star_hubert_l"), "star_hubert_l", "the published STaRHuBERT-L (26.6 M), downloaded once"),
+    "star_hubert_s": _named(_published("star_hubert_s"), "star_hubert_s", "the published STaRHuBERT-S (14.1 M), downloaded once"),
+    "star_hubert_xs": star_hubert_xs,
     "distilhubert_cif_local": _named(
         _expert("distilhubert"), "distilhubert_cif_local", "DistilHuBERT(-CIF) from a local checkpoint"
     ),

@@ -1,5 +1,5 @@
 """Converters from reference checkpoints (s3prl, fairseq, Hugging Face ``transformers``, torchaudio) to
-our :class:`~s3prl_plugins.models.SSLModel`. Each returns ``(config, state_dict)``; keys are mapped
+our :class:`~s3prl_plugins.models.SSLModel` (and the published STaRHuBERT Lightning format, :mod:`.star_lightning`). Each returns ``(config, state_dict)``; keys are mapped
 explicitly (see :mod:`.keymap`) and unknown keys raise :class:`ConversionError`."""
 
 from s3prl_plugins.models.convert.keymap import ConversionError, apply_key_map
@@ -14,6 +14,11 @@ from s3prl_plugins.models.convert.sources import (
     from_transformers,
     parse_conv_layers,
 )
+from s3prl_plugins.models.convert.star_lightning import (
+    from_star_lightning,
+    read_distiller_yaml,
+    star_lightning_config,
+)
 
 __all__ = [
     "ConversionError",
@@ -27,4 +32,7 @@ __all__ = [
     "from_torchaudio",
     "from_transformers",
     "parse_conv_layers",
+    "from_star_lightning",
+    "read_distiller_yaml",
+    "star_lightning_config",
 ]

@@ -323,10 +323,14 @@ def from_torchaudio(model: torch.nn.Module, normalize_waveform: bool = False) ->
 
 
 def detect_format(obj: Any) -> Optional[str]:
-    """Name the format of a loaded checkpoint dict: ours, s3prl_hubert, s3prl_wav2vec2, s3prl_wavlm,
-    s3prl_distiller, fairseq -- or None."""
+    """Name the format of a loaded checkpoint dict: ours, star_lightning (the published STaRHuBERT),
+    s3prl_hubert, s3prl_wav2vec2, s3prl_wavlm, s3prl_distiller, fairseq -- or None."""
     if not isinstance(obj, Mapping):
         return None
+    from s3prl_plugins.models.convert.star_lightning import is_star_lightning
+
+    if is_star_lightning(obj):
+        return "star_lightning"
     keys = set(obj)
     if {"format_version", "model_config", "model_weight"} <= keys:
         return "ours"
