@@ -1,5 +1,5 @@
 """STaR loss benchmark: the D x D ("gram") form against the direct N x N form of the layer-wise +
-intra-layer TGM losses (Lee et al. 2024 eq. 4 + 6), forward + backward.
+intra-layer TGM losses (Jang, Kim and Kim 2024 eq. 4 + 6), forward + backward.
 
 13 states (layer 0..12), teacher width 768, student width 432, N frames per utterance. Each
 (method, N) runs in its own subprocess so that its peak memory can be read from the process's peak

@@ -104,3 +104,43 @@ def test_librispeech_recipe_on_a_local_root(tmp_path):
     env["LIBRISPEECH"] = str(tmp_path / "nowhere")
     r = subprocess.run(["./run.sh", "--subsets", "dev-clean"], cwd=work, env=env, capture_output=True, text=True, timeout=600)
     assert r.returncode != 0 and "db.sh" in r.stderr
+
+
+def _truncate(path, fraction=1 / 3):
+    data = open(path, "rb").read()
+    open(path, "wb").write(data[: int(len(data) * fraction)])
+
+
+def test_truncated_flac_is_caught_at_prep(tmp_path):
+    """A FLAC cut to a third of its bytes keeps a readable header (soundfile.info succeeds) but not its
+    samples: prep lists it with the file and the fix instead of handing it to training."""
+    _corpus(tmp_path, {"19-198-0000": (3.0, "GOOD FILE"), "19-198-0001": (3.0, "CUT SHORT")})
+    flac = tmp_path / "train-clean-100" / "19" / "198" / "19-198-0001.flac"
+    _truncate(flac)
+    assert sf.info(str(flac)).frames == 48000  # the header still claims every sample
+    d, skipped = prepare_librispeech(str(tmp_path), "train-clean-100", str(tmp_path / "data"))
+    assert d.utts == ["19-198-0000"]
+    reason = dict(skipped)["19-198-0001"]
+    assert str(flac) in reason and "truncated" in reason and "copy it again" in reason
+
+
+def test_dataset_skips_an_unreadable_file_by_name_and_counts_it(tmp_path, caplog):
+    """A file that goes bad after prep: the dataset names it, collate leaves it out and lists it, the
+    trainer counts it; a batch with nothing readable left raises."""
+    import torch
+
+    from s3prl_plugins.data.audio import AudioError
+    from s3prl_plugins.data.dataset import AudioDataset, collate
+
+    _corpus(tmp_path, {"19-198-0000": (1.0, "GOOD"), "19-198-0001": (1.0, "GOES BAD")})
+    prepare_librispeech(str(tmp_path), "train-clean-100", str(tmp_path / "data"))
+    _truncate(tmp_path / "train-clean-100" / "19" / "198" / "19-198-0001.flac", 0.5)
+    ds = AudioDataset(str(tmp_path / "data"))
+    with caplog.at_level("WARNING"):
+        batch = collate([ds[0], ds[1]])
+    assert batch["utts"] == ["19-198-0000"] and batch["wavs"].shape == (1, 16000)
+    assert [u for u, _ in batch["skipped"]] == ["19-198-0001"]
+    assert "19-198-0001" in caplog.text and "19-198-0001.flac" in caplog.text
+    with pytest.raises(AudioError, match="every utterance of a batch"):
+        collate([ds[1]])
+    assert torch.equal(collate([ds[0]])["lengths"], torch.tensor([16000]))

@@ -1,4 +1,4 @@
-"""STaR losses (Lee et al. 2024 eq. 1, 3-6) and DistilHuBERT's loss (Chang et al. 2022 eq. 1) against
+"""STaR losses (Jang, Kim and Kim 2024 eq. 1, 3-6) and DistilHuBERT's loss (Chang et al. 2022 eq. 1) against
 direct transcriptions of the equations, on padded batches, and the D x D form against the N x N one."""
 
 import math

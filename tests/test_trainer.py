@@ -132,6 +132,29 @@ def test_nan_guard_skips_then_stops(tmp_path):
     assert torch.isfinite(task.w).all()  # no NaN update was applied
 
 
+def test_skipped_utterances_are_counted_not_passed_on(tmp_path):
+    """collate lists unreadable utterances in batch["skipped"]: the trainer counts them (logged, kept in
+    checkpoints) and the task never sees the key."""
+    seen = []
+
+    class Task(_NaNTask):
+        def forward(self, batch):
+            seen.append(sorted(batch))
+            return super().forward(batch)
+
+    def collate(items):
+        return {"x": torch.stack([it["x"] for it in items]), "skipped": [("u1", "truncated")] if len(seen) % 2 else []}
+
+    trainer = Trainer(
+        TrainerConfig(exp_dir=str(tmp_path), max_steps=4, save_every=4, log_every=1),
+        Task(bad_from=100), (_ListData(), [[0], [1], [2], [3]], collate),
+    )
+    trainer.train()
+    assert trainer.skipped_utterances == 2 and all(keys == ["x"] for keys in seen)
+    state = torch.load(trainer.latest_checkpoint(), weights_only=True)
+    assert state["trainer"]["skipped_utterances"] == 2
+
+
 def test_unexpected_keys_in_training_checkpoint_raise(tmp_path):
     task = _NaNTask(bad_from=10**9)
     trainer = Trainer(TrainerConfig(exp_dir=str(tmp_path), max_steps=1, save_every=1), task, _list_data())

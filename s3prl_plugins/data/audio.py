@@ -71,3 +71,36 @@ def load_audio(
             f"{min_samples} samples the model needs; drop it from the list"
         )
     return wav
+
+
+def check_audio_file(path: str, tail_seconds: float = 0.1) -> float:
+    """Duration in seconds of a readable audio file, checked cheaply for truncation.
+
+    ``soundfile.info`` reads only the header, which a truncated file (a FLAC cut short by a failed
+    copy) still has; decoding every file of LibriSpeech 960 h would take ~40 CPU-minutes. So the
+    header is read, then the last ``tail_seconds`` are decoded by seeking there: a file whose samples
+    end before its header says fails the seek or the read. (Corruption in the middle of a file is
+    caught when training reads it: :class:`~s3prl_plugins.data.dataset.AudioDataset` skips it by name.)
+
+    Raises:
+        AudioError: unreadable header, no samples, or truncated.
+    """
+    import soundfile as sf
+
+    try:
+        with sf.SoundFile(path) as f:
+            frames, rate = f.frames, f.samplerate
+            if frames <= 0 or rate <= 0:
+                raise AudioError(f"{path}: empty audio (0 samples)")
+            tail = min(frames, max(1, int(tail_seconds * rate)))
+            f.seek(frames - tail)
+            got = f.read(tail, dtype="float32", always_2d=True).shape[0]
+    except AudioError:
+        raise
+    except Exception as e:  # noqa: BLE001 - libsndfile's errors become one message naming the file
+        raise AudioError(f"{path}: cannot decode the end of the file ({e}); it is truncated or corrupt: copy it again") from e
+    if got < tail:
+        raise AudioError(
+            f"{path}: truncated (the header says {frames} samples, the data ends {tail - got} samples early); copy it again"
+        )
+    return frames / rate

@@ -16,7 +16,7 @@ from typing import Dict, Iterator, List, Optional, Sequence
 import torch
 from torch.utils.data import Dataset, Sampler
 
-from s3prl_plugins.data.audio import load_audio
+from s3prl_plugins.data.audio import AudioError, load_audio
 from s3prl_plugins.data.kaldi import DataDir, read_data_dir
 
 logger = logging.getLogger(__name__)
@@ -98,7 +98,11 @@ class AudioDataset(Dataset):
 
     def __getitem__(self, i: int) -> Dict[str, object]:
         utt = self.utts[i]
-        wav = load_audio(self.dir.wav[utt], min_samples=self.min_samples)
+        try:
+            wav = load_audio(self.dir.wav[utt], min_samples=self.min_samples)
+        except AudioError as e:  # e.g. corrupt mid-file: name it and let collate leave it out
+            logger.warning("skipping utterance %s: %s", utt, e)
+            return {"utt": utt, "error": str(e)}
         labels = torch.tensor(self.labels[utt], dtype=torch.long) if self.labels is not None else None
         if self.max_samples and wav.numel() > self.max_samples:
             # crop on a label-frame boundary, deterministic for (seed, epoch, utterance)
@@ -113,12 +117,24 @@ class AudioDataset(Dataset):
 
 
 def collate(items: List[Dict[str, object]]) -> Dict[str, object]:
-    """Pad waveforms (and labels with -100, the ignore index) into a batch with lengths."""
+    """Pad waveforms (and labels with -100, the ignore index) into a batch with lengths.
+
+    Utterances the dataset could not read are left out and listed in ``batch["skipped"]`` as
+    ``(utt, reason)`` (the trainer counts them); a batch with none left raises :class:`AudioError`.
+    """
+    skipped = [(it["utt"], it["error"]) for it in items if "error" in it]
+    items = [it for it in items if "error" not in it]
+    if not items:
+        raise AudioError(
+            f"every utterance of a batch is unreadable: {skipped[:3]}; re-run data preparation (it checks "
+            "each file) or remove them from wav.scp"
+        )
     wavs = [it["wav"] for it in items]
     batch: Dict[str, object] = {
         "utts": [it["utt"] for it in items],
         "wavs": torch.nn.utils.rnn.pad_sequence(wavs, batch_first=True),
         "lengths": torch.tensor([w.numel() for w in wavs], dtype=torch.long),
+        "skipped": skipped,
     }
     if items[0]["labels"] is not None:
         batch["labels"] = torch.nn.utils.rnn.pad_sequence([it["labels"] for it in items], batch_first=True, padding_value=-100)

@@ -1,8 +1,9 @@
 """LibriSpeech (and the mini corpus, which shares its layout) -> Kaldi data directories.
 
 ``prepare_librispeech(root, subset, out_dir)`` reads ``root/<subset>/<spk>/<chapter>/*.flac`` and
-``*.trans.txt``; every audio file is opened (header only) to get its duration, and utterances that
-cannot be used -- unreadable, empty, shorter than ``min_seconds``, no transcript, a transcript with
+``*.trans.txt``; every audio file is opened to get its duration and its last 0.1 s decoded (a truncated
+FLAC keeps a readable header; :func:`~s3prl_plugins.data.audio.check_audio_file`), and utterances that
+cannot be used -- unreadable, truncated, empty, shorter than ``min_seconds``, no transcript, a transcript with
 characters outside ``A-Z'`` and space, audio without transcript or transcript without audio -- are
 listed with the reason in ``out_dir/skipped.txt`` (and logged), never dropped silently. The data dir
 is written atomically.
@@ -16,6 +17,7 @@ import os
 import re
 from typing import Dict, List, Tuple
 
+from s3prl_plugins.data.audio import AudioError, check_audio_file
 from s3prl_plugins.data.kaldi import DataDir, DataDirError, write_data_dir
 
 logger = logging.getLogger(__name__)
@@ -35,8 +37,6 @@ def prepare_librispeech(root: str, subset: str, out_dir: str, min_seconds: float
     Returns:
         The data dir and the ``(utterance, reason)`` skip list.
     """
-    import soundfile as sf
-
     base = os.path.join(root, subset)
     if not os.path.isdir(base):
         raise DataDirError(f"{base}: no such corpus folder (check the LibriSpeech root in db.sh)")
@@ -65,11 +65,10 @@ def prepare_librispeech(root: str, subset: str, out_dir: str, min_seconds: float
             skipped.append((utt, f"transcript has characters outside A-Z' : {bad}"))
             continue
         try:
-            info = sf.info(audio[utt])
-        except Exception as e:  # noqa: BLE001
-            skipped.append((utt, f"unreadable audio {audio[utt]}: {e}"))
+            dur = check_audio_file(audio[utt])
+        except AudioError as e:
+            skipped.append((utt, f"unreadable audio: {e}"))
             continue
-        dur = info.frames / info.samplerate if info.samplerate else 0.0
         if dur < min_seconds:
             skipped.append((utt, f"too short ({dur:.3f} s < {min_seconds} s): {audio[utt]}"))
             continue

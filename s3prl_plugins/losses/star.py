@@ -1,4 +1,4 @@
-"""Speech Temporal Relation (STaR) distillation losses (Lee et al. 2024, "STaR: Distilling Speech
+"""Speech Temporal Relation (STaR) distillation losses (Jang, Kim and Kim 2024, "STaR: Distilling Speech
 Temporal Relation for Lightweight Speech Self-Supervised Learning Models").
 
 Conventions shared by every function here:
@@ -194,7 +194,7 @@ def layer_wise_tgm_loss(
     method: str = "auto",
     max_mismatch: int = 2,
 ) -> Tensor:
-    """Layer-wise temporal Gram matrix loss (Lee et al. 2024, eq. 3-4).
+    """Layer-wise temporal Gram matrix loss (Jang, Kim and Kim 2024, eq. 3-4).
 
     ``G^l = F^l (F^l)^T`` (eq. 3, ``N x N`` with ``F^l`` the ``N x D`` frames of layer ``l``) and
     ``L_layer-wise = sum_{l=0..L} ||G^{l,T} - G^{l,S}||_F^2`` (eq. 4), over every given state (layer 0 =
@@ -213,7 +213,7 @@ def intra_layer_tgm_loss(
     method: str = "auto",
     max_mismatch: int = 2,
 ) -> Tensor:
-    """Intra-layer temporal Gram matrix loss (Lee et al. 2024, eq. 5-6).
+    """Intra-layer temporal Gram matrix loss (Jang, Kim and Kim 2024, eq. 5-6).
 
     ``G^l = F^{l-1} (F^l)^T`` (eq. 5: the relation between a layer's input and output) and
     ``L_intra-layer = sum_{l=1..L} ||G^{l,T} - G^{l,S}||_F^2`` (eq. 6), for each consecutive pair of the
@@ -230,7 +230,7 @@ def avg_attention_kl(
     max_mismatch: int = 2,
     eps: float = 1e-8,
 ) -> Tensor:
-    """Average attention map distillation (Lee et al. 2024, eq. 1).
+    """Average attention map distillation (Jang, Kim and Kim 2024, eq. 1).
 
     ``L_avg-attn = sum_l sum_t KL( mean_h A^{l,T}_{h,t} || mean_h A^{l,S}_{h,t} )`` over the given layers,
     where ``A_{h,t}`` is query row ``t`` of head ``h`` (the maps given are already head-averaged, so
@@ -257,7 +257,7 @@ def avg_attention_kl(
 
 
 def last_attention_kl(teacher_attn: Sequence[Tensor], student_attn: Sequence[Tensor], lengths: Tensor, **kwargs) -> Tensor:
-    """The paper's ``L_last-attn`` baseline (Lee et al. 2024, Table 1; after MiniLM/[21]): eq. 1 on the
+    """The paper's ``L_last-attn`` baseline (Jang, Kim and Kim 2024, Table 1; after MiniLM/[21]): eq. 1 on the
     last transformer layer only (head-averaged maps, see :func:`avg_attention_kl`)."""
     return avg_attention_kl(list(teacher_attn)[-1:], list(student_attn)[-1:], lengths, **kwargs)
 

@@ -9,7 +9,7 @@ hubert_base          94,697,600    HuBERT BASE as counted by fairseq/s3prl (incl
                                    ``label_embs_concat``, ``mask_emb``); backbone 94,370,944
 distilhubert         23,491,200    DistilHuBERT (Chang et al. 2022, Table 1), heads removed;
                                    27,034,752 with its 3 prediction heads ("w/ prediction heads")
-star_hubert          22,308,592    STaRHuBERT (Lee et al. 2024, §3.1): width 432, FFN 976
+star_hubert          22,308,592    STaRHuBERT (Jang, Kim and Kim 2024, §3.1): width 432, FFN 976
 star_hubert_l        26,626,672    STaRHuBERT-L: FFN 1392
 melhubert_base_10ms  MelHuBERT BASE on 40-bin log-Mel at 10 ms (Lin et al., §IV-A), 512 clusters
 melhubert_base_20ms  the same on two stacked frames (20 ms)
@@ -110,7 +110,7 @@ def star_hubert_config(
     conv_layers: Sequence[Tuple[int, int, int]] = STAR_CONV,
     **overrides: Any,
 ) -> SSLModelConfig:
-    """STaRHuBERT-family student (Lee et al. 2024, §3.1): the teacher's depth with a narrower attention
+    """STaRHuBERT-family student (Jang, Kim and Kim 2024, §3.1): the teacher's depth with a narrower attention
     width and FFN, and a slim CNN whose last width equals ``embed_dim`` (so no projection)."""
     cfg = dict(
         frontend="conv",

@@ -3,7 +3,7 @@
 Objectives (weights in the config's ``objectives`` mapping; a term with weight 0 or absent is off):
 
 ==============  =================================================================================
-``layer_wise``  layer-wise TGM loss (STaR, Lee et al. 2024 eq. 3-4)
+``layer_wise``  layer-wise TGM loss (STaR, Jang, Kim and Kim 2024 eq. 3-4)
 ``intra_layer`` intra-layer TGM loss (STaR eq. 5-6); STaR's final loss = layer_wise + intra_layer
 ``avg_attn``    average attention map KL over all layers (STaR eq. 1)
 ``last_attn``   last layer's attention map KL (the paper's L_last-attn baseline)

@@ -184,6 +184,7 @@ class Trainer:
         self.epoch = 0
         self.batch_in_epoch = 0
         self.bad_steps = 0
+        self.skipped_utterances = 0  # unreadable audio collate left out (named in the log as it happens)
         self.consecutive_bad = 0
         self.ckpt_dir = os.path.join(config.exp_dir, "checkpoints")
         self.writer = None
@@ -250,7 +251,7 @@ class Trainer:
         return {
             "format_version": 1,
             "kind": "training_state",
-            "trainer": {"step": self.step, "epoch": self.epoch, "batch_in_epoch": self.batch_in_epoch, "bad_steps": self.bad_steps},
+            "trainer": {"step": self.step, "epoch": self.epoch, "batch_in_epoch": self.batch_in_epoch, "bad_steps": self.bad_steps, "skipped_utterances": self.skipped_utterances},
             "config": {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(self.config).items()},
             "task_state": task_state,
             "optimizer": self.optimizer.state_dict(),
@@ -300,6 +301,7 @@ class Trainer:
         self.scaler.load_state_dict(ckpt["scaler"])
         t = ckpt["trainer"]
         self.step, self.epoch, self.batch_in_epoch, self.bad_steps = t["step"], t["epoch"], t["batch_in_epoch"], t["bad_steps"]
+        self.skipped_utterances = int(t.get("skipped_utterances", 0))  # absent from checkpoints of older releases
         rngs = ckpt["rng_per_rank"] if "rng_per_rank" in ckpt else [ckpt["rng"]]  # "rng": one process, before 2026-11-22
         if len(rngs) == self.world:
             self._set_rng_state(rngs[self.rank])
@@ -323,6 +325,7 @@ class Trainer:
         totals: Dict[str, list] = {}
         with torch.no_grad():
             for batch in self._loader(self.valid_data, 0):
+                batch.pop("skipped", None)
                 _, logs = self._forward(self._to_device(batch))
                 for k, (s, n) in logs.items():
                     acc = totals.setdefault(k, [0.0, 0.0])
@@ -388,6 +391,7 @@ class Trainer:
             finite = True
             for batch in it:
                 self.batch_in_epoch += 1
+                self.skipped_utterances += len(batch.pop("skipped", ()))
                 batch = self._to_device(batch)
                 sync = micro + 1 == cfg.grad_accum
                 ctx = self.model.no_sync() if (self.world > 1 and not sync) else contextlib.nullcontext()
@@ -427,7 +431,10 @@ class Trainer:
                 bar.update(1)
                 if self.step % cfg.log_every == 0 or self.step == cfg.max_steps:
                     values = {k: s / max(n, 1e-9) for k, (s, n) in running.items()}
-                    values.update(lr=self.scheduler.get_last_lr()[0], grad_norm=float(grad_norm), bad_steps=self.bad_steps)
+                    values.update(
+                        lr=self.scheduler.get_last_lr()[0], grad_norm=float(grad_norm), bad_steps=self.bad_steps,
+                        skipped_utterances=self.skipped_utterances,
+                    )
                     self._log("train", values)
                     bar.set_postfix({k: f"{v:.3g}" for k, v in values.items() if k in ("loss", "acc", "lr")})
                     logger.info("step %d %s", self.step, " ".join(f"{k}={v:.4g}" for k, v in values.items()))

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# STaRHuBERT on LibriSpeech (Lee et al. 2024): distil a HuBERT-family teacher into a STaR student.
+# STaRHuBERT on LibriSpeech (Jang, Kim and Kim 2024): distil a HuBERT-family teacher into a STaR student.
 #
 # Stages (inputs -> outputs; rough cost):
 #   0 data        ${LIBRISPEECH} -> data/<subsets> (shared prep in ../run.sh) and data/train (the
