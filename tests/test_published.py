@@ -490,3 +490,33 @@ def test_star_hubert_xs_explains():
     with pytest.raises(OfflineError, match="not identifiable") as e:
         hub.star_hubert_xs()
     assert "1sUpbDupbDtlCvN-49TblUn8GDmhV8MT8" in str(e.value)
+
+
+def test_stock_run_downstream_trains_on_the_published_pair(published, tmp_path):
+    """s3prl's own runner, in a fresh process, builds our entry from -k CKPT -g YAML and trains its
+    ``example`` downstream (random audio, shipped in the sdist) for two steps on the CPU."""
+    import s3prl
+
+    ckpt, yml, _ = published
+    config = {
+        "runner": {"total_steps": 2, "gradient_clipping": 1, "gradient_accumulate_steps": 1, "log_step": 1,
+                   "eval_step": 1000, "save_step": 2, "max_keep": 1, "eval_dataloaders": ["dev"]},
+        "optimizer": {"name": "TorchOptim", "torch_optim_name": "Adam", "lr": 1.0e-3},
+        "downstream_expert": {"datarc": {"train_batch_size": 2, "eval_batch_size": 2, "num_workers": 0},
+                              "modelrc": {"input_dim": 8}},
+    }
+    cfg = tmp_path / "example.yaml"
+    cfg.write_text(yaml.dump(config))
+    script = os.path.join(os.path.dirname(s3prl.__file__), "run_downstream.py")
+    expdir = tmp_path / "exp"
+    r = subprocess.run(
+        [sys.executable, script, "-m", "train", "-u", "star_hubert_local", "-k", ckpt, "-g", yml, "-d", "example",
+         "-c", str(cfg), "-p", str(expdir), "--device", "cpu"],
+        capture_output=True, text=True, timeout=600, cwd=os.path.dirname(script),
+    )
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert (expdir / "states-2.ckpt").is_file()
+    state = torch.load(expdir / "states-2.ckpt", map_location="cpu", weights_only=False)
+    assert state["Args"].upstream == "star_hubert_local" and state["Args"].upstream_model_config == yml
+    # the runner's weighted-sum featurizer saw the 4 (= layers + 1) hidden states of the published model
+    assert state["Featurizer"]["weights"].shape == (LAYERS + 1,)

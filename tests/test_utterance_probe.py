@@ -106,3 +106,27 @@ def test_checkpoint_features_cli_and_errors(tmp_path, capsys):
         g.writelines(f"{line.split()[0]} yes\n" for line in open(os.path.join(train, "wav.scp")))
     assert probe_cli(["--train", one, "--test", test, "--label", "text", "--out", out]) == 2
     assert "only one class" in capsys.readouterr().err
+
+
+def test_progress_bars_name_what_they_process(tmp_path, capsys):
+    """Bars read '<features> features of <data dir>', never an object's repr."""
+    from s3prl_plugins.eval.utterance_probe import pooled_features
+    from s3prl_plugins.models import build_model, star_hubert_config
+    from s3prl_plugins.models.checkpoint import save_checkpoint
+    from s3prl_plugins.segment.phone_ctc import extract_features
+    from tiny_data import make_tiny_data
+
+    data, _ = make_tiny_data(str(tmp_path), n_utts=3)
+    ex = FeatureExtractor("fbank")
+    extract_features(ex, data, progress=True)
+    err = capsys.readouterr().err
+    assert f"log-Mel features of {data}" in err and "object at 0x" not in err
+    ckpt = tmp_path / "exp" / "star_tiny" / "model.pt"
+    cfg = star_hubert_config(embed_dim=16, num_layers=1, num_heads=2, ffn_dim=16, conv_layers=[(8, 10, 5)] + [(16, 2, 2)] * 6,
+                             pos_conv_kernel=4, pos_conv_groups=2)
+    save_checkpoint(str(ckpt), build_model(cfg))
+    model_ex = FeatureExtractor(str(ckpt), cmvn=False)
+    assert model_ex.name == "star_tiny" and "model.pt" in repr(model_ex)
+    pooled_features(model_ex, data, "speaker", progress=True)
+    err = capsys.readouterr().err
+    assert f"star_tiny features of {data}" in err and "object at 0x" not in err

@@ -100,7 +100,7 @@ def make_targets(
     rng = np.random.default_rng(seed)
     train = read_data_dir(train_dir)
     feats: Dict[str, np.ndarray] = {}
-    for utt in tqdm(train.utts, desc=f"features ({kind})", disable=not progress):
+    for utt in tqdm(train.utts, desc=f"{kind} features of {train_dir} (k-means)", unit="utt", disable=not progress):
         feats[utt] = reader(load_audio(train.wav[utt]))
     allf = np.concatenate(list(feats.values()))
     if allf.shape[0] > max_frames:
@@ -112,7 +112,7 @@ def make_targets(
     for d in [train_dir, *label_dirs]:
         data = read_data_dir(d)
         labels: Dict[str, List[int]] = {}
-        for utt in tqdm(data.utts, desc=f"labels {os.path.basename(d)}", disable=not progress):
+        for utt in tqdm(data.utts, desc=f"k-means labels of {d}", unit="utt", disable=not progress):
             f = feats[utt] if (d == train_dir and utt in feats) else reader(load_audio(data.wav[utt]))
             labels[utt] = km.predict(f).tolist()
         write_labels(os.path.join(out_dir, os.path.basename(os.path.normpath(d)) + ".km"), labels)

@@ -64,7 +64,7 @@ def pooled_features(
         raise ValueError(f"{data_dir} has no 'text' file: the KS label is the text (use --label speaker for SID)")
     ex = source if isinstance(source, FeatureExtractor) else FeatureExtractor(source, cmvn=False)
     rows = []
-    for utt in tqdm(d.utts, desc=f"features {ex.source}", disable=not progress, mininterval=10):
+    for utt in tqdm(d.utts, desc=f"{ex.name} features of {data_dir}", unit="utt", disable=not progress, mininterval=10):
         rows.append(pool(select_layer(ex(load_audio(d.wav[utt])), layer)))
     return np.stack(rows), [LABELS[label](d, u) for u in d.utts], d.utts
 

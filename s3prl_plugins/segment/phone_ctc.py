@@ -11,6 +11,7 @@ through the one :class:`~s3prl_plugins.train.Trainer`.
 from __future__ import annotations
 
 import logging
+import os
 from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
@@ -79,6 +80,19 @@ class FeatureExtractor:
             self.model = load_pretrained(source)
         self.frame_shift = 0.01 if self.model is None else self.model.downsample_rate / 16000
 
+    @property
+    def name(self) -> str:
+        """A short label for progress bars and logs: ``log-Mel``, or the checkpoint's experiment
+        folder (``exp/star_tiny/model.pt`` -> ``star_tiny``) or file name."""
+        if self.model is None:
+            return "log-Mel"
+        src = str(self.source).rstrip("/")
+        base = os.path.basename(src)
+        return os.path.basename(os.path.dirname(src)) or base if base == "model.pt" else base
+
+    def __repr__(self) -> str:
+        return f"FeatureExtractor({self.source!r}, cmvn={self.cmvn})"
+
     @torch.no_grad()
     def __call__(self, wav: Tensor) -> Tensor:
         if self.model is None:
@@ -103,7 +117,8 @@ def extract_features(
     ex = source if isinstance(source, FeatureExtractor) else FeatureExtractor(source)
     d = read_data_dir(data_dir)
     todo = d.utts if utts is None else list(utts)
-    feats = {utt: ex(load_audio(d.wav[utt])).half() for utt in tqdm(todo, desc=f"features {source}", disable=not progress, mininterval=10)}
+    bar = tqdm(todo, desc=f"{ex.name} features of {data_dir}", unit="utt", disable=not progress, mininterval=10)
+    feats = {utt: ex(load_audio(d.wav[utt])).half() for utt in bar}
     return feats, ex.frame_shift
 
 
