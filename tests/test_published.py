@@ -520,3 +520,29 @@ def test_stock_run_downstream_trains_on_the_published_pair(published, tmp_path):
     assert state["Args"].upstream == "star_hubert_local" and state["Args"].upstream_model_config == yml
     # the runner's weighted-sum featurizer saw the 4 (= layers + 1) hidden states of the published model
     assert state["Featurizer"]["weights"].shape == (LAYERS + 1,)
+
+
+def test_espnet_frontend_upstream_star_hubert_from_its_download_dir(published, tmp_path, monkeypatch):
+    """ESPnet's S3prlFrontend with `upstream: star_hubert` and its `download_dir`: the published pair
+    found there loads with the network refusing (ESPnet's own set_dir moves s3prl's cache)."""
+    import shutil
+
+    import s3prl.util.download as dl
+    from espnet2.asr.frontend.s3prl import S3prlFrontend
+
+    from s3prl_plugins.upstream.published import cache_paths
+
+    ckpt, yml, _ = published
+    monkeypatch.setattr(dl, "_download_dir", dl._download_dir)  # restored after the test
+    hub_dir = tmp_path / "hub"
+    dl.set_dir(str(hub_dir))
+    c, y = cache_paths("star_hubert")
+    assert c.startswith(str(hub_dir))
+    os.makedirs(os.path.dirname(c))
+    shutil.copy(ckpt, c)
+    shutil.copy(yml, y)
+    _refuse_network(monkeypatch)
+    fe = S3prlFrontend(fs=16000, frontend_conf={"upstream": "star_hubert"}, download_dir=str(hub_dir), multilayer_feature=True).eval()
+    with torch.no_grad():
+        feats, lens = fe(torch.randn(2, 8000), torch.tensor([8000, 6000]))
+    assert feats.shape[0] == 2 and feats.shape[-1] == EMBED and fe.output_size() == EMBED
