@@ -11,7 +11,6 @@ import logging
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import torch
-import yaml
 from torch import Tensor, nn
 
 from s3prl_plugins.models.checkpoint import CheckpointError, load_checkpoint, read_checkpoint
@@ -107,7 +106,7 @@ class UpstreamExpert(nn.Module):
     def forward(self, wavs: List[Tensor]) -> Dict[str, Any]:
         wavs = check_waveforms(wavs, self.model.min_samples)
         x, lengths = pad_waveforms(wavs)
-        x = x.to(next(self.model.parameters()).dtype)
+        x = x.to(next(self.model.parameters()).dtype)  # an expert cast with .half()/.bfloat16() takes float32 audio
         out = self.model(x, lengths, num_layers=self.num_layers)
         states = out.hidden_states if self.hidden_states_layout == "all" else out.hidden_states[1:]
         return {"hidden_states": states, "last_hidden_state": out.hidden_states[-1]}
@@ -115,10 +114,9 @@ class UpstreamExpert(nn.Module):
 
 def read_expert_options(path: str) -> Tuple[Dict[str, Any], Optional[str]]:
     """``(expert options, path if it is a published STaRHuBERT .yaml else None)`` of a ``-g`` file."""
-    from s3prl_plugins.models.convert.star_lightning import _TolerantLoader
+    from s3prl_plugins.models.convert.star_lightning import read_yaml
 
-    with open(path) as f:
-        doc = yaml.load(f, Loader=_TolerantLoader) or {}  # noqa: S506 - a SafeLoader subclass
+    doc = read_yaml(path) or {}
     if not isinstance(doc, dict):
         raise ValueError(f"{path}: expected a YAML mapping of expert options, got {type(doc).__name__}")
     if "distiller" in doc:  # the published architecture yaml; its other sections are training settings

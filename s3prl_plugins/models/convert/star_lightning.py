@@ -90,11 +90,17 @@ _TolerantLoader.add_constructor("tag:yaml.org,2002:python/tuple", _tuple)
 _TolerantLoader.add_multi_constructor("tag:yaml.org,2002:python/", _unreadable)
 
 
+def read_yaml(path: str) -> Any:
+    """A YAML file read safely: ``!!python/tuple`` as a list, other Python tags as
+    :class:`UnreadableYamlValue` (the authors' files are written by ``yaml.dump``, which may emit them)."""
+    with open(path) as f:
+        return yaml.load(f, Loader=_TolerantLoader)  # noqa: S506 - a SafeLoader subclass
+
+
 def read_distiller_yaml(path: str) -> Dict[str, Any]:
     """The ``distiller:`` section of a published ``.yaml`` (read safely: no Python objects built)."""
     try:
-        with open(path) as f:
-            doc = yaml.load(f, Loader=_TolerantLoader)  # noqa: S506 - a SafeLoader subclass
+        doc = read_yaml(path)
     except OSError as e:
         raise ConversionError(f"{path}: cannot read the model config ({e})") from e
     except yaml.YAMLError as e:
