@@ -12,7 +12,9 @@ library's own ``prepare_librispeech``, and reads it through exactly what ``bin/d
     python bench/bench_input_pipeline.py --workers 0 4 8 --hours 2
 
 The consumption figure is the H100 bf16 STaRHuBERT update of bench/RESULTS.md (1,162 audio s / s,
-padded batches); pass ``--consumed`` for another.
+padded batches); pass ``--consumed`` for another. "training s/s" holds each batch for as long as that
+update takes (the GPU computes, the CPU waits), so it is what a run would achieve; "GPU busy" is its
+ratio to the consumption.
 """
 
 from __future__ import annotations
@@ -71,9 +73,10 @@ def make_corpus(root: str, hours: float, seed: int = 0) -> float:
     return total
 
 
-def measure(data_dir: str, conf: dict, workers: int, epochs: int) -> tuple:
-    import torch
-
+def measure(data_dir: str, conf: dict, workers: int, epochs: int, consumed: float = 0.0) -> float:
+    """Audio s / s through the loader; with ``consumed`` > 0 each batch is then held for as long as
+    the update takes (``audio seconds / consumed``: the GPU computes while the CPU waits), so the
+    figure is what training would achieve: decoding in the training process adds to every update."""
     from s3prl_plugins.data.dataset import AudioDataset, BucketBatchSampler, collate
     from s3prl_plugins.train.trainer import TrainerConfig, make_loader
 
@@ -81,18 +84,19 @@ def measure(data_dir: str, conf: dict, workers: int, epochs: int) -> tuple:
     tcfg = TrainerConfig(exp_dir=tempfile.mkdtemp(), num_workers=workers, prefetch_factor=conf["trainer"].get("prefetch_factor", 2))
     ds = AudioDataset(data_dir, None, data["max_seconds"], frame_stride=320, min_samples=400)
     sampler = BucketBatchSampler([ds.duration(i) for i in range(len(ds))], data["batch_seconds"], shuffle=True, max_batch_size=data["batch_size"])
-    seconds, t0 = 0.0, None
-    batches = 0
-    for epoch in range(epochs + 1):  # epoch 0 warms the page cache and starts the workers once
+    seconds, elapsed = 0.0, 0.0
+    for epoch in range(epochs + 1):  # epoch 0 warms the page cache
         start = time.perf_counter()
         got = 0.0
         for batch in make_loader((ds, sampler, collate), epoch, tcfg):
-            got += float(batch["lengths"].sum()) / 16000
-            batches += epoch > 0
+            audio = float(batch["lengths"].sum()) / 16000
+            got += audio
+            if consumed:
+                time.sleep(audio / consumed)
         if epoch > 0:
             seconds += got
-            t0 = (t0 or 0.0) + time.perf_counter() - start
-    return seconds / t0, batches
+            elapsed += time.perf_counter() - start
+    return seconds / elapsed
 
 
 def main() -> int:
@@ -114,12 +118,14 @@ def main() -> int:
         total = make_corpus(root, args.hours)
         prepare_librispeech(root, "train-clean-100", os.path.join(root, "data"))
         print(f"corpus: {total / 3600:.2f} h of FLAC in {time.perf_counter() - t:.0f} s; {os.cpu_count()} CPUs; conf {os.path.relpath(args.conf)}")
-        print(f"{'workers':>8}{'audio s / s':>14}{'x baseline':>12}{'x one H100 update':>20}")
+        print(f"loader alone, then with each batch held for the update ({args.consumed:.0f} audio s / s):")
+        print(f"{'workers':>8}{'loader s/s':>12}{'x w=0':>8}{'training s/s':>14}{'x w=0':>8}{'GPU busy':>10}")
         base = None
         for w in args.workers:
-            rate, _ = measure(os.path.join(root, "data"), conf, w, args.epochs)
-            base = base or rate
-            print(f"{w:>8}{rate:>14.0f}{rate / base:>12.2f}{rate / args.consumed:>20.2f}")
+            alone = measure(os.path.join(root, "data"), conf, w, args.epochs)
+            fed = measure(os.path.join(root, "data"), conf, w, args.epochs, args.consumed)
+            base = base or (alone, fed)
+            print(f"{w:>8}{alone:>12.0f}{alone / base[0]:>8.2f}{fed:>14.0f}{fed / base[1]:>8.2f}{fed / args.consumed:>10.0%}")
     return 0
 
 

@@ -59,9 +59,10 @@ class TrainerConfig:
         keep_last: periodic checkpoints kept.
         max_bad_steps: consecutive non-finite losses tolerated before stopping.
         seed: seeds the data order, crops and the torch RNG.
-        num_workers: DataLoader workers decoding audio in parallel (0: in the training process). One
-            process decodes LibriSpeech FLAC at ~1,500x real time while one H100 distillation update
-            consumes ~1,160 s of audio per second (bench/RESULTS.md), so GPU recipes set several.
+        num_workers: DataLoader workers decoding audio beside the update (0: in the training process,
+            where decoding adds to every update: one H100 STaRHuBERT update consumes ~1,160 s of audio
+            per second, one CPU process decodes FLAC at ~3,900x real time, so the GPU would idle ~29%
+            of the time; bench/bench_input_pipeline.py). GPU recipes set several.
         pin_memory: page-locked batches for asynchronous host-to-GPU copies: ``auto`` (when training on
             CUDA), ``true`` or ``false``.
         prefetch_factor: batches each worker prepares ahead (with ``num_workers`` > 0).
