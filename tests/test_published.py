@@ -546,3 +546,19 @@ def test_espnet_frontend_upstream_star_hubert_from_its_download_dir(published, t
     with torch.no_grad():
         feats, lens = fe(torch.randn(2, 8000), torch.tensor([8000, 6000]))
     assert feats.shape[0] == 2 and feats.shape[-1] == EMBED and fe.output_size() == EMBED
+
+
+@pytest.mark.parametrize("ffn, params", [(976, 22_308_592), (1392, 26_626_672)], ids=["STaRHuBERT", "STaRHuBERT-L"])
+def test_published_shape_has_the_papers_parameter_count(ffn, params):
+    """The authors' distiller section at full size (their slim CNN as a fairseq string) maps onto the
+    paper's Table 2 counts (22.31 M / 26.63 M) and onto our presets' shapes."""
+    from s3prl_plugins.models import build_model, count_parameters, preset_config
+    from s3prl_plugins.models.convert import star_lightning_config
+
+    d = dict(_distiller(), conv_feature_layers="[(128, 10, 5)] + [(256, 1, 1)] + [(256, 3, 2)] * 4 + [(432, 1, 1)] + [(432, 2, 2)] * 2",
+             encoder_layers=12, encoder_embed_dim=432, encoder_ffn_embed_dim=ffn, encoder_attention_heads=12, conv_pos=128, conv_pos_groups=16)
+    cfg = star_lightning_config(d)
+    assert count_parameters(build_model(cfg)) == params
+    preset = preset_config("star_hubert" if ffn == 976 else "star_hubert_l")
+    for key in ("conv_layers", "embed_dim", "num_heads", "head_dim", "ffn_dims", "pos_conv_kernel", "pos_conv_groups", "layer_norm_first", "feature_layer_norm"):
+        assert getattr(cfg, key) == getattr(preset, key), key
