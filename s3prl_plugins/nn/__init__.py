@@ -1,6 +1,7 @@
-"""Building blocks (torchaudio-style): front-ends and transformer components. No training logic here."""
+"""Building blocks (torchaudio-style): front-ends, transformer components, subsampling. No training logic here."""
 
 from s3prl_plugins.nn.frontends import ConvFeatureExtractor, LogMelFrontend, conv_output_lengths
+from s3prl_plugins.nn.subsampling import cif
 from s3prl_plugins.nn.transformer import (
     ConvPositionalEmbedding,
     Encoder,
@@ -20,4 +21,5 @@ __all__ = [
     "FeedForward",
     "RelativePositionBias",
     "SelfAttention",
+    "cif",
 ]
