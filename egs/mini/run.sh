@@ -18,9 +18,9 @@
 #   5 melhubert conf/melhubert_tiny.yaml -> exp/melhubert_tiny/model.pt               ~5 min
 #   6 star     STaR distillation (layer-wise + intra-layer TGM) of the --distill-teacher into a
 #              narrower student of the same depth: conf/star_tiny.yaml -> exp/star_tiny/model.pt
-#              (loads with s3prl's star_hubert_local)                                 ~5 min
+#              (loads with s3prl's star_hubert_local)                                 ~14 min
 #   7 distil   the DistilHuBERT-style baseline (L1 + cosine through prediction heads), same student
-#              size: conf/distilhubert_tiny.yaml -> exp/distilhubert_tiny/model.pt    ~5 min
+#              size: conf/distilhubert_tiny.yaml -> exp/distilhubert_tiny/model.pt    ~14 min
 #   8 probe    frozen-feature CTC phone probe: log-Mel vs each teacher and student
 #              -> exp/probe/*/result.json; and for each of --subsets, an utterance probe
 #              (mean+std pooling, logistic regression): keyword / speaker accuracy
@@ -46,7 +46,8 @@ mfa_dictionary=""          # with MFA installed (conda): a dictionary and acoust
 mfa_acoustic_model=""
 teacher_steps=600
 distill_teacher=melhubert_tiny   # the teacher of stages 6-7: melhubert_tiny (the better one here) or hubert_tiny
-student_steps=600
+student_steps=2400          # students' updates: 600 is far from converged (test PER 49.8/45.7%), 2400 gives
+                            # 30.7/30.4%, 4800 26.1/24.5% (egs/mini/RESULTS.md); 4800 doubles stages 6-7
 probe_steps=5000            # linear probe updates (SUPERB PR design; ~1-3 min each)
 
 . ./path.sh
