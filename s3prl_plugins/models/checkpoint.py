@@ -97,6 +97,7 @@ def _inert_class(full_name: str) -> type:
 
 def pickled_globals(path: str) -> set:
     """Every ``module.name`` a torch (zip-format) checkpoint's pickle refers to, read without unpickling."""
+    import collections
     import pickletools
     import zipfile
 
@@ -108,12 +109,12 @@ def pickled_globals(path: str) -> set:
         if not pkl:
             return names
         data = z.read(pkl[0])
-    strings: list = []
+    strings: collections.deque = collections.deque(maxlen=2)  # STACK_GLOBAL (protocol 4+) takes the last two
     for op, arg, _ in pickletools.genops(data):
-        if op.name == "GLOBAL":
+        if op.name == "GLOBAL":  # torch.save's default protocol 2: "module name"
             names.add(arg.replace(" ", "."))
-        elif op.name == "STACK_GLOBAL" and len(strings) >= 2:
-            names.add(f"{strings[-2]}.{strings[-1]}")
+        elif op.name == "STACK_GLOBAL" and len(strings) == 2:
+            names.add(f"{strings[0]}.{strings[1]}")
         if isinstance(arg, str):
             strings.append(arg)
     return names
@@ -121,7 +122,7 @@ def pickled_globals(path: str) -> set:
 
 def _foreign_globals(path: str) -> set:
     """The globals of ``path`` that torch's weights-only unpickler does not allow on its own."""
-    from torch import _weights_only_unpickler as wo
+    from torch import _weights_only_unpickler as wo  # private, but the allow-list itself (torch is pinned)
 
     allowed = set(wo._get_allowed_globals()) | set(wo._get_user_allowed_globals())
     return {n for n in pickled_globals(path) if n not in allowed}

@@ -120,6 +120,17 @@ def convert_checkpoint(
     )
 
 
+def model_from_checkpoint(
+    obj: Dict[str, Any], path: str, keep_head: bool = False, model_config: Optional[str] = None
+) -> SSLModel:
+    """The model (eval mode) of a checkpoint dict already read from ``path`` (any supported format)."""
+    config, state = convert_checkpoint(obj, path, keep_head=keep_head, model_config=model_config)
+    model = SSLModel(config)
+    load_state_strict(model, state, path)
+    logger.info("loaded %s (%s, %d layers, width %d)", path, config.name, config.num_layers, config.embed_dim)
+    return model.eval()
+
+
 def load_pretrained(
     source: str, refresh: bool = False, keep_head: bool = False, model_config: Optional[str] = None
 ) -> SSLModel:
@@ -143,7 +154,7 @@ def load_pretrained(
     if os.path.isdir(path):
         config, state = sources.from_transformers(path)
     elif os.path.isfile(path):
-        config, state = convert_checkpoint(read_checkpoint(path), path, keep_head=keep_head, model_config=model_config)
+        return model_from_checkpoint(read_checkpoint(path), path, keep_head=keep_head, model_config=model_config)
     else:
         raise CheckpointError(
             f"{source!r} is neither a checkpoint file, a Hugging Face model folder, nor a hub name "

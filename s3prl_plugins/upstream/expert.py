@@ -129,19 +129,15 @@ def read_expert_options(path: str) -> Tuple[Dict[str, Any], Optional[str]]:
 
 def load_expert_model(ckpt: str, family: Optional[str], published_yaml: Optional[str]) -> SSLModel:
     """Our checkpoint (checked against the entry's family), or a published STaRHuBERT ``.ckpt``."""
-    from s3prl_plugins.models.checkpoint import load_state_strict
     from s3prl_plugins.models.convert import sources
-    from s3prl_plugins.models.loading import convert_checkpoint
+    from s3prl_plugins.models.loading import model_from_checkpoint
 
-    obj = read_checkpoint(ckpt)
+    obj = read_checkpoint(ckpt)  # read once: published checkpoints are hundreds of MB
     fmt = sources.detect_format(obj)
     if fmt == "star_lightning":
         if family not in (None, "star_hubert"):
             raise CheckpointError(f"{ckpt}: a published STaRHuBERT checkpoint; load it with star_hubert_local")
-        config, state = convert_checkpoint(obj, ckpt, model_config=published_yaml)
-        model = SSLModel(config)
-        load_state_strict(model, state, ckpt)
-        return model
+        return model_from_checkpoint(obj, ckpt, model_config=published_yaml)
     if fmt != "ours":
         raise CheckpointError(
             f"{ckpt}: a {fmt or 'unrecognised'} checkpoint, not one of ours nor a published STaRHuBERT .ckpt; "
