@@ -14,6 +14,7 @@ without the corpus we use 32 deterministic lengths spread over 1-20 s with the s
 from __future__ import annotations
 
 import logging
+import math
 import statistics
 import time
 from dataclasses import asdict, dataclass
@@ -24,6 +25,7 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from s3prl_plugins.models.ssl_model import SSLModel, count_parameters
+from s3prl_plugins.nn.frontends import conv_output_lengths
 
 logger = logging.getLogger(__name__)
 
@@ -86,6 +88,7 @@ class Profile:
     rtf_cpu: float
     rtf_gpu: Optional[float]
     num_utterances: int
+    frame_rate_hz: Optional[float] = None  # encoder frames per second of speech (ours only)
 
     def to_dict(self) -> Dict[str, object]:
         return asdict(self)
@@ -96,17 +99,45 @@ def _meta_copy(model: SSLModel) -> SSLModel:
         return SSLModel(model.config).eval()
 
 
-def ssl_macs(model: SSLModel, num_samples: int) -> Dict[str, int]:
-    """MACs of one utterance of ``num_samples`` samples through ``model`` (and through its front-end)."""
+def ssl_macs(model: SSLModel, num_samples: int, frames_per_segment: Optional[float] = None) -> Dict[str, int]:
+    """MACs of one utterance of ``num_samples`` samples through ``model`` (and through its front-end), and
+    the encoder's frames.
+
+    A variable-length subsampled model (CIF, given segments) has as many encoder frames as its α fires,
+    which depends on the audio: it is counted at ``frames_per_segment`` front-end frames per segment
+    (default: the config's nominal ``subsampling.stride``) -- front-end, CIF module and pooling at the
+    front-end's rate, then projection and encoder on ``ceil(T / frames_per_segment)`` segments."""
     meta = _meta_copy(model)
+    sub = meta.subsampler
     with torch.no_grad():
         if model.config.frontend == "conv":
             wav = torch.zeros(1, num_samples, device="meta")
-            return {"macs": count_macs(lambda: meta(wav)), "macs_frontend": count_macs(lambda: meta.frontend(wav))}
-        # Log-Mel: the filterbank (an FFT) has no MACs in this count; start from its output shape.
-        frames = int(model.frontend.num_frames(torch.tensor([num_samples]))[0])
-        feats = torch.zeros(1, frames, model.config.frontend_dim, device="meta")
-        return {"macs": count_macs(lambda: meta.encode(meta.project(feats)[0])), "macs_frontend": 0}
+            macs_fe = count_macs(lambda: meta.frontend(wav))
+            frames = int(conv_output_lengths(torch.tensor([num_samples]), model.config.conv_layers)[0])
+            if sub is None or not sub.variable:
+                out = {"macs": count_macs(lambda: meta(wav)), "macs_frontend": macs_fe}
+                out["encoder_frames"] = -(-frames // (model.config.subsampling_stride or 1))
+                return out
+        else:
+            # Log-Mel: the filterbank (an FFT) has no MACs in this count; start from its output shape.
+            macs_fe = 0
+            frames = int(model.frontend.num_frames(torch.tensor([num_samples]))[0])
+            if sub is None or not sub.variable:
+                feats = torch.zeros(1, frames, model.config.frontend_dim, device="meta")
+                stride = model.config.subsampling_stride or 1
+                if sub is not None:
+                    feats = sub(feats, torch.tensor([frames], device="meta")).x
+                return {"macs": count_macs(lambda: meta.encode(meta.project(feats)[0])), "macs_frontend": 0, "encoder_frames": -(-frames // stride)}
+        rate = float(frames_per_segment or sub.stride)
+        segments = max(1, math.ceil(frames / rate))
+        dim = model.config.frontend_dim
+        feats = torch.zeros(1, frames, dim, device="meta")
+        macs = macs_fe + frames * dim  # CIF pooling: one weighted add per frame and channel
+        if sub.weights is not None:
+            macs += count_macs(lambda: sub.weights(feats, None))
+        seg = torch.zeros(1, segments, dim, device="meta")
+        macs += count_macs(lambda: meta.encode(meta.project(seg)[0]))
+        return {"macs": macs, "macs_frontend": macs_fe, "encoder_frames": segments}
 
 
 def _rtf(run: Callable[[torch.Tensor], object], seconds: float, device: str, repeats: int = 5, warmup: int = 2) -> float:
@@ -132,6 +163,7 @@ def profile_model(
     rtf_seconds: float = 10.0,
     rtf_repeats: int = 5,
     gpu: Optional[bool] = None,
+    frames_per_segment: Optional[float] = None,
 ) -> Profile:
     """Profile an :class:`SSLModel` or any s3prl expert (``forward(list of waveforms)``).
 
@@ -142,6 +174,8 @@ def profile_model(
         rtf_seconds: length of the utterance timed for the real-time factor (batch 1).
         rtf_repeats: timed runs (median reported) after 2 warm-up runs.
         gpu: also time on CUDA (default: when available).
+        frames_per_segment: a variable-length subsampled model's front-end frames per segment for the
+            MACs count (default: its config's nominal stride; see :func:`ssl_macs`).
     """
     durations = list(durations) if durations else superb_like_lengths()
     seconds = float(sum(durations))
@@ -149,10 +183,12 @@ def profile_model(
     ours = isinstance(model, SSLModel)
     macs = 0
     macs_c: Optional[int] = 0 if ours else None
+    encoder_frames = 0
     for d in durations:
         n = int(round(d * SAMPLE_RATE))
         if ours:
-            m = ssl_macs(model, n)
+            m = ssl_macs(model, n, frames_per_segment)
+            encoder_frames += m["encoder_frames"]
             macs += m["macs"]
             macs_c += m["macs"] - m["macs_frontend"]  # type: ignore[operator]
         else:
@@ -161,6 +197,10 @@ def profile_model(
                 macs += count_macs(lambda: model([wav]))
     if ours:
         run_cpu = lambda w: model(w)  # noqa: E731
+        sub = model.subsampler
+        if sub is not None and sub.kind == "segments":  # the topline needs segments: the nominal ones
+            stride = max(1, int(round(float(sub.stride))))
+            run_cpu = lambda w: model(w, segment_ids=torch.arange(w.size(1) // model.downsample_rate + 1, device=w.device)[None] // stride)  # noqa: E731
     else:
         run_cpu = lambda w: model([w[0]])  # noqa: E731
     rtf_cpu = _rtf(run_cpu, rtf_seconds, "cpu", rtf_repeats)
@@ -184,6 +224,7 @@ def profile_model(
         rtf_cpu=rtf_cpu,
         rtf_gpu=rtf_gpu,
         num_utterances=len(durations),
+        frame_rate_hz=encoder_frames / seconds if ours else None,
     )
 
 

@@ -44,6 +44,9 @@ class SSLModelConfig:
             ``"distil"`` {layers, out_dim, inter_dim}); not part of the upstream's backbone.
         dropout, attention_dropout, activation_dropout, conv_dropout: training-time dropout.
         feature_grad_mult: scale of the gradient reaching the front-end (fairseq HuBERT: 0.1).
+        subsampling: sequence subsampling after the front-end (Meng et al. 2022): ``None``, or
+            ``{type: avg | conv | cif | segments, stride: F, upsample: null | repeat | deconv,
+            kernel: 5, tail_threshold: 0.5}`` (see :class:`s3prl_plugins.nn.subsampling.Subsampler`).
         name: free-form label (the preset it came from).
     """
 
@@ -76,6 +79,7 @@ class SSLModelConfig:
     activation_dropout: float = 0.0
     conv_dropout: float = 0.0
     feature_grad_mult: float = 1.0
+    subsampling: Optional[Dict[str, Any]] = None
     name: str = ""
 
     def __post_init__(self) -> None:
@@ -112,6 +116,10 @@ class SSLModelConfig:
             raise ValueError("stack_frames must be >= 1")
         if self.head is not None and self.head.get("type") not in ("hubert", "cluster", "distil"):
             raise ValueError(f"unknown head type {self.head.get('type')!r} (hubert, cluster, distil)")
+        if self.subsampling is not None:
+            from s3prl_plugins.nn.subsampling import check_subsampling
+
+            check_subsampling(self.subsampling)
 
     @property
     def frontend_dim(self) -> int:
@@ -127,13 +135,31 @@ class SSLModelConfig:
 
     @property
     def downsample_rate(self) -> int:
-        """Input samples per output frame (320 for the waveform CNN, 160/320 for log-Mel 10/20 ms)."""
+        """Input samples per front-end frame (320 for the waveform CNN, 160/320 for log-Mel 10/20 ms);
+        with sequence subsampling the encoder runs at a lower rate, :attr:`encoder_downsample_rate`."""
         if self.frontend == "conv":
             rate = 1
             for _, _, stride in self.conv_layers:
                 rate *= stride
             return rate
         return int(round(16000 * self.frame_shift_ms / 1000)) * self.stack_frames
+
+    @property
+    def subsampling_stride(self) -> Optional[int]:
+        """Front-end frames per encoder frame: 1 without subsampling, the stride of fixed-length
+        subsampling, ``None`` for variable-length (CIF, given segments)."""
+        spec = self.subsampling
+        if not spec:
+            return 1
+        if spec["type"] in ("avg", "conv"):
+            return int(spec.get("stride", 1))
+        return None
+
+    @property
+    def encoder_downsample_rate(self) -> Optional[int]:
+        """Input samples per encoder frame (``None`` when variable-length)."""
+        stride = self.subsampling_stride
+        return None if stride is None else self.downsample_rate * stride
 
     def to_dict(self) -> Dict[str, Any]:
         d = dataclasses.asdict(self)

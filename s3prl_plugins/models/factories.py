@@ -102,6 +102,24 @@ def distilhubert(with_heads: bool = False) -> SSLModelConfig:
     return distilhubert_config(pred_layers=(4, 8, 12) if with_heads else None, name="distilhubert")
 
 
+def distilhubert_subsampled(kind: str, stride: int, upsample: Optional[str] = None, **overrides: Any) -> SSLModelConfig:
+    """DistilHuBERT with sequence subsampling after the CNN (Meng et al. 2022, Table 2): ``kind`` avg /
+    conv (fixed, ``stride`` frames per output frame, optionally ``upsample`` repeat / deconv) or cif /
+    segments (variable; ``stride`` is the nominal frames per segment, e.g. 4 for 12.5 Hz)."""
+    spec: Dict[str, Any] = {"type": kind, "stride": stride}
+    if upsample:
+        spec["upsample"] = upsample
+    name = f"distilhubert_{kind}{stride}" + (f"_{upsample}" if upsample else "")
+    args = dict(subsampling=spec, name=name)
+    args.update(overrides)
+    return distilhubert_config(pred_layers=None, **args)
+
+
+def distilhubert_cif() -> SSLModelConfig:
+    """DistilHuBERT + CIF (Table 2 III), profiled at its nominal 12.5 Hz (4 CNN frames per segment)."""
+    return distilhubert_subsampled("cif", 4, name="distilhubert_cif")
+
+
 def star_hubert_config(
     embed_dim: int = 432,
     num_layers: int = 12,
@@ -179,6 +197,12 @@ PRESETS: Dict[str, Callable[[], SSLModelConfig]] = {
     "wav2vec2_base": wav2vec2_base,
     "wavlm_base": wavlm_base,
     "distilhubert": distilhubert,
+    "distilhubert_cif": distilhubert_cif,
+    "distilhubert_avg2": lambda: distilhubert_subsampled("avg", 2),
+    "distilhubert_avg4": lambda: distilhubert_subsampled("avg", 4),
+    "distilhubert_avg8": lambda: distilhubert_subsampled("avg", 8),
+    "distilhubert_conv2_deconv": lambda: distilhubert_subsampled("conv", 2, "deconv"),
+    "distilhubert_conv4_deconv": lambda: distilhubert_subsampled("conv", 4, "deconv"),
     "star_hubert": star_hubert,
     "star_hubert_l": star_hubert_l,
     "melhubert_base_10ms": melhubert_base_10ms,

@@ -12,6 +12,7 @@ from torch import Tensor, nn
 from s3prl_plugins.models.config import SSLModelConfig
 from s3prl_plugins.models.heads import build_head
 from s3prl_plugins.nn import ConvFeatureExtractor, Encoder, LogMelFrontend
+from s3prl_plugins.nn.subsampling import Subsampled, Upsampler, build_subsampler
 
 
 class InputError(ValueError):
@@ -30,6 +31,12 @@ class SSLOutput:
         padding_mask: (batch, frames), True on padded frames.
         attentions: head-averaged attention maps (batch, frames, frames) per layer, if asked.
         features: projected front-end features (batch, frames, dim), before the positional convolution.
+        subsampled: with sequence subsampling (``config.subsampling``), what the subsampler returned:
+            the encoder's frames per utterance (``subsampled.lengths`` = ``lengths``) and, for
+            variable-length subsampling, α (batch, front-end frames).
+        frontend_lengths: (batch,) front-end frames before subsampling (= ``lengths`` without).
+        upsampled: with ``upsample=True`` (Meng et al. 2022 Fig. 1a), the last layer's output back at
+            the front-end's frame rate through the learned upsampler (batch, front-end frames, dim).
     """
 
     hidden_states: List[Tensor]
@@ -37,6 +44,9 @@ class SSLOutput:
     padding_mask: Tensor
     attentions: List[Tensor] = field(default_factory=list)
     features: Optional[Tensor] = None
+    subsampled: Optional[Subsampled] = None
+    frontend_lengths: Optional[Tensor] = None
+    upsampled: Optional[Tensor] = None
 
 
 def lengths_to_padding_mask(lengths: Tensor, max_len: int) -> Tensor:
@@ -85,6 +95,9 @@ class SSLModel(nn.Module):
             max_distance=config.max_distance,
         )
         self.head = build_head(config.embed_dim, config.head) if config.head else None
+        spec = config.subsampling or {}
+        self.subsampler = build_subsampler(config.subsampling, dim)
+        self.upsampler = Upsampler(spec["upsample"], int(spec.get("stride", 1)), config.embed_dim) if spec.get("upsample") else None
 
     @property
     def downsample_rate(self) -> int:
@@ -118,15 +131,34 @@ class SSLModel(nn.Module):
         if lengths is not None and int(lengths.max()) > waveforms.size(1):
             raise InputError(f"a length {int(lengths.max())} exceeds the padded size {waveforms.size(1)}")
 
-    def extract_features(self, waveforms: Tensor, lengths: Optional[Tensor] = None):
-        """Front-end + layer norm + projection: (features (B, T, D), lengths (B,))."""
+    def extract_features(
+        self,
+        waveforms: Tensor,
+        lengths: Optional[Tensor] = None,
+        alpha: Optional[Tensor] = None,
+        segment_ids: Optional[Tensor] = None,
+    ):
+        """Front-end (+ sequence subsampling) + layer norm + projection: (features (B, T, D), lengths (B,));
+        :meth:`forward` also returns α and the front-end's lengths."""
+        x, n, _, _ = self._frontend(waveforms, lengths, alpha, segment_ids)
+        return self.project(x, n)
+
+    def _frontend(self, waveforms: Tensor, lengths: Optional[Tensor], alpha: Optional[Tensor], segment_ids: Optional[Tensor]):
+        """(features, their lengths, the :class:`Subsampled` result or None, the front-end's lengths)."""
         self.check_input(waveforms, lengths)
         if self.config.normalize_waveform:
             waveforms = _normalize(waveforms, lengths)
         x, frame_lengths = self.frontend(waveforms, lengths)
         if self.config.feature_grad_mult != 1.0 and x.requires_grad:
             x = _GradMultiply.apply(x, self.config.feature_grad_mult)
-        return self.project(x, frame_lengths)
+        if frame_lengths is None:
+            frame_lengths = torch.full((x.size(0),), x.size(1), dtype=torch.long, device=x.device)
+        if self.subsampler is None:
+            if alpha is not None or segment_ids is not None:
+                raise ValueError("alpha / segment_ids given to a model without sequence subsampling (config.subsampling)")
+            return x, frame_lengths, None, frame_lengths
+        sub = self.subsampler(x, frame_lengths, alpha=alpha, segment_ids=segment_ids)
+        return sub.x, sub.lengths, sub, frame_lengths
 
     def project(self, x: Tensor, frame_lengths: Optional[Tensor] = None):
         """Front-end output (B, T, C) -> projected features (B, T, D) and (B,) frames."""
@@ -145,6 +177,9 @@ class SSLModel(nn.Module):
         need_attention: bool = False,
         num_layers: Optional[int] = None,
         frame_mask: Optional[Tensor] = None,
+        alpha: Optional[Tensor] = None,
+        segment_ids: Optional[Tensor] = None,
+        upsample: bool = False,
     ) -> SSLOutput:
         """Args:
             waveforms: (batch, samples) zero-padded 16 kHz audio.
@@ -153,12 +188,36 @@ class SSLModel(nn.Module):
             num_layers: run only the first layers (MelHuBERT's first-k baseline, teachers' early exit).
             frame_mask: (batch, frames) True where the mask embedding replaces the features
                 (masked prediction; needs ``mask_embedding``).
+            alpha: variable-length subsampling: use this α (batch, front-end frames) instead of the CIF
+                module's.
+            segment_ids: the ``segments`` subsampling type (the forced-alignment topline): per-frame
+                segment labels (batch, front-end frames) to average over.
+            upsample: also run the upsampler (``subsampling.upsample``) on the last layer -- a training
+                head like the prediction heads: downstream models take the subsampled states (Meng et al.
+                2022 §1, "we directly use the subsampled representation in downstream"; Table 2 counts
+                its parameters but not its MACs).
 
         Returns:
             :class:`SSLOutput`.
         """
-        x, frame_lengths = self.extract_features(waveforms, lengths)
-        return self.encode(x, frame_lengths if lengths is not None else None, need_attention, num_layers, frame_mask)
+        x, frame_lengths, sub, frontend_lengths = self._frontend(waveforms, lengths, alpha, segment_ids)
+        x, frame_lengths = self.project(x, frame_lengths)
+        padded = lengths is not None or (sub is not None and sub.alpha is not None)
+        out = self.encode(x, frame_lengths if padded else None, need_attention, num_layers, frame_mask)
+        out.subsampled = sub
+        out.frontend_lengths = frontend_lengths
+        if upsample:
+            if self.upsampler is None:
+                raise ValueError("upsample=True but the model has no upsampler (subsampling.upsample)")
+            out.upsampled = self.upsampler(out.hidden_states[-1], sub.frames)
+        return out
+
+    def to_frontend_rate(self, states: Tensor, out: SSLOutput) -> Tensor:
+        """Encoder-rate states (batch, frames, dim) of ``out`` back at the front-end's frame rate (fixed:
+        repetition; variable: each frame takes its segment's vector). Without subsampling: unchanged."""
+        if self.subsampler is None:
+            return states
+        return self.subsampler.expand(states, out.subsampled, out.subsampled.frames, out.frontend_lengths)
 
     def encode(
         self,

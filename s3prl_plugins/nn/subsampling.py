@@ -1,4 +1,10 @@
-"""Sequence subsampling: Continuous Integrate-and-Fire (CIF) segment pooling.
+"""Sequence subsampling along time: fixed-length pooling / convolution with upsampling, and Continuous
+Integrate-and-Fire (CIF) segment pooling -- one module that any model of the zoo uses through its config
+(``SSLModelConfig.subsampling``, see :func:`build_subsampler`).
+
+Fixed-length (Meng et al. 2022 §2.1): average pooling, or a convolution whose kernel equals its stride,
+after the front-end; paired either with an upsampler after the encoder (repetition or a transposed
+convolution, Fig. 1a, eq. 1) or with the teacher's targets subsampled the same way (Fig. 1b, eq. 2).
 
 Variable-length subsampling of Meng, Chen, Shi, Watanabe, Garcia, Lee and Tang, "On Compressing
 Sequences for Self-Supervised Speech Models" (SLT 2022), §2.2 and §5.2, after Dong and Xu's CIF
@@ -25,10 +31,12 @@ project does not take on the dependency.
 
 from __future__ import annotations
 
-from typing import Optional, Tuple
+from dataclasses import dataclass
+from typing import Any, Mapping, Optional, Tuple
 
 import torch
-from torch import Tensor
+import torch.nn.functional as F
+from torch import Tensor, nn
 
 # Cumulative sums within this distance of an integer count as that integer: α = 1/3 summed 300 times
 # is 99.99999999999997 in float64, and fixed-rate CIF (α = 1/F) must still give T / F segments.
@@ -62,7 +70,8 @@ def cif(
         alpha: (batch, frames), non-negative (a sigmoid's output is in [0, 1]; larger values are allowed:
             such a frame fills several segments).
         lengths: (batch,) valid frames (None: all); α of padded frames is ignored.
-        tail_threshold: what happens to the incomplete last segment (weight Σα − floor(Σα) < 1). ``None``
+        tail_threshold: what happens to the incomplete last segment (weight Σα − floor(Σα) < 1), a float
+            or one value per utterance (batch,). ``None``
             (training, the default): dropped -- the number of segments of utterance b is
             ``floor(Σ_{t < lengths[b]} α[b, t])`` (sums within 1e-6 of an integer count as that integer).
             A number (inference, CIF's usual 0.5): the tail is kept, normalised by its weight into an
@@ -86,7 +95,8 @@ def cif(
     if tail_threshold is None:
         keep_tail = torch.zeros(B, dtype=torch.bool, device=alpha.device)
     else:
-        keep_tail = tail >= max(tail_threshold, SNAP)
+        thr = torch.as_tensor(tail_threshold, dtype=tail.dtype, device=tail.device).clamp(min=SNAP)
+        keep_tail = tail >= thr
     seg_lengths = complete.long() + keep_tail.long()
     n = int(seg_lengths.max()) if B else 0
     # rows 0..n-1 are the output; row n collects what is dropped (an incomplete tail), so nothing
@@ -130,7 +140,8 @@ def cif_reference(
                 acc = 0.0
             seg = seg + a * x
             acc += a
-        if tail_threshold is not None and acc >= max(tail_threshold, SNAP):
+        thr = None if tail_threshold is None else float(torch.as_tensor(tail_threshold).expand(B)[b])
+        if thr is not None and acc >= max(thr, SNAP):
             segs.append(seg / acc)
         outs.append(segs)
         counts.append(len(segs))
@@ -139,3 +150,296 @@ def cif_reference(
     rows = [torch.cat([r, r.new_zeros(S - r.size(0), D)]) for r in rows]  # no in-place writes: cheap backward
     out = torch.stack(rows) if rows else torch.zeros(0, 0, D, dtype=torch.float64)
     return out.to(features.dtype), torch.tensor(counts, dtype=torch.long)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Fixed-length subsampling and upsampling (§2.1)
+
+
+def _valid(lengths: Optional[Tensor], B: int, T: int, device) -> Tensor:
+    if lengths is None:
+        return torch.ones(B, T, dtype=torch.bool, device=device)
+    return torch.arange(T, device=device)[None, :] < lengths[:, None]
+
+
+def average_pool(x: Tensor, lengths: Optional[Tensor], stride: int) -> Tuple[Tensor, Tensor]:
+    """Average every ``stride`` consecutive frames: (B, T, D) -> (B, ceil(T / stride), D).
+
+    Padded frames never enter an average; an utterance's last, partial window is the average of the
+    frames it has (so ``lengths`` become ``ceil(lengths / stride)`` and nothing is dropped). The paper's
+    average pooling (Meng et al. 2022 §2.1, and its post-hoc "avg" rows of Table 1)."""
+    B, T, D = x.shape
+    n = torch.full((B,), T, dtype=torch.long, device=x.device) if lengths is None else lengths
+    valid = _valid(lengths, B, T, x.device)
+    S = -(-T // stride)
+    pad = S * stride - T
+    xs = F.pad(x * valid.unsqueeze(-1).to(x.dtype), (0, 0, 0, pad)).view(B, S, stride, D).sum(2)
+    counts = (n[:, None] - torch.arange(S, device=x.device)[None, :] * stride).clamp(1, stride)
+    return xs / counts.unsqueeze(-1).to(x.dtype), -(-n // stride)
+
+
+def concat_pool(x: Tensor, lengths: Optional[Tensor], stride: int) -> Tuple[Tensor, Tensor]:
+    """Concatenate every ``stride`` consecutive frames: (B, T, D) -> (B, ceil(T / stride), stride * D);
+    a partial last window is zero-filled (Table 1's "cat" rows)."""
+    B, T, D = x.shape
+    n = torch.full((B,), T, dtype=torch.long, device=x.device) if lengths is None else lengths
+    S = -(-T // stride)
+    xs = F.pad(x * _valid(lengths, B, T, x.device).unsqueeze(-1).to(x.dtype), (0, 0, 0, S * stride - T))
+    return xs.reshape(B, S, stride * D), -(-n // stride)
+
+
+class FixedSubsampler(nn.Module):
+    """Average pooling (``kind="avg"``, no parameters) or a convolution with kernel = stride
+    (``kind="conv"``, ``channels`` in and out) over (B, T, C) front-end features (Meng et al. 2022 §2.1).
+    Frames past an utterance's length are zeroed first, so a padded batch gives each utterance what it
+    gets alone; output lengths are ``ceil(lengths / stride)``."""
+
+    def __init__(self, kind: str, stride: int, channels: int):
+        super().__init__()
+        if kind not in ("avg", "conv"):
+            raise ValueError(f"fixed subsampling is 'avg' or 'conv', not {kind!r}")
+        if stride < 1:
+            raise ValueError(f"stride must be >= 1, got {stride}")
+        self.kind, self.stride = kind, int(stride)
+        self.conv = nn.Conv1d(channels, channels, self.stride, self.stride) if kind == "conv" else None
+
+    def forward(self, x: Tensor, lengths: Optional[Tensor]) -> Tuple[Tensor, Tensor]:
+        if self.conv is None:
+            return average_pool(x, lengths, self.stride)
+        B, T, _ = x.shape
+        n = torch.full((B,), T, dtype=torch.long, device=x.device) if lengths is None else lengths
+        S = -(-T // self.stride)
+        x = F.pad(x * _valid(lengths, B, T, x.device).unsqueeze(-1).to(x.dtype), (0, 0, 0, S * self.stride - T))
+        return self.conv(x.transpose(1, 2)).transpose(1, 2), -(-n // self.stride)
+
+
+class Upsampler(nn.Module):
+    """Back to the front-end's frame rate after the encoder (Meng et al. 2022 Fig. 1a, eq. 1):
+    repetition (``"repeat"``) or a transposed convolution with kernel = stride (``"deconv"``,
+    ``dim`` in and out); the output is cut to ``frames``."""
+
+    def __init__(self, kind: str, stride: int, dim: int):
+        super().__init__()
+        if kind not in ("repeat", "deconv"):
+            raise ValueError(f"upsampling is 'repeat' or 'deconv', not {kind!r}")
+        self.kind, self.stride = kind, int(stride)
+        self.deconv = nn.ConvTranspose1d(dim, dim, self.stride, self.stride) if kind == "deconv" else None
+
+    def forward(self, x: Tensor, frames: int) -> Tensor:
+        if self.deconv is None:
+            y = x.repeat_interleave(self.stride, dim=1)
+        else:
+            y = self.deconv(x.transpose(1, 2)).transpose(1, 2)
+        if y.size(1) < frames:
+            y = F.pad(y, (0, 0, 0, frames - y.size(1)))
+        return y[:, :frames]
+
+
+# ---------------------------------------------------------------------------------------------------
+# Variable-length subsampling (§2.2, §5.2, §5.3)
+
+
+class CIFWeights(nn.Module):
+    """The CIF module that produces α from the front-end features (Meng et al. 2022 §3: "a single
+    one-dimensional 512-channel convolution with a stride of 1 and kernel width of 5, followed by a
+    feedforward layer of 512 dimensions and an output dimension of 1"; the authors' follow-up code puts
+    a LayerNorm and a ReLU between them and ends in a sigmoid).
+
+    Parameters for 512 channels: 512·512·5 + 512 (conv) + 2·512 (LayerNorm) + 512 + 1 (linear) =
+    1,312,769, so DistilHuBERT (23,491,200) + CIF = 24,803,969: 24.80 M, where Table 2 prints 24.81 M.
+    24.81 M needs 1,031 to 11,031 more parameters; no layer the paper or the follow-up code describes
+    has that size (a second LayerNorm adds 1,024 and still rounds to 24.80 M, a second 512x512 linear
+    layer adds 262,656), so the module is kept as described and the 0.01 M is recorded here as
+    unexplained (tests/test_subsampling.py checks our count; the fixed rows of Table 2 are exact).
+
+    Padded frames are zeroed before the convolution (a batch gives each utterance the α it gets
+    alone) and their α is 0.
+    """
+
+    def __init__(self, channels: int, kernel: int = 5):
+        super().__init__()
+        if kernel < 1 or kernel % 2 == 0:
+            raise ValueError(f"the CIF convolution needs an odd kernel (same-length output), got {kernel}")
+        self.conv = nn.Conv1d(channels, channels, kernel, padding=kernel // 2)
+        self.norm = nn.LayerNorm(channels)
+        self.proj = nn.Linear(channels, 1)
+
+    def forward(self, x: Tensor, lengths: Optional[Tensor]) -> Tensor:
+        B, T, _ = x.shape
+        valid = _valid(lengths, B, T, x.device)
+        h = self.conv((x * valid.unsqueeze(-1).to(x.dtype)).transpose(1, 2)).transpose(1, 2)
+        alpha = torch.sigmoid(self.proj(torch.relu(self.norm(h))).squeeze(-1))
+        return alpha * valid.to(alpha.dtype)
+
+
+def alpha_from_segments(segment_ids: Tensor, lengths: Optional[Tensor] = None) -> Tensor:
+    """α that makes :func:`cif` average each given segment: ``α_t = 1 / (length of t's segment)``
+    (the target α^sup of Meng et al. 2022 eq. 5; with it CIF is the average pooling over given segments
+    of the §5.3 topline).
+
+    Args:
+        segment_ids: (B, T) per-frame segment index (any labels that change exactly at boundaries;
+            negative values mark padding, e.g. the -100 of a padded label batch).
+        lengths: (B,) valid frames (None: the non-negative labels).
+    """
+    B, T = segment_ids.shape
+    valid = segment_ids >= 0
+    if lengths is not None:
+        valid &= _valid(lengths, B, T, segment_ids.device)
+    change = torch.ones_like(valid)
+    change[:, 1:] = segment_ids[:, 1:] != segment_ids[:, :-1]
+    index = torch.cumsum(change & valid, dim=1) - 1  # running segment number per frame
+    index = index.clamp(min=0)
+    size = torch.zeros(B, T + 1, dtype=torch.float64, device=segment_ids.device)
+    size.scatter_add_(1, index, valid.double())
+    alpha = 1.0 / size.gather(1, index).clamp(min=1.0)
+    return (alpha * valid).float()
+
+
+def segment_index(alpha: Tensor, lengths: Optional[Tensor], segment_lengths: Tensor) -> Tensor:
+    """(B, T) the segment each frame belongs to (the one its share of α starts in), clamped to the
+    utterance's segments -- what :func:`expand_segments` repeats."""
+    _, c = _cumulative(alpha, lengths)
+    c_prev = torch.cat([c.new_zeros(c.size(0), 1), c[:, :-1]], dim=1)
+    idx = torch.floor(c_prev).long()
+    return torch.minimum(idx, (segment_lengths - 1).clamp(min=0)[:, None])
+
+
+def expand_segments(segments: Tensor, alpha: Tensor, lengths: Optional[Tensor], segment_lengths: Tensor) -> Tensor:
+    """Segment-rate states (B, S, D) back to the front-end's frames (B, T, D): each frame takes its
+    segment's vector (frames after the last kept segment take the last one). The fixed-stride output
+    that s3prl's ``S3PRLUpstream`` and ESPnet's frontend need."""
+    idx = segment_index(alpha, lengths, segment_lengths)
+    if segments.size(1) == 0:
+        return segments.new_zeros(alpha.size(0), alpha.size(1), segments.size(-1))
+    return segments.gather(1, idx.unsqueeze(-1).expand(-1, -1, segments.size(-1)))
+
+
+@dataclass
+class Subsampled:
+    """What a subsampler returns: the shortened features, their lengths, and α for variable-length
+    subsampling (None for fixed)."""
+
+    x: Tensor
+    lengths: Tensor
+    alpha: Optional[Tensor] = None
+    frames: int = 0  # the input's (padded) frames
+
+
+SUBSAMPLING_TYPES = ("avg", "conv", "cif", "segments")
+SUBSAMPLING_KEYS = {"type", "stride", "upsample", "kernel", "tail_threshold"}
+
+
+def check_subsampling(spec: Mapping[str, Any]) -> None:
+    """Raise ``ValueError`` for an inconsistent ``SSLModelConfig.subsampling`` mapping."""
+    unknown = sorted(set(spec) - SUBSAMPLING_KEYS)
+    if unknown:
+        raise ValueError(f"unknown subsampling key(s) {unknown}; known: {sorted(SUBSAMPLING_KEYS)}")
+    kind = spec.get("type")
+    if kind not in SUBSAMPLING_TYPES:
+        raise ValueError(f"subsampling type {kind!r}: choose one of {SUBSAMPLING_TYPES}")
+    stride = spec.get("stride", 1)
+    if not isinstance(stride, (int, float)) or stride < 1:
+        raise ValueError(f"subsampling stride must be >= 1 front-end frames per output frame, got {stride!r}")
+    if kind in ("avg", "conv") and int(stride) != stride:
+        raise ValueError(f"fixed subsampling needs an integer stride, got {stride}")
+    up = spec.get("upsample")
+    if up not in (None, "repeat", "deconv"):
+        raise ValueError(f"subsampling upsample {up!r}: choose null, 'repeat' or 'deconv'")
+    if up is not None and kind not in ("avg", "conv"):
+        raise ValueError("upsampling (Fig. 1a) pairs with fixed subsampling only; variable-length models subsample the targets")
+
+
+class Subsampler(nn.Module):
+    """One subsampler for every model, from the config mapping ``{type, stride, upsample, kernel,
+    tail_threshold}``:
+
+    ============  ==================================================================================
+    ``avg``       average pooling, ``stride`` frames per output frame (no parameters)
+    ``conv``      convolution with kernel = stride (``channels``² · stride + channels parameters)
+    ``cif``       :class:`CIFWeights` (``kernel``, default 5) → α → :func:`cif`; ``stride`` is the
+                  nominal frames per segment (the cardinality target, and the rate the profiler
+                  assumes for a model without audio)
+    ``segments``  the §5.3 topline: average pooling over segments given with the input (no CIF,
+                  no parameters); ``stride`` is nominal as for ``cif``
+    ============  ==================================================================================
+
+    Tail rule of variable-length subsampling: in training the incomplete last segment is dropped (CIF's
+    count is floor(Σα)); in eval mode it is kept when its weight reaches ``tail_threshold`` (0.5); and,
+    in both, an utterance whose α never fires (Σα < 1) keeps its tail as its one segment (the average
+    of all its frames), so no utterance reaches the encoder -- or a downstream model -- empty.
+    """
+
+    def __init__(self, spec: Mapping[str, Any], channels: int):
+        super().__init__()
+        check_subsampling(spec)
+        self.kind = str(spec["type"])
+        self.stride = spec.get("stride", 1)
+        self.tail_threshold = float(spec.get("tail_threshold", 0.5))
+        self.fixed = FixedSubsampler(self.kind, int(self.stride), channels) if self.kind in ("avg", "conv") else None
+        self.weights = CIFWeights(channels, int(spec.get("kernel", 5))) if self.kind == "cif" else None
+
+    def _threshold(self, alpha: Tensor, lengths: Optional[Tensor]) -> Tensor:
+        """Per utterance: no tail in training (inf), ``tail_threshold`` in eval mode, and any weight at
+        all where α never fires (so that no utterance is left without a segment)."""
+        total = _cumulative(alpha, lengths)[1][:, -1]
+        never = torch.floor(total) < 1
+        base = self.tail_threshold if not self.training else float("inf")
+        return torch.where(never, torch.full_like(total, SNAP), torch.full_like(total, base))
+
+    @property
+    def variable(self) -> bool:
+        return self.fixed is None
+
+    def forward(self, x: Tensor, lengths: Tensor, alpha: Optional[Tensor] = None, segment_ids: Optional[Tensor] = None) -> Subsampled:
+        """Args:
+            x: (B, T, C) front-end features; lengths: (B,) valid frames.
+            alpha: use this α instead of computing it (variable-length only).
+            segment_ids: (B, T) per-frame segment labels (``segments`` type: required).
+        """
+        if self.fixed is not None:
+            if alpha is not None or segment_ids is not None:
+                raise ValueError(f"{self.kind} subsampling is fixed-length: it takes no alpha or segments")
+            y, n = self.fixed(x, lengths)
+            return Subsampled(y, n, None, x.size(1))
+        if alpha is None:
+            if self.kind == "segments":
+                if segment_ids is None:
+                    raise ValueError(
+                        "this model pools over given segments (subsampling type 'segments', the forced-alignment "
+                        "topline): pass segment_ids (per-frame segment labels at the front-end's frame rate)"
+                    )
+                alpha = alpha_from_segments(segment_ids[:, : x.size(1)], lengths).to(x.dtype)
+                if alpha.size(1) < x.size(1):
+                    raise ValueError(f"segment labels cover {alpha.size(1)} frames, the features have {x.size(1)}")
+            else:
+                alpha = self.weights(x, lengths)
+        threshold = self._threshold(alpha, lengths)
+        y, n = cif(x, alpha, lengths, tail_threshold=threshold)
+        return Subsampled(y, n, alpha, x.size(1))
+
+    def pool_like(self, x: Tensor, lengths: Tensor, out: Subsampled) -> Tuple[Tensor, Tensor]:
+        """Subsample other frames (the teacher's hidden states, Fig. 1b, eq. 2) the way ``out`` was:
+        average pooling with the same stride for fixed subsampling (also for ``conv``: the paper
+        subsamples targets by averaging), and CIF with the student's α (§5.2) for variable-length --
+        the same tail rule, so teacher and student have the same segments."""
+        if self.fixed is not None:
+            return average_pool(x, lengths, int(self.stride))
+        T = min(x.size(1), out.alpha.size(1))
+        alpha, lengths = out.alpha[:, :T], lengths.clamp(max=T)
+        threshold = self._threshold(alpha, lengths)
+        return cif(x[:, :T], alpha.to(x.dtype), lengths, tail_threshold=threshold)
+
+    def expand(self, states: Tensor, out: Subsampled, frames: int, lengths: Tensor) -> Tensor:
+        """Subsampled states back to ``frames`` front-end frames by repetition (fixed) or by each
+        frame's segment (variable, :func:`expand_segments`)."""
+        if self.fixed is not None:
+            y = states.repeat_interleave(int(self.stride), dim=1)
+            if y.size(1) < frames:
+                y = F.pad(y, (0, 0, 0, frames - y.size(1)))
+            return y[:, :frames]
+        return expand_segments(states, out.alpha, lengths, out.lengths)
+
+
+def build_subsampler(spec: Optional[Mapping[str, Any]], channels: int) -> Optional[Subsampler]:
+    return None if not spec else Subsampler(spec, channels)

@@ -9,7 +9,18 @@ Objectives (weights in the config's ``objectives`` mapping; a term with weight 0
 ``last_attn``   last layer's attention map KL (the paper's L_last-attn baseline)
 ``l1_cos``      DistilHuBERT's L1 + cosine loss of the student's prediction heads against the teacher
                 layers the heads name (Chang et al. 2022 eq. 1); the student needs a ``distil`` head
+``cardinality`` CIF cardinality guidance (Meng et al. 2022 eq. 3; K from ``frames_per_segment``)
+``segment``     segment-based guidance from a given segmentation (eq. 4)
+``frame``       frame-based guidance, α against 1 / segment length (eq. 5)
 ==============  =================================================================================
+
+A student with sequence subsampling (``config.subsampling``, Meng et al. 2022) is distilled either
+against upsampled outputs -- its ``upsample`` option, Fig. 1a, eq. 1: the heads read the last layer
+brought back to the front-end's rate -- or against the teacher's hidden states subsampled the same
+way (Fig. 1b, eq. 2): average pooling with the student's stride, or CIF with the student's α (§5.2;
+the gradient reaches α through both sides unless ``detach_teacher_alpha``). The guidance objectives
+and the ``segments`` topline read a segmentation from ``batch["labels"]`` (per-frame segment labels
+at the front-end's rate, padded with -100: the data pipeline's frame labels).
 
 The teacher is frozen (``requires_grad=False``, kept in eval mode whatever ``train()`` is called with)
 and runs under ``torch.inference_mode``; its outputs are cloned out of inference mode so the losses can
@@ -23,12 +34,14 @@ from typing import Dict, List, Mapping, Optional, Sequence, Tuple, Union
 import torch
 from torch import Tensor, nn
 
+from s3prl_plugins.losses import cif as cif_losses
 from s3prl_plugins.losses import star
 from s3prl_plugins.losses.distil import l1_cos_loss
 from s3prl_plugins.models.ssl_model import SSLModel
 
-OBJECTIVES = ("layer_wise", "intra_layer", "avg_attn", "last_attn", "l1_cos")
+OBJECTIVES = ("layer_wise", "intra_layer", "avg_attn", "last_attn", "l1_cos", "cardinality", "segment", "frame")
 ATTENTION_OBJECTIVES = ("avg_attn", "last_attn")
+GUIDANCE_OBJECTIVES = ("cardinality", "segment", "frame")
 
 
 class DistillationTask(nn.Module):
@@ -41,6 +54,10 @@ class DistillationTask(nn.Module):
         normalize, method: passed to the TGM losses.
         cos_weight: DistilHuBERT's lambda.
         max_mismatch: frames by which teacher and student lengths may differ.
+        frames_per_segment: the cardinality target K = T / frames_per_segment (default: the student's
+            ``subsampling.stride``).
+        detach_teacher_alpha: pool the teacher's states with a detached α (the gradient then reaches α
+            only through the student's side and the guidance).
     """
 
     def __init__(
@@ -53,6 +70,8 @@ class DistillationTask(nn.Module):
         method: str = "auto",
         cos_weight: float = 1.0,
         max_mismatch: int = 2,
+        frames_per_segment: Optional[float] = None,
+        detach_teacher_alpha: bool = False,
     ):
         super().__init__()
         unknown = sorted(set(objectives) - set(OBJECTIVES))
@@ -67,6 +86,18 @@ class DistillationTask(nn.Module):
                 f"{student.downsample_rate}: every objective matches frame by frame, so the student's "
                 "front-end must have the teacher's total stride"
             )
+        sub = student.subsampler
+        self.subsampler_kind = None if sub is None else sub.kind
+        guidance = [k for k in GUIDANCE_OBJECTIVES if k in self.weights]
+        if guidance and (sub is None or sub.kind != "cif"):
+            raise ValueError(f"objective(s) {guidance} guide a CIF module: the student needs subsampling: {{type: cif}}")
+        if sub is not None and any(k in self.weights for k in ATTENTION_OBJECTIVES):
+            raise ValueError("attention objectives compare frame-by-frame maps: not available with a subsampled student")
+        self.upsampled = student.upsampler is not None
+        if self.upsampled and any(k in self.weights for k in ("layer_wise", "intra_layer")):
+            raise ValueError("an upsampler (Fig. 1a) feeds the prediction heads only: use l1_cos, or subsample the targets (no upsample)")
+        self.frames_per_segment = float(frames_per_segment or (sub.stride if sub is not None else 1))
+        self.detach_teacher_alpha = detach_teacher_alpha
         if student.mask_emb is not None:
             raise ValueError("the student has a mask embedding that distillation never trains: build it without one")
         t_layers, s_layers = teacher.config.num_layers, student.config.num_layers
@@ -106,10 +137,32 @@ class DistillationTask(nn.Module):
 
     def forward(self, batch: Dict[str, Tensor]) -> Tuple[Tensor, Dict[str, Tuple[float, float]]]:
         wavs, lengths = batch["wavs"], batch["lengths"]
+        segment_ids = batch.get("labels")
+        needs_segments = self.subsampler_kind == "segments" or any(k in self.weights for k in ("segment", "frame"))
+        if needs_segments and segment_ids is None:
+            raise ValueError(
+                "this student needs a segmentation (the 'segments' topline, or segment / frame guidance): give "
+                "data.segmentation (s3prl_plugins.bin.segment writes one)"
+            )
         t_states, t_attns, t_lengths = self.teacher_outputs(wavs, lengths)
-        s_out = self.student(wavs, lengths, need_attention=self.need_attention)
-        frames = torch.minimum(s_out.lengths, t_lengths)
+        s_out = self.student(
+            wavs, lengths, need_attention=self.need_attention, upsample=self.upsampled,
+            segment_ids=segment_ids if self.subsampler_kind == "segments" else None,
+        )
         terms: Dict[str, Tensor] = {}
+        if self.subsampler_kind is not None and not self.upsampled:
+            # Fig. 1b / eq. 2: the teacher's states subsampled like the student's input
+            sub = self.student.subsampler
+            pooled = s_out.subsampled
+            if self.detach_teacher_alpha and pooled.alpha is not None:
+                pooled = type(pooled)(pooled.x, pooled.lengths, pooled.alpha.detach(), pooled.frames)
+            needed = set(self.layer_map) | set(self.head_layers)
+            t_pooled = {}
+            for i in needed:
+                t_pooled[i], t_len = sub.pool_like(t_states[i], t_lengths, pooled)
+            t_states = [t_pooled.get(i) for i in range(len(t_states))]
+            t_lengths = t_len
+        frames = torch.minimum(s_out.lengths, t_lengths)
         kw = dict(normalize=self.normalize, method=self.method, max_mismatch=self.max_mismatch)
         if self.layer_map:
             t_sel = [t_states[i] for i in self.layer_map]
@@ -123,13 +176,28 @@ class DistillationTask(nn.Module):
                 if "last_attn" in self.weights:
                     terms["last_attn"] = star.last_attention_kl(t_att, s_out.attentions, frames, max_mismatch=self.max_mismatch)
         if "l1_cos" in self.weights:
-            preds = self.student.head(s_out.hidden_states[-1])  # (B, heads, T, D)
+            if self.upsampled:  # Fig. 1a / eq. 1: heads on the upsampled output, at the teacher's rate
+                preds = self.student.head(s_out.upsampled)
+                frames = torch.minimum(s_out.frontend_lengths, t_lengths)
+            else:
+                preds = self.student.head(s_out.hidden_states[-1])  # (B, heads, T, D)
             targets = [t_states[i] for i in self.head_layers]
             terms["l1_cos"] = l1_cos_loss(targets, list(preds.unbind(1)), frames, self.cos_weight, self.max_mismatch)
+        if self.subsampler_kind == "cif":
+            alpha, n = s_out.subsampled.alpha, s_out.frontend_lengths
+            if "cardinality" in self.weights:
+                terms["cardinality"] = cif_losses.cardinality_loss(alpha, n, self.frames_per_segment)
+            if "segment" in self.weights:
+                terms["segment"] = cif_losses.segment_loss(alpha, segment_ids, n)
+            if "frame" in self.weights:
+                terms["frame"] = cif_losses.frame_loss(alpha, segment_ids, n)
         loss = sum(self.weights[k] * v for k, v in terms.items())
         batch_size = float(wavs.size(0))
         logs = {k: (float(v.detach()) * batch_size, batch_size) for k, v in terms.items()}
         logs["loss"] = (float(loss.detach()) * batch_size, batch_size)
+        if self.subsampler_kind is not None:  # the student's average frame rate (encoder frames per second)
+            frames_in = float(s_out.frontend_lengths.sum())
+            logs["frame_rate_hz"] = (float(s_out.lengths.sum()) * 16000.0 / self.student.downsample_rate, max(frames_in, 1.0))
         return loss, logs
 
 
