@@ -293,7 +293,21 @@ def alpha_from_segments(segment_ids: Tensor, lengths: Optional[Tensor] = None) -
     size = torch.zeros(B, T + 1, dtype=torch.float64, device=segment_ids.device)
     size.scatter_add_(1, index, valid.double())
     alpha = 1.0 / size.gather(1, index).clamp(min=1.0)
-    return (alpha * valid).float()
+    return alpha * valid  # float64: 1/3 + 1/3 + 1/3 must sum to 1 for the guidance losses
+
+
+def fit_segment_ids(segment_ids: Tensor, frames: int) -> Tensor:
+    """Per-frame segment labels (B, T') fitted to ``frames`` front-end frames: cut, or extended by each
+    utterance's last label over the missing frames (labels written at another CNN's rate can be a frame
+    or two short; the data pipeline pads with -100, which is filled the same way -- frames past an
+    utterance's length are masked by its lengths anyway)."""
+    B, T = segment_ids.shape
+    if T < frames:
+        segment_ids = torch.cat([segment_ids, segment_ids.new_full((B, frames - T), -100)], dim=1)
+    segment_ids = segment_ids[:, :frames]
+    valid = segment_ids >= 0
+    last = segment_ids.gather(1, (valid.sum(1, keepdim=True) - 1).clamp(min=0))
+    return torch.where(valid, segment_ids, last.expand_as(segment_ids))
 
 
 def segment_index(alpha: Tensor, lengths: Optional[Tensor], segment_lengths: Tensor) -> Tensor:
@@ -409,9 +423,7 @@ class Subsampler(nn.Module):
                         "this model pools over given segments (subsampling type 'segments', the forced-alignment "
                         "topline): pass segment_ids (per-frame segment labels at the front-end's frame rate)"
                     )
-                alpha = alpha_from_segments(segment_ids[:, : x.size(1)], lengths).to(x.dtype)
-                if alpha.size(1) < x.size(1):
-                    raise ValueError(f"segment labels cover {alpha.size(1)} frames, the features have {x.size(1)}")
+                alpha = alpha_from_segments(fit_segment_ids(segment_ids, x.size(1)), lengths).to(x.dtype)
             else:
                 alpha = self.weights(x, lengths)
         threshold = self._threshold(alpha, lengths)

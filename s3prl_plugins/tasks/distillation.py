@@ -38,6 +38,7 @@ from s3prl_plugins.losses import cif as cif_losses
 from s3prl_plugins.losses import star
 from s3prl_plugins.losses.distil import l1_cos_loss
 from s3prl_plugins.models.ssl_model import SSLModel
+from s3prl_plugins.nn.subsampling import fit_segment_ids
 
 OBJECTIVES = ("layer_wise", "intra_layer", "avg_attn", "last_attn", "l1_cos", "cardinality", "segment", "frame")
 ATTENTION_OBJECTIVES = ("avg_attn", "last_attn")
@@ -150,6 +151,8 @@ class DistillationTask(nn.Module):
             segment_ids=segment_ids if self.subsampler_kind == "segments" else None,
         )
         terms: Dict[str, Tensor] = {}
+        if segment_ids is not None and s_out.subsampled is not None:
+            segment_ids = fit_segment_ids(segment_ids.to(wavs.device), s_out.subsampled.frames)
         if self.subsampler_kind is not None and not self.upsampled:
             # Fig. 1b / eq. 2: the teacher's states subsampled like the student's input
             sub = self.student.subsampler

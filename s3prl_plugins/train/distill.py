@@ -8,7 +8,9 @@ Config sections::
                 or {source: a checkpoint to continue from, model_config: ...}
     objectives: {layer_wise: 1.0, intra_layer: 1.0}          # see s3prl_plugins.tasks.distillation
     loss:       {normalize: l2, method: auto, layer_map: null, cos_weight: 1.0, max_mismatch: 2}
-    data:       {train, valid, max_seconds, batch_seconds, batch_size (utterances per batch, optional)}
+    data:       {train, valid, max_seconds, batch_seconds, batch_size (utterances per batch, optional),
+                 train_segmentation, valid_segmentation: .seg files (s3prl_plugins.bin.segment) for CIF
+                 guidance and the segments topline}
     trainer:    TrainerConfig fields (exp_dir, max_steps, lr, schedule, accum_steps, ...)
 
 The paper's recipe (Jang, Kim and Kim 2024, §3.1) is ``conf/star.yaml`` of the recipes: AdamW, lr 1e-3,
@@ -38,7 +40,7 @@ from s3prl_plugins.train.trainer import Trainer, TrainerConfig
 
 logger = logging.getLogger(__name__)
 
-LOSS_KEYS = ("normalize", "method", "layer_map", "cos_weight", "max_mismatch")
+LOSS_KEYS = ("normalize", "method", "layer_map", "cos_weight", "max_mismatch", "frames_per_segment", "detach_teacher_alpha")
 
 
 def build_student(section: Dict[str, Any]) -> SSLModel:
@@ -76,6 +78,20 @@ def build_task(config: Dict[str, Any]) -> DistillationTask:
     return DistillationTask(teacher, student, config["objectives"], **loss)
 
 
+def _segment_labels(data: Dict[str, Any], split: str):
+    """Per-frame segment labels of ``data.<split>_segmentation`` (checked against the audio), or None."""
+    path = data.get(f"{split}_segmentation")
+    if not path:
+        return None
+    from s3prl_plugins.segment.segmentation import check_against_audio, labels_for, read_segmentation
+
+    seg = read_segmentation(str(path))
+    missing = check_against_audio(seg, data[split])
+    if missing:
+        logger.warning("%s: %d utterance(s) of %s have no segmentation and are left out, e.g. %s", path, len(missing), data[split], missing[:3])
+    return labels_for(seg)
+
+
 def run_distill(config: Dict[str, Any], stop_at: Optional[int] = None) -> Dict[str, float]:
     """Distil from a parsed YAML config; returns the last validation statistics.
 
@@ -89,12 +105,13 @@ def run_distill(config: Dict[str, Any], stop_at: Optional[int] = None) -> Dict[s
     data = config["data"]
     min_samples = max(student.min_samples, task.teacher.min_samples)
     rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
-    train = AudioDataset(data["train"], None, data.get("max_seconds", 8.0), frame_stride=student.downsample_rate, min_samples=min_samples)
+    train_seg = _segment_labels(data, "train")
+    train = AudioDataset(data["train"], train_seg, data.get("max_seconds", 8.0), frame_stride=student.downsample_rate, min_samples=min_samples)
     batch_seconds = data.get("batch_seconds", 60.0)
     sampler = BucketBatchSampler([train.duration(i) for i in range(len(train))], batch_seconds, shuffle=True, seed=tcfg.seed, num_replicas=world, rank=rank, max_batch_size=int(data.get("batch_size", 1000)))
     valid = None
     if data.get("valid"):
-        vset = AudioDataset(data["valid"], None, None, frame_stride=student.downsample_rate, min_samples=min_samples)
+        vset = AudioDataset(data["valid"], _segment_labels(data, "valid"), None, frame_stride=student.downsample_rate, min_samples=min_samples)
         valid = (vset, BucketBatchSampler([vset.duration(i) for i in range(len(vset))], batch_seconds, shuffle=False, num_replicas=world, rank=rank, max_batch_size=int(data.get("batch_size", 1000))), collate)
     logger.info(
         "distilling %s (%d layers) -> student %s (%d layers, width %d); objectives %s",
