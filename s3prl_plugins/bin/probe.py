@@ -30,9 +30,13 @@ from s3prl_plugins.segment.phone_ctc import FeatureDataset, FeatureExtractor, Ph
 PROBES = {"linear": dict(dilations=(), lr=0.02), "conv": dict(dilations=(1, 2, 4, 8, 16, 1), lr=2e-3)}
 
 
-def run_probe(features: str, train_dir: str, test_dir: str, out: str, max_steps: int = 5000, valid_dir: str = None, max_train_utts: int = 0, probe: str = "linear") -> dict:
+def run_probe(features: str, train_dir: str, test_dir: str, out: str, max_steps: int = 5000, valid_dir: str = None, max_train_utts: int = 0, probe: str = "linear",
+              pool: str = None, segmentation=None) -> dict:
     """Train the probe on ``train_dir`` (its first ``max_train_utts`` utterances with phones, in a
-    seeded random order, when given: features of a large corpus are kept in memory) and score ``test_dir``."""
+    seeded random order, when given: features of a large corpus are kept in memory) and score ``test_dir``.
+
+    ``pool`` (``avg:F`` / ``cat:F``) subsamples the features first (Meng et al. 2022 Table 1);
+    ``segmentation`` (.seg files of the data dirs) is for a segments-topline model."""
     train_phones = read_phones(os.path.join(train_dir, "phones"))
     if max_train_utts and len(train_phones) > max_train_utts:
         keep = sorted(train_phones)
@@ -43,7 +47,14 @@ def run_probe(features: str, train_dir: str, test_dir: str, out: str, max_steps:
     def targets(phones):
         return {u: vocab.encode([p for w in ws for p in w]) for u, ws in phones.items() if all(p in vocab.index for w in ws for p in w)}
 
-    ex = FeatureExtractor(features)  # the model is loaded once for every data dir
+    seg = None
+    if segmentation:
+        from s3prl_plugins.segment.segmentation import read_segmentation
+
+        seg = {}
+        for path in segmentation:
+            seg.update(read_segmentation(path))
+    ex = FeatureExtractor(features, pool=pool, segmentation=seg)  # the model is loaded once for every data dir
     feats, shift = extract_features(ex, train_dir, utts=sorted(train_phones))
     valid = None
     if valid_dir:
@@ -51,9 +62,11 @@ def run_probe(features: str, train_dir: str, test_dir: str, out: str, max_steps:
     if probe not in PROBES:
         raise ValueError(f"--probe must be one of {sorted(PROBES)}, not {probe!r}")
     model = train_phone_ctc((feats, targets(train_phones)), valid, len(vocab), os.path.join(out, "model"), max_steps=max_steps, **PROBES[probe])
+    ex.frames, ex.seconds = 0, 0.0  # the frame rate of the test set
     test_feats, _ = extract_features(ex, test_dir)
     per = phone_error_rate(model, FeatureDataset(test_feats, targets(read_phones(os.path.join(test_dir, "phones")))))
     result = {"features": features, "frame_shift": shift, "test": test_dir, "per": per, "steps": max_steps, "train_utts": len(feats), "probe": probe,
+              "pool": pool, "frame_rate_hz": round(ex.frame_rate, 3),
               "layer_weights": [round(w, 4) for w in torch.softmax(model.layer_weights.detach(), 0).tolist()]}
     os.makedirs(out, exist_ok=True)
     with open(os.path.join(out, "result.json"), "w") as f:
@@ -71,9 +84,11 @@ def main(argv=None) -> int:
     p.add_argument("--max-steps", type=int, default=5000)
     p.add_argument("--probe", choices=sorted(PROBES), default="linear")
     p.add_argument("--max-train-utts", type=int, default=0, help="train on a random subset of this many utterances (0: all)")
+    p.add_argument("--pool", help="subsample the features first: avg:F or cat:F (Meng et al. 2022 Table 1)")
+    p.add_argument("--segmentation", nargs="*", help=".seg files of the data dirs, for a segments-topline model")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    print(json.dumps(run_probe(args.features, args.train, args.test, args.out, args.max_steps, args.valid, args.max_train_utts, args.probe)))
+    print(json.dumps(run_probe(args.features, args.train, args.test, args.out, args.max_steps, args.valid, args.max_train_utts, args.probe, args.pool, args.segmentation)))
     return 0
 
 

@@ -68,9 +68,15 @@ class FeatureExtractor:
 
     ``source`` is ``fbank`` (40 Kaldi log-Mel bins, 10 ms; normalised per utterance when ``cmvn``,
     which utterance-level probes turn off: it would erase the speaker's spectral mean) or anything
-    :func:`load_pretrained` loads (all hidden states)."""
+    :func:`load_pretrained` loads (all hidden states, at the encoder's rate: a subsampled model's
+    subsampled states, as Meng et al. 2022 evaluate them).
 
-    def __init__(self, source: str = "fbank", cmvn: bool = True):
+    ``pool`` subsamples the features afterwards (Meng et al. 2022 Table 1): ``"avg:F"`` averages and
+    ``"cat:F"`` concatenates every F frames. ``segmentation`` (``{utt: end frames}``) is what a
+    ``segments``-topline model pools over (§5.3: the downstream task gets the forced alignments too).
+    ``frames`` and ``seconds`` count what was extracted, for the average frame rate."""
+
+    def __init__(self, source: str = "fbank", cmvn: bool = True, pool: Optional[str] = None, segmentation: Optional[Dict[str, List[int]]] = None):
         self.source = source
         self.cmvn = cmvn
         self.model = None
@@ -78,7 +84,20 @@ class FeatureExtractor:
             from s3prl_plugins.models.loading import load_pretrained
 
             self.model = load_pretrained(source)
-        self.frame_shift = 0.01 if self.model is None else self.model.downsample_rate / 16000
+        self.frame_shift = 0.01 if self.model is None else (self.model.config.encoder_downsample_rate or self.model.downsample_rate) / 16000
+        self.pool = None
+        if pool:
+            kind, _, n = str(pool).partition(":")
+            if kind not in ("avg", "cat") or not n.isdigit() or int(n) < 1:
+                raise ValueError(f"pool={pool!r}: expected 'avg:F' or 'cat:F' with F >= 1")
+            self.pool = (kind, int(n))
+            self.frame_shift *= int(n)
+        sub = None if self.model is None else self.model.subsampler
+        self.needs_segments = sub is not None and sub.kind == "segments"
+        if self.needs_segments and segmentation is None:
+            raise ValueError(f"{source}: a segments-topline model needs the test data's segmentation (--segmentation)")
+        self.segmentation = segmentation
+        self.frames, self.seconds = 0, 0.0
 
     @property
     def name(self) -> str:
@@ -90,20 +109,41 @@ class FeatureExtractor:
         base = os.path.basename(src)
         return os.path.basename(os.path.dirname(src)) or base if base == "model.pt" else base
 
+    @property
+    def frame_rate(self) -> float:
+        """Average frames per second of what was extracted so far."""
+        return self.frames / self.seconds if self.seconds else 0.0
+
     def __repr__(self) -> str:
         return f"FeatureExtractor({self.source!r}, cmvn={self.cmvn})"
 
     @torch.no_grad()
-    def __call__(self, wav: Tensor) -> Tensor:
+    def __call__(self, wav: Tensor, utt: Optional[str] = None) -> Tensor:
         if self.model is None:
             import torchaudio
 
             f = torchaudio.compliance.kaldi.fbank(wav[None] * 32768, num_mel_bins=40, dither=0.0, energy_floor=0.0)
             if self.cmvn:
                 f = (f - f.mean(0)) / f.std(0).clamp(min=1e-5)
-            return f[None]
-        out = self.model(wav[None])
-        return torch.stack([h[0] for h in out.hidden_states])
+            feats = f[None]
+        else:
+            kw = {}
+            if self.needs_segments:
+                from s3prl_plugins.segment.segmentation import segment_labels
+
+                if utt not in self.segmentation:
+                    raise ValueError(f"utterance {utt} has no segmentation (the topline model needs one)")
+                kw["segment_ids"] = torch.tensor(segment_labels(self.segmentation[utt]))[None]
+            out = self.model(wav[None], **kw)
+            feats = torch.stack([h[0] for h in out.hidden_states])
+        if self.pool is not None:
+            from s3prl_plugins.nn.subsampling import average_pool, concat_pool
+
+            fn = average_pool if self.pool[0] == "avg" else concat_pool
+            feats = fn(feats, None, self.pool[1])[0]
+        self.frames += feats.size(1)
+        self.seconds += wav.numel() / 16000
+        return feats
 
 
 def extract_features(
@@ -118,7 +158,7 @@ def extract_features(
     d = read_data_dir(data_dir)
     todo = d.utts if utts is None else list(utts)
     bar = tqdm(todo, desc=f"{ex.name} features of {data_dir}", unit="utt", disable=not progress, mininterval=10)
-    feats = {utt: ex(load_audio(d.wav[utt])).half() for utt in bar}
+    feats = {utt: ex(load_audio(d.wav[utt]), utt).half() for utt in bar}
     return feats, ex.frame_shift
 
 

@@ -18,8 +18,9 @@ from s3prl_plugins.models.ssl_model import InputError, SSLModel, pad_waveforms
 
 logger = logging.getLogger(__name__)
 
-EXPERT_OPTIONS = {"num_layers", "hidden_states"}
+EXPERT_OPTIONS = {"num_layers", "hidden_states", "output_rate"}
 HIDDEN_STATES = ("all", "layers")
+OUTPUT_RATES = ("auto", "frontend", "encoder")
 
 
 def check_waveforms(wavs: Sequence[Tensor], min_samples: int) -> List[Tensor]:
@@ -69,8 +70,16 @@ class UpstreamExpert(nn.Module):
             the STaR authors' expert, for like-for-like comparisons with their SUPERB entries). For a
             published ``.ckpt``: its published ``.yaml`` (``distiller:`` section), to which the same
             options may be added as top-level keys.
+            A model with sequence subsampling also takes ``output_rate``: ``frontend`` (every state
+            back at the front-end's frames: fixed subsampling repeated, CIF segments repeated over the
+            frames they cover -- one fixed stride, what ``S3PRLUpstream`` / ESPnet need), ``encoder``
+            (the encoder's own frames: for fixed subsampling an honestly declared coarser stride, for
+            CIF the segments, variable per utterance, with ``"segment_lengths"`` in the output -- for our
+            own probes, not for s3prl's runner), or ``auto`` (the default: ``encoder`` for fixed,
+            ``frontend`` for variable-length subsampling).
         family: the architecture family the entry accepts (``conv`` models or ``melhubert``).
         hidden_states: as the option of that name (a keyword wins over the YAML).
+        output_rate: as the option of that name (a keyword wins over the YAML).
     """
 
     def __init__(
@@ -80,6 +89,7 @@ class UpstreamExpert(nn.Module):
         family: Optional[str] = None,
         model: Optional[SSLModel] = None,
         hidden_states: Optional[str] = None,
+        output_rate: Optional[str] = None,
         **kwargs: Any,
     ):
         super().__init__()
@@ -97,10 +107,28 @@ class UpstreamExpert(nn.Module):
         if layout not in HIDDEN_STATES:
             raise ValueError(f"hidden_states={layout!r}: choose one of {HIDDEN_STATES}")
         self.hidden_states_layout = layout
+        rate = output_rate or opts.get("output_rate", "auto")
+        if rate not in OUTPUT_RATES:
+            raise ValueError(f"output_rate={rate!r}: choose one of {OUTPUT_RATES}")
+        sub = self.model.subsampler
+        if sub is not None and sub.kind == "segments":
+            raise ValueError(
+                "this checkpoint is the forced-alignment topline (subsampling type 'segments'): it pools over "
+                "segments given with the audio, which s3prl's runner cannot pass; probe it with "
+                "python -m s3prl_plugins.bin.probe ... --segmentation FILE"
+            )
+        if rate == "auto":
+            rate = "frontend" if (sub is not None and sub.variable) else "encoder"
+        self.output_rate = rate
         if kwargs:
             logger.debug("ignoring s3prl options %s", sorted(kwargs))
 
     def get_downsample_rates(self, key: str) -> int:
+        """Samples per output frame: the front-end's stride, or with ``output_rate=encoder`` and fixed
+        subsampling the encoder's (front-end stride x subsampling stride). Variable-length output at the
+        encoder's rate has no one stride: the front-end's is returned and ``segment_lengths`` says more."""
+        if self.output_rate == "encoder":
+            return self.model.config.encoder_downsample_rate or self.model.downsample_rate
         return self.model.downsample_rate
 
     def forward(self, wavs: List[Tensor]) -> Dict[str, Any]:
@@ -109,7 +137,14 @@ class UpstreamExpert(nn.Module):
         x = x.to(next(self.model.parameters()).dtype)  # an expert cast with .half()/.bfloat16() takes float32 audio
         out = self.model(x, lengths, num_layers=self.num_layers)
         states = out.hidden_states if self.hidden_states_layout == "all" else out.hidden_states[1:]
-        return {"hidden_states": states, "last_hidden_state": out.hidden_states[-1]}
+        result: Dict[str, Any] = {}
+        if self.model.subsampler is not None:
+            if self.output_rate == "frontend":
+                states = [self.model.to_frontend_rate(h, out) for h in states]
+            elif self.model.subsampler.variable:
+                result["segment_lengths"] = out.lengths
+        result.update(hidden_states=states, last_hidden_state=states[-1])
+        return result
 
 
 def read_expert_options(path: str) -> Tuple[Dict[str, Any], Optional[str]]:
