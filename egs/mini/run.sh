@@ -25,10 +25,17 @@
 #              -> exp/probe/*/result.json; and for each of --subsets, an utterance probe
 #              (mean+std pooling, logistic regression): keyword / speaker accuracy
 #              -> exp/probe_{ks,sid}/*/result.json                                     ~10 min
-#   9 report   prints where everything is and what it scored -> exp/report.json
+#   9 subsample DistilHuBERT-style students with sequence subsampling (Meng et al. 2022), one per
+#              --subsampling variant (conf/distilhubert_tiny_<v>.yaml): avg2 / avg4 (fixed, 25 / 12.5 Hz,
+#              targets subsampled), cif_card4 (CIF + cardinality, 12.5 Hz), cif_dp4 (CIF guided by the
+#              smoothed teacher codes, 12.5 Hz), phones (the forced-alignment topline); their
+#              segmentations first -> exp/segments/{phones,dp<rate>}/*.seg; then each student's phone
+#              probe -> exp/probe/distilhubert_tiny_<v>/result.json      ~18 min per variant (2,400 updates)
+#  10 report   prints where everything is and what it scored -> exp/report.json, and the PER vs frame
+#              rate / MACs-C plot of the students -> exp/subsampling.png
 #
 # Usage: ./run.sh [--stage N] [--stop-stage M] [--corpus-dir DIR] [--utts-per-speaker K] [--seed S]
-#                 [--subsets "ks sid"]
+#                 [--subsets "ks sid"] [--subsampling "avg4 cif_dp4"]
 # Finished stages are skipped (markers in exp/.done.*); delete a marker to redo a stage.
 set -euo pipefail
 
@@ -49,6 +56,9 @@ distill_teacher=melhubert_tiny   # the teacher of stages 6-7: melhubert_tiny (th
 student_steps=2400          # students' updates: 600 is far from converged (test PER 49.8/45.7%), 2400 gives
                             # 30.7/30.4%, 4800 26.1/24.5% (egs/mini/RESULTS.md); 4800 doubles stages 6-7
 probe_steps=5000            # linear probe updates (SUPERB PR design; ~1-3 min each)
+subsampling="avg4 cif_dp4"  # stage 9 variants; the full comparison: "avg2 avg4 cif_card4 cif_dp4 phones" ("" for none)
+dp_layer=2                  # teacher layer of the smoothed codes (the paper: 6 of HuBERT's 12; here 2 of 4)
+dp_rate=12.5                # target average frame rate of the DP segmentation (Hz)
 
 . ./path.sh
 . ./cmd.sh
@@ -192,9 +202,51 @@ if [ ${stage} -le 8 ] && [ ${stop_stage} -ge 8 ]; then
   done
 fi
 
-if [ ${stage} -le 9 ] && [ ${stop_stage} -ge 9 ]; then
-  log "Stage 9: report"
-  python - <<'PY'
+if [ ${stage} -le 9 ] && [ ${stop_stage} -ge 9 ] && [ -n "${subsampling}" ]; then
+  width=$(python -c "import sys; from s3prl_plugins.models.checkpoint import read_checkpoint as r; print(r(sys.argv[1])['model_config']['embed_dim'])" "exp/${distill_teacher}/model.pt")
+  case " ${subsampling} " in *" phones "*)
+    if ! stage_done segments_phones; then
+      log "Stage 9: phone segmentations from the stage-2 alignments -> exp/segments/phones"
+      for split in train dev test; do
+        python -m s3prl_plugins.bin.segment textgrid --data "data/${split}" --textgrids "exp/align/${split}" --out "exp/segments/phones/${split}.seg"
+      done
+      mark_done segments_phones
+    fi ;;
+  esac
+  case " ${subsampling} " in *" cif_dp"*)
+    if ! stage_done "segments_dp${dp_rate}"; then
+      log "Stage 9: smoothed codes of layer ${dp_layer} of exp/${distill_teacher} (DP, lambda for ${dp_rate} Hz) -> exp/segments/dp${dp_rate}"
+      python -m s3prl_plugins.bin.segment dp --train data/train --also data/dev data/test --ckpt "exp/${distill_teacher}/model.pt" \
+        --layer "${dp_layer}" --clusters 100 --target-rate "${dp_rate}" --out "exp/segments/dp${dp_rate}"
+      mark_done "segments_dp${dp_rate}"
+    fi ;;
+  esac
+  for v in ${subsampling}; do
+    name=distilhubert_tiny_${v}
+    [ -f "conf/${name}.yaml" ] || { log "--subsampling ${v}: no conf/${name}.yaml"; exit 1; }
+    seg=(); probe_seg=()
+    case "${v}" in
+      cif_dp*) seg=("data.train_segmentation=exp/segments/dp${dp_rate}/train.seg" "data.valid_segmentation=exp/segments/dp${dp_rate}/dev.seg") ;;
+      phones) probe_seg=(--segmentation exp/segments/phones/train.seg exp/segments/phones/test.seg) ;;
+    esac
+    if ! stage_done "subsample_${v}"; then
+      log "Stage 9: ${name} (conf/${name}.yaml, ${student_steps} updates)"
+      ${train_cmd} python -m s3prl_plugins.bin.distill --config "conf/${name}.yaml" \
+        --set "teacher.source=exp/${distill_teacher}/model.pt" "trainer.max_steps=${student_steps}" "student.args.head.out_dim=${width}" ${seg[@]+"${seg[@]}"}
+      mark_done "subsample_${v}"
+    fi
+    if ! stage_done "probe_${name}"; then
+      log "Stage 9: phone-recognition probe on exp/${name}/model.pt"
+      ${train_cmd} python -m s3prl_plugins.bin.probe --features "exp/${name}/model.pt" --train data/train --test data/test \
+        --out "exp/probe/${name}" --max-steps "${probe_steps}" ${probe_seg[@]+"${probe_seg[@]}"}
+      mark_done "probe_${name}"
+    fi
+  done
+fi
+
+if [ ${stage} -le 10 ] && [ ${stop_stage} -ge 10 ]; then
+  log "Stage 10: report"
+  SUBSAMPLING="${subsampling}" python - <<'PY'
 import json, os
 from s3prl_plugins.bin.report import build_report, format_report
 def load(p):
@@ -211,6 +263,8 @@ where = {
     "star_tiny": "student:       exp/star_tiny/model.pt (STaR; s3prl star_hubert_local)",
     "distilhubert_tiny": "student:       exp/distilhubert_tiny/model.pt (DistilHuBERT-style; s3prl star_hubert_local)",
 }
+for v in os.environ.get("SUBSAMPLING", "").split():
+    where[f"distilhubert_tiny_{v}"] = f"student:       exp/distilhubert_tiny_{v}/model.pt (DistilHuBERT-style, subsampled: {v}; s3prl distilhubert_cif_local)"
 models = {}
 for name, line in where.items():
     if os.path.isfile(f"exp/{name}/model.pt"):
@@ -226,5 +280,9 @@ os.replace("exp/report.json.tmp", "exp/report.json")
 print("\nprobes on frozen features -> exp/report.json: phone error rate (linear CTC, test);"
       " KS/SID accuracy (mean+std pooling, logistic regression, test)")
 print(format_report(report))
+from s3prl_plugins.bin.report import plot_rate_tradeoff
+students = {k: v for k, v in report.items() if k.startswith("distilhubert_tiny")}
+if plot_rate_tradeoff(students, "exp/subsampling.png", "mini corpus: DistilHuBERT-style students by sequence subsampling"):
+    print("plot:          exp/subsampling.png (phone error vs frame rate and GMACs-C/s of the DistilHuBERT-style students)")
 PY
 fi

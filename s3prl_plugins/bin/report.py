@@ -28,14 +28,20 @@ def _pairs(items: List[str], what: str) -> Dict[str, str]:
     return out
 
 
-def model_summary(source: str, seconds: float = 10.0) -> Dict[str, object]:
-    """Parameters (without pre-training heads) and MACs per second of speech of a model."""
+def model_summary(source: str, seconds: float = 10.0, frame_rate_hz: Optional[float] = None) -> Dict[str, object]:
+    """Parameters (without pre-training heads), MACs and MACs-C (without the CNN) per second of speech,
+    and the encoder's frame rate of a model. A variable-rate model (CIF, given segments) is counted at
+    ``frame_rate_hz`` (measured by its probe) when given, else at its config's nominal rate."""
     from s3prl_plugins.eval.profile import ssl_macs
     from s3prl_plugins.models.loading import load_pretrained
     from s3prl_plugins.models.ssl_model import count_parameters
 
     model = load_pretrained(source)
-    macs = ssl_macs(model, int(seconds * 16000))
+    fps = None
+    variable = model.subsampler is not None and model.subsampler.variable
+    if variable and frame_rate_hz:
+        fps = (16000 / model.downsample_rate) / frame_rate_hz
+    macs = ssl_macs(model, int(seconds * 16000), fps)
     return {
         "source": source,
         "architecture": model.config.name,
@@ -43,6 +49,8 @@ def model_summary(source: str, seconds: float = 10.0) -> Dict[str, object]:
         "width": model.config.embed_dim,
         "params": count_parameters(model, include_head=False),
         "gmacs_per_second": macs["macs"] / seconds / 1e9,
+        "gmacs_c_per_second": (macs["macs"] - macs["macs_frontend"]) / seconds / 1e9,
+        "frame_rate_hz": frame_rate_hz if variable and frame_rate_hz else macs["encoder_frames"] / seconds,
     }
 
 
@@ -50,16 +58,22 @@ def build_report(models: Dict[str, str], probes: Dict[str, str], utt_probes: Opt
     """``probes``: model -> PER result.json; ``utt_probes``: task -> model -> accuracy result.json
     (entries ``<task>_acc``; None where the file is missing)."""
     report: Dict[str, Dict[str, object]] = {}
-    for name, source in models.items():
-        report[name] = model_summary(source)
+    measured: Dict[str, float] = {}
+    per: Dict[str, Optional[float]] = {}
     for name, path in probes.items():
-        entry = report.setdefault(name, {})
         if os.path.isfile(path):
             with open(path) as f:
-                entry["probe_per"] = json.load(f)["per"]
+                res = json.load(f)
+            per[name] = res["per"]
+            if res.get("frame_rate_hz"):
+                measured[name] = float(res["frame_rate_hz"])
         else:
-            entry["probe_per"] = None
+            per[name] = None
             logging.warning("no probe result at %s", path)
+    for name, source in models.items():
+        report[name] = model_summary(source, frame_rate_hz=measured.get(name))
+    for name, value in per.items():
+        report.setdefault(name, {})["probe_per"] = value
     for task, paths in (utt_probes or {}).items():
         for name, path in paths.items():
             entry = report.setdefault(name, {})
@@ -78,14 +92,47 @@ def format_report(report: Dict[str, Dict[str, object]]) -> str:
     def pct(v: Optional[float]) -> str:
         return f"{100 * v:.1f}%" if v is not None else "-"
 
-    head = f"{'model':<18} {'params':>12} {'GMACs/s':>9} {'probe PER':>10}" + "".join(f" {t.upper() + ' acc':>8}" for t in tasks)
+    width = max([18] + [len(n) for n in report])
+    head = f"{'model':<{width}} {'params':>12} {'GMACs/s':>9} {'GMACs-C/s':>10} {'rate Hz':>8} {'probe PER':>10}" + "".join(f" {t.upper() + ' acc':>8}" for t in tasks)
     rows = [head + "  source"]
     for name, r in report.items():
         params = f"{r['params']:,}" if "params" in r else "-"
         macs = f"{r['gmacs_per_second']:.3f}" if "gmacs_per_second" in r else "-"
+        macs_c = f"{r['gmacs_c_per_second']:.3f}" if "gmacs_c_per_second" in r else "-"
+        rate = f"{r['frame_rate_hz']:.1f}" if r.get("frame_rate_hz") else "-"
         accs = "".join(f" {pct(r.get(f'{t}_acc')):>8}" for t in tasks)  # type: ignore[arg-type]
-        rows.append(f"{name:<18} {params:>12} {macs:>9} {pct(r.get('probe_per')):>10}{accs}  {r.get('source', '')}")  # type: ignore[arg-type]
+        rows.append(f"{name:<{width}} {params:>12} {macs:>9} {macs_c:>10} {rate:>8} {pct(r.get('probe_per')):>10}{accs}  {r.get('source', '')}")  # type: ignore[arg-type]
     return "\n".join(rows)
+
+
+def plot_rate_tradeoff(report: Dict[str, Dict[str, object]], path: str, title: str = "") -> Optional[str]:
+    """Phone error against the encoder's average frame rate and against MACs-C per second (one PNG,
+    two panels; Meng et al. 2022 Table 2's trade-off): every model with a probe PER. Returns the path,
+    or None when fewer than two models have both."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    pts = [(n, r) for n, r in report.items() if r.get("probe_per") is not None and r.get("frame_rate_hz")]
+    if len(pts) < 2:
+        return None
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    for ax, key, label in ((axes[0], "frame_rate_hz", "average frame rate of the encoder (Hz)"), (axes[1], "gmacs_c_per_second", "GMACs-C per second of speech (without the CNN)")):
+        for n, r in pts:
+            ax.scatter(float(r[key]), 100 * float(r["probe_per"]), s=36)
+            ax.annotate(n, (float(r[key]), 100 * float(r["probe_per"])), textcoords="offset points", xytext=(4, 4), fontsize=8)
+        ax.set_xlabel(label)
+        ax.set_ylabel("phone error rate, linear probe (%)")
+        ax.grid(alpha=0.3)
+    fig.suptitle(title or "phone error vs frame rate and compute")
+    fig.tight_layout()
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    tmp = path + ".tmp.png"
+    fig.savefig(tmp, dpi=120)
+    plt.close(fig)
+    os.replace(tmp, path)
+    return path
 
 
 def main(argv=None) -> int:
@@ -94,6 +141,7 @@ def main(argv=None) -> int:
     p.add_argument("--probes", nargs="*", default=[], help="name=PER result.json of bin.probe")
     p.add_argument("--utt-probes", nargs="*", default=[], help="task:name=result.json of bin.probe_utt (e.g. ks:student=...)")
     p.add_argument("--out")
+    p.add_argument("--plot", help="PNG: phone error vs frame rate and MACs-C")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
@@ -108,6 +156,8 @@ def main(argv=None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     print(format_report(report))
+    if args.plot and plot_rate_tradeoff(report, args.plot):
+        print(f"plot: {args.plot}")
     if args.out:
         tmp = args.out + ".tmp"
         with open(tmp, "w") as f:

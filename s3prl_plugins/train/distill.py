@@ -23,9 +23,10 @@ with ``star_hubert_local`` / ``S3PRLUpstream("star_hubert_local", path_or_url=..
 
 from __future__ import annotations
 
+import copy
 import logging
 import os
-from typing import Any, Dict, Optional
+from typing import Any, Dict, List, Optional
 
 import torch
 
@@ -43,10 +44,43 @@ logger = logging.getLogger(__name__)
 LOSS_KEYS = ("normalize", "method", "layer_map", "cos_weight", "max_mismatch", "frames_per_segment", "detach_teacher_alpha")
 
 
+def init_from_teacher(student: SSLModel, teacher: SSLModel, frontend: bool = True, layers: bool = True) -> List[str]:
+    """DistilHuBERT's initialisation (Chang et al. 2022 §3.1; s3prl's ``init_teacher_conv_layers`` /
+    ``init_teacher_encoder_layers``): copy the teacher's CNN and feature projection (``frontend``), and its
+    positional convolution and first ``student.num_layers`` transformer layers (``layers``) into the
+    student, as s3prl does (its encoder LayerNorm is not copied). Returns the copied parameter names;
+    a shape mismatch raises naming the tensor (the student is not shaped like the teacher there)."""
+    t_state = teacher.state_dict()
+    n = student.config.num_layers
+    prefixes = []
+    if frontend:
+        prefixes += ["frontend.", "feature_projection."]
+    if layers:
+        prefixes += ["encoder.pos_conv."] + [f"encoder.layers.{i}." for i in range(n)]
+    copied, state = [], student.state_dict()
+    for key in state:
+        if not any(key.startswith(p) for p in prefixes):
+            continue
+        if key not in t_state:
+            raise ValueError(f"init_from_teacher: the teacher has no {key!r} (its architecture differs: {teacher.config.name})")
+        if tuple(t_state[key].shape) != tuple(state[key].shape):
+            raise ValueError(
+                f"init_from_teacher: {key} is {tuple(state[key].shape)} in the student, {tuple(t_state[key].shape)} in the "
+                "teacher: give the student the teacher's shape there (DistilHuBERT keeps HuBERT's CNN and layer widths)"
+            )
+        state[key] = t_state[key].detach().clone()
+        copied.append(key)
+    if not copied:
+        raise ValueError("init_from_teacher copied nothing: the student has none of the teacher's modules")
+    student.load_state_dict(state)
+    return copied
+
+
 def build_student(section: Dict[str, Any]) -> SSLModel:
     """``{preset: name}`` or ``{factory: ..., args: {...}}`` -> a randomly initialised student;
     ``{source: checkpoint, model_config: yaml}`` -> a pre-trained one to continue training (any format
     :func:`load_pretrained` reads, e.g. a published STaRHuBERT ``.ckpt`` with its ``.yaml``)."""
+    section = {k: v for k, v in section.items() if k != "init_from_teacher"}
     if "source" in section:
         unknown = sorted(set(section) - {"source", "model_config"})
         if unknown:
@@ -58,7 +92,21 @@ def build_student(section: Dict[str, Any]) -> SSLModel:
 
 
 def export_student(task: DistillationTask, path: str) -> None:
+    """``model.pt`` (ours, heads dropped) and, for a DistilHuBERT-shaped student with heads, also
+    ``distiller_local.pt`` beside it: s3prl's own DistilHuBERT format (``s3prl.hub.distiller_local``)."""
     save_checkpoint(path, student_without_head(task), kind="distillation", objectives=dict(task.weights))
+    student = task.student
+    if student.head is not None and student.config.head.get("type") == "distil":
+        from s3prl_plugins.models.checkpoint import atomic_save
+        from s3prl_plugins.models.convert.export import to_s3prl_distiller
+        from s3prl_plugins.models.convert.keymap import ConversionError
+
+        try:
+            exported = to_s3prl_distiller(copy.deepcopy(student).cpu())
+        except ConversionError as e:
+            logger.info("no distiller_local.pt: %s", e)
+            return
+        atomic_save(exported, os.path.join(os.path.dirname(os.path.abspath(path)), "distiller_local.pt"))
 
 
 def build_task(config: Dict[str, Any]) -> DistillationTask:
@@ -71,6 +119,14 @@ def build_task(config: Dict[str, Any]) -> DistillationTask:
         raise ValueError("teacher.source is empty: give a hub name (hubert_base, wavlm_base, wav2vec2) or a checkpoint path")
     teacher = load_pretrained(str(source), model_config=section.get("model_config"))
     student = build_student(config["student"])
+    init = config["student"].get("init_from_teacher")
+    if init:
+        opts = init if isinstance(init, dict) else {}
+        unknown = sorted(set(opts) - {"frontend", "layers"})
+        if unknown:
+            raise ValueError(f"student.init_from_teacher: unknown key(s) {unknown} (frontend, layers)")
+        copied = init_from_teacher(student, teacher, bool(opts.get("frontend", True)), bool(opts.get("layers", True)))
+        logger.info("student initialised from the teacher: %d tensors (CNN, projection, positional conv, first layers)", len(copied))
     loss = dict(config.get("loss") or {})
     unknown = sorted(set(loss) - set(LOSS_KEYS))
     if unknown:
