@@ -3,6 +3,7 @@ against its slow, obvious form, padded batches, Table 2's parameter counts, the 
 profiler's MACs falling with the frame rate."""
 
 import json
+import os
 import subprocess
 import sys
 
@@ -229,3 +230,29 @@ def test_profile_cli_profiles_the_cif_preset():
     prof = json.loads(out.stdout)
     assert prof["name"] == "distilhubert_cif" and prof["params"] == 24_803_969
     assert prof["frame_rate_hz"] == pytest.approx(12.5, abs=0.2) and prof["macs_c_per_second"] < prof["macs_per_second"]
+
+
+LIBRI_CONF = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "egs", "librispeech", "distilhubert_cif", "conf")
+
+
+@pytest.mark.parametrize("name,millions,kind", [
+    ("distilhubert", 23.49, None), ("avg2", 23.49, "avg"), ("avg4", 23.49, "avg"), ("avg8", 23.49, "avg"),
+    ("avg_repeat2", 23.49, "avg"), ("conv_deconv2", 25.20, "conv"), ("card4", 24.80, "cif"), ("dp12.5", 24.80, "cif"),
+    ("mfa", 23.49, "segments"),
+])
+def test_librispeech_configs_build_the_students_of_table_2(name, millions, kind):
+    """Each config of egs/librispeech/distilhubert_cif builds its Table 2 student (heads dropped) with
+    s3prl's DistilHuBERT schedule."""
+    import yaml
+
+    from s3prl_plugins.train.distill import build_student
+
+    cfg = yaml.safe_load(open(os.path.join(LIBRI_CONF, f"{name}.yaml")))
+    with torch.device("meta"):
+        student = build_student(cfg["student"])
+    assert round(count_parameters(student, include_head=False) / 1e6, 2) == millions
+    assert (student.config.subsampling or {}).get("type") == kind
+    assert student.config.head["layers"] == [4, 8, 12] and cfg["student"]["init_from_teacher"] is True
+    t = cfg["trainer"]
+    assert (t["lr"], t["betas"], t["warmup_steps"], t["max_steps"], t["clip_norm"]) == (2e-4, [0.9, 0.98], 14000, 200000, 5.0)
+    assert student.config.feature_grad_mult == 0.1 and cfg["data"]["batch_size"] == 24
