@@ -5,9 +5,11 @@ Config sections::
     teacher:    {source: hubert_base | wavlm_base | wav2vec2 | a checkpoint file | a HF folder,
                  model_config: the published .yaml when source is a published STaRHuBERT .ckpt}
     student:    {preset: star_hubert} or {factory: star_hubert_config, args: {...}}
-                or {source: a checkpoint to continue from, model_config: ...}
+                or {source: a checkpoint to continue from, model_config: ...};
+                init_from_teacher: true | {frontend, layers} (DistilHuBERT's initialisation)
     objectives: {layer_wise: 1.0, intra_layer: 1.0}          # see s3prl_plugins.tasks.distillation
-    loss:       {normalize: l2, method: auto, layer_map: null, cos_weight: 1.0, max_mismatch: 2}
+    loss:       {normalize: l2, method: auto, layer_map: null, cos_weight: 1.0, max_mismatch: 2,
+                 frames_per_segment (CIF cardinality target), detach_teacher_alpha}
     data:       {train, valid, max_seconds, batch_seconds, batch_size (utterances per batch, optional),
                  train_segmentation, valid_segmentation: .seg files (s3prl_plugins.bin.segment) for CIF
                  guidance and the segments topline}
@@ -17,7 +19,8 @@ The paper's recipe (Jang, Kim and Kim 2024, §3.1) is ``conf/star.yaml`` of the 
 cosine schedule, effective batch 48 utterances through gradient accumulation.
 
 Outputs in ``trainer.exp_dir``: ``model.pt`` (the student without prediction heads, our format: loads
-with ``star_hubert_local`` / ``S3PRLUpstream("star_hubert_local", path_or_url=...)``), checkpoints/
+with ``star_hubert_local`` / ``distilhubert_cif_local`` / ``S3PRLUpstream(..., path_or_url=...)``),
+``distiller_local.pt`` for a DistilHuBERT-shaped student (s3prl's own format, heads kept), checkpoints/
 (student and optimiser only; the teacher is not copied) and tensorboard/.
 """
 
