@@ -49,6 +49,13 @@ def test_all_stages(recipe):
     assert all(report[n]["probe_per"] is not None for n in ("fbank", "hubert_tiny", "star_tiny", "distilhubert_tiny"))
     assert all(0 <= report[n]["ks_acc"] <= 1 and "sid_acc" not in report[n] for n in ("fbank", "melhubert_tiny", "star_tiny"))
     assert "KS acc " in r.stdout and "SID acc " not in r.stdout  # the table has the KS column only
+    # stage 9: the DP segmentation, the CIF student it guides, its probe at its own frame rate; the plots
+    assert (recipe / "exp" / "segments" / "dp12.5" / "test.seg").is_file()
+    cif = json.loads((recipe / "exp" / "probe" / "distilhubert_tiny_cif_dp4" / "result.json").read_text())
+    assert 0 < cif["frame_rate_hz"] < 50 and 0 <= cif["per"]
+    assert report["distilhubert_tiny_cif_dp4"]["gmacs_c_per_second"] < report["distilhubert_tiny"]["gmacs_c_per_second"]
+    for png in ("subsampling.png", "unit_rates.png"):
+        assert (recipe / "exp" / png).stat().st_size > 10_000, png
     # the students load through s3prl's stock hub with our entry
     import s3prl.hub as hub
 

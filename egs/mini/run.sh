@@ -31,8 +31,9 @@
 #              smoothed teacher codes, 12.5 Hz), phones (the forced-alignment topline); their
 #              segmentations first -> exp/segments/{phones,dp<rate>}/*.seg; then each student's phone
 #              probe -> exp/probe/distilhubert_tiny_<v>/result.json      ~18 min per variant (2,400 updates)
-#  10 report   prints where everything is and what it scored -> exp/report.json, and the PER vs frame
-#              rate / MACs-C plot of the students -> exp/subsampling.png
+#  10 report   prints where everything is and what it scored -> exp/report.json, the PER vs frame
+#              rate / MACs-C plot of the students -> exp/subsampling.png, and the average frame rates
+#              of phones / characters / BPE pieces on dev (Fig. 2) -> exp/unit_rates.{json,png}
 #
 # Usage: ./run.sh [--stage N] [--stop-stage M] [--corpus-dir DIR] [--utts-per-speaker K] [--seed S]
 #                 [--subsets "ks sid"] [--subsampling "cif_dp4"]
@@ -246,6 +247,8 @@ fi
 
 if [ ${stage} -le 10 ] && [ ${stop_stage} -ge 10 ]; then
   log "Stage 10: report"
+  python -m s3prl_plugins.bin.unit_rates --data data/dev --train data/train --vocab 100 200 500 1000 \
+    --out exp/unit_rates.json --plot exp/unit_rates.png > /dev/null   # Fig. 2; 5k/16k pieces do not fit this text
   SUBSAMPLING="${subsampling}" python - <<'PY'
 import json, os
 from s3prl_plugins.bin.report import build_report, format_report
@@ -284,5 +287,8 @@ from s3prl_plugins.bin.report import plot_rate_tradeoff
 students = {k: v for k, v in report.items() if k.startswith("distilhubert_tiny")}
 if plot_rate_tradeoff(students, "exp/subsampling.png", "mini corpus: DistilHuBERT-style students by sequence subsampling"):
     print("plot:          exp/subsampling.png (phone error vs frame rate and GMACs-C/s of the DistilHuBERT-style students)")
+rates = load("exp/unit_rates.json")
+if rates:
+    print("unit rates:    exp/unit_rates.png (dev, units per second: " + ", ".join(f"{k} {v:.1f}" for k, v in rates["rates"].items()) + ")")
 PY
 fi

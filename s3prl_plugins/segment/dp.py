@@ -180,4 +180,4 @@ def hidden_features(data_dir: str, ckpt: str, layer: int, utts: Optional[Sequenc
     reader = FeatureReader("hidden", 1, ckpt, layer)
     d = read_data_dir(data_dir)
     keep = list(utts) if utts is not None else d.utts
-    return {u: reader(load_audio(d.wav[u])) for u in tqdm(keep, desc=f"layer-{layer} features of {data_dir}", unit="utt", disable=not progress)}
+    return {u: reader(load_audio(d.wav[u])) for u in tqdm(keep, desc=f"layer-{layer} features of {data_dir}", unit="utt", disable=not progress, mininterval=10)}
