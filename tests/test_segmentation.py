@@ -233,3 +233,14 @@ def test_guided_cif_without_segmentation_is_a_clear_error(tiny, tmp_path):
     with pytest.raises(Exception, match="needs a segmentation"):
         run_distill(cfg)
     assert not os.path.exists(os.path.join(cfg["trainer"]["exp_dir"], "model.pt"))
+
+
+def test_boundary_scores():
+    from s3prl_plugins.segment.segmentation import boundary_scores
+
+    ref = {"u": [5, 10, 20, 30]}          # inner boundaries 5, 10, 20
+    hyp = {"u": [4, 6, 15, 21, 30]}       # 4 hits 5 (6 would too, but 5 is used once), 21 hits 20
+    s = boundary_scores(hyp, ref, tolerance=1)
+    assert (s["precision"], s["recall"]) == (2 / 4, 2 / 3)
+    assert boundary_scores(hyp, ref, tolerance=0)["precision"] == 0.0
+    assert boundary_scores(ref, ref)["f1"] == 1.0

@@ -212,6 +212,7 @@ def labels_for(seg: Mapping[str, Sequence[int]]) -> Dict[str, List[int]]:
 __all__ = [
     "SegmentationError",
     "average_rate",
+    "boundary_scores",
     "check_against_audio",
     "check_ends",
     "expected_frames",
@@ -222,3 +223,29 @@ __all__ = [
     "segment_labels",
     "write_segmentation",
 ]
+
+
+def boundary_scores(hyp: Mapping[str, Sequence[int]], ref: Mapping[str, Sequence[int]], tolerance: int = 1) -> Dict[str, float]:
+    """Precision, recall and F1 of ``hyp``'s inner boundaries against ``ref``'s (each reference boundary
+    matched at most once, within ``tolerance`` frames), over the utterances both have; the utterance
+    end is not a boundary. The usual word/phone segmentation score (e.g. Kamper and van Niekerk 2021),
+    written here because it is a few lines over our own format."""
+    hits = n_hyp = n_ref = 0
+    for utt in sorted(set(hyp) & set(ref)):
+        h, r = list(hyp[utt][:-1]), list(ref[utt][:-1])
+        n_hyp, n_ref = n_hyp + len(h), n_ref + len(r)
+        used = [False] * len(r)
+        j = 0
+        for b in h:
+            while j < len(r) and r[j] < b - tolerance:
+                j += 1
+            k = j
+            while k < len(r) and r[k] <= b + tolerance:
+                if not used[k]:
+                    used[k] = True
+                    hits += 1
+                    break
+                k += 1
+    p = hits / n_hyp if n_hyp else 0.0
+    rc = hits / n_ref if n_ref else 0.0
+    return {"precision": p, "recall": rc, "f1": 2 * p * rc / (p + rc) if p + rc else 0.0, "hyp_boundaries": n_hyp, "ref_boundaries": n_ref}
