@@ -109,10 +109,9 @@ def plot_rate_tradeoff(report: Dict[str, Dict[str, object]], path: str, title: s
     """Phone error against the encoder's average frame rate and against MACs-C per second (one PNG,
     two panels; Meng et al. 2022 Table 2's trade-off): every model with a probe PER. Returns the path,
     or None when fewer than two models have both."""
-    import matplotlib
+    from s3prl_plugins.eval.plots import pyplot, save_png
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     pts = [(n, r) for n, r in report.items() if r.get("probe_per") is not None and r.get("frame_rate_hz")]
     if len(pts) < 2:
@@ -127,12 +126,7 @@ def plot_rate_tradeoff(report: Dict[str, Dict[str, object]], path: str, title: s
         ax.grid(alpha=0.3)
     fig.suptitle(title or "phone error vs frame rate and compute")
     fig.tight_layout()
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = path + ".tmp.png"
-    fig.savefig(tmp, dpi=120)
-    plt.close(fig)
-    os.replace(tmp, path)
-    return path
+    return save_png(fig, path)
 
 
 def main(argv=None) -> int:

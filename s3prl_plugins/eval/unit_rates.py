@@ -94,10 +94,9 @@ def unit_rates(data_dir: str, train_dir: Optional[str] = None, vocab_sizes: Sequ
 
 def plot_unit_rates(result: Dict[str, object], path: str, reference: Optional[Dict[str, float]] = None) -> str:
     """Fig. 2 as a bar chart (PNG), with the common encoder frame rates marked (50 / 25 / 12.5 / 6.25 Hz)."""
-    import matplotlib
+    from s3prl_plugins.eval.plots import pyplot, save_png
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     rates: Dict[str, float] = result["rates"]  # type: ignore[assignment]
     names = list(rates)
@@ -111,9 +110,4 @@ def plot_unit_rates(result: Dict[str, object], path: str, reference: Optional[Di
     ax.set_ylabel("units per second")
     ax.set_title(f"average frame rate of units: {result['data']} ({result['seconds'] / 60:.1f} min)")
     fig.tight_layout()
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = path + ".tmp.png"
-    fig.savefig(tmp, dpi=120)
-    plt.close(fig)
-    os.replace(tmp, path)
-    return path
+    return save_png(fig, path)

@@ -9,6 +9,26 @@ from s3prl_plugins.models.convert.keymap import ConversionError
 from s3prl_plugins.models.ssl_model import SSLModel
 
 
+def _fairseq_backbone_keys(conv_norm: str) -> Dict[str, str]:
+    """Our key -> fairseq-layout key for the CNN, projection and transformer (the names s3prl's
+    ``hubert_local`` and ``distiller_local`` models share)."""
+    return {
+        r"frontend\.conv_layers\.(\d+)\.conv\.(weight|bias)": r"feature_extractor.conv_layers.\1.0.\2",
+        r"frontend\.conv_layers\.(\d+)\.norm\.(weight|bias)": (
+            r"feature_extractor.conv_layers.\1.2.\2" if conv_norm == "group_norm" else r"feature_extractor.conv_layers.\1.2.1.\2"
+        ),
+        r"feature_projection\.(weight|bias)": r"post_extract_proj.\1",
+        r"encoder\.pos_conv\.conv\.bias": "encoder.pos_conv.0.bias",
+        r"encoder\.pos_conv\.conv\.parametrizations\.weight\.original0": "encoder.pos_conv.0.weight_g",
+        r"encoder\.pos_conv\.conv\.parametrizations\.weight\.original1": "encoder.pos_conv.0.weight_v",
+        r"encoder\.layer_norm\.(weight|bias)": r"encoder.layer_norm.\1",
+        r"encoder\.layers\.(\d+)\.attention\.(q|k|v|out)_proj\.(weight|bias)": r"encoder.layers.\1.self_attn.\2_proj.\3",
+        r"encoder\.layers\.(\d+)\.attention_layer_norm\.(weight|bias)": r"encoder.layers.\1.self_attn_layer_norm.\2",
+        r"encoder\.layers\.(\d+)\.feed_forward\.(fc1|fc2)\.(weight|bias)": r"encoder.layers.\1.\2.\3",
+        r"encoder\.layers\.(\d+)\.final_layer_norm\.(weight|bias)": r"encoder.layers.\1.final_layer_norm.\2",
+    }
+
+
 def to_s3prl_hubert(model: SSLModel) -> Dict[str, Any]:
     """Our HuBERT-shaped model -> s3prl ``hubert_local`` checkpoint dict
     ``{task_cfg, model_cfg, model_weight, dictionaries_symbols}``, loadable by
@@ -37,21 +57,9 @@ def to_s3prl_hubert(model: SSLModel) -> Dict[str, Any]:
     state = model.state_dict()
     out: Dict[str, Any] = {}
     mapping = {
-        r"frontend\.conv_layers\.(\d+)\.conv\.(weight|bias)": r"feature_extractor.conv_layers.\1.0.\2",
-        r"frontend\.conv_layers\.(\d+)\.norm\.(weight|bias)": (
-            r"feature_extractor.conv_layers.\1.2.\2" if c.conv_norm == "group_norm" else r"feature_extractor.conv_layers.\1.2.1.\2"
-        ),
+        **_fairseq_backbone_keys(c.conv_norm),
         r"feature_layer_norm\.(weight|bias)": r"layer_norm.\1",
-        r"feature_projection\.(weight|bias)": r"post_extract_proj.\1",
         r"mask_emb": "mask_emb",
-        r"encoder\.pos_conv\.conv\.bias": "encoder.pos_conv.0.bias",
-        r"encoder\.pos_conv\.conv\.parametrizations\.weight\.original0": "encoder.pos_conv.0.weight_g",
-        r"encoder\.pos_conv\.conv\.parametrizations\.weight\.original1": "encoder.pos_conv.0.weight_v",
-        r"encoder\.layer_norm\.(weight|bias)": r"encoder.layer_norm.\1",
-        r"encoder\.layers\.(\d+)\.attention\.(q|k|v|out)_proj\.(weight|bias)": r"encoder.layers.\1.self_attn.\2_proj.\3",
-        r"encoder\.layers\.(\d+)\.attention_layer_norm\.(weight|bias)": r"encoder.layers.\1.self_attn_layer_norm.\2",
-        r"encoder\.layers\.(\d+)\.feed_forward\.(fc1|fc2)\.(weight|bias)": r"encoder.layers.\1.\2.\3",
-        r"encoder\.layers\.(\d+)\.final_layer_norm\.(weight|bias)": r"encoder.layers.\1.final_layer_norm.\2",
         r"head\.final_proj\.(weight|bias)": r"final_proj.\1",
         r"head\.label_embs_concat": "label_embs_concat",
     }
@@ -120,19 +128,7 @@ def to_s3prl_distiller(model: SSLModel) -> Dict[str, Any]:
     head = model.head
     n = len(head.layers)
     mapping = {
-        r"frontend\.conv_layers\.(\d+)\.conv\.(weight|bias)": r"feature_extractor.conv_layers.\1.0.\2",
-        r"frontend\.conv_layers\.(\d+)\.norm\.(weight|bias)": (
-            r"feature_extractor.conv_layers.\1.2.\2" if c.conv_norm == "group_norm" else r"feature_extractor.conv_layers.\1.2.1.\2"
-        ),
-        r"feature_projection\.(weight|bias)": r"post_extract_proj.\1",
-        r"encoder\.pos_conv\.conv\.bias": "encoder.pos_conv.0.bias",
-        r"encoder\.pos_conv\.conv\.parametrizations\.weight\.original0": "encoder.pos_conv.0.weight_g",
-        r"encoder\.pos_conv\.conv\.parametrizations\.weight\.original1": "encoder.pos_conv.0.weight_v",
-        r"encoder\.layer_norm\.(weight|bias)": r"encoder.layer_norm.\1",
-        r"encoder\.layers\.(\d+)\.attention\.(q|k|v|out)_proj\.(weight|bias)": r"encoder.layers.\1.self_attn.\2_proj.\3",
-        r"encoder\.layers\.(\d+)\.attention_layer_norm\.(weight|bias)": r"encoder.layers.\1.self_attn_layer_norm.\2",
-        r"encoder\.layers\.(\d+)\.feed_forward\.(fc1|fc2)\.(weight|bias)": r"encoder.layers.\1.\2.\3",
-        r"encoder\.layers\.(\d+)\.final_layer_norm\.(weight|bias)": r"encoder.layers.\1.final_layer_norm.\2",
+        **_fairseq_backbone_keys(c.conv_norm),
         r"head\.expand\.(weight|bias)": r"output_layer.0.\1",
     }
     out: Dict[str, Any] = {}
