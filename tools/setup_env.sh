@@ -4,7 +4,7 @@
 # The environment lives outside the working tree, keyed by the hash of requirements.txt, so every
 # clone on a machine shares it and it is rebuilt only when a pin changes:
 #   ${S3PRL_PLUGINS_VENV_ROOT:-$HOME/.cache/s3prl-plugins}/venv-<hash>
-# Debian packages the project needs (ffmpeg-less audio via libsndfile, espeak-ng for the mini corpus)
+# Debian packages the project needs (ffmpeg-less audio via libsndfile, espeak-ng for the mini corpus, libsox)
 # are installed with apt-get when missing.
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
@@ -15,7 +15,9 @@ venv="$root/venv-$hash"
 
 log() { echo "[setup_env] $*" >&2; }
 
-apt_pkgs=(libsndfile1 espeak-ng)
+# libsox-dev: torchaudio.sox_effects (s3prl's SUPERB KS loader) dlopens the unversioned libsox.so, which only
+# the -dev package provides (libsox3 alone has libsox.so.3).
+apt_pkgs=(libsndfile1 espeak-ng libsox-dev)
 missing=()
 for p in "${apt_pkgs[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")

@@ -1,0 +1,335 @@
+"""s3prl's own SUPERB runner (``s3prl/run_downstream.py``), made to run here -- no copy of its code.
+
+:func:`run` calls the stock ``main()`` of ``s3prl.run_downstream`` (the installed package, or a git
+checkout's with ``s3prl_root``) after :func:`apply_compat` has made the smallest fixes s3prl 0.4.18 needs
+on torch 2.8 and a CPU host, each one tested (``tests/test_superb_runner.py``):
+
+- **resume / evaluate** (``-e``): torch >= 2.6 loads with ``weights_only=True`` by default and refuses
+  the ``argparse.Namespace`` the runner pickles into its own checkpoints ("Weights only load failed");
+  :func:`apply_compat` allow-lists exactly that class (``torch.serialization.add_safe_globals``).
+- **device**: ``--device`` defaults to ``cuda`` and ``-e`` never takes it from the checkpoint, so a
+  CPU host fails with "Found no NVIDIA driver": without CUDA, :func:`runner_argv` adds ``--device cpu``
+  unless the user gave one.
+- **SID file-list cache**: ``voxceleb1/dataset.py`` caches its file lists as ``.cache/{split}.pkl``
+  inside the installed package, keyed by the split name alone, so a second corpus (or another split
+  file) silently reuses the first one's lists. The cache moves to ``<expdir>/.superb_cache/<key>``
+  where the key hashes the audio root and the split file's content.
+- **KS's catalyst**: ``speech_commands/expert.py`` imports ``catalyst.data.sampler.
+  DistributedSamplerWrapper`` (used only under DDP); no catalyst release pip installs here imports on
+  Python 3.11 (21.5 uses ``collections.MutableMapping``). When the real one does not import, a stand-in
+  module provides :class:`DistributedSamplerWrapper` (tested against the semantics catalyst documents:
+  each rank draws a disjoint share of one draw of the wrapped sampler). ``torchaudio.sox_effects``
+  (KS's loader) needs the Debian package ``libsox3``, which ``tools/setup_env.sh`` installs.
+- **a checkpoint of another upstream**: ``-e`` restores ``-u/-k`` from the checkpoint; an explicit
+  ``-u``/``-k`` that disagrees is refused by name instead of silently ignored, and a featurizer whose
+  layer count does not fit the upstream gets an error naming both.
+
+Metrics: the stock experts print ``<split> wer: X`` (asr), ``<split> acc: X`` (speech_commands,
+voxceleb1), ``<split> per: X`` (ctc); :func:`run` keeps what was printed and, for ``-m evaluate``,
+writes ``<expdir>/superb_<split>.json`` with the metric in SUPERB's units (%).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import glob
+import hashlib
+import io
+import json
+import logging
+import math
+import os
+import re
+import sys
+import types
+from typing import Dict, Iterator, List, Optional, Sequence
+
+logger = logging.getLogger(__name__)
+
+#: downstream name -> (SUPERB metric key, the printed metric name, scale to SUPERB's units)
+TASK_METRICS = {
+    "asr": ("ASR", "wer", 1.0),
+    "ctc": ("PR", "per", 1.0),
+    "speech_commands": ("KS", "acc", 100.0),
+    "voxceleb1": ("SID", "acc", 100.0),
+}
+
+
+class RunnerError(RuntimeError):
+    """A problem with the runner's inputs, explained with the way out."""
+
+
+# ----------------------------------------------------------------------------------------------- compat
+class DistributedSamplerWrapper:
+    """Stand-in for ``catalyst.data.sampler.DistributedSamplerWrapper``: wraps any sampler for DDP.
+
+    Each epoch draws the wrapped sampler once and gives rank ``r`` of ``n`` every ``n``-th of those
+    indices starting at ``r`` (padded by wrapping around so every rank has the same count), as
+    ``torch.utils.data.DistributedSampler`` does for a dataset; ``set_epoch`` reseeds the draw.
+    Written here because catalyst does not import on this Python (see the module docstring).
+    """
+
+    def __init__(self, sampler, num_replicas: Optional[int] = None, rank: Optional[int] = None, shuffle: bool = True):
+        import torch.distributed as dist
+
+        self.sampler = sampler
+        self.num_replicas = num_replicas if num_replicas is not None else (dist.get_world_size() if dist.is_initialized() else 1)
+        self.rank = rank if rank is not None else (dist.get_rank() if dist.is_initialized() else 0)
+        self.shuffle = shuffle
+        self.epoch = 0
+        self.num_samples = math.ceil(len(sampler) / self.num_replicas)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.num_samples
+
+    def __iter__(self) -> Iterator[int]:
+        import torch
+
+        g = torch.Generator()
+        g.manual_seed(self.epoch)  # every rank must draw the same indices: the draw is seeded by the epoch
+        if hasattr(self.sampler, "generator"):
+            saved, self.sampler.generator = self.sampler.generator, g
+            try:
+                drawn = list(iter(self.sampler))
+            finally:
+                self.sampler.generator = saved
+        else:
+            drawn = list(iter(self.sampler))
+        total = self.num_samples * self.num_replicas
+        drawn += drawn[: total - len(drawn)]
+        return iter(drawn[self.rank : total : self.num_replicas])
+
+
+def _install_catalyst_standin() -> bool:
+    """Make ``from catalyst.data.sampler import DistributedSamplerWrapper`` work; True if the stand-in was used."""
+    try:
+        from catalyst.data.sampler import DistributedSamplerWrapper as _  # noqa: F401
+        return False
+    except Exception:  # noqa: BLE001 - any failure of the real package (ImportError, AttributeError...)
+        for name in [m for m in sys.modules if m == "catalyst" or m.startswith("catalyst.")]:
+            del sys.modules[name]
+    pkg = types.ModuleType("catalyst")
+    pkg.__path__ = []  # a package, so submodule imports resolve through sys.modules
+    pkg.__doc__ = "s3prl_plugins stand-in: only data.sampler.DistributedSamplerWrapper"
+    data = types.ModuleType("catalyst.data")
+    data.__path__ = []
+    sampler = types.ModuleType("catalyst.data.sampler")
+    sampler.DistributedSamplerWrapper = DistributedSamplerWrapper
+    pkg.data, data.sampler = data, sampler
+    sys.modules.update({"catalyst": pkg, "catalyst.data": data, "catalyst.data.sampler": sampler})
+    logger.info("catalyst does not import here: using s3prl_plugins' DistributedSamplerWrapper stand-in")
+    return True
+
+
+def apply_compat() -> Dict[str, bool]:
+    """Apply the fixes of the module docstring that act at import time; idempotent. Returns what was done."""
+    import torch
+
+    torch.serialization.add_safe_globals([argparse.Namespace])
+    return {"namespace_allowed": True, "catalyst_standin": _install_catalyst_standin()}
+
+
+def voxceleb_cache_dir(expdir: str, file_path: str, meta_data: str) -> str:
+    """Where SID's file lists are cached: keyed by the audio root and the split file's content."""
+    h = hashlib.sha1(os.path.abspath(str(file_path)).encode())
+    try:
+        with open(meta_data, "rb") as f:
+            h.update(f.read())
+    except OSError as e:
+        raise RunnerError(f"SID split file {meta_data} cannot be read ({e}); set downstream_expert.datarc.meta_data") from e
+    return os.path.join(expdir, ".superb_cache", h.hexdigest()[:16]) + os.sep
+
+
+# ---------------------------------------------------------------------------------------------- argv
+def _given(argv: Sequence[str], *flags: str) -> Optional[str]:
+    """Value of the last of ``flags`` in ``argv`` (``-k X`` or ``--upstream_ckpt=X``), else None."""
+    value = None
+    for i, a in enumerate(argv):
+        for f in flags:
+            if a == f and i + 1 < len(argv):
+                value = argv[i + 1]
+            elif f.startswith("--") and a.startswith(f + "="):
+                value = a.split("=", 1)[1]
+    return value
+
+
+def runner_argv(argv: Sequence[str]) -> List[str]:
+    """s3prl's arguments with the device default fixed (``--device cpu`` without CUDA, unless given)."""
+    import torch
+
+    argv = list(argv)
+    if _given(argv, "--device") is None and not torch.cuda.is_available():
+        argv += ["--device", "cpu"]
+    return argv
+
+
+# ----------------------------------------------------------------------------------------------- run
+class _Tee(io.TextIOBase):
+    def __init__(self, stream):
+        self.stream, self.buffer_ = stream, io.StringIO()
+
+    def write(self, s):
+        self.buffer_.write(s)
+        return self.stream.write(s)
+
+    def flush(self):
+        self.stream.flush()
+
+    def isatty(self):
+        return getattr(self.stream, "isatty", lambda: False)()
+
+
+def parse_metrics(text: str) -> Dict[str, Dict[str, float]]:
+    """``{split: {metric: value}}`` from the stock experts' printed ``<split> <metric>: <value>`` lines."""
+    out: Dict[str, Dict[str, float]] = {}
+    for split, name, value in re.findall(r"^(\S+) (wer|uer|per|acc|loss): ([-+0-9.eE]+|nan|inf)\s*$", text, re.M):
+        out.setdefault(split, {})[name] = float(value)
+    return out
+
+
+def superb_metric(downstream: str, printed: Dict[str, float]) -> Dict[str, float]:
+    """The SUPERB metric (key -> value in SUPERB's units) of one split's printed metrics."""
+    if downstream not in TASK_METRICS:
+        return {}
+    key, name, scale = TASK_METRICS[downstream]
+    if name not in printed:
+        raise RunnerError(f"the {downstream} expert printed no '{name}' (printed: {sorted(printed)})")
+    return {key: printed[name] * scale}
+
+
+def _check_resume(argv: Sequence[str], past: dict, ckpt_path: str) -> None:
+    old = past.get("Args")
+    for flags, field in ((("-u", "--upstream"), "upstream"), (("-k", "--upstream_ckpt"), "upstream_ckpt"), (("-d", "--downstream"), "downstream")):
+        given = _given(argv, *flags)
+        had = getattr(old, field, None)
+        same = given is None or given == had or (field == "upstream_ckpt" and had and os.path.abspath(given) == os.path.abspath(had))
+        if not same:
+            raise RunnerError(
+                f"{ckpt_path} was trained with {flags[0]} {had}, not {given}: -e restores the experiment's upstream "
+                f"and downstream from the checkpoint. Drop {flags[0]}, or train a new experiment for {given}."
+            )
+
+
+@contextlib.contextmanager
+def _hooks(argv: Sequence[str], rd_module, runner_cls):
+    """Wrap the stock argument parsing (SID cache, resume checks) and the Runner's weight loading."""
+    stock_args = rd_module.get_downstream_args
+    stock_load = runner_cls._load_weight
+
+    def get_downstream_args():
+        args, config, backup = stock_args()
+        if args.past_exp:
+            import torch
+
+            past = torch.load(args.init_ckpt, map_location="cpu")  # the stock loader's call, Namespace allowed
+            _check_resume(argv, past, args.init_ckpt)
+        datarc_ = config.get("downstream_expert", {}).get("datarc", {})
+        if args.mode == "evaluate" and args.downstream == "asr" and args.evaluate_split not in datarc_:
+            splits = [k for k, v in datarc_.items() if isinstance(v, list) and k != "train"]
+            raise RunnerError(f"-t {args.evaluate_split}: the asr config has no such split; its evaluation splits are "
+                              f"{', '.join(splits)} (e.g. -t test-clean)")
+        if args.downstream == "voxceleb1":
+            datarc = config.get("downstream_expert", {}).get("datarc", {})
+            from s3prl.downstream.voxceleb1 import dataset as vox
+
+            vox.CACHE_PATH = voxceleb_cache_dir(args.expdir, datarc.get("file_path", ""), datarc.get("meta_data", ""))
+        return args, config, backup
+
+    def load_weight(self, model, name):
+        try:
+            return stock_load(self, model, name)
+        except RuntimeError as e:
+            if "size mismatch" not in str(e) and "Missing key" not in str(e):
+                raise
+            raise RunnerError(
+                f"{self.args.init_ckpt}: its {name} does not fit upstream {self.args.upstream} "
+                f"({self.args.upstream_ckpt}) -- was the checkpoint trained on another upstream, or was "
+                f"{self.args.upstream_ckpt} replaced by another model? ({str(e).splitlines()[0]})"
+            ) from e
+
+    rd_module.get_downstream_args = get_downstream_args
+    runner_cls._load_weight = load_weight
+    try:
+        yield
+    finally:
+        rd_module.get_downstream_args = stock_args
+        runner_cls._load_weight = stock_load
+
+
+def import_s3prl(s3prl_root: Optional[str] = None):
+    """Import s3prl (a git checkout's with ``s3prl_root``, the directory holding its ``s3prl/`` package)."""
+    if s3prl_root:
+        root = os.path.abspath(s3prl_root)
+        if os.path.isdir(os.path.join(root, "s3prl", "s3prl")):
+            root = os.path.join(root, "s3prl")  # given the checkout itself, not its package's parent
+        if not os.path.isfile(os.path.join(root, "s3prl", "run_downstream.py")):
+            raise RunnerError(f"--s3prl-root {s3prl_root}: no s3prl/run_downstream.py under it; give the s3prl git checkout")
+        loaded = sys.modules.get("s3prl")
+        if loaded is not None and not os.path.abspath(loaded.__file__).startswith(root + os.sep):
+            raise RunnerError(f"s3prl was already imported from {os.path.dirname(loaded.__file__)} in this process; "
+                              "run `python -m s3prl_plugins.bin.run_downstream --s3prl-root ...` in a fresh process")
+        sys.path.insert(0, root)
+    import s3prl
+
+    return s3prl
+
+
+def run(argv: Sequence[str], s3prl_root: Optional[str] = None) -> Dict[str, Dict[str, float]]:
+    """Run s3prl's ``run_downstream.main()`` with ``argv`` (its own arguments); return the printed metrics.
+
+    With ``-m evaluate``, also writes ``<expdir>/superb_<split>.json``:
+    ``{"downstream", "split", "upstream", "upstream_ckpt", "printed": {...}, "superb": {KEY: value}}``.
+    """
+    past = _given(argv, "-e", "--past_exp")
+    if past is not None:
+        if not (os.path.isfile(past) or glob.glob(os.path.join(past, "states-*.ckpt"))):
+            raise RunnerError(f"-e {past}: no such checkpoint (give a states-*.ckpt / dev-best.ckpt file, or the "
+                              "experiment folder holding states-*.ckpt)")
+    s3prl = import_s3prl(s3prl_root)
+    done = apply_compat()
+    import s3prl.run_downstream as rd  # noqa: PLC0415 - after the path and the compat fixes
+    from s3prl.downstream.runner import Runner
+
+    from s3prl_plugins.upstream.hub import register
+
+    register()
+    argv = runner_argv(argv)
+    logger.info("s3prl %s from %s%s", getattr(s3prl, "__version__", "?"), os.path.dirname(s3prl.__file__),
+                " (catalyst stand-in)" if done["catalyst_standin"] else "")
+    captured: Dict[str, object] = {}
+    stock_init = Runner.__init__
+
+    def init(self, args, config):
+        captured["args"] = args
+        stock_init(self, args, config)
+
+    old_argv, tee = sys.argv, _Tee(sys.stdout)
+    sys.argv = [rd.__file__] + list(argv)
+    Runner.__init__ = init
+    try:
+        with _hooks(argv, rd, Runner), contextlib.redirect_stdout(tee):
+            rd.main()
+    finally:
+        sys.argv, Runner.__init__ = old_argv, stock_init
+    metrics = parse_metrics(tee.buffer_.getvalue())
+    args = captured.get("args")
+    if args is not None and args.mode == "evaluate":
+        split = args.evaluate_split
+        if split not in metrics:
+            raise RunnerError(f"-m evaluate -t {split}: the {args.downstream} expert printed no metric for {split}")
+        result = {
+            "downstream": args.downstream, "split": split, "upstream": args.upstream,
+            "upstream_ckpt": args.upstream_ckpt, "printed": metrics[split],
+            "superb": superb_metric(args.downstream, metrics[split]),
+        }
+        path = os.path.join(args.expdir, f"superb_{split}.json")
+        tmp = path + ".tmp"
+        with open(tmp, "w", encoding="utf-8") as f:
+            json.dump(result, f, indent=2)
+        os.replace(tmp, path)
+        logger.info("wrote %s: %s", path, result["superb"])
+    return metrics

@@ -1,0 +1,271 @@
+"""Data files and configs for SUPERB tasks run by s3prl's own runner, generated from a corpus.
+
+s3prl 0.4.18's PyPI package ships the downstream code of ``asr``, ``voxceleb1`` (SID) and
+``speech_commands`` (KS) but none of their ``config.yaml`` nor ``asr/char.dict``, and the ASR bucket
+files come from an interactive script missing from it. :func:`prepare` writes them for any corpus:
+
+- **ASR** (``asr``): from Kaldi data dirs, a LibriSpeech-layout tree of links
+  ``audio/<dir>/<spk>/<chapter>/<utt>.<ext>`` with ``<spk>-<chapter>.trans.txt`` beside them (what
+  ``asr/dataset.py`` reads), ``len_for_bucket/<dir>.csv`` (``file_path,length,label``, length in
+  samples -- the bucket table of s3prl's ``generate_len_for_bucket.py``) and ``char.dict`` (fairseq
+  dictionary format, ``<char> <count>``, the training text's characters with ``|`` for the word
+  boundary; LibriSpeech's A-Z and ``'`` always included, as in s3prl's own ``char.dict``). Characters
+  of a dev/test transcript outside that list are refused by utterance: the
+  stock dictionary would map them to ``<unk>`` silently and score them as errors.
+- **SID** (``voxceleb1``): a VoxCeleb1-layout tree ``VoxCeleb1/dev/wav/idNNNNN/<video>/<utt>.<ext>``
+  (speakers numbered from ``id10001`` in sorted order -- the expert's label is ``int(id[2:]) - 10001``)
+  and ``iden_split.txt`` (``1|2|3 idNNNNN/<video>/<file>`` for train/dev/test), ``speakers.txt``.
+- **KS** (``speech_commands``): the Speech Commands v0.01 layout the corpus already has (the mini
+  corpus writes one, :mod:`s3prl_plugins.data.mini_subsets`); checked, then referenced.
+
+Each task's ``config.yaml`` carries SUPERB's hyper-parameters (written here from the SUPERB paper's
+protocol and s3prl's documented recipe, not copied): ASR Adam 1e-4, a 2-layer 1024-unit BLSTM over a
+1024-d projection, CTC on characters, SpecAugment, 200k steps, batch 32; KS and SID Adam 1e-4 over a
+256-d projection with mean pooling and a linear classifier, 200k steps, batch 32 (KS) and 8 with 4x
+gradient accumulation (SID). ``steps`` overrides the step counts (eval/save intervals follow); any
+field can also be overridden at run time with s3prl's own ``-o "config.runner.total_steps=20"``.
+Everything is written into ``<out>.tmp`` and renamed at the end: a failed preparation leaves nothing.
+"""
+
+from __future__ import annotations
+
+import collections
+import os
+import re
+import shutil
+from typing import Dict, List, Optional, Sequence
+
+import yaml
+
+from s3prl_plugins.data.kaldi import read_data_dir
+
+SAMPLE_RATE = 16000
+TASKS = ("asr", "sid", "ks")
+#: our task name -> s3prl's downstream (``-d``)
+DOWNSTREAM = {"asr": "asr", "sid": "voxceleb1", "ks": "speech_commands", "pr": "ctc"}
+#: LibriSpeech's characters (s3prl's char.dict: the word boundary, A-Z, the apostrophe), always in the dictionary
+LIBRISPEECH_CHARS = ("|",) + tuple("ABCDEFGHIJKLMNOPQRSTUVWXYZ") + ("'",)
+_LIBRI_ID = re.compile(r"^(\d+)-(\d+)-\d+$")
+
+
+class TaskDataError(ValueError):
+    """A corpus that cannot feed a SUPERB task, named with the file and the fix."""
+
+
+def _runner(steps: int, log: int, eval_every: int, save: int, accumulate: int = 1, eval_split: str = "dev") -> dict:
+    return {"total_steps": steps, "gradient_clipping": 1, "gradient_accumulate_steps": accumulate,
+            "log_step": log, "eval_step": eval_every, "save_step": save, "max_keep": 1,
+            "eval_dataloaders": [eval_split]}
+
+
+def _intervals(steps: int, log: int, eval_every: int, save: int):
+    """The default intervals, shrunk for a short run so it still logs, evaluates and saves."""
+    return min(log, max(1, steps // 10)), min(eval_every, steps), min(save, steps)
+
+
+def _audio_info(path: str, source: str):
+    import soundfile as sf
+
+    try:
+        info = sf.info(path)
+    except Exception as e:  # noqa: BLE001 - one message naming the file
+        raise TaskDataError(f"{source}: cannot read {path} ({e})") from e
+    if info.samplerate != SAMPLE_RATE or info.channels != 1:
+        raise TaskDataError(
+            f"{source}: {path} is {info.channels} channel(s) at {info.samplerate} Hz; s3prl's SUPERB experts read "
+            f"mono {SAMPLE_RATE} Hz as it is (prepare the data dir with bin/prepare_data, which resamples)"
+        )
+    if info.frames == 0:
+        raise TaskDataError(f"{source}: {path} is empty")
+    return info
+
+
+def _plain_path(data_dir: str, utt: str, entry: str) -> str:
+    if entry.rstrip().endswith("|") or len(entry.split()) != 1:
+        raise TaskDataError(f"{data_dir}/wav.scp: {utt} is a command ({entry!r}); s3prl's experts need audio files")
+    if not os.path.isfile(entry):
+        raise TaskDataError(f"{data_dir}/wav.scp: {utt}: no file {entry}")
+    return os.path.abspath(entry)
+
+
+def _link(src: str, dst: str) -> None:
+    os.makedirs(os.path.dirname(dst), exist_ok=True)
+    os.symlink(src, dst)
+
+
+def _check_utt_id(data_dir: str, utt: str) -> None:
+    if "/" in utt or "." in utt or not utt:
+        raise TaskDataError(f"{data_dir}: utterance id {utt!r} has '/' or '.'; s3prl names utterances by their file stem")
+
+
+def _asr_text(text: str) -> str:
+    """s3prl ASR's transcript tokens: upper case, characters separated, ``|`` for spaces, a final ``|``."""
+    return " ".join(text.upper().replace(" ", "|")) + " |"
+
+
+def prepare_asr(train: str, dev: str, test: str, out: str, steps: int = 200000, num_workers: int = 4,
+                alphabet: Sequence[str] = LIBRISPEECH_CHARS) -> dict:
+    dirs = {"train": train, "dev": dev, "test": test}
+    names = {k: os.path.basename(os.path.normpath(v)) for k, v in dirs.items()}
+    if len(set(names.values())) != 3:
+        raise TaskDataError(f"the train/dev/test data dirs need three different names (bucket files are named by them): {names}")
+    counts: collections.Counter = collections.Counter()
+    texts: Dict[str, Dict[str, str]] = {}
+    for role, d in dirs.items():
+        data = read_data_dir(d)
+        if not data.text:
+            raise TaskDataError(f"{d}/text: no transcripts; ASR needs them")
+        missing = [u for u in data.utts if u not in data.text]
+        if missing:
+            raise TaskDataError(f"{d}/text: {len(missing)} utterance(s) without a transcript, e.g. {missing[0]}")
+        rows, trans = [], collections.defaultdict(list)
+        for utt in data.utts:
+            _check_utt_id(d, utt)
+            path = _plain_path(d, utt, data.wav[utt])
+            info = _audio_info(path, f"{d}/wav.scp")
+            m = _LIBRI_ID.match(utt)
+            spk, chapter = (m.group(1), m.group(2)) if m else (data.utt2spk.get(utt, "0").replace("/", "_"), "0")
+            ext = os.path.splitext(path)[1] or ".wav"
+            rel = os.path.join(names[role], spk, chapter, utt + ext)
+            _link(path, os.path.join(out, "audio", rel))
+            trans[(spk, chapter)].append(f"{utt} {data.text[utt]}")
+            rows.append((rel, info.frames))
+            texts.setdefault(role, {})[utt] = data.text[utt]
+            if role == "train":
+                counts.update(_asr_text(data.text[utt]).split())
+        for (spk, chapter), lines in trans.items():
+            with open(os.path.join(out, "audio", names[role], spk, chapter, f"{spk}-{chapter}.trans.txt"), "w", encoding="utf-8") as f:
+                f.write("\n".join(lines) + "\n")
+        os.makedirs(os.path.join(out, "len_for_bucket"), exist_ok=True)
+        with open(os.path.join(out, "len_for_bucket", f"{names[role]}.csv"), "w", encoding="utf-8") as f:
+            f.write(",file_path,length,label\n")
+            for i, (rel, n) in enumerate(sorted(rows, key=lambda r: -r[1])):
+                f.write(f"{i},{rel},{n},\n")
+    for role in ("dev", "test"):
+        for utt, text in texts[role].items():
+            unknown = sorted(set(_asr_text(text).split()) - set(counts) - set(alphabet))
+            if unknown:
+                raise TaskDataError(
+                    f"{dirs[role]}/text: {utt} has characters the training text never has: {' '.join(unknown)} "
+                    f"(the dictionary is {train}'s characters and A-Z, '; normalise the text or add training data that has them)"
+                )
+    with open(os.path.join(out, "char.dict"), "w", encoding="utf-8") as f:
+        for ch in alphabet:
+            counts.setdefault(ch, 0)
+        for ch, n in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])):
+            f.write(f"{ch} {n}\n")
+    log, ev, save = _intervals(steps, 100, 2000, 500)
+    return {
+        "runner": _runner(steps, log, ev, save, eval_split="dev-clean"),
+        "optimizer": {"name": "TorchOptim", "torch_optim_name": "Adam", "lr": 1.0e-4},
+        "specaug": {"apply_time_warp": True, "apply_time_mask": True, "apply_freq_mask": True, "time_warp_window": 5,
+                    "time_mask_width_range": [0, 40], "freq_mask_width_range": [0, 50], "num_freq_mask": 4,
+                    "num_time_mask": 2},
+        "downstream_expert": {
+            "datarc": {
+                "train": [names["train"]], "dev-clean": [names["dev"]], "test-clean": [names["test"]],
+                "num_workers": num_workers, "train_batch_size": 32, "batch_size": 32, "eval_batch_size": 1,
+                "libri_root": os.path.join(out, "audio"), "bucket_file": os.path.join(out, "len_for_bucket"),
+                "dict_path": os.path.join(out, "char.dict"), "zero_infinity": True,
+                "decoder_args": {"decoder_type": "None"},
+            },
+            "modelrc": {
+                "project_dim": 1024, "select": "RNNs",
+                "RNNs": {"total_rate": -1, "module": "LSTM", "bidirection": True, "dim": [1024, 1024],
+                         "dropout": [0.2, 0.2], "layer_norm": [False, False], "proj": [False, False],
+                         "sample_rate": [1, 1], "sample_style": "concat"},
+            },
+        },
+    }
+
+
+def prepare_sid(train: str, dev: str, test: str, out: str, steps: int = 200000, num_workers: int = 4) -> dict:
+    data = {role: read_data_dir(d) for role, d in (("train", train), ("dev", dev), ("test", test))}
+    speakers = sorted({data["train"].utt2spk[u] for u in data["train"].utts})
+    if not speakers:
+        raise TaskDataError(f"{train}/utt2spk: no speakers")
+    if len(speakers) > 1251:
+        raise TaskDataError(f"{train}: {len(speakers)} speakers; s3prl's voxceleb1 expert has 1251 outputs")
+    ids = {s: f"id{10001 + i}" for i, s in enumerate(speakers)}
+    lines: List[str] = []
+    for index, (role, d) in enumerate((("train", train), ("dev", dev), ("test", test)), start=1):
+        for utt in data[role].utts:
+            _check_utt_id(d, utt)
+            spk = data[role].utt2spk.get(utt)
+            if spk not in ids:
+                raise TaskDataError(f"{d}/utt2spk: {utt}'s speaker {spk!r} is not a training speaker (SID is closed-set)")
+            path = _plain_path(d, utt, data[role].wav[utt])
+            _audio_info(path, f"{d}/wav.scp")
+            m = _LIBRI_ID.match(utt)
+            video = m.group(2) if m else "v0"
+            rel = f"{ids[spk]}/{video}/{utt}{os.path.splitext(path)[1] or '.wav'}"
+            _link(path, os.path.join(out, "VoxCeleb1", "dev", "wav", rel))
+            lines.append(f"{index} {rel}")
+    with open(os.path.join(out, "iden_split.txt"), "w", encoding="utf-8") as f:
+        f.write("\n".join(lines) + "\n")
+    with open(os.path.join(out, "speakers.txt"), "w", encoding="utf-8") as f:
+        f.write("".join(f"{ids[s]} {s}\n" for s in speakers))
+    log, ev, save = _intervals(steps, 500, 5000, 1000)
+    return {
+        "runner": _runner(steps, log, ev, save, accumulate=4),
+        "optimizer": {"name": "TorchOptim", "torch_optim_name": "Adam", "lr": 1.0e-4},
+        "downstream_expert": {
+            "datarc": {"file_path": os.path.join(out, "VoxCeleb1"), "meta_data": os.path.join(out, "iden_split.txt"),
+                       "num_workers": num_workers, "train_batch_size": 8, "eval_batch_size": 1, "max_timestep": 128000},
+            "modelrc": {"projector_dim": 256, "select": "UtteranceLevel", "UtteranceLevel": {"pooling": "MeanPooling"}},
+        },
+    }
+
+
+def prepare_ks(speech_commands: str, out: str, steps: int = 200000, num_workers: int = 4, test_root: Optional[str] = None) -> dict:
+    """``speech_commands``: the folder holding ``speech_commands_v0.01`` (and ``..._test_set_v0.01``), or the train root itself."""
+    root = speech_commands
+    if os.path.isdir(os.path.join(root, "speech_commands_v0.01")):
+        test_root = test_root or os.path.join(root, "speech_commands_test_set_v0.01")
+        root = os.path.join(root, "speech_commands_v0.01")
+    if not os.path.isdir(os.path.join(root, "_background_noise_")):
+        raise TaskDataError(f"{root}: no _background_noise_ folder; give the Speech Commands v0.01 root "
+                            "(the mini corpus writes one with `--subsets ks`)")
+    if not test_root or not os.path.isdir(test_root):
+        raise TaskDataError(f"no Speech Commands test set root ({test_root}); give --test-root")
+    from s3prl_plugins.data.mini_subsets import CLASSES
+
+    have = {d for d in os.listdir(test_root) if os.path.isdir(os.path.join(test_root, d))}
+    if not set(CLASSES) <= have:
+        raise TaskDataError(f"{test_root}: missing class folders {sorted(set(CLASSES) - have)} (SUPERB KS has 12 classes)")
+    os.makedirs(out, exist_ok=True)
+    log, ev, save = _intervals(steps, 100, 5000, 1000)
+    return {
+        "runner": _runner(steps, log, ev, save),
+        "optimizer": {"name": "TorchOptim", "torch_optim_name": "Adam", "lr": 1.0e-4},
+        "downstream_expert": {
+            "datarc": {"speech_commands_root": os.path.abspath(root) + "/", "speech_commands_test_root": os.path.abspath(test_root) + "/",
+                       "num_workers": num_workers, "batch_size": 32},
+            "modelrc": {"projector_dim": 256, "select": "UtteranceLevel", "UtteranceLevel": {"pooling": "MeanPooling"}},
+        },
+    }
+
+
+def prepare(task: str, out: str, **kwargs) -> str:
+    """Write the task's data files and ``config.yaml`` under ``out`` (atomically); return the config's path."""
+    if task not in TASKS:
+        raise TaskDataError(f"unknown task {task!r}; the PyPI package runs {', '.join(TASKS)} (PR needs an s3prl checkout)")
+    out = os.path.abspath(out)
+    tmp = out + ".tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    os.makedirs(tmp)
+    try:
+        config = {"asr": prepare_asr, "sid": prepare_sid, "ks": prepare_ks}[task](out=tmp, **kwargs)
+        text = yaml.safe_dump(config, sort_keys=False).replace(tmp, out)
+        with open(os.path.join(tmp, "config.yaml"), "w", encoding="utf-8") as f:
+            f.write(f"# SUPERB {task.upper()} for s3prl's run_downstream -d {DOWNSTREAM[task]} (written by s3prl_plugins)\n{text}")
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    if os.path.exists(out):
+        shutil.rmtree(out)
+    os.replace(tmp, out)
+    return os.path.join(out, "config.yaml")
+
+
+__all__: Sequence[str] = ("prepare", "prepare_asr", "prepare_sid", "prepare_ks", "TaskDataError", "DOWNSTREAM")

@@ -1,0 +1,206 @@
+"""s3prl's own SUPERB runner through bin/run_downstream: the compatibility fixes one by one, then ASR, SID
+and KS trained and evaluated end to end on a tiny mini corpus by the stock Runner in fresh processes."""
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+import yaml
+
+from s3prl_plugins.data.kaldi import read_data_dir, write_data_dir
+from s3prl_plugins.data.mini_corpus import MiniCorpusConfig, espeak_available, make_mini_corpus
+from s3prl_plugins.data.mini_subsets import SubsetConfig, make_subsets
+from s3prl_plugins.eval import s3prl_runner as rn
+from s3prl_plugins.eval.superb_tasks import TaskDataError, prepare
+from s3prl_plugins.models import build_model, melhubert_config, star_hubert_config
+from s3prl_plugins.models.checkpoint import save_checkpoint
+
+pytestmark = pytest.mark.skipif(not espeak_available(), reason="needs espeak-ng (installed by tools/setup_env.sh)")
+
+
+# ------------------------------------------------------------------------------------------ compat, unit
+def test_distributed_sampler_wrapper_splits_one_draw_between_ranks():
+    weights = [0.1, 5.0, 1.0, 0.5, 2.0, 3.0, 0.2]
+    ranks = []
+    for r in range(3):
+        s = rn.DistributedSamplerWrapper(torch.utils.data.WeightedRandomSampler(weights, 7), num_replicas=3, rank=r)
+        s.set_epoch(4)
+        ranks.append(list(s))
+        assert len(s) == 3 == len(ranks[-1])
+    g = torch.Generator()
+    g.manual_seed(4)
+    draw = list(torch.utils.data.WeightedRandomSampler(weights, 7, generator=g))
+    draw += draw[:2]  # padded to 3 x 3 by wrapping around
+    assert [draw[r::3] for r in range(3)] == ranks
+    again = rn.DistributedSamplerWrapper(torch.utils.data.WeightedRandomSampler(weights, 7), num_replicas=3, rank=0)
+    again.set_epoch(4)
+    assert list(again) == ranks[0]
+    again.set_epoch(5)
+    g.manual_seed(5)
+    assert list(again) == list(torch.utils.data.WeightedRandomSampler(weights, 7, generator=g))[0:7:3]
+
+
+def test_catalyst_standin_only_when_the_real_package_fails(monkeypatch):
+    import types
+
+    broken = types.ModuleType("catalyst")
+    broken.__path__ = []  # importing catalyst.data then fails, as the real 21.5 does on Python 3.11
+    monkeypatch.setitem(sys.modules, "catalyst", broken)
+    for m in ("catalyst.data", "catalyst.data.sampler"):
+        monkeypatch.delitem(sys.modules, m, raising=False)
+    assert rn._install_catalyst_standin() is True
+    from catalyst.data.sampler import DistributedSamplerWrapper
+
+    assert DistributedSamplerWrapper is rn.DistributedSamplerWrapper
+    assert rn._install_catalyst_standin() is False  # now it imports: nothing replaced
+
+
+def test_runner_checkpoints_load_once_namespace_is_allowed(tmp_path):
+    path = tmp_path / "states-1.ckpt"
+    torch.save({"Args": argparse.Namespace(upstream="x"), "Step": 1, "Config": {"runner": {}}}, path)
+    code = (
+        "import sys, torch\n"
+        "try:\n    torch.load(sys.argv[1], map_location='cpu'); print('loaded')\n"
+        "except Exception as e:\n    print('refused', 'Weights only load failed' in str(e))\n"
+        "from s3prl_plugins.eval.s3prl_runner import apply_compat; apply_compat()\n"
+        "print(torch.load(sys.argv[1], map_location='cpu')['Args'].upstream)\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True, timeout=120)
+    assert r.stdout.split() == ["refused", "True", "x"], r.stderr[-2000:]
+
+
+def test_device_default_and_metric_parsing(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert rn.runner_argv(["-m", "train"]) == ["-m", "train", "--device", "cpu"]
+    assert rn.runner_argv(["-m", "train", "--device", "cuda:1"]) == ["-m", "train", "--device", "cuda:1"]
+    assert rn.runner_argv(["--device=cpu"]) == ["--device=cpu"]
+    text = "dev-clean loss: 3.5\ndev-clean uer: 40.0\ndev-clean wer: 81.25\n[Runner] x\ntest acc: 0.75\n  noise acc: 1\n"
+    m = rn.parse_metrics(text)
+    assert m == {"dev-clean": {"loss": 3.5, "uer": 40.0, "wer": 81.25}, "test": {"acc": 0.75}}
+    assert rn.superb_metric("speech_commands", m["test"]) == {"KS": 75.0}
+    assert rn.superb_metric("asr", m["dev-clean"]) == {"ASR": 81.25}
+    with pytest.raises(rn.RunnerError, match="printed no 'acc'"):
+        rn.superb_metric("voxceleb1", m["dev-clean"])
+
+
+def test_sid_cache_is_keyed_by_root_and_split_file(tmp_path):
+    a, b = tmp_path / "a.txt", tmp_path / "b.txt"
+    a.write_text("1 id10001/v/x.wav\n")
+    b.write_text("1 id10001/v/y.wav\n")
+    ka = rn.voxceleb_cache_dir(str(tmp_path / "exp"), "/data/vox", str(a))
+    assert ka.startswith(str(tmp_path / "exp" / ".superb_cache"))
+    assert ka != rn.voxceleb_cache_dir(str(tmp_path / "exp"), "/data/vox", str(b))
+    assert ka != rn.voxceleb_cache_dir(str(tmp_path / "exp"), "/data/other", str(a))
+    assert ka == rn.voxceleb_cache_dir(str(tmp_path / "exp"), "/data/vox", str(a))
+    with pytest.raises(rn.RunnerError, match="cannot be read"):
+        rn.voxceleb_cache_dir(str(tmp_path), "/x", str(tmp_path / "missing.txt"))
+
+
+# ----------------------------------------------------------------------------------- end to end, stock
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    out = str(tmp_path_factory.mktemp("c") / "mini")
+    make_mini_corpus(out, MiniCorpusConfig(utts_per_speaker=3, split_speakers={"train": 2, "dev": 1, "test": 1}), progress=False)
+    make_subsets(out, SubsetConfig(takes=1, unknown=2, silence=1, sid_heldout=(0.34, 0.34)), progress=False)
+    from s3prl_plugins.bin.prepare_data import main as prep
+
+    data = str(tmp_path_factory.mktemp("data"))
+    assert prep(["--root", os.path.join(out, "LibriSpeech"), "--subsets", "train", "dev", "test", "--out", data]) == 0
+    return out, data
+
+
+@pytest.fixture(scope="module")
+def upstreams(tmp_path_factory):
+    d = tmp_path_factory.mktemp("up")
+    torch.manual_seed(0)
+    star = star_hubert_config(embed_dim=32, num_layers=2, num_heads=4, ffn_dim=48,
+                              conv_layers=[(16, 10, 5), (32, 3, 2)] + [(32, 2, 2)] * 5, pos_conv_kernel=8, pos_conv_groups=4)
+    mel = melhubert_config(embed_dim=32, num_layers=2, num_heads=4, ffn_dim=48, stack_frames=2, pos_conv_kernel=8,
+                           pos_conv_groups=4, num_clusters=16)
+    paths = {"star_hubert_local": str(d / "star.pt"), "melhubert_local": str(d / "mel.pt")}
+    save_checkpoint(paths["star_hubert_local"], build_model(star))
+    save_checkpoint(paths["melhubert_local"], build_model(mel))
+    return paths
+
+
+def _run(args, cwd, timeout=400):
+    r = subprocess.run([sys.executable, "-m", "s3prl_plugins.bin.run_downstream", *args], capture_output=True, text=True,
+                       timeout=timeout, cwd=cwd, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    return r
+
+
+TINY = {  # a few steps of each task, small heads: the stock code path, not SUPERB's budget
+    "asr": "config.runner.total_steps=6,,config.downstream_expert.modelrc.project_dim=16,,"
+           "config.downstream_expert.modelrc.RNNs.dim=[16],,config.downstream_expert.modelrc.RNNs.dropout=[0.0],,"
+           "config.downstream_expert.modelrc.RNNs.layer_norm=[False],,config.downstream_expert.modelrc.RNNs.proj=[False],,"
+           "config.downstream_expert.modelrc.RNNs.sample_rate=[1],,config.downstream_expert.datarc.batch_size=4",
+    "sid": "config.runner.total_steps=6,,config.runner.gradient_accumulate_steps=2,,config.downstream_expert.datarc.train_batch_size=4",
+    "ks": "config.runner.total_steps=6,,config.downstream_expert.datarc.batch_size=8",
+}
+
+
+@pytest.mark.parametrize(
+    "task, downstream, upstream, split, key",
+    [("ks", "speech_commands", "star_hubert_local", "test", "KS"),
+     ("sid", "voxceleb1", "melhubert_local", "test", "SID"),
+     ("asr", "asr", "star_hubert_local", "test-clean", "ASR")],
+)
+def test_stock_runner_trains_and_evaluates_each_task(corpus, upstreams, tmp_path, task, downstream, upstream, split, key):
+    out, data = corpus
+    if task == "ks":
+        config = prepare("ks", str(tmp_path / "task"), speech_commands=os.path.join(out, "subsets"), steps=6, num_workers=0)
+    else:
+        sub = os.path.join(out, "subsets", "data") if task == "sid" else data
+        pre = "sid_" if task == "sid" else ""
+        config = prepare(task, str(tmp_path / "task"), train=os.path.join(sub, pre + "train"), dev=os.path.join(sub, pre + "dev"),
+                         test=os.path.join(sub, pre + "test"), steps=6, num_workers=0)
+    cfg = yaml.safe_load(open(config))
+    assert cfg["optimizer"]["lr"] == 1.0e-4 and cfg["runner"]["gradient_accumulate_steps"] == (4 if task == "sid" else 1)
+    exp = str(tmp_path / "exp")
+    import s3prl.downstream.voxceleb1.dataset as vox
+
+    package_cache = os.path.join(os.path.dirname(vox.__file__), ".cache")
+    before = sorted(os.listdir(package_cache)) if os.path.isdir(package_cache) else None
+    r = _run(["-m", "train", "-u", upstream, "-k", upstreams[upstream], "-d", downstream, "-c", config, "-p", exp, "-o", TINY[task]], tmp_path)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
+    assert os.path.isfile(os.path.join(exp, "states-6.ckpt"))
+    r = _run(["-m", "evaluate", "-t", split, "-e", os.path.join(exp, "states-6.ckpt")], tmp_path)  # a fresh process, no --device
+    assert r.returncode == 0, r.stderr[-3000:]
+    result = json.load(open(os.path.join(exp, f"superb_{split}.json")))
+    assert result["downstream"] == downstream and result["upstream"] == upstream and set(result["superb"]) == {key}
+    value = result["superb"][key]
+    assert 0.0 <= value <= 100.0
+    printed = result["printed"]["wer" if task == "asr" else "acc"]
+    assert value == pytest.approx(printed * (1 if task == "asr" else 100))
+    if task == "sid":  # the file lists were cached in the experiment, not inside the installed package
+        assert sorted(os.listdir(os.path.join(exp, ".superb_cache", os.listdir(os.path.join(exp, ".superb_cache"))[0]))) == [
+            "dev.pkl", "test.pkl", "train.pkl"]
+        assert (sorted(os.listdir(package_cache)) if os.path.isdir(package_cache) else None) == before
+    if task == "ks":
+        # bad input: an explicit upstream that is not the checkpoint's, and a checkpoint that is not there
+        r = _run(["-m", "evaluate", "-u", "melhubert_local", "-e", os.path.join(exp, "states-6.ckpt")], tmp_path)
+        assert r.returncode == 2 and "was trained with -u star_hubert_local, not melhubert_local" in r.stderr
+        r = _run(["-m", "evaluate", "-e", os.path.join(exp, "states-99.ckpt")], tmp_path)
+        assert r.returncode == 2 and "no such checkpoint" in r.stderr
+    if task == "asr":
+        r = _run(["-m", "evaluate", "-t", "test", "-e", os.path.join(exp, "states-6.ckpt")], tmp_path)
+        assert r.returncode == 2 and "-t test-clean" in r.stderr
+
+
+def test_task_preparation_refuses_bad_corpora(corpus, tmp_path):
+    out, data = corpus
+    bad = read_data_dir(os.path.join(data, "dev"))
+    utt = bad.utts[0]
+    bad.text[utt] = bad.text[utt] + " naïve"
+    write_data_dir(bad, str(tmp_path / "dev"))
+    with pytest.raises(TaskDataError, match=f"{utt} has characters the training text never has: Ï"):
+        prepare("asr", str(tmp_path / "asr"), train=os.path.join(data, "train"), dev=str(tmp_path / "dev"), test=os.path.join(data, "test"))
+    assert not os.path.exists(tmp_path / "asr") and not os.path.exists(str(tmp_path / "asr") + ".tmp")
+    with pytest.raises(TaskDataError, match="not a training speaker"):
+        prepare("sid", str(tmp_path / "sid"), train=os.path.join(data, "train"), dev=os.path.join(data, "dev"), test=os.path.join(data, "test"))
+    with pytest.raises(TaskDataError, match="_background_noise_"):
+        prepare("ks", str(tmp_path / "ks"), speech_commands=data)
