@@ -125,3 +125,21 @@ def test_espnet_asr_bad_input(tiny_corpus, tmp_path):
                        capture_output=True, text=True, timeout=300)
     assert r.returncode == 2 and "'no_such_upstream_local' is not an s3prl.hub entry" in r.stderr
     assert not (tmp_path / "w" / "config.yaml").exists()
+
+
+def test_mini_asr5k_recipe_sequences_the_stages(tiny_corpus, tmp_path):
+    """The recipe's links resolve, it names what is missing, and its first stage writes the dumps and config."""
+    recipe = os.path.join(ROOT, "mini", "asr5k")
+    r = subprocess.run(["bash", "run.sh", "--mini", str(tmp_path / "nowhere")], cwd=recipe, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 1 and "run the mini recipe first" in r.stdout + r.stderr
+    mini = tmp_path / "mini"
+    os.makedirs(mini / "exp" / "star_tiny")
+    os.symlink(tiny_corpus, mini / "data")
+    cfg = star_hubert_config(embed_dim=32, num_layers=2, num_heads=4, ffn_dim=48, conv_layers=[(16, 10, 5), (32, 3, 2)] + [(32, 2, 2)] * 5, pos_conv_kernel=8, pos_conv_groups=4)
+    save_checkpoint(str(mini / "exp" / "star_tiny" / "model.pt"), build_model(cfg))
+    work = tmp_path / "work"
+    r = subprocess.run(["bash", "run.sh", "--mini", str(mini), "--stop-stage", "1", "--work", str(work)], cwd=recipe,
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    assert sorted(os.listdir(work / "dump")) == ["dev", "test", "train"]
+    assert yaml.safe_load((work / "config.yaml").read_text())["preencoder_conf"]["input_size"] == 32

@@ -1,0 +1,1 @@
+../../../egs/librispeech/db.sh
