@@ -181,6 +181,17 @@ def test_stock_runner_trains_and_evaluates_each_task(corpus, upstreams, tmp_path
             "dev.pkl", "test.pkl", "train.pkl"]
         assert (sorted(os.listdir(package_cache)) if os.path.isdir(package_cache) else None) == before
     if task == "ks":
+        # the leaderboard bundle from the stock runner's own test predictions, with the form's fields profiled
+        r = subprocess.run([sys.executable, "-m", "s3prl_plugins.bin.superb_submission", "--out", str(tmp_path / "sub"),
+                            "--upstream", upstream, "--ckpt", upstreams[upstream], "--corpus", "tiny", "--ks", exp],
+                           capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+        assert r.returncode == 0, r.stderr[-2000:]
+        import zipfile
+
+        assert zipfile.ZipFile(tmp_path / "sub" / "predict.zip").namelist() == ["predict/ks_public/predict.txt"]
+        card = json.load(open(tmp_path / "sub" / "model.json"))
+        assert card["stride_samples"] == 320 and card["params"] > 0 and card["macs_superb"] > 0
+        assert json.load(open(tmp_path / "sub" / "results.json")) == {"KS": value}
         # bad input: an explicit upstream that is not the checkpoint's, and a checkpoint that is not there
         r = _run(["-m", "evaluate", "-u", "melhubert_local", "-e", os.path.join(exp, "states-6.ckpt")], tmp_path)
         assert r.returncode == 2 and "was trained with -u star_hubert_local, not melhubert_local" in r.stderr
