@@ -87,6 +87,21 @@ def test_device_default_and_metric_parsing(monkeypatch):
         rn.superb_metric("voxceleb1", m["dev-clean"])
 
 
+def test_ctc_loaders_keep_their_num_workers(monkeypatch):
+    from s3prl.downstream.ctc import data, expert
+
+    calls = []
+    monkeypatch.setattr(data, "load_dataset", lambda split, tok, corpus: calls.append(corpus.pop("num_workers", 12)))
+    monkeypatch.setattr(expert, "load_dataset", data.load_dataset)
+    rn._keep_ctc_num_workers()
+    corpus = {"num_workers": 0}
+    for split in ("train", "dev", "test"):
+        expert.load_dataset(split, None, corpus)
+    assert calls == [0, 0, 0] and data.load_dataset is expert.load_dataset
+    rn._keep_ctc_num_workers()  # idempotent: not wrapped twice
+    assert getattr(data.load_dataset, "_s3prl_plugins", False)
+
+
 def test_sid_cache_is_keyed_by_root_and_split_file(tmp_path):
     a, b = tmp_path / "a.txt", tmp_path / "b.txt"
     a.write_text("1 id10001/v/x.wav\n")
@@ -215,3 +230,36 @@ def test_task_preparation_refuses_bad_corpora(corpus, tmp_path):
         prepare("sid", str(tmp_path / "sid"), train=os.path.join(data, "train"), dev=os.path.join(data, "dev"), test=os.path.join(data, "test"))
     with pytest.raises(TaskDataError, match="_background_noise_"):
         prepare("ks", str(tmp_path / "ks"), speech_commands=data)
+    # PR: phones that do not match the transcript, and words the lexicon lacks
+    good = read_data_dir(os.path.join(data, "train"))
+    for name, phones in (("mismatch", lambda u, w: " | ".join(["a"] * (len(w) + 1))), ("fine", lambda u, w: " | ".join(["a b"] * len(w)))):
+        write_data_dir(good, str(tmp_path / name))
+        with open(tmp_path / name / "phones", "w") as f:
+            f.writelines(f"{u} {phones(u, good.text[u].split())}\n" for u in good.utts)
+    with pytest.raises(TaskDataError, match="phone groups for .* words of its transcript"):
+        prepare("pr", str(tmp_path / "pr"), train=str(tmp_path / "mismatch"), dev=os.path.join(data, "dev"), test=os.path.join(data, "test"))
+    (tmp_path / "lex.txt").write_text("HELLO h @ l oU\n")
+    with pytest.raises(TaskDataError, match="words without a pronunciation"):
+        prepare("pr", str(tmp_path / "pr"), train=str(tmp_path / "fine"), dev=os.path.join(data, "dev"), test=os.path.join(data, "test"),
+                lexicon=str(tmp_path / "lex.txt"))
+    assert not os.path.exists(tmp_path / "pr")
+
+
+@pytest.mark.skipif(not os.environ.get("S3PRL_ROOT"), reason="PR runs from an s3prl git checkout: set S3PRL_ROOT=/path/to/s3prl")
+def test_pr_through_an_s3prl_checkout(corpus, upstreams, tmp_path):
+    """SUPERB PR: s3prl's ctc downstream with the checkout's libriphone corpus, our lexicon and phone set."""
+    out, data = corpus
+    d = {s: os.path.join(data, s) for s in ("train", "dev", "test")}
+    from s3prl_plugins.bin.make_phones import main as phones  # the mini recipe's phones: the corpus's espeak lexicon
+
+    assert phones(["--dirs", *d.values(), "--lexicon", os.path.join(out, "lexicon.txt")]) == 0
+    config = prepare("pr", str(tmp_path / "task"), steps=6, num_workers=0, **d)
+    exp = str(tmp_path / "exp")
+    root = os.environ["S3PRL_ROOT"]
+    r = _run(["--s3prl-root", root, "-m", "train", "-u", "star_hubert_local", "-k", upstreams["star_hubert_local"], "-d", "ctc",
+              "-c", config, "-p", exp, "-o", "config.runner.total_steps=6"], tmp_path)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "12 worker" not in r.stderr
+    r = _run(["--s3prl-root", root, "-m", "evaluate", "-e", os.path.join(exp, "states-6.ckpt")], tmp_path)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert 0 <= json.load(open(os.path.join(exp, "superb_test.json")))["superb"]["PR"] <= 100

@@ -5,9 +5,10 @@ Usage::
     python -m s3prl_plugins.bin.superb_prepare asr --train data/train --dev data/dev --test data/test --out superb/asr
     python -m s3prl_plugins.bin.superb_prepare sid --train data/sid_train --dev data/sid_dev --test data/sid_test --out superb/sid
     python -m s3prl_plugins.bin.superb_prepare ks --speech-commands data/mini_corpus/subsets --out superb/ks
+    python -m s3prl_plugins.bin.superb_prepare pr --train data/train --dev data/dev --test data/test --out superb/pr
 
 then ``python -m s3prl_plugins.bin.run_downstream -m train -d <asr|voxceleb1|speech_commands> -c superb/<task>/config.yaml ...``
-(the downstream name is printed). What is written, and the hyper-parameters: :mod:`s3prl_plugins.eval.superb_tasks`.
+(the downstream name is printed; PR's ``ctc`` needs ``--s3prl-root`` -- a git checkout of s3prl). What is written, and the hyper-parameters: :mod:`s3prl_plugins.eval.superb_tasks`.
 """
 
 from __future__ import annotations
@@ -21,17 +22,22 @@ from s3prl_plugins.eval.superb_tasks import DOWNSTREAM, TaskDataError, prepare
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("task", choices=["asr", "sid", "ks"])
+    parser.add_argument("task", choices=["asr", "sid", "ks", "pr"])
     parser.add_argument("--out", required=True, help="folder for the data files and config.yaml (replaced)")
     parser.add_argument("--train", help="Kaldi data dir (asr, sid)")
     parser.add_argument("--dev", help="Kaldi data dir (asr, sid)")
     parser.add_argument("--test", help="Kaldi data dir (asr, sid)")
     parser.add_argument("--speech-commands", help="ks: the folder with speech_commands_v0.01/ (or that root itself)")
     parser.add_argument("--test-root", help="ks: the Speech Commands test-set root, when not beside the train root")
-    parser.add_argument("--steps", type=int, default=200000, help="runner.total_steps (SUPERB: 200000)")
+    parser.add_argument("--lexicon", help="pr: a lexicon 'WORD p1 p2 ...' (default: built from the data dirs' phones files)")
+    parser.add_argument("--steps", type=int, help="runner.total_steps (SUPERB: 200000; PR 100000)")
     parser.add_argument("--num-workers", type=int, default=4, help="data-loader workers (SUPERB's configs use 12)")
     args = parser.parse_args(argv)
-    kw = {"steps": args.steps, "num_workers": args.num_workers}
+    kw = {"num_workers": args.num_workers}
+    if args.steps:
+        kw["steps"] = args.steps
+    if args.task == "pr" and args.lexicon:
+        kw["lexicon"] = args.lexicon
     if args.task == "ks":
         if not args.speech_commands:
             parser.error("ks needs --speech-commands")

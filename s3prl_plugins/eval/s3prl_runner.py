@@ -20,12 +20,14 @@ on torch 2.8 and a CPU host, each one tested (``tests/test_superb_runner.py``):
   module provides :class:`DistributedSamplerWrapper` (tested against the semantics catalyst documents:
   each rank draws a disjoint share of one draw of the wrapped sampler). ``torchaudio.sox_effects``
   (KS's loader) needs the Debian package ``libsox3``, which ``tools/setup_env.sh`` installs.
+- **PR's loaders**: ``ctc/data.py`` pops ``num_workers`` from the shared corpus config, so the dev and
+  test loaders start 12 workers whatever the config says; the count is put back after each call.
 - **a checkpoint of another upstream**: ``-e`` restores ``-u/-k`` from the checkpoint; an explicit
   ``-u``/``-k`` that disagrees is refused by name instead of silently ignored, and a featurizer whose
   layer count does not fit the upstream gets an error naming both.
 
 Metrics: the stock experts print ``<split> wer: X`` (asr), ``<split> acc: X`` (speech_commands,
-voxceleb1), ``<split> per: X`` (ctc); :func:`run` keeps what was printed and, for ``-m evaluate``,
+voxceleb1), ``<split> per: X`` (ctc; fractions except asr's WER); :func:`run` keeps what was printed and, for ``-m evaluate``,
 writes ``<expdir>/superb_<split>.json`` with the metric in SUPERB's units (%).
 """
 
@@ -50,7 +52,7 @@ logger = logging.getLogger(__name__)
 #: downstream name -> (SUPERB metric key, the printed metric name, scale to SUPERB's units)
 TASK_METRICS = {
     "asr": ("ASR", "wer", 1.0),
-    "ctc": ("PR", "per", 1.0),
+    "ctc": ("PR", "per", 100.0),
     "speech_commands": ("KS", "acc", 100.0),
     "voxceleb1": ("SID", "acc", 100.0),
 }
@@ -144,6 +146,28 @@ def voxceleb_cache_dir(expdir: str, file_path: str, meta_data: str) -> str:
     return os.path.join(expdir, ".superb_cache", h.hexdigest()[:16]) + os.sep
 
 
+def _keep_ctc_num_workers() -> None:
+    """``ctc/data.py``'s ``load_dataset`` pops ``num_workers`` from the shared corpus config, so only the first
+    loader gets the configured count and the dev/test loaders start 12 workers: put it back after each call."""
+    from s3prl.downstream.ctc import data, expert
+
+    stock = data.load_dataset
+    if getattr(stock, "_s3prl_plugins", False):
+        return
+
+    def load_dataset(split, tokenizer, corpus):
+        had = "num_workers" in corpus
+        workers = corpus.get("num_workers")
+        try:
+            return stock(split, tokenizer, corpus)
+        finally:
+            if had:
+                corpus["num_workers"] = workers
+
+    load_dataset._s3prl_plugins = True
+    data.load_dataset = expert.load_dataset = load_dataset
+
+
 # ---------------------------------------------------------------------------------------------- argv
 def _given(argv: Sequence[str], *flags: str) -> Optional[str]:
     """Value of the last of ``flags`` in ``argv`` (``-k X`` or ``--upstream_ckpt=X``), else None."""
@@ -232,6 +256,8 @@ def _hooks(argv: Sequence[str], rd_module, runner_cls):
             splits = [k for k, v in datarc_.items() if isinstance(v, list) and k != "train"]
             raise RunnerError(f"-t {args.evaluate_split}: the asr config has no such split; its evaluation splits are "
                               f"{', '.join(splits)} (e.g. -t test-clean)")
+        if args.downstream == "ctc":
+            _keep_ctc_num_workers()
         if args.downstream == "voxceleb1":
             datarc = config.get("downstream_expert", {}).get("datarc", {})
             from s3prl.downstream.voxceleb1 import dataset as vox

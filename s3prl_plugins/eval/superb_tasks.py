@@ -15,11 +15,16 @@ files come from an interactive script missing from it. :func:`prepare` writes th
 - **SID** (``voxceleb1``): a VoxCeleb1-layout tree ``VoxCeleb1/dev/wav/idNNNNN/<video>/<utt>.<ext>``
   (speakers numbered from ``id10001`` in sorted order -- the expert's label is ``int(id[2:]) - 10001``)
   and ``iden_split.txt`` (``1|2|3 idNNNNN/<video>/<file>`` for train/dev/test), ``speakers.txt``.
+- **PR** (``ctc`` with its ``libriphone`` corpus, which only an s3prl git checkout has): the same
+  LibriSpeech-layout tree (FLAC only: the corpus lists ``*.flac``), ``lexicon.txt`` (``WORD p1 p2 ...``,
+  from the data dirs' ``phones`` files or a given lexicon) and ``phones.txt``, the phone set of this
+  corpus -- the checkout's ARPAbet ``phoneme.txt`` fails on espeak phones with a bare assertion.
 - **KS** (``speech_commands``): the Speech Commands v0.01 layout the corpus already has (the mini
   corpus writes one, :mod:`s3prl_plugins.data.mini_subsets`); checked, then referenced.
 
 Each task's ``config.yaml`` carries SUPERB's hyper-parameters (written here from the SUPERB paper's
-protocol and s3prl's documented recipe, not copied): ASR Adam 1e-4, a 2-layer 1024-unit BLSTM over a
+protocol and s3prl's documented recipe, not copied): PR Adam 1e-2, a linear CTC head over a 256-d
+projection, 100k steps, batch 16 with 2x accumulation; ASR Adam 1e-4, a 2-layer 1024-unit BLSTM over a
 1024-d projection, CTC on characters, SpecAugment, 200k steps, batch 32; KS and SID Adam 1e-4 over a
 256-d projection with mean pooling and a linear classifier, 200k steps, batch 32 (KS) and 8 with 4x
 gradient accumulation (SID). ``steps`` overrides the step counts (eval/save intervals follow); any
@@ -40,7 +45,7 @@ import yaml
 from s3prl_plugins.data.kaldi import read_data_dir
 
 SAMPLE_RATE = 16000
-TASKS = ("asr", "sid", "ks")
+TASKS = ("asr", "sid", "ks", "pr")
 #: our task name -> s3prl's downstream (``-d``)
 DOWNSTREAM = {"asr": "asr", "sid": "voxceleb1", "ks": "speech_commands", "pr": "ctc"}
 #: LibriSpeech's characters (s3prl's char.dict: the word boundary, A-Z, the apostrophe), always in the dictionary
@@ -103,43 +108,56 @@ def _asr_text(text: str) -> str:
     return " ".join(text.upper().replace(" ", "|")) + " |"
 
 
-def prepare_asr(train: str, dev: str, test: str, out: str, steps: int = 200000, num_workers: int = 4,
-                alphabet: Sequence[str] = LIBRISPEECH_CHARS) -> dict:
-    dirs = {"train": train, "dev": dev, "test": test}
+def _libri_tree(dirs: Dict[str, str], out: str, flac_only: bool = False):
+    """Links ``out/audio/<dir>/<spk>/<chapter>/<utt>.<ext>`` + ``<spk>-<chapter>.trans.txt`` (LibriSpeech's
+    layout, which s3prl's asr and libriphone readers walk); returns the dir names, the data dirs read and
+    each split's ``(relative path, samples)`` rows."""
     names = {k: os.path.basename(os.path.normpath(v)) for k, v in dirs.items()}
-    if len(set(names.values())) != 3:
-        raise TaskDataError(f"the train/dev/test data dirs need three different names (bucket files are named by them): {names}")
-    counts: collections.Counter = collections.Counter()
-    texts: Dict[str, Dict[str, str]] = {}
+    if len(set(names.values())) != len(names):
+        raise TaskDataError(f"the train/dev/test data dirs need different names (s3prl names splits by them): {names}")
+    datas, rows = {}, {}
     for role, d in dirs.items():
-        data = read_data_dir(d)
+        data = datas[role] = read_data_dir(d)
         if not data.text:
-            raise TaskDataError(f"{d}/text: no transcripts; ASR needs them")
+            raise TaskDataError(f"{d}/text: no transcripts; this task needs them")
         missing = [u for u in data.utts if u not in data.text]
         if missing:
             raise TaskDataError(f"{d}/text: {len(missing)} utterance(s) without a transcript, e.g. {missing[0]}")
-        rows, trans = [], collections.defaultdict(list)
+        trans = collections.defaultdict(list)
+        rows[role] = []
         for utt in data.utts:
             _check_utt_id(d, utt)
             path = _plain_path(d, utt, data.wav[utt])
             info = _audio_info(path, f"{d}/wav.scp")
+            ext = os.path.splitext(path)[1].lower() or ".wav"
+            if flac_only and ext != ".flac":
+                raise TaskDataError(f"{d}/wav.scp: {path} is not FLAC; s3prl's libriphone corpus lists *.flac only "
+                                    "(convert the audio, e.g. with ffmpeg or soundfile, and list the .flac files)")
             m = _LIBRI_ID.match(utt)
             spk, chapter = (m.group(1), m.group(2)) if m else (data.utt2spk.get(utt, "0").replace("/", "_"), "0")
-            ext = os.path.splitext(path)[1] or ".wav"
             rel = os.path.join(names[role], spk, chapter, utt + ext)
             _link(path, os.path.join(out, "audio", rel))
             trans[(spk, chapter)].append(f"{utt} {data.text[utt]}")
-            rows.append((rel, info.frames))
-            texts.setdefault(role, {})[utt] = data.text[utt]
-            if role == "train":
-                counts.update(_asr_text(data.text[utt]).split())
+            rows[role].append((rel, info.frames))
         for (spk, chapter), lines in trans.items():
             with open(os.path.join(out, "audio", names[role], spk, chapter, f"{spk}-{chapter}.trans.txt"), "w", encoding="utf-8") as f:
                 f.write("\n".join(lines) + "\n")
-        os.makedirs(os.path.join(out, "len_for_bucket"), exist_ok=True)
+    return names, datas, rows
+
+
+def prepare_asr(train: str, dev: str, test: str, out: str, steps: int = 200000, num_workers: int = 4,
+                alphabet: Sequence[str] = LIBRISPEECH_CHARS) -> dict:
+    dirs = {"train": train, "dev": dev, "test": test}
+    names, datas, rows = _libri_tree(dirs, out)
+    counts: collections.Counter = collections.Counter()
+    for utt in datas["train"].utts:
+        counts.update(_asr_text(datas["train"].text[utt]).split())
+    texts = {role: datas[role].text for role in dirs}
+    os.makedirs(os.path.join(out, "len_for_bucket"), exist_ok=True)
+    for role in dirs:
         with open(os.path.join(out, "len_for_bucket", f"{names[role]}.csv"), "w", encoding="utf-8") as f:
             f.write(",file_path,length,label\n")
-            for i, (rel, n) in enumerate(sorted(rows, key=lambda r: -r[1])):
+            for i, (rel, n) in enumerate(sorted(rows[role], key=lambda r: -r[1])):
                 f.write(f"{i},{rel},{n},\n")
     for role in ("dev", "test"):
         for utt, text in texts[role].items():
@@ -175,6 +193,77 @@ def prepare_asr(train: str, dev: str, test: str, out: str, steps: int = 200000, 
                          "dropout": [0.2, 0.2], "layer_norm": [False, False], "proj": [False, False],
                          "sample_rate": [1, 1], "sample_style": "concat"},
             },
+        },
+    }
+
+
+def lexicon_from_phones(datas: Dict[str, "object"], dirs: Dict[str, str]) -> Dict[str, List[str]]:
+    """Word -> phones from data dirs' ``phones`` files (words separated by ``|``, aligned with ``text``);
+    a word pronounced several ways keeps its most frequent pronunciation (libriphone takes the first)."""
+    seen: Dict[str, collections.Counter] = collections.defaultdict(collections.Counter)
+    for role, d in dirs.items():
+        path = os.path.join(d, "phones")
+        if not os.path.isfile(path):
+            raise TaskDataError(f"{d}: no 'phones' file (utterance, then each word's phones separated by '|'); "
+                                "the mini recipe's data dirs have one, or give --lexicon")
+        with open(path, encoding="utf-8") as f:
+            for i, line in enumerate(f, start=1):
+                utt, _, rest = line.strip().partition(" ")
+                if not utt:
+                    continue
+                words = datas[role].text.get(utt, "").upper().split()
+                prons = [w.split() for w in rest.split("|")]
+                if len(words) != len(prons) or any(not p for p in prons):
+                    raise TaskDataError(f"{path}:{i}: {utt} has {len(prons)} phone groups for {len(words)} words of its "
+                                        "transcript (a transcript that does not match)")
+                for w, pr in zip(words, prons):
+                    seen[w][tuple(pr)] += 1
+    return {w: list(c.most_common(1)[0][0]) for w, c in seen.items()}
+
+
+def read_lexicon(path: str) -> Dict[str, List[str]]:
+    lex: Dict[str, List[str]] = {}
+    with open(path, encoding="utf-8") as f:
+        for i, line in enumerate(f, start=1):
+            parts = line.split()
+            if not parts:
+                continue
+            if len(parts) < 2:
+                raise TaskDataError(f"{path}:{i}: '{line.strip()}' has no phones")
+            lex.setdefault(parts[0].upper(), parts[1:])
+    return lex
+
+
+def prepare_pr(train: str, dev: str, test: str, out: str, steps: int = 100000, num_workers: int = 4,
+               lexicon: Optional[str] = None) -> dict:
+    """SUPERB PR for s3prl's ``ctc`` downstream with its ``libriphone`` corpus (a git checkout of s3prl):
+    the LibriSpeech-layout tree, a lexicon ``WORD p1 p2 ...`` and the phone vocabulary of this corpus
+    (the checkout's ``phoneme.txt`` is ARPAbet: another phone set fails its bare assertion)."""
+    dirs = {"train": train, "dev": dev, "test": test}
+    names, datas, _ = _libri_tree(dirs, out, flac_only=True)
+    lex = read_lexicon(lexicon) if lexicon else lexicon_from_phones(datas, dirs)
+    for role, d in dirs.items():
+        for utt in datas[role].utts:
+            unknown = sorted({w for w in datas[role].text[utt].upper().split() if w not in lex})
+            if unknown:
+                raise TaskDataError(f"{d}/text: {utt} has words without a pronunciation: {' '.join(unknown[:5])} "
+                                    f"(the lexicon is {lexicon or 'built from the phones files'})")
+    phones = sorted({p for pr in lex.values() for p in pr})
+    with open(os.path.join(out, "lexicon.txt"), "w", encoding="utf-8") as f:
+        f.writelines(f"{w} {' '.join(pr)}\n" for w, pr in sorted(lex.items()))
+    with open(os.path.join(out, "phones.txt"), "w", encoding="utf-8") as f:
+        f.writelines(f"{p}\n" for p in phones)
+    log, ev, save = _intervals(steps, 100, 1000, 100)
+    return {
+        "runner": _runner(steps, log, ev, save, accumulate=2),
+        "optimizer": {"name": "TorchOptim", "torch_optim_name": "Adam", "lr": 1.0e-2},
+        "downstream_expert": {
+            "corpus": {"name": "libriphone", "path": os.path.join(out, "audio"), "lexicon": [os.path.join(out, "lexicon.txt")],
+                       "train": [names["train"]], "dev": [names["dev"]], "test": [names["test"]],
+                       "bucketing": True, "batch_size": 16, "num_workers": num_workers},
+            "text": {"mode": "word", "vocab_file": os.path.join(out, "phones.txt")},
+            "model": {"project_dim": 256, "zero_infinity": True, "select": "FrameLevel"},
+            "save_best_on": ["dev"], "metric_higher_better": False, "metric": ["per"],
         },
     }
 
@@ -249,13 +338,13 @@ def prepare_ks(speech_commands: str, out: str, steps: int = 200000, num_workers:
 def prepare(task: str, out: str, **kwargs) -> str:
     """Write the task's data files and ``config.yaml`` under ``out`` (atomically); return the config's path."""
     if task not in TASKS:
-        raise TaskDataError(f"unknown task {task!r}; the PyPI package runs {', '.join(TASKS)} (PR needs an s3prl checkout)")
+        raise TaskDataError(f"unknown task {task!r}; the tasks are {', '.join(TASKS)} (PR runs from an s3prl checkout)")
     out = os.path.abspath(out)
     tmp = out + ".tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     os.makedirs(tmp)
     try:
-        config = {"asr": prepare_asr, "sid": prepare_sid, "ks": prepare_ks}[task](out=tmp, **kwargs)
+        config = {"asr": prepare_asr, "sid": prepare_sid, "ks": prepare_ks, "pr": prepare_pr}[task](out=tmp, **kwargs)
         text = yaml.safe_dump(config, sort_keys=False).replace(tmp, out)
         with open(os.path.join(tmp, "config.yaml"), "w", encoding="utf-8") as f:
             f.write(f"# SUPERB {task.upper()} for s3prl's run_downstream -d {DOWNSTREAM[task]} (written by s3prl_plugins)\n{text}")
@@ -268,4 +357,4 @@ def prepare(task: str, out: str, **kwargs) -> str:
     return os.path.join(out, "config.yaml")
 
 
-__all__: Sequence[str] = ("prepare", "prepare_asr", "prepare_sid", "prepare_ks", "TaskDataError", "DOWNSTREAM")
+__all__: Sequence[str] = ("prepare", "prepare_asr", "prepare_sid", "prepare_ks", "prepare_pr", "TaskDataError", "DOWNSTREAM")
