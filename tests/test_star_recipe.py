@@ -105,7 +105,8 @@ def test_librispeech_star_configs_build_the_students_they_name(name, params):
 
 
 def test_report_table_with_utterance_probes(tmp_path):
-    from s3prl_plugins.bin.report import build_report, format_report, main as report_main
+    from s3prl_plugins.bin.report import main as report_main
+    from s3prl_plugins.eval.report import build_report, format_report
 
     (tmp_path / "per.json").write_text(json.dumps({"per": 0.25}))
     (tmp_path / "ks.json").write_text(json.dumps({"accuracy": 0.5}))

@@ -251,7 +251,7 @@ if [ ${stage} -le 10 ] && [ ${stop_stage} -ge 10 ]; then
     --out exp/unit_rates.json --plot exp/unit_rates.png > /dev/null   # Fig. 2; 5k/16k pieces do not fit this text
   SUBSAMPLING="${subsampling}" python - <<'PY'
 import json, os
-from s3prl_plugins.bin.report import build_report, format_report
+from s3prl_plugins.eval.report import build_report, format_report
 def load(p):
     return json.load(open(p)) if os.path.isfile(p) else None
 print("corpus:        data/mini_corpus (LibriSpeech layout), data dirs in data/{train,dev,test}")
@@ -283,7 +283,7 @@ os.replace("exp/report.json.tmp", "exp/report.json")
 print("\nprobes on frozen features -> exp/report.json: phone error rate (linear CTC, test);"
       " KS/SID accuracy (mean+std pooling, logistic regression, test)")
 print(format_report(report))
-from s3prl_plugins.bin.report import plot_rate_tradeoff
+from s3prl_plugins.eval.report import plot_rate_tradeoff
 students = {k: v for k, v in report.items() if k.startswith("distilhubert_tiny")}
 if plot_rate_tradeoff(students, "exp/subsampling.png", "mini corpus: DistilHuBERT-style students by sequence subsampling"):
     print("plot:          exp/subsampling.png (phone error vs frame rate and GMACs-C/s of the DistilHuBERT-style students)")

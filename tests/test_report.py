@@ -1,0 +1,85 @@
+"""The report stage: SUPERB results gathered per model, TensorBoard loss curves, the Markdown table and plots."""
+
+import json
+import os
+
+import pytest
+
+from s3prl_plugins.eval.report import (
+    build_report,
+    format_report,
+    loss_curves,
+    plot_loss_curves,
+    plot_tradeoff,
+    superb_metrics,
+    write_markdown,
+)
+
+
+def _superb_exp(root, name, split, metrics):
+    d = root / name
+    d.mkdir(parents=True)
+    (d / f"superb_{split}.json").write_text(json.dumps({"split": split, "superb": metrics}))
+    return d
+
+
+def test_superb_results_gathered_from_runner_experiments(tmp_path):
+    root = tmp_path / "superb"
+    _superb_exp(root, "ks", "test", {"KS": 96.27})
+    _superb_exp(root, "asr", "test-clean", {"ASR": 9.35})
+    _superb_exp(root, "asr_dev", "dev-clean", {"ASR": 8.0})  # a dev result is not a test result
+    assert superb_metrics(str(root)) == {"KS": 96.27, "ASR": 9.35}
+    report = build_report({}, {}, superb={"star": str(root)}, asr5k={}, rtf=False)
+    r = report["star"]
+    assert r["superb_overall"] == pytest.approx((96.27 + 100 - 9.35) / 2) and "PR" in r["superb_missing"]
+    _superb_exp(root, "ks2", "test", {"KS": 90.0})
+    with pytest.raises(ValueError, match="two test results for KS"):
+        superb_metrics(str(root))
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match="no superb_test"):
+        superb_metrics(str(tmp_path / "empty"))
+    (tmp_path / "results.json").write_text(json.dumps({"PR": 200}))
+    with pytest.raises(ValueError, match="outside 0..100"):
+        build_report({}, {}, superb={"x": str(tmp_path / "results.json")}, rtf=False)
+
+
+def test_loss_curves_read_with_tensorboard_and_plotted(tmp_path):
+    from torch.utils.tensorboard import SummaryWriter
+
+    w = SummaryWriter(str(tmp_path / "tb"))
+    for step in range(0, 50, 10):
+        w.add_scalar("train/loss", 10.0 / (step + 1), step)
+        w.add_scalar("train/lr", 0.1, step)
+    w.close()
+    w = SummaryWriter(str(tmp_path / "tb"))  # a resumed run appends a second event file, rewriting step 40
+    w.add_scalar("train/loss", 0.5, 40)
+    w.add_scalar("train/loss", 0.1, 50)
+    w.close()
+    curves = loss_curves(str(tmp_path / "tb"))
+    assert list(curves) == ["train/loss"]
+    steps = [s for s, _ in curves["train/loss"]]
+    assert steps == [0, 10, 20, 30, 40, 50] and dict(curves["train/loss"])[50] == pytest.approx(0.1)
+    png = plot_loss_curves({"a": curves, "b": curves}, str(tmp_path / "loss.png"))
+    assert open(png, "rb").read(8) == b"\x89PNG\r\n\x1a\n"
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match="no TensorBoard event files"):
+        loss_curves(str(tmp_path / "empty"))
+
+
+def test_markdown_table_and_tradeoff(tmp_path):
+    report = {
+        "teacher": {"params": 94_700_000, "gmacs_per_second": 7.42, "gmacs_c_per_second": 5.0, "frame_rate_hz": 50.0,
+                    "rtf_cpu": 0.05, "probe_per": 0.054, "superb": {"PR": 5.41}, "superb_overall": 94.59, "superb_generalizability": 976.0},
+        "student": {"params": 22_310_000, "gmacs_per_second": 2.06, "gmacs_c_per_second": 1.0, "frame_rate_hz": 50.0,
+                    "rtf_cpu": 0.02, "probe_per": 0.0816, "asr5k_wer": 12.3},
+    }
+    png = plot_tradeoff(report, str(tmp_path / "tradeoff.png"))
+    assert png and os.path.getsize(png) > 1000
+    md = write_markdown(report, str(tmp_path / "report.md"), "Test", {"Trade-off": png, "absent": None})
+    text = open(md).read()
+    assert "| teacher | 94.700 | 7.420 | 5.000 | 50.0 | 0.0500 | 5.4 | 5.41 | 94.59 | 976 | - |" in text
+    assert "| student | 22.310 | 2.060 | 1.000 | 50.0 | 0.0200 | 8.2 | - | - | - | 12.3 |" in text
+    assert "![Trade-off](tradeoff.png)" in text and "absent" not in text
+    table = format_report(report)
+    assert "S-PR" in table and "ASR-5k" in table and "12.3%" in table
+    assert plot_tradeoff({"only": report["student"]}, str(tmp_path / "none.png")) is None
