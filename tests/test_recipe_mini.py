@@ -10,7 +10,8 @@ import pytest
 from s3prl_plugins.data.kaldi import read_data_dir
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-FAST = ["--utts-per-speaker", "2", "--subsets", "ks", "--align-steps", "20", "--teacher-steps", "3", "--student-steps", "3", "--probe-steps", "10"]
+FAST = ["--utts-per-speaker", "2", "--subsets", "ks", "--align-steps", "20", "--teacher-steps", "3", "--student-steps", "3", "--probe-steps", "10",
+        "--superb-steps", "4", "--asr5k", "false"]
 
 
 @pytest.fixture(scope="module")
@@ -54,8 +55,14 @@ def test_all_stages(recipe):
     cif = json.loads((recipe / "exp" / "probe" / "distilhubert_tiny_cif_dp4" / "result.json").read_text())
     assert 0 < cif["frame_rate_hz"] < 50 and 0 <= cif["per"]
     assert report["distilhubert_tiny_cif_dp4"]["gmacs_c_per_second"] < report["distilhubert_tiny"]["gmacs_c_per_second"]
-    for png in ("subsampling.png", "unit_rates.png"):
+    for png in ("subsampling.png", "unit_rates.png", "report_tradeoff.png", "report_losses.png"):
         assert (recipe / "exp" / png).stat().st_size > 10_000, png
+    # stage 10: KS through s3prl's own runner (train, then -m evaluate), in the report with its SUPERB score
+    ks = json.loads((recipe / "exp" / "superb" / "star_tiny" / "ks" / "superb_test.json").read_text())
+    assert ks["downstream"] == "speech_commands" and 0 <= ks["superb"]["KS"] <= 100
+    assert report["star_tiny"]["superb"] == {"KS": ks["superb"]["KS"]} and "PR" in report["star_tiny"]["superb_missing"]
+    md = (recipe / "exp" / "report.md").read_text()
+    assert "| star_tiny |" in md and "SUPERB KS" in md and "![Trade-off" in md
     # the students load through s3prl's stock hub with our entry
     import s3prl.hub as hub
 

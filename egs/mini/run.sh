@@ -31,12 +31,20 @@
 #              smoothed teacher codes, 12.5 Hz), phones (the forced-alignment topline); their
 #              segmentations first -> exp/segments/{phones,dp<rate>}/*.seg; then each student's phone
 #              probe -> exp/probe/distilhubert_tiny_<v>/result.json      ~18 min per variant (2,400 updates)
-#  10 report   prints where everything is and what it scored -> exp/report.json, the PER vs frame
-#              rate / MACs-C plot of the students -> exp/subsampling.png, and the average frame rates
-#              of phones / characters / BPE pieces on dev (Fig. 2) -> exp/unit_rates.{json,png}
+#  10 superb   --superb-model through s3prl's own SUPERB runner (bin/run_downstream: train, then
+#              -m evaluate) for each of --superb ("ks sid asr"; "pr" too with --s3prl-root, a git checkout
+#              of s3prl), --superb-steps updates each -> exp/superb/<model>/<task>/superb_test*.json; and
+#              with --asr5k true, ESPnet ASR (CTC over --asr5k-nbpe BPE units, ESPnet's own commands)
+#              -> exp/asr5k_<model>/result.json                             ~4 min per task, ASR-5k ~10 min
+#  11 report   prints where everything is and what it scored -> exp/report.{json,md}: the comparison table
+#              (params, MACs, MACs-C, RTF, probes, SUPERB metrics and scores, ASR-5k WER) with the
+#              trade-off plot (exp/report_tradeoff.png) and the training-loss curves from TensorBoard
+#              (exp/report_losses.png); the PER vs frame rate / MACs-C plot of the students
+#              -> exp/subsampling.png; the average frame rates of phones / characters / BPE pieces on
+#              dev (Fig. 2) -> exp/unit_rates.{json,png}
 #
 # Usage: ./run.sh [--stage N] [--stop-stage M] [--corpus-dir DIR] [--utts-per-speaker K] [--seed S]
-#                 [--subsets "ks sid"] [--subsampling "cif_dp4"]
+#                 [--subsets "ks sid"] [--subsampling "cif_dp4"] [--superb "ks"] [--asr5k true]
 # Finished stages are skipped (markers in exp/.done.*); delete a marker to redo a stage.
 set -euo pipefail
 
@@ -60,6 +68,13 @@ probe_steps=5000            # linear probe updates (SUPERB PR design; ~1-3 min e
 subsampling="cif_dp4"      # stage 9 variants (each ~18 min); the full comparison: "avg2 avg4 cif_card4 cif_dp4 phones" ("" for none)
 dp_layer=2                  # teacher layer of the smoothed codes (the paper: 6 of HuBERT's 12; here 2 of 4)
 dp_rate=12.5                # target average frame rate of the DP segmentation (Hz)
+superb="ks"                 # stage 10 tasks through s3prl's runner: ks sid asr (pr: needs --s3prl-root); "" for none
+superb_model=star_tiny      # the model they run on (any exp/<name>/model.pt of the stages above)
+superb_steps=2000           # updates per task (SUPERB's configs: 200k; the mini corpus is ~0.4 h)
+s3prl_root=""               # a git checkout of s3prl, for PR (its ctc/libriphone corpus code)
+asr5k=true                  # stage 10: ESPnet ASR-5k (CTC over BPE) on --superb-model
+asr5k_nbpe=100              # BPE units the mini text holds (LibriSpeech 100 h: 5000)
+asr5k_epochs=15
 
 . ./path.sh
 . ./cmd.sh
@@ -246,7 +261,48 @@ if [ ${stage} -le 9 ] && [ ${stop_stage} -ge 9 ] && [ -n "${subsampling}" ]; the
 fi
 
 if [ ${stage} -le 10 ] && [ ${stop_stage} -ge 10 ]; then
-  log "Stage 10: report"
+  up=$( [ "${superb_model#melhubert}" != "${superb_model}" ] && echo melhubert_local || echo star_hubert_local )
+  ckpt=exp/${superb_model}/model.pt
+  [ -z "${superb}${asr5k#false}" ] || [ -f "${ckpt}" ] || { log "Stage 10: no ${ckpt} (--superb-model names a model of stages 4-9)"; exit 1; }
+  root_opt=(); [ -z "${s3prl_root}" ] || root_opt=(--s3prl-root "${s3prl_root}")
+  for task in ${superb}; do
+    stage_done "superb_${superb_model}_${task}" && continue
+    case "${task}" in
+      asr|pr) prep=(--train data/train --dev data/dev --test data/test) ;;
+      sid) prep=(--train data/sid_train --dev data/sid_dev --test data/sid_test) ;;
+      ks) prep=(--speech-commands "${corpus_dir}/subsets") ;;
+      *) log "--superb ${task}: the tasks are ks sid asr pr"; exit 1 ;;
+    esac
+    [ "${task}" != pr ] || [ -n "${s3prl_root}" ] || { log "--superb pr needs --s3prl-root (a git checkout of s3prl)"; exit 1; }
+    d=$(python -c "from s3prl_plugins.eval.superb_tasks import DOWNSTREAM as D; print(D['${task}'])")
+    split=test; [ "${task}" != asr ] || split=test-clean
+    exp=exp/superb/${superb_model}/${task}
+    log "Stage 10: SUPERB ${task^^} on ${ckpt} through s3prl's runner (-d ${d}, ${superb_steps} updates) -> ${exp}"
+    python -m s3prl_plugins.bin.superb_prepare "${task}" "${prep[@]}" --out "exp/superb/tasks/${task}" --steps "${superb_steps}" --num-workers 0 >/dev/null
+    over=""   # the mini ASR head is narrower than SUPERB's 2 x 1024 BLSTM (2 CPU cores)
+    [ "${task}" != asr ] || over="config.downstream_expert.modelrc.project_dim=256,,config.downstream_expert.modelrc.RNNs.dim=[256,256],,config.downstream_expert.datarc.batch_size=16"
+    rm -rf "${exp}"
+    ${train_cmd} python -m s3prl_plugins.bin.run_downstream ${root_opt[@]+"${root_opt[@]}"} -m train -u "${up}" -k "${ckpt}" -d "${d}" \
+      -c "exp/superb/tasks/${task}/config.yaml" -p "${exp}" ${over:+-o "${over}"} > "${exp}.train.log" 2>&1 \
+      || { tail -20 "${exp}.train.log"; log "Stage 10: ${task} training failed (log: ${exp}.train.log)"; exit 1; }
+    best=$(ls "${exp}"/dev*-best.ckpt 2>/dev/null | head -1); [ -n "${best}" ] || best=$(ls -v "${exp}"/states-*.ckpt | tail -1)
+    ${train_cmd} python -m s3prl_plugins.bin.run_downstream ${root_opt[@]+"${root_opt[@]}"} -m evaluate -t "${split}" -e "${best}" \
+      > "${exp}.evaluate.log" 2>&1 || { tail -20 "${exp}.evaluate.log"; log "Stage 10: ${task} evaluation failed"; exit 1; }
+    python -c "import json,sys; print('  ', json.load(open(sys.argv[1]))['superb'])" "${exp}/superb_${split}.json"
+    mark_done "superb_${superb_model}_${task}"
+  done
+  if [ "${asr5k}" = true ] && ! stage_done "asr5k_${superb_model}"; then
+    log "Stage 10: ESPnet ASR-${asr5k_nbpe} on ${ckpt} (${asr5k_epochs} epochs) -> exp/asr5k_${superb_model}"
+    conf=$(dirname "$(readlink -f "$0")")/../../espnet_recipes/mini/asr5k/conf/train_asr_mini.yaml
+    ${train_cmd} python -m s3prl_plugins.bin.espnet_asr --config "${conf}" \
+      --upstream "${up}" --ckpt "${ckpt}" --train data/train --valid data/dev --test data/test --nbpe "${asr5k_nbpe}" \
+      --work "exp/asr5k_${superb_model}" --train-args "--max_epoch ${asr5k_epochs}"
+    mark_done "asr5k_${superb_model}"
+  fi
+fi
+
+if [ ${stage} -le 11 ] && [ ${stop_stage} -ge 11 ]; then
+  log "Stage 11: report"
   python -m s3prl_plugins.bin.unit_rates --data data/dev --train data/train --vocab 100 200 500 1000 \
     --out exp/unit_rates.json --plot exp/unit_rates.png > /dev/null   # Fig. 2; 5k/16k pieces do not fit this text
   SUBSAMPLING="${subsampling}" python - <<'PY'
@@ -275,8 +331,11 @@ for name, line in where.items():
         models[name] = f"exp/{name}/model.pt"
 names = ["fbank"] + list(where)
 utt = {k: {n: f"exp/probe_{k}/{n}/result.json" for n in names if os.path.isfile(f"exp/probe_{k}/{n}/result.json")} for k in ("ks", "sid")}
+import glob
+superb = {n: f"exp/superb/{n}" for n in names if glob.glob(f"exp/superb/{n}/*/superb_test*.json")}
+asr5k = {n: f"exp/asr5k_{n}/result.json" for n in names if os.path.isfile(f"exp/asr5k_{n}/result.json")}
 report = build_report(models, {n: f"exp/probe/{n}/result.json" for n in names if os.path.isfile(f"exp/probe/{n}/result.json")},
-                      {k: v for k, v in utt.items() if v})
+                      {k: v for k, v in utt.items() if v}, superb=superb, asr5k=asr5k)
 with open("exp/report.json.tmp", "w") as f:
     json.dump(report, f, indent=2)
 os.replace("exp/report.json.tmp", "exp/report.json")
@@ -290,5 +349,15 @@ if plot_rate_tradeoff(students, "exp/subsampling.png", "mini corpus: DistilHuBER
 rates = load("exp/unit_rates.json")
 if rates:
     print("unit rates:    exp/unit_rates.png (dev, units per second: " + ", ".join(f"{k} {v:.1f}" for k, v in rates["rates"].items()) + ")")
+from s3prl_plugins.eval.report import loss_curves, plot_loss_curves, plot_tradeoff, write_markdown
+curves = {n: loss_curves(f"exp/{n}/tensorboard") for n in models if glob.glob(f"exp/{n}/tensorboard/events.*")}
+plots = {"Trade-off: each metric against MACs and parameters": plot_tradeoff(report, "exp/report_tradeoff.png", "mini corpus"),
+         "Training losses (TensorBoard)": plot_loss_curves(curves, "exp/report_losses.png", "mini corpus: training losses"),
+         "Students by sequence subsampling: phone error against frame rate and MACs-C": "exp/subsampling.png",
+         "Average unit rates on dev (Fig. 2)": "exp/unit_rates.png"}
+notes = [f"SUPERB tasks of {n} through s3prl's runner: exp/superb/{n}/<task>" for n in superb]
+notes += [f"ESPnet ASR-{report[n].get('asr5k_nbpe')} of {n}: exp/asr5k_{n} (test WER {report[n]['asr5k_wer']:.1f}%)" for n in asr5k]
+write_markdown(report, "exp/report.md", "mini corpus report", plots, notes)
+print("report:        exp/report.md (table + exp/report_tradeoff.png, exp/report_losses.png)")
 PY
 fi
