@@ -7,7 +7,6 @@ import os
 import pytest
 import torch
 
-from s3prl_plugins.models.config import SSLModelConfig
 from s3prl_plugins.models.convert.export import to_s3prl_distiller
 from s3prl_plugins.models.convert.keymap import ConversionError
 from s3prl_plugins.models.factories import distilhubert_config, hubert_config

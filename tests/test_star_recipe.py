@@ -10,7 +10,7 @@ import yaml
 
 from s3prl_plugins.data.kaldi import DataDir, DataDirError, combine_data_dirs, read_data_dir, write_data_dir
 from s3prl_plugins.data.lexicon import write_phones
-from s3prl_plugins.segment.phone_ctc import read_phones
+from s3prl_plugins.eval.phone_ctc import read_phones
 from test_data_prep import _corpus
 from tiny_data import make_tiny_teacher, tiny_distill_config
 
@@ -72,6 +72,8 @@ def test_librispeech_star_recipe_end_to_end(tmp_path):
     report = json.load(open(star / "exp" / "star" / "report.json"))
     assert report["teacher"]["params"] > report["student"]["params"] > 0
     assert 0 <= report["student"]["probe_per"] <= 2 and 0 <= report["teacher"]["probe_per"] <= 2
+    md = (star / "exp" / "star" / "report.md").read_text()
+    assert "| student |" in md and "| teacher |" in md and (star / "exp" / "star" / "report_losses.png").stat().st_size > 10_000
     probe = json.load(open(star / "exp" / "star" / "probe" / "result.json"))
     assert probe["train_utts"] == 4
     assert "updates (" in r.stderr and "student: exp/star/model.pt" in r.stderr

@@ -11,7 +11,7 @@ import torch
 from s3prl_plugins.bin.probe_utt import main as probe_cli
 from s3prl_plugins.data.kaldi import DataDir, write_data_dir
 from s3prl_plugins.eval.utterance_probe import pool, pooled_features, run_utterance_probe, select_layer
-from s3prl_plugins.segment.phone_ctc import FeatureExtractor
+from s3prl_plugins.eval.phone_ctc import FeatureExtractor
 from tiny_data import make_tiny_teacher
 
 
@@ -113,7 +113,7 @@ def test_progress_bars_name_what_they_process(tmp_path, capsys):
     from s3prl_plugins.eval.utterance_probe import pooled_features
     from s3prl_plugins.models import build_model, star_hubert_config
     from s3prl_plugins.models.checkpoint import save_checkpoint
-    from s3prl_plugins.segment.phone_ctc import extract_features
+    from s3prl_plugins.eval.phone_ctc import extract_features
     from tiny_data import make_tiny_data
 
     data, _ = make_tiny_data(str(tmp_path), n_utts=3)

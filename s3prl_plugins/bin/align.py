@@ -18,9 +18,17 @@ import sys
 
 from s3prl_plugins.data.kaldi import read_data_dir
 from s3prl_plugins.data.audio import load_audio
-from s3prl_plugins.segment.aligner import align_corpus, boundary_errors, frame_energies, train_phone_ctc, with_silences
+from s3prl_plugins.segment.aligner import align_corpus, boundary_errors, frame_energies, with_silences
 from s3prl_plugins.segment.mfa import mfa_status
-from s3prl_plugins.segment.phone_ctc import FeatureDataset, FeatureExtractor, PhoneVocab, extract_features, phone_error_rate, read_phones
+from s3prl_plugins.eval.phone_ctc import (
+    FeatureDataset,
+    FeatureExtractor,
+    PhoneVocab,
+    extract_features,
+    phone_error_rate,
+    read_phones,
+    train_phone_ctc,
+)
 
 logger = logging.getLogger("align")
 

@@ -23,8 +23,15 @@ import sys
 
 import torch
 
-from s3prl_plugins.segment.aligner import train_phone_ctc
-from s3prl_plugins.segment.phone_ctc import FeatureDataset, FeatureExtractor, PhoneVocab, extract_features, phone_error_rate, read_phones
+from s3prl_plugins.eval.phone_ctc import (
+    FeatureDataset,
+    FeatureExtractor,
+    PhoneVocab,
+    extract_features,
+    phone_error_rate,
+    read_phones,
+    train_phone_ctc,
+)
 
 
 PROBES = {"linear": dict(dilations=(), lr=0.02), "conv": dict(dilations=(1, 2, 4, 8, 16, 1), lr=2e-3)}

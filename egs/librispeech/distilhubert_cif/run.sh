@@ -124,8 +124,12 @@ if [ ${stage} -le 5 ] && [ ${stop_stage} -ge 5 ]; then
   if [ -n "${s3prl_root}" ] && [ -z "${probe_seg[*]:-}" ]; then
     log "Stage 5: SUPERB PR with s3prl's run_downstream (configs from ${s3prl_root}; the fixed-stride output)"
     ckpt=$(readlink -f "${exp_dir}/model.pt"); out=$(readlink -f "${exp_dir}")/superb_pr
-    (cd "${s3prl_root}/s3prl" && ${train_cmd} python run_downstream.py -m train -u distilhubert_cif_local -k "${ckpt}" \
-      -d ctc -c downstream/ctc/libriphone.yaml -p "${out}" -o "config.downstream_expert.corpus.path='${LIBRISPEECH}'")
+    # s3prl's own runner and libriphone config (its ARPAbet lexicon, paths relative to the checkout's s3prl/),
+    # through bin/run_downstream for torch 2.8 (checkpoint loading, device); evaluated on test-clean
+    (cd "${s3prl_root}/s3prl" && ${train_cmd} python -m s3prl_plugins.bin.run_downstream --s3prl-root "${s3prl_root}" \
+      -m train -u distilhubert_cif_local -k "${ckpt}" -d ctc -c downstream/ctc/libriphone.yaml -p "${out}" \
+      -o "config.downstream_expert.corpus.path='${LIBRISPEECH}'" \
+      && python -m s3prl_plugins.bin.run_downstream --s3prl-root "${s3prl_root}" -m evaluate -e "${out}/dev-best.ckpt")
   fi
 fi
 

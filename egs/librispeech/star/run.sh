@@ -15,7 +15,8 @@
 #   4 downstream  frozen-feature CTC phone probe (train subset -> test-clean) -> EXP/probe/result.json
 #                 and exp/probe/teacher_<teacher>/result.json; with --s3prl-root (a git checkout of
 #                 s3prl, for its configs) also SUPERB PR -> EXP/superb_pr
-#   5 report      parameters, MACs and PER of teacher and student -> EXP/report.json
+#   5 report      parameters, MACs, RTF and PER of teacher and student (+ SUPERB PR when run), loss curves
+#                 -> EXP/report.{json,md}, EXP/report_*.png
 #
 # Configs: conf/star.yaml (STaRHuBERT, 22.31 M), conf/star_hubert_l.yaml (STaRHuBERT-L, 26.63 M),
 #          conf/star_hubert_9m.yaml (a 9 M-class student, §3.5), conf/star_wavlm.yaml (STaRwavLM, 960 h).
@@ -116,15 +117,22 @@ if [ ${stage} -le 4 ] && [ ${stop_stage} -ge 4 ]; then
       --out "${out}" --max-steps "${probe_steps}" --max-train-utts "${probe_train_utts}"
   done
   if [ -n "${s3prl_root}" ]; then
-    log "Stage 4: SUPERB PR with s3prl's run_downstream (configs from ${s3prl_root})"
+    log "Stage 4: SUPERB PR with s3prl's run_downstream (configs from ${s3prl_root}) -> ${exp_dir}/superb_pr/superb_test.json"
     ckpt=$(readlink -f "${exp_dir}/model.pt"); out=$(readlink -f "${exp_dir}")/superb_pr
-    (cd "${s3prl_root}/s3prl" && ${train_cmd} python run_downstream.py -m train -u star_hubert_local -k "${ckpt}" \
-      -d ctc -c downstream/ctc/libriphone.yaml -p "${out}" -o "config.downstream_expert.corpus.path='${LIBRISPEECH}'")
+    # s3prl's own runner and libriphone config (its ARPAbet lexicon, paths relative to the checkout's s3prl/),
+    # through bin/run_downstream for torch 2.8 (checkpoint loading, device); evaluated on test-clean
+    (cd "${s3prl_root}/s3prl" && ${train_cmd} python -m s3prl_plugins.bin.run_downstream --s3prl-root "${s3prl_root}" \
+      -m train -u star_hubert_local -k "${ckpt}" -d ctc -c downstream/ctc/libriphone.yaml -p "${out}" \
+      -o "config.downstream_expert.corpus.path='${LIBRISPEECH}'" \
+      && python -m s3prl_plugins.bin.run_downstream --s3prl-root "${s3prl_root}" -m evaluate -e "${out}/dev-best.ckpt")
   fi
 fi
 
 if [ ${stage} -le 5 ] && [ ${stop_stage} -ge 5 ]; then
   log "Stage 5: report"
+  superb=(); [ -f "${exp_dir}/superb_pr/superb_test.json" ] && superb=(--superb "student=${exp_dir}/superb_pr")
+  tb=(); [ -d "${exp_dir}/tensorboard" ] && tb=(--tensorboard "student=${exp_dir}/tensorboard")
   python -m s3prl_plugins.bin.report --models "teacher=${teacher}" "student=${exp_dir}/model.pt" \
-    --probes "teacher=${teacher_probe}/result.json" "student=${exp_dir}/probe/result.json" --out "${exp_dir}/report.json"
+    --probes "teacher=${teacher_probe}/result.json" "student=${exp_dir}/probe/result.json" ${superb[@]+"${superb[@]}"} \
+    ${tb[@]+"${tb[@]}"} --out "${exp_dir}/report.json" --markdown "${exp_dir}/report.md"
 fi

@@ -280,3 +280,38 @@ def phone_error_rate(model: PhoneCTC, dataset: FeatureDataset) -> float:
         errors += editdistance.eval(hyp, ref)
         total += len(ref)
     return errors / max(total, 1)
+
+
+def train_phone_ctc(
+    train: Tuple[Dict[str, torch.Tensor], Dict[str, List[int]]],
+    valid: Optional[Tuple[Dict[str, torch.Tensor], Dict[str, List[int]]]],
+    vocab_size: int,
+    exp_dir: str,
+    max_steps: int = 1500,
+    batch_frames: float = 6000,
+    lr: float = 2e-3,
+    hidden: int = 256,
+    seed: int = 0,
+    dilations: Sequence[int] = (1, 2, 4, 8, 16, 1),
+) -> PhoneCTC:
+    """Train a :class:`PhoneCTC` on precomputed features through the shared trainer (``dilations=()``:
+    a linear probe)."""
+    from s3prl_plugins.data.dataset import BucketBatchSampler
+    from s3prl_plugins.train.trainer import Trainer, TrainerConfig
+
+    feats, targets = train
+    example = next(iter(feats.values()))
+    torch.manual_seed(seed)
+    model = PhoneCTC(example.size(2), vocab_size, num_layers_in=example.size(0), hidden=hidden, dilations=dilations)
+    ds = FeatureDataset(feats, targets)
+    sampler = BucketBatchSampler([ds.duration(i) for i in range(len(ds))], batch_frames, seed=seed)
+    vdata = None
+    if valid is not None:
+        vds = FeatureDataset(*valid)
+        vdata = (vds, BucketBatchSampler([vds.duration(i) for i in range(len(vds))], batch_frames, shuffle=False), collate_features)
+    cfg = TrainerConfig(
+        exp_dir=exp_dir, max_steps=max_steps, lr=lr, warmup_steps=max_steps // 20, schedule="cosine",
+        log_every=50, valid_every=max(max_steps // 3, 1), save_every=max(max_steps // 3, 1), clip_norm=5.0, seed=seed,
+    )
+    Trainer(cfg, CTCTask(model), (ds, sampler, collate_features), vdata).train()
+    return model.eval()
