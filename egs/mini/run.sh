@@ -281,7 +281,7 @@ if [ ${stage} -le 10 ] && [ ${stop_stage} -ge 10 ]; then
     python -m s3prl_plugins.bin.superb_prepare "${task}" "${prep[@]}" --out "exp/superb/tasks/${task}" --steps "${superb_steps}" --num-workers 0 >/dev/null
     over=""   # the mini ASR head is narrower than SUPERB's 2 x 1024 BLSTM (2 CPU cores)
     [ "${task}" != asr ] || over="config.downstream_expert.modelrc.project_dim=256,,config.downstream_expert.modelrc.RNNs.dim=[256,256],,config.downstream_expert.datarc.batch_size=16"
-    rm -rf "${exp}"
+    rm -rf "${exp}"; mkdir -p "$(dirname "${exp}")"
     ${train_cmd} python -m s3prl_plugins.bin.run_downstream ${root_opt[@]+"${root_opt[@]}"} -m train -u "${up}" -k "${ckpt}" -d "${d}" \
       -c "exp/superb/tasks/${task}/config.yaml" -p "${exp}" ${over:+-o "${over}"} > "${exp}.train.log" 2>&1 \
       || { tail -20 "${exp}.train.log"; log "Stage 10: ${task} training failed (log: ${exp}.train.log)"; exit 1; }
