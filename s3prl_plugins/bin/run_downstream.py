@@ -10,7 +10,7 @@ Usage (s3prl's own arguments, ``-m -n -p -u -k -g -d -c -o -e -t ...``, plus ``-
 
 It runs s3prl's own ``main()`` and ``Runner`` (no copy of their code) after the compatibility fixes
 listed in :mod:`s3prl_plugins.eval.s3prl_runner`; ``-m evaluate`` also writes
-``<expdir>/superb_<split>.json`` with the metric in SUPERB's units, which ``bin/superb_collect`` /
+``<expdir>/superb_<split>.json`` with the metric in SUPERB's units, which ``bin/superb_submission``, ``bin/report`` and
 ``bin/superb_score`` read.
 """
 

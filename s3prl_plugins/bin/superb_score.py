@@ -7,7 +7,7 @@ Usage::
 
 ``results.json`` is a JSON object with any of the keys ``PR ASR KS QbE SID ASV SD IC SF-F1 SF-CER ER``
 and values as SUPERB reports them (PER %, WER %, accuracy %, MTWV 0..1, EER %, DER %, F1 %, CER %),
-e.g. what ``python -m s3prl_plugins.bin.run_downstream --collect`` writes. Metrics not given are
+e.g. the ``results.json`` of ``bin/superb_submission`` (gathered from ``bin/run_downstream -m evaluate``). Metrics not given are
 named (``missing``, and a warning on stderr) and the scores average what is there; a value out of
 range or an unknown key is refused. The formulas and reference values: :mod:`s3prl_plugins.eval.superb`.
 """
