@@ -23,6 +23,7 @@ from s3prl_plugins.nn.subsampling import (
     alpha_from_segments,
     average_pool,
     cif,
+    cif_reference,
     concat_pool,
     expand_segments,
 )
@@ -149,6 +150,35 @@ def test_tail_rule_training_inference_and_never_firing():
     out = sub(x, lengths, alpha=alpha)
     assert out.lengths.tolist() == [3, 2, 1]
     torch.testing.assert_close(out.x[2, 0], x[2].mean(0))
+
+
+@pytest.mark.parametrize("mode", ["train", "eval"])
+def test_collapsed_alpha_still_gives_every_utterance_a_segment(mode):
+    """A CIF whose α collapsed (a sigmoid saturated: total weight below 1e-6, or exactly 0) still hands the
+    encoder one segment per utterance -- the weighted average, or zeros when there is no weight at all --
+    equal to the loop reference; a whole batch of such utterances once reached the encoder with 0 frames.
+    Below 1e-6 in total the weights are float dust (the cumulative sum snaps to 0): the plain mean."""
+    sub = Subsampler({"type": "cif", "stride": 4}, 2)
+    getattr(sub, mode)()
+    x = torch.randn(3, 12, 2, dtype=torch.float64)
+    alpha = torch.full((3, 12), 1e-9, dtype=torch.float64)
+    alpha[0] = torch.linspace(0.01, 0.08, 12)  # total 0.54: never fires, a real weighted average
+    alpha[2] = 0.0
+    lengths = torch.tensor([12, 7, 12])
+    out = sub(x, lengths, alpha=alpha)
+    assert out.lengths.tolist() == [1, 1, 1]
+    torch.testing.assert_close(out.x[0, 0], (alpha[0, :, None] * x[0]).sum(0) / alpha[0].sum())
+    torch.testing.assert_close(out.x[1, 0], x[1, :7].mean(0))
+    torch.testing.assert_close(out.x[2, 0], x[2].mean(0))
+    ref, n = cif_reference(x, alpha, lengths, tail_threshold=sub._threshold(alpha, lengths))
+    # and the whole model runs on such a batch (it crashed in the positional convolution)
+    model = SSLModel(_tiny({"type": "cif", "stride": 2})).train()
+    with torch.no_grad():
+        model.subsampler.weights.proj.bias.fill_(-1e4)  # sigmoid(-1e4) = 0: every alpha exactly 0
+    y = model(torch.randn(2, 4000), torch.tensor([4000, 3000]))
+    assert y.subsampled.lengths.tolist() == [1, 1]
+    assert n.tolist() == [1, 1, 1]
+    torch.testing.assert_close(out.x, ref)
 
 
 def test_config_validation_names_the_problem():

@@ -75,8 +75,10 @@ def cif(
             (training, the default): dropped -- the number of segments of utterance b is
             ``floor(Σ_{t < lengths[b]} α[b, t])`` (sums within 1e-6 of an integer count as that integer).
             A number (inference, CIF's usual 0.5): the tail is kept, normalised by its weight into an
-            average, when its weight is at least the threshold. An utterance whose α never fires
-            (Σα < 1) gives no segment (or only its tail).
+            average, when its weight is at least the threshold (a positive threshold counts as at least
+            1e-6); a threshold <= 0 keeps any tail, even one of no weight (below 1e-6: then the plain mean
+            of the utterance's frames). An utterance whose α never fires (Σα < 1) gives no segment, or
+            only its tail.
 
     Returns:
         ``(segments (batch, max segments, dim), segment_lengths (batch,))``; rows past an utterance's
@@ -95,15 +97,17 @@ def cif(
     if tail_threshold is None:
         keep_tail = torch.zeros(B, dtype=torch.bool, device=alpha.device)
     else:
-        thr = torch.as_tensor(tail_threshold, dtype=tail.dtype, device=tail.device).clamp(min=SNAP)
-        keep_tail = tail >= thr
+        thr = torch.as_tensor(tail_threshold, dtype=tail.dtype, device=tail.device)
+        # a positive threshold is at least SNAP (a tail of float dust is no segment); <= 0 keeps any tail, even
+        # one of weight 0 -- how an utterance whose alpha never fires still gets its one segment
+        keep_tail = torch.where(thr > 0, tail >= thr.clamp(min=SNAP), torch.ones_like(tail, dtype=torch.bool))
     seg_lengths = complete.long() + keep_tail.long()
     n = int(seg_lengths.max()) if B else 0
     # rows 0..n-1 are the output; row n collects what is dropped (an incomplete tail), so nothing
     # needs masking afterwards
     out = features.new_zeros(B, n + 1, D)
     # a kept tail is normalised by its weight: scale the weights of the frames that fall into it
-    tail_scale = torch.where(keep_tail, tail.clamp(min=SNAP).reciprocal(), torch.ones_like(tail))
+    tail_scale = torch.where(keep_tail & (tail > 0), tail.clamp(min=SNAP).reciprocal(), torch.ones_like(tail))
     k0 = torch.floor(c_prev)
     crossings = int((torch.floor(c) - k0).max()) if T else 0
     for j in range(crossings + 1):  # 1 pass for α <= 1; one more per extra integer a frame can cross
@@ -113,7 +117,15 @@ def cif(
         w = torch.where(in_tail, w * tail_scale[:, None], w)
         index = torch.where(k < seg_lengths[:, None], k, torch.full_like(k, n)).long()
         out.scatter_add_(1, index.unsqueeze(-1).expand(B, T, D), w.to(features.dtype).unsqueeze(-1) * features)
-    return out[:, :n], seg_lengths
+    out = out[:, :n]
+    # a kept tail of no weight (an α that never fires and sums to below SNAP: a saturated sigmoid) has no
+    # weighted average: it is the plain mean of the utterance's frames
+    empty = keep_tail & (tail <= 0) & (complete == 0)
+    if n and bool(empty.any()):
+        valid = _valid(lengths, B, T, features.device)
+        mean = (features * valid[..., None]).sum(1) / valid.sum(1, keepdim=True).clamp(min=1)
+        out = torch.cat([torch.where(empty[:, None], mean, out[:, 0])[:, None], out[:, 1:]], dim=1)
+    return out, seg_lengths
 
 
 def cif_reference(
@@ -141,8 +153,8 @@ def cif_reference(
             seg = seg + a * x
             acc += a
         thr = None if tail_threshold is None else float(torch.as_tensor(tail_threshold).expand(B)[b])
-        if thr is not None and acc >= max(thr, SNAP):
-            segs.append(seg / acc)
+        if thr is not None and (acc >= max(thr, SNAP) if thr > 0 else True):
+            segs.append(seg / acc if acc >= SNAP else features[b, :n].double().mean(0))
         outs.append(segs)
         counts.append(len(segs))
     S = max(counts) if counts else 0
@@ -399,7 +411,7 @@ class Subsampler(nn.Module):
         total = _cumulative(alpha, lengths)[1][:, -1]
         never = torch.floor(total) < 1
         base = self.tail_threshold if not self.training else float("inf")
-        return torch.where(never, torch.full_like(total, SNAP), torch.full_like(total, base))
+        return torch.where(never, torch.zeros_like(total), torch.full_like(total, base))
 
     @property
     def variable(self) -> bool:
