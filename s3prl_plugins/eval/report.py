@@ -159,6 +159,21 @@ def format_report(report: Dict[str, Dict[str, object]]) -> str:
     return "\n".join(rows)
 
 
+def _scatter_labelled(ax, points) -> None:
+    """One dot per (name, x, y); a label that would sit on an earlier one (within 12% of the x range and 6% of
+    the y range) goes below its dot instead of above."""
+    if not points:
+        return
+    xs, ys = [p[1] for p in points], [p[2] for p in points]
+    dx, dy = (max(xs) - min(xs)) or 1.0, (max(ys) - min(ys)) or 1.0
+    placed = []
+    for n, x, y in sorted(points, key=lambda p: p[1]):
+        ax.scatter(x, y, s=36)
+        below = any(abs(x - px) < 0.12 * dx and abs(y - py) < 0.06 * dy and not pb for px, py, pb in placed)
+        ax.annotate(n, (x, y), textcoords="offset points", xytext=(4, -11 if below else 4), fontsize=8)
+        placed.append((x, y, below))
+
+
 def plot_rate_tradeoff(report: Dict[str, Dict[str, object]], path: str, title: str = "") -> Optional[str]:
     """Phone error against the encoder's average frame rate and against MACs-C per second (one PNG,
     two panels; Meng et al. 2022 Table 2's trade-off): every model with a probe PER. Returns the path,
@@ -172,9 +187,7 @@ def plot_rate_tradeoff(report: Dict[str, Dict[str, object]], path: str, title: s
         return None
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
     for ax, key, label in ((axes[0], "frame_rate_hz", "average frame rate of the encoder (Hz)"), (axes[1], "gmacs_c_per_second", "GMACs-C per second of speech (without the CNN)")):
-        for n, r in pts:
-            ax.scatter(float(r[key]), 100 * float(r["probe_per"]), s=36)
-            ax.annotate(n, (float(r[key]), 100 * float(r["probe_per"])), textcoords="offset points", xytext=(4, 4), fontsize=8)
+        _scatter_labelled(ax, [(n, float(r[key]), 100 * float(r["probe_per"])) for n, r in pts])
         ax.set_xlabel(label)
         ax.set_ylabel("phone error rate, linear probe (%)")
         ax.grid(alpha=0.3)
@@ -215,10 +228,7 @@ def plot_tradeoff(report: Dict[str, Dict[str, object]], path: str, title: str = 
         for col, (x_key, x_label, x_scale) in enumerate((("gmacs_per_second", "GMACs per second of speech", 1.0),
                                                          ("params", "parameters (millions, without heads)", 1e-6))):
             ax = axes[row][col]
-            for n, r, y in pts:
-                x = float(r[x_key]) * x_scale
-                ax.scatter(x, y, s=36)
-                ax.annotate(n, (x, y), textcoords="offset points", xytext=(4, 4), fontsize=8)
+            _scatter_labelled(ax, [(n, float(r[x_key]) * x_scale, y) for n, r, y in pts])
             ax.set_xlabel(x_label)
             ax.set_ylabel(METRICS[key][0] + (" - lower is better" if METRICS[key][2] else " - higher is better"))
             ax.grid(alpha=0.3)
