@@ -44,7 +44,7 @@
 #              dev (Fig. 2) -> exp/unit_rates.{json,png}
 #
 # Usage: ./run.sh [--stage N] [--stop-stage M] [--corpus-dir DIR] [--utts-per-speaker K] [--seed S]
-#                 [--subsets "ks sid"] [--subsampling "cif_dp4"] [--superb "ks"] [--asr5k true]
+#                 [--subsets "ks sid"] [--subsampling "cif_dp4"] [--superb "ks"] [--asr5k false]
 # Finished stages are skipped (markers in exp/.done.*); delete a marker to redo a stage.
 set -euo pipefail
 
@@ -72,7 +72,7 @@ superb="ks"                 # stage 10 tasks through s3prl's runner: ks sid asr 
 superb_model=star_tiny      # the model they run on (any exp/<name>/model.pt of the stages above)
 superb_steps=2000           # updates per task (SUPERB's configs: 200k; the mini corpus is ~0.4 h)
 s3prl_root=""               # a git checkout of s3prl, for PR (its ctc/libriphone corpus code)
-asr5k=true                  # stage 10: ESPnet ASR-5k (CTC over BPE) on --superb-model
+asr5k=false                 # stage 10: ESPnet ASR-5k (CTC over BPE) on --superb-model (~10 min; off in make demo)
 asr5k_nbpe=100              # BPE units the mini text holds (LibriSpeech 100 h: 5000)
 asr5k_epochs=15
 
