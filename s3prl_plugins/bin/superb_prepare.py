@@ -48,7 +48,7 @@ def main(argv=None) -> int:
         kw.update(train=args.train, dev=args.dev, test=args.test)
     try:
         config = prepare(args.task, args.out, **kw)
-    except (TaskDataError, DataDirError, OSError) as e:
+    except (TaskDataError, DataDirError, ValueError, OSError) as e:  # ValueError: a malformed --lexicon
         print(f"error: {e}", file=sys.stderr)
         return 2
     print(f"{config}  (run_downstream -d {DOWNSTREAM[args.task]} -c {config})")

@@ -7,6 +7,7 @@ atomically, and validated (the same checks as Kaldi's ``utils/validate_data_dir.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 from dataclasses import dataclass, field
@@ -47,7 +48,8 @@ class DataDir:
         )
 
 
-def _read_table(path: str, required: bool = True) -> Dict[str, str]:
+def read_table(path: str, required: bool = True) -> Dict[str, str]:
+    """A Kaldi table (``key value...`` per line: wav.scp, text, utt2spk, hypotheses); duplicate keys refused."""
     if not os.path.isfile(path):
         if required:
             raise DataDirError(f"{path}: missing")
@@ -70,10 +72,10 @@ def read_data_dir(path: str, check_files: bool = True) -> DataDir:
     if not os.path.isdir(path):
         raise DataDirError(f"{path}: no such data directory")
     d = DataDir(
-        wav=_read_table(os.path.join(path, "wav.scp")),
-        text=_read_table(os.path.join(path, "text"), required=False),
-        utt2spk=_read_table(os.path.join(path, "utt2spk")),
-        utt2dur={k: float(v) for k, v in _read_table(os.path.join(path, "utt2dur"), required=False).items()},
+        wav=read_table(os.path.join(path, "wav.scp")),
+        text=read_table(os.path.join(path, "text"), required=False),
+        utt2spk=read_table(os.path.join(path, "utt2spk")),
+        utt2dur={k: float(v) for k, v in read_table(os.path.join(path, "utt2dur"), required=False).items()},
     )
     validate(d, path, check_files)
     return d
@@ -103,13 +105,33 @@ def validate(d: DataDir, name: str = "data dir", check_files: bool = True) -> No
                 raise DataDirError(f"{name}: wav.scp names a missing file for {utt}: {path}")
 
 
+@contextlib.contextmanager
+def atomic_dir(path: str):
+    """Build a folder atomically: yields ``<path>.tmp`` (fresh), which replaces ``path`` when the block
+    succeeds and is removed when it raises -- a failure leaves neither a half-written folder nor the old one
+    touched."""
+    path = path.rstrip("/")
+    tmp = path + ".tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    os.makedirs(tmp)
+    try:
+        yield tmp
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    if os.path.isdir(path):
+        shutil.rmtree(path)
+    os.replace(tmp, path)
+
+
 def write_data_dir(d: DataDir, path: str) -> None:
     """Validate, then write ``path`` atomically (a temporary folder renamed into place)."""
     validate(d, path, check_files=False)
-    tmp = path.rstrip("/") + ".tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    os.makedirs(tmp)
+    with atomic_dir(path) as tmp:
+        _dump_data_dir(d, tmp)
 
+
+def _dump_data_dir(d: DataDir, tmp: str) -> None:
     def dump(name: str, rows):
         with open(os.path.join(tmp, name), "w", encoding="utf-8") as f:
             for key, value in rows:
@@ -123,9 +145,6 @@ def write_data_dir(d: DataDir, path: str) -> None:
         dump("text", ((u, d.text[u]) for u in utts))
     if d.utt2dur:
         dump("utt2dur", ((u, f"{d.utt2dur[u]:.4f}") for u in utts))
-    if os.path.isdir(path):
-        shutil.rmtree(path)
-    os.replace(tmp, path)
 
 
 def combine_data_dirs(dirs: List[str], check_files: bool = True) -> DataDir:

@@ -38,7 +38,7 @@ from typing import Dict, List, Optional, Sequence
 
 import yaml
 
-from s3prl_plugins.data.kaldi import read_data_dir
+from s3prl_plugins.data.kaldi import read_data_dir, read_table
 
 logger = logging.getLogger(__name__)
 
@@ -239,21 +239,11 @@ def decode(exp: str, test_dump: str, work: str, name: str = "test", ngpu: int = 
     return hyp
 
 
-def _table(path: str) -> Dict[str, str]:
-    out = {}
-    with open(path, encoding="utf-8") as f:
-        for line in f:
-            parts = line.rstrip("\n").split(maxsplit=1)
-            if parts:
-                out[parts[0]] = parts[1] if len(parts) > 1 else ""
-    return out
-
-
 def score(ref_text: str, hyp_text: str, out_json: Optional[str] = None) -> dict:
     """WER and CER (%) with jiwer; an utterance missing from the hypotheses counts as all deletions."""
     import jiwer
 
-    ref, hyp = _table(ref_text), _table(hyp_text)
+    ref, hyp = read_table(ref_text), read_table(hyp_text)
     extra = sorted(set(hyp) - set(ref))
     if extra:
         raise EspnetError(f"{hyp_text}: {len(extra)} utterance(s) not in {ref_text} (e.g. {extra[0]}): a transcript that does not match")

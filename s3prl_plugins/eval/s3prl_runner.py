@@ -249,7 +249,7 @@ def _hooks(argv: Sequence[str], rd_module, runner_cls):
         if args.past_exp:
             import torch
 
-            past = torch.load(args.init_ckpt, map_location="cpu")  # the stock loader's call, Namespace allowed
+            past = torch.load(args.init_ckpt, map_location="cpu", weights_only=True)  # Namespace allow-listed above
             _check_resume(argv, past, args.init_ckpt)
         datarc_ = config.get("downstream_expert", {}).get("datarc", {})
         if args.mode == "evaluate" and args.downstream == "asr" and args.evaluate_split not in datarc_:

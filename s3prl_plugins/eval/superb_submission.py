@@ -39,6 +39,8 @@ import shutil
 import zipfile
 from typing import Dict, List, Optional
 
+from s3prl_plugins.data.kaldi import atomic_dir
+
 #: task -> (bundle folder, source file in the experiment, target name)
 FILES = {
     "pr": ("pr_public", "test-hyp.ark", "predict.ark"),
@@ -119,13 +121,11 @@ def build_submission(out: str, experiments: Dict[str, str], card: dict) -> dict:
     if not experiments:
         raise SubmissionError("no task given: nothing to submit")
     out = os.path.abspath(out)
-    tmp = out + ".tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    os.makedirs(os.path.join(tmp, "predict"))
     included: Dict[str, int] = {}
     results: Dict[str, float] = {}
     warnings: List[str] = []
-    try:
+    with atomic_dir(out) as tmp:
+        os.makedirs(os.path.join(tmp, "predict"))
         for task, expdir in sorted(experiments.items()):
             folder, src_name, dst_name = FILES[task]
             src = os.path.join(expdir, src_name)
@@ -165,12 +165,6 @@ def build_submission(out: str, experiments: Dict[str, str], card: dict) -> dict:
             json.dump(card, f, indent=2)
         with open(os.path.join(tmp, "README.md"), "w", encoding="utf-8") as f:
             f.write(_readme(card, included, results, warnings))
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    if os.path.exists(out):
-        shutil.rmtree(out)
-    os.replace(tmp, out)
     return {"out": out, "zip": os.path.join(out, "predict.zip"), "tasks": included, "results": results, "warnings": warnings}
 
 

@@ -37,12 +37,12 @@ from __future__ import annotations
 import collections
 import os
 import re
-import shutil
 from typing import Dict, List, Optional, Sequence
 
 import yaml
 
-from s3prl_plugins.data.kaldi import read_data_dir
+from s3prl_plugins.data.kaldi import atomic_dir, read_data_dir
+from s3prl_plugins.data.lexicon import read_lexicon
 
 SAMPLE_RATE = 16000
 TASKS = ("asr", "sid", "ks", "pr")
@@ -221,19 +221,6 @@ def lexicon_from_phones(datas: Dict[str, "object"], dirs: Dict[str, str]) -> Dic
     return {w: list(c.most_common(1)[0][0]) for w, c in seen.items()}
 
 
-def read_lexicon(path: str) -> Dict[str, List[str]]:
-    lex: Dict[str, List[str]] = {}
-    with open(path, encoding="utf-8") as f:
-        for i, line in enumerate(f, start=1):
-            parts = line.split()
-            if not parts:
-                continue
-            if len(parts) < 2:
-                raise TaskDataError(f"{path}:{i}: '{line.strip()}' has no phones")
-            lex.setdefault(parts[0].upper(), parts[1:])
-    return lex
-
-
 def prepare_pr(train: str, dev: str, test: str, out: str, steps: int = 100000, num_workers: int = 4,
                lexicon: Optional[str] = None) -> dict:
     """SUPERB PR for s3prl's ``ctc`` downstream with its ``libriphone`` corpus (a git checkout of s3prl):
@@ -340,20 +327,11 @@ def prepare(task: str, out: str, **kwargs) -> str:
     if task not in TASKS:
         raise TaskDataError(f"unknown task {task!r}; the tasks are {', '.join(TASKS)} (PR runs from an s3prl checkout)")
     out = os.path.abspath(out)
-    tmp = out + ".tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    os.makedirs(tmp)
-    try:
+    with atomic_dir(out) as tmp:
         config = {"asr": prepare_asr, "sid": prepare_sid, "ks": prepare_ks, "pr": prepare_pr}[task](out=tmp, **kwargs)
         text = yaml.safe_dump(config, sort_keys=False).replace(tmp, out)
         with open(os.path.join(tmp, "config.yaml"), "w", encoding="utf-8") as f:
             f.write(f"# SUPERB {task.upper()} for s3prl's run_downstream -d {DOWNSTREAM[task]} (written by s3prl_plugins)\n{text}")
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    if os.path.exists(out):
-        shutil.rmtree(out)
-    os.replace(tmp, out)
     return os.path.join(out, "config.yaml")
 
 

@@ -19,19 +19,11 @@ import os
 import tempfile
 from typing import Dict, List, Optional, Sequence
 
+from s3prl_plugins.data.kaldi import read_table
+
 logger = logging.getLogger(__name__)
 
 PAPER_VOCABS = (100, 200, 500, 1000, 5000, 16000)
-
-
-def _read_map(path: str) -> Dict[str, str]:
-    out = {}
-    with open(path, encoding="utf-8") as f:
-        for line in f:
-            parts = line.rstrip("\n").split(maxsplit=1)
-            if parts:
-                out[parts[0]] = parts[1] if len(parts) > 1 else ""
-    return out
 
 
 def char_count(text: str) -> int:
@@ -65,7 +57,7 @@ def unit_rates(data_dir: str, train_dir: Optional[str] = None, vocab_sizes: Sequ
     from s3prl_plugins.data.kaldi import read_data_dir
 
     d = read_data_dir(data_dir)
-    text = _read_map(os.path.join(data_dir, "text"))
+    text = read_table(os.path.join(data_dir, "text"))
     utts = [u for u in d.utts if u in text and u in d.utt2dur]
     if not utts:
         raise ValueError(f"{data_dir}: no utterance has both text and utt2dur")
@@ -73,12 +65,12 @@ def unit_rates(data_dir: str, train_dir: Optional[str] = None, vocab_sizes: Sequ
     rates: Dict[str, float] = {}
     phones_path = os.path.join(data_dir, "phones")
     if os.path.isfile(phones_path):
-        ph = _read_map(phones_path)
+        ph = read_table(phones_path)
         have = [u for u in utts if u in ph]
         if have:
             rates["phone"] = sum(len([p for p in ph[u].split() if p != "|"]) for u in have) / sum(d.utt2dur[u] for u in have)
     rates["char"] = sum(char_count(text[u]) for u in utts) / seconds
-    train_text = _read_map(os.path.join(train_dir or data_dir, "text"))
+    train_text = read_table(os.path.join(train_dir or data_dir, "text"))
     skipped: List[str] = []
     with tempfile.TemporaryDirectory() as tmp:
         for v in vocab_sizes:
