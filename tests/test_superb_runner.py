@@ -243,6 +243,17 @@ def test_task_preparation_refuses_bad_corpora(corpus, tmp_path):
         prepare("pr", str(tmp_path / "pr"), train=str(tmp_path / "fine"), dev=os.path.join(data, "dev"), test=os.path.join(data, "test"),
                 lexicon=str(tmp_path / "lex.txt"))
     assert not os.path.exists(tmp_path / "pr")
+    # a corpus that fits: s3prl's linear warm-up schedule is on (5% of the steps)
+    fine = {}
+    for role in ("dev", "test"):
+        d = read_data_dir(os.path.join(data, role))
+        write_data_dir(d, str(tmp_path / f"fine_{role}"))
+        with open(tmp_path / f"fine_{role}" / "phones", "w") as f:
+            f.writelines(f"{u} {' | '.join(['a b'] * len(d.text[u].split()))}\n" for u in d.utts)
+        fine[role] = str(tmp_path / f"fine_{role}")
+    config = prepare("pr", str(tmp_path / "pr"), steps=400, train=str(tmp_path / "fine"), **fine)
+    with open(config) as f:
+        assert yaml.safe_load(f)["scheduler"] == {"name": "linear_schedule_with_warmup", "num_warmup_steps": 20}
 
 
 @pytest.mark.skipif(not os.environ.get("S3PRL_ROOT"), reason="PR runs from an s3prl git checkout: set S3PRL_ROOT=/path/to/s3prl")
