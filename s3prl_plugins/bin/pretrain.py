@@ -21,7 +21,8 @@ from s3prl_plugins.train.trainer import TrainingError
 
 
 def apply_overrides(config: dict, overrides) -> dict:
-    """``section.key=value`` (value parsed as YAML) into the config."""
+    """``section.key=value`` (value parsed as YAML) into the config; a number indexes a list
+    (``steps.0.iterations=2``)."""
     for item in overrides or []:
         if "=" not in item:
             raise ValueError(f"--set expects section.key=value, got {item!r}")
@@ -29,8 +30,19 @@ def apply_overrides(config: dict, overrides) -> dict:
         node = config
         keys = path.split(".")
         for k in keys[:-1]:
-            node = node.setdefault(k, {})
-        node[keys[-1]] = yaml.safe_load(value)
+            if isinstance(node, list):
+                if not k.isdigit() or int(k) >= len(node):
+                    raise ValueError(f"--set {item}: {k!r} is not an index of a list of {len(node)}")
+                node = node[int(k)]
+            else:
+                node = node.setdefault(k, {})
+        last = keys[-1]
+        if isinstance(node, list):
+            if not last.isdigit() or int(last) >= len(node):
+                raise ValueError(f"--set {item}: {last!r} is not an index of a list of {len(node)}")
+            node[int(last)] = yaml.safe_load(value)
+        else:
+            node[last] = yaml.safe_load(value)
     return config
 
 

@@ -10,8 +10,10 @@ through the one :class:`~s3prl_plugins.train.Trainer`.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
+import random
 from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
@@ -315,3 +317,50 @@ def train_phone_ctc(
     )
     Trainer(cfg, CTCTask(model), (ds, sampler, collate_features), vdata).train()
     return model.eval()
+
+
+PROBES = {"linear": dict(dilations=(), lr=0.02), "conv": dict(dilations=(1, 2, 4, 8, 16, 1), lr=2e-3)}
+
+
+def run_probe(features: str, train_dir: str, test_dir: str, out: str, max_steps: int = 5000, valid_dir: str = None, max_train_utts: int = 0, probe: str = "linear",
+              pool: str = None, segmentation=None) -> dict:
+    """Train the probe on ``train_dir`` (its first ``max_train_utts`` utterances with phones, in a
+    seeded random order, when given: features of a large corpus are kept in memory) and score ``test_dir``.
+
+    ``pool`` (``avg:F`` / ``cat:F``) subsamples the features first (Meng et al. 2022 Table 1);
+    ``segmentation`` (.seg files of the data dirs) is for a segments-topline model."""
+    train_phones = read_phones(os.path.join(train_dir, "phones"))
+    if max_train_utts and len(train_phones) > max_train_utts:
+        keep = sorted(train_phones)
+        random.Random(0).shuffle(keep)
+        train_phones = {u: train_phones[u] for u in sorted(keep[:max_train_utts])}
+    vocab = PhoneVocab([ph for ws in train_phones.values() for w in ws for ph in w])
+
+    def targets(phones):
+        return {u: vocab.encode([p for w in ws for p in w]) for u, ws in phones.items() if all(p in vocab.index for w in ws for p in w)}
+
+    seg = None
+    if segmentation:
+        from s3prl_plugins.segment.segmentation import read_segmentation
+
+        seg = {}
+        for path in segmentation:
+            seg.update(read_segmentation(path))
+    ex = FeatureExtractor(features, pool=pool, segmentation=seg)  # the model is loaded once for every data dir
+    feats, shift = extract_features(ex, train_dir, utts=sorted(train_phones))
+    valid = None
+    if valid_dir:
+        valid = (extract_features(ex, valid_dir)[0], targets(read_phones(os.path.join(valid_dir, "phones"))))
+    if probe not in PROBES:
+        raise ValueError(f"--probe must be one of {sorted(PROBES)}, not {probe!r}")
+    model = train_phone_ctc((feats, targets(train_phones)), valid, len(vocab), os.path.join(out, "model"), max_steps=max_steps, **PROBES[probe])
+    ex.frames, ex.seconds = 0, 0.0  # the frame rate of the test set
+    test_feats, _ = extract_features(ex, test_dir)
+    per = phone_error_rate(model, FeatureDataset(test_feats, targets(read_phones(os.path.join(test_dir, "phones")))))
+    result = {"features": features, "frame_shift": shift, "test": test_dir, "per": per, "steps": max_steps, "train_utts": len(feats), "probe": probe,
+              "pool": pool, "frame_rate_hz": round(ex.frame_rate, 3),
+              "layer_weights": [round(w, 4) for w in torch.softmax(model.layer_weights.detach(), 0).tolist()]}
+    os.makedirs(out, exist_ok=True)
+    with open(os.path.join(out, "result.json"), "w") as f:
+        json.dump(result, f, indent=2)
+    return result

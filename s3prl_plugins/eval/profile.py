@@ -89,6 +89,10 @@ class Profile:
     rtf_gpu: Optional[float]
     num_utterances: int
     frame_rate_hz: Optional[float] = None  # encoder frames per second of speech (ours only)
+    # weight pruning's "theoretical" counts (ours only): nonzero parameters, and MACs without the products
+    # of the transformer's zero weights (what a sparse kernel would do; Lin et al. 2024 §II-B)
+    params_nonzero: Optional[int] = None
+    macs_nonzero_per_second: Optional[float] = None
 
     def to_dict(self) -> Dict[str, object]:
         return asdict(self)
@@ -212,6 +216,13 @@ def profile_model(
         rtf_gpu = _rtf(run_cpu, rtf_seconds, "cuda", rtf_repeats)
         model.cpu()
     params = sum(p.numel() for p in model.parameters())
+    sparse: Dict[str, object] = {}
+    if ours:
+        from s3prl_plugins.compress.weight import zero_weight_macs_per_frame
+
+        saved = zero_weight_macs_per_frame(model) * encoder_frames
+        nonzero = sum(int((p != 0).sum()) for n, p in model.named_parameters() if not (n.startswith("head.") or n == "mask_emb"))
+        sparse = {"params_nonzero": nonzero, "macs_nonzero_per_second": (macs - saved) / seconds}
     return Profile(
         name=name,
         params=params,
@@ -225,6 +236,7 @@ def profile_model(
         rtf_gpu=rtf_gpu,
         num_utterances=len(durations),
         frame_rate_hz=encoder_frames / seconds if ours else None,
+        **sparse,
     )
 
 

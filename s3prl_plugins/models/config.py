@@ -47,6 +47,15 @@ class SSLModelConfig:
         subsampling: sequence subsampling after the front-end (Meng et al. 2022): ``None``, or
             ``{type: avg | conv | cif | segments, stride: F, upsample: null | repeat | deconv,
             kernel: 5, tail_threshold: 0.5}`` (see :class:`s3prl_plugins.nn.subsampling.Subsampler`).
+        identity_heads: per layer, heads whose attention map was replaced by the identity (Lin et al.
+            §VI-D, eq. 10, "skip-ahead": the head outputs its values, no queries or keys); beside the
+            ``num_heads`` attention heads. Empty: none.
+        conv_heads: per layer, heads whose attention map was replaced by a 1-D convolution over time
+            (one ``head_conv_kernel``-tap filter per head over its values). Empty: none.
+        head_conv_kernel: taps of those convolutions (21 in the paper: 10 frames on each side).
+        weight_density: the fraction of prunable transformer weights left by weight pruning (Lin et al.
+            §II-B; the pruned weights are stored as zeros), ``None`` for a dense model. A record: the
+            zeros themselves are in the weights.
         name: free-form label (the preset it came from).
     """
 
@@ -80,6 +89,10 @@ class SSLModelConfig:
     conv_dropout: float = 0.0
     feature_grad_mult: float = 1.0
     subsampling: Optional[Dict[str, Any]] = None
+    identity_heads: List[int] = field(default_factory=list)
+    conv_heads: List[int] = field(default_factory=list)
+    head_conv_kernel: int = 21
+    weight_density: Optional[float] = None
     name: str = ""
 
     def __post_init__(self) -> None:
@@ -90,6 +103,8 @@ class SSLModelConfig:
             self.ffn_dims = [self.ffn_dims] * self.num_layers
         self.num_heads = [int(h) for h in self.num_heads]
         self.ffn_dims = [int(f) for f in self.ffn_dims]
+        self.identity_heads = [int(h) for h in self.identity_heads] or [0] * self.num_layers
+        self.conv_heads = [int(h) for h in self.conv_heads] or [0] * self.num_layers
         self.validate()
 
     def validate(self) -> None:
@@ -106,8 +121,19 @@ class SSLModelConfig:
                 f"num_heads ({len(self.num_heads)}) and ffn_dims ({len(self.ffn_dims)}) must list "
                 f"num_layers={self.num_layers} values"
             )
-        if any(h < 0 for h in self.num_heads) or any(f < 0 for f in self.ffn_dims):
+        if len(self.identity_heads) != self.num_layers or len(self.conv_heads) != self.num_layers:
+            raise ValueError(
+                f"identity_heads ({len(self.identity_heads)}) and conv_heads ({len(self.conv_heads)}) must list "
+                f"num_layers={self.num_layers} values (or be empty)"
+            )
+        if min(self.num_heads + self.ffn_dims + self.identity_heads + self.conv_heads, default=0) < 0:
             raise ValueError("head counts and FFN widths must be >= 0")
+        if any(self.conv_heads) and (self.head_conv_kernel < 1 or self.head_conv_kernel % 2 == 0):
+            raise ValueError(f"head_conv_kernel must be odd and >= 1 (centred on the frame), not {self.head_conv_kernel}")
+        if self.gated_relative_position and (any(self.identity_heads) or any(self.conv_heads)):
+            raise ValueError("WavLM's gated relative position needs every head to be an attention head")
+        if self.weight_density is not None and not 0.0 <= self.weight_density <= 1.0:
+            raise ValueError(f"weight_density must be in [0, 1], not {self.weight_density}")
         if self.embed_dim < 1 or self.head_dim < 1:
             raise ValueError("embed_dim and head_dim must be positive")
         if self.pos_conv_kernel and self.embed_dim % self.pos_conv_groups:
@@ -120,6 +146,10 @@ class SSLModelConfig:
             from s3prl_plugins.nn.subsampling import check_subsampling
 
             check_subsampling(self.subsampling)
+
+    def heads_per_layer(self) -> List[int]:
+        """Every head of each layer: attention, identity and convolution heads."""
+        return [a + i + c for a, i, c in zip(self.num_heads, self.identity_heads, self.conv_heads)]
 
     @property
     def frontend_dim(self) -> int:

@@ -93,6 +93,9 @@ class SSLModel(nn.Module):
             gated_relative_position=config.gated_relative_position,
             num_buckets=config.num_buckets,
             max_distance=config.max_distance,
+            identity_heads=config.identity_heads,
+            conv_heads=config.conv_heads,
+            conv_kernel=config.head_conv_kernel,
         )
         self.head = build_head(config.embed_dim, config.head) if config.head else None
         spec = config.subsampling or {}

@@ -79,17 +79,28 @@ class RelativePositionBias(nn.Module):
 
 
 class SelfAttention(nn.Module):
-    """Multi-head self-attention with a per-layer head count.
+    """Multi-head self-attention with a per-layer head count, and heads whose attention map was replaced.
+
+    A layer holds three kinds of heads, in this order along the value projection and the output
+    projection's input: ``num_heads`` attention heads (queries, keys, values), ``identity_heads`` that
+    output their values (the attention map replaced by the identity, Lin et al. 2024 §VI-D, eq. 10: the
+    "skip-ahead" approach skips queries and keys), and ``conv_heads`` whose map is a 1-D convolution
+    over time (one ``conv_kernel``-tap filter per head, shared by the head's value channels -- as an
+    attention map weighs all of a head's channels alike; initialised to the centre tap, i.e. the
+    identity, so a replacement starts where skip-ahead does).
 
     Args:
         embed_dim: model width.
-        num_heads: heads in this layer (0 leaves only the output bias: a fully pruned layer).
+        num_heads: attention heads in this layer (0 with no other heads leaves only the output bias: a
+            fully pruned layer).
         head_dim: width of one head.
         dropout: dropout on attention probabilities (training only).
         gated_relative_position: add WavLM's gated relative position bias (gate computed from the
             layer input, Chen et al. 2022, "WavLM", eq. 4-5).
         relative_position_bias: this layer owns the bucket embedding (WavLM: the first layer only).
         num_buckets, max_distance: the bucket embedding's settings.
+        identity_heads, conv_heads: heads replaced by the identity / a 1-D convolution.
+        conv_kernel: taps of the convolution heads (odd).
     """
 
     def __init__(
@@ -102,20 +113,32 @@ class SelfAttention(nn.Module):
         relative_position_bias: bool = False,
         num_buckets: int = 320,
         max_distance: int = 800,
+        identity_heads: int = 0,
+        conv_heads: int = 0,
+        conv_kernel: int = 21,
     ):
         super().__init__()
         self.embed_dim = embed_dim
         self.num_heads = num_heads
+        self.identity_heads = identity_heads
+        self.conv_heads = conv_heads
+        self.total_heads = num_heads + identity_heads + conv_heads
         self.head_dim = head_dim
         self.dropout = dropout
         inner = num_heads * head_dim
         if num_heads > 0:
             self.q_proj = nn.Linear(embed_dim, inner)
             self.k_proj = nn.Linear(embed_dim, inner)
-            self.v_proj = nn.Linear(embed_dim, inner)
-            self.out_proj = nn.Linear(inner, embed_dim)
+        if self.total_heads > 0:
+            self.v_proj = nn.Linear(embed_dim, self.total_heads * head_dim)
+            self.out_proj = nn.Linear(self.total_heads * head_dim, embed_dim)
         else:
             self.out_bias = nn.Parameter(torch.zeros(embed_dim))
+        if conv_heads > 0:
+            self.head_conv = nn.Conv1d(conv_heads, conv_heads, conv_kernel, padding=conv_kernel // 2, groups=conv_heads, bias=False)
+            with torch.no_grad():
+                self.head_conv.weight.zero_()
+                self.head_conv.weight[:, 0, conv_kernel // 2] = 1.0
         self.rel_pos = RelativePositionBias(num_heads, num_buckets, max_distance) if relative_position_bias else None
         self.gated = gated_relative_position
         if gated_relative_position:
@@ -123,6 +146,9 @@ class SelfAttention(nn.Module):
                 raise ValueError("WavLM's gated relative position needs heads * head_dim == embed_dim")
             self.gru_rel_pos_linear = nn.Linear(head_dim, 8)
             self.gru_rel_pos_const = nn.Parameter(torch.ones(1, num_heads, 1, 1))
+        # (batch, total_heads) multiplier of each head's output J_h, set only while head importance is
+        # computed (s3prl_plugins.compress.scores.head_gradient_scores: dL/d gate = <dL/dJ_h, J_h>)
+        self.head_gate: Optional[Tensor] = None
 
     def _gated_bias(self, x: Tensor, position_bias: Tensor) -> Tensor:
         batch, frames, _ = x.shape
@@ -131,6 +157,37 @@ class SelfAttention(nn.Module):
         gate_a, gate_b = torch.sigmoid(proj).chunk(2, dim=-1)
         gate = gate_a * (gate_b * self.gru_rel_pos_const - 1.0) + 2.0  # (B, H, T, 1)
         return gate * position_bias.unsqueeze(0)
+
+    def _heads(self, t: Tensor, n: int) -> Tensor:
+        batch, frames, _ = t.shape
+        return t.view(batch, frames, n, self.head_dim).transpose(1, 2)
+
+    def _bias(self, x: Tensor, key_padding_mask: Optional[Tensor], position_bias: Optional[Tensor]) -> Optional[Tensor]:
+        batch, frames, _ = x.shape
+        bias: Optional[Tensor] = None
+        if key_padding_mask is not None:
+            bias = torch.zeros(batch, 1, 1, frames, dtype=x.dtype, device=x.device)
+            bias = bias.masked_fill(key_padding_mask[:, None, None, :], float("-inf"))
+        if self.gated and position_bias is not None:
+            gated = self._gated_bias(x, position_bias)
+            bias = gated if bias is None else bias + gated
+        return bias
+
+    def head_attention(self, x: Tensor, key_padding_mask: Optional[Tensor] = None, position_bias: Optional[Tensor] = None):
+        """Yield each attention head's map (batch, frames, frames), one at a time (a (B, H, T, T) tensor of
+        every head is never built). ``position_bias`` is what the layer received (WavLM: from layer 1)."""
+        if self.num_heads == 0:
+            return
+        if self.rel_pos is not None:
+            position_bias = self.rel_pos(x.size(1))
+        bias = self._bias(x, key_padding_mask, position_bias)
+        q, k = self._heads(self.q_proj(x), self.num_heads), self._heads(self.k_proj(x), self.num_heads)
+        scale = 1.0 / math.sqrt(self.head_dim)
+        for h in range(self.num_heads):
+            scores = torch.matmul(q[:, h] * scale, k[:, h].transpose(1, 2))
+            if bias is not None:
+                scores = scores + (bias[:, 0] if bias.size(1) == 1 else bias[:, h])
+            yield torch.softmax(scores, dim=-1)
 
     def forward(
         self,
@@ -143,7 +200,7 @@ class SelfAttention(nn.Module):
             x: (batch, frames, embed_dim).
             key_padding_mask: (batch, frames), True on padded frames.
             position_bias: (heads, frames, frames) bucket bias from an earlier layer (WavLM).
-            need_weights: also return the head-averaged attention map.
+            need_weights: also return the attention heads' averaged map.
 
         Returns:
             output (batch, frames, embed_dim); the head-averaged attention (batch, frames, frames) or
@@ -152,41 +209,44 @@ class SelfAttention(nn.Module):
         batch, frames, _ = x.shape
         if self.rel_pos is not None:
             position_bias = self.rel_pos(frames)
-        if self.num_heads == 0:
+        if self.total_heads == 0:
             out = self.out_bias.expand(batch, frames, -1)
             avg = x.new_zeros(batch, frames, frames) if need_weights else None
             return out, avg, position_bias
 
-        bias: Optional[Tensor] = None
-        if key_padding_mask is not None:
-            bias = torch.zeros(batch, 1, 1, frames, dtype=x.dtype, device=x.device)
-            bias = bias.masked_fill(key_padding_mask[:, None, None, :], float("-inf"))
-        if self.gated and position_bias is not None:
-            gated = self._gated_bias(x, position_bias)
-            bias = gated if bias is None else bias + gated
-
-        def heads(t: Tensor) -> Tensor:
-            return t.view(batch, frames, self.num_heads, self.head_dim).transpose(1, 2)
-
-        q, k, v = heads(self.q_proj(x)), heads(self.k_proj(x)), heads(self.v_proj(x))
-        p_drop = self.dropout if self.training else 0.0
+        v = self._heads(self.v_proj(x), self.total_heads)
+        parts = []
         avg: Optional[Tensor] = None
-        if not need_weights:
-            out = sdpa(q, k, v, bias, p_drop)
-        else:
-            scale = 1.0 / math.sqrt(self.head_dim)
-            outs = []
+        if self.num_heads:
+            va = v[:, : self.num_heads]
+            p_drop = self.dropout if self.training else 0.0
+            if not need_weights:
+                bias = self._bias(x, key_padding_mask, position_bias)
+                q, k = self._heads(self.q_proj(x), self.num_heads), self._heads(self.k_proj(x), self.num_heads)
+                parts.append(sdpa(q, k, va, bias, p_drop))
+            else:
+                outs = []
+                avg = x.new_zeros(batch, frames, frames)
+                for h, probs in enumerate(self.head_attention(x, key_padding_mask, position_bias)):
+                    avg = avg + probs
+                    outs.append(torch.matmul(F.dropout(probs, p_drop, self.training), va[:, h]))
+                parts.append(torch.stack(outs, dim=1))
+                avg = avg / self.num_heads
+        elif need_weights:
             avg = x.new_zeros(batch, frames, frames)
-            for h in range(self.num_heads):
-                scores = torch.matmul(q[:, h] * scale, k[:, h].transpose(1, 2))
-                if bias is not None:
-                    scores = scores + (bias[:, 0] if bias.size(1) == 1 else bias[:, h])
-                probs = torch.softmax(scores, dim=-1)
-                avg = avg + probs
-                outs.append(torch.matmul(F.dropout(probs, p_drop, self.training), v[:, h]))
-            out = torch.stack(outs, dim=1)
-            avg = avg / self.num_heads
-        out = out.transpose(1, 2).reshape(batch, frames, self.num_heads * self.head_dim)
+        if self.identity_heads:  # eq. 10: softmax(QK^T / sqrt(d)) ~ I, the head outputs V
+            parts.append(v[:, self.num_heads : self.num_heads + self.identity_heads])
+        if self.conv_heads:
+            vc = v[:, self.num_heads + self.identity_heads :]  # (B, C, T, d)
+            if key_padding_mask is not None:  # padded frames are no keys of the attention either
+                vc = vc.masked_fill(key_padding_mask[:, None, :, None], 0.0)
+            flat = vc.permute(0, 3, 1, 2).reshape(batch * self.head_dim, self.conv_heads, frames)
+            conv = self.head_conv(flat).view(batch, self.head_dim, self.conv_heads, frames).permute(0, 2, 3, 1)
+            parts.append(conv)
+        out = parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)  # (B, H_total, T, d): J_h per head
+        if self.head_gate is not None:
+            out = out * self.head_gate[:, :, None, None].to(out.dtype)
+        out = out.transpose(1, 2).reshape(batch, frames, self.total_heads * self.head_dim)
         return self.out_proj(out), avg, position_bias
 
 
@@ -259,6 +319,9 @@ class EncoderLayer(nn.Module):
         relative_position_bias: bool = False,
         num_buckets: int = 320,
         max_distance: int = 800,
+        identity_heads: int = 0,
+        conv_heads: int = 0,
+        conv_kernel: int = 21,
     ):
         super().__init__()
         self.attention = SelfAttention(
@@ -270,6 +333,9 @@ class EncoderLayer(nn.Module):
             relative_position_bias=relative_position_bias,
             num_buckets=num_buckets,
             max_distance=max_distance,
+            identity_heads=identity_heads,
+            conv_heads=conv_heads,
+            conv_kernel=conv_kernel,
         )
         self.attention_layer_norm = nn.LayerNorm(embed_dim)
         self.feed_forward = FeedForward(embed_dim, ffn_dim, activation_dropout)
@@ -312,6 +378,9 @@ class Encoder(nn.Module):
         pos_conv_groups: its groups.
         layer_norm_first: pre-LN layers (the encoder's layer norm then comes last).
         gated_relative_position: WavLM's relative position bias (owned by the first layer).
+        identity_heads, conv_heads: per layer, heads replaced by the identity / a 1-D convolution
+            (:class:`SelfAttention`); None: none.
+        conv_kernel: taps of the convolution heads.
     """
 
     def __init__(
@@ -329,10 +398,15 @@ class Encoder(nn.Module):
         gated_relative_position: bool = False,
         num_buckets: int = 320,
         max_distance: int = 800,
+        identity_heads: Optional[Sequence[int]] = None,
+        conv_heads: Optional[Sequence[int]] = None,
+        conv_kernel: int = 21,
     ):
         super().__init__()
         if len(num_heads) != len(ffn_dims):
             raise ValueError(f"{len(num_heads)} head counts for {len(ffn_dims)} FFN widths")
+        identity_heads = list(identity_heads or [0] * len(num_heads))
+        conv_heads = list(conv_heads or [0] * len(num_heads))
         self.pos_conv = ConvPositionalEmbedding(embed_dim, pos_conv_kernel, pos_conv_groups) if pos_conv_kernel else None
         self.layer_norm = nn.LayerNorm(embed_dim)
         self.dropout = nn.Dropout(dropout)
@@ -351,6 +425,9 @@ class Encoder(nn.Module):
                 relative_position_bias=gated_relative_position and i == 0,
                 num_buckets=num_buckets,
                 max_distance=max_distance,
+                identity_heads=identity_heads[i],
+                conv_heads=conv_heads[i],
+                conv_kernel=conv_kernel,
             )
             for i, (h, f) in enumerate(zip(num_heads, ffn_dims))
         )

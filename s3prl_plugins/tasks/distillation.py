@@ -12,6 +12,8 @@ Objectives (weights in the config's ``objectives`` mapping; a term with weight 0
 ``cardinality`` CIF cardinality guidance (Meng et al. 2022 eq. 3; K from ``frames_per_segment``)
 ``segment``     segment-based guidance from a given segmentation (eq. 4)
 ``frame``       frame-based guidance, α against 1 / segment length (eq. 5)
+``cluster_kl``  KL between the teacher's and the student's cluster posteriors (Lin et al. 2024
+                eq. 7-8; MelHuBERT KD): both need a ``cluster`` (or ``hubert``) head; ``temperature``
 ==============  =================================================================================
 
 A student with sequence subsampling (``config.subsampling``, Meng et al. 2022) is distilled either
@@ -35,12 +37,13 @@ import torch
 from torch import Tensor, nn
 
 from s3prl_plugins.losses import cif as cif_losses
+from s3prl_plugins.losses import kd
 from s3prl_plugins.losses import star
 from s3prl_plugins.losses.distil import l1_cos_loss
 from s3prl_plugins.models.ssl_model import SSLModel
 from s3prl_plugins.nn.subsampling import fit_segment_ids
 
-OBJECTIVES = ("layer_wise", "intra_layer", "avg_attn", "last_attn", "l1_cos", "cardinality", "segment", "frame")
+OBJECTIVES = ("layer_wise", "intra_layer", "avg_attn", "last_attn", "l1_cos", "cardinality", "segment", "frame", "cluster_kl")
 ATTENTION_OBJECTIVES = ("avg_attn", "last_attn")
 GUIDANCE_OBJECTIVES = ("cardinality", "segment", "frame")
 
@@ -59,6 +62,7 @@ class DistillationTask(nn.Module):
             ``subsampling.stride``).
         detach_teacher_alpha: pool the teacher's states with a detached α (the gradient then reaches α
             only through the student's side and the guidance).
+        temperature: of ``cluster_kl`` (both distributions).
     """
 
     def __init__(
@@ -73,6 +77,7 @@ class DistillationTask(nn.Module):
         max_mismatch: int = 2,
         frames_per_segment: Optional[float] = None,
         detach_teacher_alpha: bool = False,
+        temperature: float = 1.0,
     ):
         super().__init__()
         unknown = sorted(set(objectives) - set(OBJECTIVES))
@@ -114,9 +119,20 @@ class DistillationTask(nn.Module):
                 raise ValueError(f"the student's head predicts teacher layer {max(self.head_layers)}; the teacher has {t_layers}")
             if student.head.out_dim != teacher.config.embed_dim:
                 raise ValueError(f"the student's head predicts width {student.head.out_dim}; the teacher's is {teacher.config.embed_dim}")
+        elif "cluster_kl" in self.weights:
+            for who, m in (("student", student), ("teacher", teacher)):
+                if m.head is None or m.config.head.get("type") not in ("cluster", "hubert"):
+                    raise ValueError(f"objective cluster_kl needs a {who} with a cluster (or hubert) prediction head")
+            if _num_classes(student) != _num_classes(teacher):
+                raise ValueError(f"the student's head predicts {_num_classes(student)} clusters, the teacher's {_num_classes(teacher)}")
+            if sub is not None:
+                raise ValueError("cluster_kl matches posteriors frame by frame: not available with a subsampled student")
         elif student.head is not None:
-            raise ValueError("the student has a prediction head that no objective trains: build it without one or add l1_cos")
-        self.teacher_layers_needed = max(self.layer_map + self.head_layers)
+            raise ValueError("the student has a prediction head that no objective trains: build it without one or add l1_cos / cluster_kl")
+        if temperature <= 0:
+            raise ValueError(f"temperature must be > 0, not {temperature}")
+        self.temperature = float(temperature)
+        self.teacher_layers_needed = max(self.layer_map + self.head_layers + ([t_layers] if "cluster_kl" in self.weights else []))
         self.need_attention = any(k in self.weights for k in ATTENTION_OBJECTIVES)
         self.normalize, self.method, self.cos_weight, self.max_mismatch = normalize, method, cos_weight, max_mismatch
         teacher.requires_grad_(False)
@@ -131,9 +147,11 @@ class DistillationTask(nn.Module):
     def teacher_outputs(self, wavs: Tensor, lengths: Tensor):
         with torch.inference_mode():
             out = self.teacher(wavs, lengths, need_attention=self.need_attention, num_layers=max(self.teacher_layers_needed, 1))
+            logits = _logits(self.teacher, out.hidden_states[-1]) if "cluster_kl" in self.weights else None
         # out of inference mode: these tensors are saved for the student's backward pass
         states = [h.clone() for h in out.hidden_states]
         attns = [a.clone() for a in out.attentions]
+        self._teacher_logits = None if logits is None else logits.clone()
         return states, attns, out.lengths.clone()
 
     def forward(self, batch: Dict[str, Tensor]) -> Tuple[Tensor, Dict[str, Tuple[float, float]]]:
@@ -186,6 +204,9 @@ class DistillationTask(nn.Module):
                 preds = self.student.head(s_out.hidden_states[-1])  # (B, heads, T, D)
             targets = [t_states[i] for i in self.head_layers]
             terms["l1_cos"] = l1_cos_loss(targets, list(preds.unbind(1)), frames, self.cos_weight, self.max_mismatch)
+        if "cluster_kl" in self.weights:
+            terms["cluster_kl"] = kd.cluster_kl(self._teacher_logits, _logits(self.student, s_out.hidden_states[-1]), frames, self.temperature)
+            self._teacher_logits = None
         if self.subsampler_kind == "cif":
             alpha, n = s_out.subsampled.alpha, s_out.frontend_lengths
             if "cardinality" in self.weights:
@@ -202,6 +223,17 @@ class DistillationTask(nn.Module):
             frames_in = float(s_out.frontend_lengths.sum())
             logs["frame_rate_hz"] = (float(s_out.lengths.sum()) * 16000.0 / self.student.downsample_rate, max(frames_in, 1.0))
         return loss, logs
+
+
+def _num_classes(model: SSLModel) -> int:
+    head = model.config.head
+    return int(head["num_classes"][0] if isinstance(head.get("num_classes"), (list, tuple)) else head.get("num_classes", 512 if head["type"] == "cluster" else 504))
+
+
+def _logits(model: SSLModel, last: Tensor) -> Tensor:
+    """The cluster logits of a model's last layer (eq. 2 / 8; a HuBERT head's first codebook)."""
+    logits = model.head(last)
+    return logits[0] if isinstance(logits, list) else logits
 
 
 def student_without_head(task: DistillationTask) -> Optional[SSLModel]:

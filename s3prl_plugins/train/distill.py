@@ -44,7 +44,7 @@ from s3prl_plugins.train.trainer import Trainer, TrainerConfig
 
 logger = logging.getLogger(__name__)
 
-LOSS_KEYS = ("normalize", "method", "layer_map", "cos_weight", "max_mismatch", "frames_per_segment", "detach_teacher_alpha")
+LOSS_KEYS = ("normalize", "method", "layer_map", "cos_weight", "max_mismatch", "frames_per_segment", "detach_teacher_alpha", "temperature")
 
 
 def init_from_teacher(student: SSLModel, teacher: SSLModel, frontend: bool = True, layers: bool = True) -> List[str]:
@@ -96,7 +96,12 @@ def build_student(section: Dict[str, Any]) -> SSLModel:
 
 def export_student(task: DistillationTask, path: str) -> None:
     """``model.pt`` (ours, heads dropped) and, for a DistilHuBERT-shaped student with heads, also
-    ``distiller_local.pt`` beside it: s3prl's own DistilHuBERT format (``s3prl.hub.distiller_local``)."""
+    ``distiller_local.pt`` beside it: s3prl's own DistilHuBERT format (``s3prl.hub.distiller_local``).
+    A KD student (``cluster_kl``) keeps its cluster head W_hat (eq. 8): it is the student's own objective
+    when it is compressed further (Lin et al. §VI-B); upstreams never read it."""
+    if "cluster_kl" in task.weights:
+        save_checkpoint(path, copy.deepcopy(task.student).cpu().eval(), kind="distillation", objectives=dict(task.weights))
+        return
     save_checkpoint(path, student_without_head(task), kind="distillation", objectives=dict(task.weights))
     student = task.student
     if student.head is not None and student.config.head.get("type") == "distil":

@@ -422,7 +422,12 @@ class Trainer:
             mininterval=1.0 if sys.stderr.isatty() else 30.0,  # logs to files stay readable
         )
         running: Dict[str, list] = {}
+        update_logs: Dict[str, list] = {}
         last_valid: Dict[str, float] = {}
+        # a task may act after every update and end training early: weight pruning re-applies its masks
+        # there and stops when the loss has converged (s3prl_plugins.compress.recovery.RecoveryTask)
+        after_update = getattr(self.task, "after_update", None)
+        done_early = False
         t0 = time.time()
         while self.step < cfg.max_steps:
             # exact resume: the sampler skips the batches already used (nothing is decoded for them)
@@ -443,11 +448,15 @@ class Trainer:
                     acc = running.setdefault(k, [0.0, 0.0])
                     acc[0] += float(s)
                     acc[1] += float(n)
+                    u = update_logs.setdefault(k, [0.0, 0.0])
+                    u[0] += float(s)
+                    u[1] += float(n)
                 micro += 1
                 if micro < cfg.grad_accum:
                     continue
                 micro = 0
                 if not self._all_finite(finite):
+                    update_logs = {}
                     self.optimizer.zero_grad(set_to_none=True)
                     self.bad_steps += 1
                     self.consecutive_bad += 1
@@ -469,6 +478,10 @@ class Trainer:
                 self.scheduler.step()
                 self.step += 1
                 bar.update(1)
+                loss_sum, loss_count = update_logs.get("loss", (0.0, 0.0))
+                update_loss = loss_sum / loss_count if loss_count else float("nan")
+                update_logs = {}
+                done_early = bool(after_update(update_loss)) if after_update is not None else False
                 if self.step % cfg.log_every == 0 or self.step == cfg.max_steps:
                     values = {k: s / max(n, 1e-9) for k, (s, n) in running.items()}
                     values.update(
@@ -483,9 +496,14 @@ class Trainer:
                     last_valid = self.validate()
                     self._log("valid", last_valid)
                     logger.info("step %d valid %s", self.step, " ".join(f"{k}={v:.4g}" for k, v in last_valid.items()))
-                if self.step % cfg.save_every == 0 or self.step in (cfg.max_steps, stop_at):
+                if done_early:
+                    logger.info("step %d: the task asked to stop (converged)", self.step)
+                    if self.valid_data is not None and self.step % cfg.valid_every != 0:
+                        last_valid = self.validate()
+                        self._log("valid", last_valid)
+                if self.step % cfg.save_every == 0 or self.step in (cfg.max_steps, stop_at) or done_early:
                     self.save()
-                if self.step >= cfg.max_steps or self.step == stop_at:
+                if self.step >= cfg.max_steps or self.step == stop_at or done_early:
                     break
             else:
                 self.epoch += 1
@@ -493,7 +511,7 @@ class Trainer:
                 continue
             break
         bar.close()
-        if stop_at is not None and self.step < cfg.max_steps:
+        if stop_at is not None and self.step < cfg.max_steps and not done_early:
             return last_valid
         if self.export is not None and self._is_main():
             self.export(self.task, os.path.join(cfg.exp_dir, "model.pt"))

@@ -1,0 +1,47 @@
+"""Compress a model with any chain of Lin et al. (2024)'s methods -- weight, head and FFN pruning, KD,
+first-k layers, diagonal-head replacement -- each step recovering with the model's own objective and
+each iteration measured (loss, params, MACs per second, RTF, probes) into ``exp_dir/trajectory.csv``.
+Resumes where it stopped. The config format: :mod:`s3prl_plugins.compress.pipeline`.
+
+Usage::
+
+    python -m s3prl_plugins.bin.compress --config conf/compress_heads.yaml [--set exp_dir=exp/x steps.0.iterations=2 ...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+
+import yaml
+
+from s3prl_plugins.bin.pretrain import apply_overrides
+from s3prl_plugins.compress.pipeline import run_compress
+from s3prl_plugins.compress.structured import PruningError
+from s3prl_plugins.models.checkpoint import CheckpointError
+from s3prl_plugins.train.trainer import TrainingError
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--config", required=True)
+    p.add_argument("--set", nargs="*", default=[], help="overrides, e.g. exp_dir=exp/compress/heads trainer.lr=1e-4")
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    with open(args.config) as f:
+        config = apply_overrides(yaml.safe_load(f), args.set)
+    try:
+        rows = run_compress(config)
+    except (PruningError, TrainingError, ValueError, CheckpointError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    keys = ("name", "params", "macs_per_second", "weight_density", "loss", "per")
+    for r in rows:
+        print(json.dumps({k: r.get(k) for k in keys}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

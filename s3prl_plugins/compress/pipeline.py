@@ -1,0 +1,428 @@
+"""The compression chain: any sequence of Lin et al. (2024)'s methods on any model of the zoo, each step
+followed by training with the model's own objective, each iteration measured -- from one YAML config.
+
+Config::
+
+    model: exp/melhubert_tiny/model.pt          # our checkpoint to compress
+    objective:                                  # the model's own loss while it recovers
+      type: masked_prediction                   # {mask_prob, mask_length, unmasked_weight}: needs data.*_labels
+      # type: distillation                      # {teacher: CKPT, objectives: {...}, loss: {...}} (students)
+    data: {train, valid, train_labels, valid_labels, max_seconds, batch_seconds, batch_size}
+    trainer: {lr: 1.0e-5, schedule: constant, ...}   # TrainerConfig fields of every recovery run
+    steps:                                      # in order; each runs one or more iterations
+      - {method: weight, densities: [0.8, 0.7] | schedule: paper, stop: 0.3,
+         trigger: {type: fixed, updates: 200} | {type: plateau, decay: 0.9998, window: 15000,
+                   tolerance: 0.001, max_updates: 100000}}
+      - {method: heads, score: gradient | l1, remove: 2 (per iteration: over all layers for
+         gradient, per layer for l1), iterations: 2, score_fraction: 0.25, updates: 200}
+      - {method: ffn, remove: 128 (per layer), iterations: 5 | until: 512, updates: 200}
+      - {method: kd, layers: 6, temperature: 1.0, updates: 2000}   # student of the current model
+      - {method: first_k, layers: 2}                                # no training
+      - {method: replace_heads, kind: identity | conv, remove: 2, iterations: 3, kernel: 21,
+         utterances: 100, updates: 200}
+    measure: {diagonality: 100, rtf_seconds: 10, probe: {train, valid, test, max_steps}}
+    exp_dir: exp/compress/NAME
+
+Every iteration writes ``exp_dir/<NN>_<method><k>/`` with ``model.pt`` (our format: loads with
+``melhubert_pruned_local`` / ``star_hubert_local``; its config holds the new shape and the weight
+density), ``metrics.json`` and the recovery run's checkpoints and TensorBoard logs; ``trajectory.csv``
+and ``trajectory.json`` gather every row (density, loss, params, MACs per second dense and nonzero,
+RTF, probe PER, diagonality). An iteration whose ``metrics.json`` exists is not run again, so a killed
+chain resumes where it stopped (inside an iteration the trainer resumes from its checkpoint).
+
+After ``kd`` the chain's objective becomes distillation from the model before it (``cluster_kl``), the
+student's own objective from then on (§VI-B: KD to 6 layers, then head and FFN pruning).
+"""
+
+from __future__ import annotations
+
+import copy
+import csv
+import json
+import logging
+import os
+import random
+from typing import Any, Dict, List, Optional, Tuple
+
+import torch
+
+from s3prl_plugins.compress import diagonal, scores
+from s3prl_plugins.compress.recovery import RecoveryTask
+from s3prl_plugins.compress.structured import PruningError, count_heads, prune_ffn, prune_heads, replace_heads, truncate_layers
+from s3prl_plugins.compress.weight import LossPlateau, density_schedule, masks_from_model, model_density, per_layer_density
+from s3prl_plugins.data.dataset import AudioDataset, BucketBatchSampler, collate, read_labels
+from s3prl_plugins.models.checkpoint import load_checkpoint, save_checkpoint
+from s3prl_plugins.models.ssl_model import SSLModel, count_parameters
+from s3prl_plugins.nn.frontends import LogMelFrontend
+
+logger = logging.getLogger(__name__)
+
+METHODS = ("weight", "heads", "ffn", "kd", "first_k", "replace_heads")
+STEP_KEYS = {
+    "weight": {"densities", "schedule", "start", "stop", "trigger", "updates", "trainer"},
+    "heads": {"score", "remove", "iterations", "score_fraction", "min_keep", "updates", "trainer"},
+    "ffn": {"remove", "iterations", "until", "updates", "trainer"},
+    "kd": {"layers", "temperature", "updates", "trainer", "seed"},
+    "first_k": {"layers"},
+    "replace_heads": {"kind", "remove", "iterations", "kernel", "utterances", "updates", "trainer"},
+}
+CSV_FIELDS = (
+    "iteration", "name", "method", "layers", "heads", "attention_heads", "ffn_units", "weight_density", "loss", "params",
+    "params_nonzero", "macs_per_second", "macs_nonzero_per_second", "rtf_cpu", "per", "sid_accuracy", "diagonality",
+    "updates",
+)
+
+
+def check_config(config: Dict[str, Any]) -> None:
+    """Refuse a config that cannot run before anything is written."""
+    for key in ("model", "objective", "data", "steps", "exp_dir"):
+        if key not in config:
+            raise ValueError(f"compression config has no '{key}'")
+    kind = config["objective"].get("type")
+    if kind not in ("masked_prediction", "distillation"):
+        raise ValueError(f"objective.type must be masked_prediction or distillation, not {kind!r}")
+    for i, step in enumerate(config["steps"]):
+        method = step.get("method")
+        if method not in METHODS:
+            raise ValueError(f"steps[{i}].method must be one of {METHODS}, not {method!r}")
+        unknown = sorted(set(step) - STEP_KEYS[method] - {"method"})
+        if unknown:
+            raise ValueError(f"steps[{i}] ({method}): unknown key(s) {unknown}; known: {sorted(STEP_KEYS[method])}")
+        if method == "heads" and step.get("score", "gradient") not in ("gradient", "l1"):
+            raise ValueError(f"steps[{i}].score must be gradient or l1, not {step.get('score')!r}")
+        if method == "replace_heads" and step.get("kind", "identity") not in ("identity", "conv"):
+            raise ValueError(f"steps[{i}].kind must be identity or conv, not {step.get('kind')!r}")
+        if method == "weight":
+            trig = step.get("trigger", {"type": "fixed"})
+            if trig.get("type") not in ("fixed", "plateau"):
+                raise ValueError(f"steps[{i}].trigger.type must be fixed or plateau, not {trig.get('type')!r}")
+
+
+class Chain:
+    """Runs a compression config (see the module docstring)."""
+
+    def __init__(self, config: Dict[str, Any]):
+        check_config(config)
+        self.config = config
+        self.exp_dir = str(config["exp_dir"])
+        self.data = dict(config["data"])
+        self.objective = dict(config["objective"])
+        self.measure = dict(config.get("measure") or {})
+        self.rows: List[Dict[str, Any]] = []
+        self._labels: Dict[str, Any] = {}
+        self._teachers: Dict[str, SSLModel] = {}
+
+    # ------------------------------------------------------------ the objective
+    def _teacher(self, path: str) -> SSLModel:
+        if path not in self._teachers:
+            self._teachers[path] = load_checkpoint(path)[0]
+        return self._teachers[path]
+
+    def build_task(self, model: SSLModel, objective: Optional[Dict[str, Any]] = None) -> torch.nn.Module:
+        """The model's own training objective as a trainer task."""
+        obj = objective or self.objective
+        if obj["type"] == "masked_prediction":
+            from s3prl_plugins.tasks.masked_prediction import MaskedPredictionTask
+
+            if model.mask_emb is None or model.head is None:
+                raise PruningError(
+                    "objective masked_prediction needs a model with a mask embedding and a cluster head; this one "
+                    "(a distilled student?) has none: use objective {type: distillation, teacher: ..., objectives: {cluster_kl: 1.0}}"
+                )
+            opts = {k: obj[k] for k in ("mask_prob", "mask_length", "unmasked_weight", "max_label_mismatch") if k in obj}
+            return MaskedPredictionTask(model, **opts)
+        from s3prl_plugins.tasks.distillation import DistillationTask
+
+        teacher = self._teacher(str(obj["teacher"]))
+        return DistillationTask(teacher, model, obj.get("objectives", {"cluster_kl": 1.0}), **dict(obj.get("loss") or {}))
+
+    def _needs_labels(self, objective: Dict[str, Any]) -> bool:
+        return objective["type"] == "masked_prediction"
+
+    def dataset(self, split: str, model: SSLModel, objective: Dict[str, Any]) -> Optional[AudioDataset]:
+        if not self.data.get(split):
+            return None
+        labels = None
+        if self._needs_labels(objective):
+            key = f"{split}_labels"
+            if not self.data.get(key):
+                raise ValueError(f"objective masked_prediction needs data.{key} (the k-means codes)")
+            if key not in self._labels:
+                self._labels[key] = read_labels(self.data[key])
+            labels = self._labels[key]
+        min_samples = model.min_samples
+        if objective["type"] == "distillation":
+            min_samples = max(min_samples, self._teacher(str(objective["teacher"])).min_samples)
+        max_s = self.data.get("max_seconds", 8.0) if split == "train" else None
+        return AudioDataset(self.data[split], labels, max_s, frame_stride=model.downsample_rate, min_samples=min_samples)
+
+    def loader_data(self, ds: AudioDataset, shuffle: bool, seed: int = 0):
+        sampler = BucketBatchSampler(
+            [ds.duration(i) for i in range(len(ds))], self.data.get("batch_seconds", 60.0), shuffle=shuffle, seed=seed,
+            max_batch_size=int(self.data.get("batch_size", 1000)),
+        )
+        return (ds, sampler, collate)
+
+    def batches(self, ds: AudioDataset, fraction: float = 1.0, seed: int = 0):
+        """Batches of a random ``fraction`` of ``ds`` (scores, diagonality)."""
+        idx = list(range(len(ds)))
+        random.Random(seed).shuffle(idx)
+        idx = sorted(idx[: max(1, int(round(fraction * len(idx))))])
+        durations = [ds.duration(i) for i in idx]
+        sampler = BucketBatchSampler(durations, self.data.get("batch_seconds", 60.0), shuffle=False, max_batch_size=int(self.data.get("batch_size", 1000)))
+        for b in sampler:
+            items = [ds[idx[j]] for j in b]
+            batch = collate([it for it in items if it is not None])
+            batch.pop("skipped", None)
+            yield batch
+
+    # ------------------------------------------------------------- recovery
+    def recover(self, model: SSLModel, out_dir: str, updates: int, objective: Dict[str, Any], step: Dict[str, Any], masks=None, plateau=None) -> Tuple[SSLModel, Dict[str, float], int]:
+        """Train ``model`` for ``updates`` updates (or until ``plateau``) with ``objective``; returns the
+        model, the last validation statistics and the updates run."""
+        from s3prl_plugins.train.trainer import Trainer, TrainerConfig
+
+        tcfg = {"max_steps": max(1, updates), "lr": 1e-5, "schedule": "constant", "log_every": 20, "save_every": 100, "valid_every": 10**9, **dict(self.config.get("trainer") or {}), **dict(step.get("trainer") or {})}
+        tcfg["exp_dir"] = out_dir
+        tcfg["max_steps"] = max(1, updates)
+        tcfg["valid_every"] = min(int(tcfg["valid_every"]), tcfg["max_steps"])
+        cfg = TrainerConfig(**tcfg)
+        task = self.build_task(model, objective)
+        wrapped = RecoveryTask(task, model, masks=masks, plateau=plateau)
+        train = self.dataset("train", model, objective)
+        valid = self.dataset("valid", model, objective)
+        trainer = Trainer(cfg, wrapped, self.loader_data(train, True, cfg.seed), self.loader_data(valid, False) if valid else None)
+        last = trainer.train()
+        model.eval()
+        return model, last, trainer.step
+
+    def valid_loss(self, model: SSLModel, objective: Dict[str, Any]) -> Optional[float]:
+        """The objective's loss on ``data.valid`` (the same statistic the trainer logs)."""
+        valid = self.dataset("valid", model, objective)
+        if valid is None:
+            return None
+        task = self.build_task(model, objective).eval()
+        total, count = 0.0, 0.0
+        with torch.no_grad():
+            for batch in self.batches(valid):
+                _, logs = task(batch)
+                s, n = logs["loss"]
+                total, count = total + float(s), count + float(n)
+        return total / max(count, 1e-9)
+
+    # ------------------------------------------------------------- measures
+    def measure_model(self, model: SSLModel, row: Dict[str, Any], out_dir: str, objective: Dict[str, Any]) -> Dict[str, Any]:
+        from s3prl_plugins.eval.profile import profile_model
+
+        c = model.config
+        prof = profile_model(model, name=row["name"], rtf_seconds=float(self.measure.get("rtf_seconds", 10.0)), rtf_repeats=int(self.measure.get("rtf_repeats", 3)), gpu=False)
+        row.update(
+            layers=c.num_layers, heads=count_heads(model), attention_heads=sum(c.num_heads), ffn_units=sum(c.ffn_dims),
+            weight_density=round(model_density(model), 6) if c.num_layers else None,
+            params=count_parameters(model, include_head=False), params_nonzero=prof.params_nonzero,
+            macs_per_second=prof.macs_per_second, macs_nonzero_per_second=prof.macs_nonzero_per_second, rtf_cpu=prof.rtf_cpu,
+        )
+        if row.get("loss") is None:
+            row["loss"] = self.valid_loss(model, objective)
+        row["per_layer_density"] = per_layer_density(model)
+        n_diag = int(self.measure.get("diagonality", 0) or 0)
+        if n_diag and sum(c.num_heads) and self.data.get("valid"):
+            per_head = diagonal.head_diagonality(model, self.batches(self._plain("valid", model)), max_utterances=n_diag)
+            row["diagonality"] = diagonal.mean_diagonality(per_head)
+            row["diagonality_per_head"] = [t.tolist() for t in per_head]
+        probe = self.measure.get("probe")
+        if probe:
+            from s3prl_plugins.eval.phone_ctc import run_probe
+
+            ckpt = os.path.join(out_dir, "model.pt")
+            res = run_probe(ckpt, probe["train"], probe["test"], os.path.join(out_dir, "probe"), int(probe.get("max_steps", 2000)), probe.get("valid"))
+            row["per"] = res["per"]
+        sid = self.measure.get("sid")
+        if sid:
+            from s3prl_plugins.eval.utterance_probe import run_utterance_probe
+
+            res = run_utterance_probe(os.path.join(out_dir, "model.pt"), sid["train"], sid["test"], os.path.join(out_dir, "probe_sid"), "speaker", progress=False)
+            row["sid_accuracy"] = res["accuracy"]
+        return row
+
+    def _plain(self, split: str, model: SSLModel) -> AudioDataset:
+        return AudioDataset(self.data[split], None, None, frame_stride=model.downsample_rate, min_samples=model.min_samples)
+
+    # ------------------------------------------------------------------ run
+    def _done(self, out_dir: str) -> Optional[Tuple[SSLModel, Dict[str, Any]]]:
+        metrics, ckpt = os.path.join(out_dir, "metrics.json"), os.path.join(out_dir, "model.pt")
+        if os.path.isfile(metrics) and os.path.isfile(ckpt):
+            with open(metrics) as f:
+                row = json.load(f)
+            return load_checkpoint(ckpt)[0], row
+        return None
+
+    def _finish(self, model: SSLModel, out_dir: str, row: Dict[str, Any], objective: Dict[str, Any], history: List[Dict[str, Any]]) -> None:
+        os.makedirs(out_dir, exist_ok=True)
+        density = model_density(model)
+        if density < 1.0 - 1e-9:
+            model.config.weight_density = round(density, 6)
+        save_checkpoint(os.path.join(out_dir, "model.pt"), model.cpu().eval(), kind="compression", compression=history, objective=_plain_objective(objective))
+        row = self.measure_model(model, row, out_dir, objective)
+        tmp = os.path.join(out_dir, "metrics.json.tmp")
+        with open(tmp, "w") as f:
+            json.dump(row, f, indent=2)
+        os.replace(tmp, os.path.join(out_dir, "metrics.json"))
+        self.rows.append(row)
+        self.write_trajectory()
+        logger.info("%s: %s", row["name"], ", ".join(f"{k}={row[k]:.4g}" for k in ("loss", "params", "macs_per_second", "rtf_cpu", "per") if isinstance(row.get(k), (int, float))))
+
+    def write_trajectory(self) -> None:
+        os.makedirs(self.exp_dir, exist_ok=True)
+        tmp = os.path.join(self.exp_dir, "trajectory.csv.tmp")
+        with open(tmp, "w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=list(CSV_FIELDS), extrasaction="ignore")
+            w.writeheader()
+            for r in self.rows:
+                w.writerow({k: r.get(k) for k in CSV_FIELDS})
+        os.replace(tmp, os.path.join(self.exp_dir, "trajectory.csv"))
+        tmp = os.path.join(self.exp_dir, "trajectory.json.tmp")
+        with open(tmp, "w") as f:
+            json.dump(self.rows, f, indent=1)
+        os.replace(tmp, os.path.join(self.exp_dir, "trajectory.json"))
+
+    def run(self) -> List[Dict[str, Any]]:
+        torch.manual_seed(int((self.config.get("trainer") or {}).get("seed", 0)))
+        model, _ = load_checkpoint(str(self.config["model"]))
+        objective = dict(self.objective)
+        history: List[Dict[str, Any]] = []
+        it = 0
+        base_dir = os.path.join(self.exp_dir, "00_base")
+        done = self._done(base_dir)
+        if done:
+            self.rows.append(done[1])
+        else:
+            self._finish(model, base_dir, {"iteration": 0, "name": "00_base", "method": "none", "updates": 0}, objective, history)
+            model = load_checkpoint(os.path.join(base_dir, "model.pt"))[0]
+        for s, step in enumerate(self.config["steps"]):
+            method = step["method"]
+            for k, action in enumerate(self._iterations(step, model)):
+                it += 1
+                name = f"{it:02d}_{method}{k + 1}"
+                out_dir = os.path.join(self.exp_dir, name)
+                done = self._done(out_dir)
+                history.append({"method": method, **{key: v for key, v in action.items() if key != "apply"}})
+                if done:
+                    model, row = done
+                    self.rows.append(row)
+                    objective = row.get("objective_after", objective) if isinstance(row.get("objective_after"), dict) else objective
+                    continue
+                model, row, objective = self._apply(model, step, action, out_dir, objective, it, name)
+                self._finish(model, out_dir, row, objective, history)
+                model = load_checkpoint(os.path.join(out_dir, "model.pt"))[0]
+        return self.rows
+
+    def _iterations(self, step: Dict[str, Any], model: SSLModel):
+        """Lazily, the iterations of one step: dicts describing each (computed on the current model)."""
+        method = step["method"]
+        if method == "weight":
+            if step.get("densities"):
+                targets = [float(d) for d in step["densities"]]
+            else:
+                start = float(step.get("start", round(model_density(model), 6)))
+                targets = density_schedule(start, float(step.get("stop", 0.05)))
+            for d in targets:
+                yield {"density": d}
+        elif method in ("heads", "replace_heads"):
+            for _ in range(int(step.get("iterations", 1))):
+                yield {"remove": int(step.get("remove", 1))}
+        elif method == "ffn":
+            if step.get("until") is not None:
+                per = int(step.get("remove", 128))
+                width = max(model.config.ffn_dims)
+                n = max(0, -(-(width - int(step["until"])) // per))
+            else:
+                n = int(step.get("iterations", 1))
+            for _ in range(n):
+                yield {"remove": int(step.get("remove", 128))}
+        elif method == "kd":
+            yield {"layers": int(step["layers"])}
+        elif method == "first_k":
+            yield {"layers": int(step["layers"])}
+
+    def _apply(self, model: SSLModel, step: Dict[str, Any], action: Dict[str, Any], out_dir: str, objective: Dict[str, Any], it: int, name: str):
+        method = step["method"]
+        updates = int(step.get("updates", 200))
+        row: Dict[str, Any] = {"iteration": it, "name": name, "method": method}
+        masks = plateau = None
+        if method == "weight":
+            masks = masks_from_model(model)
+            delta = masks.prune_to(model, action["density"])
+            row["threshold"] = delta
+            trig = step.get("trigger", {"type": "fixed"})
+            if trig["type"] == "plateau":
+                plateau = LossPlateau(float(trig.get("decay", 0.9998)), int(trig.get("window", 15000)), float(trig.get("tolerance", 1e-3)))
+                updates = int(trig.get("max_updates", updates))
+            else:
+                updates = int(trig.get("updates", updates))
+        elif method == "heads":
+            if count_heads(model) == 0:
+                raise PruningError(f"{name}: the model has no heads left to prune")
+            min_keep = int(step.get("min_keep", 1))
+            if step.get("score", "gradient") == "l1":
+                plan = scores.select_per_layer(scores.head_l1_scores(model), action["remove"], min_keep=min_keep)
+            else:
+                train = self.dataset("train", model, objective)
+                raw = scores.head_gradient_scores(self.build_task(model, objective), model, self.batches(train, float(step.get("score_fraction", 0.25))))
+                plan = scores.select_global(scores.normalize_within_layers(raw), action["remove"], min_keep_per_layer=min_keep)
+            row["removed"] = {str(k): v for k, v in plan.items()}
+            model = prune_heads(model, plan, allow_empty_layer=min_keep == 0)
+        elif method == "ffn":
+            plan = scores.select_per_layer(scores.ffn_l1_scores(model), action["remove"], what="FFN units")
+            model = prune_ffn(model, plan)
+        elif method == "replace_heads":
+            if sum(model.config.num_heads) == 0:
+                raise PruningError(f"{name}: the model has no attention heads left to replace")
+            if step.get("kernel"):
+                model.config.head_conv_kernel = int(step["kernel"])
+            per_head = diagonal.head_diagonality(model, self.batches(self._plain("train", model)), max_utterances=int(step.get("utterances", 100)))
+            plan = scores.select_global([-t for t in per_head], action["remove"], min_keep_per_layer=0, what="attention heads")
+            row["replaced"] = {str(k): v for k, v in plan.items()}
+            model = replace_heads(model, plan, step.get("kind", "identity"))
+        elif method == "first_k":
+            model = truncate_layers(model, action["layers"])
+            row["updates"] = 0
+            return model, row, objective
+        elif method == "kd":
+            teacher_path = os.path.join(os.path.dirname(out_dir), f"{it - 1:02d}_teacher.pt")
+            save_checkpoint(teacher_path, model.cpu().eval(), kind="compression_teacher")
+            torch.manual_seed(int(step.get("seed", 0)))
+            c = model.config
+            head = c.head if c.head and c.head.get("type") == "cluster" else None
+            if head is None:
+                raise PruningError("kd: the model to distil needs a cluster head (its posteriors are the targets, eq. 7)")
+            student_cfg = type(c).from_dict({
+                **c.to_dict(), "num_layers": action["layers"], "num_heads": [max(c.num_heads)] * action["layers"],
+                "ffn_dims": [max(c.ffn_dims)] * action["layers"], "identity_heads": [], "conv_heads": [], "mask_embedding": False,
+                "weight_density": None, "name": f"{c.name}_kd{action['layers']}",
+            })
+            student = SSLModel(student_cfg)
+            if isinstance(model.frontend, LogMelFrontend):  # the log-Mel normalisation statistics (buffers, not learned)
+                student.frontend.load_state_dict(model.frontend.state_dict())
+            objective = {"type": "distillation", "teacher": teacher_path, "objectives": {"cluster_kl": 1.0}, "loss": {"temperature": float(step.get("temperature", 1.0))}}
+            model = student
+            row["objective_after"] = objective
+        if masks is None and model.config.weight_density is not None:
+            # weight-pruned earlier in the chain: its zeros stay zeros while this step's recovery trains
+            masks = masks_from_model(model)
+        row["objective"] = objective["type"]
+        model, last, ran = self.recover(model, out_dir, updates, objective, step, masks=masks, plateau=plateau)
+        row["loss"] = last.get("loss")
+        row["updates"] = ran
+        if masks is not None:
+            row["per_matrix_density"] = masks.per_matrix_density()
+        return model, row, objective
+
+
+def _plain_objective(objective: Dict[str, Any]) -> Dict[str, Any]:
+    return json.loads(json.dumps(objective))
+
+
+def run_compress(config: Dict[str, Any]) -> List[Dict[str, Any]]:
+    """Run a compression config; returns the trajectory rows."""
+    return Chain(copy.deepcopy(config)).run()
