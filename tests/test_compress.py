@@ -516,6 +516,12 @@ def test_the_chain_runs_every_method_keeps_weight_zeros_and_resumes(chain_inputs
     with open(os.path.join(cfg["exp_dir"], "trajectory.csv")) as f:
         table = list(csv.DictReader(f))
     assert [t["name"] for t in table] == names
+    from s3prl_plugins.eval.compression_report import write_report
+
+    files = write_report([cfg["exp_dir"]], str(root / "report"))
+    for key in ("tradeoff", "density", "weight_density", "diagonality", "report"):
+        assert files[key] and os.path.getsize(files[key]) > 1000, key
+    assert "| chain | 02_weight2 |" in open(files["report"]).read()
     # a rerun finds every iteration done: nothing is trained again, the same rows come back
     stamp = os.path.getmtime(os.path.join(cfg["exp_dir"], "03_heads1", "model.pt"))
     again = run_compress(cfg)
@@ -551,3 +557,36 @@ def test_the_chain_refuses_bad_steps_before_writing(chain_inputs):
     cfg["steps"][1]["score"] = "l1"
     rows = run_compress(cfg)  # after kd the objective is the student's distillation loss: this works
     assert rows[-1]["objective"] == "distillation"
+
+
+def test_a_waveform_student_is_pruned_with_its_distillation_loss_and_loads_as_star_hubert_local(chain_inputs, tmp_path):
+    import s3prl.hub as hub
+
+    import s3prl_plugins  # noqa: F401 - registers the entries
+    from s3prl_plugins.compress.pipeline import run_compress
+
+    root, data, labels, _ = chain_inputs
+    torch.manual_seed(0)
+    star = star_hubert_config(embed_dim=32, num_layers=2, num_heads=4, ffn_dim=48, conv_layers=[(32, 10, 5), (32, 8, 4), (32, 4, 4), (32, 4, 4)],
+                              pos_conv_kernel=8, pos_conv_groups=4)
+    teacher, student = str(tmp_path / "teacher.pt"), str(tmp_path / "student.pt")
+    save_checkpoint(teacher, SSLModel(star.replace(num_layers=3, num_heads=[4] * 3, ffn_dims=[48] * 3)))
+    save_checkpoint(student, SSLModel(star))
+    cfg = _chain_config(root, data, labels, student, [
+        {"method": "heads", "score": "gradient", "remove": 2, "updates": 2},
+        {"method": "weight", "densities": [0.5], "trigger": {"type": "plateau", "decay": 0.5, "window": 1, "tolerance": 1e9, "max_updates": 5}},
+    ], "star_chain")
+    cfg["objective"] = {"type": "distillation", "teacher": teacher, "objectives": {"layer_wise": 1.0, "intra_layer": 1.0}, "loss": {"layer_map": [0, 2, 3]}}
+    rows = run_compress(cfg)
+    assert rows[1]["attention_heads"] == 6 and rows[1]["objective"] == "distillation"
+    assert rows[2]["updates"] == 2  # the plateau fired on the second update
+    path = os.path.join(cfg["exp_dir"], "02_weight1", "model.pt")
+    expert = hub.star_hubert_local(ckpt=path).eval()
+    model = load_checkpoint(path)[0]
+    assert model.config.weight_density == pytest.approx(0.5, abs=1e-3)
+    wav = torch.randn(4000) * 0.1
+    with torch.no_grad():
+        got = expert([wav])["hidden_states"]
+        ref = model(wav[None]).hidden_states
+    for g, r in zip(got, ref):
+        torch.testing.assert_close(g, r, atol=1e-6, rtol=0)

@@ -5,7 +5,11 @@ Resumes where it stopped. The config format: :mod:`s3prl_plugins.compress.pipeli
 
 Usage::
 
-    python -m s3prl_plugins.bin.compress --config conf/compress_heads.yaml [--set exp_dir=exp/x steps.0.iterations=2 ...]
+    python -m s3prl_plugins.bin.compress --config conf/compress/common.yaml conf/compress/heads.yaml \
+        [--set exp_dir=exp/x steps.0.iterations=2 ...]
+
+Several ``--config`` files are merged in order (mappings key by key, a later value wins): the shared
+model, objective, data and measurements in one, each chain's ``steps`` in another.
 """
 
 from __future__ import annotations
@@ -24,14 +28,25 @@ from s3prl_plugins.models.checkpoint import CheckpointError
 from s3prl_plugins.train.trainer import TrainingError
 
 
+def merge(base: dict, more: dict) -> dict:
+    """``more`` over ``base``: nested mappings merged key by key, anything else replaced."""
+    out = dict(base)
+    for k, v in more.items():
+        out[k] = merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--config", required=True)
+    p.add_argument("--config", nargs="+", required=True, help="YAML files, merged in order")
     p.add_argument("--set", nargs="*", default=[], help="overrides, e.g. exp_dir=exp/compress/heads trainer.lr=1e-4")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    with open(args.config) as f:
-        config = apply_overrides(yaml.safe_load(f), args.set)
+    config: dict = {}
+    for path in args.config:
+        with open(path) as f:
+            config = merge(config, yaml.safe_load(f) or {})
+    config = apply_overrides(config, args.set)
     try:
         rows = run_compress(config)
     except (PruningError, TrainingError, ValueError, CheckpointError) as e:

@@ -22,6 +22,7 @@ Config::
          utterances: 100, updates: 200}
     measure: {diagonality: 100, rtf_seconds: 10, probe: {train, valid, test, max_steps}}
     exp_dir: exp/compress/NAME
+    base_dir: exp/compress/base    # optional: where the uncompressed model's row is measured (shared by chains)
 
 Every iteration writes ``exp_dir/<NN>_<method><k>/`` with ``model.pt`` (our format: loads with
 ``melhubert_pruned_local`` / ``star_hubert_local``; its config holds the new shape and the weight
@@ -67,7 +68,7 @@ STEP_KEYS = {
     "replace_heads": {"kind", "remove", "iterations", "kernel", "utterances", "updates", "trainer"},
 }
 CSV_FIELDS = (
-    "iteration", "name", "method", "layers", "heads", "attention_heads", "ffn_units", "weight_density", "loss", "params",
+    "iteration", "name", "method", "layers", "heads", "attention_heads", "ffn_units", "weight_density", "loss_pruned", "loss", "params",
     "params_nonzero", "macs_per_second", "macs_nonzero_per_second", "rtf_cpu", "per", "sid_accuracy", "diagonality",
     "updates",
 )
@@ -292,10 +293,12 @@ class Chain:
         objective = dict(self.objective)
         history: List[Dict[str, Any]] = []
         it = 0
-        base_dir = os.path.join(self.exp_dir, "00_base")
+        # the uncompressed model's row; ``base_dir`` lets several chains of one model share its measurement
+        base_dir = str(self.config.get("base_dir") or os.path.join(self.exp_dir, "00_base"))
         done = self._done(base_dir)
         if done:
             self.rows.append(done[1])
+            self.write_trajectory()
         else:
             self._finish(model, base_dir, {"iteration": 0, "name": "00_base", "method": "none", "updates": 0}, objective, history)
             model = load_checkpoint(os.path.join(base_dir, "model.pt"))[0]
@@ -411,6 +414,9 @@ class Chain:
             # weight-pruned earlier in the chain: its zeros stay zeros while this step's recovery trains
             masks = masks_from_model(model)
         row["objective"] = objective["type"]
+        if masks is not None:
+            masks.apply(model)
+        row["loss_pruned"] = self.valid_loss(model, objective)  # before recovery: how much there is to recover
         model, last, ran = self.recover(model, out_dir, updates, objective, step, masks=masks, plateau=plateau)
         row["loss"] = last.get("loss")
         row["updates"] = ran

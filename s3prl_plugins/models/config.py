@@ -194,6 +194,9 @@ class SSLModelConfig:
     def to_dict(self) -> Dict[str, Any]:
         d = dataclasses.asdict(self)
         d["conv_layers"] = [list(s) for s in self.conv_layers]
+        for key in ("identity_heads", "conv_heads"):  # none replaced: stored empty, so replace(num_layers=...) works
+            if not any(d[key]):
+                d[key] = []
         return d
 
     @classmethod

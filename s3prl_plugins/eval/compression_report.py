@@ -1,0 +1,223 @@
+"""Figures and table of compression chains (Lin et al. 2024, Fig. 1 and 5-9) from their trajectories.
+
+Each chain of :mod:`s3prl_plugins.compress.pipeline` writes ``<exp_dir>/trajectory.json``: one row per
+iteration. This module puts several chains side by side:
+
+* ``tradeoff.png`` -- PER against MACs per second (weight pruning at its nonzero, "theoretical" MACs),
+  parameters (nonzero) and CPU real-time factor, every chain on one page (Fig. 6-7);
+* ``density.png`` -- pre-training loss and PER against density, each method's own (Fig. 1, 5): the
+  fraction of weights, of heads, of FFN units left;
+* ``weight_density.png`` -- per-layer and per-matrix density along weight pruning (Fig. 8);
+* ``diagonality.png`` -- mean head diagonality along head pruning, and PER of head pruning against the
+  identity / 1-D-convolution replacements (Fig. 9);
+* ``report.md`` -- the table of every row.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Dict, List, Optional, Sequence
+
+from s3prl_plugins.eval.plots import pyplot, save_png
+
+Rows = List[Dict[str, object]]
+
+
+def load_chains(dirs: Sequence[str]) -> Dict[str, Rows]:
+    """``{chain name (its folder's name): rows}`` for every folder with a ``trajectory.json``."""
+    out: Dict[str, Rows] = {}
+    for d in dirs:
+        path = os.path.join(d, "trajectory.json")
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"{d}: no trajectory.json (run python -m s3prl_plugins.bin.compress --config ... there first)")
+        with open(path) as f:
+            out[os.path.basename(os.path.normpath(d))] = json.load(f)
+    return out
+
+
+def relative_density(rows: Rows) -> List[Optional[float]]:
+    """Each row's density relative to the chain's first row, by what the chain's iterations prune."""
+    base = rows[0]
+    out: List[Optional[float]] = []
+    for r in rows:
+        m = r.get("method")
+        if m == "weight" or (m == "none" and any(x.get("method") == "weight" for x in rows)):
+            out.append(r.get("weight_density"))
+        elif m in ("heads", "replace_heads") or (m == "none" and any(x.get("method") in ("heads", "replace_heads") for x in rows)):
+            out.append(_ratio(r.get("attention_heads"), base.get("attention_heads")))
+        elif m == "ffn" or (m == "none" and any(x.get("method") == "ffn" for x in rows)):
+            out.append(_ratio(r.get("ffn_units"), base.get("ffn_units")))
+        else:
+            out.append(None)
+    return out
+
+
+def _ratio(a, b) -> Optional[float]:
+    return None if a is None or not b else float(a) / float(b)
+
+
+def _metric(rows: Rows) -> str:
+    return "per" if any(r.get("per") is not None for r in rows) else "loss"
+
+
+def plot_tradeoff(chains: Dict[str, Rows], path: str, title: str = "") -> Optional[str]:
+    plt = pyplot()
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4.5))
+    panels = (("macs_nonzero_per_second", 1e6, "MACs per second of speech (M; nonzero)"), ("params_nonzero", 1e6, "parameters (M; nonzero)"), ("rtf_cpu", 1.0, "CPU real-time factor (batch 1)"))
+    plotted = False
+    for ax, (key, scale, label) in zip(axes, panels):
+        for name, rows in chains.items():
+            metric = _metric(rows)
+            pts = [(float(r[key]) / scale, float(r[metric]) * (100 if metric == "per" else 1)) for r in rows if r.get(key) is not None and r.get(metric) is not None]
+            if not pts:
+                continue
+            xs, ys = zip(*pts)
+            ax.plot(xs, ys, marker="o", label=name)
+            plotted = True
+        ax.set_xlabel(label)
+        ax.set_ylabel("PER (%)" if any(_metric(r) == "per" for r in chains.values()) else "valid loss")
+        ax.grid(alpha=0.3)
+    if not plotted:
+        plt.close(fig)
+        return None
+    axes[0].legend(fontsize=8)
+    fig.suptitle(title or "compression trade-off (each point one iteration; lower left is better)")
+    fig.tight_layout()
+    return save_png(fig, path)
+
+
+def plot_density(chains: Dict[str, Rows], path: str, title: str = "") -> Optional[str]:
+    plt = pyplot()
+    fig, (ax_loss, ax_per) = plt.subplots(1, 2, figsize=(11, 4.5))
+    plotted = False
+    for name, rows in chains.items():
+        dens = relative_density(rows)
+        pts = [(d, r) for d, r in zip(dens, rows) if d is not None]
+        if len(pts) < 2:
+            continue
+        plotted = True
+        ax_loss.plot([d for d, _ in pts], [r.get("loss") for _, r in pts], marker="o", label=name)
+        if any(r.get("per") is not None for _, r in pts):
+            ax_per.plot([d for d, r in pts if r.get("per") is not None], [100 * float(r["per"]) for _, r in pts if r.get("per") is not None], marker="o", label=name)
+    if not plotted:
+        plt.close(fig)
+        return None
+    for ax, lab in ((ax_loss, "pre-training loss (valid)"), (ax_per, "PER (%)")):
+        ax.set_xlabel("density (weights / heads / FFN units left)")
+        ax.set_ylabel(lab)
+        ax.invert_xaxis()
+        ax.grid(alpha=0.3)
+    ax_loss.legend(fontsize=8)
+    fig.suptitle(title or "loss and phone error along pruning (Lin et al. Fig. 1, 5)")
+    fig.tight_layout()
+    return save_png(fig, path)
+
+
+def plot_weight_density(rows: Rows, path: str, title: str = "") -> Optional[str]:
+    """Fig. 8: per-layer density and per-matrix-kind density against the overall density."""
+    pts = [r for r in rows if r.get("method") in ("none", "weight") and r.get("per_layer_density") and r.get("weight_density") is not None]
+    if len(pts) < 2:
+        return None
+    plt = pyplot()
+    fig, (ax_l, ax_m) = plt.subplots(1, 2, figsize=(11, 4.5))
+    x = [float(r["weight_density"]) for r in pts]
+    n_layers = len(pts[0]["per_layer_density"])
+    cmap = plt.get_cmap("viridis")
+    for i in range(n_layers):
+        ys = [r["per_layer_density"][i] if len(r["per_layer_density"]) > i else None for r in pts]
+        ax_l.plot(x, ys, color=cmap(i / max(1, n_layers - 1)), label=f"layer {i + 1}")
+    kinds = ("q_proj", "k_proj", "v_proj", "out_proj", "fc1", "fc2")
+    mats = [r for r in pts if r.get("per_matrix_density")]
+    for kind in kinds:
+        xs, ys = [], []
+        for r in mats:
+            vals = [v for k, v in r["per_matrix_density"].items() if k.endswith("." + kind)]
+            if vals:
+                xs.append(float(r["weight_density"]))
+                ys.append(sum(vals) / len(vals))
+        if xs:
+            ax_m.plot(xs, ys, marker=".", label=kind)
+    for ax, lab in ((ax_l, "layer density"), (ax_m, "matrix density (mean over layers)")):
+        ax.set_xlabel("model density")
+        ax.set_ylabel(lab)
+        ax.invert_xaxis()
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.suptitle(title or "where weight pruning prunes (Lin et al. Fig. 8)")
+    fig.tight_layout()
+    return save_png(fig, path)
+
+
+def plot_diagonality(chains: Dict[str, Rows], path: str, title: str = "") -> Optional[str]:
+    """Fig. 9: mean diagonality against head density (head pruning), and PER of the head-pruning and
+    head-replacement chains against the density of attention heads."""
+    plt = pyplot()
+    fig, (ax_d, ax_p) = plt.subplots(1, 2, figsize=(11, 4.5))
+    plotted = False
+    for name, rows in chains.items():
+        if not any(r.get("method") in ("heads", "replace_heads") for r in rows):
+            continue
+        dens = relative_density(rows)
+        pts = [(d, r) for d, r in zip(dens, rows) if d is not None]
+        if any(r.get("method") == "heads" for _, r in pts):
+            dpts = [(d, r["diagonality"]) for d, r in pts if r.get("diagonality") is not None]
+            if dpts:
+                ax_d.plot(*zip(*dpts), marker="o", label=name)
+                plotted = True
+        ppts = [(d, 100 * float(r["per"])) for d, r in pts if r.get("per") is not None]
+        if ppts:
+            ax_p.plot(*zip(*ppts), marker="o", label=name)
+            plotted = True
+    if not plotted:
+        plt.close(fig)
+        return None
+    ax_d.set_ylabel("mean diagonality (eq. 9)")
+    ax_p.set_ylabel("PER (%)")
+    for ax in (ax_d, ax_p):
+        ax.set_xlabel("attention heads left (fraction)")
+        ax.invert_xaxis()
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.suptitle(title or "diagonal heads: diagonality along head pruning; replacing them (Lin et al. Fig. 9)")
+    fig.tight_layout()
+    return save_png(fig, path)
+
+
+def markdown_table(chains: Dict[str, Rows]) -> str:
+    head = "| chain | iteration | layers | attn heads | FFN units | weight density | loss after pruning | loss | params (M, nonzero) | MACs/s (M, nonzero) | RTF CPU | PER (%) | diagonality |"
+    lines = [head, "|" + "---|" * 13]
+
+    def f(v, fmt):
+        return "" if v is None else format(v, fmt)
+
+    for name, rows in chains.items():
+        for r in rows:
+            per = r.get("per")
+            lines.append(
+                f"| {name} | {r['name']} | {r.get('layers')} | {r.get('attention_heads')} | {r.get('ffn_units')} | {f(r.get('weight_density'), '.3f')} "
+                f"| {f(r.get('loss_pruned'), '.3f')} | {f(r.get('loss'), '.3f')} | {f((r.get('params_nonzero') or 0) / 1e6, '.3f')} "
+                f"| {f((r.get('macs_nonzero_per_second') or 0) / 1e6, '.1f')} | {f(r.get('rtf_cpu'), '.4f')} | {f(None if per is None else 100 * per, '.1f')} "
+                f"| {f(r.get('diagonality'), '.3f')} |"
+            )
+    return "\n".join(lines) + "\n"
+
+
+def write_report(dirs: Sequence[str], out: str) -> Dict[str, Optional[str]]:
+    """Every figure and ``report.md`` of the chains in ``dirs`` into the folder ``out``."""
+    chains = load_chains(dirs)
+    os.makedirs(out, exist_ok=True)
+    weight = next((rows for rows in chains.values() if any(r.get("method") == "weight" for r in rows)), None)
+    files = {
+        "tradeoff": plot_tradeoff(chains, os.path.join(out, "tradeoff.png")),
+        "density": plot_density(chains, os.path.join(out, "density.png")),
+        "weight_density": plot_weight_density(weight, os.path.join(out, "weight_density.png")) if weight else None,
+        "diagonality": plot_diagonality(chains, os.path.join(out, "diagonality.png")),
+    }
+    md = "# Compression chains\n\n" + markdown_table(chains) + "\n" + "".join(f"![{k}]({os.path.basename(v)})\n" for k, v in files.items() if v)
+    tmp = os.path.join(out, "report.md.tmp")
+    with open(tmp, "w") as fh:
+        fh.write(md)
+    os.replace(tmp, os.path.join(out, "report.md"))
+    files["report"] = os.path.join(out, "report.md")
+    return files
