@@ -590,3 +590,45 @@ def test_a_waveform_student_is_pruned_with_its_distillation_loss_and_loads_as_st
         ref = model(wav[None]).hidden_states
     for g, r in zip(got, ref):
         torch.testing.assert_close(g, r, atol=1e-6, rtol=0)
+
+
+REPO = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
+
+
+@pytest.mark.parametrize("recipe", ["egs/mini/conf/compress", "egs/librispeech/melhubert/conf/compress"])
+def test_every_recipe_chain_is_a_valid_config(recipe):
+    import yaml
+
+    from s3prl_plugins.bin.compress import merge
+    from s3prl_plugins.compress.pipeline import check_config
+
+    folder = os.path.join(REPO, recipe)
+    with open(os.path.join(folder, "common.yaml")) as f:
+        common = yaml.safe_load(f)
+    chains = sorted(n for n in os.listdir(folder) if n.endswith(".yaml") and n != "common.yaml")
+    assert {"weight.yaml", "heads.yaml", "heads_l1.yaml", "ffn.yaml", "kd.yaml", "first_k.yaml", "combined.yaml", "identity.yaml", "conv.yaml"} <= set(chains)
+    for name in chains:
+        with open(os.path.join(folder, name)) as f:
+            cfg = merge(common, yaml.safe_load(f))
+        check_config(cfg)
+        assert cfg["exp_dir"].endswith(name[:-5])
+        from s3prl_plugins.train.trainer import TrainerConfig
+
+        TrainerConfig(**cfg.get("trainer", {}))
+
+
+def test_librispeech_pretraining_configs_build_melhubert_base():
+    import yaml
+
+    from s3prl_plugins.models.ssl_model import count_parameters
+    from s3prl_plugins.train.pretrain import build_from_section
+
+    for frame, stack in ((10, 1), (20, 2)):
+        with open(os.path.join(REPO, f"egs/librispeech/melhubert/conf/melhubert_{frame}ms.yaml")) as f:
+            cfg = yaml.safe_load(f)
+        with torch.device("meta"):
+            model = build_from_section(cfg["model"])
+        c = model.config
+        assert (c.num_layers, c.embed_dim, c.num_heads[0], c.ffn_dims[0], c.stack_frames, c.head["num_classes"]) == (12, 768, 12, 3072, stack, 512)
+        assert count_parameters(model, include_head=False) > 85e6
+        assert (cfg["task"]["mask_prob"], cfg["task"]["mask_length"]) == ((0.07, 10) if frame == 10 else (0.14, 5))

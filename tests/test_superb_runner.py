@@ -274,3 +274,17 @@ def test_pr_through_an_s3prl_checkout(corpus, upstreams, tmp_path):
     r = _run(["--s3prl-root", root, "-m", "evaluate", "-e", os.path.join(exp, "states-6.ckpt")], tmp_path)
     assert r.returncode == 0, r.stderr[-3000:]
     assert 0 <= json.load(open(os.path.join(exp, "superb_test.json")))["superb"]["PR"] <= 100
+
+
+def test_the_superb_probe_is_the_stock_pr_head():
+    """The in-process probe that mirrors s3prl's ctc head (no layer norm, 256-d projection, linear decay)."""
+    from s3prl_plugins.eval.phone_ctc import PROBES, PhoneCTC
+
+    cfg = PROBES["superb"]
+    assert (cfg["lr"], cfg["project_dim"], cfg["layer_norm"], cfg["schedule"], cfg["clip_norm"]) == (1e-2, 256, False, "linear", 1.0)
+    m = PhoneCTC(32, 10, num_layers_in=3, dilations=(), layer_norm=False, project_dim=256)
+    assert not any(isinstance(x, torch.nn.LayerNorm) for x in m.modules())
+    assert [tuple(p.shape) for p in m.out.parameters()] == [(256, 32), (256,), (10, 256), (10,)]
+    out = m(torch.randn(2, 3, 7, 32), torch.tensor([7, 5]))
+    assert out.shape == (2, 7, 10)
+    torch.testing.assert_close(out.exp().sum(-1), torch.ones(2, 7))

@@ -42,9 +42,15 @@
 #              (exp/report_losses.png); the PER vs frame rate / MACs-C plot of the students
 #              -> exp/subsampling.png; the average frame rates of phones / characters / BPE pieces on
 #              dev (Fig. 2) -> exp/unit_rates.{json,png}
+#  12 compress compression chains of the stage-5 MelHuBERT (Lin et al. 2024), one per --compress entry
+#              (conf/compress/<chain>.yaml over conf/compress/common.yaml): weight, heads (eq. 5), heads_l1
+#              (eq. 4), ffn, kd, first_k, combined (KD -> heads -> FFN), identity / conv (diagonal heads
+#              replaced); each iteration recovers 200 updates and is probed -> exp/compress/<chain>/
+#              {trajectory.csv, <NN>_<method><k>/model.pt}; then exp/compress/report/{report.md, tradeoff.png,
+#              density.png, weight_density.png, diagonality.png}            ~3 min per iteration
 #
 # Usage: ./run.sh [--stage N] [--stop-stage M] [--corpus-dir DIR] [--utts-per-speaker K] [--seed S]
-#                 [--subsets "ks sid"] [--subsampling "cif_dp4"] [--superb "ks"] [--asr5k false]
+#                 [--subsets "ks sid"] [--subsampling "cif_dp4"] [--superb "ks"] [--asr5k false] [--compress "heads"]
 # Finished stages are skipped (markers in exp/.done.*); delete a marker to redo a stage.
 set -euo pipefail
 
@@ -75,6 +81,8 @@ s3prl_root=""               # a git checkout of s3prl, for PR (its ctc/libriphon
 asr5k=false                 # stage 10: ESPnet ASR-5k (CTC over BPE) on --superb-model (~10 min; off in make demo)
 asr5k_nbpe=100              # BPE units the mini text holds (LibriSpeech 100 h: 5000)
 asr5k_epochs=15
+compress="heads"            # stage 12 chains (make demo: heads, ~12 min); the full comparison (~50 min, two at a
+                            # time on 2 cores): "weight heads heads_l1 ffn kd first_k combined identity conv"
 
 . ./path.sh
 . ./cmd.sh
@@ -360,4 +368,16 @@ notes += [f"ESPnet ASR-{report[n].get('asr5k_nbpe')} of {n}: exp/asr5k_{n} (test
 write_markdown(report, "exp/report.md", "mini corpus report", plots, notes)
 print("report:        exp/report.md (table + exp/report_tradeoff.png, exp/report_losses.png)")
 PY
+fi
+
+if [ ${stage} -le 12 ] && [ ${stop_stage} -ge 12 ] && [ -n "${compress}" ]; then
+  for c in ${compress}; do
+    [ -f conf/compress/${c}.yaml ] || { log "no such chain: conf/compress/${c}.yaml"; exit 1; }
+    log "Stage 12: compression chain ${c} -> exp/compress/${c} (resumes where it stopped)"
+    ${train_cmd} python -m s3prl_plugins.bin.compress --config conf/compress/common.yaml conf/compress/${c}.yaml
+  done
+  dirs=(); for c in ${compress}; do dirs+=("exp/compress/${c}"); done
+  python -m s3prl_plugins.bin.compression_report --chains "${dirs[@]}" --out exp/compress/report > /dev/null
+  log "Stage 12: exp/compress/report/report.md (table), tradeoff.png, density.png, weight_density.png, diagonality.png"
+  log "          every model loads with s3prl.hub.melhubert_pruned_local(ckpt='exp/compress/<chain>/<NN>_<method><k>/model.pt')"
 fi

@@ -20,7 +20,7 @@ Config::
       - {method: first_k, layers: 2}                                # no training
       - {method: replace_heads, kind: identity | conv, remove: 2, iterations: 3, kernel: 21,
          utterances: 100, updates: 200}
-    measure: {diagonality: 100, rtf_seconds: 10, probe: {train, valid, test, max_steps}}
+    measure: {diagonality: 100, rtf_seconds: 10, probe: {train, valid, test, max_steps, max_train_utts}, sid: {train, test}}
     exp_dir: exp/compress/NAME
     base_dir: exp/compress/base    # optional: where the uncompressed model's row is measured (shared by chains)
 
@@ -236,7 +236,8 @@ class Chain:
             from s3prl_plugins.eval.phone_ctc import run_probe
 
             ckpt = os.path.join(out_dir, "model.pt")
-            res = run_probe(ckpt, probe["train"], probe["test"], os.path.join(out_dir, "probe"), int(probe.get("max_steps", 2000)), probe.get("valid"))
+            res = run_probe(ckpt, probe["train"], probe["test"], os.path.join(out_dir, "probe"), int(probe.get("max_steps", 2000)), probe.get("valid"),
+                            int(probe.get("max_train_utts", 0)))
             row["per"] = res["per"]
         sid = self.measure.get("sid")
         if sid:

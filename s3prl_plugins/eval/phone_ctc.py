@@ -185,15 +185,19 @@ class PhoneCTC(nn.Module):
         dilations: one residual dilated-convolution block (kernel 3) per entry; the default sees
             +-31 frames (0.3 s at 100 Hz). Convolutions rather than an LSTM: ~20x faster on a CPU.
             Empty: a linear probe (layer norm + one linear layer, SUPERB PR's design).
+        layer_norm: normalise the weighted sum first (the linear probe's default).
+        project_dim: a linear probe's projection before its output layer (0: none; s3prl's ctc
+            downstream for SUPERB PR: 256, no layer norm -- the ``superb`` probe).
     """
 
-    def __init__(self, in_dim: int, vocab: int, num_layers_in: int = 1, hidden: int = 256, dilations: Sequence[int] = (1, 2, 4, 8, 16, 1), dropout: float = 0.1):
+    def __init__(self, in_dim: int, vocab: int, num_layers_in: int = 1, hidden: int = 256, dilations: Sequence[int] = (1, 2, 4, 8, 16, 1), dropout: float = 0.1,
+                 layer_norm: bool = True, project_dim: int = 0):
         super().__init__()
         self.layer_weights = nn.Parameter(torch.zeros(num_layers_in))
-        self.norm = nn.LayerNorm(in_dim)
+        self.norm = nn.LayerNorm(in_dim) if layer_norm or dilations else nn.Identity()
         self.linear = not dilations
         if self.linear:  # SUPERB PR's probe: one linear layer on the (normalised) weighted sum
-            self.out = nn.Linear(in_dim, vocab)
+            self.out = nn.Sequential(nn.Linear(in_dim, project_dim), nn.Linear(project_dim, vocab)) if project_dim else nn.Linear(in_dim, vocab)
             return
         self.proj = nn.Linear(in_dim, hidden)
         self.blocks = nn.ModuleList(_ConvBlock(hidden, d, dropout) for d in dilations)
@@ -295,16 +299,20 @@ def train_phone_ctc(
     hidden: int = 256,
     seed: int = 0,
     dilations: Sequence[int] = (1, 2, 4, 8, 16, 1),
+    layer_norm: bool = True,
+    project_dim: int = 0,
+    schedule: str = "cosine",
+    clip_norm: float = 5.0,
 ) -> PhoneCTC:
     """Train a :class:`PhoneCTC` on precomputed features through the shared trainer (``dilations=()``:
-    a linear probe)."""
+    a linear probe); 5% linear warm-up, then ``schedule``."""
     from s3prl_plugins.data.dataset import BucketBatchSampler
     from s3prl_plugins.train.trainer import Trainer, TrainerConfig
 
     feats, targets = train
     example = next(iter(feats.values()))
     torch.manual_seed(seed)
-    model = PhoneCTC(example.size(2), vocab_size, num_layers_in=example.size(0), hidden=hidden, dilations=dilations)
+    model = PhoneCTC(example.size(2), vocab_size, num_layers_in=example.size(0), hidden=hidden, dilations=dilations, layer_norm=layer_norm, project_dim=project_dim)
     ds = FeatureDataset(feats, targets)
     sampler = BucketBatchSampler([ds.duration(i) for i in range(len(ds))], batch_frames, seed=seed)
     vdata = None
@@ -312,14 +320,20 @@ def train_phone_ctc(
         vds = FeatureDataset(*valid)
         vdata = (vds, BucketBatchSampler([vds.duration(i) for i in range(len(vds))], batch_frames, shuffle=False), collate_features)
     cfg = TrainerConfig(
-        exp_dir=exp_dir, max_steps=max_steps, lr=lr, warmup_steps=max_steps // 20, schedule="cosine",
-        log_every=50, valid_every=max(max_steps // 3, 1), save_every=max(max_steps // 3, 1), clip_norm=5.0, seed=seed,
+        exp_dir=exp_dir, max_steps=max_steps, lr=lr, warmup_steps=max_steps // 20, schedule=schedule,
+        log_every=50, valid_every=max(max_steps // 3, 1), save_every=max(max_steps // 3, 1), clip_norm=clip_norm, seed=seed,
     )
     Trainer(cfg, CTCTask(model), (ds, sampler, collate_features), vdata).train()
     return model.eval()
 
 
-PROBES = {"linear": dict(dilations=(), lr=0.02), "conv": dict(dilations=(1, 2, 4, 8, 16, 1), lr=2e-3)}
+PROBES = {
+    "linear": dict(dilations=(), lr=0.02),
+    "conv": dict(dilations=(1, 2, 4, 8, 16, 1), lr=2e-3),
+    # s3prl's SUPERB PR head as superb_prepare writes its config: no layer norm, a 256-d projection, Adam
+    # 1e-2 with linear warm-up (5%) and decay, gradient clipping at 1 -- to compare with the stock runner
+    "superb": dict(dilations=(), lr=1e-2, layer_norm=False, project_dim=256, schedule="linear", clip_norm=1.0),
+}
 
 
 def run_probe(features: str, train_dir: str, test_dir: str, out: str, max_steps: int = 5000, valid_dir: str = None, max_train_utts: int = 0, probe: str = "linear",
