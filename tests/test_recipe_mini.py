@@ -11,7 +11,7 @@ from s3prl_plugins.data.kaldi import read_data_dir
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FAST = ["--utts-per-speaker", "2", "--subsets", "ks", "--align-steps", "20", "--teacher-steps", "3", "--student-steps", "3", "--probe-steps", "10",
-        "--superb-steps", "4", "--asr5k", "false"]
+        "--superb-steps", "4", "--asr5k", "false", "--compress-updates", "2", "--compress-probe-steps", "10"]
 
 
 @pytest.fixture(scope="module")
@@ -63,6 +63,14 @@ def test_all_stages(recipe):
     assert report["star_tiny"]["superb"] == {"KS": ks["superb"]["KS"]} and "PR" in report["star_tiny"]["superb_missing"]
     md = (recipe / "exp" / "report.md").read_text()
     assert "| star_tiny |" in md and "SUPERB KS" in md and "![Trade-off" in md
+    import s3prl.hub as hub
+    # stage 12: the head-pruning chain of the MelHuBERT teacher, its report, its models through s3prl's hub
+    rows = json.loads((recipe / "exp" / "compress" / "heads" / "trajectory.json").read_text())
+    assert [r["attention_heads"] for r in rows] == [16, 12, 8, 4] and all(r["per"] is not None for r in rows)
+    assert (recipe / "exp" / "compress" / "report" / "tradeoff.png").stat().st_size > 10_000
+    assert "| heads | 03_heads3 |" in (recipe / "exp" / "compress" / "report" / "report.md").read_text()
+    pruned = hub.melhubert_pruned_local(ckpt=str(recipe / "exp" / "compress" / "heads" / "03_heads3" / "model.pt"))
+    assert sum(pruned.model.config.num_heads) == 4
     # the students load through s3prl's stock hub with our entry
     import s3prl.hub as hub
 

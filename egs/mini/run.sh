@@ -81,6 +81,8 @@ s3prl_root=""               # a git checkout of s3prl, for PR (its ctc/libriphon
 asr5k=false                 # stage 10: ESPnet ASR-5k (CTC over BPE) on --superb-model (~10 min; off in make demo)
 asr5k_nbpe=100              # BPE units the mini text holds (LibriSpeech 100 h: 5000)
 asr5k_epochs=15
+compress_updates=""         # stage 12: cap every recovery at this many updates (quick checks; default: the configs')
+compress_probe_steps=""     # stage 12: phone-probe updates per iteration (default: the configs' 1,000)
 compress="heads"            # stage 12 chains (make demo: heads, ~12 min); the full comparison (~50 min, two at a
                             # time on 2 cores): "weight heads heads_l1 ffn kd first_k combined identity conv"
 
@@ -374,7 +376,11 @@ if [ ${stage} -le 12 ] && [ ${stop_stage} -ge 12 ] && [ -n "${compress}" ]; then
   for c in ${compress}; do
     [ -f conf/compress/${c}.yaml ] || { log "no such chain: conf/compress/${c}.yaml"; exit 1; }
     log "Stage 12: compression chain ${c} -> exp/compress/${c} (resumes where it stopped)"
-    ${train_cmd} python -m s3prl_plugins.bin.compress --config conf/compress/common.yaml conf/compress/${c}.yaml
+    quick=()
+    [ -z "${compress_updates}" ] || quick+=("updates_cap=${compress_updates}")
+    [ -z "${compress_probe_steps}" ] || quick+=("measure.probe.max_steps=${compress_probe_steps}" "measure.diagonality=10")
+    [ ${#quick[@]} -eq 0 ] || quick=(--set "${quick[@]}")
+    ${train_cmd} python -m s3prl_plugins.bin.compress --config conf/compress/common.yaml conf/compress/${c}.yaml ${quick[@]+"${quick[@]}"}
   done
   dirs=(); for c in ${compress}; do dirs+=("exp/compress/${c}"); done
   python -m s3prl_plugins.bin.compression_report --chains "${dirs[@]}" --out exp/compress/report > /dev/null

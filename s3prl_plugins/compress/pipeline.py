@@ -23,6 +23,7 @@ Config::
     measure: {diagonality: 100, rtf_seconds: 10, probe: {train, valid, test, max_steps, max_train_utts}, sid: {train, test}}
     exp_dir: exp/compress/NAME
     base_dir: exp/compress/base    # optional: where the uncompressed model's row is measured (shared by chains)
+    updates_cap: 2                 # optional: at most this many updates per recovery (quick checks)
 
 Every iteration writes ``exp_dir/<NN>_<method><k>/`` with ``model.pt`` (our format: loads with
 ``melhubert_pruned_local`` / ``star_hubert_local``; its config holds the new shape and the weight
@@ -79,6 +80,10 @@ def check_config(config: Dict[str, Any]) -> None:
     for key in ("model", "objective", "data", "steps", "exp_dir"):
         if key not in config:
             raise ValueError(f"compression config has no '{key}'")
+    known = {"model", "objective", "data", "steps", "exp_dir", "trainer", "measure", "base_dir", "updates_cap"}
+    unknown = sorted(set(config) - known)
+    if unknown:
+        raise ValueError(f"compression config: unknown key(s) {unknown}; known: {sorted(known)}")
     kind = config["objective"].get("type")
     if kind not in ("masked_prediction", "distillation"):
         raise ValueError(f"objective.type must be masked_prediction or distillation, not {kind!r}")
@@ -352,6 +357,7 @@ class Chain:
     def _apply(self, model: SSLModel, step: Dict[str, Any], action: Dict[str, Any], out_dir: str, objective: Dict[str, Any], it: int, name: str):
         method = step["method"]
         updates = int(step.get("updates", 200))
+        cap = self.config.get("updates_cap")  # quick checks: at most this many updates per recovery run
         row: Dict[str, Any] = {"iteration": it, "name": name, "method": method}
         masks = plateau = None
         if method == "weight":
@@ -418,6 +424,8 @@ class Chain:
         if masks is not None:
             masks.apply(model)
         row["loss_pruned"] = self.valid_loss(model, objective)  # before recovery: how much there is to recover
+        if cap is not None:
+            updates = min(updates, int(cap))
         model, last, ran = self.recover(model, out_dir, updates, objective, step, masks=masks, plateau=plateau)
         row["loss"] = last.get("loss")
         row["updates"] = ran
