@@ -13,7 +13,9 @@ star_hubert_local          a STaRHuBERT-family checkpoint of ours (any width/dep
 star_hubert_url            the same from a URL (downloaded through s3prl's cache)
 distilhubert_cif_local     a DistilHuBERT(-CIF) checkpoint of ours
 melhubert_local            a MelHuBERT checkpoint of ours (log-Mel front-end)
-melhubert_pruned_local     a pruned MelHuBERT (the pruned shape lives in its config)
+melhubert_pruned_local     a compressed MelHuBERT (s3prl_plugins.compress: pruned heads / FFN
+                           units / layers, replaced heads, weight zeros -- the shape lives in
+                           its config; waveform models compressed alike load with star_hubert_local)
 =========================  ===============================================================
 
 Every entry takes ``hidden_states="layers"`` for the STaR authors' layout (the layer outputs without
