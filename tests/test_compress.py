@@ -492,6 +492,7 @@ def test_the_chain_runs_every_method_keeps_weight_zeros_and_resumes(chain_inputs
         {"method": "first_k", "layers": 1},
     ]
     cfg = _chain_config(root, data, labels, path, steps, "chain")
+    cfg["measure"]["sid"] = {"train": data, "test": data}  # the speaker probe of every iteration (Fig. 5's SID)
     rows = run_compress(cfg)
     names = [r["name"] for r in rows]
     assert names == ["00_base", "01_weight1", "02_weight2", "03_heads1", "04_ffn1", "05_ffn2", "06_replace_heads1", "07_kd1", "08_heads1", "09_first_k1"]
@@ -507,6 +508,7 @@ def test_the_chain_runs_every_method_keeps_weight_zeros_and_resumes(chain_inputs
     saved = by["02_weight2"]["macs_per_second"] - by["02_weight2"]["macs_nonzero_per_second"]
     assert saved == pytest.approx(zero_weight_macs_per_frame(w2) * 50.0, rel=0.02)  # 50 encoder frames a second
     assert all(0 < r["diagonality"] <= 1 for r in rows if r["attention_heads"])
+    assert all(0 <= r["sid_accuracy"] <= 1 for r in rows)
     for r in rows:
         assert math.isfinite(r["loss"]) and r["params"] > 0 and r["rtf_cpu"] > 0
         model, ckpt = load_checkpoint(os.path.join(cfg["exp_dir"], r["name"], "model.pt"))

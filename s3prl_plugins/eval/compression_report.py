@@ -178,7 +178,8 @@ def plot_diagonality(chains: Dict[str, Rows], path: str, title: str = "") -> Opt
         ax.set_xlabel("attention heads left (fraction)")
         ax.invert_xaxis()
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=8)
     fig.suptitle(title or "diagonal heads: diagonality along head pruning; replacing them (Lin et al. Fig. 9)")
     fig.tight_layout()
     return save_png(fig, path)
