@@ -490,12 +490,13 @@ def test_the_chain_runs_every_method_keeps_weight_zeros_and_resumes(chain_inputs
         {"method": "kd", "layers": 2, "updates": 2},
         {"method": "heads", "score": "l1", "remove": 1, "updates": 2},
         {"method": "first_k", "layers": 1},
+        {"method": "train", "updates": 2},
     ]
     cfg = _chain_config(root, data, labels, path, steps, "chain")
     cfg["measure"]["sid"] = {"train": data, "test": data}  # the speaker probe of every iteration (Fig. 5's SID)
     rows = run_compress(cfg)
     names = [r["name"] for r in rows]
-    assert names == ["00_base", "01_weight1", "02_weight2", "03_heads1", "04_ffn1", "05_ffn2", "06_replace_heads1", "07_kd1", "08_heads1", "09_first_k1"]
+    assert names == ["00_base", "01_weight1", "02_weight2", "03_heads1", "04_ffn1", "05_ffn2", "06_replace_heads1", "07_kd1", "08_heads1", "09_first_k1", "10_train1"]
     by = {r["name"]: r for r in rows}
     assert by["02_weight2"]["weight_density"] == pytest.approx(0.6, abs=1e-3)
     # structured steps after weight pruning keep its zeros (the kept weights' zeros are sliced, not revived)
@@ -504,6 +505,7 @@ def test_the_chain_runs_every_method_keeps_weight_zeros_and_resumes(chain_inputs
     assert by["05_ffn2"]["ffn_units"] == 3 * 16 and by["06_replace_heads1"]["attention_heads"] == 7
     assert by["07_kd1"]["layers"] == 2 and by["07_kd1"]["objective"] == "distillation"
     assert by["09_first_k1"]["layers"] == 1 and by["09_first_k1"]["updates"] == 0
+    assert by["10_train1"]["updates"] == 2 and by["10_train1"]["params"] == by["09_first_k1"]["params"]
     w2 = load_checkpoint(os.path.join(cfg["exp_dir"], "02_weight2", "model.pt"))[0]
     saved = by["02_weight2"]["macs_per_second"] - by["02_weight2"]["macs_nonzero_per_second"]
     assert saved == pytest.approx(zero_weight_macs_per_frame(w2) * 50.0, rel=0.02)  # 50 encoder frames a second

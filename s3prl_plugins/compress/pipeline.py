@@ -20,6 +20,7 @@ Config::
       - {method: first_k, layers: 2}                                # no training
       - {method: replace_heads, kind: identity | conv, remove: 2, iterations: 3, kernel: 21,
          utterances: 100, updates: 200}
+      - {method: train, iterations: 3, updates: 200}   # the control: the same updates, nothing removed
     measure: {diagonality: 100, rtf_seconds: 10, probe: {train, valid, test, max_steps, max_train_utts}, sid: {train, test}}
     exp_dir: exp/compress/NAME
     base_dir: exp/compress/base    # optional: where the uncompressed model's row is measured (shared by chains)
@@ -59,7 +60,7 @@ from s3prl_plugins.nn.frontends import LogMelFrontend
 
 logger = logging.getLogger(__name__)
 
-METHODS = ("weight", "heads", "ffn", "kd", "first_k", "replace_heads")
+METHODS = ("weight", "heads", "ffn", "kd", "first_k", "replace_heads", "train")
 STEP_KEYS = {
     "weight": {"densities", "schedule", "start", "stop", "trigger", "updates", "trainer"},
     "heads": {"score", "remove", "iterations", "score_fraction", "min_keep", "updates", "trainer"},
@@ -67,6 +68,7 @@ STEP_KEYS = {
     "kd": {"layers", "temperature", "updates", "trainer", "seed"},
     "first_k": {"layers"},
     "replace_heads": {"kind", "remove", "iterations", "kernel", "utterances", "updates", "trainer"},
+    "train": {"iterations", "updates", "trainer"},
 }
 CSV_FIELDS = (
     "iteration", "name", "method", "layers", "heads", "attention_heads", "ffn_units", "weight_density", "loss_pruned", "loss", "params",
@@ -340,6 +342,9 @@ class Chain:
         elif method in ("heads", "replace_heads"):
             for _ in range(int(step.get("iterations", 1))):
                 yield {"remove": int(step.get("remove", 1))}
+        elif method == "train":
+            for _ in range(int(step.get("iterations", 1))):
+                yield {}
         elif method == "ffn":
             if step.get("until") is not None:
                 per = int(step.get("remove", 128))
