@@ -281,10 +281,25 @@ def test_the_superb_probe_is_the_stock_pr_head():
     from s3prl_plugins.eval.phone_ctc import PROBES, PhoneCTC
 
     cfg = PROBES["superb"]
-    assert (cfg["lr"], cfg["project_dim"], cfg["layer_norm"], cfg["schedule"], cfg["clip_norm"]) == (1e-2, 256, False, "linear", 1.0)
+    assert (cfg["lr"], cfg["project_dim"], cfg["layer_norm"], cfg["schedule"], cfg["clip_norm"], cfg["reduction"]) == (1e-2, 256, False, "linear", 1.0, "mean")
     m = PhoneCTC(32, 10, num_layers_in=3, dilations=(), layer_norm=False, project_dim=256)
     assert not any(isinstance(x, torch.nn.LayerNorm) for x in m.modules())
     assert [tuple(p.shape) for p in m.out.parameters()] == [(256, 32), (256,), (10, 256), (10,)]
     out = m(torch.randn(2, 3, 7, 32), torch.tensor([7, 5]))
     assert out.shape == (2, 7, 10)
     torch.testing.assert_close(out.exp().sum(-1), torch.ones(2, 7))
+
+
+def test_ctc_mean_reduction_is_torchs_per_utterance_mean():
+    import torch.nn.functional as F
+
+    from s3prl_plugins.eval.phone_ctc import CTCTask, PhoneCTC
+
+    torch.manual_seed(0)
+    m = PhoneCTC(8, 5, num_layers_in=1, dilations=())
+    batch = {"feats": torch.randn(2, 1, 9, 8), "lengths": torch.tensor([9, 6]), "targets": torch.tensor([1, 2, 3, 1, 4]), "target_lengths": torch.tensor([3, 2])}
+    loss, logs = CTCTask(m, "mean")(batch)
+    lp = m(batch["feats"], batch["lengths"])
+    per = [F.ctc_loss(lp[i : i + 1, : int(batch["lengths"][i])].transpose(0, 1), t, batch["lengths"][i : i + 1], batch["target_lengths"][i : i + 1], reduction="sum")
+           / int(batch["target_lengths"][i]) for i, t in enumerate((torch.tensor([1, 2, 3]), torch.tensor([1, 4])))]
+    torch.testing.assert_close(loss, (per[0] + per[1]) / 2)

@@ -249,16 +249,25 @@ def collate_features(items):
 
 
 class CTCTask(nn.Module):
-    """CTC loss (per utterance, normalised by target length, averaged over the batch) as a trainer task."""
+    """CTC loss as a trainer task: ``reduction="sum"`` sums over the batch and divides by its labels;
+    ``"mean"`` divides each utterance's loss by its own label count and averages utterances (PyTorch's
+    ``CTCLoss`` default, which s3prl's ctc downstream uses)."""
 
-    def __init__(self, model: PhoneCTC):
+    def __init__(self, model: PhoneCTC, reduction: str = "sum"):
         super().__init__()
+        if reduction not in ("sum", "mean"):
+            raise ValueError(f"reduction must be sum or mean, not {reduction!r}")
         self.model = model
+        self.reduction = reduction
 
     def forward(self, batch):
         log_probs = self.model(batch["feats"], batch["lengths"])
-        loss = F.ctc_loss(log_probs.transpose(0, 1), batch["targets"], batch["lengths"], batch["target_lengths"], blank=0, reduction="sum", zero_infinity=True)
+        args = (log_probs.transpose(0, 1), batch["targets"], batch["lengths"], batch["target_lengths"])
         n = float(batch["target_lengths"].sum())
+        if self.reduction == "mean":
+            loss = F.ctc_loss(*args, blank=0, reduction="mean", zero_infinity=True)
+            return loss, {"loss": (float(loss.detach()) * n, n)}
+        loss = F.ctc_loss(*args, blank=0, reduction="sum", zero_infinity=True)
         return loss / n, {"loss": (float(loss.detach()), n)}
 
 
@@ -303,6 +312,7 @@ def train_phone_ctc(
     project_dim: int = 0,
     schedule: str = "cosine",
     clip_norm: float = 5.0,
+    reduction: str = "sum",
 ) -> PhoneCTC:
     """Train a :class:`PhoneCTC` on precomputed features through the shared trainer (``dilations=()``:
     a linear probe); 5% linear warm-up, then ``schedule``."""
@@ -323,7 +333,7 @@ def train_phone_ctc(
         exp_dir=exp_dir, max_steps=max_steps, lr=lr, warmup_steps=max_steps // 20, schedule=schedule,
         log_every=50, valid_every=max(max_steps // 3, 1), save_every=max(max_steps // 3, 1), clip_norm=clip_norm, seed=seed,
     )
-    Trainer(cfg, CTCTask(model), (ds, sampler, collate_features), vdata).train()
+    Trainer(cfg, CTCTask(model, reduction), (ds, sampler, collate_features), vdata).train()
     return model.eval()
 
 
@@ -332,7 +342,7 @@ PROBES = {
     "conv": dict(dilations=(1, 2, 4, 8, 16, 1), lr=2e-3),
     # s3prl's SUPERB PR head as superb_prepare writes its config: no layer norm, a 256-d projection, Adam
     # 1e-2 with linear warm-up (5%) and decay, gradient clipping at 1 -- to compare with the stock runner
-    "superb": dict(dilations=(), lr=1e-2, layer_norm=False, project_dim=256, schedule="linear", clip_norm=1.0),
+    "superb": dict(dilations=(), lr=1e-2, layer_norm=False, project_dim=256, schedule="linear", clip_norm=1.0, reduction="mean"),
 }
 
 
