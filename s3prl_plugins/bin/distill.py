@@ -17,7 +17,7 @@ import sys
 
 import yaml
 
-from s3prl_plugins.bin.pretrain import apply_overrides
+from s3prl_plugins.bin.pretrain import apply_overrides, leave_process_group
 from s3prl_plugins.models.checkpoint import CheckpointError
 from s3prl_plugins.models.loading import OfflineError
 from s3prl_plugins.train.distill import run_distill
@@ -35,6 +35,7 @@ def main(argv=None) -> int:
         config = apply_overrides(yaml.safe_load(f), args.set)
     try:
         result = run_distill(config)
+        leave_process_group()
     except (TrainingError, ValueError, CheckpointError, OfflineError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -46,6 +46,15 @@ def apply_overrides(config: dict, overrides) -> dict:
     return config
 
 
+def leave_process_group() -> None:
+    """Destroy a torchrun process group before exit: a gloo group left alive can abort the process at
+    interpreter shutdown ("terminate called without an active exception", seen once in CI-like runs)."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config", required=True)
@@ -57,6 +66,7 @@ def main(argv=None) -> int:
         config = apply_overrides(yaml.safe_load(f), args.set)
     try:
         result = run_pretrain(config)
+        leave_process_group()
     except (TrainingError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
