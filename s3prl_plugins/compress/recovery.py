@@ -31,8 +31,10 @@ class RecoveryTask(nn.Module):
         self.masks = masks
         self.plateau = plateau
         self._model = [model]  # not a submodule: it is already one of ``task``'s
+        self._density = None
         if masks is not None:
             masks.apply(model)
+            self._density = masks.density()  # fixed while the model recovers: counted once, not per batch
 
     @property
     def model(self) -> SSLModel:
@@ -40,9 +42,9 @@ class RecoveryTask(nn.Module):
 
     def forward(self, batch: Dict[str, Tensor]) -> Tuple[Tensor, Dict[str, Tuple[float, float]]]:
         loss, logs = self.task(batch)
-        if self.masks is not None:
+        if self._density is not None:
             logs = dict(logs)
-            logs["density"] = (self.masks.density(), 1.0)
+            logs["density"] = (self._density, 1.0)
         return loss, logs
 
     def after_update(self, loss: float) -> bool:
