@@ -282,6 +282,7 @@ def test_the_superb_probe_is_the_stock_pr_head():
 
     cfg = PROBES["superb"]
     assert (cfg["lr"], cfg["project_dim"], cfg["layer_norm"], cfg["schedule"], cfg["clip_norm"], cfg["reduction"]) == (1e-2, 256, False, "linear", 1.0, "mean")
+    assert (cfg["betas"], cfg["eps"], cfg["batch_utts"], cfg["grad_accum"], cfg["eos"]) == ((0.9, 0.999), 1e-8, 16, 2, True)
     m = PhoneCTC(32, 10, num_layers_in=3, dilations=(), layer_norm=False, project_dim=256)
     assert not any(isinstance(x, torch.nn.LayerNorm) for x in m.modules())
     assert [tuple(p.shape) for p in m.out.parameters()] == [(256, 32), (256,), (10, 256), (10,)]
@@ -303,3 +304,43 @@ def test_ctc_mean_reduction_is_torchs_per_utterance_mean():
     per = [F.ctc_loss(lp[i : i + 1, : int(batch["lengths"][i])].transpose(0, 1), t, batch["lengths"][i : i + 1], batch["target_lengths"][i : i + 1], reduction="sum")
            / int(batch["target_lengths"][i]) for i, t in enumerate((torch.tensor([1, 2, 3]), torch.tensor([1, 4])))]
     torch.testing.assert_close(loss, (per[0] + per[1]) / 2)
+
+
+def test_an_eos_class_is_dropped_from_hypotheses_and_references():
+    """s3prl's PR targets end in <eos>: the probe that mirrors it emits one, which is not a phone."""
+    from s3prl_plugins.eval.phone_ctc import FeatureDataset, greedy_decode, phone_error_rate
+
+    eos = 3
+    lp = torch.full((6, 4), -10.0)
+    for t, c in enumerate([1, 0, 2, 2, 3, 0]):
+        lp[t, c] = 0.0
+    assert greedy_decode(lp, 6) == [1, 2, 3]
+    assert greedy_decode(lp, 6, drop=[eos]) == [1, 2]
+
+    class Fixed(torch.nn.Module):
+        def forward(self, feats, lengths):
+            return lp[None]
+
+    ds = FeatureDataset({"u": torch.zeros(1, 6, 2)}, {"u": [1, 2, eos]})
+    assert phone_error_rate(Fixed(), ds, drop=[eos]) == 0.0
+    assert phone_error_rate(Fixed(), FeatureDataset({"u": torch.zeros(1, 6, 2)}, {"u": [1, 2, 2, eos]}), drop=[eos]) == pytest.approx(1 / 3)
+
+
+def test_probe_batches_of_a_fixed_number_of_similar_length_utterances(tmp_path):
+    """batch_utts: s3prl's bucketing (16 utterances of similar length), with gradient accumulation."""
+    from s3prl_plugins.data.dataset import BucketBatchSampler
+    from s3prl_plugins.eval.phone_ctc import train_phone_ctc
+
+    durs = [float(d) for d in torch.randint(50, 400, (37,)).tolist()]
+    batches = list(BucketBatchSampler(durs, float("inf"), seed=0, max_batch_size=16))
+    assert sorted(len(b) for b in batches) == [5, 16, 16]
+    assert sorted(i for b in batches for i in b) == list(range(37))
+    order = sorted(range(37), key=lambda i: durs[i])
+    assert all(sorted(b, key=lambda i: durs[i]) in (order[:16], order[16:32], order[32:]) for b in batches)
+    torch.manual_seed(0)
+    feats = {f"u{i}": torch.randn(2, 12, 4) for i in range(8)}
+    targets = {u: [1, 2, 3] for u in feats}
+    m = train_phone_ctc((feats, targets), None, 4, str(tmp_path / "m"), max_steps=3, dilations=(), batch_utts=3, grad_accum=2, betas=(0.9, 0.999), eps=1e-8)
+    assert m(feats["u0"][None], torch.tensor([12])).shape == (1, 12, 4)
+    state = torch.load(str(tmp_path / "m" / "checkpoints" / "step00000003.pt"), map_location="cpu", weights_only=True)
+    assert state["config"]["grad_accum"] == 2 and tuple(state["config"]["betas"]) == (0.9, 0.999)

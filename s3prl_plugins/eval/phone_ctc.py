@@ -271,18 +271,21 @@ class CTCTask(nn.Module):
         return loss / n, {"loss": (float(loss.detach()), n)}
 
 
-def greedy_decode(log_probs: Tensor, length: int) -> List[int]:
+def greedy_decode(log_probs: Tensor, length: int, drop: Sequence[int] = ()) -> List[int]:
+    """Best path, repeats merged, blanks (and the ids in ``drop``, e.g. an EOS class) removed."""
     ids = log_probs[:length].argmax(-1).tolist()
     out, prev = [], 0
     for i in ids:
-        if i != prev and i != 0:
+        if i != prev and i != 0 and i not in drop:
             out.append(i)
         prev = i
     return out
 
 
 @torch.no_grad()
-def phone_error_rate(model: PhoneCTC, dataset: FeatureDataset) -> float:
+def phone_error_rate(model: PhoneCTC, dataset: FeatureDataset, drop: Sequence[int] = ()) -> float:
+    """Greedy-decoded phone error rate over ``dataset`` (one utterance at a time, no padding);
+    ``drop``: output classes that are not phones (removed from hypotheses and references)."""
     import editdistance
 
     model.eval()
@@ -290,8 +293,8 @@ def phone_error_rate(model: PhoneCTC, dataset: FeatureDataset) -> float:
     for i in range(len(dataset)):
         item = dataset[i]
         lp = model(item["feats"][None], torch.tensor([item["feats"].size(1)]))[0]
-        hyp = greedy_decode(lp, item["feats"].size(1))
-        ref = item["targets"].tolist()
+        hyp = greedy_decode(lp, item["feats"].size(1), drop)
+        ref = [t for t in item["targets"].tolist() if t not in drop]
         errors += editdistance.eval(hyp, ref)
         total += len(ref)
     return errors / max(total, 1)
@@ -313,9 +316,16 @@ def train_phone_ctc(
     schedule: str = "cosine",
     clip_norm: float = 5.0,
     reduction: str = "sum",
+    betas: Tuple[float, float] = (0.9, 0.98),
+    eps: float = 1e-6,
+    batch_utts: int = 0,
+    grad_accum: int = 1,
 ) -> PhoneCTC:
     """Train a :class:`PhoneCTC` on precomputed features through the shared trainer (``dilations=()``:
-    a linear probe); 5% linear warm-up, then ``schedule``."""
+    a linear probe); 5% linear warm-up, then ``schedule``.
+
+    Batches hold ``batch_frames`` padded frames of similar-length utterances, or, with ``batch_utts``,
+    that many utterances of similar length (s3prl's bucketing); ``grad_accum`` batches per update."""
     from s3prl_plugins.data.dataset import BucketBatchSampler
     from s3prl_plugins.train.trainer import Trainer, TrainerConfig
 
@@ -324,13 +334,16 @@ def train_phone_ctc(
     torch.manual_seed(seed)
     model = PhoneCTC(example.size(2), vocab_size, num_layers_in=example.size(0), hidden=hidden, dilations=dilations, layer_norm=layer_norm, project_dim=project_dim)
     ds = FeatureDataset(feats, targets)
-    sampler = BucketBatchSampler([ds.duration(i) for i in range(len(ds))], batch_frames, seed=seed)
+    if batch_utts:
+        sampler = BucketBatchSampler([ds.duration(i) for i in range(len(ds))], float("inf"), seed=seed, max_batch_size=batch_utts)
+    else:
+        sampler = BucketBatchSampler([ds.duration(i) for i in range(len(ds))], batch_frames, seed=seed)
     vdata = None
     if valid is not None:
         vds = FeatureDataset(*valid)
         vdata = (vds, BucketBatchSampler([vds.duration(i) for i in range(len(vds))], batch_frames, shuffle=False), collate_features)
     cfg = TrainerConfig(
-        exp_dir=exp_dir, max_steps=max_steps, lr=lr, warmup_steps=max_steps // 20, schedule=schedule,
+        exp_dir=exp_dir, max_steps=max_steps, lr=lr, warmup_steps=max_steps // 20, schedule=schedule, betas=betas, eps=eps, grad_accum=grad_accum,
         log_every=50, valid_every=max(max_steps // 3, 1), save_every=max(max_steps // 3, 1), clip_norm=clip_norm, seed=seed,
     )
     Trainer(cfg, CTCTask(model, reduction), (ds, sampler, collate_features), vdata).train()
@@ -340,9 +353,12 @@ def train_phone_ctc(
 PROBES = {
     "linear": dict(dilations=(), lr=0.02),
     "conv": dict(dilations=(1, 2, 4, 8, 16, 1), lr=2e-3),
-    # s3prl's SUPERB PR head as superb_prepare writes its config: no layer norm, a 256-d projection, Adam
-    # 1e-2 with linear warm-up (5%) and decay, gradient clipping at 1 -- to compare with the stock runner
-    "superb": dict(dilations=(), lr=1e-2, layer_norm=False, project_dim=256, schedule="linear", clip_norm=1.0, reduction="mean"),
+    # s3prl's SUPERB PR training as superb_prepare writes its config, to compare with the stock runner: no
+    # layer norm, a 256-d projection, torch's Adam (1e-2, betas 0.9/0.999, eps 1e-8) with linear warm-up (5%)
+    # and decay, clipping at 1, CTC's per-utterance mean, batches of 16 similar-length utterances x 2
+    # accumulated, and an <eos> label ending every target (s3prl's word tokenizer)
+    "superb": dict(dilations=(), lr=1e-2, layer_norm=False, project_dim=256, schedule="linear", clip_norm=1.0, reduction="mean",
+                   betas=(0.9, 0.999), eps=1e-8, batch_utts=16, grad_accum=2, eos=True),
 }
 
 
@@ -360,8 +376,15 @@ def run_probe(features: str, train_dir: str, test_dir: str, out: str, max_steps:
         train_phones = {u: train_phones[u] for u in sorted(keep[:max_train_utts])}
     vocab = PhoneVocab([ph for ws in train_phones.values() for w in ws for ph in w])
 
+    if probe not in PROBES:
+        raise ValueError(f"--probe must be one of {sorted(PROBES)}, not {probe!r}")
+    settings = dict(PROBES[probe])
+    # s3prl's word tokenizer ends every PR label sequence in <eos>, a class its CTC head must emit;
+    # it is dropped before scoring (s3prl/downstream/ctc: WordTextEncoder.encode, expert.forward)
+    eos = [len(vocab)] if settings.pop("eos", False) else []
+
     def targets(phones):
-        return {u: vocab.encode([p for w in ws for p in w]) for u, ws in phones.items() if all(p in vocab.index for w in ws for p in w)}
+        return {u: vocab.encode([p for w in ws for p in w]) + eos for u, ws in phones.items() if all(p in vocab.index for w in ws for p in w)}
 
     seg = None
     if segmentation:
@@ -375,12 +398,10 @@ def run_probe(features: str, train_dir: str, test_dir: str, out: str, max_steps:
     valid = None
     if valid_dir:
         valid = (extract_features(ex, valid_dir)[0], targets(read_phones(os.path.join(valid_dir, "phones"))))
-    if probe not in PROBES:
-        raise ValueError(f"--probe must be one of {sorted(PROBES)}, not {probe!r}")
-    model = train_phone_ctc((feats, targets(train_phones)), valid, len(vocab), os.path.join(out, "model"), max_steps=max_steps, **PROBES[probe])
+    model = train_phone_ctc((feats, targets(train_phones)), valid, len(vocab) + len(eos), os.path.join(out, "model"), max_steps=max_steps, **settings)
     ex.frames, ex.seconds = 0, 0.0  # the frame rate of the test set
     test_feats, _ = extract_features(ex, test_dir)
-    per = phone_error_rate(model, FeatureDataset(test_feats, targets(read_phones(os.path.join(test_dir, "phones")))))
+    per = phone_error_rate(model, FeatureDataset(test_feats, targets(read_phones(os.path.join(test_dir, "phones")))), drop=eos)
     result = {"features": features, "frame_shift": shift, "test": test_dir, "per": per, "steps": max_steps, "train_utts": len(feats), "probe": probe,
               "pool": pool, "frame_rate_hz": round(ex.frame_rate, 3),
               "layer_weights": [round(w, 4) for w in torch.softmax(model.layer_weights.detach(), 0).tolist()]}
