@@ -525,7 +525,8 @@ def test_the_chain_runs_every_method_keeps_weight_zeros_and_resumes(chain_inputs
     files = write_report([cfg["exp_dir"]], str(root / "report"))
     for key in ("tradeoff", "density", "weight_density", "diagonality", "report"):
         assert files[key] and os.path.getsize(files[key]) > 1000, key
-    assert "| chain | 02_weight2 |" in open(files["report"]).read()
+    report = open(files["report"]).read()
+    assert "| chain | 02_weight2 |" in report and "SID acc. (%)" in report
     # a rerun finds every iteration done: nothing is trained again, the same rows come back
     stamp = os.path.getmtime(os.path.join(cfg["exp_dir"], "03_heads1", "model.pt"))
     again = run_compress(cfg)

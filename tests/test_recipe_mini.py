@@ -67,6 +67,7 @@ def test_all_stages(recipe):
     # stage 12: the head-pruning chain of the MelHuBERT teacher, its report, its models through s3prl's hub
     rows = json.loads((recipe / "exp" / "compress" / "heads" / "trajectory.json").read_text())
     assert [r["attention_heads"] for r in rows] == [16, 12, 8, 4] and all(r["per"] is not None for r in rows)
+    assert all(r.get("sid_accuracy") is None for r in rows)  # --subsets ks: no speaker subset, no SID probe
     assert (recipe / "exp" / "compress" / "report" / "tradeoff.png").stat().st_size > 10_000
     assert "| heads | 03_heads3 |" in (recipe / "exp" / "compress" / "report" / "report.md").read_text()
     pruned = hub.melhubert_pruned_local(ckpt=str(recipe / "exp" / "compress" / "heads" / "03_heads3" / "model.pt"))

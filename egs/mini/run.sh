@@ -45,7 +45,8 @@
 #  12 compress compression chains of the stage-5 MelHuBERT (Lin et al. 2024), one per --compress entry
 #              (conf/compress/<chain>.yaml over conf/compress/common.yaml): weight, heads (eq. 5), heads_l1
 #              (eq. 4), ffn, kd, first_k, combined (KD -> heads -> FFN), identity / conv (diagonal heads
-#              replaced); each iteration recovers 200 updates and is probed -> exp/compress/<chain>/
+#              replaced); each iteration recovers 200 updates and is probed (phones; speakers with the sid
+#              subset) -> exp/compress/<chain>/
 #              {trajectory.csv, <NN>_<method><k>/model.pt}; then exp/compress/report/{report.md, tradeoff.png,
 #              density.png, weight_density.png, diagonality.png}            ~3 min per iteration
 #
@@ -379,6 +380,7 @@ if [ ${stage} -le 12 ] && [ ${stop_stage} -ge 12 ] && [ -n "${compress}" ]; then
     quick=()
     [ -z "${compress_updates}" ] || quick+=("updates_cap=${compress_updates}")
     [ -z "${compress_probe_steps}" ] || quick+=("measure.probe.max_steps=${compress_probe_steps}" "measure.diagonality=10")
+    [ -d data/sid_train ] || quick+=("measure.sid=null")   # no speaker subset (--subsets without sid): no SID probe
     [ ${#quick[@]} -eq 0 ] || quick=(--set "${quick[@]}")
     ${train_cmd} python -m s3prl_plugins.bin.compress --config conf/compress/common.yaml conf/compress/${c}.yaml ${quick[@]+"${quick[@]}"}
   done

@@ -88,8 +88,12 @@ def plot_tradeoff(chains: Dict[str, Rows], path: str, title: str = "") -> Option
 
 
 def plot_density(chains: Dict[str, Rows], path: str, title: str = "") -> Optional[str]:
+    """Fig. 1 and 5: the pre-training loss, the phone error and (when measured) the speaker accuracy
+    against the density left."""
     plt = pyplot()
-    fig, (ax_loss, ax_per) = plt.subplots(1, 2, figsize=(11, 4.5))
+    has_sid = any(r.get("sid_accuracy") is not None for rows in chains.values() for r in rows)
+    fig, axes = plt.subplots(1, 3 if has_sid else 2, figsize=(16 if has_sid else 11, 4.5))
+    panels = [("loss", 1.0, "pre-training loss (valid)"), ("per", 100.0, "PER (%)")] + ([("sid_accuracy", 100.0, "speaker ID accuracy (%)")] if has_sid else [])
     plotted = False
     for name, rows in chains.items():
         dens = relative_density(rows)
@@ -97,19 +101,20 @@ def plot_density(chains: Dict[str, Rows], path: str, title: str = "") -> Optiona
         if len(pts) < 2:
             continue
         plotted = True
-        ax_loss.plot([d for d, _ in pts], [r.get("loss") for _, r in pts], marker="o", label=name)
-        if any(r.get("per") is not None for _, r in pts):
-            ax_per.plot([d for d, r in pts if r.get("per") is not None], [100 * float(r["per"]) for _, r in pts if r.get("per") is not None], marker="o", label=name)
+        for ax, (key, scale, _) in zip(axes, panels):
+            xy = [(d, scale * float(r[key])) for d, r in pts if r.get(key) is not None]
+            if xy:
+                ax.plot([x for x, _ in xy], [y for _, y in xy], marker="o", label=name)
     if not plotted:
         plt.close(fig)
         return None
-    for ax, lab in ((ax_loss, "pre-training loss (valid)"), (ax_per, "PER (%)")):
+    for ax, (_, _, lab) in zip(axes, panels):
         ax.set_xlabel("density (weights / heads / FFN units left)")
         ax.set_ylabel(lab)
         ax.invert_xaxis()
         ax.grid(alpha=0.3)
-    ax_loss.legend(fontsize=8)
-    fig.suptitle(title or "loss and phone error along pruning (Lin et al. Fig. 1, 5)")
+    axes[0].legend(fontsize=8)
+    fig.suptitle(title or "loss, phone error and speaker accuracy along pruning (Lin et al. Fig. 1, 5)")
     fig.tight_layout()
     return save_png(fig, path)
 
@@ -186,20 +191,20 @@ def plot_diagonality(chains: Dict[str, Rows], path: str, title: str = "") -> Opt
 
 
 def markdown_table(chains: Dict[str, Rows]) -> str:
-    head = "| chain | iteration | layers | attn heads | FFN units | weight density | loss after pruning | loss | params (M, nonzero) | MACs/s (M, nonzero) | RTF CPU | PER (%) | diagonality |"
-    lines = [head, "|" + "---|" * 13]
+    head = "| chain | iteration | layers | attn heads | FFN units | weight density | loss after pruning | loss | params (M, nonzero) | MACs/s (M, nonzero) | RTF CPU | PER (%) | SID acc. (%) | diagonality |"
+    lines = [head, "|" + "---|" * 14]
 
     def f(v, fmt):
         return "" if v is None else format(v, fmt)
 
     for name, rows in chains.items():
         for r in rows:
-            per = r.get("per")
+            per, sid = r.get("per"), r.get("sid_accuracy")
             lines.append(
                 f"| {name} | {r['name']} | {r.get('layers')} | {r.get('attention_heads')} | {r.get('ffn_units')} | {f(r.get('weight_density'), '.3f')} "
                 f"| {f(r.get('loss_pruned'), '.3f')} | {f(r.get('loss'), '.3f')} | {f((r.get('params_nonzero') or 0) / 1e6, '.3f')} "
                 f"| {f((r.get('macs_nonzero_per_second') or 0) / 1e6, '.1f')} | {f(r.get('rtf_cpu'), '.4f')} | {f(None if per is None else 100 * per, '.1f')} "
-                f"| {f(r.get('diagonality'), '.3f')} |"
+                f"| {f(None if sid is None else 100 * sid, '.1f')} | {f(r.get('diagonality'), '.3f')} |"
             )
     return "\n".join(lines) + "\n"
 
