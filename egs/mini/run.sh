@@ -61,7 +61,7 @@ corpus_dir=data/mini_corpus
 utts_per_speaker=45
 seed=0
 subsets="ks sid"      # KS/SID subsets of the corpus ("" for none; sid needs >= 3 utterances per speaker)
-nj=2
+nj=2                  # jobs side by side (stages 4-12, utils/jobs.sh; 1: one after the other, output on the terminal)
 aligner=auto          # auto: MFA if it runs here, else CTC; mfa; ctc
 align_steps=600
 align_blank_penalty=auto   # auto: the best of 0..40 on dev against its exact word times
@@ -90,6 +90,7 @@ compress="heads"            # stage 12 chains (make demo: heads, ~12 min); the f
 . ./path.sh
 . ./cmd.sh
 . utils/log.sh
+. utils/jobs.sh
 . utils/parse_options.sh
 
 if [ ${stage} -le 0 ] && [ ${stop_stage} -ge 0 ]; then
@@ -158,13 +159,25 @@ if [ ${stage} -le 3 ] && [ ${stop_stage} -ge 3 ]; then
   fi
 fi
 
+# Stages 4-12 are jobs (utils/jobs.sh): with --nj 2 (the default) two run side by side, each after the jobs
+# whose outputs it reads; their output goes to exp/log/<job>.log. --nj 1 runs them one by one, here.
+model_job() {  # the job that trains exp/<name>/model.pt ("" for fbank or a model from elsewhere)
+  case "$1" in
+    hubert_tiny) echo hubert ;; melhubert_tiny) echo melhubert ;; star_tiny) echo star ;;
+    distilhubert_tiny) echo distil ;; distilhubert_tiny_*) echo "subsample_${1#distilhubert_tiny_}" ;; *) echo "" ;;
+  esac
+}
+teacher_job=$(model_job "${distill_teacher}")
+teacher_width() {
+  python -c "import sys; from s3prl_plugins.models.checkpoint import read_checkpoint as r; print(r(sys.argv[1])['model_config']['embed_dim'])" "exp/${distill_teacher}/model.pt"
+}
+
 if [ ${stage} -le 4 ] && [ ${stop_stage} -ge 4 ]; then
   if stage_done hubert; then
     log "Stage 4: HuBERT teacher already in exp/hubert_tiny"
   else
     log "Stage 4: masked-prediction pre-training of a small HuBERT (resumes if interrupted)"
-    ${train_cmd} python -m s3prl_plugins.bin.pretrain --config conf/hubert_tiny.yaml --set trainer.max_steps=${teacher_steps}
-    mark_done hubert
+    job hubert "" ${train_cmd} python -m s3prl_plugins.bin.pretrain --config conf/hubert_tiny.yaml --set trainer.max_steps=${teacher_steps}
   fi
 fi
 
@@ -173,8 +186,7 @@ if [ ${stage} -le 5 ] && [ ${stop_stage} -ge 5 ]; then
     log "Stage 5: MelHuBERT teacher already in exp/melhubert_tiny"
   else
     log "Stage 5: masked-prediction pre-training of a small MelHuBERT-20ms"
-    ${train_cmd} python -m s3prl_plugins.bin.pretrain --config conf/melhubert_tiny.yaml --set trainer.max_steps=${teacher_steps}
-    mark_done melhubert
+    job melhubert "" ${train_cmd} python -m s3prl_plugins.bin.pretrain --config conf/melhubert_tiny.yaml --set trainer.max_steps=${teacher_steps}
   fi
 fi
 
@@ -183,21 +195,21 @@ if [ ${stage} -le 6 ] && [ ${stop_stage} -ge 6 ]; then
     log "Stage 6: STaR student already in exp/star_tiny"
   else
     log "Stage 6: STaR distillation of exp/${distill_teacher}/model.pt (resumes if interrupted)"
-    ${train_cmd} python -m s3prl_plugins.bin.distill --config conf/star_tiny.yaml \
+    job star "${teacher_job}" ${train_cmd} python -m s3prl_plugins.bin.distill --config conf/star_tiny.yaml \
       --set "teacher.source=exp/${distill_teacher}/model.pt" "trainer.max_steps=${student_steps}"
-    mark_done star
   fi
 fi
 
+train_distil() {
+  ${train_cmd} python -m s3prl_plugins.bin.distill --config conf/distilhubert_tiny.yaml \
+    --set "teacher.source=exp/${distill_teacher}/model.pt" "trainer.max_steps=${student_steps}" "student.args.head.out_dim=$(teacher_width)"
+}
 if [ ${stage} -le 7 ] && [ ${stop_stage} -ge 7 ]; then
   if stage_done distil; then
     log "Stage 7: DistilHuBERT-style student already in exp/distilhubert_tiny"
   else
     log "Stage 7: DistilHuBERT-style distillation of exp/${distill_teacher}/model.pt (same student size)"
-    width=$(python -c "import sys; from s3prl_plugins.models.checkpoint import read_checkpoint as r; print(r(sys.argv[1])['model_config']['embed_dim'])" "exp/${distill_teacher}/model.pt")
-    ${train_cmd} python -m s3prl_plugins.bin.distill --config conf/distilhubert_tiny.yaml \
-      --set "teacher.source=exp/${distill_teacher}/model.pt" "trainer.max_steps=${student_steps}" "student.args.head.out_dim=${width}"
-    mark_done distil
+    job distil "${teacher_job}" train_distil
   fi
 fi
 
@@ -211,9 +223,8 @@ if [ ${stage} -le 8 ] && [ ${stop_stage} -ge 8 ]; then
     features=${name}
     [ "${name}" = fbank ] || features=exp/${name}/model.pt
     log "Stage 8: phone-recognition probe on ${features}"
-    ${train_cmd} python -m s3prl_plugins.bin.probe --features "${features}" --train data/train --test data/test \
-      --out "exp/probe/${name}" --max-steps "${probe_steps}"
-    mark_done "probe_${name}"
+    job "probe_${name}" "$(model_job "${name}")" ${train_cmd} python -m s3prl_plugins.bin.probe --features "${features}" \
+      --train data/train --test data/test --out "exp/probe/${name}" --max-steps "${probe_steps}"
   done
   for kind in ${subsets}; do
     label=text; [ "${kind}" = sid ] && label=speaker
@@ -222,101 +233,112 @@ if [ ${stage} -le 8 ] && [ ${stop_stage} -ge 8 ]; then
       features=${name}
       [ "${name}" = fbank ] || features=exp/${name}/model.pt
       log "Stage 8: ${kind} probe (utterance accuracy) on ${features}"
-      ${train_cmd} python -m s3prl_plugins.bin.probe_utt --features "${features}" --train "data/${kind}_train" \
-        --test "data/${kind}_test" --label "${label}" --out "exp/probe_${kind}/${name}"
-      mark_done "probe_${kind}_${name}"
+      job "probe_${kind}_${name}" "$(model_job "${name}")" ${train_cmd} python -m s3prl_plugins.bin.probe_utt --features "${features}" \
+        --train "data/${kind}_train" --test "data/${kind}_test" --label "${label}" --out "exp/probe_${kind}/${name}"
     done
   done
 fi
 
+segments_phones() {
+  for split in train dev test; do
+    python -m s3prl_plugins.bin.segment textgrid --data "data/${split}" --textgrids "exp/align/${split}" --out "exp/segments/phones/${split}.seg"
+  done
+}
+train_subsample() {  # train_subsample VARIANT [--set overrides...]
+  local v=$1; shift
+  ${train_cmd} python -m s3prl_plugins.bin.distill --config "conf/distilhubert_tiny_${v}.yaml" \
+    --set "teacher.source=exp/${distill_teacher}/model.pt" "trainer.max_steps=${student_steps}" "student.args.head.out_dim=$(teacher_width)" "$@"
+}
 if [ ${stage} -le 9 ] && [ ${stop_stage} -ge 9 ] && [ -n "${subsampling}" ]; then
-  width=$(python -c "import sys; from s3prl_plugins.models.checkpoint import read_checkpoint as r; print(r(sys.argv[1])['model_config']['embed_dim'])" "exp/${distill_teacher}/model.pt")
   case " ${subsampling} " in *" phones "*)
     if ! stage_done segments_phones; then
       log "Stage 9: phone segmentations from the stage-2 alignments -> exp/segments/phones"
-      for split in train dev test; do
-        python -m s3prl_plugins.bin.segment textgrid --data "data/${split}" --textgrids "exp/align/${split}" --out "exp/segments/phones/${split}.seg"
-      done
-      mark_done segments_phones
+      job segments_phones "" segments_phones
     fi ;;
   esac
   case " ${subsampling} " in *" cif_dp"*)
     if ! stage_done "segments_dp${dp_rate}"; then
       log "Stage 9: smoothed codes of layer ${dp_layer} of exp/${distill_teacher} (DP, lambda for ${dp_rate} Hz) -> exp/segments/dp${dp_rate}"
-      python -m s3prl_plugins.bin.segment dp --train data/train --also data/dev data/test --ckpt "exp/${distill_teacher}/model.pt" \
-        --layer "${dp_layer}" --clusters 100 --target-rate "${dp_rate}" --out "exp/segments/dp${dp_rate}"
-      mark_done "segments_dp${dp_rate}"
+      job "segments_dp${dp_rate}" "${teacher_job}" python -m s3prl_plugins.bin.segment dp --train data/train --also data/dev data/test \
+        --ckpt "exp/${distill_teacher}/model.pt" --layer "${dp_layer}" --clusters 100 --target-rate "${dp_rate}" --out "exp/segments/dp${dp_rate}"
     fi ;;
   esac
   for v in ${subsampling}; do
     name=distilhubert_tiny_${v}
     [ -f "conf/${name}.yaml" ] || { log "--subsampling ${v}: no conf/${name}.yaml"; exit 1; }
-    seg=(); probe_seg=()
+    seg=(); probe_seg=(); deps="${teacher_job}"
     case "${v}" in
-      cif_dp*) seg=("data.train_segmentation=exp/segments/dp${dp_rate}/train.seg" "data.valid_segmentation=exp/segments/dp${dp_rate}/dev.seg") ;;
-      phones) probe_seg=(--segmentation exp/segments/phones/train.seg exp/segments/phones/test.seg) ;;
+      cif_dp*) seg=("data.train_segmentation=exp/segments/dp${dp_rate}/train.seg" "data.valid_segmentation=exp/segments/dp${dp_rate}/dev.seg")
+               deps+=" segments_dp${dp_rate}" ;;
+      phones) probe_seg=(--segmentation exp/segments/phones/train.seg exp/segments/phones/test.seg); deps+=" segments_phones" ;;
     esac
     if ! stage_done "subsample_${v}"; then
       log "Stage 9: ${name} (conf/${name}.yaml, ${student_steps} updates)"
-      ${train_cmd} python -m s3prl_plugins.bin.distill --config "conf/${name}.yaml" \
-        --set "teacher.source=exp/${distill_teacher}/model.pt" "trainer.max_steps=${student_steps}" "student.args.head.out_dim=${width}" ${seg[@]+"${seg[@]}"}
-      mark_done "subsample_${v}"
+      job "subsample_${v}" "${deps}" train_subsample "${v}" ${seg[@]+"${seg[@]}"}
     fi
     if ! stage_done "probe_${name}"; then
       log "Stage 9: phone-recognition probe on exp/${name}/model.pt"
-      ${train_cmd} python -m s3prl_plugins.bin.probe --features "exp/${name}/model.pt" --train data/train --test data/test \
-        --out "exp/probe/${name}" --max-steps "${probe_steps}" ${probe_seg[@]+"${probe_seg[@]}"}
-      mark_done "probe_${name}"
+      job "probe_${name}" "subsample_${v} ${deps}" ${train_cmd} python -m s3prl_plugins.bin.probe --features "exp/${name}/model.pt" \
+        --train data/train --test data/test --out "exp/probe/${name}" --max-steps "${probe_steps}" ${probe_seg[@]+"${probe_seg[@]}"}
     fi
   done
 fi
 
+up=$( [ "${superb_model#melhubert}" != "${superb_model}" ] && echo melhubert_local || echo star_hubert_local )
+superb_task() {  # superb_task TASK: s3prl's runner trains, then -m evaluate on the best checkpoint
+  local task=$1 d split exp over best prep
+  local ckpt=exp/${superb_model}/model.pt
+  local root_opt=(); [ -z "${s3prl_root}" ] || root_opt=(--s3prl-root "${s3prl_root}")
+  case "${task}" in
+    asr|pr) prep=(--train data/train --dev data/dev --test data/test) ;;
+    sid) prep=(--train data/sid_train --dev data/sid_dev --test data/sid_test) ;;
+    ks) prep=(--speech-commands "${corpus_dir}/subsets") ;;
+  esac
+  d=$(python -c "from s3prl_plugins.eval.superb_tasks import DOWNSTREAM as D; print(D['${task}'])")
+  split=test; [ "${task}" != asr ] || split=test-clean
+  exp=exp/superb/${superb_model}/${task}
+  python -m s3prl_plugins.bin.superb_prepare "${task}" "${prep[@]}" --out "exp/superb/tasks/${task}" --steps "${superb_steps}" --num-workers 0 >/dev/null
+  over=""   # the mini ASR head is narrower than SUPERB's 2 x 1024 BLSTM (2 CPU cores)
+  [ "${task}" != asr ] || over="config.downstream_expert.modelrc.project_dim=256,,config.downstream_expert.modelrc.RNNs.dim=[256,256],,config.downstream_expert.datarc.batch_size=16"
+  rm -rf "${exp}"; mkdir -p "$(dirname "${exp}")"
+  ${train_cmd} python -m s3prl_plugins.bin.run_downstream ${root_opt[@]+"${root_opt[@]}"} -m train -u "${up}" -k "${ckpt}" -d "${d}" \
+    -c "exp/superb/tasks/${task}/config.yaml" -p "${exp}" ${over:+-o "${over}"} > "${exp}.train.log" 2>&1 \
+    || { tail -20 "${exp}.train.log"; log "Stage 10: ${task} training failed (log: ${exp}.train.log)"; return 1; }
+  best=$(ls "${exp}"/dev*-best.ckpt 2>/dev/null | head -1); [ -n "${best}" ] || best=$(ls -v "${exp}"/states-*.ckpt | tail -1)
+  ${train_cmd} python -m s3prl_plugins.bin.run_downstream ${root_opt[@]+"${root_opt[@]}"} -m evaluate -t "${split}" -e "${best}" \
+    > "${exp}.evaluate.log" 2>&1 || { tail -20 "${exp}.evaluate.log"; log "Stage 10: ${task} evaluation failed"; return 1; }
+  python -c "import json,sys; print('  ', json.load(open(sys.argv[1]))['superb'])" "${exp}/superb_${split}.json"
+}
+asr5k_task() {
+  local conf
+  conf=$(dirname "$(readlink -f "$0")")/../../espnet_recipes/mini/asr5k/conf/train_asr_mini.yaml
+  ${train_cmd} python -m s3prl_plugins.bin.espnet_asr --config "${conf}" \
+    --upstream "${up}" --ckpt "exp/${superb_model}/model.pt" --train data/train --valid data/dev --test data/test --nbpe "${asr5k_nbpe}" \
+    --work "exp/asr5k_${superb_model}" --train-args "--max_epoch ${asr5k_epochs}"
+}
 if [ ${stage} -le 10 ] && [ ${stop_stage} -ge 10 ]; then
-  up=$( [ "${superb_model#melhubert}" != "${superb_model}" ] && echo melhubert_local || echo star_hubert_local )
-  ckpt=exp/${superb_model}/model.pt
-  [ -z "${superb}${asr5k#false}" ] || [ -f "${ckpt}" ] || { log "Stage 10: no ${ckpt} (--superb-model names a model of stages 4-9)"; exit 1; }
-  root_opt=(); [ -z "${s3prl_root}" ] || root_opt=(--s3prl-root "${s3prl_root}")
+  superb_job=$(model_job "${superb_model}")
+  if [ -n "${superb}${asr5k#false}" ] && [ ! -f "exp/${superb_model}/model.pt" ] && { [ -z "${superb_job}" ] || [ -z "${__job_pid[${superb_job}]:-}" ]; }; then
+    log "Stage 10: no exp/${superb_model}/model.pt (--superb-model names a model of stages 4-9)"; exit 1
+  fi
   for task in ${superb}; do
     stage_done "superb_${superb_model}_${task}" && continue
-    case "${task}" in
-      asr|pr) prep=(--train data/train --dev data/dev --test data/test) ;;
-      sid) prep=(--train data/sid_train --dev data/sid_dev --test data/sid_test) ;;
-      ks) prep=(--speech-commands "${corpus_dir}/subsets") ;;
-      *) log "--superb ${task}: the tasks are ks sid asr pr"; exit 1 ;;
-    esac
+    case "${task}" in asr|pr|sid|ks) ;; *) log "--superb ${task}: the tasks are ks sid asr pr"; exit 1 ;; esac
     [ "${task}" != pr ] || [ -n "${s3prl_root}" ] || { log "--superb pr needs --s3prl-root (a git checkout of s3prl)"; exit 1; }
-    d=$(python -c "from s3prl_plugins.eval.superb_tasks import DOWNSTREAM as D; print(D['${task}'])")
-    split=test; [ "${task}" != asr ] || split=test-clean
-    exp=exp/superb/${superb_model}/${task}
-    log "Stage 10: SUPERB ${task^^} on ${ckpt} through s3prl's runner (-d ${d}, ${superb_steps} updates) -> ${exp}"
-    python -m s3prl_plugins.bin.superb_prepare "${task}" "${prep[@]}" --out "exp/superb/tasks/${task}" --steps "${superb_steps}" --num-workers 0 >/dev/null
-    over=""   # the mini ASR head is narrower than SUPERB's 2 x 1024 BLSTM (2 CPU cores)
-    [ "${task}" != asr ] || over="config.downstream_expert.modelrc.project_dim=256,,config.downstream_expert.modelrc.RNNs.dim=[256,256],,config.downstream_expert.datarc.batch_size=16"
-    rm -rf "${exp}"; mkdir -p "$(dirname "${exp}")"
-    ${train_cmd} python -m s3prl_plugins.bin.run_downstream ${root_opt[@]+"${root_opt[@]}"} -m train -u "${up}" -k "${ckpt}" -d "${d}" \
-      -c "exp/superb/tasks/${task}/config.yaml" -p "${exp}" ${over:+-o "${over}"} > "${exp}.train.log" 2>&1 \
-      || { tail -20 "${exp}.train.log"; log "Stage 10: ${task} training failed (log: ${exp}.train.log)"; exit 1; }
-    best=$(ls "${exp}"/dev*-best.ckpt 2>/dev/null | head -1); [ -n "${best}" ] || best=$(ls -v "${exp}"/states-*.ckpt | tail -1)
-    ${train_cmd} python -m s3prl_plugins.bin.run_downstream ${root_opt[@]+"${root_opt[@]}"} -m evaluate -t "${split}" -e "${best}" \
-      > "${exp}.evaluate.log" 2>&1 || { tail -20 "${exp}.evaluate.log"; log "Stage 10: ${task} evaluation failed"; exit 1; }
-    python -c "import json,sys; print('  ', json.load(open(sys.argv[1]))['superb'])" "${exp}/superb_${split}.json"
-    mark_done "superb_${superb_model}_${task}"
+    log "Stage 10: SUPERB ${task^^} on exp/${superb_model}/model.pt through s3prl's runner (${superb_steps} updates) -> exp/superb/${superb_model}/${task}"
+    job "superb_${superb_model}_${task}" "${superb_job}" superb_task "${task}"
   done
   if [ "${asr5k}" = true ] && ! stage_done "asr5k_${superb_model}"; then
-    log "Stage 10: ESPnet ASR-${asr5k_nbpe} on ${ckpt} (${asr5k_epochs} epochs) -> exp/asr5k_${superb_model}"
-    conf=$(dirname "$(readlink -f "$0")")/../../espnet_recipes/mini/asr5k/conf/train_asr_mini.yaml
-    ${train_cmd} python -m s3prl_plugins.bin.espnet_asr --config "${conf}" \
-      --upstream "${up}" --ckpt "${ckpt}" --train data/train --valid data/dev --test data/test --nbpe "${asr5k_nbpe}" \
-      --work "exp/asr5k_${superb_model}" --train-args "--max_epoch ${asr5k_epochs}"
-    mark_done "asr5k_${superb_model}"
+    log "Stage 10: ESPnet ASR-${asr5k_nbpe} on exp/${superb_model}/model.pt (${asr5k_epochs} epochs) -> exp/asr5k_${superb_model}"
+    job "asr5k_${superb_model}" "${superb_job}" asr5k_task
   fi
 fi
 
-if [ ${stage} -le 11 ] && [ ${stop_stage} -ge 11 ]; then
-  log "Stage 11: report"
+make_report() {
   python -m s3prl_plugins.bin.unit_rates --data data/dev --train data/train --vocab 100 200 500 1000 \
     --out exp/unit_rates.json --plot exp/unit_rates.png > /dev/null   # Fig. 2; 5k/16k pieces do not fit this text
-  SUBSAMPLING="${subsampling}" python - <<'PY'
+  {
+SUBSAMPLING="${subsampling}" python - <<'PY'
 import json, os
 from s3prl_plugins.eval.report import build_report, format_report
 def load(p):
@@ -371,21 +393,46 @@ notes += [f"ESPnet ASR-{report[n].get('asr5k_nbpe')} of {n}: exp/asr5k_{n} (test
 write_markdown(report, "exp/report.md", "mini corpus report", plots, notes)
 print("report:        exp/report.md (table + exp/report_tradeoff.png, exp/report_losses.png)")
 PY
+
+  } > exp/report.txt.tmp
+  mv exp/report.txt.tmp exp/report.txt
+}
+if [ ${stage} -le 11 ] && [ ${stop_stage} -ge 11 ]; then
+  log "Stage 11: report (after the jobs above) -> exp/report.{json,md,txt}"
+  rm -f exp/.done.report exp/report.txt
+  job report "${!__job_pid[*]}" make_report
 fi
 
-if [ ${stage} -le 12 ] && [ ${stop_stage} -ge 12 ] && [ -n "${compress}" ]; then
-  for c in ${compress}; do
-    [ -f conf/compress/${c}.yaml ] || { log "no such chain: conf/compress/${c}.yaml"; exit 1; }
-    log "Stage 12: compression chain ${c} -> exp/compress/${c} (resumes where it stopped)"
-    quick=()
-    [ -z "${compress_updates}" ] || quick+=("updates_cap=${compress_updates}")
-    [ -z "${compress_probe_steps}" ] || quick+=("measure.probe.max_steps=${compress_probe_steps}" "measure.diagonality=10")
-    [ -d data/sid_train ] || quick+=("measure.sid=null")   # no speaker subset (--subsets without sid): no SID probe
-    [ ${#quick[@]} -eq 0 ] || quick=(--set "${quick[@]}")
-    ${train_cmd} python -m s3prl_plugins.bin.compress --config conf/compress/common.yaml conf/compress/${c}.yaml ${quick[@]+"${quick[@]}"}
-  done
-  dirs=(); for c in ${compress}; do dirs+=("exp/compress/${c}"); done
+compress_chain() {  # compress_chain CHAIN
+  local c=$1 quick=()
+  [ -z "${compress_updates}" ] || quick+=("updates_cap=${compress_updates}")
+  [ -z "${compress_probe_steps}" ] || quick+=("measure.probe.max_steps=${compress_probe_steps}" "measure.diagonality=10")
+  [ -d data/sid_train ] || quick+=("measure.sid=null")   # no speaker subset (--subsets without sid): no SID probe
+  [ ${#quick[@]} -eq 0 ] || quick=(--set "${quick[@]}")
+  ${train_cmd} python -m s3prl_plugins.bin.compress --config conf/compress/common.yaml "conf/compress/${c}.yaml" ${quick[@]+"${quick[@]}"}
+}
+compress_report() {
+  local dirs=() c
+  for c in ${compress}; do dirs+=("exp/compress/${c}"); done
   python -m s3prl_plugins.bin.compression_report --chains "${dirs[@]}" --out exp/compress/report > /dev/null
+}
+if [ ${stage} -le 12 ] && [ ${stop_stage} -ge 12 ] && [ -n "${compress}" ]; then
+  chains=""
+  for c in ${compress}; do
+    [ -f "conf/compress/${c}.yaml" ] || { log "no such chain: conf/compress/${c}.yaml"; exit 1; }
+    log "Stage 12: compression chain ${c} -> exp/compress/${c} (resumes where it stopped)"
+    job "compress_${c}" melhubert compress_chain "${c}"
+    chains+=" compress_${c}"
+  done
+  rm -f exp/.done.compress_report
+  job compress_report "${chains}" compress_report
+fi
+
+job_wait
+if [ ${stage} -le 11 ] && [ ${stop_stage} -ge 11 ]; then
+  cat exp/report.txt
+fi
+if [ ${stage} -le 12 ] && [ ${stop_stage} -ge 12 ] && [ -n "${compress}" ]; then
   log "Stage 12: exp/compress/report/report.md (table), tradeoff.png, density.png, weight_density.png, diagonality.png"
   log "          every model loads with s3prl.hub.melhubert_pruned_local(ckpt='exp/compress/<chain>/<NN>_<method><k>/model.pt')"
 fi

@@ -1,0 +1,81 @@
+"""egs/mini/utils/jobs.sh: the recipe's independent stages side by side (--nj), each after its dependencies;
+a failure stops what depends on it, names its log, and leaves no done-marker behind."""
+
+import os
+import subprocess
+
+import pytest
+
+UTILS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "egs", "mini", "utils")
+
+
+def _script(tmp_path, nj, body):
+    script = f"""set -euo pipefail
+nj={nj}
+. {UTILS}/log.sh
+. {UTILS}/jobs.sh
+{body}
+"""
+    return subprocess.run(["bash", "-c", script], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+
+
+def test_two_jobs_run_side_by_side_and_dependencies_wait(tmp_path):
+    # a and b can only both finish if they run at the same time (each waits for the other's file)
+    body = """
+meet() { touch "here_$1"; for i in $(seq 100); do [ -f "here_$2" ] && return 0; sleep 0.1; done; return 1; }
+after() { [ -f exp/.done.a ] && [ -f exp/.done.b ] && echo "$OMP_NUM_THREADS" > c_threads; }
+job a "" meet a b
+job b "" meet b a
+job c "a b" after
+job_wait
+"""
+    r = _script(tmp_path, 2, body)
+    assert r.returncode == 0, r.stderr
+    assert all((tmp_path / "exp" / f".done.{n}").exists() for n in "abc")
+    assert (tmp_path / "c_threads").read_text().strip() == str(max(1, os.cpu_count() // 2))
+    assert "job c queued (runs after: a b" in r.stderr and (tmp_path / "exp" / "log" / "c.log").is_file()
+    assert not list((tmp_path / "exp" / ".slots").iterdir())  # every slot given back
+
+
+def test_one_job_at_a_time_with_nj_1(tmp_path):
+    body = """
+meet() { touch "here_$1"; for i in $(seq 10); do [ -f "here_$2" ] && return 0; sleep 0.1; done; return 1; }
+job a "" meet a b
+"""
+    r = _script(tmp_path, 1, body)
+    assert r.returncode == 1 and "job a failed" in r.stderr
+    assert (tmp_path / "exp" / ".failed.a").exists() and not (tmp_path / "exp" / ".done.a").exists()
+
+
+def test_a_failure_fails_its_dependents_and_the_recipe_after_the_others_finish(tmp_path):
+    body = """
+broken() { echo "the reason it broke" >&2; false; echo "not reached"; }
+slow() { sleep 1; touch slow_finished; }
+job bad "" broken
+job other "" slow
+job child "bad" echo never
+job_wait
+"""
+    r = _script(tmp_path, 2, body)
+    assert r.returncode == 1
+    assert "job bad failed" in r.stderr and "the reason it broke" in r.stderr  # the log's tail
+    assert "not reached" not in (tmp_path / "exp" / "log" / "bad.log").read_text()  # set -e inside the job
+    assert (tmp_path / "slow_finished").exists() and (tmp_path / "exp" / ".done.other").exists()  # not killed half-way
+    assert "its dependency bad failed" in (tmp_path / "exp" / "log" / "child.log").read_text()
+    assert not (tmp_path / "exp" / ".done.bad").exists() and not (tmp_path / "exp" / ".done.child").exists()
+
+
+@pytest.mark.parametrize("nj", [1, 2])
+def test_a_dependency_that_never_ran_is_named(tmp_path, nj):
+    r = _script(tmp_path, nj, 'job probe "star" echo hi\njob_wait')
+    assert r.returncode == 1
+    log = r.stderr + ((tmp_path / "exp" / "log" / "probe.log").read_text() if nj > 1 else "")
+    assert "needs star (exp/.done.star), which is neither done nor running: run its stage first" in log
+
+
+def test_finished_jobs_are_skipped(tmp_path):
+    (tmp_path / "exp").mkdir()
+    (tmp_path / "exp" / ".done.a").touch()
+    r = _script(tmp_path, 2, 'job a "" touch ran\njob b "a" touch b_ran\njob_wait')
+    assert r.returncode == 0, r.stderr
+    assert not (tmp_path / "ran").exists() and (tmp_path / "b_ran").exists()
