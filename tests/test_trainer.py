@@ -272,3 +272,52 @@ def test_targets_from_acoustic_features_and_hidden_layers(tmp_path, tiny):
     labels2 = read_labels(str(tmp_path / "it2" / "data.km"))
     assert all(abs(len(labels2[u]) - len(labels[u])) <= 1 for u in d.utts)
     assert max(max(v) for v in labels2.values()) <= 3
+
+
+_AFTER_UPDATE_SCRIPT = r'''
+import json, os, sys
+import torch
+import torch.distributed as dist
+from torch import nn
+from s3prl_plugins.train.trainer import Trainer, TrainerConfig
+
+rank = int(os.environ["RANK"])
+
+class Task(nn.Module):
+    """Each rank sees its own loss; rank 1 alone asks to stop after update 2."""
+    def __init__(self):
+        super().__init__()
+        self.w = nn.Parameter(torch.ones(3))
+        self.seen = []
+    def forward(self, batch):
+        loss = (self.w * batch["x"]).sum() * (rank + 1)
+        return loss, {"loss": (float(loss.detach()), 1.0)}
+    def after_update(self, loss):
+        self.seen.append(loss)
+        return rank == 1 and len(self.seen) == 2
+
+class DS(torch.utils.data.Dataset):
+    def __len__(self): return 4
+    def __getitem__(self, i): return {"x": torch.ones(3)}
+
+task = Task()
+Trainer(TrainerConfig(exp_dir=sys.argv[1], max_steps=10, save_every=100, log_every=1, device="cpu", optimizer="adam", lr=0.0),
+        task, (DS(), [[0], [1], [2], [3]], lambda items: {"x": torch.stack([it["x"] for it in items])})).train(resume=False)
+with open(os.path.join(sys.argv[1], f"seen{rank}.json"), "w") as f:
+    json.dump(task.seen, f)
+dist.destroy_process_group()
+'''
+
+
+def test_ddp_ranks_stop_together_and_see_one_update_loss(tmp_path):
+    """A task's after_update (weight pruning's plateau test) gets the loss over every rank, and one rank's
+    stop ends training on all of them -- not a rank left waiting in the next all-reduce."""
+    script = tmp_path / "after_update.py"
+    script.write_text(_AFTER_UPDATE_SCRIPT)
+    torchrun = os.path.join(os.path.dirname(sys.executable), "torchrun")
+    r = subprocess.run([torchrun, "--standalone", "--nproc_per_node=2", str(script), str(tmp_path / "exp")],
+                       cwd=ROOT, capture_output=True, text=True, timeout=180, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert r.returncode == 0, r.stderr[-3000:]
+    seen = [json.loads((tmp_path / "exp" / f"seen{k}.json").read_text()) for k in (0, 1)]
+    assert len(seen[0]) == len(seen[1]) == 2  # both stopped after update 2
+    assert seen[0] == seen[1] == [pytest.approx(4.5)] * 2  # (3 x 1 + 3 x 2) / 2: the mean over the ranks

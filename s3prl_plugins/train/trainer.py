@@ -392,6 +392,24 @@ class Trainer:
             self.writer.add_scalar(f"{prefix}/{k}", v, self.step)
         self.writer.flush()
 
+    def _update_loss(self, loss_sum_count) -> float:
+        """The update's loss over every rank (each rank's ``after_update`` sees the same value, so that
+        a loss-driven decision -- a weight-pruning plateau -- is the same on every rank)."""
+        loss_sum, loss_count = (float(v) for v in loss_sum_count)
+        if self.world > 1:
+            t = torch.tensor([loss_sum, loss_count], dtype=torch.float64, device=self.device)
+            dist.all_reduce(t)
+            loss_sum, loss_count = t[0].item(), t[1].item()
+        return loss_sum / loss_count if loss_count else float("nan")
+
+    def _any_rank(self, flag: bool) -> bool:
+        """True on every rank when it is true on any (ranks stop together, or the others would hang)."""
+        if self.world == 1:
+            return flag
+        t = torch.tensor([1.0 if flag else 0.0], device=self.device)
+        dist.all_reduce(t)
+        return t.item() > 0
+
     def _all_finite(self, finite: bool) -> bool:
         if self.world == 1:
             return finite
@@ -478,10 +496,9 @@ class Trainer:
                 self.scheduler.step()
                 self.step += 1
                 bar.update(1)
-                loss_sum, loss_count = update_logs.get("loss", (0.0, 0.0))
-                update_loss = loss_sum / loss_count if loss_count else float("nan")
+                update_loss = self._update_loss(update_logs.get("loss", (0.0, 0.0))) if after_update is not None else float("nan")
                 update_logs = {}
-                done_early = bool(after_update(update_loss)) if after_update is not None else False
+                done_early = self._any_rank(bool(after_update(update_loss))) if after_update is not None else False
                 if self.step % cfg.log_every == 0 or self.step == cfg.max_steps:
                     values = {k: s / max(n, 1e-9) for k, (s, n) in running.items()}
                     values.update(
