@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The embedded default: every stage on the synthetic mini corpus, minutes on a laptop CPU.
 #
-# Stages (inputs -> outputs; rough cost on 2 CPU cores):
+# Stages (inputs -> outputs; rough cost of each alone on 2 CPU cores). Stages 0-3 run here, one after the
+# other; stages 4-12 are jobs (utils/jobs.sh): --nj of them side by side, each after the jobs whose outputs
+# it reads, one thread each on 2 cores, output in exp/log/<job>.log (--nj 1: one by one, on the terminal).
 #   0 corpus   espeak-ng -> $corpus_dir (LibriSpeech layout, exact word times), and --subsets:
 #              keyword spotting (Speech Commands v0.01 layout) and speaker identification
 #              -> $corpus_dir/subsets                                               ~45 s, 75 MB
@@ -50,7 +52,7 @@
 #              {trajectory.csv, <NN>_<method><k>/model.pt}; then exp/compress/report/{report.md, tradeoff.png,
 #              density.png, weight_density.png, diagonality.png}            ~3 min per iteration
 #
-# Usage: ./run.sh [--stage N] [--stop-stage M] [--corpus-dir DIR] [--utts-per-speaker K] [--seed S]
+# Usage: ./run.sh [--stage N] [--stop-stage M] [--nj 2] [--corpus-dir DIR] [--utts-per-speaker K] [--seed S]
 #                 [--subsets "ks sid"] [--subsampling "cif_dp4"] [--superb "ks"] [--asr5k false] [--compress "heads"]
 # Finished stages are skipped (markers in exp/.done.*); delete a marker to redo a stage.
 set -euo pipefail
