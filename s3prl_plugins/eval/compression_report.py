@@ -109,6 +109,8 @@ def plot_density(chains: Dict[str, Rows], path: str, title: str = "") -> Optiona
         plt.close(fig)
         return None
     for ax, (_, _, lab) in zip(axes, panels):
+        if not ax.lines:
+            ax.text(0.5, 0.5, "not measured in these chains", ha="center", va="center", transform=ax.transAxes, color="0.4")
         ax.set_xlabel("density (weights / heads / FFN units left)")
         ax.set_ylabel(lab)
         ax.invert_xaxis()
