@@ -79,3 +79,20 @@ def test_finished_jobs_are_skipped(tmp_path):
     r = _script(tmp_path, 2, 'job a "" touch ran\njob b "a" touch b_ran\njob_wait')
     assert r.returncode == 0, r.stderr
     assert not (tmp_path / "ran").exists() and (tmp_path / "b_ran").exists()
+
+
+def test_ready_jobs_take_the_slots_in_the_order_they_were_queued(tmp_path):
+    # two slots, four jobs ready at once: a and b (queued first) run first, c and d after them
+    body = """
+stamp() { echo "$1" >> order; sleep 1; }
+job a "" stamp a
+job b "" stamp b
+job c "" stamp c
+job d "" stamp d
+job_wait
+"""
+    r = _script(tmp_path, 2, body)
+    assert r.returncode == 0, r.stderr
+    order = (tmp_path / "order").read_text().split()
+    assert sorted(order[:2]) == ["a", "b"] and sorted(order[2:]) == ["c", "d"], order
+    assert not list((tmp_path / "exp" / ".slots").iterdir())

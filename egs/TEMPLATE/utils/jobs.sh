@@ -17,6 +17,7 @@
 # 2 threads than on 1), so two 1-thread jobs finish sooner than the same two one after the other.
 
 declare -A __job_pid=()
+__job_seq=0
 rm -rf exp/.slots   # slots left by a killed run
 __job_cores=$(nproc 2>/dev/null || echo 1)
 
@@ -44,13 +45,17 @@ __job_body() {
 }
 
 __job_slot() {
-  # take one of ${nj} slots (mkdir is atomic): prints its directory
-  local i
+  # take one of ${nj} slots (mkdir is atomic), first come first served among the jobs whose dependencies
+  # are done (the one queued first goes first: the recipe queues them in stage order); prints the slot
+  local seq=$1 i
+  touch "exp/.slots/ready.${seq}"
   while true; do
-    for ((i = 0; i < nj; i++)); do
-      if mkdir "exp/.slots/${i}" 2>/dev/null; then echo "exp/.slots/${i}"; return 0; fi
-    done
-    sleep 2
+    if [ "$(ls exp/.slots | grep '^ready\.' | sort | head -1)" = "ready.${seq}" ]; then
+      for ((i = 0; i < nj; i++)); do
+        if mkdir "exp/.slots/${i}" 2>/dev/null; then rm -f "exp/.slots/ready.${seq}"; echo "exp/.slots/${i}"; return 0; fi
+      done
+    fi
+    sleep 1
   done
 }
 
@@ -68,14 +73,17 @@ job() {
     return 0
   fi
   local threads=$(( __job_cores / nj )); [ "${threads}" -ge 1 ] || threads=1
+  __job_seq=$(( __job_seq + 1 ))
+  local seq; seq=$(printf '%06d' "${__job_seq}")
   (
     export OMP_NUM_THREADS=${threads} MKL_NUM_THREADS=${threads}
     set +e
     (
       set -e
       __job_deps "${name}" "${deps}"
-      slot=$(__job_slot)
-      trap 'rmdir "${slot}" 2>/dev/null' EXIT
+      slot=""
+      trap 'rm -f "exp/.slots/ready.${seq}"; [ -z "${slot}" ] || rmdir "${slot}" 2>/dev/null' EXIT
+      slot=$(__job_slot "${seq}")
       echo "$(date '+%Y-%m-%d %H:%M:%S') job ${name} starts (${threads} thread(s))"
       "$@"
     ) > "exp/log/${name}.log" 2>&1
