@@ -13,8 +13,9 @@
 #       Waits for those jobs (every started one when none are named). When one failed: prints its log's
 #       tail, waits for the others (nothing is killed half-way), and exits 1.
 #
-# Why: one small PyTorch job does not keep 2 cores busy (an update of the mini models runs ~1.4x faster on
-# 2 threads than on 1), so two 1-thread jobs finish sooner than the same two one after the other.
+# Why: one small PyTorch job does not keep 2 cores busy: the phone probe's head trains at 13.7 updates/s on
+# 2 threads alone and at 10.0 updates/s on 1 thread beside another 1-thread job (2 cores; egs/mini/RESULTS.md),
+# so two jobs side by side finish ~1.46x sooner than one after the other.
 
 declare -A __job_pid=()
 __job_seq=0
