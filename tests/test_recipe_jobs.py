@@ -96,3 +96,31 @@ job_wait
     order = (tmp_path / "order").read_text().split()
     assert sorted(order[:2]) == ["a", "b"] and sorted(order[2:]) == ["c", "d"], order
     assert not list((tmp_path / "exp" / ".slots").iterdir())
+
+
+def test_jobs_queued_by_a_stopped_recipe_do_not_start(tmp_path):
+    """kill <recipe pid> (a scheduler's SIGTERM, not Ctrl-C, which stops the whole process group): the job
+    running finishes, nothing queued after it starts."""
+    script = f"""set -euo pipefail
+nj=2
+. {UTILS}/log.sh
+. {UTILS}/jobs.sh
+job a "" sleep 3
+job b "a" touch b_ran
+job_wait
+"""
+    p = subprocess.Popen(["bash", "-c", script], cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    import time
+
+    for _ in range(100):  # until both are queued
+        if (tmp_path / "exp" / "log" / "b.log").exists():
+            break
+        time.sleep(0.05)
+    p.terminate()
+    p.wait(timeout=30)
+    for _ in range(150):
+        if (tmp_path / "exp" / ".failed.b").exists() or (tmp_path / "b_ran").exists():
+            break
+        time.sleep(0.1)
+    assert not (tmp_path / "b_ran").exists()
+    assert "has stopped: b not started" in (tmp_path / "exp" / "log" / "b.log").read_text()

@@ -19,6 +19,7 @@
 
 declare -A __job_pid=()
 __job_seq=0
+__job_main=$$
 rm -rf exp/.slots   # slots left by a killed run
 __job_cores=$(nproc 2>/dev/null || echo 1)
 
@@ -27,6 +28,7 @@ __job_deps() {
   local name=$1 deps=$2 dep
   for dep in ${deps}; do
     while ! stage_done "${dep}"; do
+      kill -0 "${__job_main}" 2>/dev/null || { echo "the recipe (pid ${__job_main}) has stopped: ${name} not started" >&2; return 1; }
       if [ -f "exp/.failed.${dep}" ]; then
         echo "job ${name}: its dependency ${dep} failed (exp/log/${dep}.log)" >&2; return 1
       fi
@@ -85,6 +87,8 @@ job() {
       slot=""
       trap 'rm -f "exp/.slots/ready.${seq}"; [ -z "${slot}" ] || rmdir "${slot}" 2>/dev/null' EXIT
       slot=$(__job_slot "${seq}")
+      # the recipe itself was stopped (not with Ctrl-C, which stops every job): start nothing more
+      kill -0 "${__job_main}" 2>/dev/null || { echo "the recipe (pid ${__job_main}) has stopped: ${name} not started" >&2; exit 1; }
       echo "$(date '+%Y-%m-%d %H:%M:%S') job ${name} starts (${threads} thread(s))"
       "$@"
     ) > "exp/log/${name}.log" 2>&1
