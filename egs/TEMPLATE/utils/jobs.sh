@@ -13,9 +13,9 @@
 #       Waits for those jobs (every started one when none are named). When one failed: prints its log's
 #       tail, waits for the others (nothing is killed half-way), and exits 1.
 #
-# Why: one small PyTorch job does not keep 2 cores busy: the phone probe's head trains at 13.7 updates/s on
-# 2 threads alone and at 10.0 updates/s on 1 thread beside another 1-thread job (2 cores; egs/mini/RESULTS.md),
-# so two jobs side by side finish ~1.46x sooner than one after the other.
+# Why: one small PyTorch job does not keep 2 cores busy. The mini STaR student trains at 1.73 updates/s on 2
+# threads alone and at 1.28 updates/s on 1 thread beside a second such job (2 cores), so two side by side
+# finish in 1/1.48 of the time of the two in a row (egs/mini/RESULTS.md, "Recipe jobs side by side").
 
 declare -A __job_pid=()
 __job_seq=0
