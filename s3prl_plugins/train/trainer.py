@@ -411,11 +411,7 @@ class Trainer:
         return t.item() > 0
 
     def _all_finite(self, finite: bool) -> bool:
-        if self.world == 1:
-            return finite
-        t = torch.tensor([0.0 if finite else 1.0], device=self.device)
-        dist.all_reduce(t)
-        return t.item() == 0
+        return not self._any_rank(not finite)
 
     def train(self, resume: bool = True, stop_at: Optional[int] = None) -> Dict[str, float]:
         """Run until ``max_steps`` updates; resume from the latest checkpoint when there is one.
