@@ -51,7 +51,7 @@ def test_librispeech_star_recipe_end_to_end(tmp_path):
         _corpus(corpus, utts, subset)
     work = tmp_path / "egs" / "librispeech"
     (work / "star" / "conf").mkdir(parents=True)
-    for name in ("run.sh", "db.sh", "utils", "path.sh", "cmd.sh"):
+    for name in ("run.sh", "db.sh", "utils", "path.sh", "cmd.sh", "local"):
         os.symlink(os.path.join(ROOT, "egs", "librispeech", name), work / name)
     for name in ("run.sh", "db.sh", "utils", "path.sh", "cmd.sh"):
         os.symlink(os.path.join(ROOT, "egs", "librispeech", "star", name), work / "star" / name)

@@ -3,7 +3,7 @@
 # "On Compressing Sequences for Self-Supervised Speech Models"; the baseline is DistilHuBERT, Chang et al. 2022).
 #
 # Stages (inputs -> outputs):
-#   0 data        ${LIBRISPEECH} -> data/<subsets> (shared prep in ../run.sh), data/train (combined)
+#   0 data        ${LIBRISPEECH} -> data/<subsets> (../local/prepare_train.sh over ../run.sh), data/train (combined)
 #   1 phones      CMUdict phones for the probe sets -> data/*/phones
 #   2 alignments  (configs with data.*_segmentation under exp/segments/phones, i.e. the MFA topline)
 #                 MFA TextGrids (--textgrids DIR with <set>/<utt>.TextGrid, or run here with
@@ -71,11 +71,7 @@ if [ ${stage} -le 0 ] && [ ${stop_stage} -ge 0 ]; then
     log "Stage 0: data already prepared"
   else
     log "Stage 0: LibriSpeech data dirs (${subsets} + ${eval_sets})"
-    (cd .. && ./run.sh --stage 1 --stop-stage 2 --subsets "${subsets} ${eval_sets}")
-    mkdir -p data
-    for s in ${subsets} ${eval_sets}; do ln -sfn "../../data/${s//-/_}" "data/${s//-/_}"; done
-    # shellcheck disable=SC2046
-    python -m s3prl_plugins.bin.combine_data --out data/train $(for s in ${subsets}; do echo "data/${s//-/_}"; done)
+    ../local/prepare_train.sh "${subsets}" "${eval_sets}"
     mark_done data_${train_set}
   fi
 fi

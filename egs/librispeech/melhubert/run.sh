@@ -4,7 +4,7 @@
 # combined chain, diagonal heads replaced by the identity / a 1-D convolution -- then probe and report.
 #
 # Stages (inputs -> outputs):
-#   0 data        ${LIBRISPEECH} -> data/<subsets> (../run.sh), data/train (--train-set 960 or 100)
+#   0 data        ${LIBRISPEECH} -> data/<subsets> (../local/prepare_train.sh over ../run.sh), data/train (--train-set 960 or 100)
 #   1 phones      CMUdict phones for the probe -> data/{train_clean_100,test_clean}/phones
 #   2 targets 1   k-means (512) of log-Mel frames (every 2nd for 20 ms) -> exp/targets/it1_<F>ms
 #   3 pretrain 1  conf/melhubert_<F>ms.yaml -> exp/melhubert_<F>ms_it1/model.pt   (200 epochs)
@@ -56,11 +56,7 @@ if [ ${stage} -le 0 ] && [ ${stop_stage} -ge 0 ]; then
     log "Stage 0: data already prepared"
   else
     log "Stage 0: LibriSpeech data dirs (${subsets} + ${eval_sets})"
-    (cd .. && ./run.sh --stage 1 --stop-stage 2 --subsets "${subsets} ${eval_sets}")
-    mkdir -p data
-    for s in ${subsets} ${eval_sets}; do ln -sfn "../../data/${s//-/_}" "data/${s//-/_}"; done
-    # shellcheck disable=SC2046
-    python -m s3prl_plugins.bin.combine_data --out data/train $(for s in ${subsets}; do echo "data/${s//-/_}"; done)
+    ../local/prepare_train.sh "${subsets}" "${eval_sets}"
     mark_done data_${train_set}
   fi
 fi

@@ -2,7 +2,7 @@
 # STaRHuBERT on LibriSpeech (Jang, Kim and Kim 2024): distil a HuBERT-family teacher into a STaR student.
 #
 # Stages (inputs -> outputs; rough cost):
-#   0 data        ${LIBRISPEECH} -> data/<subsets> (shared prep in ../run.sh) and data/train (the
+#   0 data        ${LIBRISPEECH} -> data/<subsets> (../local/prepare_train.sh over ../run.sh) and data/train (the
 #                 training subsets combined; --train-set 100 or 960)              ~1 min per 100 h
 #   1 phones      CMUdict (offline) phones for the probe sets -> data/*/phones      ~10 s
 #   2 teacher     --teacher (hubert_base | wavlm_base | wav2vec2 | a checkpoint | a HF folder; default:
@@ -70,11 +70,7 @@ if [ ${stage} -le 0 ] && [ ${stop_stage} -ge 0 ]; then
     log "Stage 0: data already prepared"
   else
     log "Stage 0: LibriSpeech data dirs (${subsets} + ${eval_sets})"
-    (cd .. && ./run.sh --stage 1 --stop-stage 2 --subsets "${subsets} ${eval_sets}")
-    mkdir -p data
-    for s in ${subsets} ${eval_sets}; do ln -sfn "../../data/${s//-/_}" "data/${s//-/_}"; done
-    # shellcheck disable=SC2046
-    python -m s3prl_plugins.bin.combine_data --out data/train $(for s in ${subsets}; do echo "data/${s//-/_}"; done)
+    ../local/prepare_train.sh "${subsets}" "${eval_sets}"
     mark_done data_${train_set}
   fi
 fi
