@@ -321,3 +321,37 @@ def test_ddp_ranks_stop_together_and_see_one_update_loss(tmp_path):
     seen = [json.loads((tmp_path / "exp" / f"seen{k}.json").read_text()) for k in (0, 1)]
     assert len(seen[0]) == len(seen[1]) == 2  # both stopped after update 2
     assert seen[0] == seen[1] == [pytest.approx(4.5)] * 2  # (3 x 1 + 3 x 2) / 2: the mean over the ranks
+
+
+def test_after_update_sees_the_mean_loss_of_every_accumulated_batch(tmp_path):
+    """With gradient accumulation, ``after_update`` gets the loss of the whole update (every micro-batch
+    weighted by its count), not of its last micro-batch."""
+
+    class Task(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.w = nn.Parameter(torch.ones(1))
+            self.seen = []
+
+        def forward(self, batch):
+            x = batch["x"]
+            loss = (self.w * x).sum()
+            return loss, {"loss": (float(x.sum()), float(len(x)))}
+
+        def after_update(self, loss):
+            self.seen.append(loss)
+            return False
+
+    class DS(torch.utils.data.Dataset):
+        def __len__(self):
+            return 6
+
+        def __getitem__(self, i):
+            return {"x": torch.tensor([float(i)])}
+
+    task = Task()
+    batches = [[0], [1, 2], [3], [4, 5]]  # updates of (0 | 1, 2) and (3 | 4, 5) with grad_accum 2
+    cfg = TrainerConfig(exp_dir=str(tmp_path / "exp"), max_steps=2, save_every=100, log_every=1, device="cpu",
+                        optimizer="adam", lr=0.0, grad_accum=2)
+    Trainer(cfg, task, (DS(), batches, lambda items: {"x": torch.cat([it["x"] for it in items])})).train(resume=False)
+    assert task.seen == [pytest.approx(1.0), pytest.approx(4.0)]  # (0 + 1 + 2) / 3, (3 + 4 + 5) / 3

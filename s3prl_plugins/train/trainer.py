@@ -436,7 +436,7 @@ class Trainer:
             mininterval=1.0 if sys.stderr.isatty() else 30.0,  # logs to files stay readable
         )
         running: Dict[str, list] = {}
-        update_logs: Dict[str, list] = {}
+        update_loss = [0.0, 0.0]  # this update's loss (sum, count): what after_update reads
         last_valid: Dict[str, float] = {}
         # a task may act after every update and end training early: weight pruning re-applies its masks
         # there and stops when the loss has converged (s3prl_plugins.compress.recovery.RecoveryTask)
@@ -462,15 +462,15 @@ class Trainer:
                     acc = running.setdefault(k, [0.0, 0.0])
                     acc[0] += float(s)
                     acc[1] += float(n)
-                    u = update_logs.setdefault(k, [0.0, 0.0])
-                    u[0] += float(s)
-                    u[1] += float(n)
+                if "loss" in logs:
+                    update_loss[0] += float(logs["loss"][0])
+                    update_loss[1] += float(logs["loss"][1])
                 micro += 1
                 if micro < cfg.grad_accum:
                     continue
                 micro = 0
                 if not self._all_finite(finite):
-                    update_logs = {}
+                    update_loss = [0.0, 0.0]
                     self.optimizer.zero_grad(set_to_none=True)
                     self.bad_steps += 1
                     self.consecutive_bad += 1
@@ -492,9 +492,9 @@ class Trainer:
                 self.scheduler.step()
                 self.step += 1
                 bar.update(1)
-                update_loss = self._update_loss(update_logs.get("loss", (0.0, 0.0))) if after_update is not None else float("nan")
-                update_logs = {}
-                done_early = self._any_rank(bool(after_update(update_loss))) if after_update is not None else False
+                if after_update is not None:
+                    done_early = self._any_rank(bool(after_update(self._update_loss(update_loss))))
+                update_loss = [0.0, 0.0]
                 if self.step % cfg.log_every == 0 or self.step == cfg.max_steps:
                     values = {k: s / max(n, 1e-9) for k, (s, n) in running.items()}
                     values.update(
