@@ -98,6 +98,42 @@ job_wait
     assert not list((tmp_path / "exp" / ".slots").iterdir())
 
 
+def test_a_slot_given_back_goes_to_the_job_queued_first_that_it_made_ready(tmp_path):
+    """A job's dependency gives back its slot as it finishes: the slot goes to that job (queued first), not
+    to one queued later that was already waiting at the slots -- the recipe's long students must not
+    wait behind a row of short probes."""
+    body = """
+stamp() { echo "$1" >> order; sleep "$2"; }
+job long "" stamp long 5
+job a "" stamp a 1
+job b "a" stamp b 0
+job c "" stamp c 0
+job_wait
+"""
+    r = _script(tmp_path, 2, body)
+    assert r.returncode == 0, r.stderr
+    order = (tmp_path / "order").read_text().split()
+    assert sorted(order[:2]) == ["a", "long"] and order[2:] == ["b", "c"], order
+    assert not list((tmp_path / "exp" / ".slots").iterdir())
+
+
+def test_first_jobs_take_a_slot_before_those_queued_earlier(tmp_path):
+    """--first (the recipe's long trainings) goes ahead of every job queued without it."""
+    body = """
+stamp() { echo "$1" >> order; sleep 1; }
+job gate "" sleep 1
+job a "gate" stamp a
+job b "gate" stamp b
+job c "gate" stamp c
+job --first d "gate" stamp d
+job_wait
+"""
+    r = _script(tmp_path, 2, body)
+    assert r.returncode == 0, r.stderr
+    order = (tmp_path / "order").read_text().split()
+    assert sorted(order[:2]) == ["a", "d"] and sorted(order[2:]) == ["b", "c"], order
+
+
 def test_jobs_queued_by_a_stopped_recipe_do_not_start(tmp_path):
     """kill <recipe pid> (a scheduler's SIGTERM, not Ctrl-C, which stops the whole process group): the job
     running finishes, nothing queued after it starts."""

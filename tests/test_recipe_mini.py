@@ -10,7 +10,7 @@ import pytest
 from s3prl_plugins.data.kaldi import read_data_dir
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-FAST = ["--utts-per-speaker", "2", "--subsets", "ks", "--align-steps", "20", "--teacher-steps", "3", "--student-steps", "3", "--probe-steps", "10",
+FAST = ["--utts-per-speaker", "2", "--subsets", "ks", "--hubert", "true", "--align-steps", "20", "--teacher-steps", "3", "--student-steps", "3", "--probe-steps", "10",
         "--superb-steps", "4", "--asr5k", "false", "--compress-updates", "2", "--compress-probe-steps", "10"]
 
 

@@ -16,7 +16,8 @@
 #              phone model on log-Mel (blank penalty tuned on dev, silence trimmed)   ~4 min
 #   3 targets  k-means codes: MFCC at 50 Hz (HuBERT) and log-Mel at 50 Hz (MelHuBERT-20ms)
 #              -> exp/targets/{mfcc,fbank}/{train,dev}.km                              ~20 s
-#   4 hubert   conf/hubert_tiny.yaml -> exp/hubert_tiny/{model.pt,hubert_local.pt}   ~9 min
+#   4 hubert   with --hubert true: conf/hubert_tiny.yaml -> exp/hubert_tiny/{model.pt,hubert_local.pt}
+#              (a waveform-CNN HuBERT, exported for s3prl's own hubert_local)  ~15 min on one core
 #   5 melhubert conf/melhubert_tiny.yaml -> exp/melhubert_tiny/model.pt               ~5 min
 #   6 star     STaR distillation (layer-wise + intra-layer TGM) of the --distill-teacher into a
 #              narrower student of the same depth: conf/star_tiny.yaml -> exp/star_tiny/model.pt
@@ -52,7 +53,7 @@
 #              {trajectory.csv, <NN>_<method><k>/model.pt}; then exp/compress/report/{report.md, tradeoff.png,
 #              density.png, weight_density.png, diagonality.png}            ~3 min per iteration
 #
-# Usage: ./run.sh [--stage N] [--stop-stage M] [--nj 2] [--corpus-dir DIR] [--utts-per-speaker K] [--seed S]
+# Usage: ./run.sh [--stage N] [--stop-stage M] [--nj 2] [--corpus-dir DIR] [--utts-per-speaker K] [--seed S] [--hubert false]
 #                 [--subsets "ks sid"] [--subsampling "cif_dp4"] [--superb "ks"] [--asr5k false] [--compress "heads"]
 # Finished stages are skipped (markers in exp/.done.*); delete a marker to redo a stage.
 set -euo pipefail
@@ -70,6 +71,9 @@ align_blank_penalty=auto   # auto: the best of 0..40 on dev against its exact wo
 mfa_dictionary=""          # with MFA installed (conda): a dictionary and acoustic model for `mfa align`
 mfa_acoustic_model=""
 teacher_steps=600
+hubert=false                # stage 4: also pre-train the waveform HuBERT teacher (~15 min of one core beside the
+                            # other jobs; make demo: off -- MelHuBERT is the students' teacher); on by itself when
+                            # --distill-teacher or --superb-model is hubert_tiny
 distill_teacher=melhubert_tiny   # the teacher of stages 6-7: melhubert_tiny (the better one here) or hubert_tiny
 student_steps=2400          # students' updates: 600 is far from converged (test PER 49.8/45.7%), 2400 gives
                             # 30.7/30.4%, 4800 26.1/24.5% (egs/mini/RESULTS.md); 4800 doubles stages 6-7
@@ -174,12 +178,18 @@ teacher_width() {
   python -c "import sys; from s3prl_plugins.models.checkpoint import read_checkpoint as r; print(r(sys.argv[1])['model_config']['embed_dim'])" "exp/${distill_teacher}/model.pt"
 }
 
+with_hubert=false   # the waveform HuBERT is made (and probed) when asked for, needed, or already there
+if [ "${hubert}" = true ] || [ "${distill_teacher}" = hubert_tiny ] || [ "${superb_model}" = hubert_tiny ] || stage_done hubert; then
+  with_hubert=true
+fi
 if [ ${stage} -le 4 ] && [ ${stop_stage} -ge 4 ]; then
   if stage_done hubert; then
     log "Stage 4: HuBERT teacher already in exp/hubert_tiny"
+  elif [ "${with_hubert}" = false ]; then
+    log "Stage 4: skipped (--hubert true pre-trains the waveform HuBERT teacher too)"
   else
     log "Stage 4: masked-prediction pre-training of a small HuBERT (resumes if interrupted)"
-    job hubert "" ${train_cmd} python -m s3prl_plugins.bin.pretrain --config conf/hubert_tiny.yaml --set trainer.max_steps=${teacher_steps}
+    job --first hubert "" ${train_cmd} python -m s3prl_plugins.bin.pretrain --config conf/hubert_tiny.yaml --set trainer.max_steps=${teacher_steps}
   fi
 fi
 
@@ -188,7 +198,7 @@ if [ ${stage} -le 5 ] && [ ${stop_stage} -ge 5 ]; then
     log "Stage 5: MelHuBERT teacher already in exp/melhubert_tiny"
   else
     log "Stage 5: masked-prediction pre-training of a small MelHuBERT-20ms"
-    job melhubert "" ${train_cmd} python -m s3prl_plugins.bin.pretrain --config conf/melhubert_tiny.yaml --set trainer.max_steps=${teacher_steps}
+    job --first melhubert "" ${train_cmd} python -m s3prl_plugins.bin.pretrain --config conf/melhubert_tiny.yaml --set trainer.max_steps=${teacher_steps}
   fi
 fi
 
@@ -197,7 +207,7 @@ if [ ${stage} -le 6 ] && [ ${stop_stage} -ge 6 ]; then
     log "Stage 6: STaR student already in exp/star_tiny"
   else
     log "Stage 6: STaR distillation of exp/${distill_teacher}/model.pt (resumes if interrupted)"
-    job star "${teacher_job}" ${train_cmd} python -m s3prl_plugins.bin.distill --config conf/star_tiny.yaml \
+    job --first star "${teacher_job}" ${train_cmd} python -m s3prl_plugins.bin.distill --config conf/star_tiny.yaml \
       --set "teacher.source=exp/${distill_teacher}/model.pt" "trainer.max_steps=${student_steps}"
   fi
 fi
@@ -211,12 +221,13 @@ if [ ${stage} -le 7 ] && [ ${stop_stage} -ge 7 ]; then
     log "Stage 7: DistilHuBERT-style student already in exp/distilhubert_tiny"
   else
     log "Stage 7: DistilHuBERT-style distillation of exp/${distill_teacher}/model.pt (same student size)"
-    job distil "${teacher_job}" train_distil
+    job --first distil "${teacher_job}" train_distil
   fi
 fi
 
 if [ ${stage} -le 8 ] && [ ${stop_stage} -ge 8 ]; then
-  probed="fbank hubert_tiny melhubert_tiny star_tiny distilhubert_tiny"   # log-Mel, teachers, students
+  probed="fbank melhubert_tiny star_tiny distilhubert_tiny"   # log-Mel, teacher(s), students
+  [ "${with_hubert}" = false ] || probed="fbank hubert_tiny melhubert_tiny star_tiny distilhubert_tiny"
   for name in ${probed}; do
     if stage_done "probe_${name}"; then
       log "Stage 8: probe ${name} already done"
@@ -261,7 +272,7 @@ if [ ${stage} -le 9 ] && [ ${stop_stage} -ge 9 ] && [ -n "${subsampling}" ]; the
   case " ${subsampling} " in *" cif_dp"*)
     if ! stage_done "segments_dp${dp_rate}"; then
       log "Stage 9: smoothed codes of layer ${dp_layer} of exp/${distill_teacher} (DP, lambda for ${dp_rate} Hz) -> exp/segments/dp${dp_rate}"
-      job "segments_dp${dp_rate}" "${teacher_job}" python -m s3prl_plugins.bin.segment dp --train data/train --also data/dev data/test \
+      job --first "segments_dp${dp_rate}" "${teacher_job}" python -m s3prl_plugins.bin.segment dp --train data/train --also data/dev data/test \
         --ckpt "exp/${distill_teacher}/model.pt" --layer "${dp_layer}" --clusters 100 --target-rate "${dp_rate}" --out "exp/segments/dp${dp_rate}"
     fi ;;
   esac
@@ -276,7 +287,7 @@ if [ ${stage} -le 9 ] && [ ${stop_stage} -ge 9 ] && [ -n "${subsampling}" ]; the
     esac
     if ! stage_done "subsample_${v}"; then
       log "Stage 9: ${name} (conf/${name}.yaml, ${student_steps} updates)"
-      job "subsample_${v}" "${deps}" train_subsample "${v}" ${seg[@]+"${seg[@]}"}
+      job --first "subsample_${v}" "${deps}" train_subsample "${v}" ${seg[@]+"${seg[@]}"}
     fi
     if ! stage_done "probe_${name}"; then
       log "Stage 9: phone-recognition probe on exp/${name}/model.pt"
@@ -423,7 +434,7 @@ if [ ${stage} -le 12 ] && [ ${stop_stage} -ge 12 ] && [ -n "${compress}" ]; then
   for c in ${compress}; do
     [ -f "conf/compress/${c}.yaml" ] || { log "no such chain: conf/compress/${c}.yaml"; exit 1; }
     log "Stage 12: compression chain ${c} -> exp/compress/${c} (resumes where it stopped)"
-    job "compress_${c}" melhubert compress_chain "${c}"
+    job --first "compress_${c}" melhubert compress_chain "${c}"
     chains+=" compress_${c}"
   done
   rm -f exp/.done.compress_report

@@ -2,13 +2,15 @@
 # Independent stages side by side, ${nj} at a time (Kaldi recipes' `cmd &` ... `wait`, with dependencies).
 # Source after utils/log.sh.
 #
-#   job NAME "DEPS" COMMAND [ARGS...]
+#   job [--first] NAME "DEPS" COMMAND [ARGS...]
 #       Skipped when exp/.done.NAME exists. With nj > 1: returns at once; in the background, COMMAND (a
 #       shell function or program) runs after every job named in DEPS (space-separated) has finished,
 #       in one of ${nj} slots (exp/.slots/: one recipe run per directory at a time), its output in
 #       exp/log/NAME.log, with OMP_NUM_THREADS = cores / nj (at least 1). With nj = 1: runs it here and
 #       now, its output on the terminal. On success: exp/.done.NAME; on failure: exp/.failed.NAME (and
-#       every job depending on it fails too).
+#       every job depending on it fails too). A free slot goes to the first job in queue order whose
+#       dependencies are done; --first puts a job ahead of every job queued without it (the long
+#       trainings: the short probes then fill the time around them, instead of delaying them).
 #   job_wait [NAMES]
 #       Waits for those jobs (every started one when none are named). When one failed: prints its log's
 #       tail, waits for the others (nothing is killed half-way), and exits 1.
@@ -47,15 +49,28 @@ __job_body() {
   "$@"
 }
 
+__job_first_ready() {
+  # the queued job (exp/.slots/wait.<seq>: "pid deps") of the lowest seq whose dependencies are all done --
+  # whether or not it has noticed yet (its check runs every 2 s): a slot given back by a finished job goes to
+  # the job that was waiting for it, if that one was queued first, not to a later one already at the slots
+  local f pid deps dep ready
+  for f in $(ls exp/.slots 2>/dev/null | grep '^wait\.' | sort); do
+    read -r pid deps < "exp/.slots/${f}" 2>/dev/null || continue
+    kill -0 "${pid}" 2>/dev/null || continue   # a job killed outright: not waited for
+    ready=1
+    for dep in ${deps}; do stage_done "${dep}" || { ready=0; break; }; done
+    if [ ${ready} -eq 1 ]; then echo "${f#wait.}"; return 0; fi
+  done
+}
+
 __job_slot() {
-  # take one of ${nj} slots (mkdir is atomic), first come first served among the jobs whose dependencies
-  # are done (the one queued first goes first: the recipe queues them in stage order); prints the slot
+  # take one of ${nj} slots (mkdir is atomic) once this job is the first ready one in queue order (the
+  # recipe queues its jobs in stage order); prints the slot
   local seq=$1 i
-  touch "exp/.slots/ready.${seq}"
   while true; do
-    if [ "$(ls exp/.slots | grep '^ready\.' | sort | head -1)" = "ready.${seq}" ]; then
+    if [ "$(__job_first_ready)" = "${seq}" ]; then
       for ((i = 0; i < nj; i++)); do
-        if mkdir "exp/.slots/${i}" 2>/dev/null; then rm -f "exp/.slots/ready.${seq}"; echo "exp/.slots/${i}"; return 0; fi
+        if mkdir "exp/.slots/${i}" 2>/dev/null; then rm -f "exp/.slots/wait.${seq}"; echo "exp/.slots/${i}"; return 0; fi
       done
     fi
     sleep 1
@@ -63,6 +78,8 @@ __job_slot() {
 }
 
 job() {
+  local first=1
+  if [ "$1" = --first ]; then first=0; shift; fi
   local name=$1 deps=$2; shift 2
   stage_done "${name}" && return 0
   mkdir -p exp/log exp/.slots
@@ -77,22 +94,25 @@ job() {
   fi
   local threads=$(( __job_cores / nj )); [ "${threads}" -ge 1 ] || threads=1
   __job_seq=$(( __job_seq + 1 ))
-  local seq; seq=$(printf '%06d' "${__job_seq}")
+  local seq; seq=$(printf '%d%06d' "${first}" "${__job_seq}")
+  echo "${__job_main} ${deps}" > "exp/.slots/wait.${seq}"   # in the queue from now on (the job puts its pid)
   (
     export OMP_NUM_THREADS=${threads} MKL_NUM_THREADS=${threads}
     set +e
     (
       set -e
-      __job_deps "${name}" "${deps}"
       slot=""
-      trap 'rm -f "exp/.slots/ready.${seq}"; [ -z "${slot}" ] || rmdir "${slot}" 2>/dev/null' EXIT
+      trap 'rm -f "exp/.slots/wait.${seq}"; [ -z "${slot}" ] || rmdir "${slot}" 2>/dev/null' EXIT
+      echo "${BASHPID} ${deps}" > "exp/.slots/wait.${seq}"
+      __job_deps "${name}" "${deps}"
       slot=$(__job_slot "${seq}")
       # the recipe itself was stopped (not with Ctrl-C, which stops every job): start nothing more
       kill -0 "${__job_main}" 2>/dev/null || { echo "the recipe (pid ${__job_main}) has stopped: ${name} not started" >&2; exit 1; }
       echo "$(date '+%Y-%m-%d %H:%M:%S') job ${name} starts (${threads} thread(s))"
       "$@"
+      mark_done "${name}"   # before the slot is given back, so that the jobs waiting for this one are ready
     ) > "exp/log/${name}.log" 2>&1
-    if [ $? -eq 0 ]; then mark_done "${name}"; else touch "exp/.failed.${name}"; fi
+    [ $? -eq 0 ] || touch "exp/.failed.${name}"
   ) &
   __job_pid[${name}]=$!
   log "  job ${name} queued (runs after: ${deps:-nothing}; log: exp/log/${name}.log)"
