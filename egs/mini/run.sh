@@ -165,8 +165,7 @@ if [ ${stage} -le 3 ] && [ ${stop_stage} -ge 3 ]; then
   fi
 fi
 
-# Stages 4-12 are jobs (utils/jobs.sh): with --nj 2 (the default) two run side by side, each after the jobs
-# whose outputs it reads; their output goes to exp/log/<job>.log. --nj 1 runs them one by one, here.
+# From here on, stages queue jobs (see the header); the long trainings go --first, the probes fill the gaps.
 model_job() {  # the job that trains exp/<name>/model.pt ("" for fbank or a model from elsewhere)
   case "$1" in
     hubert_tiny) echo hubert ;; melhubert_tiny) echo melhubert ;; star_tiny) echo star ;;
