@@ -7,7 +7,7 @@ PY = $(shell bash tools/setup_env.sh)
 python:            ## print the project's interpreter (creating the environment if needed)
 	@bash tools/setup_env.sh
 
-demo:              ## the main job: the mini recipe end to end (corpus + KS/SID subsets, alignments, teachers, students, a CIF student, probes, SUPERB KS through s3prl's runner, the report, head pruning of MelHuBERT; ~100 min on 2 cores)
+demo:              ## the main job: the mini recipe end to end (corpus + KS/SID subsets, alignments, the MelHuBERT teacher, students, a CIF student, probes, SUPERB KS through s3prl's runner, the report, head pruning of MelHuBERT; ~1 hour on 2 cores)
 	@bash tools/setup_env.sh >/dev/null
 	cd egs/mini && ./run.sh
 

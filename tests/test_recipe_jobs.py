@@ -34,6 +34,8 @@ job_wait
     assert all((tmp_path / "exp" / f".done.{n}").exists() for n in "abc")
     assert (tmp_path / "c_threads").read_text().strip() == str(max(1, os.cpu_count() // 2))
     assert "job c queued (runs after: a b" in r.stderr and (tmp_path / "exp" / "log" / "c.log").is_file()
+    # the terminal hears of each job as it starts and ends, not only at the end of the recipe
+    assert r.stderr.index("job a starts") < r.stderr.index("job c starts") < r.stderr.index("job c done (0 min")
     assert not list((tmp_path / "exp" / ".slots").iterdir())  # every slot given back
 
 
@@ -59,6 +61,7 @@ job_wait
     r = _script(tmp_path, 2, body)
     assert r.returncode == 1
     assert "job bad failed" in r.stderr and "the reason it broke" in r.stderr  # the log's tail
+    assert "job bad FAILED (exp/log/bad.log)" in r.stderr  # said when it happened
     assert "not reached" not in (tmp_path / "exp" / "log" / "bad.log").read_text()  # set -e inside the job
     assert (tmp_path / "slow_finished").exists() and (tmp_path / "exp" / ".done.other").exists()  # not killed half-way
     assert "its dependency bad failed" in (tmp_path / "exp" / "log" / "child.log").read_text()

@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # The embedded default: every stage on the synthetic mini corpus, minutes on a laptop CPU.
 #
-# Stages (inputs -> outputs; rough cost of each alone on 2 CPU cores). Stages 0-3 run here, one after the
-# other; stages 4-12 are jobs (utils/jobs.sh): --nj of them side by side, each after the jobs whose outputs
-# it reads, one thread each on 2 cores, output in exp/log/<job>.log (--nj 1: one by one, on the terminal).
+# Stages (inputs -> outputs; cost in make demo on 2 cores, 58.7 min in all). Stages 0-3 run here, one after
+# the other; stages 4-12 are jobs (utils/jobs.sh): --nj of them side by side, each after the jobs whose
+# outputs it reads, one thread each on 2 cores, output in exp/log/<job>.log (--nj 1: one by one, on the
+# terminal); their costs below are on one core beside another job.
 #   0 corpus   espeak-ng -> $corpus_dir (LibriSpeech layout, exact word times), and --subsets:
 #              keyword spotting (Speech Commands v0.01 layout) and speaker identification
 #              -> $corpus_dir/subsets                                               ~45 s, 75 MB
@@ -18,16 +19,16 @@
 #              -> exp/targets/{mfcc,fbank}/{train,dev}.km                              ~20 s
 #   4 hubert   with --hubert true: conf/hubert_tiny.yaml -> exp/hubert_tiny/{model.pt,hubert_local.pt}
 #              (a waveform-CNN HuBERT, exported for s3prl's own hubert_local)  ~15 min on one core
-#   5 melhubert conf/melhubert_tiny.yaml -> exp/melhubert_tiny/model.pt               ~5 min
+#   5 melhubert conf/melhubert_tiny.yaml -> exp/melhubert_tiny/model.pt               ~3.5 min
 #   6 star     STaR distillation (layer-wise + intra-layer TGM) of the --distill-teacher into a
 #              narrower student of the same depth: conf/star_tiny.yaml -> exp/star_tiny/model.pt
-#              (loads with s3prl's star_hubert_local)                                 ~14 min
+#              (loads with s3prl's star_hubert_local)                                 ~24 min
 #   7 distil   the DistilHuBERT-style baseline (L1 + cosine through prediction heads), same student
-#              size: conf/distilhubert_tiny.yaml -> exp/distilhubert_tiny/model.pt    ~14 min
+#              size: conf/distilhubert_tiny.yaml -> exp/distilhubert_tiny/model.pt    ~23 min
 #   8 probe    frozen-feature CTC phone probe: log-Mel vs each teacher and student
 #              -> exp/probe/*/result.json; and for each of --subsets, an utterance probe
 #              (mean+std pooling, logistic regression): keyword / speaker accuracy
-#              -> exp/probe_{ks,sid}/*/result.json                                     ~10 min
+#              -> exp/probe_{ks,sid}/*/result.json          ~4-6 min per phone probe, seconds per utterance probe
 #   9 subsample DistilHuBERT-style students with sequence subsampling (Meng et al. 2022), one per
 #              --subsampling variant (conf/distilhubert_tiny_<v>.yaml): avg2 / avg4 (fixed, 25 / 12.5 Hz,
 #              targets subsampled), cif_card4 (CIF + cardinality, 12.5 Hz), cif_dp4 (CIF guided by the

@@ -98,6 +98,7 @@ job() {
   echo "${__job_main} ${deps}" > "exp/.slots/wait.${seq}"   # in the queue from now on (the job puts its pid)
   (
     export OMP_NUM_THREADS=${threads} MKL_NUM_THREADS=${threads}
+    exec 3>&2   # the recipe's terminal: each job says there when it starts and ends
     set +e
     (
       set -e
@@ -108,11 +109,17 @@ job() {
       slot=$(__job_slot "${seq}")
       # the recipe itself was stopped (not with Ctrl-C, which stops every job): start nothing more
       kill -0 "${__job_main}" 2>/dev/null || { echo "the recipe (pid ${__job_main}) has stopped: ${name} not started" >&2; exit 1; }
-      echo "$(date '+%Y-%m-%d %H:%M:%S') job ${name} starts (${threads} thread(s))"
+      echo "$(date '+%Y-%m-%d %H:%M:%S') job ${name} starts (${threads} thread(s))" | tee /dev/fd/3
+      started=${SECONDS}
       "$@"
       mark_done "${name}"   # before the slot is given back, so that the jobs waiting for this one are ready
+      took=$(( SECONDS - started ))
+      printf '%s job %s done (%d min %02d s)\n' "$(date '+%Y-%m-%d %H:%M:%S')" "${name}" $(( took / 60 )) $(( took % 60 )) | tee /dev/fd/3
     ) > "exp/log/${name}.log" 2>&1
-    [ $? -eq 0 ] || touch "exp/.failed.${name}"
+    if [ $? -ne 0 ]; then
+      touch "exp/.failed.${name}"
+      echo "$(date '+%Y-%m-%d %H:%M:%S') job ${name} FAILED (exp/log/${name}.log)" >&3
+    fi
   ) &
   __job_pid[${name}]=$!
   log "  job ${name} queued (runs after: ${deps:-nothing}; log: exp/log/${name}.log)"
@@ -125,7 +132,7 @@ job_wait() {
     [ -n "${__job_pid[${name}]:-}" ] || continue
     wait "${__job_pid[${name}]}" 2>/dev/null || true
     unset "__job_pid[${name}]"
-    if stage_done "${name}"; then log "  ${name} done"; else failed+=("${name}"); fi
+    stage_done "${name}" || failed+=("${name}")   # each job said it was done when it was
   done
   if [ ${#failed[@]} -gt 0 ]; then
     for name in "${failed[@]}"; do
