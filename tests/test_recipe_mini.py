@@ -90,3 +90,17 @@ def test_finished_stages_are_skipped_and_one_stage_reruns(recipe):
 def test_bad_options_are_refused(recipe):
     r = _run(recipe, "--no-such-option", "1")
     assert r.returncode != 0 and "unknown option --no-such-option" in r.stderr
+
+
+def test_the_waveform_hubert_is_made_only_when_asked_for_or_needed(tmp_path):
+    """make demo leaves stage 4 out (--hubert false); --distill-teacher hubert_tiny brings it back."""
+    work = tmp_path / "mini"
+    work.mkdir()
+    for name in ("run.sh", "conf", "utils", "path.sh", "cmd.sh"):
+        os.symlink(os.path.join(ROOT, "egs", "mini", name), work / name)
+    r = _run(work, "--stage", "4", "--stop-stage", "4")
+    assert r.returncode == 0 and "Stage 4: skipped (--hubert true" in r.stderr, r.stderr[-2000:]
+    assert not (work / "exp" / "log" / "hubert.log").exists()
+    r = _run(work, "--stage", "4", "--stop-stage", "4", "--nj", "2", "--distill-teacher", "hubert_tiny", "--teacher-steps", "1")
+    assert "job hubert queued" in r.stderr  # queued; it fails here for want of stage 1-3's data
+    assert r.returncode != 0 and (work / "exp" / ".failed.hubert").exists()
