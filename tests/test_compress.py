@@ -637,3 +637,27 @@ def test_librispeech_pretraining_configs_build_melhubert_base():
         assert (c.num_layers, c.embed_dim, c.num_heads[0], c.ffn_dims[0], c.stack_frames, c.head["num_classes"]) == (12, 768, 12, 3072, stack, 512)
         assert count_parameters(model, include_head=False) > 85e6
         assert (cfg["task"]["mask_prob"], cfg["task"]["mask_length"]) == ((0.07, 10) if frame == 10 else (0.14, 5))
+
+
+def test_compression_plots_keep_each_chain_in_one_colour(monkeypatch, tmp_path):
+    """The diagonality panel has only the head-pruning chains, the PER panel also the replacement chains,
+    and only the first panel has the legend: a chain must have the same colour in every panel."""
+    from s3prl_plugins.eval import compression_report as cr
+
+    figs = []
+    monkeypatch.setattr(cr, "save_png", lambda fig, path: figs.append(fig) or path)
+
+    def rows(method, diag):
+        return [{"name": f"{i:02d}", "method": "none" if i == 0 else method, "attention_heads": 16 - 4 * i, "per": 0.3 + 0.01 * i,
+                 "diagonality": (0.5 + 0.01 * i) if diag else None, "loss": 2.8, "macs_nonzero_per_second": 1e8 - 1e7 * i,
+                 "params_nonzero": 1e6 - 1e5 * i, "rtf_cpu": None if method == "replace_heads" else 0.01} for i in range(3)]
+
+    chains = {"identity": rows("replace_heads", False), "heads": rows("heads", True)}
+    for plot in (cr.plot_diagonality, cr.plot_tradeoff, cr.plot_density):
+        assert plot(chains, str(tmp_path / "x.png"))
+        fig = figs.pop()
+        colours = {}
+        for ax in fig.axes:
+            for line in ax.lines:
+                assert colours.setdefault(line.get_label(), line.get_color()) == line.get_color(), (plot.__name__, line.get_label())
+        assert set(colours) == {"identity", "heads"} and len(set(colours.values())) == 2

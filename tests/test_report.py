@@ -83,3 +83,23 @@ def test_markdown_table_and_tradeoff(tmp_path):
     table = format_report(report)
     assert "S-PR" in table and "ASR-5k" in table and "12.3%" in table
     assert plot_tradeoff({"only": report["student"]}, str(tmp_path / "none.png")) is None
+
+
+def test_a_model_keeps_its_colour_in_every_panel():
+    """The points are drawn sorted by x, so the order differs between panels; the colour must not."""
+    from s3prl_plugins.eval.plots import pyplot
+    from s3prl_plugins.eval.report import _model_colors, _scatter_labelled
+
+    plt = pyplot()
+    fig, (a, b) = plt.subplots(1, 2)
+    colors = _model_colors(["teacher", "student", "cif"])
+    _scatter_labelled(a, [("teacher", 3.0, 1.0), ("student", 1.0, 2.0), ("cif", 2.0, 3.0)], colors)
+    _scatter_labelled(b, [("teacher", 1.0, 1.0), ("student", 3.0, 2.0), ("cif", 2.0, 3.0)], colors)
+
+    def by_name(ax):
+        names = [t.get_text() for t in ax.texts]
+        return {n: tuple(c.get_facecolor()[0]) for n, c in zip(names, ax.collections)}
+
+    assert by_name(a) == by_name(b)
+    assert len(set(by_name(a).values())) == 3
+    plt.close(fig)

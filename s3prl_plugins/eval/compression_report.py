@@ -57,12 +57,17 @@ def _ratio(a, b) -> Optional[float]:
     return None if a is None or not b else float(a) / float(b)
 
 
+def _chain_colors(chains) -> Dict[str, str]:
+    return {name: f"C{i % 10}" for i, name in enumerate(chains)}
+
+
 def _metric(rows: Rows) -> str:
     return "per" if any(r.get("per") is not None for r in rows) else "loss"
 
 
 def plot_tradeoff(chains: Dict[str, Rows], path: str, title: str = "") -> Optional[str]:
     plt = pyplot()
+    colors = _chain_colors(chains)  # one colour per chain in every panel (only one panel has the legend)
     fig, axes = plt.subplots(1, 3, figsize=(15, 4.5))
     panels = (("macs_nonzero_per_second", 1e6, "MACs per second of speech (M; nonzero)"), ("params_nonzero", 1e6, "parameters (M; nonzero)"), ("rtf_cpu", 1.0, "CPU real-time factor (batch 1)"))
     plotted = False
@@ -73,7 +78,7 @@ def plot_tradeoff(chains: Dict[str, Rows], path: str, title: str = "") -> Option
             if not pts:
                 continue
             xs, ys = zip(*pts)
-            ax.plot(xs, ys, marker="o", label=name)
+            ax.plot(xs, ys, marker="o", label=name, color=colors[name])
             plotted = True
         ax.set_xlabel(label)
         ax.set_ylabel("PER (%)" if any(_metric(r) == "per" for r in chains.values()) else "valid loss")
@@ -91,6 +96,7 @@ def plot_density(chains: Dict[str, Rows], path: str, title: str = "") -> Optiona
     """Fig. 1 and 5: the pre-training loss, the phone error and (when measured) the speaker accuracy
     against the density left."""
     plt = pyplot()
+    colors = _chain_colors(chains)  # one colour per chain in every panel (only one panel has the legend)
     has_sid = any(r.get("sid_accuracy") is not None for rows in chains.values() for r in rows)
     fig, axes = plt.subplots(1, 3 if has_sid else 2, figsize=(16 if has_sid else 11, 4.5))
     panels = [("loss", 1.0, "pre-training loss (valid)"), ("per", 100.0, "PER (%)")] + ([("sid_accuracy", 100.0, "speaker ID accuracy (%)")] if has_sid else [])
@@ -104,7 +110,7 @@ def plot_density(chains: Dict[str, Rows], path: str, title: str = "") -> Optiona
         for ax, (key, scale, _) in zip(axes, panels):
             xy = [(d, scale * float(r[key])) for d, r in pts if r.get(key) is not None]
             if xy:
-                ax.plot([x for x, _ in xy], [y for _, y in xy], marker="o", label=name)
+                ax.plot([x for x, _ in xy], [y for _, y in xy], marker="o", label=name, color=colors[name])
     if not plotted:
         plt.close(fig)
         return None
@@ -160,6 +166,7 @@ def plot_diagonality(chains: Dict[str, Rows], path: str, title: str = "") -> Opt
     """Fig. 9: mean diagonality against head density (head pruning), and PER of the head-pruning and
     head-replacement chains against the density of attention heads."""
     plt = pyplot()
+    colors = _chain_colors(chains)  # one colour per chain in every panel (only one panel has the legend)
     fig, (ax_d, ax_p) = plt.subplots(1, 2, figsize=(11, 4.5))
     plotted = False
     for name, rows in chains.items():
@@ -170,11 +177,11 @@ def plot_diagonality(chains: Dict[str, Rows], path: str, title: str = "") -> Opt
         if any(r.get("method") == "heads" for _, r in pts):
             dpts = [(d, r["diagonality"]) for d, r in pts if r.get("diagonality") is not None]
             if dpts:
-                ax_d.plot(*zip(*dpts), marker="o", label=name)
+                ax_d.plot(*zip(*dpts), marker="o", label=name, color=colors[name])
                 plotted = True
         ppts = [(d, 100 * float(r["per"])) for d, r in pts if r.get("per") is not None]
         if ppts:
-            ax_p.plot(*zip(*ppts), marker="o", label=name)
+            ax_p.plot(*zip(*ppts), marker="o", label=name, color=colors[name])
             plotted = True
     if not plotted:
         plt.close(fig)

@@ -159,16 +159,21 @@ def format_report(report: Dict[str, Dict[str, object]]) -> str:
     return "\n".join(rows)
 
 
-def _scatter_labelled(ax, points) -> None:
-    """One dot per (name, x, y); a label that would sit on an earlier one (within 12% of the x range and 6% of
-    the y range) goes below its dot instead of above."""
+def _model_colors(names) -> Dict[str, str]:
+    """One colour per model for every panel of a figure (matplotlib's cycle, in report order)."""
+    return {n: f"C{i % 10}" for i, n in enumerate(names)}
+
+
+def _scatter_labelled(ax, points, colors: Dict[str, str]) -> None:
+    """One dot per (name, x, y) in the model's colour; a label that would sit on an earlier one (within 12% of
+    the x range and 6% of the y range) goes below its dot instead of above."""
     if not points:
         return
     xs, ys = [p[1] for p in points], [p[2] for p in points]
     dx, dy = (max(xs) - min(xs)) or 1.0, (max(ys) - min(ys)) or 1.0
     placed = []
     for n, x, y in sorted(points, key=lambda p: p[1]):
-        ax.scatter(x, y, s=36)
+        ax.scatter(x, y, s=36, color=colors[n])
         below = any(abs(x - px) < 0.12 * dx and abs(y - py) < 0.06 * dy and not pb for px, py, pb in placed)
         ax.annotate(n, (x, y), textcoords="offset points", xytext=(4, -11 if below else 4), fontsize=8)
         placed.append((x, y, below))
@@ -187,7 +192,7 @@ def plot_rate_tradeoff(report: Dict[str, Dict[str, object]], path: str, title: s
         return None
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
     for ax, key, label in ((axes[0], "frame_rate_hz", "average frame rate of the encoder (Hz)"), (axes[1], "gmacs_c_per_second", "GMACs-C per second of speech (without the CNN)")):
-        _scatter_labelled(ax, [(n, float(r[key]), 100 * float(r["probe_per"])) for n, r in pts])
+        _scatter_labelled(ax, [(n, float(r[key]), 100 * float(r["probe_per"])) for n, r in pts], _model_colors(report))
         ax.set_xlabel(label)
         ax.set_ylabel("phone error rate, linear probe (%)")
         ax.grid(alpha=0.3)
@@ -222,13 +227,14 @@ def plot_tradeoff(report: Dict[str, Dict[str, object]], path: str, title: str = 
     if not keys:
         return None
     plt = pyplot()
+    colors = _model_colors(report)
     fig, axes = plt.subplots(len(keys), 2, figsize=(11, 3.6 * len(keys)), squeeze=False)
     for row, key in enumerate(keys):
         pts = _metric_points(report, key)
         for col, (x_key, x_label, x_scale) in enumerate((("gmacs_per_second", "GMACs per second of speech", 1.0),
                                                          ("params", "parameters (millions, without heads)", 1e-6))):
             ax = axes[row][col]
-            _scatter_labelled(ax, [(n, float(r[x_key]) * x_scale, y) for n, r, y in pts])
+            _scatter_labelled(ax, [(n, float(r[x_key]) * x_scale, y) for n, r, y in pts], colors)
             ax.set_xlabel(x_label)
             ax.set_ylabel(METRICS[key][0] + (" - lower is better" if METRICS[key][2] else " - higher is better"))
             ax.grid(alpha=0.3)
