@@ -95,7 +95,8 @@ job() {
   local threads=$(( __job_cores / nj )); [ "${threads}" -ge 1 ] || threads=1
   __job_seq=$(( __job_seq + 1 ))
   local seq; seq=$(printf '%d%06d' "${first}" "${__job_seq}")
-  echo "${__job_main} ${deps}" > "exp/.slots/wait.${seq}"   # in the queue from now on (the job puts its pid)
+  # in the queue from now on (the job puts its own pid; written whole, as the other jobs read it meanwhile)
+  echo "${__job_main} ${deps}" > "exp/.slots/.wait.${seq}" && mv "exp/.slots/.wait.${seq}" "exp/.slots/wait.${seq}"
   (
     export OMP_NUM_THREADS=${threads} MKL_NUM_THREADS=${threads}
     exec 3>&2   # the recipe's terminal: each job says there when it starts and ends
@@ -104,7 +105,7 @@ job() {
       set -e
       slot=""
       trap 'rm -f "exp/.slots/wait.${seq}"; [ -z "${slot}" ] || rmdir "${slot}" 2>/dev/null' EXIT
-      echo "${BASHPID} ${deps}" > "exp/.slots/wait.${seq}"
+      echo "${BASHPID} ${deps}" > "exp/.slots/.wait.${seq}" && mv "exp/.slots/.wait.${seq}" "exp/.slots/wait.${seq}"
       __job_deps "${name}" "${deps}"
       slot=$(__job_slot "${seq}")
       # the recipe itself was stopped (not with Ctrl-C, which stops every job): start nothing more
