@@ -77,7 +77,7 @@ hubert=false                # stage 4: also pre-train the waveform HuBERT teache
                             # --distill-teacher or --superb-model is hubert_tiny
 distill_teacher=melhubert_tiny   # the teacher of stages 6-7: melhubert_tiny (the better one here) or hubert_tiny
 student_steps=2400          # students' updates: 600 is far from converged (test PER 49.8/45.7%), 2400 gives
-                            # 30.7/30.4%, 4800 26.1/24.5% (egs/mini/RESULTS.md); 4800 doubles stages 6-7
+                            # 30.7/28.9-30.4% (two runs), 4800 26.1/24.5% (egs/mini/RESULTS.md); 4800 doubles 6-7
 probe_steps=5000            # linear probe updates (SUPERB PR design; ~1-3 min each)
 subsampling="cif_dp4"      # stage 9 variants (each ~18 min); the full comparison: "avg2 avg4 cif_card4 cif_dp4 phones" ("" for none)
 dp_layer=2                  # teacher layer of the smoothed codes (the paper: 6 of HuBERT's 12; here 2 of 4)
