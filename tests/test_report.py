@@ -87,12 +87,12 @@ def test_markdown_table_and_tradeoff(tmp_path):
 
 def test_a_model_keeps_its_colour_in_every_panel():
     """The points are drawn sorted by x, so the order differs between panels; the colour must not."""
-    from s3prl_plugins.eval.plots import pyplot
-    from s3prl_plugins.eval.report import _model_colors, _scatter_labelled
+    from s3prl_plugins.eval.plots import colors_by_name, pyplot
+    from s3prl_plugins.eval.report import _scatter_labelled
 
     plt = pyplot()
     fig, (a, b) = plt.subplots(1, 2)
-    colors = _model_colors(["teacher", "student", "cif"])
+    colors = colors_by_name(["teacher", "student", "cif"])
     _scatter_labelled(a, [("teacher", 3.0, 1.0), ("student", 1.0, 2.0), ("cif", 2.0, 3.0)], colors)
     _scatter_labelled(b, [("teacher", 1.0, 1.0), ("student", 3.0, 2.0), ("cif", 2.0, 3.0)], colors)
 

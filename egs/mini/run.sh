@@ -226,8 +226,7 @@ if [ ${stage} -le 7 ] && [ ${stop_stage} -ge 7 ]; then
 fi
 
 if [ ${stage} -le 8 ] && [ ${stop_stage} -ge 8 ]; then
-  probed="fbank melhubert_tiny star_tiny distilhubert_tiny"   # log-Mel, teacher(s), students
-  [ "${with_hubert}" = false ] || probed="fbank hubert_tiny melhubert_tiny star_tiny distilhubert_tiny"
+  probed="fbank $([ "${with_hubert}" = false ] || echo hubert_tiny) melhubert_tiny star_tiny distilhubert_tiny"   # log-Mel, teacher(s), students
   for name in ${probed}; do
     if stage_done "probe_${name}"; then
       log "Stage 8: probe ${name} already done"

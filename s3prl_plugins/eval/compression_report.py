@@ -19,7 +19,7 @@ import json
 import os
 from typing import Dict, List, Optional, Sequence
 
-from s3prl_plugins.eval.plots import pyplot, save_png
+from s3prl_plugins.eval.plots import colors_by_name, pyplot, save_png
 
 Rows = List[Dict[str, object]]
 
@@ -57,17 +57,13 @@ def _ratio(a, b) -> Optional[float]:
     return None if a is None or not b else float(a) / float(b)
 
 
-def _chain_colors(chains) -> Dict[str, str]:
-    return {name: f"C{i % 10}" for i, name in enumerate(chains)}
-
-
 def _metric(rows: Rows) -> str:
     return "per" if any(r.get("per") is not None for r in rows) else "loss"
 
 
 def plot_tradeoff(chains: Dict[str, Rows], path: str, title: str = "") -> Optional[str]:
     plt = pyplot()
-    colors = _chain_colors(chains)  # one colour per chain in every panel (only one panel has the legend)
+    colors = colors_by_name(chains)
     fig, axes = plt.subplots(1, 3, figsize=(15, 4.5))
     panels = (("macs_nonzero_per_second", 1e6, "MACs per second of speech (M; nonzero)"), ("params_nonzero", 1e6, "parameters (M; nonzero)"), ("rtf_cpu", 1.0, "CPU real-time factor (batch 1)"))
     plotted = False
@@ -96,7 +92,7 @@ def plot_density(chains: Dict[str, Rows], path: str, title: str = "") -> Optiona
     """Fig. 1 and 5: the pre-training loss, the phone error and (when measured) the speaker accuracy
     against the density left."""
     plt = pyplot()
-    colors = _chain_colors(chains)  # one colour per chain in every panel (only one panel has the legend)
+    colors = colors_by_name(chains)
     has_sid = any(r.get("sid_accuracy") is not None for rows in chains.values() for r in rows)
     fig, axes = plt.subplots(1, 3 if has_sid else 2, figsize=(16 if has_sid else 11, 4.5))
     panels = [("loss", 1.0, "pre-training loss (valid)"), ("per", 100.0, "PER (%)")] + ([("sid_accuracy", 100.0, "speaker ID accuracy (%)")] if has_sid else [])
@@ -166,7 +162,7 @@ def plot_diagonality(chains: Dict[str, Rows], path: str, title: str = "") -> Opt
     """Fig. 9: mean diagonality against head density (head pruning), and PER of the head-pruning and
     head-replacement chains against the density of attention heads."""
     plt = pyplot()
-    colors = _chain_colors(chains)  # one colour per chain in every panel (only one panel has the legend)
+    colors = colors_by_name(chains)
     fig, (ax_d, ax_p) = plt.subplots(1, 2, figsize=(11, 4.5))
     plotted = False
     for name, rows in chains.items():

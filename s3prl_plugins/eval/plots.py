@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from typing import Dict, Iterable
 
 
 def pyplot():
@@ -23,3 +24,10 @@ def save_png(fig, path: str, dpi: int = 120) -> str:
     pyplot().close(fig)
     os.replace(tmp, path)
     return path
+
+
+def colors_by_name(names: Iterable[str]) -> Dict[str, str]:
+    """One colour per name (matplotlib's cycle, in the given order) for every panel of a figure: a panel's
+    own cycle would follow the lines or points that panel happens to have, and a legend drawn on one panel
+    would then mislabel the others."""
+    return {n: f"C{i % 10}" for i, n in enumerate(names)}

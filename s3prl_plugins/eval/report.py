@@ -159,11 +159,6 @@ def format_report(report: Dict[str, Dict[str, object]]) -> str:
     return "\n".join(rows)
 
 
-def _model_colors(names) -> Dict[str, str]:
-    """One colour per model for every panel of a figure (matplotlib's cycle, in report order)."""
-    return {n: f"C{i % 10}" for i, n in enumerate(names)}
-
-
 def _scatter_labelled(ax, points, colors: Dict[str, str]) -> None:
     """One dot per (name, x, y) in the model's colour; a label that would sit on an earlier one (within 12% of
     the x range and 6% of the y range) goes below its dot instead of above."""
@@ -183,7 +178,7 @@ def plot_rate_tradeoff(report: Dict[str, Dict[str, object]], path: str, title: s
     """Phone error against the encoder's average frame rate and against MACs-C per second (one PNG,
     two panels; Meng et al. 2022 Table 2's trade-off): every model with a probe PER. Returns the path,
     or None when fewer than two models have both."""
-    from s3prl_plugins.eval.plots import pyplot, save_png
+    from s3prl_plugins.eval.plots import colors_by_name, pyplot, save_png
 
     plt = pyplot()
 
@@ -192,7 +187,7 @@ def plot_rate_tradeoff(report: Dict[str, Dict[str, object]], path: str, title: s
         return None
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
     for ax, key, label in ((axes[0], "frame_rate_hz", "average frame rate of the encoder (Hz)"), (axes[1], "gmacs_c_per_second", "GMACs-C per second of speech (without the CNN)")):
-        _scatter_labelled(ax, [(n, float(r[key]), 100 * float(r["probe_per"])) for n, r in pts], _model_colors(report))
+        _scatter_labelled(ax, [(n, float(r[key]), 100 * float(r["probe_per"])) for n, r in pts], colors_by_name(report))
         ax.set_xlabel(label)
         ax.set_ylabel("phone error rate, linear probe (%)")
         ax.grid(alpha=0.3)
@@ -221,13 +216,13 @@ def _metric_points(report, key):
 def plot_tradeoff(report: Dict[str, Dict[str, object]], path: str, title: str = "") -> Optional[str]:
     """Each metric of the report (rows) against GMACs per second and against parameters (columns), one point
     per model: the recipe's comparison on one page. Returns the path, or None when no metric has two models."""
-    from s3prl_plugins.eval.plots import pyplot, save_png
+    from s3prl_plugins.eval.plots import colors_by_name, pyplot, save_png
 
     keys = [k for k in METRICS if len(_metric_points(report, k)) >= 2]
     if not keys:
         return None
     plt = pyplot()
-    colors = _model_colors(report)
+    colors = colors_by_name(report)
     fig, axes = plt.subplots(len(keys), 2, figsize=(11, 3.6 * len(keys)), squeeze=False)
     for row, key in enumerate(keys):
         pts = _metric_points(report, key)
