@@ -90,13 +90,13 @@ def test_configuration_errors(tmp_path, tiny):
         build_task(deeper)
     deeper["loss"] = {"layer_map": "uniform"}
     assert build_task(deeper).layer_map == [0, 2]
-    with pytest.raises(ValueError, match="unknown objective"):
+    with pytest.raises(ValueError, match=r"objectives.layerwise: unknown key \(did you mean 'layer_wise'\?\)"):
         build_task(dict(base, objectives={"layerwise": 1.0}))
     with pytest.raises(ValueError, match="distil"):
         build_task(dict(base, objectives={"l1_cos": 1.0}))
     with pytest.raises(ValueError, match="non-zero"):
         build_task(dict(base, objectives={"layer_wise": 0}))
-    with pytest.raises(ValueError, match="unknown loss option"):
+    with pytest.raises(ValueError, match=r"loss.normalise: unknown key \(did you mean 'normalize'\?\)"):
         build_task(dict(base, loss={"normalise": "l2"}))
 
 

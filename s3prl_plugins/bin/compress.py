@@ -19,9 +19,7 @@ import json
 import logging
 import sys
 
-import yaml
-
-from s3prl_plugins.bin.pretrain import apply_overrides
+from s3prl_plugins.config import apply_overrides, load_config
 from s3prl_plugins.compress.pipeline import run_compress
 from s3prl_plugins.compress.structured import PruningError
 from s3prl_plugins.models.checkpoint import CheckpointError
@@ -43,11 +41,10 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     config: dict = {}
-    for path in args.config:
-        with open(path) as f:
-            config = merge(config, yaml.safe_load(f) or {})
-    config = apply_overrides(config, args.set)
     try:
+        for path in args.config:
+            config = merge(config, load_config(path))
+        config = apply_overrides(config, args.set)
         rows = run_compress(config)
     except (PruningError, TrainingError, ValueError, CheckpointError) as e:
         print(f"error: {e}", file=sys.stderr)

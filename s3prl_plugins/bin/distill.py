@@ -3,7 +3,7 @@ resumes automatically from the last checkpoint in ``trainer.exp_dir``.
 
 Usage::
 
-    python -m s3prl_plugins.bin.distill --config conf/star.yaml [--set trainer.max_steps=200 teacher.source=wavlm_base ...]
+    python -m s3prl_plugins.bin.distill --config conf/star.yaml [--set trainer.max_steps=200 teacher.source=wavlm_base ...] [--restart]
     torchrun --standalone --nproc_per_node 2 -m s3prl_plugins.bin.distill --config conf/star.yaml   # DDP
 """
 
@@ -15,9 +15,8 @@ import logging
 import os
 import sys
 
-import yaml
-
-from s3prl_plugins.bin.pretrain import apply_overrides, leave_process_group
+from s3prl_plugins.bin.pretrain import RESTART_HELP, leave_process_group
+from s3prl_plugins.config import apply_overrides, load_config
 from s3prl_plugins.models.checkpoint import CheckpointError
 from s3prl_plugins.models.loading import OfflineError
 from s3prl_plugins.train.distill import run_distill
@@ -28,13 +27,13 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config", required=True)
     p.add_argument("--set", nargs="*", default=[], help="overrides, e.g. trainer.max_steps=100 objectives.avg_attn=1")
+    p.add_argument("--restart", action="store_true", help=RESTART_HELP)
     args = p.parse_args(argv)
     rank = int(os.environ.get("RANK", 0))
     logging.basicConfig(level=logging.INFO if rank == 0 else logging.WARNING, format=f"%(asctime)s [rank {rank}] %(levelname)s %(name)s: %(message)s")
-    with open(args.config) as f:
-        config = apply_overrides(yaml.safe_load(f), args.set)
     try:
-        result = run_distill(config)
+        config = apply_overrides(load_config(args.config), args.set)
+        result = run_distill(config, restart=args.restart)
         leave_process_group()
     except (TrainingError, ValueError, CheckpointError, OfflineError) as e:
         print(f"error: {e}", file=sys.stderr)

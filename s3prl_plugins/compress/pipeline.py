@@ -53,10 +53,12 @@ from s3prl_plugins.compress import diagonal, scores
 from s3prl_plugins.compress.recovery import RecoveryTask
 from s3prl_plugins.compress.structured import PruningError, count_heads, prune_ffn, prune_heads, replace_heads, truncate_layers
 from s3prl_plugins.compress.weight import LossPlateau, density_schedule, masks_from_model, model_density, per_layer_density
+from s3prl_plugins.config import ConfigError, check_keys, check_mapping, check_type, nearest
 from s3prl_plugins.data.dataset import AudioDataset, BucketBatchSampler, collate, read_labels
 from s3prl_plugins.models.checkpoint import load_checkpoint, save_checkpoint
 from s3prl_plugins.models.ssl_model import SSLModel, count_parameters
 from s3prl_plugins.nn.frontends import LogMelFrontend
+from s3prl_plugins.train.trainer import TrainerConfig
 
 logger = logging.getLogger(__name__)
 
@@ -77,25 +79,72 @@ CSV_FIELDS = (
 )
 
 
+# The settings every recovery run starts from (a config's ``trainer`` and a step's ``trainer`` go over them).
+RECOVERY_TRAINER = {"lr": 1e-5, "schedule": "constant", "log_every": 20, "save_every": 100, "valid_every": 10**9}
+DATA_KEYS = {"train": str, "valid": Optional[str], "train_labels": Optional[str], "valid_labels": Optional[str],
+             "max_seconds": Optional[float], "batch_seconds": float, "batch_size": int}
+OBJECTIVE_KEYS = {
+    "masked_prediction": {"type", "mask_prob", "mask_length", "unmasked_weight", "max_label_mismatch"},
+    "distillation": {"type", "teacher", "objectives", "loss"},
+}
+MEASURE_KEYS = {"diagonality", "rtf_seconds", "rtf_repeats", "probe", "sid"}
+# step keys that are counts: the smallest legal value
+STEP_COUNTS = {"updates": 0, "iterations": 1, "remove": 1, "layers": 1, "until": 1, "kernel": 1, "utterances": 1, "min_keep": 0, "seed": 0}
+STEP_FRACTIONS = ("start", "stop", "score_fraction")
+
+
 def check_config(config: Dict[str, Any]) -> None:
-    """Refuse a config that cannot run before anything is written."""
+    """Refuse a config that cannot run before anything is written: unknown keys with the nearest valid
+    name, wrong types and ranges with the key."""
+    config = check_mapping(config, "config")
     for key in ("model", "objective", "data", "steps", "exp_dir"):
         if key not in config:
-            raise ValueError(f"compression config has no '{key}'")
+            raise ConfigError(f"compression config has no '{key}'")
     known = {"model", "objective", "data", "steps", "exp_dir", "trainer", "measure", "base_dir", "updates_cap"}
-    unknown = sorted(set(config) - known)
-    if unknown:
-        raise ValueError(f"compression config: unknown key(s) {unknown}; known: {sorted(known)}")
-    kind = config["objective"].get("type")
-    if kind not in ("masked_prediction", "distillation"):
-        raise ValueError(f"objective.type must be masked_prediction or distillation, not {kind!r}")
-    for i, step in enumerate(config["steps"]):
+    check_keys(config, known, "")
+    check_type(config["model"], str, "model")
+    check_type(config["exp_dir"], str, "exp_dir")
+    if config.get("updates_cap") is not None and check_type(config["updates_cap"], int, "updates_cap") < 1:
+        raise ConfigError(f"updates_cap: must be >= 1, not {config['updates_cap']}")
+    data = check_mapping(config["data"], "data")
+    check_keys(data, DATA_KEYS, "data")
+    for k, tp in DATA_KEYS.items():
+        if k in data:
+            check_type(data[k], tp, f"data.{k}")
+    if "train" not in data:
+        raise ConfigError("data.train: missing (the Kaldi data dir every recovery trains on)")
+    check_keys(check_mapping(config.get("measure"), "measure"), MEASURE_KEYS, "measure")
+    objective = check_mapping(config["objective"], "objective")
+    kind = objective.get("type")
+    if kind not in OBJECTIVE_KEYS:
+        raise ConfigError(f"objective.type: must be masked_prediction or distillation, not {kind!r}{nearest(str(kind), OBJECTIVE_KEYS)}")
+    check_keys(objective, OBJECTIVE_KEYS[kind], "objective")
+    TrainerConfig.from_dict({**RECOVERY_TRAINER, **check_mapping(config.get("trainer"), "trainer")})
+    steps = config["steps"]
+    if not isinstance(steps, list):
+        raise ConfigError(f"steps: expected a list of steps, got {type(steps).__name__}")
+    for i, step in enumerate(steps):
+        where = f"steps[{i}]"
+        step = check_mapping(step, where)
         method = step.get("method")
         if method not in METHODS:
-            raise ValueError(f"steps[{i}].method must be one of {METHODS}, not {method!r}")
-        unknown = sorted(set(step) - STEP_KEYS[method] - {"method"})
-        if unknown:
-            raise ValueError(f"steps[{i}] ({method}): unknown key(s) {unknown}; known: {sorted(STEP_KEYS[method])}")
+            raise ConfigError(f"{where}.method: must be one of {', '.join(METHODS)}, not {method!r}{nearest(str(method), METHODS)}")
+        check_keys({k: v for k, v in step.items() if k != "method"}, STEP_KEYS[method], f"{where} ({method})")
+        for k, low in STEP_COUNTS.items():
+            if k in step and check_type(step[k], int, f"{where}.{k}") < low:
+                raise ConfigError(f"{where}.{k}: must be >= {low}, not {step[k]}")
+        for k in STEP_FRACTIONS:
+            if k in step and not 0.0 < check_type(step[k], float, f"{where}.{k}") <= 1.0:
+                raise ConfigError(f"{where}.{k}: must be in (0, 1], not {step[k]}")
+        if "densities" in step:
+            for j, d in enumerate(check_type(step["densities"], List[float], f"{where}.densities")):
+                if not 0.0 < d <= 1.0:
+                    raise ConfigError(f"{where}.densities[{j}]: must be in (0, 1], not {d}")
+        if "trainer" in step:
+            TrainerConfig.from_dict(
+                {**RECOVERY_TRAINER, **check_mapping(config.get("trainer"), "trainer"), **check_mapping(step["trainer"], f"{where}.trainer")},
+                f"{where}.trainer",
+            )
         if method == "heads" and step.get("score", "gradient") not in ("gradient", "l1"):
             raise ValueError(f"steps[{i}].score must be gradient or l1, not {step.get('score')!r}")
         if method == "replace_heads" and step.get("kind", "identity") not in ("identity", "conv"):
@@ -190,7 +239,7 @@ class Chain:
         model, the last validation statistics and the updates run."""
         from s3prl_plugins.train.trainer import Trainer, TrainerConfig
 
-        tcfg = {"max_steps": max(1, updates), "lr": 1e-5, "schedule": "constant", "log_every": 20, "save_every": 100, "valid_every": 10**9, **dict(self.config.get("trainer") or {}), **dict(step.get("trainer") or {})}
+        tcfg = {"max_steps": max(1, updates), **RECOVERY_TRAINER, **dict(self.config.get("trainer") or {}), **dict(step.get("trainer") or {})}
         tcfg["exp_dir"] = out_dir
         tcfg["max_steps"] = max(1, updates)
         tcfg["valid_every"] = min(int(tcfg["valid_every"]), tcfg["max_steps"])

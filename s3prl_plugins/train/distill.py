@@ -27,24 +27,126 @@ with ``star_hubert_local`` / ``distilhubert_cif_local`` / ``S3PRLUpstream(..., p
 from __future__ import annotations
 
 import copy
+import dataclasses
 import logging
 import os
+from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional
 
 import torch
 
+from s3prl_plugins.config import ConfigError, check_fields, check_keys, check_kwargs, check_mapping, check_type, from_dict, nearest
 from s3prl_plugins.data.dataset import AudioDataset, BucketBatchSampler, collate
 from s3prl_plugins.models import factories
 from s3prl_plugins.models.checkpoint import save_checkpoint
 from s3prl_plugins.models.loading import load_pretrained
 from s3prl_plugins.models.ssl_model import SSLModel
-from s3prl_plugins.tasks.distillation import DistillationTask, student_without_head
-from s3prl_plugins.train.pretrain import build_from_section
+from s3prl_plugins.tasks.distillation import OBJECTIVES, DistillationTask, student_without_head
+from s3prl_plugins.train.pretrain import build_from_section, check_model_section
 from s3prl_plugins.train.trainer import Trainer, TrainerConfig
 
 logger = logging.getLogger(__name__)
 
 LOSS_KEYS = ("normalize", "method", "layer_map", "cos_weight", "max_mismatch", "frames_per_segment", "detach_teacher_alpha", "temperature")
+DISTILL_SECTIONS = ("teacher", "student", "objectives", "loss", "data", "trainer")
+
+
+@dataclass
+class DistillDataConfig:
+    """The ``data:`` section of distillation: Kaldi data dirs (and ``.seg`` files for CIF guidance)."""
+
+    train: str
+    valid: Optional[str] = None
+    max_seconds: Optional[float] = field(default=8.0, metadata={"gt": 0})
+    batch_seconds: float = field(default=60.0, metadata={"gt": 0})
+    batch_size: int = field(default=1000, metadata={"min": 1})
+    train_segmentation: Optional[str] = None
+    valid_segmentation: Optional[str] = None
+
+    def __post_init__(self) -> None:
+        check_fields(self, "data")
+
+
+def check_teacher_section(section: Any) -> Dict[str, Any]:
+    """``teacher: SOURCE`` or ``teacher: {source, model_config}``, normalised to the mapping."""
+    if isinstance(section, str):
+        section = {"source": section}
+    section = check_mapping(section, "teacher")
+    check_keys(section, ("source", "model_config"), "teacher")
+    if not section.get("source"):
+        raise ConfigError("teacher.source is empty: give a hub name (hubert_base, wavlm_base, wav2vec2) or a checkpoint path")
+    return {
+        "source": str(section["source"]),
+        "model_config": check_type(section.get("model_config"), Optional[str], "teacher.model_config"),
+    }
+
+
+def check_student_section(section: Any) -> Dict[str, Any]:
+    """One of ``{preset}``, ``{factory, args}``, ``{source, model_config}``, each with an optional
+    ``init_from_teacher`` (true or ``{frontend, layers}``)."""
+    section = dict(check_mapping(section, "student"))
+    check_keys(section, ("preset", "factory", "args", "source", "model_config", "init_from_teacher"), "student")
+    kinds = [k for k in ("preset", "factory", "source") if k in section]
+    if len(kinds) != 1:
+        raise ConfigError(f"student: give exactly one of preset, factory (+ args) or source (+ model_config), not {kinds or 'none'}")
+    init = section.pop("init_from_teacher", None)
+    if isinstance(init, dict):
+        check_keys(init, ("frontend", "layers"), "student.init_from_teacher")
+        init = {k: check_type(v, bool, f"student.init_from_teacher.{k}") for k, v in init.items()}
+    elif init is not None:
+        init = check_type(init, bool, "student.init_from_teacher")
+    out: Dict[str, Any]
+    if kinds == ["preset"]:
+        check_keys(section, ("preset",), "student")
+        name = section["preset"]
+        if name not in factories.PRESETS:
+            raise ConfigError(f"student.preset: unknown preset {name!r}{nearest(str(name), factories.PRESETS)}; presets: {', '.join(sorted(factories.PRESETS))}")
+        out = {"preset": name}
+    elif kinds == ["factory"]:
+        out = check_model_section(section, "student")
+    else:
+        check_keys(section, ("source", "model_config"), "student")
+        out = {"source": str(section["source"]), "model_config": check_type(section.get("model_config"), Optional[str], "student.model_config")}
+    if init is not None:
+        out["init_from_teacher"] = init
+    return out
+
+
+def check_objectives(section: Any) -> Dict[str, float]:
+    """``{objective: weight}``: names from :data:`OBJECTIVES`, weights numbers >= 0."""
+    section = check_mapping(section, "objectives")
+    check_keys(section, OBJECTIVES, "objectives")
+    out = {k: check_type(v, float, f"objectives.{k}") for k, v in section.items()}
+    for k, v in out.items():
+        if v < 0:
+            raise ConfigError(f"objectives.{k}: a weight must be >= 0, not {v}")
+    return out
+
+
+def check_task_sections(config: Dict[str, Any]) -> Dict[str, Any]:
+    """teacher, student, objectives and loss checked and normalised (what :func:`build_task` reads)."""
+    for key in ("teacher", "student", "objectives"):
+        if key not in config:
+            raise ConfigError(f"config has no '{key}' section")
+    return {
+        "teacher": check_teacher_section(config["teacher"]),
+        "student": check_student_section(config["student"]),
+        "objectives": check_objectives(config["objectives"]),
+        "loss": check_kwargs(DistillationTask.__init__, config.get("loss"), "loss", skip=("teacher", "student", "objectives"), defaults=True),
+    }
+
+
+def check_distill_config(config: Any) -> Dict[str, Any]:
+    """The whole distillation config checked and normalised (plain data): unknown sections and keys,
+    types and ranges refused with the key named -- before anything is loaded or written."""
+    config = check_mapping(config, "config")
+    check_keys(config, DISTILL_SECTIONS, "")
+    for key in ("data", "trainer"):
+        if key not in config:
+            raise ConfigError(f"config has no '{key}' section")
+    trainer = TrainerConfig.from_dict(config["trainer"])
+    data = from_dict(DistillDataConfig, config["data"], "data")
+    return {**check_task_sections(config), "data": dataclasses.asdict(data), "trainer": dataclasses.asdict(trainer)}
 
 
 def init_from_teacher(student: SSLModel, teacher: SSLModel, frontend: bool = True, layers: bool = True) -> List[str]:
@@ -118,14 +220,10 @@ def export_student(task: DistillationTask, path: str) -> None:
 
 
 def build_task(config: Dict[str, Any]) -> DistillationTask:
-    for key in ("teacher", "student", "objectives"):
-        if key not in config:
-            raise ValueError(f"config has no '{key}' section")
-    section = config["teacher"] if isinstance(config["teacher"], dict) else {"source": config["teacher"]}
-    source = section.get("source")
-    if not source:
-        raise ValueError("teacher.source is empty: give a hub name (hubert_base, wavlm_base, wav2vec2) or a checkpoint path")
-    teacher = load_pretrained(str(source), model_config=section.get("model_config"))
+    """The distillation task of a config's teacher, student, objectives and loss sections."""
+    config = {**config, **check_task_sections(config)}
+    section = config["teacher"]
+    teacher = load_pretrained(section["source"], model_config=section.get("model_config"))
     student = build_student(config["student"])
     init = config["student"].get("init_from_teacher")
     if init:
@@ -135,11 +233,7 @@ def build_task(config: Dict[str, Any]) -> DistillationTask:
             raise ValueError(f"student.init_from_teacher: unknown key(s) {unknown} (frontend, layers)")
         copied = init_from_teacher(student, teacher, bool(opts.get("frontend", True)), bool(opts.get("layers", True)))
         logger.info("student initialised from the teacher: %d tensors (CNN, projection, positional conv, first layers)", len(copied))
-    loss = dict(config.get("loss") or {})
-    unknown = sorted(set(loss) - set(LOSS_KEYS))
-    if unknown:
-        raise ValueError(f"unknown loss option(s) {unknown}; options: {list(LOSS_KEYS)}")
-    return DistillationTask(teacher, student, config["objectives"], **loss)
+    return DistillationTask(teacher, student, config["objectives"], **config["loss"])
 
 
 def _segment_labels(data: Dict[str, Any], split: str):
@@ -156,12 +250,12 @@ def _segment_labels(data: Dict[str, Any], split: str):
     return labels_for(seg)
 
 
-def run_distill(config: Dict[str, Any], stop_at: Optional[int] = None) -> Dict[str, float]:
+def run_distill(config: Dict[str, Any], stop_at: Optional[int] = None, restart: bool = False) -> Dict[str, float]:
     """Distil from a parsed YAML config; returns the last validation statistics.
 
-    ``stop_at`` interrupts after that many updates (see :meth:`Trainer.train`)."""
-    if "data" not in config or "trainer" not in config:
-        raise ValueError("config needs 'data' and 'trainer' sections")
+    ``stop_at`` interrupts after that many updates (see :meth:`Trainer.train`); ``restart`` starts
+    over in an experiment that holds checkpoints (they are moved aside)."""
+    config = check_distill_config(config)
     tcfg = TrainerConfig(**config["trainer"])
     torch.manual_seed(tcfg.seed)  # the same initial student on every rank
     task = build_task(config)
@@ -182,5 +276,11 @@ def run_distill(config: Dict[str, Any], stop_at: Optional[int] = None) -> Dict[s
         task.teacher.config.name, task.teacher.config.num_layers, student.config.name, student.config.num_layers,
         student.config.embed_dim, task.weights,
     )
-    trainer = Trainer(tcfg, task, (train, sampler, collate), valid, export=export_student)
-    return trainer.train(stop_at=stop_at)
+    # resuming compares the saved config with this one: the student's shape, the teacher, the objectives
+    # and the loss are fixed, trainer settings are applied
+    run_config = {**config, "student": {**config["student"], "built": student.config.to_dict()}}
+    trainer = Trainer(
+        tcfg, task, (train, sampler, collate), valid, export=export_student, run_config=run_config,
+        fixed_keys=("teacher", "student", "objectives", "loss"),
+    )
+    return trainer.train(stop_at=stop_at, restart=restart)

@@ -15,14 +15,19 @@ Outputs in ``trainer.exp_dir``: ``model.pt`` (our format; loads with ``melhubert
 from __future__ import annotations
 
 import copy
+import dataclasses
 import logging
 import os
-from typing import Any, Dict, Optional
+import typing
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional, Union
 
 import torch
 
+from s3prl_plugins.config import ConfigError, check_fields, check_keys, check_kwargs, check_mapping, from_dict, nearest
 from s3prl_plugins.data.dataset import AudioDataset, BucketBatchSampler, collate, read_labels
 from s3prl_plugins.models import factories
+from s3prl_plugins.models.config import SSLModelConfig
 from s3prl_plugins.models.checkpoint import atomic_save, save_checkpoint
 from s3prl_plugins.models.ssl_model import SSLModel
 from s3prl_plugins.tasks.masked_prediction import MaskedPredictionTask
@@ -38,14 +43,81 @@ FACTORIES = {
 }
 
 
-def build_from_section(section: Dict[str, Any]) -> SSLModel:
+# What a factory's ``**overrides`` pass on to SSLModelConfig, by type (an int stands for every layer's value).
+_PER_LAYER = ("num_heads", "ffn_dims", "identity_heads", "conv_heads")
+
+
+def _model_field_types() -> Dict[str, Any]:
+    hints = typing.get_type_hints(SSLModelConfig)
+    types = {f.name: hints[f.name] for f in dataclasses.fields(SSLModelConfig)}
+    types.update({k: Union[int, List[int]] for k in _PER_LAYER})
+    return types
+
+
+def check_model_section(section: Any, where: str = "model") -> Dict[str, Any]:
+    """``{factory, args}`` checked: the factory by name, ``args`` against its parameters and the
+    :class:`SSLModelConfig` fields it passes on. Returns the normalised section."""
+    section = check_mapping(section, where)
+    check_keys(section, ("factory", "args"), where)
     name = section.get("factory")
     if name not in FACTORIES:
-        raise ValueError(f"model.factory must be one of {sorted(FACTORIES)}, not {name!r}")
-    args = dict(section.get("args", {}))
+        raise ConfigError(f"{where}.factory: must be one of {', '.join(sorted(FACTORIES))}, not {name!r}{nearest(str(name), FACTORIES)}")
+    args = check_kwargs(FACTORIES[name], section.get("args"), f"{where}.args", extra=_model_field_types())
+    return {"factory": name, "args": args}
+
+
+def build_from_section(section: Dict[str, Any], where: str = "model") -> SSLModel:
+    """The model of a ``{factory, args}`` section (randomly initialised); :class:`ConfigError` naming
+    the section when it cannot be built."""
+    section = check_model_section(section, where)
+    args = dict(section["args"])
     if "conv_layers" in args:
         args["conv_layers"] = [tuple(x) for x in args["conv_layers"]]
-    return SSLModel(FACTORIES[name](**args))
+    try:
+        return SSLModel(FACTORIES[section["factory"]](**args))
+    except (TypeError, ValueError, KeyError) as e:
+        raise ConfigError(f"{where}.args: {e}") from None
+
+
+@dataclass
+class PretrainDataConfig:
+    """The ``data:`` section of pre-training: Kaldi data dirs and their frame labels (``bin/make_targets``)."""
+
+    train: str
+    train_labels: str
+    valid: Optional[str] = None
+    valid_labels: Optional[str] = None
+    max_seconds: Optional[float] = field(default=8.0, metadata={"gt": 0})
+    batch_seconds: float = field(default=60.0, metadata={"gt": 0})
+    batch_size: int = field(default=1000, metadata={"min": 1})
+    stats_utts: int = field(default=200, metadata={"min": 1})
+
+    def __post_init__(self) -> None:
+        check_fields(self, "data")
+        if self.valid and not self.valid_labels:
+            raise ConfigError("data.valid_labels: needed with data.valid (the labels of the validation set)")
+
+
+PRETRAIN_SECTIONS = ("model", "data", "task", "trainer")
+
+
+def check_pretrain_config(config: Any) -> Dict[str, Any]:
+    """The whole pre-training config checked and normalised (plain data): unknown sections and keys,
+    types and ranges refused with the key named -- before anything is built or written."""
+    config = check_mapping(config, "config")
+    check_keys(config, PRETRAIN_SECTIONS, "")
+    for key in ("model", "data", "trainer"):
+        if key not in config:
+            raise ConfigError(f"config has no '{key}' section")
+    trainer = TrainerConfig.from_dict(config["trainer"])
+    data = from_dict(PretrainDataConfig, config["data"], "data")
+    task = check_kwargs(MaskedPredictionTask.__init__, config.get("task"), "task", skip=("model",), defaults=True)
+    return {
+        "model": check_model_section(config["model"]),
+        "data": dataclasses.asdict(data),
+        "task": task,
+        "trainer": dataclasses.asdict(trainer),
+    }
 
 
 def logmel_stats(model: SSLModel, dataset: AudioDataset, max_utts: int = 200):
@@ -71,13 +143,12 @@ def export_model(task: MaskedPredictionTask, path: str) -> None:
         atomic_save(to_s3prl_hubert(model), os.path.join(os.path.dirname(path), "hubert_local.pt"))
 
 
-def run_pretrain(config: Dict[str, Any], stop_at: Optional[int] = None) -> Dict[str, float]:
+def run_pretrain(config: Dict[str, Any], stop_at: Optional[int] = None, restart: bool = False) -> Dict[str, float]:
     """Train from a parsed YAML config; returns the last validation statistics.
 
-    ``stop_at`` interrupts after that many updates (see :meth:`Trainer.train`)."""
-    for key in ("model", "data", "trainer"):
-        if key not in config:
-            raise ValueError(f"config has no '{key}' section")
+    ``stop_at`` interrupts after that many updates (see :meth:`Trainer.train`); ``restart`` starts
+    over in an experiment that holds checkpoints (they are moved aside)."""
+    config = check_pretrain_config(config)
     tcfg = TrainerConfig(**config["trainer"])
     torch.manual_seed(tcfg.seed)  # the same initial weights on every rank
     model = build_from_section(config["model"])
@@ -88,7 +159,10 @@ def run_pretrain(config: Dict[str, Any], stop_at: Optional[int] = None) -> Dict[
     if model.config.frontend == "logmel":
         mean, std = logmel_stats(model, train, int(data.get("stats_utts", 200)))
         model.frontend.set_stats(mean, std)
-    task = MaskedPredictionTask(model, **config.get("task", {}))
+    try:
+        task = MaskedPredictionTask(model, **config["task"])
+    except ValueError as e:
+        raise ConfigError(f"task: {e}") from None
     # the process group is joined inside Trainer; torchrun's variables tell the shard already
     rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
     sampler = BucketBatchSampler([train.duration(i) for i in range(len(train))], data.get("batch_seconds", 60.0), shuffle=True, seed=tcfg.seed, num_replicas=world, rank=rank, max_batch_size=int(data.get("batch_size", 1000)))
@@ -96,5 +170,10 @@ def run_pretrain(config: Dict[str, Any], stop_at: Optional[int] = None) -> Dict[
     if data.get("valid"):
         vset = AudioDataset(data["valid"], read_labels(data["valid_labels"]), None, frame_stride=stride, min_samples=model.min_samples)
         valid = (vset, BucketBatchSampler([vset.duration(i) for i in range(len(vset))], data.get("batch_seconds", 60.0), shuffle=False, num_replicas=world, rank=rank, max_batch_size=int(data.get("batch_size", 1000))), collate)
-    trainer = Trainer(tcfg, task, (train, sampler, collate), valid, export=export_model)
-    return trainer.train(stop_at=stop_at)
+    # resuming compares the saved config with this one: the model's shape (its built config) and the task
+    # are fixed, trainer settings are applied
+    trainer = Trainer(
+        tcfg, task, (train, sampler, collate), valid, export=export_model, run_config={**config, "model": model.config.to_dict()},
+        fixed_keys=("model", "task"),
+    )
+    return trainer.train(stop_at=stop_at, restart=restart)

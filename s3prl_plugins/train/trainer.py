@@ -22,15 +22,16 @@ import os
 import random
 import sys
 import time
-from dataclasses import asdict, dataclass
-from typing import Any, Callable, Dict, Optional, Tuple, Union
+from dataclasses import asdict, dataclass, field
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.distributed as dist
 from torch import nn
 from torch.utils.data import DataLoader, Sampler
 
-from s3prl_plugins.models.checkpoint import atomic_save
+from s3prl_plugins.config import check_fields, config_changes, from_dict, to_plain
+from s3prl_plugins.models.checkpoint import CheckpointError, atomic_save
 
 logger = logging.getLogger(__name__)
 
@@ -59,10 +60,8 @@ class TrainerConfig:
         keep_last: periodic checkpoints kept.
         max_bad_steps: consecutive non-finite losses tolerated before stopping.
         seed: seeds the data order, crops and the torch RNG.
-        num_workers: DataLoader workers decoding audio beside the update (0: in the training process,
-            where decoding adds to every update: one H100 STaRHuBERT update consumes ~1,160 s of audio
-            per second, one CPU process decodes FLAC at ~3,900x real time, so the GPU would idle ~29%
-            of the time; bench/bench_input_pipeline.py). GPU recipes set several.
+        num_workers: DataLoader workers decoding audio beside the update (0: in the training process;
+            GPU recipes set several, bench/bench_input_pipeline.py measures why).
         pin_memory: page-locked batches for asynchronous host-to-GPU copies: ``auto`` (when training on
             CUDA), ``true`` or ``false``.
         prefetch_factor: batches each worker prepares ahead (with ``num_workers`` > 0).
@@ -70,42 +69,56 @@ class TrainerConfig:
     """
 
     exp_dir: str = "exp/train"
-    max_steps: int = 1000
-    grad_accum: int = 1
-    optimizer: str = "adamw"
-    lr: float = 5e-4
+    max_steps: int = field(default=1000, metadata={"min": 1})
+    grad_accum: int = field(default=1, metadata={"min": 1})
+    optimizer: str = field(default="adamw", metadata={"choices": ("adam", "adamw")})
+    lr: float = field(default=5e-4, metadata={"min": 0})
     betas: Tuple[float, float] = (0.9, 0.98)
-    eps: float = 1e-6
-    weight_decay: float = 0.0
-    schedule: str = "linear"
-    warmup_steps: int = 0
-    clip_norm: float = 10.0
-    amp: str = "auto"
-    log_every: int = 10
-    valid_every: int = 200
-    save_every: int = 200
-    keep_last: int = 2
-    max_bad_steps: int = 5
+    eps: float = field(default=1e-6, metadata={"gt": 0})
+    weight_decay: float = field(default=0.0, metadata={"min": 0})
+    schedule: str = field(default="linear", metadata={"choices": ("linear", "cosine", "constant")})
+    warmup_steps: int = field(default=0, metadata={"min": 0})
+    clip_norm: float = field(default=10.0, metadata={"min": 0})
+    amp: str = field(default="auto", metadata={"choices": ("auto", "bf16", "fp16", "none")})
+    log_every: int = field(default=10, metadata={"min": 1})
+    valid_every: int = field(default=200, metadata={"min": 1})
+    save_every: int = field(default=200, metadata={"min": 1})
+    keep_last: int = field(default=2, metadata={"min": 1})
+    max_bad_steps: int = field(default=5, metadata={"min": 1})
     seed: int = 0
-    num_workers: int = 0
-    pin_memory: Union[str, bool] = "auto"
-    prefetch_factor: int = 2
-    device: str = "auto"
+    num_workers: int = field(default=0, metadata={"min": 0})
+    pin_memory: Union[bool, str] = field(default="auto", metadata={"choices": ("auto", True, False)})
+    prefetch_factor: int = field(default=2, metadata={"min": 1})
+    device: str = field(default="auto", metadata={"choices": ("auto", "cpu", "cuda")})
 
     def __post_init__(self) -> None:
-        if self.optimizer not in ("adam", "adamw"):
-            raise ValueError(f"optimizer must be adam or adamw, not {self.optimizer!r}")
-        if self.schedule not in ("linear", "cosine", "constant"):
-            raise ValueError(f"schedule must be linear, cosine or constant, not {self.schedule!r}")
-        if self.amp not in ("auto", "bf16", "fp16", "none"):
-            raise ValueError(f"amp must be auto, bf16, fp16 or none, not {self.amp!r}")
-        if self.grad_accum < 1 or self.max_steps < 1:
-            raise ValueError("grad_accum and max_steps must be >= 1")
-        if self.pin_memory not in ("auto", True, False):
-            raise ValueError(f"pin_memory must be auto, true or false, not {self.pin_memory!r}")
-        if self.num_workers < 0 or self.prefetch_factor < 1:
-            raise ValueError("num_workers must be >= 0 and prefetch_factor >= 1")
-        self.betas = tuple(self.betas)  # type: ignore[assignment]
+        check_fields(self, "trainer")  # types, ranges and choices: ConfigError naming trainer.<key>
+
+    @classmethod
+    def from_dict(cls, section: Any, where: str = "trainer") -> "TrainerConfig":
+        """The ``trainer:`` section of a config; unknown keys refused with the nearest valid name."""
+        return from_dict(cls, section, where)
+
+    # Settings a resumed run may change (the optimiser's state and the data order stay valid); the
+    # others (optimizer, seed) would make the resumed run another run.
+    RESUMABLE_CHANGES = (
+        "exp_dir", "max_steps", "grad_accum", "lr", "betas", "eps", "weight_decay", "schedule", "warmup_steps",
+        "clip_norm", "amp", "log_every", "valid_every", "save_every", "keep_last", "max_bad_steps",
+        "num_workers", "pin_memory", "prefetch_factor", "device",
+    )
+
+
+def read_training_state(path: str) -> Dict[str, Any]:
+    """A training checkpoint, read with ``weights_only=True``; :class:`CheckpointError` naming the file
+    and the reason when it cannot be read or is not a training state."""
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - truncated / corrupt / foreign file: named, never unpickled further
+        first = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise CheckpointError(f"{path}: cannot be read ({type(e).__name__}: {first}); truncated or damaged") from None
+    if not isinstance(ckpt, dict) or ckpt.get("kind") != "training_state":
+        raise CheckpointError(f"{path}: not a training checkpoint of this trainer")
+    return ckpt
 
 
 class _SkipBatches(Sampler):
@@ -189,6 +202,11 @@ class Trainer:
         export: called as ``export(task, path)`` by rank 0 at the end to write the trained model.
         state_filter: which entries of ``task.state_dict()`` go into checkpoints (default: all the
             trainable ones and buffers of trainable modules; a frozen teacher is left out).
+        run_config: the whole validated config of the run (plain data), stored in every checkpoint and
+            compared on resume: a changed ``trainer`` setting is applied (see
+            ``TrainerConfig.RESUMABLE_CHANGES``), a change under one of ``fixed_keys`` (the model's shape,
+            the objective) is refused by name.
+        fixed_keys: dotted prefixes of ``run_config`` that a resumed run may not change.
     """
 
     def __init__(
@@ -199,8 +217,12 @@ class Trainer:
         valid_data: Optional[Tuple[Any, Any, Callable]] = None,
         export: Optional[Callable[[nn.Module, str], None]] = None,
         state_filter: Optional[Callable[[str], bool]] = None,
+        run_config: Optional[Dict[str, Any]] = None,
+        fixed_keys: Sequence[str] = (),
     ):
         self.config = config
+        self.run_config = to_plain(run_config) if run_config is not None else None
+        self.fixed_keys = tuple(fixed_keys)
         if config.device == "auto":
             self.device = "cuda" if torch.cuda.is_available() else "cpu"
         else:
@@ -295,6 +317,7 @@ class Trainer:
             "kind": "training_state",
             "trainer": {"step": self.step, "epoch": self.epoch, "batch_in_epoch": self.batch_in_epoch, "bad_steps": self.bad_steps, "skipped_utterances": self.skipped_utterances},
             "config": {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(self.config).items()},
+            "run_config": self.run_config,
             "task_state": task_state,
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
@@ -321,6 +344,7 @@ class Trainer:
         return path
 
     def latest_checkpoint(self) -> Optional[str]:
+        """The checkpoint ``last.txt`` names, if it is there (what a resume tries first)."""
         marker = os.path.join(self.ckpt_dir, "last.txt")
         if not os.path.isfile(marker):
             return None
@@ -328,12 +352,129 @@ class Trainer:
             path = os.path.join(self.ckpt_dir, f.read().strip())
         return path if os.path.isfile(path) else None
 
-    def load(self, path: str) -> None:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-        if ckpt.get("kind") != "training_state":
-            raise TrainingError(f"{path}: not a training checkpoint")
+    def checkpoints(self) -> List[str]:
+        """Every periodic checkpoint of the experiment, newest first (``last.txt``'s first)."""
+        if not os.path.isdir(self.ckpt_dir):
+            return []
+        found = sorted((p for p in os.listdir(self.ckpt_dir) if p.startswith("step") and p.endswith(".pt")), reverse=True)
+        paths = [os.path.join(self.ckpt_dir, p) for p in found]
+        last = self.latest_checkpoint()
+        return ([last] if last else []) + [p for p in paths if p != last]
+
+    def _holds_state(self) -> bool:
+        """Whether the experiment already holds training state (checkpoints, or the marker of one)."""
+        return bool(self.checkpoints()) or os.path.isfile(os.path.join(self.ckpt_dir, "last.txt"))
+
+    def _clean_orphans(self) -> None:
+        """Remove the temporary files of saves that a kill interrupted (``.tmp-*.pt``, ``last.txt.tmp``)."""
+        for folder in (self.ckpt_dir, self.config.exp_dir):
+            if not os.path.isdir(folder):
+                continue
+            for name in os.listdir(folder):
+                if (name.startswith(".tmp-") and name.endswith(".pt")) or name == "last.txt.tmp":
+                    os.remove(os.path.join(folder, name))
+                    logger.info("removed %s (left by a save that was interrupted)", os.path.join(folder, name))
+
+    def _restart(self) -> None:
+        """Move the experiment's checkpoints aside (nothing is deleted) so that training starts over."""
+        if self._is_main() and os.path.isdir(self.ckpt_dir):
+            aside = f"{self.ckpt_dir}.before-restart-{time.strftime('%Y%m%d-%H%M%S')}"
+            os.replace(self.ckpt_dir, aside)
+            logger.warning("restart: the previous checkpoints were moved to %s; training starts at step 0", aside)
+        if self.world > 1:
+            dist.barrier()
+
+    def resume(self, restart: bool = False) -> Optional[str]:
+        """Load the newest checkpoint that can be read; returns its path (None: a new run).
+
+        An unreadable checkpoint (truncated, corrupt, not a training state) is skipped, saying which and
+        why, and the next older one is tried. An experiment that holds training state of which nothing
+        loads is refused (:class:`TrainingError`) rather than silently started over -- unless ``restart``,
+        which moves the old checkpoints aside first.
+        """
+        if restart:
+            if self._holds_state():
+                self._restart()
+            return None
+        skipped = []
+        for path in self.checkpoints():
+            try:
+                ckpt = read_training_state(path)
+            except CheckpointError as e:
+                logger.warning("skipping %s", e)
+                skipped.append(str(e))
+                continue
+            self.load(path, ckpt)
+            if skipped:
+                logger.warning("resumed from an older checkpoint, %s: the newer one(s) could not be read", path)
+            return path
+        if self._holds_state():
+            why = "; ".join(skipped) if skipped else f"{os.path.join(self.ckpt_dir, 'last.txt')} names a checkpoint that is gone"
+            raise TrainingError(
+                f"{self.config.exp_dir} holds training state but no checkpoint can be loaded ({why}). Restore a "
+                f"checkpoint into {self.ckpt_dir}, or start over with --restart (the old checkpoints are moved "
+                "aside, not deleted), or train into another trainer.exp_dir."
+            )
+        return None
+
+    def _check_changes(self, path: str, ckpt: Dict[str, Any]) -> List[str]:
+        """Compare the saved config with this run's: refuse changes under ``fixed_keys`` (and of the
+        optimiser or seed) by name; return the trainer settings that changed (applied by :meth:`load`)."""
+        old_trainer = dict(ckpt.get("config") or {})
+        new_trainer = to_plain(asdict(self.config))
+        old_run, new_run = ckpt.get("run_config"), self.run_config
+        if old_run is not None and new_run is not None:
+            old = {**old_run, "trainer": old_trainer}
+            new = {**new_run, "trainer": new_trainer}
+        else:  # a checkpoint of an older release, or a run without a stored config: the trainer only
+            old, new = {"trainer": old_trainer}, {"trainer": new_trainer}
+        changes = config_changes(old, new)
+        resumable = {f"trainer.{k}" for k in TrainerConfig.RESUMABLE_CHANGES}
+        refused = [
+            k for k in changes
+            if k in ("trainer.optimizer", "trainer.seed") or any(k == f or k.startswith(f + ".") for f in self.fixed_keys)
+        ]
+        if refused:
+            detail = ", ".join(f"{k}: {changes[k][0]!r} -> {changes[k][1]!r}" for k in refused)
+            raise TrainingError(
+                f"cannot resume {path} with a changed {detail}: the checkpoint was trained with the old value(s). "
+                "Put them back, train into another trainer.exp_dir, or start over with --restart."
+            )
+        applied = []
+        for k, (a, b) in changes.items():
+            if k.startswith("trainer.") and k.split(".")[1] in ("exp_dir",):
+                continue
+            if k.split(".")[0] == "trainer" and ".".join(k.split(".")[:2]) in resumable:
+                logger.warning("resuming with %s changed: %r -> %r (applied)", k, a, b)
+                applied.append(k.split(".")[1])
+            else:
+                logger.warning("resuming with %s changed: %r -> %r (used from now on)", k, a, b)
+        return applied
+
+    def _apply_trainer_settings(self) -> None:
+        """This run's optimiser settings and schedule over the restored state (a checkpoint's
+        ``base_lrs`` and param-group values would otherwise win); unchanged settings give the same values."""
+        cfg = self.config
+        for group in self.optimizer.param_groups:
+            group.update(betas=cfg.betas, eps=cfg.eps, weight_decay=cfg.weight_decay, initial_lr=cfg.lr)
+        sched = self.scheduler
+        sched.base_lrs = [cfg.lr] * len(self.optimizer.param_groups)
+        sched.lr_lambdas = [lr_lambda(cfg.schedule, cfg.warmup_steps, cfg.max_steps)] * len(self.optimizer.param_groups)
+        for group, base, fn in zip(self.optimizer.param_groups, sched.base_lrs, sched.lr_lambdas):
+            group["lr"] = base * fn(sched.last_epoch)
+        sched._last_lr = [g["lr"] for g in self.optimizer.param_groups]  # what get_last_lr() reports
+
+    def load(self, path: str, ckpt: Optional[Dict[str, Any]] = None) -> None:
+        """Restore the training state of ``path`` (already read: ``ckpt``)."""
+        if ckpt is None:
+            ckpt = read_training_state(path)
+        applied = self._check_changes(path, ckpt)
         # Non-strict on purpose: a frozen teacher inside the task is not stored in training checkpoints.
         # Every other missing key and every unexpected key still raises just below (tested).
+        own = self.task.state_dict()
+        bad = [f"{k}: {tuple(v.shape)} in the checkpoint, {tuple(own[k].shape)} now" for k, v in ckpt["task_state"].items() if k in own and tuple(v.shape) != tuple(own[k].shape)]
+        if bad:
+            raise TrainingError(f"{path}: the checkpoint holds a model of another shape ({'; '.join(bad[:3])}): train into another trainer.exp_dir or start over with --restart")
         missing, unexpected = self.task.load_state_dict(ckpt["task_state"], strict=False)
         missing = [k for k in missing if self.state_filter(k)]
         if missing or unexpected:
@@ -341,6 +482,7 @@ class Trainer:
         self.optimizer.load_state_dict(ckpt["optimizer"])
         self.scheduler.load_state_dict(ckpt["scheduler"])
         self.scaler.load_state_dict(ckpt["scaler"])
+        self._apply_trainer_settings()
         t = ckpt["trainer"]
         self.step, self.epoch, self.batch_in_epoch, self.bad_steps = t["step"], t["epoch"], t["batch_in_epoch"], t["bad_steps"]
         self.skipped_utterances = int(t.get("skipped_utterances", 0))  # absent from checkpoints of older releases
@@ -351,6 +493,8 @@ class Trainer:
             logger.warning("%s was written by %d process(es), resuming with %d: random streams re-seeded", path, len(rngs), self.world)
             torch.manual_seed(self.config.seed + self.rank + 1000 * self.step)
             random.seed(self.config.seed + self.rank + 1000 * self.step)
+        if applied:
+            logger.info("changed settings applied from step %d: %s (lr now %.4g)", self.step, ", ".join(applied), self.scheduler.get_last_lr()[0])
         logger.info("resumed from %s at step %d (epoch %d, batch %d)", path, self.step, self.epoch, self.batch_in_epoch)
 
     # ------------------------------------------------------------------ loops
@@ -413,8 +557,9 @@ class Trainer:
     def _all_finite(self, finite: bool) -> bool:
         return not self._any_rank(not finite)
 
-    def train(self, resume: bool = True, stop_at: Optional[int] = None) -> Dict[str, float]:
-        """Run until ``max_steps`` updates; resume from the latest checkpoint when there is one.
+    def train(self, resume: bool = True, stop_at: Optional[int] = None, restart: bool = False) -> Dict[str, float]:
+        """Run until ``max_steps`` updates; resume from the newest readable checkpoint when there is one
+        (:meth:`resume`; ``restart``: move the experiment's checkpoints aside and start over).
 
         ``stop_at`` interrupts the run after that many updates (a checkpoint is written), as a kill
         would -- the schedule still spans ``max_steps``.
@@ -422,8 +567,10 @@ class Trainer:
         from tqdm import tqdm
 
         cfg = self.config
-        if resume and (path := self.latest_checkpoint()):
-            self.load(path)
+        if self._is_main():
+            self._clean_orphans()
+        if resume or restart:
+            self.resume(restart=restart)
         if self._is_main():
             os.makedirs(cfg.exp_dir, exist_ok=True)
         self.task.train()
