@@ -15,6 +15,7 @@ signatures; a schema library (pydantic) would add a dependency and still not sug
 
 from __future__ import annotations
 
+import collections.abc
 import dataclasses
 import difflib
 import inspect
@@ -141,7 +142,7 @@ def _type_name(tp: Any) -> str:
         return " or ".join("null" if a is type(None) else _type_name(a) for a in args)
     if origin in (list, tuple, Sequence, typing.Sequence):
         return "a list"
-    if origin in (dict, Mapping, typing.Mapping):
+    if origin in (dict, Mapping, typing.Mapping, collections.abc.Mapping):
         return "a mapping"
     return {int: "an integer", float: "a number", str: "a string", bool: "true or false"}.get(tp, getattr(tp, "__name__", str(tp)))
 
@@ -185,7 +186,7 @@ def check_type(value: Any, tp: Any, key: str) -> Any:
         if isinstance(value, str):
             return value
         raise _wrong(value, tp, key)
-    if origin in (list, Sequence, typing.Sequence):
+    if origin in (list, Sequence, typing.Sequence, collections.abc.Sequence):
         if not isinstance(value, (list, tuple)):
             raise _wrong(value, tp, key)
         inner = args[0] if args else Any
@@ -198,7 +199,7 @@ def check_type(value: Any, tp: Any, key: str) -> Any:
         if args and len(args) != len(value):
             raise ConfigError(f"{key}: expected a list of {len(args)} values, got {value!r}")
         return tuple(check_type(v, a, f"{key}[{i}]") for i, (v, a) in enumerate(zip(value, args or [Any] * len(value))))
-    if origin in (dict, Mapping, typing.Mapping):
+    if origin in (dict, Mapping, typing.Mapping, collections.abc.Mapping):
         if not isinstance(value, dict):
             raise _wrong(value, tp, key)
         return value
@@ -271,10 +272,12 @@ def check_kwargs(
     skip: Sequence[str] = (),
     extra: Optional[Mapping[str, Any]] = None,
     defaults: bool = False,
+    ranges: Optional[Mapping[str, Mapping[str, Any]]] = None,
 ) -> Dict[str, Any]:
     """``kwargs`` checked against ``fn``'s keyword parameters (names, and types from its annotations);
     ``skip``: parameters the caller fills in; ``extra``: more accepted names -> types (what ``**kwargs``
-    passes on). Returns the normalised keyword arguments (``defaults``: with every default filled in)."""
+    passes on); ``ranges``: name -> :func:`check_range` constraints (applied to each element of a list).
+    Returns the normalised keyword arguments (``defaults``: with every default filled in)."""
     kwargs = check_mapping(kwargs, where)
     sig = inspect.signature(fn)
     try:
@@ -289,6 +292,10 @@ def check_kwargs(
     params.update(extra or {})
     check_keys(kwargs, params, where)
     out = {k: check_type(v, params[k], _join(where, k)) for k, v in kwargs.items()}
+    for k, meta in (ranges or {}).items():
+        value = out.get(k)
+        for i, v in enumerate(value) if isinstance(value, (list, tuple)) else [(None, value)]:
+            check_range(v, meta, _join(where, k) + ("" if i is None else f"[{i}]"))
     if defaults:
         for n, p in sig.parameters.items():
             if n in params and n not in out and p.default is not p.empty:

@@ -1,5 +1,6 @@
 """The one trainer: exact resume (also after SIGKILL), NaN guard, schedules, DDP with gloo, export."""
 
+import copy
 import json
 import logging
 import os
@@ -355,3 +356,100 @@ def test_after_update_sees_the_mean_loss_of_every_accumulated_batch(tmp_path):
                         optimizer="adam", lr=0.0, grad_accum=2)
     Trainer(cfg, task, (DS(), batches, lambda items: {"x": torch.cat([it["x"] for it in items])})).train(resume=False)
     assert task.seen == [pytest.approx(1.0), pytest.approx(4.0)]  # (0 + 1 + 2) / 3, (3 + 4 + 5) / 3
+
+
+def _ckpts(exp):
+    return sorted(p for p in os.listdir(os.path.join(exp, "checkpoints")) if p.startswith("step"))
+
+
+def test_a_corrupt_latest_checkpoint_is_skipped_for_the_older_one(tmp_path, tiny, caplog):
+    straight = tiny_pretrain_config(str(tmp_path / "a"), *tiny, max_steps=6)
+    run_pretrain(straight)
+    split = tiny_pretrain_config(str(tmp_path / "b"), *tiny, max_steps=6)
+    run_pretrain(copy.deepcopy(split), stop_at=4)
+    exp = split["trainer"]["exp_dir"]
+    assert _ckpts(exp) == ["step00000002.pt", "step00000004.pt"]
+    latest = os.path.join(exp, "checkpoints", "step00000004.pt")
+    with open(latest, "r+b") as f:  # a save cut short by a full disk or a dying node
+        f.truncate(os.path.getsize(latest) // 2)
+    with caplog.at_level(logging.INFO):
+        run_pretrain(copy.deepcopy(split))
+    assert "skipping" in caplog.text and "step00000004.pt" in caplog.text
+    assert "resumed from" in caplog.text and "step00000002.pt at step 2" in caplog.text
+    a = _weights(os.path.join(straight["trainer"]["exp_dir"], "model.pt"))
+    b = _weights(os.path.join(exp, "model.pt"))
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+
+
+def test_an_experiment_whose_checkpoints_are_lost_refuses_to_start_over(tmp_path, tiny):
+    cfg = tiny_pretrain_config(str(tmp_path), *tiny, max_steps=6)
+    run_pretrain(copy.deepcopy(cfg), stop_at=2)
+    exp = cfg["trainer"]["exp_dir"]
+    ckpt_dir = os.path.join(exp, "checkpoints")
+    for name in _ckpts(exp):  # deleted by hand (last.txt still names one) ...
+        os.remove(os.path.join(ckpt_dir, name))
+    with pytest.raises(TrainingError, match="--restart"):
+        run_pretrain(copy.deepcopy(cfg))
+    # ... or garbage where the checkpoint was: refused as well, naming the file
+    with open(os.path.join(ckpt_dir, "step00000002.pt"), "w") as f:
+        f.write("<html>not a checkpoint</html>")
+    with pytest.raises(TrainingError, match=r"step00000002\.pt.*--restart"):
+        run_pretrain(copy.deepcopy(cfg))
+    # and through the CLI: a message, not a traceback, and nothing overwritten
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    out = subprocess.run([sys.executable, "-m", "s3prl_plugins.bin.pretrain", "--config", str(path)], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 2 and "--restart" in out.stderr and "Traceback" not in out.stderr, out.stderr
+    assert open(os.path.join(ckpt_dir, "step00000002.pt")).read().startswith("<html>")
+    # --restart starts over; the old checkpoints are kept aside
+    out = subprocess.run([sys.executable, "-m", "s3prl_plugins.bin.pretrain", "--config", str(path), "--restart"], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    aside = [d for d in os.listdir(exp) if d.startswith("checkpoints.before-restart-")]
+    assert len(aside) == 1 and sorted(os.listdir(os.path.join(exp, aside[0]))) == ["last.txt", "step00000002.pt"]
+    assert os.path.isfile(os.path.join(exp, "model.pt"))
+
+
+def test_orphans_of_an_interrupted_save_are_removed(tmp_path, tiny):
+    cfg = tiny_pretrain_config(str(tmp_path), *tiny, max_steps=4)
+    run_pretrain(copy.deepcopy(cfg), stop_at=2)
+    ckpt_dir = os.path.join(cfg["trainer"]["exp_dir"], "checkpoints")
+    for name in (".tmp-abc123.pt", "last.txt.tmp"):
+        open(os.path.join(ckpt_dir, name), "w").close()
+    run_pretrain(copy.deepcopy(cfg))
+    assert not [p for p in os.listdir(ckpt_dir) if "tmp" in p]
+
+
+def test_changed_settings_on_resume_are_applied_or_refused_by_name(tmp_path, tiny, caplog):
+    cfg = tiny_pretrain_config(str(tmp_path), *tiny, max_steps=8, schedule="constant", warmup_steps=0)
+    run_pretrain(copy.deepcopy(cfg), stop_at=2)
+    # the model's shape and the objective cannot change under a checkpoint
+    wider = copy.deepcopy(cfg)
+    wider["model"]["args"]["ffn_dim"] = 48
+    with pytest.raises(TrainingError, match="ffn_dims"):
+        run_pretrain(wider)
+    masked = copy.deepcopy(cfg)
+    masked["task"]["mask_prob"] = 0.3
+    with pytest.raises(TrainingError, match="task.mask_prob: 0.1 -> 0.3"):
+        run_pretrain(masked)
+    # a new learning rate and length are applied, and said
+    faster = copy.deepcopy(cfg)
+    faster["trainer"].update(lr=0.5, max_steps=6)
+    seen = []
+    orig = Trainer._apply_trainer_settings
+
+    def spy(self):
+        orig(self)
+        seen.append([g["lr"] for g in self.optimizer.param_groups])
+
+    Trainer._apply_trainer_settings = spy
+    try:
+        with caplog.at_level(logging.INFO):
+            run_pretrain(faster, stop_at=3)
+    finally:
+        Trainer._apply_trainer_settings = orig
+    assert seen == [[0.5]], seen
+    assert "trainer.lr changed: 0.001 -> 0.5 (applied)" in caplog.text
+    assert "trainer.max_steps changed: 8 -> 6 (applied)" in caplog.text
+    state = torch.load(os.path.join(cfg["trainer"]["exp_dir"], "checkpoints", "step00000003.pt"), weights_only=True)
+    assert state["optimizer"]["param_groups"][0]["lr"] == 0.5 and state["config"]["lr"] == 0.5

@@ -53,11 +53,13 @@ from s3prl_plugins.compress import diagonal, scores
 from s3prl_plugins.compress.recovery import RecoveryTask
 from s3prl_plugins.compress.structured import PruningError, count_heads, prune_ffn, prune_heads, replace_heads, truncate_layers
 from s3prl_plugins.compress.weight import LossPlateau, density_schedule, masks_from_model, model_density, per_layer_density
-from s3prl_plugins.config import ConfigError, check_keys, check_mapping, check_type, nearest
+from s3prl_plugins.config import ConfigError, check_keys, check_kwargs, check_mapping, check_range, check_type, nearest
 from s3prl_plugins.data.dataset import AudioDataset, BucketBatchSampler, collate, read_labels
 from s3prl_plugins.models.checkpoint import load_checkpoint, save_checkpoint
 from s3prl_plugins.models.ssl_model import SSLModel, count_parameters
 from s3prl_plugins.nn.frontends import LogMelFrontend
+from s3prl_plugins.tasks.distillation import OBJECTIVES, DistillationTask
+from s3prl_plugins.tasks.masked_prediction import MaskedPredictionTask
 from s3prl_plugins.train.trainer import TrainerConfig
 
 logger = logging.getLogger(__name__)
@@ -83,25 +85,51 @@ CSV_FIELDS = (
 RECOVERY_TRAINER = {"lr": 1e-5, "schedule": "constant", "log_every": 20, "save_every": 100, "valid_every": 10**9}
 DATA_KEYS = {"train": str, "valid": Optional[str], "train_labels": Optional[str], "valid_labels": Optional[str],
              "max_seconds": Optional[float], "batch_seconds": float, "batch_size": int}
+DATA_RANGES = {"max_seconds": {"gt": 0}, "batch_seconds": {"gt": 0}, "batch_size": {"min": 1}}
 OBJECTIVE_KEYS = {
     "masked_prediction": {"type", "mask_prob", "mask_length", "unmasked_weight", "max_label_mismatch"},
     "distillation": {"type", "teacher", "objectives", "loss"},
 }
-MEASURE_KEYS = {"diagonality", "rtf_seconds", "rtf_repeats", "probe", "sid"}
+# measure: key -> (type, range); probe / sid: the data dirs of the probes
+MEASURE_KEYS = {
+    "diagonality": (int, {"min": 0}), "rtf_seconds": (float, {"gt": 0}), "rtf_repeats": (int, {"min": 1}),
+    "probe": (Optional[Dict[str, Any]], {}), "sid": (Optional[Dict[str, Any]], {}),
+}
+PROBE_KEYS = {"train": (str, {}), "test": (str, {}), "valid": (Optional[str], {}), "max_steps": (int, {"min": 1}), "max_train_utts": (int, {"min": 0})}
+SID_KEYS = {"train": (str, {}), "test": (str, {})}
+# weight pruning's trigger: type -> key -> (type, range)
+TRIGGER_KEYS = {
+    "fixed": {"type": (str, {}), "updates": (int, {"min": 0})},
+    "plateau": {"type": (str, {}), "decay": (float, {"gt": 0, "max": 0.999999999}), "window": (int, {"min": 1}),
+                "tolerance": (float, {"min": 0}), "max_updates": (int, {"min": 1})},
+}
 # step keys that are counts: the smallest legal value
 STEP_COUNTS = {"updates": 0, "iterations": 1, "remove": 1, "layers": 1, "until": 1, "kernel": 1, "utterances": 1, "min_keep": 0, "seed": 0}
 STEP_FRACTIONS = ("start", "stop", "score_fraction")
+
+
+def _check_section(section: Any, keys: Dict[str, Tuple[Any, Dict[str, Any]]], where: str, required: Tuple[str, ...] = ()) -> Dict[str, Any]:
+    """A mapping whose keys are ``keys`` (name -> (type, range)): names, types and ranges checked."""
+    section = check_mapping(section, where)
+    check_keys(section, keys, where)
+    for k in required:
+        if k not in section:
+            raise ConfigError(f"{where}.{k}: missing")
+    for k, v in section.items():
+        tp, meta = keys[k]
+        check_range(check_type(v, tp, f"{where}.{k}"), meta, f"{where}.{k}")
+    return section
 
 
 def check_config(config: Dict[str, Any]) -> None:
     """Refuse a config that cannot run before anything is written: unknown keys with the nearest valid
     name, wrong types and ranges with the key."""
     config = check_mapping(config, "config")
+    known = {"model", "objective", "data", "steps", "exp_dir", "trainer", "measure", "base_dir", "updates_cap"}
+    check_keys(config, known, "")
     for key in ("model", "objective", "data", "steps", "exp_dir"):
         if key not in config:
             raise ConfigError(f"compression config has no '{key}'")
-    known = {"model", "objective", "data", "steps", "exp_dir", "trainer", "measure", "base_dir", "updates_cap"}
-    check_keys(config, known, "")
     check_type(config["model"], str, "model")
     check_type(config["exp_dir"], str, "exp_dir")
     if config.get("updates_cap") is not None and check_type(config["updates_cap"], int, "updates_cap") < 1:
@@ -110,15 +138,21 @@ def check_config(config: Dict[str, Any]) -> None:
     check_keys(data, DATA_KEYS, "data")
     for k, tp in DATA_KEYS.items():
         if k in data:
-            check_type(data[k], tp, f"data.{k}")
+            check_range(check_type(data[k], tp, f"data.{k}"), DATA_RANGES.get(k, {}), f"data.{k}")
     if "train" not in data:
         raise ConfigError("data.train: missing (the Kaldi data dir every recovery trains on)")
-    check_keys(check_mapping(config.get("measure"), "measure"), MEASURE_KEYS, "measure")
+    measure = _check_section(config.get("measure"), MEASURE_KEYS, "measure")
+    if measure.get("probe"):
+        _check_section(measure["probe"], PROBE_KEYS, "measure.probe", ("train", "test"))
+    if measure.get("sid"):
+        _check_section(measure["sid"], SID_KEYS, "measure.sid", ("train", "test"))
     objective = check_mapping(config["objective"], "objective")
+    check_keys(objective, set().union(*OBJECTIVE_KEYS.values()), "objective")  # a misspelt key first, by name
     kind = objective.get("type")
-    if kind not in OBJECTIVE_KEYS:
+    if not isinstance(kind, str) or kind not in OBJECTIVE_KEYS:
         raise ConfigError(f"objective.type: must be masked_prediction or distillation, not {kind!r}{nearest(str(kind), OBJECTIVE_KEYS)}")
     check_keys(objective, OBJECTIVE_KEYS[kind], "objective")
+    _check_objective(objective)
     TrainerConfig.from_dict({**RECOVERY_TRAINER, **check_mapping(config.get("trainer"), "trainer")})
     steps = config["steps"]
     if not isinstance(steps, list):
@@ -126,6 +160,7 @@ def check_config(config: Dict[str, Any]) -> None:
     for i, step in enumerate(steps):
         where = f"steps[{i}]"
         step = check_mapping(step, where)
+        check_keys(step, {"method"}.union(*STEP_KEYS.values()), where)  # a misspelt key first, by name
         method = step.get("method")
         if method not in METHODS:
             raise ConfigError(f"{where}.method: must be one of {', '.join(METHODS)}, not {method!r}{nearest(str(method), METHODS)}")
@@ -145,14 +180,36 @@ def check_config(config: Dict[str, Any]) -> None:
                 {**RECOVERY_TRAINER, **check_mapping(config.get("trainer"), "trainer"), **check_mapping(step["trainer"], f"{where}.trainer")},
                 f"{where}.trainer",
             )
-        if method == "heads" and step.get("score", "gradient") not in ("gradient", "l1"):
-            raise ValueError(f"steps[{i}].score must be gradient or l1, not {step.get('score')!r}")
-        if method == "replace_heads" and step.get("kind", "identity") not in ("identity", "conv"):
-            raise ValueError(f"steps[{i}].kind must be identity or conv, not {step.get('kind')!r}")
+        if method == "heads":
+            check_range(check_type(step.get("score", "gradient"), str, f"{where}.score"), {"choices": ("gradient", "l1")}, f"{where}.score")
+        if method == "replace_heads":
+            check_range(check_type(step.get("kind", "identity"), str, f"{where}.kind"), {"choices": ("identity", "conv")}, f"{where}.kind")
+        if method == "kd" and "temperature" in step:
+            check_range(check_type(step["temperature"], float, f"{where}.temperature"), {"gt": 0}, f"{where}.temperature")
         if method == "weight":
-            trig = step.get("trigger", {"type": "fixed"})
-            if trig.get("type") not in ("fixed", "plateau"):
-                raise ValueError(f"steps[{i}].trigger.type must be fixed or plateau, not {trig.get('type')!r}")
+            if "schedule" in step:
+                check_range(check_type(step["schedule"], str, f"{where}.schedule"), {"choices": ("paper",)}, f"{where}.schedule")
+            trig = check_mapping(step.get("trigger", {"type": "fixed"}), f"{where}.trigger")
+            check_keys(trig, set().union(*TRIGGER_KEYS.values()), f"{where}.trigger")  # a misspelt key first, by name
+            kind = trig.get("type", "fixed")
+            check_range(check_type(kind, str, f"{where}.trigger.type"), {"choices": tuple(TRIGGER_KEYS)}, f"{where}.trigger.type")
+            _check_section(trig, TRIGGER_KEYS[kind], f"{where}.trigger")
+
+
+def _check_objective(objective: Dict[str, Any]) -> None:
+    """The recovery objective's settings, against the task that takes them."""
+    if objective["type"] == "masked_prediction":
+        opts = {k: v for k, v in objective.items() if k != "type"}
+        check_kwargs(MaskedPredictionTask.__init__, opts, "objective", skip=("model",), ranges=MaskedPredictionTask.RANGES)
+        return
+    if "teacher" not in objective:
+        raise ConfigError("objective.teacher: missing (the checkpoint the student is distilled from)")
+    check_type(objective["teacher"], str, "objective.teacher")
+    for name, weight in check_mapping(objective.get("objectives"), "objective.objectives").items():
+        check_keys({name: weight}, OBJECTIVES, "objective.objectives")
+        check_range(check_type(weight, float, f"objective.objectives.{name}"), {"min": 0}, f"objective.objectives.{name}")
+    check_kwargs(DistillationTask.__init__, objective.get("loss"), "objective.loss", skip=("teacher", "student", "objectives"),
+                 ranges=DistillationTask.RANGES)
 
 
 class Chain:
@@ -179,8 +236,6 @@ class Chain:
         """The model's own training objective as a trainer task."""
         obj = objective or self.objective
         if obj["type"] == "masked_prediction":
-            from s3prl_plugins.tasks.masked_prediction import MaskedPredictionTask
-
             if model.mask_emb is None or model.head is None:
                 raise PruningError(
                     "objective masked_prediction needs a model with a mask embedding and a cluster head; this one "
@@ -188,8 +243,6 @@ class Chain:
                 )
             opts = {k: obj[k] for k in ("mask_prob", "mask_length", "unmasked_weight", "max_label_mismatch") if k in obj}
             return MaskedPredictionTask(model, **opts)
-        from s3prl_plugins.tasks.distillation import DistillationTask
-
         teacher = self._teacher(str(obj["teacher"]))
         return DistillationTask(teacher, model, obj.get("objectives", {"cluster_kl": 1.0}), **dict(obj.get("loss") or {}))
 

@@ -65,6 +65,9 @@ class DistillationTask(nn.Module):
         temperature: of ``cluster_kl`` (both distributions).
     """
 
+    # the legal values of the keyword arguments (what configs are checked against)
+    RANGES = {"cos_weight": {"min": 0}, "max_mismatch": {"min": 0}, "frames_per_segment": {"gt": 0}, "temperature": {"gt": 0}}
+
     def __init__(
         self,
         teacher: SSLModel,

@@ -76,7 +76,7 @@ def check_teacher_section(section: Any) -> Dict[str, Any]:
     if not section.get("source"):
         raise ConfigError("teacher.source is empty: give a hub name (hubert_base, wavlm_base, wav2vec2) or a checkpoint path")
     return {
-        "source": str(section["source"]),
+        "source": check_type(section["source"], str, "teacher.source"),
         "model_config": check_type(section.get("model_config"), Optional[str], "teacher.model_config"),
     }
 
@@ -132,7 +132,8 @@ def check_task_sections(config: Dict[str, Any]) -> Dict[str, Any]:
         "teacher": check_teacher_section(config["teacher"]),
         "student": check_student_section(config["student"]),
         "objectives": check_objectives(config["objectives"]),
-        "loss": check_kwargs(DistillationTask.__init__, config.get("loss"), "loss", skip=("teacher", "student", "objectives"), defaults=True),
+        "loss": check_kwargs(DistillationTask.__init__, config.get("loss"), "loss", skip=("teacher", "student", "objectives"), defaults=True,
+                             ranges=DistillationTask.RANGES),
     }
 
 

@@ -54,15 +54,27 @@ def _model_field_types() -> Dict[str, Any]:
     return types
 
 
+# The legal values of the factories' and SSLModelConfig's numeric arguments (a list: each element).
+_POSITIVE = {"min": 1}
+_FRACTION = {"min": 0, "max": 1}
+MODEL_ARG_RANGES = {
+    **{k: _POSITIVE for k in ("embed_dim", "num_layers", "head_dim", "n_mels", "stack_frames", "num_buckets", "max_distance",
+                              "head_conv_kernel", "final_dim", "num_classes", "pos_conv_groups", "out_dim", "inter_dim")},
+    **{k: {"min": 0} for k in ("num_heads", "ffn_dim", "ffn_dims", "pos_conv_kernel", "identity_heads", "conv_heads", "feature_grad_mult")},
+    **{k: _FRACTION for k in ("dropout", "attention_dropout", "activation_dropout", "conv_dropout")},
+    "frame_length_ms": {"gt": 0}, "frame_shift_ms": {"gt": 0}, "weight_density": {"gt": 0, "max": 1},
+}
+
+
 def check_model_section(section: Any, where: str = "model") -> Dict[str, Any]:
     """``{factory, args}`` checked: the factory by name, ``args`` against its parameters and the
     :class:`SSLModelConfig` fields it passes on. Returns the normalised section."""
     section = check_mapping(section, where)
     check_keys(section, ("factory", "args"), where)
     name = section.get("factory")
-    if name not in FACTORIES:
+    if not isinstance(name, str) or name not in FACTORIES:
         raise ConfigError(f"{where}.factory: must be one of {', '.join(sorted(FACTORIES))}, not {name!r}{nearest(str(name), FACTORIES)}")
-    args = check_kwargs(FACTORIES[name], section.get("args"), f"{where}.args", extra=_model_field_types())
+    args = check_kwargs(FACTORIES[name], section.get("args"), f"{where}.args", extra=_model_field_types(), ranges=MODEL_ARG_RANGES)
     return {"factory": name, "args": args}
 
 
@@ -111,7 +123,7 @@ def check_pretrain_config(config: Any) -> Dict[str, Any]:
             raise ConfigError(f"config has no '{key}' section")
     trainer = TrainerConfig.from_dict(config["trainer"])
     data = from_dict(PretrainDataConfig, config["data"], "data")
-    task = check_kwargs(MaskedPredictionTask.__init__, config.get("task"), "task", skip=("model",), defaults=True)
+    task = check_kwargs(MaskedPredictionTask.__init__, config.get("task"), "task", skip=("model",), defaults=True, ranges=MaskedPredictionTask.RANGES)
     return {
         "model": check_model_section(config["model"]),
         "data": dataclasses.asdict(data),

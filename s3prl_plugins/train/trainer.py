@@ -85,7 +85,7 @@ class TrainerConfig:
     save_every: int = field(default=200, metadata={"min": 1})
     keep_last: int = field(default=2, metadata={"min": 1})
     max_bad_steps: int = field(default=5, metadata={"min": 1})
-    seed: int = 0
+    seed: int = field(default=0, metadata={"min": 0})
     num_workers: int = field(default=0, metadata={"min": 0})
     pin_memory: Union[bool, str] = field(default="auto", metadata={"choices": ("auto", True, False)})
     prefetch_factor: int = field(default=2, metadata={"min": 1})
