@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from s3prl_plugins.eval.profile import count_macs, profile_model, ssl_macs, superb_like_lengths
+from s3prl_plugins.models.ssl_model import SSLModel
 from s3prl_plugins.models import build_model, preset_config, star_hubert_config
 
 
@@ -104,3 +105,22 @@ def test_profile_over_a_wav_list(tmp_path):
     (tmp_path / "bad.scp").write_text(f"x {tmp_path / 'missing.flac'}\n")
     with pytest.raises(ValueError, match="bad.scp:1"):
         durations_from_wav_list(str(tmp_path / "bad.scp"))
+
+
+def test_a_layer_with_no_heads_or_no_ffn_units_is_counted_timed_and_trained():
+    """A compression chain may take every head of one layer and every FFN unit of another (legal): such a
+    layer is its output biases only, and the profiler counts it (torch's FlopCounterMode once failed on
+    a no-grad view of a parameter)."""
+    cfg = star_hubert_config(embed_dim=32, num_layers=2, num_heads=4, ffn_dim=48, conv_layers=[(16, 10, 5), (32, 2, 2)], pos_conv_kernel=8, pos_conv_groups=4)
+    full = profile_model(build_model(cfg).eval(), name="full", rtf_seconds=0.5, rtf_repeats=1, gpu=False).macs_per_second
+    for heads, ffn in (([0, 4], [48, 48]), ([4, 4], [0, 48]), ([0, 0], [0, 0])):
+        torch.manual_seed(0)
+        model = SSLModel(cfg.replace(num_heads=heads, ffn_dims=ffn)).eval()
+        prof = profile_model(model, name="pruned", rtf_seconds=0.5, rtf_repeats=1, gpu=False)
+        assert prof.macs_per_second < full and prof.rtf_cpu > 0, (heads, ffn)
+        # training reaches the biases that stand in for the removed heads / units
+        model.train()
+        model(torch.randn(1, 4000)).hidden_states[-1].sum().backward()
+        layer = model.encoder.layers[0]
+        grads = layer.attention.out_bias.grad if heads[0] == 0 else layer.feed_forward.out_bias.grad if ffn[0] == 0 else None
+        assert grads is None or torch.count_nonzero(grads) > 0

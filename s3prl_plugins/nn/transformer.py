@@ -210,7 +210,8 @@ class SelfAttention(nn.Module):
         if self.rel_pos is not None:
             position_bias = self.rel_pos(frames)
         if self.total_heads == 0:
-            out = self.out_bias.expand(batch, frames, -1)
+            # a sum, not a view: a no-grad view of a parameter trips torch's module hooks (FlopCounterMode)
+            out = x.new_zeros(batch, frames, self.out_bias.numel()) + self.out_bias
             avg = x.new_zeros(batch, frames, frames) if need_weights else None
             return out, avg, position_bias
 
@@ -294,7 +295,7 @@ class FeedForward(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         if self.ffn_dim == 0:
-            return self.out_bias.expand_as(x)
+            return torch.zeros_like(x) + self.out_bias  # a sum, not a view (see SelfAttention.forward)
         return self.fc2(self.activation_dropout(gelu(self.fc1(x))))
 
 
