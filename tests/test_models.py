@@ -2,6 +2,7 @@
 
 import math
 import os
+import re
 
 import pytest
 import torch
@@ -17,7 +18,7 @@ from s3prl_plugins.models import (
     preset_config,
     star_hubert_config,
 )
-from s3prl_plugins.models.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from s3prl_plugins.models.checkpoint import CheckpointError, DiskFullError, load_checkpoint, make_checkpoint, save_checkpoint
 from s3prl_plugins.nn import LogMelFrontend
 
 # (preset, parameters with head, backbone)
@@ -288,3 +289,70 @@ def test_head_padded_attention_is_exact():
     g_out = torch.autograd.grad(out.pow(2).sum(), (q, k, v))
     for a, b in zip(g_out, g_ref):
         torch.testing.assert_close(a, b)
+
+
+@pytest.mark.parametrize("content, kind", [
+    (b"<!DOCTYPE html><html><title>Google Drive - Quota exceeded</title></html>", "web page"),
+    (bytes(range(7, 250)) * 20, "not a PyTorch checkpoint"),
+    ("truncated", "truncated"),
+])
+def test_a_file_that_is_no_checkpoint_never_gets_an_unsafe_load_suggested(tmp_path, content, kind):
+    path = tmp_path / "model.pt"
+    if content == "truncated":
+        save_checkpoint(str(path), build_model(tiny()))
+        data = path.read_bytes()
+        path.write_bytes(data[: len(data) // 2])
+    else:
+        path.write_bytes(content)
+    with pytest.raises(CheckpointError) as e:
+        load_checkpoint(str(path))
+    message = str(e.value)
+    assert str(path) in message and kind in message and "refresh=True" in message, message
+    assert "weights_only" not in message and "fairseq" not in message, message
+
+
+def test_weights_with_nan_or_inf_are_refused_at_load_naming_the_tensors(tmp_path):
+    from s3prl_plugins.bin import convert
+    from s3prl_plugins.models.loading import load_pretrained
+
+    model = build_model(tiny())
+    path = str(tmp_path / "nan.pt")
+    ckpt = make_checkpoint(model)
+    names = [k for k, v in ckpt["model_weight"].items() if v.is_floating_point()]
+    ckpt["model_weight"][names[0]].view(-1)[0] = float("nan")
+    ckpt["model_weight"][names[-1]].view(-1)[:2] = float("inf")
+    torch.save(ckpt, path)
+    for load in (load_checkpoint, load_pretrained):
+        with pytest.raises(CheckpointError, match=rf"2 tensor\(s\) hold NaN or Inf values: {re.escape(names[0])} \(1 of \d+\), {re.escape(names[-1])} \(2 of"):
+            load(path)
+    assert convert.main([path, "--out", str(tmp_path / "out.pt")]) == 2
+    assert not os.path.exists(tmp_path / "out.pt")
+
+
+@pytest.mark.parametrize("error", [
+    RuntimeError("[enforce fail at inline_container.cc:664] . unexpected pos 704 vs 598"),
+    RuntimeError("[enforce fail at inline_container.cc:603] . PytorchStreamWriter failed writing file data/0: file write failed"),
+    OSError(28, "No space left on device"),
+])
+def test_a_full_disk_is_named_and_the_old_checkpoint_kept(tmp_path, monkeypatch, error):
+    model = build_model(tiny())
+    path = str(tmp_path / "m.pt")
+    save_checkpoint(path, model, step=1)
+
+    def full(*a, **k):
+        raise error
+
+    monkeypatch.setattr(torch, "save", full)
+    with pytest.raises(DiskFullError, match=f"no space left on {re.escape(str(tmp_path))} while writing m.pt"):
+        save_checkpoint(path, model, step=2)
+    monkeypatch.undo()
+    assert torch.load(path, weights_only=True)["step"] == 1 and os.listdir(tmp_path) == ["m.pt"]
+
+
+def test_checkpoints_are_written_with_the_umask_not_private(tmp_path):
+    old = os.umask(0o022)
+    try:
+        save_checkpoint(str(tmp_path / "m.pt"), build_model(tiny()))
+    finally:
+        os.umask(old)
+    assert os.stat(tmp_path / "m.pt").st_mode & 0o777 == 0o644

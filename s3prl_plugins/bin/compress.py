@@ -22,7 +22,7 @@ import sys
 from s3prl_plugins.config import apply_overrides, load_config
 from s3prl_plugins.compress.pipeline import run_compress
 from s3prl_plugins.compress.structured import PruningError
-from s3prl_plugins.models.checkpoint import CheckpointError
+from s3prl_plugins.models.checkpoint import CheckpointError, DiskFullError
 from s3prl_plugins.train.trainer import TrainingError
 
 
@@ -46,7 +46,7 @@ def main(argv=None) -> int:
             config = merge(config, load_config(path))
         config = apply_overrides(config, args.set)
         rows = run_compress(config)
-    except (PruningError, TrainingError, ValueError, CheckpointError) as e:
+    except (PruningError, TrainingError, ValueError, CheckpointError, DiskFullError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     keys = ("name", "params", "macs_per_second", "weight_density", "loss", "per")

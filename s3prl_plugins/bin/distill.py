@@ -17,7 +17,7 @@ import sys
 
 from s3prl_plugins.bin.pretrain import RESTART_HELP, leave_process_group
 from s3prl_plugins.config import apply_overrides, load_config
-from s3prl_plugins.models.checkpoint import CheckpointError
+from s3prl_plugins.models.checkpoint import CheckpointError, DiskFullError
 from s3prl_plugins.models.loading import OfflineError
 from s3prl_plugins.train.distill import run_distill
 from s3prl_plugins.train.trainer import TrainingError
@@ -35,7 +35,7 @@ def main(argv=None) -> int:
         config = apply_overrides(load_config(args.config), args.set)
         result = run_distill(config, restart=args.restart)
         leave_process_group()
-    except (TrainingError, ValueError, CheckpointError, OfflineError) as e:
+    except (TrainingError, ValueError, CheckpointError, DiskFullError, OfflineError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     if rank == 0:

@@ -15,6 +15,7 @@ import os
 import sys
 
 from s3prl_plugins.config import apply_overrides, load_config  # noqa: F401 - apply_overrides: re-exported
+from s3prl_plugins.models.checkpoint import DiskFullError
 from s3prl_plugins.train.pretrain import run_pretrain
 from s3prl_plugins.train.trainer import TrainingError
 
@@ -46,7 +47,7 @@ def main(argv=None) -> int:
         config = apply_overrides(load_config(args.config), args.set)
         result = run_pretrain(config, restart=args.restart)
         leave_process_group()
-    except (TrainingError, ValueError) as e:
+    except (TrainingError, ValueError, DiskFullError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     if rank == 0:

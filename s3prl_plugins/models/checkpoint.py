@@ -7,9 +7,12 @@ nothing but torch.
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
+import shutil
 import tempfile
+import zipfile
 from typing import Any, Dict, Mapping, Optional, Tuple
 
 import torch
@@ -39,11 +42,35 @@ def atomic_save(obj: Any, path: str) -> None:
             torch.save(obj, f)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp's 0600 would make a shared model.pt unreadable to colleagues
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         if os.path.exists(tmp):
             os.unlink(tmp)
+        if _disk_full(e):
+            raise DiskFullError(
+                errno.ENOSPC, f"no space left on {folder} while writing {os.path.basename(path)} "
+                f"({shutil.disk_usage(folder).free / 2**20:.1f} MiB free); the previous file is intact: free space and run again"
+            ) from e
         raise
+
+
+class DiskFullError(OSError):
+    """A checkpoint could not be written for lack of space (nothing was replaced)."""
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _disk_full(e: BaseException) -> bool:
+    """ENOSPC, or torch's zip writer's own words for it, raised as RuntimeError: "file write failed", or
+    "unexpected pos N vs M" (seen on a full tmpfs: the writer's position check fails first)."""
+    if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
+        return True
+    return isinstance(e, RuntimeError) and ("write failed" in str(e) or "unexpected pos" in str(e))
 
 
 def make_checkpoint(model: SSLModel, **extra: Any) -> Dict[str, Any]:
@@ -167,17 +194,33 @@ def _read_with_inert_globals(path: str, first_error: Exception) -> Any:
             "s3prl.upstream.hubert.convert CKPT, on a machine with fairseq, and pass the result)."
         ) from first_error
     if not foreign:
-        raise CheckpointError(
-            f"{path}: cannot be read as a plain (weights-only) checkpoint ({msg}). If it is a fairseq "
-            "checkpoint that pickles Python objects, convert it once with s3prl's converter "
-            "(python -m s3prl.upstream.hubert.convert CKPT, on a machine with fairseq) and pass the result."
-        ) from first_error
+        raise CheckpointError(f"{path}: {_not_a_checkpoint(path, msg)}") from first_error
     logger.info("%s: loading %s as inert placeholders", path, ", ".join(sorted(foreign)))
     with torch.serialization.safe_globals([(_inert_class(n), n) for n in sorted(foreign)]):
         try:
             return torch.load(path, map_location="cpu", weights_only=True)
         except Exception as e:  # noqa: BLE001
             raise CheckpointError(f"{path}: cannot be read even with inert placeholders for {sorted(foreign)}: {e}") from e
+
+
+def _not_a_checkpoint(path: str, msg: str) -> str:
+    """Why ``path`` cannot be read, with the fix -- never torch's "weights_only=False will likely succeed"
+    (an unsafe load is not a fix for a damaged or foreign file)."""
+    redownload = "if it was downloaded, download it again (an s3prl hub entry: pass refresh=True)"
+    with open(path, "rb") as f:
+        head = f.read(64)
+    if zipfile.is_zipfile(path):
+        return f"a PyTorch file that cannot be read ({msg.split('. In PyTorch')[0]}): {redownload}, or use another copy"
+    if head.startswith(b"PK"):
+        return f"a truncated or damaged PyTorch file (its zip directory is missing): {redownload}, or use an earlier checkpoint"
+    if head.lstrip().lower().startswith((b"<!doctype", b"<html", b"<?xml", b"{", b"<")):
+        return (f"not a checkpoint but a text/web page (it starts with {head.lstrip()[:20]!r}): a failed download "
+                f"(a login or quota page?); {redownload}")
+    if head.startswith(b"\x80"):
+        return (f"a pickle of the legacy (pre-zip) format that a weights-only load cannot read ({msg.split('. In PyTorch')[0]}). "
+                "If it is a fairseq checkpoint, convert it once with s3prl's converter (python -m "
+                "s3prl.upstream.hubert.convert CKPT, on a machine with fairseq) and pass the result.")
+    return f"not a PyTorch checkpoint (it starts with {head[:8]!r}): {redownload}"
 
 
 def validate_checkpoint(ckpt: Mapping[str, Any], path: str = "checkpoint") -> SSLModelConfig:
@@ -207,7 +250,24 @@ def load_state_strict(model: torch.nn.Module, state: Mapping[str, torch.Tensor],
     bad = [f"{k}: {tuple(state[k].shape)} vs {tuple(v.shape)}" for k, v in own.items() if tuple(state[k].shape) != tuple(v.shape)]
     if bad:
         raise CheckpointError(f"{source}: weights of another architecture (shape mismatch: {bad[:3]})")
+    check_finite(state, source)
     model.load_state_dict(state, strict=True)
+
+
+def check_finite(state: Mapping[str, torch.Tensor], source: str) -> None:
+    """Refuse weights holding NaN or Inf (a diverged run, a corrupt file): they would give NaN features
+    without a word. :class:`CheckpointError` names the tensors."""
+    bad = []
+    for k, v in state.items():
+        if torch.is_tensor(v) and v.is_floating_point():
+            n = int(v.numel() - torch.isfinite(v).sum())
+            if n:
+                bad.append(f"{k} ({n} of {v.numel()})")
+    if bad:
+        raise CheckpointError(
+            f"{source}: {len(bad)} tensor(s) hold NaN or Inf values: {', '.join(bad[:5])}{', ...' if len(bad) > 5 else ''}. "
+            "The run that wrote it diverged or the file is damaged: use an earlier checkpoint (checkpoints/step*.pt of the run)."
+        )
 
 
 def load_checkpoint(
