@@ -221,3 +221,27 @@ def test_hub_teacher_offline_message_and_cache(tmp_path, monkeypatch):
     torch.save(s3prl_hubert_ckpt(), cached)
     model = load_pretrained("hubert_base")
     assert model.config.embed_dim == 48
+
+
+def test_int16_range_samples_passed_as_float_are_warned_about_with_the_fix(mel_ckpt, monkeypatch, caplog):
+    import logging
+
+    import s3prl.hub as hub
+
+    from s3prl_plugins.upstream import expert
+
+    monkeypatch.setattr(expert, "_warned_peak", False)
+    model = hub.melhubert_local(ckpt=mel_ckpt).eval()
+    wav = torch.randn(16000).clamp(-1, 1) * 0.5
+    with caplog.at_level(logging.WARNING):
+        with torch.no_grad():
+            good = model([wav])["hidden_states"][0]
+        assert "32768" not in caplog.text
+        with torch.no_grad():
+            bad = model([wav * 32768])["hidden_states"][0]
+    assert "peaks at 16384" in caplog.text and "divide by 32768" in caplog.text, caplog.text
+    assert not torch.allclose(good, bad)  # what the warning is about: the features move
+    caplog.clear()
+    with caplog.at_level(logging.WARNING), torch.no_grad():
+        model([wav * 32768])
+    assert "peaks" not in caplog.text  # once per process, not per batch

@@ -54,8 +54,27 @@ def check_waveforms(wavs: Sequence[Tensor], min_samples: int) -> List[Tensor]:
             )
         if not torch.isfinite(w).all():
             raise InputError(f"waveform {i} contains NaN or Inf samples")
+        if not _warned_peak and float(w.abs().max()) > PEAK_LIMIT:
+            _warn_peak(i, float(w.abs().max()))
         out.append(w)
     return out
+
+
+# A float waveform peaking this far above full scale (1.0) is 16-bit PCM passed as float (wav.float()
+# without / 32768): the features shift silently (MelHuBERT's log-Mel by ~0.28 per bin). Quiet 16-bit
+# speech still peaks in the hundreds; hot but genuine float audio stays within a few times full scale.
+PEAK_LIMIT = 16.0
+_warned_peak = False
+
+
+def _warn_peak(i: int, peak: float) -> None:
+    global _warned_peak
+    _warned_peak = True
+    logger.warning(
+        "waveform %d peaks at %.0f: expected float samples in [-1, 1]; these look like 16-bit PCM values passed as "
+        "float -- divide by 32768 (wav / 32768) or load with s3prl_plugins.data.audio.load_audio / soundfile "
+        "(said once per process)", i, peak,
+    )
 
 
 class UpstreamExpert(nn.Module):
