@@ -115,6 +115,47 @@ def test_sid_cache_is_keyed_by_root_and_split_file(tmp_path):
         rn.voxceleb_cache_dir(str(tmp_path), "/x", str(tmp_path / "missing.txt"))
 
 
+def test_sid_cache_is_written_atomically_and_an_unreadable_one_rebuilt(tmp_path, monkeypatch):
+    """Through s3prl's own SID dataset: a run killed while writing its file lists used to leave a
+    truncated pickle that every later run failed to load."""
+    import pathlib
+    import types
+
+    from s3prl.downstream.voxceleb1 import dataset as vox
+
+    root = tmp_path / "vox"
+    for spk in ("id10001", "id10002"):
+        (root / "dev" / "wav" / spk / "v").mkdir(parents=True)
+        (root / "dev" / "wav" / spk / "v" / "x.wav").write_bytes(b"")
+    meta = tmp_path / "iden_split.txt"
+    meta.write_text("1 id10001/v/x.wav\n1 id10002/v/x.wav\n")
+    cache = rn.voxceleb_cache_dir(str(tmp_path / "exp"), str(root), str(meta))
+    monkeypatch.setattr(vox, "CACHE_PATH", vox.CACHE_PATH)
+    monkeypatch.setattr(vox, "open", open, raising=False)
+    # a kill in the middle of pickle.dump: nothing is left behind
+    real = vox.pickle
+
+    def dump(obj, f):
+        f.write(b"\x80\x04\x95")
+        raise KeyboardInterrupt
+
+    rn.use_voxceleb_cache(vox, cache)
+    monkeypatch.setattr(vox, "pickle", types.SimpleNamespace(dump=dump, load=real.load))
+    with pytest.raises(KeyboardInterrupt):
+        vox.SpeakerClassifiDataset("train", pathlib.Path(root), str(meta))
+    assert not os.path.exists(os.path.join(cache, "train.pkl")) and os.listdir(cache) == []
+    monkeypatch.setattr(vox, "pickle", real)
+    # a truncated list from an older release's kill is removed and rebuilt
+    with open(os.path.join(cache, "train.pkl"), "wb") as f:
+        f.write(b"\x80\x04\x95")
+    rn.use_voxceleb_cache(vox, cache)
+    assert not os.path.exists(os.path.join(cache, "train.pkl"))
+    ds = vox.SpeakerClassifiDataset("train", pathlib.Path(root), str(meta))
+    assert len(ds.dataset) == 2 and ds.label == [0, 1]
+    again = vox.SpeakerClassifiDataset("train", pathlib.Path(root), str(meta))  # read back from the cache
+    assert again.dataset == ds.dataset
+
+
 # ----------------------------------------------------------------------------------- end to end, stock
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory):

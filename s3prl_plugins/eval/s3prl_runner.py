@@ -13,7 +13,9 @@ on torch 2.8 and a CPU host, each one tested (``tests/test_superb_runner.py``):
 - **SID file-list cache**: ``voxceleb1/dataset.py`` caches its file lists as ``.cache/{split}.pkl``
   inside the installed package, keyed by the split name alone, so a second corpus (or another split
   file) silently reuses the first one's lists. The cache moves to ``<expdir>/.superb_cache/<key>``
-  where the key hashes the audio root and the split file's content.
+  where the key hashes the audio root and the split file's content. The stock code writes the pickle
+  in place and loads it unchecked, so a run killed mid-write blocked every later one: the lists are
+  written atomically (:func:`use_voxceleb_cache`) and an unreadable one is removed, to be rebuilt.
 - **KS's catalyst**: ``speech_commands/expert.py`` imports ``catalyst.data.sampler.
   DistributedSamplerWrapper`` (used only under DDP); no catalyst release pip installs here imports on
   Python 3.11 (21.5 uses ``collections.MutableMapping``). When the real one does not import, a stand-in
@@ -44,6 +46,7 @@ import math
 import os
 import re
 import sys
+import tempfile
 import types
 from typing import Dict, Iterator, List, Optional, Sequence
 
@@ -144,6 +147,51 @@ def voxceleb_cache_dir(expdir: str, file_path: str, meta_data: str) -> str:
     except OSError as e:
         raise RunnerError(f"SID split file {meta_data} cannot be read ({e}); set downstream_expert.datarc.meta_data") from e
     return os.path.join(expdir, ".superb_cache", h.hexdigest()[:16]) + os.sep
+
+
+class _AtomicWrite:
+    """``open(path, "wb")`` as a temporary file renamed over ``path`` when the ``with`` block succeeds."""
+
+    def __init__(self, path: str):
+        fd, self.tmp = tempfile.mkstemp(prefix=".tmp-", dir=os.path.dirname(os.path.abspath(path)))
+        self.path, self.file = path, os.fdopen(fd, "wb")
+
+    def __enter__(self):
+        return self.file
+
+    def __exit__(self, kind, value, tb) -> bool:
+        self.file.close()
+        if kind is None:
+            os.replace(self.tmp, self.path)
+        else:
+            os.unlink(self.tmp)
+        return False
+
+
+def use_voxceleb_cache(vox: types.ModuleType, cache_dir: str) -> None:
+    """Point s3prl's SID dataset module at ``cache_dir``: unreadable lists there (a killed run's) are
+    removed so that they are rebuilt, and new ones are written atomically -- the module's own ``open``
+    (a module global shadows the builtin) writes under ``cache_dir`` through :class:`_AtomicWrite`."""
+    import builtins
+    import pickle
+
+    for path in glob.glob(os.path.join(cache_dir, "*.pkl")):
+        try:
+            with open(path, "rb") as f:
+                pickle.load(f)  # our own experiment's cache, written by s3prl's dataset
+        except Exception as e:  # noqa: BLE001 - any damage: rebuild
+            logger.warning("SID file-list cache %s is unreadable (%s): removed, it is rebuilt", path, e)
+            os.remove(path)
+    root = os.path.abspath(cache_dir)
+
+    def open_(file, mode="r", *args, **kwargs):
+        if "w" in mode and os.path.abspath(str(file)).startswith(root + os.sep):
+            os.makedirs(os.path.dirname(os.path.abspath(str(file))), exist_ok=True)
+            return _AtomicWrite(str(file))
+        return builtins.open(file, mode, *args, **kwargs)
+
+    vox.CACHE_PATH = cache_dir
+    vox.open = open_
 
 
 def _keep_ctc_num_workers() -> None:
@@ -262,7 +310,7 @@ def _hooks(argv: Sequence[str], rd_module, runner_cls):
             datarc = config.get("downstream_expert", {}).get("datarc", {})
             from s3prl.downstream.voxceleb1 import dataset as vox
 
-            vox.CACHE_PATH = voxceleb_cache_dir(args.expdir, datarc.get("file_path", ""), datarc.get("meta_data", ""))
+            use_voxceleb_cache(vox, voxceleb_cache_dir(args.expdir, datarc.get("file_path", ""), datarc.get("meta_data", "")))
         return args, config, backup
 
     def load_weight(self, model, name):
