@@ -144,3 +144,18 @@ def test_dataset_skips_an_unreadable_file_by_name_and_counts_it(tmp_path, caplog
     with pytest.raises(AudioError, match="every utterance of a batch"):
         collate([ds[1]])
     assert torch.equal(collate([ds[0]])["lengths"], torch.tensor([16000]))
+
+
+def test_wav_beside_the_transcripts_is_read_and_other_types_are_named(tmp_path):
+    _corpus(tmp_path, {"19-198-0000": (1.0, "FLAC FILE"), "19-198-0001": (None, "WAV FILE"), "19-198-0002": (None, "MP3 FILE"),
+                       "19-198-0003": (0.8, "BOTH")})
+    folder = tmp_path / "train-clean-100" / "19" / "198"
+    sf.write(folder / "19-198-0001.wav", np.zeros(12000, dtype="float32"), 16000)
+    sf.write(folder / "19-198-0003.wav", np.zeros(4000, dtype="float32"), 16000)  # a converted copy: the FLAC is used
+    (folder / "19-198-0002.mp3").write_bytes(b"ID3")
+    d, skipped = prepare_librispeech(str(tmp_path), "train-clean-100", str(tmp_path / "data"))
+    assert d.utts == ["19-198-0000", "19-198-0001", "19-198-0003"]
+    assert d.wav["19-198-0001"].endswith(".wav") and abs(d.utt2dur["19-198-0001"] - 0.75) < 1e-3
+    assert d.wav["19-198-0003"].endswith(".flac")
+    reasons = dict(skipped)
+    assert list(reasons) == ["19-198-0002"] and "19-198-0002.mp3: this file type is not read (use .flac or .wav)" in reasons["19-198-0002"]

@@ -1,6 +1,6 @@
 """LibriSpeech (and the mini corpus, which shares its layout) -> Kaldi data directories.
 
-``prepare_librispeech(root, subset, out_dir)`` reads ``root/<subset>/<spk>/<chapter>/*.flac`` and
+``prepare_librispeech(root, subset, out_dir)`` reads ``root/<subset>/<spk>/<chapter>/*.flac`` (or ``.wav``) and
 ``*.trans.txt``; every audio file is opened to get its duration and its last 0.1 s decoded (a truncated
 FLAC keeps a readable header; :func:`~s3prl_plugins.data.audio.check_audio_file`), and utterances that
 cannot be used -- unreadable, truncated, empty, shorter than ``min_seconds``, no transcript, a transcript with
@@ -25,6 +25,9 @@ logger = logging.getLogger(__name__)
 VALID_TEXT = re.compile(r"^[A-Z' ]+$")
 
 
+# the audio read beside the transcripts (LibriSpeech is FLAC; a WAV copy is read too, by soundfile)
+AUDIO_SUFFIXES = (".flac", ".wav")
+
 def prepare_librispeech(root: str, subset: str, out_dir: str, min_seconds: float = 0.1) -> Tuple[DataDir, List[Tuple[str, str]]]:
     """Write a Kaldi data dir for one LibriSpeech subset.
 
@@ -47,14 +50,25 @@ def prepare_librispeech(root: str, subset: str, out_dir: str, min_seconds: float
                 if line.strip():
                     utt, _, text = line.strip().partition(" ")
                     texts[utt] = text.strip()
-    audio = {os.path.basename(p)[: -len(".flac")]: os.path.abspath(p) for p in glob.glob(os.path.join(base, "*", "*", "*.flac"))}
+    audio: Dict[str, str] = {}
+    unread: Dict[str, str] = {}  # utterance -> an audio file of a type not read
+    for p in sorted(glob.glob(os.path.join(base, "*", "*", "*.*"))):
+        utt, ext = os.path.splitext(os.path.basename(p))
+        if ext.lower() in AUDIO_SUFFIXES:
+            if utt not in audio or ext.lower() == ".flac":  # LibriSpeech's own FLAC wins over a converted copy
+                audio[utt] = os.path.abspath(p)
+        elif not p.endswith(".trans.txt"):
+            unread.setdefault(utt, p)
     if not audio:
-        raise DataDirError(f"{base}: no .flac files under <speaker>/<chapter>/")
+        raise DataDirError(f"{base}: no {' or '.join(AUDIO_SUFFIXES)} files under <speaker>/<chapter>/")
     d = DataDir()
     skipped: List[Tuple[str, str]] = []
     for utt in sorted(set(audio) | set(texts)):
         if utt not in audio:
-            skipped.append((utt, "transcript without audio file"))
+            if utt in unread:
+                skipped.append((utt, f"{unread[utt]}: this file type is not read (use {' or '.join(AUDIO_SUFFIXES)})"))
+            else:
+                skipped.append((utt, "transcript without audio file"))
             continue
         if utt not in texts:
             skipped.append((utt, f"no transcript for {audio[utt]}"))
