@@ -163,3 +163,26 @@ job_wait
         time.sleep(0.1)
     assert not (tmp_path / "b_ran").exists()
     assert "has stopped: b not started" in (tmp_path / "exp" / "log" / "b.log").read_text()
+
+
+def test_a_recipe_log_redirected_to_a_file_keeps_every_line(tmp_path):
+    """`./run.sh > run.log 2>&1`: the jobs' start/done lines once reopened the log with O_TRUNC
+    (`tee /dev/fd/3`), leaving only the last line."""
+    script = f"""set -euo pipefail
+nj=2
+. {UTILS}/log.sh
+. {UTILS}/jobs.sh
+echo "the recipe starts" >&2
+job a "" true
+job b "a" true
+job_wait
+echo "the recipe ends" >&2
+"""
+    with open(tmp_path / "run.log", "w") as log:
+        r = subprocess.run(["bash", "-c", script], cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT, timeout=120)
+    text = (tmp_path / "run.log").read_text()
+    assert r.returncode == 0, text
+    for line in ("the recipe starts", "job a starts", "job a done", "job b starts", "job b done", "the recipe ends"):
+        assert line in text, (line, text)
+    assert text.index("the recipe starts") < text.index("job a starts") < text.index("job b done") < text.index("the recipe ends")
+    assert "job a starts" in (tmp_path / "exp" / "log" / "a.log").read_text()

@@ -110,12 +110,15 @@ job() {
       slot=$(__job_slot "${seq}")
       # the recipe itself was stopped (not with Ctrl-C, which stops every job): start nothing more
       kill -0 "${__job_main}" 2>/dev/null || { echo "the recipe (pid ${__job_main}) has stopped: ${name} not started" >&2; exit 1; }
-      echo "$(date '+%Y-%m-%d %H:%M:%S') job ${name} starts (${threads} thread(s))" | tee /dev/fd/3
+      # said twice, to the job's log and to fd 3 -- not `tee /dev/fd/3`, which reopens a redirected
+      # recipe log (./run.sh > run.log) with O_TRUNC and wipes it
+      msg="$(date '+%Y-%m-%d %H:%M:%S') job ${name} starts (${threads} thread(s))"; echo "${msg}"; echo "${msg}" >&3
       started=${SECONDS}
       "$@"
       mark_done "${name}"   # before the slot is given back, so that the jobs waiting for this one are ready
       took=$(( SECONDS - started ))
-      printf '%s job %s done (%d min %02d s)\n' "$(date '+%Y-%m-%d %H:%M:%S')" "${name}" $(( took / 60 )) $(( took % 60 )) | tee /dev/fd/3
+      msg=$(printf '%s job %s done (%d min %02d s)' "$(date '+%Y-%m-%d %H:%M:%S')" "${name}" $(( took / 60 )) $(( took % 60 )))
+      echo "${msg}"; echo "${msg}" >&3
     ) > "exp/log/${name}.log" 2>&1
     if [ $? -ne 0 ]; then
       touch "exp/.failed.${name}"
