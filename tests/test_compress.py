@@ -25,11 +25,19 @@ from s3prl_plugins.compress import (
     select_per_layer,
     truncate_layers,
 )
-from s3prl_plugins.compress.weight import LossPlateau, masks_from_model, prunable_parameters, zero_weight_macs_per_frame
+from s3prl_plugins.compress import pipeline
+from s3prl_plugins.compress.weight import LossPlateau, masks_from_model, prunable_parameters
+from s3prl_plugins.eval.chain_measures import ProfileAndProbes
 from s3prl_plugins.losses.kd import cluster_kl
 from s3prl_plugins.models import distilhubert_config, melhubert_config, star_hubert_config
 from s3prl_plugins.models.checkpoint import CheckpointError, load_checkpoint, load_state_strict, save_checkpoint
-from s3prl_plugins.models.ssl_model import SSLModel
+from s3prl_plugins.models.ssl_model import SSLModel, zero_weight_macs_per_frame
+
+
+def run_compress(config):
+    """The chain as bin/compress runs it: eval/'s profile and probes as its measures."""
+    return pipeline.run_compress(config, ProfileAndProbes(config.get("measure")))
+
 
 CONV = [(16, 10, 5), (32, 3, 2)] + [(32, 2, 2)] * 5
 
@@ -479,7 +487,6 @@ def _chain_config(root, data, labels, path, steps, name):
 def test_the_chain_runs_every_method_keeps_weight_zeros_and_resumes(chain_inputs):
     import csv
 
-    from s3prl_plugins.compress.pipeline import run_compress
 
     root, data, labels, path = chain_inputs
     steps = [
@@ -535,7 +542,6 @@ def test_the_chain_runs_every_method_keeps_weight_zeros_and_resumes(chain_inputs
 
 
 def test_the_chain_refuses_bad_steps_before_writing(chain_inputs):
-    from s3prl_plugins.compress.pipeline import run_compress
 
     root, data, labels, path = chain_inputs
     with pytest.raises(ValueError, match=r"steps\[0\].method: must be one of"):
@@ -568,7 +574,6 @@ def test_a_waveform_student_is_pruned_with_its_distillation_loss_and_loads_as_st
     import s3prl.hub as hub
 
     import s3prl_plugins  # noqa: F401 - registers the entries
-    from s3prl_plugins.compress.pipeline import run_compress
 
     root, data, labels, _ = chain_inputs
     torch.manual_seed(0)
@@ -661,3 +666,42 @@ def test_compression_plots_keep_each_chain_in_one_colour(monkeypatch, tmp_path):
             for line in ax.lines:
                 assert colours.setdefault(line.get_label(), line.get_color()) == line.get_color(), (plot.__name__, line.get_label())
         assert set(colours) == {"identity", "heads"} and len(set(colours.values())) == 2
+
+
+def test_a_new_method_is_one_registered_class(chain_inputs):
+    """The registry's promise: a step class declares its keys, iterations and apply; the chain checks,
+    runs, measures and resumes it with nothing else edited."""
+    from s3prl_plugins.compress import steps
+
+    @steps.register_step
+    class DropLastLayer(steps.Step):
+        name = "drop_last"
+        keys = {"times": (int, {"min": 1}), **steps.UPDATES}
+
+        def iterations(self, step, model):
+            for _ in range(int(step.get("times", 1))):
+                yield {}
+
+        def apply(self, ctx, model, step, action, objective, row):
+            return steps.Applied(truncate_layers(model, model.config.num_layers - 1), objective, int(step.get("updates", 1)))
+
+    root, data, labels, path = chain_inputs
+    try:
+        with pytest.raises(ValueError, match=r"steps\[0\].times: must be >= 1, not 0"):
+            run_compress(_chain_config(root, data, labels, path, [{"method": "drop_last", "times": 0}], "drop0"))
+        rows = run_compress(_chain_config(root, data, labels, path, [{"method": "drop_last", "times": 2, "updates": 1}], "drop"))
+        assert [r["name"] for r in rows] == ["00_base", "01_drop_last1", "02_drop_last2"] and [r["layers"] for r in rows] == [3, 2, 1]
+        assert rows[2]["updates"] == 1 and rows[2]["rtf_cpu"] > 0
+    finally:
+        steps.STEPS.pop("drop_last")
+
+
+def test_compress_imports_nothing_from_eval():
+    import ast
+    import glob
+
+    folder = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "s3prl_plugins", "compress")
+    for path in glob.glob(os.path.join(folder, "*.py")):
+        for node in ast.walk(ast.parse(open(path).read())):
+            if isinstance(node, ast.ImportFrom):
+                assert not (node.module or "").startswith("s3prl_plugins.eval"), (path, node.module)

@@ -97,6 +97,46 @@ def test_resume_after_sigkill_is_exact(tmp_path, tiny):
         assert torch.equal(a[k], b[k]), k
 
 
+
+@pytest.mark.slow
+def test_twenty_kills_at_random_points_end_where_an_uninterrupted_run_does(tmp_path, tiny):
+    """kill -9 at 20 random moments (a save every update, so many land inside a checkpoint write); each
+    rerun resumes, and the last one ends with the weights of the uninterrupted run."""
+    import random
+
+    cfg = tiny_pretrain_config(str(tmp_path / "killed"), *tiny, max_steps=60, save_every=1, log_every=1)
+    ref = tiny_pretrain_config(str(tmp_path / "ref"), *tiny, max_steps=60, save_every=1, log_every=1)
+    for c, name in ((cfg, "killed.yaml"), (ref, "ref.yaml")):
+        with open(tmp_path / name, "w") as f:
+            yaml.safe_dump(c, f)
+    cmd = [sys.executable, "-m", "s3prl_plugins.bin.pretrain", "--config"]
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    subprocess.run(cmd + [str(tmp_path / "ref.yaml")], check=True, capture_output=True, env=env, timeout=600)
+    rng = random.Random(0)
+    model = os.path.join(cfg["trainer"]["exp_dir"], "model.pt")
+    ckpt_dir = os.path.join(cfg["trainer"]["exp_dir"], "checkpoints")
+    kills = 0
+    while kills < 20 and not os.path.exists(model):
+        proc = subprocess.Popen(cmd + [str(tmp_path / "killed.yaml")], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
+        # wait for the first checkpoint written by this process, then a random moment inside the next saves
+        start = set(os.listdir(ckpt_dir)) if os.path.isdir(ckpt_dir) else set()
+        deadline = time.time() + 120
+        while proc.poll() is None and time.time() < deadline and (set(os.listdir(ckpt_dir)) if os.path.isdir(ckpt_dir) else set()) <= start:
+            time.sleep(0.01)
+        time.sleep(rng.uniform(0.0, 0.3))
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGKILL)
+            kills += 1
+        _, err = proc.communicate()
+        assert proc.returncode in (0, -signal.SIGKILL), err.decode()[-2000:]
+    subprocess.run(cmd + [str(tmp_path / "killed.yaml")], check=True, capture_output=True, env=env, timeout=600)
+    assert kills >= 10, kills
+    a = _weights(os.path.join(ref["trainer"]["exp_dir"], "model.pt"))
+    b = _weights(model)
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    assert not [p for p in os.listdir(ckpt_dir) if p.startswith(".tmp-")]
+
 class _NaNTask(nn.Module):
     def __init__(self, bad_from=0):
         super().__init__()

@@ -22,6 +22,7 @@ import sys
 from s3prl_plugins.config import apply_overrides, load_config
 from s3prl_plugins.compress.pipeline import run_compress
 from s3prl_plugins.compress.structured import PruningError
+from s3prl_plugins.eval.chain_measures import ProfileAndProbes
 from s3prl_plugins.models.checkpoint import CheckpointError, DiskFullError
 from s3prl_plugins.train.trainer import TrainingError
 
@@ -45,7 +46,7 @@ def main(argv=None) -> int:
         for path in args.config:
             config = merge(config, load_config(path))
         config = apply_overrides(config, args.set)
-        rows = run_compress(config)
+        rows = run_compress(config, ProfileAndProbes(config.get("measure")))
     except (PruningError, TrainingError, ValueError, CheckpointError, DiskFullError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

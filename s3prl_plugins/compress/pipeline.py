@@ -1,5 +1,7 @@
 """The compression chain: any sequence of Lin et al. (2024)'s methods on any model of the zoo, each step
 followed by training with the model's own objective, each iteration measured -- from one YAML config.
+The methods are the classes of :mod:`s3prl_plugins.compress.steps` (a new one is one class there);
+what is measured beyond the chain's own statistics is passed in (:class:`Measures`).
 
 Config::
 
@@ -45,40 +47,31 @@ import json
 import logging
 import os
 import random
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Protocol, Tuple
 
 import torch
 
-from s3prl_plugins.compress import diagonal, scores
+from s3prl_plugins.compress import diagonal
 from s3prl_plugins.compress.recovery import RecoveryTask
-from s3prl_plugins.compress.structured import PruningError, count_heads, prune_ffn, prune_heads, replace_heads, truncate_layers
-from s3prl_plugins.compress.weight import LossPlateau, density_schedule, masks_from_model, model_density, per_layer_density
+from s3prl_plugins.compress.steps import STEPS, StepContext, check_step
+from s3prl_plugins.compress.structured import PruningError, count_heads
+from s3prl_plugins.compress.weight import masks_from_model, model_density, per_layer_density
 from s3prl_plugins.config import ConfigError, check_keys, check_kwargs, check_mapping, check_range, check_type, nearest
 from s3prl_plugins.data.dataset import AudioDataset, BucketBatchSampler, collate, read_labels
 from s3prl_plugins.models.checkpoint import load_checkpoint, save_checkpoint
 from s3prl_plugins.models.ssl_model import SSLModel, count_parameters
-from s3prl_plugins.nn.frontends import LogMelFrontend
 from s3prl_plugins.tasks.distillation import OBJECTIVES, DistillationTask
 from s3prl_plugins.tasks.masked_prediction import MaskedPredictionTask
 from s3prl_plugins.train.trainer import TrainerConfig
 
 logger = logging.getLogger(__name__)
 
-METHODS = ("weight", "heads", "ffn", "kd", "first_k", "replace_heads", "train")
-STEP_KEYS = {
-    "weight": {"densities", "schedule", "start", "stop", "trigger", "updates", "trainer"},
-    "heads": {"score", "remove", "iterations", "score_fraction", "min_keep", "updates", "trainer"},
-    "ffn": {"remove", "iterations", "until", "updates", "trainer"},
-    "kd": {"layers", "temperature", "updates", "trainer", "seed"},
-    "first_k": {"layers"},
-    "replace_heads": {"kind", "remove", "iterations", "kernel", "utterances", "updates", "trainer"},
-    "train": {"iterations", "updates", "trainer"},
-}
+# trajectory.csv: the measurements of every row, then the columns the steps add
 CSV_FIELDS = (
     "iteration", "name", "method", "layers", "heads", "attention_heads", "ffn_units", "weight_density", "loss_pruned", "loss", "params",
     "params_nonzero", "macs_per_second", "macs_nonzero_per_second", "rtf_cpu", "per", "sid_accuracy", "diagonality",
     "updates",
-)
+) + tuple(c for s in STEPS.values() for c in s.columns)
 
 
 # The settings every recovery run starts from (a config's ``trainer`` and a step's ``trainer`` go over them).
@@ -97,16 +90,6 @@ MEASURE_KEYS = {
 }
 PROBE_KEYS = {"train": (str, {}), "test": (str, {}), "valid": (Optional[str], {}), "max_steps": (int, {"min": 1}), "max_train_utts": (int, {"min": 0})}
 SID_KEYS = {"train": (str, {}), "test": (str, {})}
-# weight pruning's trigger: type -> key -> (type, range)
-TRIGGER_KEYS = {
-    "fixed": {"type": (str, {}), "updates": (int, {"min": 0})},
-    "plateau": {"type": (str, {}), "decay": (float, {"gt": 0, "max": 0.999999999}), "window": (int, {"min": 1}),
-                "tolerance": (float, {"min": 0}), "max_updates": (int, {"min": 1})},
-}
-# step keys that are counts: the smallest legal value
-STEP_COUNTS = {"updates": 0, "iterations": 1, "remove": 1, "layers": 1, "until": 1, "kernel": 1, "utterances": 1, "min_keep": 0, "seed": 0}
-STEP_FRACTIONS = ("start", "stop", "score_fraction")
-
 
 def _check_section(section: Any, keys: Dict[str, Tuple[Any, Dict[str, Any]]], where: str, required: Tuple[str, ...] = ()) -> Dict[str, Any]:
     """A mapping whose keys are ``keys`` (name -> (type, range)): names, types and ranges checked."""
@@ -157,43 +140,9 @@ def check_config(config: Dict[str, Any]) -> None:
     steps = config["steps"]
     if not isinstance(steps, list):
         raise ConfigError(f"steps: expected a list of steps, got {type(steps).__name__}")
+    trainer = check_mapping(config.get("trainer"), "trainer")
     for i, step in enumerate(steps):
-        where = f"steps[{i}]"
-        step = check_mapping(step, where)
-        check_keys(step, {"method"}.union(*STEP_KEYS.values()), where)  # a misspelt key first, by name
-        method = step.get("method")
-        if method not in METHODS:
-            raise ConfigError(f"{where}.method: must be one of {', '.join(METHODS)}, not {method!r}{nearest(str(method), METHODS)}")
-        check_keys({k: v for k, v in step.items() if k != "method"}, STEP_KEYS[method], f"{where} ({method})")
-        for k, low in STEP_COUNTS.items():
-            if k in step and check_type(step[k], int, f"{where}.{k}") < low:
-                raise ConfigError(f"{where}.{k}: must be >= {low}, not {step[k]}")
-        for k in STEP_FRACTIONS:
-            if k in step and not 0.0 < check_type(step[k], float, f"{where}.{k}") <= 1.0:
-                raise ConfigError(f"{where}.{k}: must be in (0, 1], not {step[k]}")
-        if "densities" in step:
-            for j, d in enumerate(check_type(step["densities"], List[float], f"{where}.densities")):
-                if not 0.0 < d <= 1.0:
-                    raise ConfigError(f"{where}.densities[{j}]: must be in (0, 1], not {d}")
-        if "trainer" in step:
-            TrainerConfig.from_dict(
-                {**RECOVERY_TRAINER, **check_mapping(config.get("trainer"), "trainer"), **check_mapping(step["trainer"], f"{where}.trainer")},
-                f"{where}.trainer",
-            )
-        if method == "heads":
-            check_range(check_type(step.get("score", "gradient"), str, f"{where}.score"), {"choices": ("gradient", "l1")}, f"{where}.score")
-        if method == "replace_heads":
-            check_range(check_type(step.get("kind", "identity"), str, f"{where}.kind"), {"choices": ("identity", "conv")}, f"{where}.kind")
-        if method == "kd" and "temperature" in step:
-            check_range(check_type(step["temperature"], float, f"{where}.temperature"), {"gt": 0}, f"{where}.temperature")
-        if method == "weight":
-            if "schedule" in step:
-                check_range(check_type(step["schedule"], str, f"{where}.schedule"), {"choices": ("paper",)}, f"{where}.schedule")
-            trig = check_mapping(step.get("trigger", {"type": "fixed"}), f"{where}.trigger")
-            check_keys(trig, set().union(*TRIGGER_KEYS.values()), f"{where}.trigger")  # a misspelt key first, by name
-            kind = trig.get("type", "fixed")
-            check_range(check_type(kind, str, f"{where}.trigger.type"), {"choices": tuple(TRIGGER_KEYS)}, f"{where}.trigger.type")
-            _check_section(trig, TRIGGER_KEYS[kind], f"{where}.trigger")
+        check_step(step, f"steps[{i}]", lambda section, where: TrainerConfig.from_dict({**RECOVERY_TRAINER, **trainer, **section}, where))
 
 
 def _check_objective(objective: Dict[str, Any]) -> None:
@@ -212,11 +161,24 @@ def _check_objective(objective: Dict[str, Any]) -> None:
                  ranges=DistillationTask.RANGES)
 
 
-class Chain:
-    """Runs a compression config (see the module docstring)."""
+class Measures(Protocol):
+    """What a chain measures of each saved model beyond its own statistics, passed in by the caller
+    (:class:`s3prl_plugins.eval.chain_measures.ProfileAndProbes`: MACs, RTF, probes)."""
 
-    def __init__(self, config: Dict[str, Any]):
+    def profile(self, model: SSLModel, name: str) -> Dict[str, Any]:
+        """Row fields of the model itself (``params_nonzero``, ``macs_per_second``, ``rtf_cpu``, ...)."""
+
+    def probes(self, checkpoint: str, out_dir: str) -> Dict[str, Any]:
+        """Row fields of the saved checkpoint's probes (``per``, ``sid_accuracy``), written under ``out_dir``."""
+
+
+class Chain:
+    """Runs a compression config (see the module docstring); ``measures``: see :class:`Measures` (None:
+    the chain's own statistics only -- loss, shape, densities, diagonality)."""
+
+    def __init__(self, config: Dict[str, Any], measures: Optional[Measures] = None):
         check_config(config)
+        self.measures = measures
         self.config = config
         self.exp_dir = str(config["exp_dir"])
         self.data = dict(config["data"])
@@ -322,41 +284,28 @@ class Chain:
 
     # ------------------------------------------------------------- measures
     def measure_model(self, model: SSLModel, row: Dict[str, Any], out_dir: str, objective: Dict[str, Any]) -> Dict[str, Any]:
-        from s3prl_plugins.eval.profile import profile_model
-
+        """The row of a saved model: its shape, the measures' profile, loss, densities, diagonality, probes."""
         c = model.config
-        prof = profile_model(model, name=row["name"], rtf_seconds=float(self.measure.get("rtf_seconds", 10.0)), rtf_repeats=int(self.measure.get("rtf_repeats", 3)), gpu=False)
         row.update(
             layers=c.num_layers, heads=count_heads(model), attention_heads=sum(c.num_heads), ffn_units=sum(c.ffn_dims),
-            weight_density=round(model_density(model), 6) if c.num_layers else None,
-            params=count_parameters(model, include_head=False), params_nonzero=prof.params_nonzero,
-            macs_per_second=prof.macs_per_second, macs_nonzero_per_second=prof.macs_nonzero_per_second, rtf_cpu=prof.rtf_cpu,
+            weight_density=round(model_density(model), 6) if c.num_layers else None, params=count_parameters(model, include_head=False),
         )
+        if self.measures is not None:
+            row.update(self.measures.profile(model, row["name"]))
         if row.get("loss") is None:
             row["loss"] = self.valid_loss(model, objective)
         row["per_layer_density"] = per_layer_density(model)
         n_diag = int(self.measure.get("diagonality", 0) or 0)
         if n_diag and sum(c.num_heads) and self.data.get("valid"):
-            per_head = diagonal.head_diagonality(model, self.batches(self._plain("valid", model)), max_utterances=n_diag)
+            per_head = diagonal.head_diagonality(model, self.batches(self.plain_dataset("valid", model)), max_utterances=n_diag)
             row["diagonality"] = diagonal.mean_diagonality(per_head)
             row["diagonality_per_head"] = [t.tolist() for t in per_head]
-        probe = self.measure.get("probe")
-        if probe:
-            from s3prl_plugins.eval.phone_ctc import run_probe
-
-            ckpt = os.path.join(out_dir, "model.pt")
-            res = run_probe(ckpt, probe["train"], probe["test"], os.path.join(out_dir, "probe"), int(probe.get("max_steps", 2000)), probe.get("valid"),
-                            int(probe.get("max_train_utts", 0)))
-            row["per"] = res["per"]
-        sid = self.measure.get("sid")
-        if sid:
-            from s3prl_plugins.eval.utterance_probe import run_utterance_probe
-
-            res = run_utterance_probe(os.path.join(out_dir, "model.pt"), sid["train"], sid["test"], os.path.join(out_dir, "probe_sid"), "speaker", progress=False)
-            row["sid_accuracy"] = res["accuracy"]
+        if self.measures is not None:
+            row.update(self.measures.probes(os.path.join(out_dir, "model.pt"), out_dir))
         return row
 
-    def _plain(self, split: str, model: SSLModel) -> AudioDataset:
+    def plain_dataset(self, split: str, model: SSLModel) -> AudioDataset:
+        """``split`` without labels or cropping (scores, diagonality)."""
         return AudioDataset(self.data[split], None, None, frame_stride=model.downsample_rate, min_samples=model.min_samples)
 
     # ------------------------------------------------------------------ run
@@ -414,7 +363,7 @@ class Chain:
             model = load_checkpoint(os.path.join(base_dir, "model.pt"))[0]
         for s, step in enumerate(self.config["steps"]):
             method = step["method"]
-            for k, action in enumerate(self._iterations(step, model)):
+            for k, action in enumerate(STEPS[method].iterations(step, model)):
                 it += 1
                 name = f"{it:02d}_{method}{k + 1}"
                 out_dir = os.path.join(self.exp_dir, name)
@@ -430,100 +379,14 @@ class Chain:
                 model = load_checkpoint(os.path.join(out_dir, "model.pt"))[0]
         return self.rows
 
-    def _iterations(self, step: Dict[str, Any], model: SSLModel):
-        """Lazily, the iterations of one step: dicts describing each (computed on the current model)."""
-        method = step["method"]
-        if method == "weight":
-            if step.get("densities"):
-                targets = [float(d) for d in step["densities"]]
-            else:
-                start = float(step.get("start", round(model_density(model), 6)))
-                targets = density_schedule(start, float(step.get("stop", 0.05)))
-            for d in targets:
-                yield {"density": d}
-        elif method in ("heads", "replace_heads"):
-            for _ in range(int(step.get("iterations", 1))):
-                yield {"remove": int(step.get("remove", 1))}
-        elif method == "train":
-            for _ in range(int(step.get("iterations", 1))):
-                yield {}
-        elif method == "ffn":
-            if step.get("until") is not None:
-                per = int(step.get("remove", 128))
-                width = max(model.config.ffn_dims)
-                n = max(0, -(-(width - int(step["until"])) // per))
-            else:
-                n = int(step.get("iterations", 1))
-            for _ in range(n):
-                yield {"remove": int(step.get("remove", 128))}
-        elif method == "kd":
-            yield {"layers": int(step["layers"])}
-        elif method == "first_k":
-            yield {"layers": int(step["layers"])}
-
     def _apply(self, model: SSLModel, step: Dict[str, Any], action: Dict[str, Any], out_dir: str, objective: Dict[str, Any], it: int, name: str):
-        method = step["method"]
-        updates = int(step.get("updates", 200))
-        cap = self.config.get("updates_cap")  # quick checks: at most this many updates per recovery run
-        row: Dict[str, Any] = {"iteration": it, "name": name, "method": method}
-        masks = plateau = None
-        if method == "weight":
-            masks = masks_from_model(model)
-            delta = masks.prune_to(model, action["density"])
-            row["threshold"] = delta
-            trig = step.get("trigger", {"type": "fixed"})
-            if trig["type"] == "plateau":
-                plateau = LossPlateau(float(trig.get("decay", 0.9998)), int(trig.get("window", 15000)), float(trig.get("tolerance", 1e-3)))
-                updates = int(trig.get("max_updates", updates))
-            else:
-                updates = int(trig.get("updates", updates))
-        elif method == "heads":
-            if count_heads(model) == 0:
-                raise PruningError(f"{name}: the model has no heads left to prune")
-            min_keep = int(step.get("min_keep", 1))
-            if step.get("score", "gradient") == "l1":
-                plan = scores.select_per_layer(scores.head_l1_scores(model), action["remove"], min_keep=min_keep)
-            else:
-                train = self.dataset("train", model, objective)
-                raw = scores.head_gradient_scores(self.build_task(model, objective), model, self.batches(train, float(step.get("score_fraction", 0.25))))
-                plan = scores.select_global(scores.normalize_within_layers(raw), action["remove"], min_keep_per_layer=min_keep)
-            row["removed"] = {str(k): v for k, v in plan.items()}
-            model = prune_heads(model, plan, allow_empty_layer=min_keep == 0)
-        elif method == "ffn":
-            plan = scores.select_per_layer(scores.ffn_l1_scores(model), action["remove"], what="FFN units")
-            model = prune_ffn(model, plan)
-        elif method == "replace_heads":
-            if sum(model.config.num_heads) == 0:
-                raise PruningError(f"{name}: the model has no attention heads left to replace")
-            if step.get("kernel"):
-                model.config.head_conv_kernel = int(step["kernel"])
-            per_head = diagonal.head_diagonality(model, self.batches(self._plain("train", model)), max_utterances=int(step.get("utterances", 100)))
-            plan = scores.select_global([-t for t in per_head], action["remove"], min_keep_per_layer=0, what="attention heads")
-            row["replaced"] = {str(k): v for k, v in plan.items()}
-            model = replace_heads(model, plan, step.get("kind", "identity"))
-        elif method == "first_k":
-            model = truncate_layers(model, action["layers"])
+        """One iteration of a step (:mod:`s3prl_plugins.compress.steps`), then the recovery of its model."""
+        row: Dict[str, Any] = {"iteration": it, "name": name, "method": step["method"]}
+        done = STEPS[step["method"]].apply(StepContext(self, out_dir, it, name), model, step, action, objective, row)
+        model, objective, masks = done.model, done.objective, done.masks
+        if not done.train:
             row["updates"] = 0
             return model, row, objective
-        elif method == "kd":
-            teacher_path = os.path.join(os.path.dirname(out_dir), f"{it - 1:02d}_teacher.pt")
-            save_checkpoint(teacher_path, model.cpu().eval(), kind="compression_teacher")
-            torch.manual_seed(int(step.get("seed", 0)))
-            c = model.config
-            head = c.head if c.head and c.head.get("type") == "cluster" else None
-            if head is None:
-                raise PruningError("kd: the model to distil needs a cluster head (its posteriors are the targets, eq. 7)")
-            student_cfg = type(c).from_dict({
-                **c.to_dict(), "num_layers": action["layers"], "num_heads": [max(c.num_heads)] * action["layers"],
-                "ffn_dims": [max(c.ffn_dims)] * action["layers"], "identity_heads": [], "conv_heads": [], "mask_embedding": False,
-                "weight_density": None, "name": f"{c.name}_kd{action['layers']}",
-            })
-            student = SSLModel(student_cfg)
-            if isinstance(model.frontend, LogMelFrontend):  # the log-Mel normalisation statistics (buffers, not learned)
-                student.frontend.load_state_dict(model.frontend.state_dict())
-            objective = {"type": "distillation", "teacher": teacher_path, "objectives": {"cluster_kl": 1.0}, "loss": {"temperature": float(step.get("temperature", 1.0))}}
-            model = student
-            row["objective_after"] = objective
         if masks is None and model.config.weight_density is not None:
             # weight-pruned earlier in the chain: its zeros stay zeros while this step's recovery trains
             masks = masks_from_model(model)
@@ -531,9 +394,11 @@ class Chain:
         if masks is not None:
             masks.apply(model)
         row["loss_pruned"] = self.valid_loss(model, objective)  # before recovery: how much there is to recover
+        updates = done.updates
+        cap = self.config.get("updates_cap")  # quick checks: at most this many updates per recovery run
         if cap is not None:
             updates = min(updates, int(cap))
-        model, last, ran = self.recover(model, out_dir, updates, objective, step, masks=masks, plateau=plateau)
+        model, last, ran = self.recover(model, out_dir, updates, objective, step, masks=masks, plateau=done.plateau)
         row["loss"] = last.get("loss")
         row["updates"] = ran
         if masks is not None:
@@ -545,6 +410,6 @@ def _plain_objective(objective: Dict[str, Any]) -> Dict[str, Any]:
     return json.loads(json.dumps(objective))
 
 
-def run_compress(config: Dict[str, Any]) -> List[Dict[str, Any]]:
-    """Run a compression config; returns the trajectory rows."""
-    return Chain(copy.deepcopy(config)).run()
+def run_compress(config: Dict[str, Any], measures: Optional[Measures] = None) -> List[Dict[str, Any]]:
+    """Run a compression config; returns the trajectory rows (``measures``: see :class:`Measures`)."""
+    return Chain(copy.deepcopy(config), measures).run()

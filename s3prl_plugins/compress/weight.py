@@ -21,13 +21,13 @@ import torch
 from torch import Tensor, nn
 
 from s3prl_plugins.compress.structured import PruningError
-from s3prl_plugins.models.ssl_model import SSLModel
+from s3prl_plugins.models.ssl_model import TRANSFORMER_LINEARS, SSLModel, transformer_linears
 
 #: (density reached, step) pairs, in density points: 20% steps until 80% density, 10% until 50%, 5% until
 #: 35%, 2.5% until 30%, 1% until 10%, 0.5% until 5% (Lin et al. §IV-B)
 PAPER_SCHEDULE: Tuple[Tuple[float, float], ...] = ((0.80, 0.20), (0.50, 0.10), (0.35, 0.05), (0.30, 0.025), (0.10, 0.01), (0.05, 0.005))
 
-PRUNABLE = ("q_proj", "k_proj", "v_proj", "out_proj", "fc1", "fc2")
+PRUNABLE = TRANSFORMER_LINEARS
 
 
 def density_schedule(start: float = 1.0, stop: float = 0.05, schedule: Sequence[Tuple[float, float]] = PAPER_SCHEDULE) -> List[float]:
@@ -51,11 +51,10 @@ def prunable_parameters(model: SSLModel, required: bool = True) -> Dict[str, nn.
     """Weights and biases of every linear layer of the transformer (``encoder.layers.*``: q/k/v/out, fc1, fc2);
     ``required``: a model without any is an error."""
     out = {}
-    for name, module in model.named_modules():
-        if name.startswith("encoder.layers.") and isinstance(module, nn.Linear) and name.rsplit(".", 1)[-1] in PRUNABLE:
-            out[f"{name}.weight"] = module.weight
-            if module.bias is not None:
-                out[f"{name}.bias"] = module.bias
+    for name, module in transformer_linears(model).items():
+        out[f"{name}.weight"] = module.weight
+        if module.bias is not None:
+            out[f"{name}.bias"] = module.bias
     if not out and required:
         raise PruningError("the model has no transformer linear layers to prune")
     return out
@@ -147,12 +146,6 @@ def per_layer_density(model: SSLModel) -> List[float]:
         acc[0] += int((p != 0).sum())
         acc[1] += p.numel()
     return [out[i][0] / out[i][1] for i in sorted(out)]
-
-
-def zero_weight_macs_per_frame(model: SSLModel) -> int:
-    """Multiply-accumulates per encoder frame that the zero weights of the transformer's linear layers
-    would save in a sparse kernel (the "theoretical" MACs: dense MACs minus this times the frames)."""
-    return sum(int((p == 0).sum()) for n, p in prunable_parameters(model, required=False).items() if n.endswith(".weight"))
 
 
 class LossPlateau(nn.Module):

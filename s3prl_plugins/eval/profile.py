@@ -24,7 +24,7 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from s3prl_plugins.models.ssl_model import SSLModel, count_parameters
+from s3prl_plugins.models.ssl_model import SSLModel, count_parameters, zero_weight_macs_per_frame
 from s3prl_plugins.nn.frontends import conv_output_lengths
 
 logger = logging.getLogger(__name__)
@@ -218,8 +218,6 @@ def profile_model(
     params = sum(p.numel() for p in model.parameters())
     sparse: Dict[str, object] = {}
     if ours:
-        from s3prl_plugins.compress.weight import zero_weight_macs_per_frame
-
         saved = zero_weight_macs_per_frame(model) * encoder_frames
         nonzero = sum(int((p != 0).sum()) for n, p in model.named_parameters() if not (n.startswith("head.") or n == "mask_emb"))
         sparse = {"params_nonzero": nonzero, "macs_nonzero_per_second": (macs - saved) / seconds}

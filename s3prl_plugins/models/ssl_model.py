@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import List, Optional, Sequence, Union
+from typing import Dict, List, Optional, Sequence, Union
 
 import torch
 import torch.nn.functional as F
@@ -273,6 +273,24 @@ def pad_waveforms(wavs: Sequence[Tensor]):
     """List of 1-D waveforms -> ((batch, samples) zero-padded, (batch,) lengths)."""
     lengths = torch.tensor([w.numel() for w in wavs], dtype=torch.long, device=wavs[0].device)
     return torch.nn.utils.rnn.pad_sequence(list(wavs), batch_first=True), lengths
+
+
+# The transformer's linear layers (what weight pruning prunes, and what a sparse kernel would skip)
+TRANSFORMER_LINEARS = ("q_proj", "k_proj", "v_proj", "out_proj", "fc1", "fc2")
+
+
+def transformer_linears(model: nn.Module) -> Dict[str, nn.Linear]:
+    """Every linear layer of the encoder's layers (``encoder.layers.*``: q/k/v/out, fc1, fc2), by module name."""
+    return {
+        name: m for name, m in model.named_modules()
+        if name.startswith("encoder.layers.") and isinstance(m, nn.Linear) and name.rsplit(".", 1)[-1] in TRANSFORMER_LINEARS
+    }
+
+
+def zero_weight_macs_per_frame(model: nn.Module) -> int:
+    """Multiply-accumulates per encoder frame that the zero weights of the transformer's linear layers
+    would save in a sparse kernel (the "theoretical" MACs: dense MACs minus this times the frames)."""
+    return sum(int((m.weight == 0).sum()) for m in transformer_linears(model).values())
 
 
 def count_parameters(module: Union[nn.Module, SSLModel], include_head: bool = True) -> int:
