@@ -94,11 +94,11 @@ compress_probe_steps=""     # stage 12: phone-probe updates per iteration (defau
 compress="heads"            # stage 12 chains (make demo: heads, ~12 min); the full comparison (~50 min, two at a
                             # time on 2 cores): "weight heads heads_l1 ffn kd first_k combined identity conv"
 
-. ./path.sh
 . ./cmd.sh
 . utils/log.sh
 . utils/jobs.sh
 . utils/parse_options.sh
+. ./path.sh    # after the options: --help installs nothing
 
 if [ ${stage} -le 0 ] && [ ${stop_stage} -ge 0 ]; then
   if stage_done corpus; then

@@ -44,10 +44,10 @@ s3prl_root=""
 report_exps=""             # default: every exp/*/probe/result.json
 
 . ./db.sh
-. ./path.sh
 . ./cmd.sh
 . utils/log.sh
 . utils/parse_options.sh
+. ./path.sh    # after the options: --help installs nothing
 
 case "${train_set}" in
   100) subsets="train-clean-100" ;;

@@ -33,10 +33,10 @@ probe_train_utts=1000
 s3prl_root=""
 
 . ./db.sh
-. ./path.sh
 . ./cmd.sh
 . utils/log.sh
 . utils/parse_options.sh
+. ./path.sh    # after the options: --help installs nothing
 
 case "${train_set}" in
   100) subsets="train-clean-100" ;;

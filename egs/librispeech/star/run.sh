@@ -43,10 +43,10 @@ probe_steps=3000
 s3prl_root=""
 
 . ./db.sh
-. ./path.sh
 . ./cmd.sh
 . utils/log.sh
 . utils/parse_options.sh
+. ./path.sh    # after the options: --help installs nothing
 
 case "${train_set}" in
   100) subsets="train-clean-100"; [ -n "${epochs}" ] || epochs=200 ;;
