@@ -119,3 +119,15 @@ def test_the_corpus_is_given_or_counted_never_a_default(tmp_path, experiments):
     (tmp_path / "egs" / "conf" / "bad.yaml").write_text("data:\n  train: data/nowhere\n")
     r = _submit("--out", "sub3", "--train-config", "egs/conf/bad.yaml", *common, cwd=tmp_path)
     assert r.returncode == 2 and "data/nowhere is not here" in r.stderr and "--corpus" in r.stderr
+
+
+def test_what_readme_commands_write_is_ignored_by_git():
+    import shutil
+
+    root = os.path.join(os.path.dirname(__file__), "..")
+    if shutil.which("git") is None or subprocess.run(["git", "rev-parse"], cwd=root, capture_output=True).returncode:
+        pytest.skip("not a git checkout")
+    paths = ["egs/mini/superb/ks/config.yaml", "egs/mini/submission/predict.zip", "superb/pr/config.yaml",
+             "submission/results.json", "egs/mini/exp/superb/ks/superb_test.json"]
+    r = subprocess.run(["git", "check-ignore", "--no-index", *paths], cwd=root, capture_output=True, text=True)
+    assert sorted(r.stdout.split()) == sorted(paths)
