@@ -40,7 +40,7 @@ batch_size=12
 effective_batch=48
 probe_train_utts=1000
 probe_steps=3000
-s3prl_root=""
+s3prl_root="${S3PRL_ROOT:-}"   # an s3prl git checkout, for SUPERB PR (default: $S3PRL_ROOT)
 
 . ./db.sh
 . ./cmd.sh
