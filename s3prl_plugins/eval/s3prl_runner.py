@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import glob
 import hashlib
 import io
@@ -368,8 +369,10 @@ def resolve_s3prl_root(given: Optional[str], past: Optional[str]) -> Tuple[Optio
     return None, ""
 
 
+@functools.lru_cache(maxsize=2)
 def _past_checkpoint(past: str) -> Optional[dict]:
-    """The runner checkpoint ``-e`` names (the newest ``states-*.ckpt`` of a folder), or None when unreadable."""
+    """The runner checkpoint ``-e`` names (the newest ``states-*.ckpt`` of a folder), or None when unreadable
+    (read once per process: the split check and the downstream look-up share it; treat it as read-only)."""
     ckpt = past
     if os.path.isdir(past):
         found = sorted(glob.glob(os.path.join(past, "states-*.ckpt")), key=lambda p: int(re.sub(r"\D", "", os.path.basename(p)) or 0))
