@@ -189,3 +189,22 @@ def test_the_evaluate_outputs_and_a_folder_of_experiments_are_read(tmp_path):
         r = _score(arg)
         assert r.returncode == 0, r.stderr
         assert json.loads(r.stdout)["metrics"] == {"PR": 104.2, "KS": 96.27}
+
+
+def test_an_accuracy_below_1_percent_from_the_pipeline_is_taken_as_it_is(tmp_path):
+    """A short run's KS of 0.83 % in superb_test.json (the runner writes percent) is not a fraction: the report
+    and the score take it; the same value typed by hand is refused."""
+    from s3prl_plugins.eval.report import build_report
+
+    ks = _evaluate_json(tmp_path / "exp" / "ks", "speech_commands", "test", 0.83)
+    r = _score(str(ks))
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["metrics"] == {"KS": 0.83}
+    assert _score(str(ks), "--fractions").returncode == 2  # already percent
+    assert build_report({}, {}, superb={"m": str(tmp_path / "exp")}, rtf=False)["m"]["superb"] == {"KS": 0.83}
+    sub = tmp_path / "sub"
+    sub.mkdir()
+    (sub / "results.json").write_text(json.dumps({"KS": 0.83}))
+    assert _score(str(sub / "results.json")).returncode == 2  # no model.json beside it: typed by hand
+    (sub / "model.json").write_text("{}")  # bin/superb_submission's bundle
+    assert _score(str(sub)).returncode == 0

@@ -12,8 +12,9 @@ Reads what the pipeline writes: the ``superb_test.json`` / ``superb_test-clean.j
 ``bin/run_downstream -m evaluate`` writes into each task's experiment, a task's experiment folder, a folder
 of task experiments, a submission's ``results.json`` (or its folder), or a JSON object with any of the keys
 ``PR ASR KS QbE SID ASV SD IC SF-F1 SF-CER ER`` and values as SUPERB reports them (PER %, WER %, accuracy %,
-MTWV 0..1, EER %, DER %, F1 %, CER %). Error rates above 100 (insertions) are accepted. Accuracies that all
-lie in [0, 1] are fractions (s3prl prints ``test acc: 0.9627``): refused unless ``--fractions`` converts them.
+MTWV 0..1, EER %, DER %, F1 %, CER %). Error rates above 100 (insertions) are accepted. Accuracies typed
+by hand that all lie in [0, 1] are fractions (s3prl prints ``test acc: 0.9627``): refused unless
+``--fractions`` converts them (the pipeline's own files are in percent: an accuracy below 1 % there is real).
 
 Overall and generalizability are defined over all 11 metrics / 10 tasks and printed only when every one is
 given; otherwise the output has ``partial_overall`` / ``partial_generalizability`` and ``partial`` naming the
@@ -42,8 +43,8 @@ def main(argv=None) -> int:
     source = args.results[0] if len(args.results) == 1 else " + ".join(args.results)
     try:
         text = sys.stdin.read() if "-" in args.results else None
-        metrics, _ = read_results(args.results, text)
-        scores = superb_scores(metrics, source, fractions=args.fractions)
+        metrics, _, in_units = read_results(args.results, text)
+        scores = superb_scores(metrics, source, fractions=args.fractions, in_units=in_units)
     except (OSError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

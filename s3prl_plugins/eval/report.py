@@ -110,11 +110,11 @@ def build_report(models: Dict[str, str], probes: Dict[str, str], utt_probes: Opt
             else:
                 entry[f"{task}_acc"] = None
                 logging.warning("no %s probe result at %s", task, path)
-    from s3prl_plugins.eval.superb import superb_scores
+    from s3prl_plugins.eval.superb import read_results, superb_scores
 
     for name, path in (superb or {}).items():
-        metrics = superb_metrics(path)
-        scores = superb_scores(metrics, path)
+        metrics, _, in_units = read_results([path])
+        scores = superb_scores(metrics, path, in_units=in_units)
         entry = {"superb": scores.metrics, "superb_missing": list(scores.missing), "superb_tasks": list(scores.task_scores)}
         if scores.complete:  # Overall and General. are defined over all tasks
             entry.update({"superb_overall": scores.overall, "superb_generalizability": scores.generalizability})

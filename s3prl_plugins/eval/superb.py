@@ -111,7 +111,7 @@ class SuperbScores:
         return out
 
 
-def check_metrics(metrics: dict, source: str = "the results", fractions: bool = False) -> dict:
+def check_metrics(metrics: dict, source: str = "the results", fractions: bool = False, in_units: bool = False) -> dict:
     """Validate task metrics; return them under their canonical keys.
 
     Args:
@@ -119,6 +119,8 @@ def check_metrics(metrics: dict, source: str = "the results", fractions: bool = 
         source: named in the errors.
         fractions: the accuracy-type metrics (:data:`ACCURACIES`) were given as fractions, as s3prl's
             experts print them: multiply them by 100 (and say so in the log).
+        in_units: the metrics come from files whose units are known (``bin/run_downstream -m evaluate``'s
+            ``superb_<split>.json``, a submission's ``results.json``): an accuracy below 1 % is taken as it is.
 
     Raises:
         ValueError: on an unknown key, a non-number, NaN, a value outside its range (percentages 0..100,
@@ -150,6 +152,8 @@ def check_metrics(metrics: dict, source: str = "the results", fractions: bool = 
     if not out:
         raise ValueError(f"{source}: no SUPERB metric given; the keys are {', '.join(METRICS)}")
     accs = {k: v for k, v in out.items() if k in ACCURACIES}
+    if fractions and in_units:
+        raise ValueError(f"{source}: --fractions, but these metrics are bin/run_downstream's, already in percent")
     if fractions:
         if not accs:
             raise ValueError(f"{source}: --fractions converts the accuracies ({', '.join(ACCURACIES)}), and none is given")
@@ -160,7 +164,7 @@ def check_metrics(metrics: dict, source: str = "the results", fractions: bool = 
             out[k] = v * 100.0
         logger.warning("%s: accuracies read as fractions and multiplied by 100: %s", source,
                        ", ".join(f"{k} {v:g} -> {out[k]:g} %" for k, v in accs.items()))
-    elif accs and all(v <= 1.0 for v in accs.values()):
+    elif accs and not in_units and all(v <= 1.0 for v in accs.values()):
         shown = ", ".join(f"{k} = {v:g}" for k, v in accs.items())
         raise ValueError(
             f"{source}: {shown}: every accuracy lies in [0, 1] -- a fraction, as s3prl prints `test acc:`, not a "
@@ -199,10 +203,10 @@ def _task_scores(checked: dict, fbank: dict = FBANK, sota: dict = SOTA) -> dict:
     return out
 
 
-def superb_scores(metrics: dict, source: str = "the results", fractions: bool = False) -> SuperbScores:
+def superb_scores(metrics: dict, source: str = "the results", fractions: bool = False, in_units: bool = False) -> SuperbScores:
     """Overall and generalizability of one model; metrics not given are named in ``missing``
-    (``fractions``: see :func:`check_metrics`)."""
-    m = check_metrics(metrics, source, fractions)
+    (``fractions``, ``in_units``: see :func:`check_metrics`)."""
+    m = check_metrics(metrics, source, fractions, in_units)
     per_task = _task_scores(m)
     return SuperbScores(
         overall=_overall(m),
@@ -245,8 +249,10 @@ def _evaluate_results(folder: str) -> List[str]:
     return [p for p in (os.path.join(folder, f"superb_{s}.json") for s in TEST_SPLITS) if os.path.isfile(p)]
 
 
-def read_results(paths: Sequence[str], text: Optional[str] = None) -> Tuple[Dict[str, float], List[str]]:
-    """SUPERB metrics gathered from what the pipeline writes; returns ``(metrics, files read)``.
+def read_results(paths: Sequence[str], text: Optional[str] = None) -> Tuple[Dict[str, float], List[str], bool]:
+    """SUPERB metrics gathered from what the pipeline writes; returns ``(metrics, files read, in_units)``,
+    ``in_units`` when every file is one the pipeline wrote in SUPERB's units (an evaluate result, or a
+    ``results.json`` with the ``model.json`` of ``bin/superb_submission`` beside it), not typed by hand.
 
     Each path is one of:
 
@@ -263,6 +269,13 @@ def read_results(paths: Sequence[str], text: Optional[str] = None) -> Tuple[Dict
     """
     found: Dict[str, Tuple[float, str]] = {}
     files: List[str] = []
+    known = []
+
+    def read(path: str) -> Dict[str, float]:
+        data = _load_json(path)
+        known.append((isinstance(data, dict) and isinstance(data.get("superb"), dict))
+                     or os.path.isfile(os.path.join(os.path.dirname(os.path.abspath(path)), "model.json")))
+        return _metrics_of(data, path)
 
     def add(metrics: Dict[str, float], source: str) -> None:
         for k, v in metrics.items():
@@ -278,9 +291,10 @@ def read_results(paths: Sequence[str], text: Optional[str] = None) -> Tuple[Dict
                 data = json.loads(text or "")
             except json.JSONDecodeError as e:
                 raise ValueError(f"stdin is not JSON ({e})") from None
+            known.append(False)
             add(_metrics_of(data, "stdin"), "stdin")
         elif os.path.isfile(path):
-            add(_metrics_of(_load_json(path), path), path)
+            add(read(path), path)
         elif os.path.isdir(path):
             own = _evaluate_results(path)
             if not own and os.path.isfile(os.path.join(path, "results.json")):
@@ -294,7 +308,7 @@ def read_results(paths: Sequence[str], text: Optional[str] = None) -> Tuple[Dict
                     "which `python -m s3prl_plugins.bin.run_downstream -m evaluate` writes into each task's experiment, "
                     "and a submission's results.json)")
             for p in own:
-                add(_metrics_of(_load_json(p), p), p)
+                add(read(p), p)
         else:
             raise ValueError(f"{path}: no such file or folder")
-    return {k: v for k, (v, _) in found.items()}, files
+    return {k: v for k, (v, _) in found.items()}, files, bool(known) and all(known)
