@@ -309,6 +309,8 @@ def test_upstream_paths_are_stored_absolute(tmp_path, monkeypatch):
     assert argv[3] == str(tmp_path / "exp" / "model.pt")
     assert rn.absolute_upstream_ckpt(["--upstream_ckpt=exp/model.pt"]) == [f"--upstream_ckpt={tmp_path / 'exp' / 'model.pt'}"]
     assert rn.absolute_upstream_ckpt(["-k", "https://host/m.pt"]) == ["-k", "https://host/m.pt"]  # not a path: as given
+    (tmp_path / "m.yaml").write_text("")
+    assert rn.absolute_upstream_ckpt(["-g", "m.yaml"]) == ["-g", str(tmp_path / "m.yaml")]
     from s3prl_plugins.models.checkpoint import CheckpointError, read_checkpoint
 
     with pytest.raises(CheckpointError, match=f"looked for {tmp_path / 'exp' / 'gone.pt'}"):

@@ -27,8 +27,8 @@ on torch 2.8 and a CPU host, each one tested (``tests/test_superb_runner.py``):
   ``S3PRL_ROOT``, else the root stored in the experiment, and :func:`run` refuses ``-d ctc`` up front without
   one, saying how to get it. Training stores the root (and the upstream) in ``<expdir>/``:data:`RUN_FILE`,
   so ``-m evaluate -e <expdir>/...`` runs with the same s3prl.
-- **the upstream path**: s3prl stores ``-k`` as given, so ``-m evaluate`` from another directory could not
-  find a relative one; :func:`run` makes an existing ``-k`` path absolute before training.
+- **the upstream path**: s3prl stores ``-k`` (and ``-g``) as given, so ``-m evaluate`` from another directory
+  could not find a relative one; :func:`run` makes an existing ``-k`` / ``-g`` path absolute before training.
 - **a checkpoint of another upstream**: ``-e`` restores ``-u/-k`` from the checkpoint; an explicit
   ``-u``/``-k`` that disagrees is refused by name instead of silently ignored, and a featurizer whose
   layer count does not fit the upstream gets an error naming both.
@@ -433,14 +433,16 @@ def check_checkout(downstream: Optional[str], s3prl_root: Optional[str], source:
 
 
 def absolute_upstream_ckpt(argv: Sequence[str]) -> List[str]:
-    """``-k``/``--upstream_ckpt`` made absolute when it names an existing path, so that the experiment's
-    checkpoints (which store it as given) are evaluated from any directory."""
+    """``-k``/``--upstream_ckpt`` (and ``-g``/``--upstream_model_config``) made absolute when they name an
+    existing path, so that the experiment's checkpoints (which store them as given) are evaluated from any
+    directory."""
     out = list(argv)
-    for i, a in enumerate(out):
-        if a in ("-k", "--upstream_ckpt") and i + 1 < len(out) and os.path.exists(out[i + 1]):
-            out[i + 1] = os.path.abspath(out[i + 1])
-        elif a.startswith("--upstream_ckpt=") and os.path.exists(a.split("=", 1)[1]):
-            out[i] = "--upstream_ckpt=" + os.path.abspath(a.split("=", 1)[1])
+    for short, long in (("-k", "--upstream_ckpt"), ("-g", "--upstream_model_config")):
+        for i, a in enumerate(out):
+            if a in (short, long) and i + 1 < len(out) and os.path.exists(out[i + 1]):
+                out[i + 1] = os.path.abspath(out[i + 1])
+            elif a.startswith(long + "=") and os.path.exists(a.split("=", 1)[1]):
+                out[i] = long + "=" + os.path.abspath(a.split("=", 1)[1])
     return out
 
 
