@@ -1,6 +1,8 @@
 # s3prl-plugins -- every target installs what it needs first (tools/setup_env.sh, reused when unchanged).
 SHELL := /bin/bash
 PY = $(shell bash tools/setup_env.sh)
+# This clone's code first, whatever the shared environment's editable install points at (tools/setup_env.sh).
+export PYTHONPATH := $(CURDIR)$(if $(PYTHONPATH),:$(PYTHONPATH))
 
 .PHONY: python demo profile test test-all test-gpu bench
 

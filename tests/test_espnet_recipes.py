@@ -143,3 +143,81 @@ def test_mini_asr5k_recipe_sequences_the_stages(tiny_corpus, tmp_path):
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
     assert sorted(os.listdir(work / "dump")) == ["dev", "test", "train"]
     assert yaml.safe_load((work / "config.yaml").read_text())["preencoder_conf"]["input_size"] == 32
+
+
+# ------------------------------------------------------------------ recipes as their --help and README write them
+REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
+
+
+def _fake_tools(tmp_path):
+    """python3 / dpkg / apt-get / sudo that only leave a mark: tools/setup_env.sh touching them means installing."""
+    bin_dir = tmp_path / "fakebin"
+    bin_dir.mkdir()
+    for name in ("python3", "dpkg", "apt-get", "sudo", "pip"):
+        (bin_dir / name).write_text(f"#!/bin/sh\necho {name} >> {tmp_path / 'marks'}\nexit 1\n")
+        (bin_dir / name).chmod(0o755)
+    env = {k: v for k, v in os.environ.items() if k not in ("S3PRL_PLUGINS_PYTHON", "train_cmd")}
+    env.update(PATH=f"{bin_dir}:{os.environ['PATH']}", S3PRL_PLUGINS_VENV_ROOT=str(tmp_path / "venvs"))
+    return env
+
+
+@pytest.mark.parametrize("recipe", ["espnet_recipes/mini/asr5k", "espnet_recipes/librispeech_100/asr5k", "egs/mini"])
+def test_help_installs_nothing(tmp_path, recipe):
+    """`./run.sh --help` parses options before path.sh -> tools/setup_env.sh (apt-get, a ~4 GB install)."""
+    env = _fake_tools(tmp_path)
+    r = subprocess.run(["bash", "run.sh", "--help"], cwd=os.path.join(REPO, recipe), capture_output=True, text=True, env=env, timeout=60)
+    assert r.returncode == 0 and "--stage" in r.stderr, r.stderr[-2000:]
+    assert not (tmp_path / "marks").exists() and not (tmp_path / "venvs").exists()
+
+
+def test_espnet_recipe_options_asr_config_epochs_and_training_arguments(tmp_path):
+    """`--config x.yaml` is Kaldi's (it sources shell): refused by name; --asr-config, --epochs, --train-args reach
+    bin/espnet_asr (train_cmd=echo prints the command the recipe runs)."""
+    import shutil
+
+    recipe = os.path.join(REPO, "espnet_recipes", "mini", "asr5k")
+    py = shutil.which("python", path=os.path.dirname(sys.executable))
+    env = {**os.environ, "S3PRL_PLUGINS_PYTHON": py or sys.executable, "train_cmd": "echo"}
+    mini = tmp_path / "mini"
+    for d in ("train", "dev", "test"):
+        (mini / "data" / d).mkdir(parents=True)
+        (mini / "data" / d / "text").write_text("")
+    (mini / "exp" / "star_tiny").mkdir(parents=True)
+    (mini / "exp" / "star_tiny" / "model.pt").write_text("")
+    r = subprocess.run(["bash", "run.sh", "--mini", str(mini), "--config", "conf/train_asr_mini.yaml"], cwd=recipe,
+                       capture_output=True, text=True, env=env, timeout=60)
+    assert r.returncode == 1 and "not YAML" in r.stderr and "--asr-config" in r.stderr and "command not found" not in r.stderr
+    r = subprocess.run(["bash", "run.sh", "--mini", str(mini), "--asr-config", "conf/other.yaml", "--epochs", "2",
+                        "--train-args", "--batch_size 4 --num_workers 0"], cwd=recipe, capture_output=True, text=True, env=env, timeout=60)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "--config conf/other.yaml" in r.stdout and "--train-args=--max_epoch 2 --batch_size 4 --num_workers 0" in r.stdout
+
+
+def test_each_clone_runs_its_own_code(tmp_path):
+    """The Makefile and path.sh put this clone first on PYTHONPATH; setup_env.sh never re-points the shared
+    environment's editable install (it ran `pip install -e` of whichever clone ran last)."""
+    printer = tmp_path / "show.mk"
+    printer.write_text(f"include {REPO}/Makefile\nshow:\n\t@echo $$PYTHONPATH\n")
+    r = subprocess.run(["make", "-s", "-f", str(printer), "show"], cwd=REPO, capture_output=True, text=True, timeout=60,
+                       env={**os.environ, "PYTHONPATH": "/elsewhere", "S3PRL_PLUGINS_PYTHON": sys.executable})
+    assert r.stdout.strip().split(":")[0] == REPO
+    script = (f". {REPO}/egs/TEMPLATE/path.sh && python -c 'import s3prl_plugins, sys; print(s3prl_plugins.__file__)'")
+    r = subprocess.run(["bash", "-c", script], cwd=tmp_path, capture_output=True, text=True, timeout=60,
+                       env={**os.environ, "PYTHONPATH": "", "S3PRL_PLUGINS_PYTHON": sys.executable})
+    assert r.returncode == 0 and r.stdout.strip().startswith(os.path.join(REPO, "s3prl_plugins")), r.stderr
+    text = open(os.path.join(REPO, "tools", "setup_env.sh")).read()
+    body = [line for line in text.splitlines() if not line.lstrip().startswith("#")]
+    assert sum("pip install -q --no-deps -e" in line for line in body) == 1  # only when the environment is created
+    assert "re-point" not in "\n".join(body)
+
+
+def test_readme_and_configs_name_the_file_distillation_writes():
+    """Distillation writes exp/star/model.pt; README and the ESPnet config named exp/star/student.pt."""
+    for rel in ("README.md", "espnet_recipes/librispeech_100/asr5k/conf/train_asr5k.yaml"):
+        text = open(os.path.join(REPO, rel)).read()
+        assert "student.pt" not in text, rel
+    conf = yaml.safe_load(open(os.path.join(REPO, "espnet_recipes/librispeech_100/asr5k/conf/train_asr5k.yaml")))
+    assert conf["frontend_conf"]["frontend_conf"]["path_or_url"] == "exp/star/model.pt"
+    from s3prl_plugins.train.trainer import Trainer  # noqa: F401 - the name the trainer exports under
+
+    assert 'os.path.join(cfg.exp_dir, "model.pt")' in open(os.path.join(REPO, "s3prl_plugins", "train", "trainer.py")).read()

@@ -415,6 +415,7 @@ def test_star_hubert_offline_names_ids_paths_and_local_entry(tmp_path, monkeypat
         hub.star_hubert()
     assert "Connection" in str(e.value) or "connect" in str(e.value).lower()
     assert not any(f.name.endswith(".yaml") or f.name.endswith(".ckpt") for f in (tmp_path / "star_hubert").iterdir())
+    assert not list(tmp_path.rglob("*.lock")), list(tmp_path.rglob("*"))  # no 0-byte locks left in s3prl's cache
 
 
 def test_star_hubert_from_a_prefilled_cache(published, tmp_path, monkeypatch):

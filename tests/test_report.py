@@ -31,14 +31,18 @@ def test_superb_results_gathered_from_runner_experiments(tmp_path):
     assert superb_metrics(str(root)) == {"KS": 96.27, "ASR": 9.35}
     report = build_report({}, {}, superb={"star": str(root)}, asr5k={}, rtf=False)
     r = report["star"]
-    assert r["superb_overall"] == pytest.approx((96.27 + 100 - 9.35) / 2) and "PR" in r["superb_missing"]
+    assert r["superb_partial_overall"] == pytest.approx((96.27 + 100 - 9.35) / 2) and "PR" in r["superb_missing"]
+    assert r.get("superb_overall") is None and r["superb_partial"].startswith("mean of 2/11 metrics: ASR, KS")
+    md = write_markdown(report, str(tmp_path / "report.md"))
+    text = open(md).read()
+    assert "(mean of 2/11: ASR, KS)" in text and "(mean of 2/10: ASR, KS)" in text  # not an "Overall" of 2 tasks
     _superb_exp(root, "ks2", "test", {"KS": 90.0})
-    with pytest.raises(ValueError, match="two test results for KS"):
+    with pytest.raises(ValueError, match="KS is given twice"):
         superb_metrics(str(root))
     (tmp_path / "empty").mkdir()
-    with pytest.raises(ValueError, match="no superb_test"):
+    with pytest.raises(ValueError, match="looked for superb_test.json"):
         superb_metrics(str(tmp_path / "empty"))
-    (tmp_path / "results.json").write_text(json.dumps({"PR": 200}))
+    (tmp_path / "results.json").write_text(json.dumps({"ASV": 200}))
     with pytest.raises(ValueError, match="outside 0..100"):
         build_report({}, {}, superb={"x": str(tmp_path / "results.json")}, rtf=False)
 

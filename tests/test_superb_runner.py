@@ -221,10 +221,17 @@ def test_stock_runner_trains_and_evaluates_each_task(corpus, upstreams, tmp_path
 
     package_cache = os.path.join(os.path.dirname(vox.__file__), ".cache")
     before = sorted(os.listdir(package_cache)) if os.path.isdir(package_cache) else None
-    r = _run(["-m", "train", "-u", upstream, "-k", upstreams[upstream], "-d", downstream, "-c", config, "-p", exp, "-o", TINY[task]], tmp_path)
+    # -k relative to where training runs, as README writes it (exp/star_tiny/model.pt)
+    k = os.path.relpath(upstreams[upstream], tmp_path)
+    r = _run(["-m", "train", "-u", upstream, "-k", k, "-d", downstream, "-c", config, "-p", exp, "-o", TINY[task]], tmp_path)
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
     assert os.path.isfile(os.path.join(exp, "states-6.ckpt"))
-    r = _run(["-m", "evaluate", "-t", split, "-e", os.path.join(exp, "states-6.ckpt")], tmp_path)  # a fresh process, no --device
+    stored = json.load(open(os.path.join(exp, rn.RUN_FILE)))
+    assert stored["upstream_ckpt"] == upstreams[upstream] and stored["s3prl_root"] is None and stored["downstream"] == downstream
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    # a fresh process, no --device, from another directory: the upstream path was stored absolute
+    r = _run(["-m", "evaluate", "-t", split, "-e", os.path.join(exp, "states-6.ckpt")], elsewhere)
     assert r.returncode == 0, r.stderr[-3000:]
     result = json.load(open(os.path.join(exp, f"superb_{split}.json")))
     assert result["downstream"] == downstream and result["upstream"] == upstream and set(result["superb"]) == {key}
@@ -295,6 +302,89 @@ def test_task_preparation_refuses_bad_corpora(corpus, tmp_path):
     config = prepare("pr", str(tmp_path / "pr"), steps=400, train=str(tmp_path / "fine"), **fine)
     with open(config) as f:
         assert yaml.safe_load(f)["scheduler"] == {"name": "linear_schedule_with_warmup", "num_warmup_steps": 20}
+
+
+def test_pr_without_a_checkout_is_refused_up_front(tmp_path):
+    """`-d ctc` with PyPI's s3prl: a message with the fix, not ModuleNotFoundError at the first batch."""
+    env = {k: v for k, v in os.environ.items() if k != "S3PRL_ROOT"}
+    (tmp_path / "config.yaml").write_text("runner: {total_steps: 6}\n")
+    cmd = [sys.executable, "-m", "s3prl_plugins.bin.run_downstream", "-m", "train", "-u", "star_hubert_local", "-k", "x.pt",
+           "-d", "ctc", "-c", "config.yaml", "-p", "exp/pr"]
+    r = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path, env=env, timeout=120)
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr[-2000:]
+    assert "only a git checkout has it" in r.stderr and "--s3prl-root" in r.stderr and "S3PRL_ROOT" in r.stderr
+    assert not (tmp_path / "exp").exists()
+    fake = tmp_path / "not_a_checkout"
+    (fake / "s3prl").mkdir(parents=True)
+    r = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path, env={**env, "S3PRL_ROOT": str(fake)}, timeout=120)
+    assert r.returncode == 2 and f"which {fake} (from S3PRL_ROOT) does not have" in r.stderr, r.stderr[-2000:]
+
+
+def test_the_s3prl_root_comes_from_the_flag_the_environment_or_the_experiment(tmp_path, monkeypatch):
+    checkout = tmp_path / "s3prl_git"
+    (checkout / "s3prl" / "downstream" / "ctc" / "corpus").mkdir(parents=True)
+    (checkout / "s3prl" / "downstream" / "ctc" / "corpus" / "libriphone.py").write_text("")
+    exp = tmp_path / "exp"
+    exp.mkdir()
+    (exp / rn.RUN_FILE).write_text(json.dumps({"s3prl_root": str(checkout), "downstream": "ctc"}))
+    monkeypatch.delenv("S3PRL_ROOT", raising=False)
+    assert rn.resolve_s3prl_root(None, str(exp / "dev-best.ckpt")) == (str(checkout), str(exp / rn.RUN_FILE))
+    assert rn._downstream_of(["-e", str(exp / "dev-best.ckpt")], str(exp / "dev-best.ckpt")) == "ctc"
+    rn.check_checkout("ctc", str(checkout), "x")  # the checkout has the corpus code
+    assert rn.resolve_s3prl_root("/given", str(exp)) == ("/given", "--s3prl-root")
+    monkeypatch.setenv("S3PRL_ROOT", "/from/env")
+    assert rn.resolve_s3prl_root(None, str(exp)) == ("/from/env", "S3PRL_ROOT")
+    monkeypatch.delenv("S3PRL_ROOT")
+    (exp / rn.RUN_FILE).write_text(json.dumps({"s3prl_root": str(tmp_path / "moved"), "downstream": "ctc"}))
+    with pytest.raises(rn.RunnerError, match="which is gone"):
+        rn.resolve_s3prl_root(None, str(exp))
+    assert rn.resolve_s3prl_root(None, None) == (None, "")
+    rn.check_checkout("speech_commands", None, "")  # the other tasks run from the package
+
+
+def test_upstream_paths_are_stored_absolute(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "exp").mkdir()
+    (tmp_path / "exp" / "model.pt").write_text("")
+    argv = rn.absolute_upstream_ckpt(["-u", "star_hubert_local", "-k", "exp/model.pt", "-d", "asr"])
+    assert argv[3] == str(tmp_path / "exp" / "model.pt")
+    assert rn.absolute_upstream_ckpt(["--upstream_ckpt=exp/model.pt"]) == [f"--upstream_ckpt={tmp_path / 'exp' / 'model.pt'}"]
+    assert rn.absolute_upstream_ckpt(["-k", "https://host/m.pt"]) == ["-k", "https://host/m.pt"]  # not a path: as given
+    (tmp_path / "m.yaml").write_text("")
+    assert rn.absolute_upstream_ckpt(["-g", "m.yaml"]) == ["-g", str(tmp_path / "m.yaml")]
+    from s3prl_plugins.models.checkpoint import CheckpointError, read_checkpoint
+
+    with pytest.raises(CheckpointError, match=f"looked for {tmp_path / 'exp' / 'gone.pt'}"):
+        read_checkpoint("exp/gone.pt")
+
+
+def test_asr_evaluate_checks_the_split_and_the_best_checkpoint_before_loading(tmp_path):
+    """README's ASR evaluate: `-t test-clean -e .../dev-clean-best.ckpt`; a wrong split or a best checkpoint that was
+    never written is named before s3prl and the upstream load."""
+    exp = tmp_path / "asr"
+    exp.mkdir()
+    datarc = {"train": ["train"], "dev-clean": ["dev"], "test-clean": ["test"]}
+    torch.save({"Args": argparse.Namespace(downstream="asr", upstream="star_hubert_local"),
+                "Config": {"downstream_expert": {"datarc": datarc}}}, exp / "states-6.ckpt")
+    r = _run(["-m", "evaluate", "-e", str(exp / "states-6.ckpt")], tmp_path, timeout=120)
+    assert r.returncode == 2 and "-t test: the asr config has no such split" in r.stderr and "-t test-clean" in r.stderr
+    assert "s3prl 0.4" not in r.stderr  # refused before s3prl was imported
+    r = _run(["-m", "evaluate", "-t", "test-clean", "-e", str(exp / "dev-clean-best.ckpt")], tmp_path, timeout=120)
+    assert r.returncode == 2 and "only once a dev WER below 100" in r.stderr and "The folder has states-6.ckpt" in r.stderr
+
+
+def test_superb_prepare_pr_prints_the_next_command_with_the_root(tmp_path, monkeypatch, capsys):
+    from s3prl_plugins.bin import superb_prepare
+
+    calls = {}
+    monkeypatch.setattr(superb_prepare, "prepare", lambda task, out, **kw: calls.setdefault("c", os.path.join(out, "config.yaml")))
+    monkeypatch.setenv("S3PRL_ROOT", "/opt/s3prl")
+    assert superb_prepare.main(["pr", "--train", "a", "--dev", "b", "--test", "c", "--out", "superb/pr"]) == 0
+    out = capsys.readouterr().out
+    assert "run_downstream --s3prl-root /opt/s3prl -m train" in out and "-d ctc -c superb/pr/config.yaml" in out
+    monkeypatch.delenv("S3PRL_ROOT")
+    assert superb_prepare.main(["pr", "--train", "a", "--dev", "b", "--test", "c", "--out", "superb/pr"]) == 0
+    assert "--s3prl-root S3PRL_CHECKOUT" in capsys.readouterr().out
 
 
 @pytest.mark.skipif(not os.environ.get("S3PRL_ROOT"), reason="PR runs from an s3prl git checkout: set S3PRL_ROOT=/path/to/s3prl")

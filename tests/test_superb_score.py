@@ -76,7 +76,10 @@ def test_missing_tasks_are_named_and_the_rest_scored():
 @pytest.mark.parametrize(
     "bad, match",
     [
-        ({"PR": 120.0}, "outside 0..100"),
+        ({"ASV": 120.0}, "outside 0..100"),
+        ({"PR": -1.0}, "negative"),
+        ({"KS": 0.9627}, "pass --fractions"),
+        ({"KS": 0.9627, "SID": 0.5, "PR": 8.0}, "every accuracy lies in"),
         ({"QbE": 7.36}, "fraction"),
         ({"SID": -1}, "outside"),
         ({"WER": 5.0}, "unknown SUPERB metric 'WER'"),
@@ -103,6 +106,105 @@ def test_cli_prints_one_json_object_and_refuses_bad_input(tmp_path):
     f.write_text(json.dumps({"PR": 8.16}))
     r = subprocess.run([sys.executable, "-m", "s3prl_plugins.bin.superb_score", str(f)], capture_output=True, text=True)
     assert r.returncode == 0 and "has no ASR, KS, QbE" in r.stderr and json.loads(r.stdout)["missing"][0] == "ASR"
-    f.write_text(json.dumps({"PR": 800}))
+    f.write_text(json.dumps({"ASV": 800}))
     r = subprocess.run([sys.executable, "-m", "s3prl_plugins.bin.superb_score", str(f)], capture_output=True, text=True)
     assert r.returncode == 2 and str(f) in r.stderr and r.stdout == ""
+
+
+def _score(*args, stdin=None, cwd=None):
+    return subprocess.run([sys.executable, "-m", "s3prl_plugins.bin.superb_score", *args], capture_output=True, text=True,
+                          input=stdin, cwd=cwd)
+
+
+def test_error_rates_above_100_are_accepted():
+    """Insertions take PER / WER past 100 (short runs do): scored, not refused; EER stays 0..100."""
+    s = superb_scores({"PR": 130.5, "ASR": 101.0, "KS": 50.0})
+    assert s.metrics["PR"] == 130.5 and s.overall == pytest.approx((100 - 130.5 + 100 - 101.0 + 50.0) / 3)
+    assert s.task_scores["PR"] < 0
+
+
+def test_fractions_are_refused_by_default_and_converted_with_the_flag():
+    """s3prl prints `test acc: 0.9627`; {"KS": 0.9627} is not 0.96 %."""
+    r = _score("-", stdin='{"KS": 0.9627}')
+    assert r.returncode == 2 and "--fractions" in r.stderr and "KS: 96.27" in r.stderr and r.stdout == ""
+    r = _score("--fractions", "-", stdin='{"KS": 0.9627, "SID": 0.5, "PR": 8.16}')
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert out["metrics"] == {"PR": 8.16, "KS": pytest.approx(96.27), "SID": pytest.approx(50.0)}
+    assert "multiplied by 100" in r.stderr
+    r = _score("--fractions", "-", stdin='{"KS": 96.27}')
+    assert r.returncode == 2 and "not a fraction" in r.stderr
+    assert superb_scores({"KS": 96.27, "SID": 0.5}).metrics["SID"] == 0.5  # one accuracy above 1: percentages
+
+
+def test_partial_means_are_not_called_overall():
+    """Overall / generalizability are defined over all tasks: a KS-only model gets a named partial mean."""
+    r = _score("-", stdin='{"KS": 96.27}')
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert out["overall"] is None and out["generalizability"] is None and not out["complete"]
+    assert out["partial_overall"] == pytest.approx(96.27) and out["partial"] == "mean of 1/11 metrics: KS; 1/10 tasks: KS"
+    assert "mean of 1/11 metrics: KS" in r.stderr
+
+
+def _evaluate_json(folder, downstream, split, superb):
+    """What `bin/run_downstream -m evaluate` writes (s3prl_runner.run): superb_<split>.json in the experiment."""
+    folder.mkdir(parents=True, exist_ok=True)
+    key, name, scale = {"asr": ("ASR", "wer", 1.0), "ctc": ("PR", "per", 100.0), "speech_commands": ("KS", "acc", 100.0),
+                        "voxceleb1": ("SID", "acc", 100.0)}[downstream]
+    doc = {"downstream": downstream, "split": split, "upstream": "star_hubert_local", "upstream_ckpt": "/x/model.pt",
+           "printed": {name: superb / scale}, "superb": {key: superb}}
+    (folder / f"superb_{split}.json").write_text(json.dumps(doc))
+    return folder / f"superb_{split}.json"
+
+
+def test_the_evaluate_outputs_and_a_folder_of_experiments_are_read(tmp_path):
+    """README's route from each task's `-m evaluate` to a score: the stock JSONs, their folders, a submission."""
+    root = tmp_path / "exp" / "superb"
+    ks = _evaluate_json(root / "ks", "speech_commands", "test", 96.27)
+    asr = _evaluate_json(root / "asr", "asr", "test-clean", 9.35)
+    _evaluate_json(root / "asr", "asr", "dev-clean", 8.0)  # a dev result is not scored
+    pr = _evaluate_json(root / "pr", "ctc", "test", 104.2)  # a short run's PER above 100
+    r = _score(str(ks))
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["metrics"] == {"KS": 96.27}
+    r = _score(str(ks), str(asr), str(pr))
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["metrics"] == {"PR": 104.2, "ASR": 9.35, "KS": 96.27}
+    r = _score("exp/superb", cwd=tmp_path)  # the folder of task experiments, as README writes it
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["metrics"] == {"PR": 104.2, "ASR": 9.35, "KS": 96.27}
+    r = _score(str(root / "ks"))  # one task's experiment folder
+    assert r.returncode == 0 and json.loads(r.stdout)["metrics"] == {"KS": 96.27}
+    r = _score(str(root), str(ks))
+    assert r.returncode == 2 and "KS is given twice" in r.stderr
+    (tmp_path / "empty").mkdir()
+    r = _score(str(tmp_path / "empty"))
+    assert r.returncode == 2 and "superb_test.json" in r.stderr and "-m evaluate" in r.stderr
+    # a submission folder and its results.json (the command its generated README gives)
+    sub = tmp_path / "submission"
+    sub.mkdir()
+    (sub / "results.json").write_text(json.dumps({"KS": 96.27, "PR": 104.2}))
+    for arg in (str(sub), str(sub / "results.json")):
+        r = _score(arg)
+        assert r.returncode == 0, r.stderr
+        assert json.loads(r.stdout)["metrics"] == {"PR": 104.2, "KS": 96.27}
+
+
+def test_an_accuracy_below_1_percent_from_the_pipeline_is_taken_as_it_is(tmp_path):
+    """A short run's KS of 0.83 % in superb_test.json (the runner writes percent) is not a fraction: the report
+    and the score take it; the same value typed by hand is refused."""
+    from s3prl_plugins.eval.report import build_report
+
+    ks = _evaluate_json(tmp_path / "exp" / "ks", "speech_commands", "test", 0.83)
+    r = _score(str(ks))
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["metrics"] == {"KS": 0.83}
+    assert _score(str(ks), "--fractions").returncode == 2  # already percent
+    assert build_report({}, {}, superb={"m": str(tmp_path / "exp")}, rtf=False)["m"]["superb"] == {"KS": 0.83}
+    sub = tmp_path / "sub"
+    sub.mkdir()
+    (sub / "results.json").write_text(json.dumps({"KS": 0.83}))
+    assert _score(str(sub / "results.json")).returncode == 2  # no model.json beside it: typed by hand
+    (sub / "model.json").write_text("{}")  # bin/superb_submission's bundle
+    assert _score(str(sub)).returncode == 0

@@ -82,3 +82,52 @@ def test_unknown_and_empty_task_lists_are_refused(tmp_path):
         build_submission(str(tmp_path / "s"), {"wer": str(tmp_path)}, card)
     with pytest.raises(SubmissionError, match="nothing to submit"):
         build_submission(str(tmp_path / "s"), {}, card)
+
+
+def _submit(*args, cwd=None):
+    return subprocess.run([sys.executable, "-m", "s3prl_plugins.bin.superb_submission", "--no-profile", *args],
+                          capture_output=True, text=True, cwd=cwd, timeout=120)
+
+
+def test_the_corpus_is_given_or_counted_never_a_default(tmp_path, experiments):
+    """A mini-corpus model's card must not claim LibriSpeech 960 h: --corpus, or --train-config counts it."""
+    from s3prl_plugins.data.kaldi import DataDir, write_data_dir
+
+    wavs = {f"u{i}": str(tmp_path / f"u{i}.wav") for i in range(3)}
+    write_data_dir(DataDir(wav=wavs, text={u: "A" for u in wavs}, utt2spk={u: "u" for u in wavs},
+                           utt2dur={"u0": 1800.0, "u1": 1800.0, "u2": 900.0}), str(tmp_path / "egs" / "data" / "train"), )
+    (tmp_path / "egs" / "conf").mkdir()
+    (tmp_path / "egs" / "conf" / "star_tiny.yaml").write_text("data:\n  train: data/train\n")
+    common = ["--upstream", "star_hubert_local", "--ks", experiments["ks"]]
+    r = _submit("--out", str(tmp_path / "sub0"), *common)
+    assert r.returncode == 2 and "--corpus" in r.stderr and "--train-config" in r.stderr and not (tmp_path / "sub0").exists()
+    # the config's data dir is relative to egs/ (where the recipe runs); read from the repository root
+    r = _submit("--out", "sub1", "--train-config", "egs/conf/star_tiny.yaml", *common, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    corpus = json.load(open(tmp_path / "sub1" / "model.json"))["pretraining_corpus"]
+    assert corpus == "train (3 utterances, 1.25 h; data dirs of egs/conf/star_tiny.yaml)"
+    assert f"| pre-training corpus | {corpus} |" in (tmp_path / "sub1" / "README.md").read_text()
+    # an exported model.pt without a config: the trainer's checkpoints beside it hold the run's config
+    import torch
+
+    (tmp_path / "egs" / "exp" / "checkpoints").mkdir(parents=True)
+    torch.save({"run_config": {"data": {"train": "data/train"}}}, tmp_path / "egs" / "exp" / "checkpoints" / "step00000010.pt")
+    torch.save({"model_weight": {}}, tmp_path / "egs" / "exp" / "model.pt")
+    r = _submit("--out", "sub2", "--train-config", "egs/exp/model.pt", *common, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert json.load(open(tmp_path / "sub2" / "model.json"))["pretraining_corpus"].startswith("train (3 utterances, 1.25 h")
+    (tmp_path / "egs" / "conf" / "bad.yaml").write_text("data:\n  train: data/nowhere\n")
+    r = _submit("--out", "sub3", "--train-config", "egs/conf/bad.yaml", *common, cwd=tmp_path)
+    assert r.returncode == 2 and "data/nowhere is not here" in r.stderr and "--corpus" in r.stderr
+
+
+def test_what_readme_commands_write_is_ignored_by_git():
+    import shutil
+
+    root = os.path.join(os.path.dirname(__file__), "..")
+    if shutil.which("git") is None or subprocess.run(["git", "rev-parse"], cwd=root, capture_output=True).returncode:
+        pytest.skip("not a git checkout")
+    paths = ["egs/mini/superb/ks/config.yaml", "egs/mini/submission/predict.zip", "superb/pr/config.yaml",
+             "submission/results.json", "egs/mini/exp/superb/ks/superb_test.json"]
+    r = subprocess.run(["git", "check-ignore", "--no-index", *paths], cwd=root, capture_output=True, text=True)
+    assert sorted(r.stdout.split()) == sorted(paths)

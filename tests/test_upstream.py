@@ -145,6 +145,28 @@ def test_url_entry_offline_message(monkeypatch):
         hub.star_hubert_url(ckpt="https://example.invalid/student.pt")
 
 
+def test_url_entry_with_a_local_path_or_a_failed_download_leaves_nothing_in_the_cache(star_ckpt, tmp_path, monkeypatch):
+    import s3prl.hub as hub
+    import s3prl.util.download as dl
+
+    monkeypatch.setattr(dl, "_download_dir", tmp_path / "cache")
+    out = hub.star_hubert_url(ckpt=star_ckpt)([torch.randn(8000)])  # a local file: used as it is
+    assert len(out["hidden_states"]) >= 3
+    with pytest.raises(OfflineError, match="not a URL, and no such file"):
+        hub.star_hubert_url(ckpt=str(tmp_path / "gone.pt"))
+    monkeypatch.setenv("S3PRL_PLUGINS_OFFLINE", "0")
+
+    def refused(*a, **k):
+        raise ConnectionRefusedError(111, "refused (test)")
+
+    monkeypatch.setattr(dl, "_download_url_to_file", refused)
+    monkeypatch.setattr(dl, "_download_url_to_file_requests", refused)
+    with pytest.raises(OfflineError, match="_local entry"):
+        hub.star_hubert_url(ckpt="https://example.invalid/student.pt")
+    left = list((tmp_path / "cache").rglob("*")) if (tmp_path / "cache").exists() else []
+    assert not [p for p in left if p.name.endswith(".lock")], left
+
+
 def test_star_hubert_offline_names_the_published_checkpoint():
     """Offline (the test default), the published entry names the Google Drive id and the local entry."""
     import s3prl.hub as hub

@@ -2,7 +2,8 @@
 # Create (or reuse) the project's virtual environment and print the path of its interpreter.
 #
 # The environment lives outside the working tree, keyed by the hash of requirements.txt, so every
-# clone on a machine shares it and it is rebuilt only when a pin changes:
+# clone on a machine shares it (each running its own code through PYTHONPATH, see below) and it is
+# rebuilt only when a pin changes:
 #   ${S3PRL_PLUGINS_VENV_ROOT:-$HOME/.cache/s3prl-plugins}/venv-<hash>
 # Debian packages the project needs (ffmpeg-less audio via libsndfile, espeak-ng for the mini corpus, libsox)
 # are installed with apt-get when missing.
@@ -54,15 +55,11 @@ if [ ! -f "$venv/.complete" ]; then
   install_pth
   touch "$venv/.complete"
 fi
-# The editable install points at whichever clone ran last: re-point it at this one when it moved.
-# (checked from / so that a clone in the working directory does not hide a stale install)
-if ! (cd / && "$venv/bin/python" - "$here" <<'PY') >/dev/null 2>&1
-import os, sys, s3prl_plugins
-sys.exit(0 if os.path.dirname(os.path.dirname(os.path.abspath(s3prl_plugins.__file__))) == sys.argv[1] else 1)
-PY
-then
-  "$venv/bin/python" -m pip install -q --no-deps -e "$here" >&2
-  install_pth
-fi
+# Several clones share this environment, so it must never decide which clone's code runs: the editable
+# install made at creation (it points at the clone that created the venv) is never re-pointed. Each clone
+# runs its own code by putting itself first on PYTHONPATH -- the Makefile exports PYTHONPATH=$(CURDIR) and
+# the recipes' path.sh the repository root -- and PYTHONPATH comes before the editable finder on sys.path.
+# (Chosen over a venv per clone: 7 GB and ~4 GB of downloads each; over a non-editable install: it would
+# still be one clone's code for all of them.)
 install_pth
 echo "$venv/bin/python"

@@ -17,10 +17,10 @@ subsets="train-clean-100 dev-clean dev-other test-clean test-other"
 download=false
 
 . ./db.sh
-. ./path.sh
 . ./cmd.sh
 . utils/log.sh
 . utils/parse_options.sh
+. ./path.sh    # after the options: --help installs nothing
 
 if [ ${stage} -le 0 ] && [ ${stop_stage} -ge 0 ]; then
   if [ "${download}" = true ]; then

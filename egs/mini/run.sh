@@ -85,7 +85,7 @@ dp_rate=12.5                # target average frame rate of the DP segmentation (
 superb="ks"                 # stage 10 tasks through s3prl's runner: ks sid asr (pr: needs --s3prl-root); "" for none
 superb_model=star_tiny      # the model they run on (any exp/<name>/model.pt of the stages above)
 superb_steps=2000           # updates per task (SUPERB's configs: 200k; the mini corpus is ~0.4 h)
-s3prl_root=""               # a git checkout of s3prl, for PR (its ctc/libriphone corpus code)
+s3prl_root="${S3PRL_ROOT:-}"  # a git checkout of s3prl, for PR (its ctc/libriphone corpus code); default: $S3PRL_ROOT
 asr5k=false                 # stage 10: ESPnet ASR-5k (CTC over BPE) on --superb-model (~10 min; off in make demo)
 asr5k_nbpe=100              # BPE units the mini text holds (LibriSpeech 100 h: 5000)
 asr5k_epochs=15
@@ -94,11 +94,11 @@ compress_probe_steps=""     # stage 12: phone-probe updates per iteration (defau
 compress="heads"            # stage 12 chains (make demo: heads, ~12 min); the full comparison (~50 min, two at a
                             # time on 2 cores): "weight heads heads_l1 ffn kd first_k combined identity conv"
 
-. ./path.sh
 . ./cmd.sh
 . utils/log.sh
 . utils/jobs.sh
 . utils/parse_options.sh
+. ./path.sh    # after the options: --help installs nothing
 
 if [ ${stage} -le 0 ] && [ ${stop_stage} -ge 0 ]; then
   if stage_done corpus; then

@@ -20,6 +20,7 @@ import logging
 import sys
 
 from s3prl_plugins.config import apply_overrides, load_config
+from s3prl_plugins.data.config_paths import check_input_paths
 from s3prl_plugins.compress.pipeline import run_compress
 from s3prl_plugins.compress.structured import PruningError
 from s3prl_plugins.eval.chain_measures import ProfileAndProbes
@@ -46,6 +47,7 @@ def main(argv=None) -> int:
         for path in args.config:
             config = merge(config, load_config(path))
         config = apply_overrides(config, args.set)
+        config = check_input_paths(config, args.config[0], "python -m s3prl_plugins.bin.compress")
         rows = run_compress(config, ProfileAndProbes(config.get("measure")))
     except (PruningError, TrainingError, ValueError, CheckpointError, DiskFullError) as e:
         print(f"error: {e}", file=sys.stderr)

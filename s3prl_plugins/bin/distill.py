@@ -17,6 +17,7 @@ import sys
 
 from s3prl_plugins.bin.pretrain import RESTART_HELP, leave_process_group
 from s3prl_plugins.config import apply_overrides, load_config
+from s3prl_plugins.data.config_paths import check_input_paths
 from s3prl_plugins.models.checkpoint import CheckpointError, DiskFullError
 from s3prl_plugins.models.loading import OfflineError
 from s3prl_plugins.train.distill import run_distill
@@ -33,6 +34,7 @@ def main(argv=None) -> int:
     logging.basicConfig(level=logging.INFO if rank == 0 else logging.WARNING, format=f"%(asctime)s [rank {rank}] %(levelname)s %(name)s: %(message)s")
     try:
         config = apply_overrides(load_config(args.config), args.set)
+        config = check_input_paths(config, args.config, "python -m s3prl_plugins.bin.distill")
         result = run_distill(config, restart=args.restart)
         leave_process_group()
     except (TrainingError, ValueError, CheckpointError, DiskFullError, OfflineError) as e:

@@ -15,6 +15,7 @@ import os
 import sys
 
 from s3prl_plugins.config import apply_overrides, load_config  # noqa: F401 - apply_overrides: re-exported
+from s3prl_plugins.data.config_paths import check_input_paths
 from s3prl_plugins.models.checkpoint import DiskFullError
 from s3prl_plugins.train.pretrain import run_pretrain
 from s3prl_plugins.train.trainer import TrainingError
@@ -45,6 +46,7 @@ def main(argv=None) -> int:
     logging.basicConfig(level=logging.INFO if rank == 0 else logging.WARNING, format=f"%(asctime)s [rank {rank}] %(levelname)s %(name)s: %(message)s")
     try:
         config = apply_overrides(load_config(args.config), args.set)
+        config = check_input_paths(config, args.config, "python -m s3prl_plugins.bin.pretrain")
         result = run_pretrain(config, restart=args.restart)
         leave_process_group()
     except (TrainingError, ValueError, DiskFullError) as e:

@@ -3,7 +3,7 @@
 Usage::
 
     python -m s3prl_plugins.bin.profile star_hubert hubert_base           # presets (random weights)
-    python -m s3prl_plugins.bin.profile exp/star/student.pt --wav-list data/test/wav.scp
+    python -m s3prl_plugins.bin.profile exp/star/model.pt --wav-list data/test/wav.scp
     python -m s3prl_plugins.bin.profile star_hubert --format json
     python -m s3prl_plugins.bin.profile STaRHuBERT.ckpt --model-config STaRHuBERT.yaml   # the published pair
 """

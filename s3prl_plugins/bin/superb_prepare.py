@@ -8,12 +8,14 @@ Usage::
     python -m s3prl_plugins.bin.superb_prepare pr --train data/train --dev data/dev --test data/test --out superb/pr
 
 then ``python -m s3prl_plugins.bin.run_downstream -m train -d <asr|voxceleb1|speech_commands> -c superb/<task>/config.yaml ...``
-(the downstream name is printed; PR's ``ctc`` needs ``--s3prl-root`` -- a git checkout of s3prl). What is written, and the hyper-parameters: :mod:`s3prl_plugins.eval.superb_tasks`.
+(the next command is printed; PR's ``ctc`` needs ``--s3prl-root`` -- a git checkout of s3prl --, filled in
+from ``S3PRL_ROOT`` when it is set). What is written, and the hyper-parameters: :mod:`s3prl_plugins.eval.superb_tasks`.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from s3prl_plugins.data.kaldi import DataDirError
@@ -51,7 +53,14 @@ def main(argv=None) -> int:
     except (TaskDataError, DataDirError, ValueError, OSError) as e:  # ValueError: a malformed --lexicon
         print(f"error: {e}", file=sys.stderr)
         return 2
-    print(f"{config}  (run_downstream -d {DOWNSTREAM[args.task]} -c {config})")
+    root = ""
+    if args.task == "pr":  # s3prl's ctc corpus code is only in a git checkout
+        root = f"--s3prl-root {os.environ.get('S3PRL_ROOT') or 'S3PRL_CHECKOUT'} "
+    print(f"{config}")
+    print(f"next: python -m s3prl_plugins.bin.run_downstream {root}-m train -u UPSTREAM -k CKPT "
+          f"-d {DOWNSTREAM[args.task]} -c {config} -p EXPDIR")
+    if args.task == "pr" and not os.environ.get("S3PRL_ROOT"):
+        print("      (S3PRL_CHECKOUT: a git clone of https://github.com/s3prl/s3prl; PyPI's s3prl lacks ctc/corpus)")
     return 0
 
 

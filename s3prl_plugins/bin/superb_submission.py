@@ -5,6 +5,12 @@ Usage::
     python -m s3prl_plugins.bin.superb_submission --out submission --upstream star_hubert_local \\
         --ckpt exp/star/model.pt --corpus "LibriSpeech 960 h" \\
         --asr exp/superb/asr --ks exp/superb/ks --sid exp/superb/sid --pr exp/superb/pr
+    python -m s3prl_plugins.bin.superb_submission --out submission --upstream star_hubert_local \\
+        --ckpt exp/star/model.pt --train-config conf/star.yaml --ks exp/superb/ks   # corpus counted from data.train
+
+The pre-training corpus is what the form asks: ``--corpus`` says it, or ``--train-config`` (the training
+YAML, or a trainer checkpoint, whose ``run_config`` is read) counts it from the data dirs (names, utterances,
+hours); one of them is required -- there is no default.
 
 Each task option names an experiment folder of ``bin/run_downstream`` (or s3prl's run_downstream) after
 ``-m evaluate`` on its test split. Writes ``<out>/predict.zip``, ``<out>/predict/``, ``<out>/README.md``
@@ -18,7 +24,7 @@ import argparse
 import logging
 import sys
 
-from s3prl_plugins.eval.superb_submission import FILES, SubmissionError, build_submission, model_card
+from s3prl_plugins.eval.superb_submission import FILES, SubmissionError, build_submission, corpus_from_training, model_card
 
 
 def main(argv=None) -> int:
@@ -28,7 +34,9 @@ def main(argv=None) -> int:
     p.add_argument("--ckpt", help="its checkpoint (-k)")
     p.add_argument("--model-config", help="its model config (-g), e.g. a published STaRHuBERT .yaml")
     p.add_argument("--name", help="model name on the leaderboard (default: the upstream)")
-    p.add_argument("--corpus", default="LibriSpeech 960 h", help="pre-training corpus, as the form asks")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--corpus", help="the pre-training corpus, as the form asks (e.g. 'LibriSpeech 960 h')")
+    src.add_argument("--train-config", help="the training YAML (or a trainer checkpoint): the corpus is counted from its data.train")
     p.add_argument("--no-profile", action="store_true", help="skip counting parameters and MACs")
     for task in FILES:
         p.add_argument(f"--{task}", metavar="EXPDIR", help=f"experiment folder of the {task} task")
@@ -48,7 +56,8 @@ def main(argv=None) -> int:
             expert = entry(ckpt=args.ckpt, model_config=args.model_config).eval()
             stride = int(expert.get_downsample_rates("hidden_states"))
             profile = profile_model(expert, args.upstream, rtf_repeats=1, gpu=False).to_dict()
-        card = model_card(args.upstream, args.ckpt, args.corpus, args.name or args.upstream, profile, stride)
+        corpus = args.corpus or corpus_from_training(args.train_config)
+        card = model_card(args.upstream, args.ckpt, corpus, args.name or args.upstream, profile, stride)
         summary = build_submission(args.out, experiments, card)
     except (SubmissionError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)

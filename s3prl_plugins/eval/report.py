@@ -59,23 +59,23 @@ def model_summary(source: str, seconds: float = 10.0, frame_rate_hz: Optional[fl
 
 def superb_metrics(path: str) -> Dict[str, float]:
     """SUPERB metrics of one model: a ``results.json`` (``bin/superb_submission``), one ``superb_<split>.json``,
-    or a folder searched for the test-split ``superb_*.json`` files ``bin/run_downstream -m evaluate`` writes."""
-    if os.path.isfile(path):
-        with open(path, encoding="utf-8") as f:
-            data = json.load(f)
-        return dict(data.get("superb", data))
-    out: Dict[str, float] = {}
-    for f in sorted(glob.glob(os.path.join(path, "**", "superb_*.json"), recursive=True)):
-        with open(f, encoding="utf-8") as fh:
-            res = json.load(fh)
-        if str(res.get("split", "")).startswith("test"):
-            for k, v in res.get("superb", {}).items():
-                if k in out:
-                    raise ValueError(f"{path}: two test results for {k} (one is {f}); point --superb at one experiment per task")
-                out[k] = v
-    if not out:
-        raise ValueError(f"{path}: no superb_test*.json (run `bin/run_downstream -m evaluate` on each task's experiment)")
-    return out
+    or a folder searched for the test-split ``superb_*.json`` files ``bin/run_downstream -m evaluate`` writes
+    (:func:`s3prl_plugins.eval.superb.read_results`, as ``bin/superb_score`` reads them)."""
+    from s3prl_plugins.eval.superb import read_results
+
+    return read_results([path])[0]
+
+
+def _overall_cell(r: Dict[str, object], key: str, fmt: str) -> Optional[str]:
+    """SUPERB Overall / General. of a report row: the score when all tasks were run; otherwise the partial
+    mean with what it averages (``"36.11 (mean of 1/11: KS)"``); None without SUPERB results."""
+    if r.get(f"superb_{key}") is not None:
+        return format(r[f"superb_{key}"], fmt)  # type: ignore[arg-type]
+    if r.get(f"superb_partial_{key}") is None:
+        return None
+    names = list(r.get("superb") or {}) if key == "overall" else list(r.get("superb_tasks") or [])  # type: ignore[call-overload]
+    total = 11 if key == "overall" else 10
+    return f"{format(r[f'superb_partial_{key}'], fmt)} (mean of {len(names)}/{total}: {', '.join(names)})"  # type: ignore[arg-type]
 
 
 def build_report(models: Dict[str, str], probes: Dict[str, str], utt_probes: Optional[Dict[str, Dict[str, str]]] = None,
@@ -110,14 +110,18 @@ def build_report(models: Dict[str, str], probes: Dict[str, str], utt_probes: Opt
             else:
                 entry[f"{task}_acc"] = None
                 logging.warning("no %s probe result at %s", task, path)
-    from s3prl_plugins.eval.superb import superb_scores
+    from s3prl_plugins.eval.superb import read_results, superb_scores
 
     for name, path in (superb or {}).items():
-        metrics = superb_metrics(path)
-        scores = superb_scores(metrics, path)
-        report.setdefault(name, {}).update({"superb": scores.metrics, "superb_overall": scores.overall,
-                                            "superb_generalizability": scores.generalizability,
-                                            "superb_missing": list(scores.missing)})
+        metrics, _, in_units = read_results([path])
+        scores = superb_scores(metrics, path, in_units=in_units)
+        entry = {"superb": scores.metrics, "superb_missing": list(scores.missing), "superb_tasks": list(scores.task_scores)}
+        if scores.complete:  # Overall and General. are defined over all tasks
+            entry.update({"superb_overall": scores.overall, "superb_generalizability": scores.generalizability})
+        else:
+            entry.update({"superb_partial": scores.scope, "superb_partial_overall": scores.overall,
+                          "superb_partial_generalizability": scores.generalizability})
+        report.setdefault(name, {}).update(entry)
     for name, path in (asr5k or {}).items():
         with open(path, encoding="utf-8") as f:
             res = json.load(f)
@@ -152,7 +156,7 @@ def format_report(report: Dict[str, Dict[str, object]]) -> str:
         sup = r.get("superb") or {}
         sups = "".join(f" {sup[k]:>8.2f}" if k in sup else f" {'-':>8}" for k in superb_keys)
         if superb_keys:
-            sups += f" {r['superb_overall']:>8.2f}" if r.get("superb_overall") is not None else f" {'-':>8}"
+            sups += f" {_overall_cell(r, 'overall', '.2f') or '-':>8}"
         rtf_s = (f" {r['rtf_cpu']:>7.4f}" if r.get("rtf_cpu") is not None else f" {'-':>7}") if has_rtf else ""
         asr = (f" {r['asr5k_wer']:>6.1f}%" if r.get("asr5k_wer") is not None else f" {'-':>7}") if has_asr5k else ""
         rows.append(f"{name:<{width}} {params:>12} {macs:>9} {macs_c:>10} {rate:>8}{rtf_s} {pct(r.get('probe_per')):>10}{accs}{sups}{asr}  {r.get('source', '')}")  # type: ignore[arg-type]
@@ -304,14 +308,14 @@ def write_markdown(report: Dict[str, Dict[str, object]], path: str, title: str =
         sup = r.get("superb") or {}
         row += [cell(sup.get(k), ".2f") for k in superb_keys]
         if superb_keys:
-            row += [cell(r.get("superb_overall"), ".2f"), cell(r.get("superb_generalizability"), ".0f")]
+            row += [_overall_cell(r, "overall", ".2f") or "-", _overall_cell(r, "generalizability", ".0f") or "-"]
         if "ASR-5k WER %" in head:
             row += [cell(r.get("asr5k_wer"), ".1f")]
         lines.append("| " + " | ".join(row) + " |")
     lines += ["", "Params without pre-training heads; MACs per second of speech (GMACs-C: without the CNN front-end); "
               "RTF: seconds of compute per second of audio, 10 s utterance, batch 1. Probe: this package's in-process "
-              "probes; SUPERB: s3prl's own runner (`bin/run_downstream`), Overall/General. over the tasks run "
-              "(missing ones are named in report.json); ASR-5k: ESPnet (`bin/espnet_asr`)."]
+              "probes; SUPERB: s3prl's own runner (`bin/run_downstream`), Overall/General. over all 11 metrics / 10 tasks, "
+              "or the partial mean of the tasks named in the cell (missing ones are listed in report.json); ASR-5k: ESPnet (`bin/espnet_asr`)."]
     lines += [""] + [f"- {n}" for n in notes] if notes else []
     base = os.path.dirname(os.path.abspath(path))
     for caption, png in (plots or {}).items():

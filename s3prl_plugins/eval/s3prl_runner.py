@@ -24,6 +24,13 @@ on torch 2.8 and a CPU host, each one tested (``tests/test_superb_runner.py``):
   (KS's loader) needs the Debian package ``libsox3``, which ``tools/setup_env.sh`` installs.
 - **PR's loaders**: ``ctc/data.py`` pops ``num_workers`` from the shared corpus config, so the dev and
   test loaders start 12 workers whatever the config says; the count is put back after each call.
+- **PR needs a git checkout**: ``ctc``'s ``corpus/`` code is not in the PyPI package (a raw
+  ``ModuleNotFoundError`` at the first batch); :func:`resolve_s3prl_root` takes ``--s3prl-root``, else
+  ``S3PRL_ROOT``, else the root stored in the experiment, and :func:`run` refuses ``-d ctc`` up front without
+  one, saying how to get it. Training stores the root (and the upstream) in ``<expdir>/``:data:`RUN_FILE`,
+  so ``-m evaluate -e <expdir>/...`` runs with the same s3prl.
+- **the upstream path**: s3prl stores ``-k`` (and ``-g``) as given, so ``-m evaluate`` from another directory
+  could not find a relative one; :func:`run` makes an existing ``-k`` / ``-g`` path absolute before training.
 - **a checkpoint of another upstream**: ``-e`` restores ``-u/-k`` from the checkpoint; an explicit
   ``-u``/``-k`` that disagrees is refused by name instead of silently ignored, and a featurizer whose
   layer count does not fit the upstream gets an error naming both.
@@ -37,6 +44,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import glob
 import hashlib
 import io
@@ -48,7 +56,7 @@ import re
 import sys
 import tempfile
 import types
-from typing import Dict, Iterator, List, Optional, Sequence
+from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 
 logger = logging.getLogger(__name__)
 
@@ -59,6 +67,12 @@ TASK_METRICS = {
     "speech_commands": ("KS", "acc", 100.0),
     "voxceleb1": ("SID", "acc", 100.0),
 }
+
+
+#: written into each experiment by ``-m train``: the s3prl root and the upstream, read back by ``-m evaluate``
+RUN_FILE = "s3prl_plugins_run.json"
+#: downstreams whose code the PyPI sdist lacks (only an s3prl git checkout has it): name -> file needed
+CHECKOUT_ONLY = {"ctc": os.path.join("downstream", "ctc", "corpus", "libriphone.py")}
 
 
 class RunnerError(RuntimeError):
@@ -299,6 +313,11 @@ def _hooks(argv: Sequence[str], rd_module, runner_cls):
 
             past = torch.load(args.init_ckpt, map_location="cpu", weights_only=True)  # Namespace allow-listed above
             _check_resume(argv, past, args.init_ckpt)
+            ckpt = args.upstream_ckpt
+            if ckpt and not os.path.isabs(ckpt) and not os.path.exists(ckpt) and _given(argv, "-k", "--upstream_ckpt") is None:
+                raise RunnerError(f"{args.init_ckpt} was trained with the relative -k {ckpt} (stored as given by "
+                                  f"older versions), which is not at {os.path.abspath(ckpt)}: run -m evaluate from the "
+                                  "folder training ran in")
         datarc_ = config.get("downstream_expert", {}).get("datarc", {})
         if args.mode == "evaluate" and args.downstream == "asr" and args.evaluate_split not in datarc_:
             splits = [k for k, v in datarc_.items() if isinstance(v, list) and k != "train"]
@@ -352,6 +371,139 @@ def import_s3prl(s3prl_root: Optional[str] = None):
     return s3prl
 
 
+def _package_dir(s3prl_root: Optional[str]) -> Optional[str]:
+    """The ``s3prl`` package folder that :func:`import_s3prl` would import (without importing it)."""
+    if s3prl_root:
+        root = os.path.abspath(s3prl_root)
+        if os.path.isdir(os.path.join(root, "s3prl", "s3prl")):
+            root = os.path.join(root, "s3prl")
+        return os.path.join(root, "s3prl")
+    import importlib.util
+
+    spec = importlib.util.find_spec("s3prl")
+    return os.path.dirname(spec.origin) if spec and spec.origin else None
+
+
+def _expdir_of_past(past: str) -> str:
+    return past if os.path.isdir(past) else os.path.dirname(os.path.abspath(past))
+
+
+def read_run_file(expdir: str) -> dict:
+    """What ``-m train`` stored in ``<expdir>/``:data:`RUN_FILE` (``{}`` for experiments of older versions)."""
+    path = os.path.join(expdir, RUN_FILE)
+    if not os.path.isfile(path):
+        return {}
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except (OSError, json.JSONDecodeError) as e:
+        raise RunnerError(f"{path} cannot be read ({e}); delete it and give --s3prl-root again") from e
+
+
+def resolve_s3prl_root(given: Optional[str], past: Optional[str]) -> Tuple[Optional[str], str]:
+    """The s3prl checkout to run and where it came from: ``--s3prl-root``, ``S3PRL_ROOT``, or the experiment's
+    :data:`RUN_FILE` (for ``-e``); ``(None, "")`` for the installed package."""
+    if given:
+        return given, "--s3prl-root"
+    if os.environ.get("S3PRL_ROOT"):
+        return os.environ["S3PRL_ROOT"], "S3PRL_ROOT"
+    if past is not None:
+        stored = read_run_file(_expdir_of_past(past)).get("s3prl_root")
+        if stored:
+            if not os.path.isdir(stored):
+                raise RunnerError(f"{os.path.join(_expdir_of_past(past), RUN_FILE)}: the experiment was trained with "
+                                  f"--s3prl-root {stored}, which is gone; give --s3prl-root with the checkout's new place")
+            return stored, os.path.join(_expdir_of_past(past), RUN_FILE)
+    return None, ""
+
+
+@functools.lru_cache(maxsize=2)
+def _past_checkpoint(past: str) -> Optional[dict]:
+    """The runner checkpoint ``-e`` names (the newest ``states-*.ckpt`` of a folder), or None when unreadable
+    (read once per process: the split check and the downstream look-up share it; treat it as read-only)."""
+    ckpt = past
+    if os.path.isdir(past):
+        found = sorted(glob.glob(os.path.join(past, "states-*.ckpt")), key=lambda p: int(re.sub(r"\D", "", os.path.basename(p)) or 0))
+        if not found:
+            return None
+        ckpt = found[-1]
+    import torch
+
+    torch.serialization.add_safe_globals([argparse.Namespace])
+    try:
+        return torch.load(ckpt, map_location="cpu", weights_only=True)
+    except Exception:  # noqa: BLE001 - s3prl loads it next and reports what is wrong with it
+        return None
+
+
+def check_split(argv: Sequence[str], past: str) -> None:
+    """``-m evaluate`` of ASR on a split its config does not have (s3prl's default ``-t test``; ASR's is
+    ``test-clean``): refused before s3prl and the upstream load."""
+    if (_given(argv, "-m", "--mode") or "") != "evaluate":
+        return
+    ckpt = _past_checkpoint(past)
+    if not ckpt or getattr(ckpt.get("Args"), "downstream", None) != "asr":
+        return
+    split = _given(argv, "-t", "--evaluate_split") or "test"
+    datarc = ((ckpt.get("Config") or {}).get("downstream_expert") or {}).get("datarc") or {}
+    if datarc and split not in datarc:
+        splits = [k for k, v in datarc.items() if isinstance(v, list) and k != "train"]
+        raise RunnerError(f"-t {split}: the asr config has no such split; its evaluation splits are "
+                          f"{', '.join(splits)} (e.g. -t test-clean)")
+
+
+def _downstream_of(argv: Sequence[str], past: Optional[str]) -> Optional[str]:
+    """``-d``, or for ``-e`` the experiment's downstream (its run file, else the checkpoint's saved arguments)."""
+    given = _given(argv, "-d", "--downstream")
+    if given or past is None:
+        return given
+    stored = read_run_file(_expdir_of_past(past)).get("downstream")
+    if stored:
+        return stored
+    return getattr((_past_checkpoint(past) or {}).get("Args"), "downstream", None)
+
+
+def check_checkout(downstream: Optional[str], s3prl_root: Optional[str], source: str) -> None:
+    """Refuse a downstream whose code only an s3prl git checkout has (PR's ``ctc``), before anything loads."""
+    need = CHECKOUT_ONLY.get(downstream or "")
+    if need is None:
+        return
+    pkg = _package_dir(s3prl_root)
+    if pkg and os.path.isfile(os.path.join(pkg, need)):
+        return
+    fix = ("`git clone https://github.com/s3prl/s3prl ~/s3prl`, then give `--s3prl-root ~/s3prl` (or set "
+           "S3PRL_ROOT=~/s3prl); -m evaluate finds it in the experiment")
+    if s3prl_root:
+        raise RunnerError(f"-d {downstream} (SUPERB PR) needs s3prl/{need}, which {s3prl_root} (from {source}) "
+                          f"does not have: give the root of an s3prl git checkout -- {fix}")
+    raise RunnerError(f"-d {downstream} (SUPERB PR) needs s3prl's {need}, which the installed s3prl package "
+                      f"({pkg}) lacks -- only a git checkout has it: {fix}")
+
+
+def absolute_upstream_ckpt(argv: Sequence[str]) -> List[str]:
+    """``-k``/``--upstream_ckpt`` (and ``-g``/``--upstream_model_config``) made absolute when they name an
+    existing path, so that the experiment's checkpoints (which store them as given) are evaluated from any
+    directory."""
+    out = list(argv)
+    for short, long in (("-k", "--upstream_ckpt"), ("-g", "--upstream_model_config")):
+        for i, a in enumerate(out):
+            if a in (short, long) and i + 1 < len(out) and os.path.exists(out[i + 1]):
+                out[i + 1] = os.path.abspath(out[i + 1])
+            elif a.startswith(long + "=") and os.path.exists(a.split("=", 1)[1]):
+                out[i] = long + "=" + os.path.abspath(a.split("=", 1)[1])
+    return out
+
+
+def _write_run_file(args, s3prl_root: Optional[str]) -> None:
+    path = os.path.join(args.expdir, RUN_FILE)
+    os.makedirs(args.expdir, exist_ok=True)
+    info = {"s3prl_root": os.path.abspath(s3prl_root) if s3prl_root else None, "downstream": args.downstream,
+            "upstream": args.upstream, "upstream_ckpt": args.upstream_ckpt}
+    with open(path + ".tmp", "w", encoding="utf-8") as f:
+        json.dump(info, f, indent=2)
+    os.replace(path + ".tmp", path)
+
+
 def run(argv: Sequence[str], s3prl_root: Optional[str] = None) -> Dict[str, Dict[str, float]]:
     """Run s3prl's ``run_downstream.main()`` with ``argv`` (its own arguments); return the printed metrics.
 
@@ -361,9 +513,20 @@ def run(argv: Sequence[str], s3prl_root: Optional[str] = None) -> Dict[str, Dict
     past = _given(argv, "-e", "--past_exp")
     if past is not None:
         if not (os.path.isfile(past) or glob.glob(os.path.join(past, "states-*.ckpt"))):
+            there = sorted(os.path.basename(p) for p in glob.glob(os.path.join(_expdir_of_past(past), "*.ckpt")))
+            best = (" A *-best.ckpt is written only when the dev metric improves (ASR's dev-clean-best.ckpt: only once "
+                    "a dev WER below 100 is reached)." if past.endswith("-best.ckpt") else "")
+            has = f" The folder has {', '.join(there)}." if there else ""
             raise RunnerError(f"-e {past}: no such checkpoint (give a states-*.ckpt / dev-best.ckpt file, or the "
-                              "experiment folder holding states-*.ckpt)")
+                              f"experiment folder holding states-*.ckpt).{best}{has}")
+        check_split(argv, past)
+    s3prl_root, root_source = resolve_s3prl_root(s3prl_root, past)
+    check_checkout(_downstream_of(argv, past), s3prl_root, root_source)
+    if past is None:
+        argv = absolute_upstream_ckpt(argv)
     s3prl = import_s3prl(s3prl_root)
+    if root_source and root_source != "--s3prl-root":
+        logger.info("s3prl root %s (from %s)", s3prl_root, root_source)
     done = apply_compat()
     import s3prl.run_downstream as rd  # noqa: PLC0415 - after the path and the compat fixes
     from s3prl.downstream.runner import Runner
@@ -379,6 +542,8 @@ def run(argv: Sequence[str], s3prl_root: Optional[str] = None) -> Dict[str, Dict
 
     def init(self, args, config):
         captured["args"] = args
+        if args.mode == "train":
+            _write_run_file(args, s3prl_root)
         stock_init(self, args, config)
 
     old_argv, tee = sys.argv, _Tee(sys.stdout)

@@ -23,7 +23,8 @@ sd          ``scoring/predictions/``      ``predict/sd_public/scoring/prediction
 per line for the ``.ark``/``.txt`` kinds, no utterance twice), copies them, writes ``README.md`` with what
 the submission form asks -- parameters, MACs by the SUPERB@SLT protocol (our profiler: 32 utterances,
 224.86 s, 1-20 s each; also per second of speech), the upstream's stride, the input format, the
-pre-training corpus -- plus ``results.json`` (the SUPERB metrics that ``-m evaluate`` measured, for
+pre-training corpus (given, or counted by :func:`corpus_from_training` from the training config's data
+dirs; never a default) -- plus ``results.json`` (the SUPERB metrics that ``-m evaluate`` measured, for
 ``bin/superb_score``) and ``model.json``, then zips ``predict/`` with :mod:`zipfile`. Everything is built
 in ``<out>.tmp`` and renamed at the end.
 """
@@ -61,6 +62,82 @@ _RESULT_SPLIT = {"asr": "test-clean", "pr": "test", "ks": "test", "sid": "test"}
 
 class SubmissionError(ValueError):
     """A prediction that cannot go into the bundle, named with its file."""
+
+
+def _find_relative(path: str, anchor: str) -> Optional[str]:
+    """``path`` as given (absolute or from the current directory), else relative to ``anchor``'s folder or any
+    folder above it (a config in ``egs/mini/conf/`` names ``data/train`` of ``egs/mini/``)."""
+    if os.path.isabs(path) or os.path.exists(path):
+        return path if os.path.exists(path) else None
+    d = os.path.dirname(os.path.abspath(anchor))
+    while True:
+        if os.path.exists(os.path.join(d, path)):
+            return os.path.join(d, path)
+        if os.path.dirname(d) == d:
+            return None
+        d = os.path.dirname(d)
+
+
+def _training_data(source: str) -> List[str]:
+    """The training data dirs named by a training YAML (``data.train``) or a trainer checkpoint (its ``run_config``);
+    for an exported ``model.pt`` without one, the newest checkpoint in ``checkpoints/`` beside it."""
+    if source.endswith((".yaml", ".yml")):
+        from s3prl_plugins.config import ConfigError, load_config
+
+        try:
+            config = load_config(source)
+        except ConfigError as e:
+            raise SubmissionError(str(e)) from None
+    else:
+        from s3prl_plugins.models.checkpoint import CheckpointError, read_checkpoint
+
+        try:
+            config = read_checkpoint(source).get("run_config")
+            if config is None:
+                folder = os.path.join(os.path.dirname(os.path.abspath(source)), "checkpoints")
+                steps = sorted(glob.glob(os.path.join(folder, "step*.pt")))
+                config = read_checkpoint(steps[-1]).get("run_config") if steps else None
+        except CheckpointError as e:
+            raise SubmissionError(str(e)) from None
+        if config is None:
+            raise SubmissionError(f"--train-config {source}: no training config in it (nor in a checkpoints/ folder beside it); "
+                                  "give the training YAML, or --corpus")
+    train = (config.get("data") or {}).get("train") if isinstance(config, dict) else None
+    if not train:
+        raise SubmissionError(f"--train-config {source}: no data.train in its config; give --corpus")
+    return [train] if isinstance(train, str) else list(train)
+
+
+def corpus_from_training(source: str) -> str:
+    """The pre-training corpus of the form, from the data dirs of a training config: their names, the
+    utterance count and the hours (``utt2dur``, else the audio files' headers), e.g.
+    ``"train (240 utterances, 0.31 h; data dirs of egs/mini/conf/star_tiny.yaml)"``."""
+    import soundfile
+
+    from s3prl_plugins.data.kaldi import DataDirError, read_data_dir
+
+    names, utts, seconds = [], 0, 0.0
+    for train in _training_data(source):
+        path = _find_relative(train, source)
+        if path is None:
+            raise SubmissionError(f"--train-config {source}: its data dir {train} is not here (nor relative to the "
+                                  "config's folders); run from where training ran, or give --corpus")
+        try:
+            d = read_data_dir(path, check_files=False)
+        except DataDirError as e:
+            raise SubmissionError(f"--train-config {source}: {e}") from None
+        for utt in d.utts:
+            if utt in d.utt2dur:
+                seconds += d.utt2dur[utt]
+            else:
+                try:
+                    seconds += soundfile.info(d.wav[utt]).duration
+                except RuntimeError as e:
+                    raise SubmissionError(f"--train-config {source}: cannot read {d.wav[utt]} to count the hours ({e}); "
+                                          "give --corpus") from None
+        names.append(os.path.basename(os.path.normpath(train)))
+        utts += len(d.utts)
+    return f"{' + '.join(names)} ({utts:,} utterances, {seconds / 3600:.2f} h; data dirs of {source})"
 
 
 def check_predictions(path: str, task: str) -> int:

@@ -167,7 +167,8 @@ def read_checkpoint(path: str) -> Dict[str, Any]:
     are loaded as :class:`InertObject` placeholders; any other pickled object is refused by name.
     """
     if not os.path.isfile(path):
-        raise CheckpointError(f"{path}: no such checkpoint file")
+        where = "" if os.path.isabs(path) else f" (looked for {os.path.abspath(path)})"
+        raise CheckpointError(f"{path}: no such checkpoint file{where}")
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - re-raised with the file name and the fix

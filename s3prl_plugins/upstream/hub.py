@@ -24,7 +24,9 @@ the transformer input); see :class:`~s3prl_plugins.upstream.expert.UpstreamExper
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 import types
 from typing import Any, Callable, Dict, Optional
 
@@ -40,6 +42,16 @@ def _expert(family: Optional[str]):
     return entry
 
 
+def _remove_stale_lock(url: str) -> None:
+    """The ``.lock`` s3prl's ``_urls_to_filepaths`` leaves beside a download that failed (no file to guard)."""
+    from s3prl.util.download import _urls_to_filepaths
+
+    with contextlib.suppress(Exception):  # best effort: the download's own error is the one to report
+        target = _urls_to_filepaths(url, download=False)
+        if not os.path.exists(target):
+            os.unlink(target + ".lock")
+
+
 def _url_expert(family: Optional[str]):
     def entry(ckpt: str, model_config: Optional[str] = None, refresh: bool = False, **kwargs: Any):
         from s3prl.util.download import _urls_to_filepaths
@@ -47,13 +59,20 @@ def _url_expert(family: Optional[str]):
         from s3prl_plugins.models.loading import OfflineError
         from s3prl_plugins.upstream.expert import UpstreamExpert
 
-        try:
-            path = _urls_to_filepaths(ckpt, refresh=refresh)
-        except Exception as e:  # noqa: BLE001 - network failure -> one actionable message
-            raise OfflineError(
-                f"cannot download {ckpt} ({type(e).__name__}: {e}); download it elsewhere and use the "
-                "*_local entry with ckpt=PATH"
-            ) from e
+        if "://" not in str(ckpt):  # a local file: nothing to download (s3prl would leave a .lock in its cache)
+            if not os.path.isfile(str(ckpt)):
+                raise OfflineError(f"{ckpt}: not a URL, and no such file; a local checkpoint goes to the *_local entry "
+                                   "(star_hubert_local(ckpt=PATH))")
+            path = str(ckpt)
+        else:
+            try:
+                path = _urls_to_filepaths(ckpt, refresh=refresh)
+            except Exception as e:  # noqa: BLE001 - network failure -> one actionable message
+                _remove_stale_lock(ckpt)
+                raise OfflineError(
+                    f"cannot download {ckpt} ({type(e).__name__}: {e}); download it elsewhere and use the "
+                    "*_local entry with ckpt=PATH"
+                ) from e
         return UpstreamExpert(ckpt=path, model_config=model_config, family=family, **kwargs)
 
     return entry

@@ -27,6 +27,7 @@ checkpoint, a yaml with ``distiller:``) and renamed into place under a file lock
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import zipfile
@@ -125,20 +126,28 @@ def _fetch_one(file_id: str, dest: str, refresh: bool, check) -> None:
     from filelock import FileLock
 
     os.makedirs(os.path.dirname(dest), exist_ok=True)
-    with FileLock(dest + ".lock"):
-        if os.path.isfile(dest) and not refresh:
-            return
-        tmp = f"{dest}.part-{os.getpid()}"
-        try:
-            logger.info("downloading %s -> %s", download_url(file_id), dest)
-            out = gdown.download(id=file_id, output=tmp, quiet=False, use_cookies=False)
-            if out is None or not os.path.isfile(tmp):
-                raise DownloadError(f"gdown could not download {download_url(file_id)}")
-            check(tmp)
-            os.replace(tmp, dest)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
+    lock = dest + ".lock"
+    try:
+        with FileLock(lock):
+            if os.path.isfile(dest) and not refresh:
+                return
+            tmp = f"{dest}.part-{os.getpid()}"
+            try:
+                logger.info("downloading %s -> %s", download_url(file_id), dest)
+                out = gdown.download(id=file_id, output=tmp, quiet=False, use_cookies=False)
+                if out is None or not os.path.isfile(tmp):
+                    raise DownloadError(f"gdown could not download {download_url(file_id)}")
+                check(tmp)
+                os.replace(tmp, dest)
+            finally:
+                if os.path.exists(tmp):
+                    os.unlink(tmp)
+    finally:
+        # no 0-byte lock files left in s3prl's download folder. A process that was waiting on the removed
+        # file and one that creates a new one may then both download: harmless, each writes its own
+        # .part-<pid> and renames it atomically.
+        with contextlib.suppress(OSError):
+            os.unlink(lock)
 
 
 def offline_message(entry: str, reason: str) -> str:

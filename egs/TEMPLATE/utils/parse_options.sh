@@ -28,6 +28,9 @@ while [ $# -gt 0 ]; do
     --config)
       [ $# -ge 2 ] || { echo "$0: --config needs a file" >&2; exit 1; }
       [ -f "$2" ] || { echo "$0: config file $2 not found" >&2; exit 1; }
+      case "$2" in *.yaml|*.yml)
+        echo "$0: --config $2: --config sources a shell file of option defaults (Kaldi's convention), not YAML;" \
+             "see --help for the recipe's YAML options (e.g. --asr-config)" >&2; exit 1;; esac
       # shellcheck disable=SC1090
       . "$2"
       shift 2

@@ -40,14 +40,14 @@ dp_rate=12.5
 sweep_utts=500
 probe_train_utts=1000
 probe_steps=3000
-s3prl_root=""
+s3prl_root="${S3PRL_ROOT:-}"   # an s3prl git checkout, for SUPERB PR (default: $S3PRL_ROOT)
 report_exps=""             # default: every exp/*/probe/result.json
 
 . ./db.sh
-. ./path.sh
 . ./cmd.sh
 . utils/log.sh
 . utils/parse_options.sh
+. ./path.sh    # after the options: --help installs nothing
 
 case "${train_set}" in
   100) subsets="train-clean-100" ;;

@@ -30,13 +30,13 @@ chains="weight heads heads_l1 ffn kd kd2 first_k combined identity conv"
 epochs=""                  # default: 200 (iteration 2 at 20 ms: 100), the paper's
 effective_batch=32
 probe_train_utts=1000
-s3prl_root=""
+s3prl_root="${S3PRL_ROOT:-}"   # an s3prl git checkout, for SUPERB PR (default: $S3PRL_ROOT)
 
 . ./db.sh
-. ./path.sh
 . ./cmd.sh
 . utils/log.sh
 . utils/parse_options.sh
+. ./path.sh    # after the options: --help installs nothing
 
 case "${train_set}" in
   100) subsets="train-clean-100" ;;

@@ -40,13 +40,13 @@ batch_size=12
 effective_batch=48
 probe_train_utts=1000
 probe_steps=3000
-s3prl_root=""
+s3prl_root="${S3PRL_ROOT:-}"   # an s3prl git checkout, for SUPERB PR (default: $S3PRL_ROOT)
 
 . ./db.sh
-. ./path.sh
 . ./cmd.sh
 . utils/log.sh
 . utils/parse_options.sh
+. ./path.sh    # after the options: --help installs nothing
 
 case "${train_set}" in
   100) subsets="train-clean-100"; [ -n "${epochs}" ] || epochs=200 ;;

@@ -15,7 +15,8 @@
 # Every ESPnet stage is ESPnet's own command in a fresh process (logs: WORK/log/<stage>.{cmd,log}).
 #
 # Usage: ./run.sh --ckpt exp/star/model.pt [--upstream star_hubert_local] [--stage N] [--stop-stage M]
-#                 [--config conf/train_asr5k.yaml] [--nbpe 5000] [--ngpu 1] [--work exp/asr5k]
+#                 [--asr-config conf/train_asr5k.yaml] [--nbpe 5000] [--ngpu 1] [--work exp/asr5k]
+#                 [--epochs N] [--train-args "--batch_size 4 ..."]
 #   (set the corpus root in db.sh or export LIBRISPEECH=/path/LibriSpeech)
 set -euo pipefail
 
@@ -23,7 +24,9 @@ stage=0
 stop_stage=6
 upstream=star_hubert_local
 ckpt=""
-config=conf/train_asr5k.yaml
+asr_config=conf/train_asr5k.yaml   # ESPnet's training config (not --config: Kaldi's parse_options.sh sources that as shell)
+epochs=""               # asr_train --max_epoch (default: the config's)
+train_args=""           # more espnet2.bin.asr_train arguments, e.g. "--batch_size 4 --num_workers 0"
 nbpe=5000
 ngpu=1
 work=""                  # default: exp/asr5k_<upstream>
@@ -32,10 +35,11 @@ valid_set=dev-clean
 test_sets="test-clean test-other"
 
 . ./db.sh
-. ./path.sh
 . ./cmd.sh
 . utils/log.sh
 . utils/parse_options.sh
+. ./path.sh    # after the options: --help installs nothing
+targs="${epochs:+--max_epoch ${epochs} }${train_args}"
 
 [ -n "${work}" ] || work=exp/asr5k_${upstream}
 dirs() { for s in "$@"; do printf 'data/%s ' "${s//-/_}"; done; }
@@ -51,7 +55,7 @@ if [ ${stop_stage} -ge 1 ] && [ ${stage} -le 6 ]; then
   first=$(( stage > 1 ? stage : 1 ))
   log "Stages ${first}-${stop_stage}: ESPnet ASR-${nbpe} of ${upstream} (${ckpt}) -> ${work}"
   # shellcheck disable=SC2046
-  ${train_cmd} python -m s3prl_plugins.bin.espnet_asr --config "${config}" --upstream "${upstream}" --ckpt "${ckpt}" \
+  ${train_cmd} python -m s3prl_plugins.bin.espnet_asr --config "${asr_config}" --upstream "${upstream}" --ckpt "${ckpt}" \
     --train $(dirs "${train_set}") --valid $(dirs "${valid_set}") --test $(dirs ${test_sets}) \
-    --nbpe "${nbpe}" --ngpu "${ngpu}" --work "${work}" --stage "${first}" --stop-stage "${stop_stage}"
+    --train-args="${targs}" --nbpe "${nbpe}" --ngpu "${ngpu}" --work "${work}" --stage "${first}" --stop-stage "${stop_stage}"
 fi

@@ -8,6 +8,7 @@
 #         -> WORK/result.json (WER/CER on the mini test set)
 # Usage: ./run.sh [--ckpt ../../../egs/mini/exp/star_tiny/model.pt] [--upstream star_hubert_local]
 #                 [--mini ../../../egs/mini] [--stage N] [--stop-stage M] [--nbpe 100] [--work exp/asr5k]
+#                 [--asr-config conf/train_asr_mini.yaml] [--epochs N] [--train-args "--batch_size 4 ..."]
 set -euo pipefail
 
 stage=1
@@ -15,14 +16,17 @@ stop_stage=6
 mini=../../../egs/mini
 upstream=star_hubert_local
 ckpt=""                 # default: MINI/exp/star_tiny/model.pt
-config=conf/train_asr_mini.yaml
+asr_config=conf/train_asr_mini.yaml   # ESPnet's training config (not --config: Kaldi's parse_options.sh sources that as shell)
+epochs=""               # asr_train --max_epoch (default: the config's)
+train_args=""           # more espnet2.bin.asr_train arguments, e.g. "--batch_size 4 --num_workers 0"
 nbpe=100
 work=""                 # default: exp/asr5k_<upstream>
 
-. ./path.sh
 . ./cmd.sh
 . utils/log.sh
 . utils/parse_options.sh
+. ./path.sh    # after the options: --help installs nothing
+targs="${epochs:+--max_epoch ${epochs} }${train_args}"
 
 [ -n "${ckpt}" ] || ckpt=${mini}/exp/star_tiny/model.pt
 [ -n "${work}" ] || work=exp/asr5k_${upstream}
@@ -32,6 +36,6 @@ done
 [ -f "${ckpt}" ] || { log "no upstream checkpoint ${ckpt}: give --ckpt, or run the mini recipe's stage 6"; exit 1; }
 
 log "Stages ${stage}-${stop_stage}: ESPnet ASR-${nbpe} of ${upstream} (${ckpt}) on ${mini}/data -> ${work}"
-${train_cmd} python -m s3prl_plugins.bin.espnet_asr --config "${config}" --upstream "${upstream}" --ckpt "${ckpt}" \
+${train_cmd} python -m s3prl_plugins.bin.espnet_asr --config "${asr_config}" --upstream "${upstream}" --ckpt "${ckpt}" \
   --train "${mini}/data/train" --valid "${mini}/data/dev" --test "${mini}/data/test" \
-  --nbpe "${nbpe}" --ngpu 0 --work "${work}" --stage "${stage}" --stop-stage "${stop_stage}"
+  --train-args="${targs}" --nbpe "${nbpe}" --ngpu 0 --work "${work}" --stage "${stage}" --stop-stage "${stop_stage}"
