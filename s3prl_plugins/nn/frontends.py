@@ -28,6 +28,26 @@ def gelu(x: Tensor) -> Tensor:
     return torch.ops.aten.gelu_(x)
 
 
+def channel_group_norm(x: Tensor, weight: Tensor, bias: Tensor, eps: float = 1e-5) -> Tensor:
+    """``nn.GroupNorm(C, C)`` (one group per channel: statistics over time) of (batch, C, frames), computed
+    as a layer norm over the frame axis (fused statistics: one kernel reads the activations for the mean
+    and variance of every (utterance, channel) row) and the per-channel affine in one ``addcmul``.
+
+    Equal to ``F.group_norm(x, C, weight, bias, eps)`` (biased variance, ``eps`` inside the root). Under
+    autocast ``group_norm`` would run in float32 -- a float32 copy of HuBERT's largest activations and a
+    float32 output (the first CNN layer is memory-bound); here the statistics are accumulated in float32
+    by the layer-norm kernel while the activations stay in the autocast dtype, which is what the next
+    convolution reads anyway.
+    """
+    device_type = x.device.type
+    if torch.is_autocast_enabled(device_type):
+        dtype = torch.get_autocast_dtype(device_type)
+        with torch.autocast(device_type, enabled=False):
+            return channel_group_norm(x.to(dtype), weight, bias, eps)
+    y = F.layer_norm(x, x.shape[-1:], eps=eps)
+    return torch.addcmul(bias.to(y.dtype)[:, None], y, weight.to(y.dtype)[:, None])
+
+
 def conv_output_lengths(lengths: Tensor, specs: Sequence[ConvSpec]) -> Tensor:
     """Number of frames each CNN layer leaves, for inputs of ``lengths`` samples.
 
@@ -56,8 +76,9 @@ def receptive_field(specs: Sequence[ConvSpec]) -> int:
 
 
 class _ConvBlock(nn.Module):
-    def __init__(self, in_channels: int, spec: ConvSpec, norm: str, bias: bool, dropout: float):
+    def __init__(self, in_channels: int, spec: ConvSpec, norm: str, bias: bool, dropout: float, fast_norm: bool = True):
         super().__init__()
+        self.fast_norm = fast_norm  # group_norm through channel_group_norm (equal; a speed option)
         channels, kernel, stride = spec
         self.conv = nn.Conv1d(in_channels, channels, kernel, stride=stride, bias=bias)
         if norm == "group_norm":
@@ -72,7 +93,10 @@ class _ConvBlock(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         x = self.dropout(self.conv(x))
         if self.norm_kind == "group_norm":
-            x = self.norm(x)
+            if self.fast_norm:
+                x = channel_group_norm(x, self.norm.weight, self.norm.bias, self.norm.eps)
+            else:
+                x = self.norm(x)
         elif self.norm_kind == "layer_norm":
             x = self.norm(x.transpose(1, 2)).transpose(1, 2)
         return gelu(x)
@@ -89,9 +113,10 @@ class ConvFeatureExtractor(nn.Module):
             or ``"none"``.
         bias: whether the convolutions have a bias (fairseq ``conv_bias``).
         dropout: dropout after each convolution (training only).
+        fast_norm: compute the first layer's GroupNorm with :func:`channel_group_norm` (equal, faster).
     """
 
-    def __init__(self, specs: Sequence[ConvSpec], norm: str = "group_norm", bias: bool = False, dropout: float = 0.0):
+    def __init__(self, specs: Sequence[ConvSpec], norm: str = "group_norm", bias: bool = False, dropout: float = 0.0, fast_norm: bool = True):
         super().__init__()
         if norm not in ("group_norm", "layer_norm", "none"):
             raise ValueError(f"conv norm must be group_norm, layer_norm or none, not {norm!r}")
@@ -100,7 +125,7 @@ class ConvFeatureExtractor(nn.Module):
         in_ch = 1
         for i, spec in enumerate(self.specs):
             layer_norm = norm if (norm == "layer_norm" or (norm == "group_norm" and i == 0)) else "none"
-            layers.append(_ConvBlock(in_ch, spec, layer_norm, bias, dropout))
+            layers.append(_ConvBlock(in_ch, spec, layer_norm, bias, dropout, fast_norm))
             in_ch = spec[0]
         self.conv_layers = nn.ModuleList(layers)
         self.output_dim = in_ch
