@@ -252,3 +252,70 @@ def test_set_speed_options_switches_in_place_and_validates():
         model.set_speed_options(fast_attention=True)
     with pytest.raises(ValueError, match="pos_conv_precision"):
         model.set_speed_options(pos_conv_precision="fp16")
+
+
+# --- the log-Mel front-end's batched filterbanks -------------------------------------------------------------
+
+def test_autocast_dtype_is_none_off_autocast_and_on_devices_without_it():
+    from s3prl_plugins.nn.frontends import autocast_dtype
+
+    assert autocast_dtype("cpu") is None and autocast_dtype("meta") is None
+    with torch.autocast(**BF16):
+        assert autocast_dtype("cpu") == torch.bfloat16
+
+
+def test_batch_fbank_equals_kaldi_fbank_per_utterance_in_float64():
+    import torchaudio
+
+    from s3prl_plugins.nn.frontends import LogMelFrontend
+
+    fe = LogMelFrontend(40)
+    wavs, lengths = _wavs()
+    feats = fe.batch_fbank(wavs.double())
+    for i, n in enumerate(lengths.tolist()):
+        ref = torchaudio.compliance.kaldi.fbank(wavs[i : i + 1, :n].double() * 32768.0, num_mel_bins=40, frame_length=25.0,
+                                                frame_shift=10.0, dither=0.0, energy_floor=0.0, sample_frequency=16000.0)
+        torch.testing.assert_close(feats[i, : ref.size(0)], ref, atol=1e-9, rtol=0)
+
+
+@pytest.mark.parametrize("stack", [1, 2])
+@pytest.mark.parametrize("with_lengths", [True, False])
+def test_batched_log_mel_front_end_equals_the_per_utterance_loop(stack, with_lengths):
+    """Normalisation, stacking (an odd last frame paired with itself), zeroed padding and the lengths: as
+    the per-utterance loop gives them, for padded batches of odd and even frame counts."""
+    from s3prl_plugins.nn.frontends import LogMelFrontend
+
+    g = torch.Generator().manual_seed(5)
+    fast, plain = LogMelFrontend(40, stack_frames=stack), LogMelFrontend(40, stack_frames=stack, batched=False)
+    for fe in (fast, plain):
+        fe.set_stats(torch.randn(40, generator=torch.Generator().manual_seed(6)), 1.0 + torch.rand(40, generator=torch.Generator().manual_seed(7)))
+    lengths = torch.tensor([6400, 5000, 3900, 4060]) if with_lengths else None
+    wavs = 0.1 * torch.randn(4, 6400, generator=g)
+    if with_lengths:
+        wavs = wavs * (torch.arange(6400)[None] < lengths[:, None])
+    (xf, nf), (xp, np_) = fast(wavs, lengths), plain(wavs, lengths)
+    assert xf.shape == xp.shape and xf.dtype == xp.dtype
+    torch.testing.assert_close(xf, xp, atol=1e-4, rtol=1e-5)
+    if with_lengths:
+        assert torch.equal(nf, np_)
+    else:
+        assert nf is None and np_ is None
+    # float64 waveforms give float64 features (the per-utterance path computes in float32 as well)
+    assert fast(wavs.double(), lengths)[0].dtype == torch.float64
+
+
+def test_melhubert_batched_fbank_switch_and_bf16():
+    from s3prl_plugins.models.factories import melhubert_config
+
+    torch.manual_seed(0)
+    cfg = melhubert_config(stack_frames=2, embed_dim=32, num_layers=2, num_heads=2, ffn_dim=64, num_clusters=None, pos_conv_kernel=8,
+                           pos_conv_groups=4, dropout=0.0, attention_dropout=0.0)
+    fast, plain = _pair(cfg)
+    assert fast.frontend.batched and not plain.frontend.batched
+    wavs, lengths = _wavs()
+    with torch.no_grad():
+        ref = plain(wavs, lengths)
+        torch.testing.assert_close(fast(wavs, lengths).hidden_states[-1], ref.hidden_states[-1], atol=1e-4, rtol=1e-4)
+        with torch.autocast(**BF16):
+            low = fast(wavs, lengths).hidden_states[-1].float()
+    assert (low - ref.hidden_states[-1]).abs().max() < 0.1 * ref.hidden_states[-1].abs().max()

@@ -14,8 +14,8 @@ from typing import Any, Dict, List, Optional, Tuple
 
 from s3prl_plugins.nn.transformer import POS_CONV_PRECISIONS
 # speed options of SSLModelConfig and their defaults (the fast paths); SPEED_OPTIONS_OFF: the plain forms
-SPEED_OPTIONS: Dict[str, Any] = {"pos_conv_precision": "fp32_forward", "fast_conv_norm": True}
-SPEED_OPTIONS_OFF: Dict[str, Any] = {"pos_conv_precision": "autocast", "fast_conv_norm": False}
+SPEED_OPTIONS: Dict[str, Any] = {"pos_conv_precision": "fp32_forward", "fast_conv_norm": True, "batched_fbank": True}
+SPEED_OPTIONS_OFF: Dict[str, Any] = {"pos_conv_precision": "autocast", "fast_conv_norm": False, "batched_fbank": False}
 
 HUBERT_CONV: List[Tuple[int, int, int]] = [(512, 10, 5)] + [(512, 3, 2)] * 4 + [(512, 2, 2)] * 2
 
@@ -73,6 +73,8 @@ class SSLModelConfig:
             (fused statistics, one read of the activations) plus the per-channel affine -- equal to
             ``nn.GroupNorm(C, C)``; under autocast it stays in the autocast dtype instead of float32
             (memory-bound: half the traffic). A speed option.
+        batched_fbank: the log-Mel front-end computes the batch's filterbanks at once (equal, frame by frame,
+            to Kaldi's per-utterance ``fbank``) instead of one utterance at a time. A speed option.
 
     The speed options (:data:`SPEED_OPTIONS`) are left out of :meth:`to_dict` when at their default,
     so checkpoints and saved configs are what they were before the options existed.
@@ -115,6 +117,7 @@ class SSLModelConfig:
     name: str = ""
     pos_conv_precision: str = "fp32_forward"
     fast_conv_norm: bool = True
+    batched_fbank: bool = True
 
     def __post_init__(self) -> None:
         self.conv_layers = [tuple(int(v) for v in spec) for spec in self.conv_layers]  # type: ignore[misc]

@@ -71,7 +71,7 @@ class SSLModel(nn.Module):
             )
         else:
             self.frontend = LogMelFrontend(
-                config.n_mels, config.frame_length_ms, config.frame_shift_ms, config.stack_frames
+                config.n_mels, config.frame_length_ms, config.frame_shift_ms, config.stack_frames, batched=config.batched_fbank
             )
         dim = config.frontend_dim
         self.feature_layer_norm = nn.LayerNorm(dim) if config.feature_layer_norm else None
@@ -109,7 +109,7 @@ class SSLModel(nn.Module):
         return self.config.downsample_rate
 
     def set_speed_options(self, **options) -> "SSLModel":
-        """Switch speed options (``pos_conv_precision``, ``fast_conv_norm``; see :class:`SSLModelConfig`)
+        """Switch speed options (``pos_conv_precision``, ``fast_conv_norm``, ``batched_fbank``; see :class:`SSLModelConfig`)
         on a built model, in place; the config records them. The weights are untouched. Returns self."""
         unknown = sorted(set(options) - set(SPEED_OPTIONS))
         if unknown:
@@ -120,6 +120,8 @@ class SSLModel(nn.Module):
         if isinstance(self.frontend, ConvFeatureExtractor):
             for layer in self.frontend.conv_layers:
                 layer.fast_norm = bool(config.fast_conv_norm)
+        else:
+            self.frontend.batched = bool(config.batched_fbank)
         self.config = config
         return self
 

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from s3prl_plugins.nn.frontends import gelu
+from s3prl_plugins.nn.frontends import autocast_dtype, gelu
 
 
 POS_CONV_PRECISIONS = ("fp32_forward", "fp32", "autocast")
@@ -63,9 +63,9 @@ def conv1d_fp32_island(conv: nn.Conv1d, x: Tensor, backward_in_low: bool = True)
     (``backward_in_low``, :class:`_Fp32ForwardConv1d`) or in float32. Stride 1, no dilation, zero padding
     (the positional convolution). Without autocast: ``conv(x)``."""
     device_type = x.device.type
-    if not torch.is_autocast_enabled(device_type):
+    low = autocast_dtype(device_type)
+    if low is None:
         return conv(x)
-    low = torch.get_autocast_dtype(device_type)
     with torch.autocast(device_type, enabled=False):
         weight = conv.weight  # weight norm's parametrisation, computed in float32
         padding = int(conv.padding[0])
