@@ -22,6 +22,7 @@ Usage::
 
     python bench/bench_gpu.py --json bench_gpu.json          # on a GPU: the whole table, < 6 min on an H200
     python bench/bench_gpu.py --dry-run                      # tiny models on the CPU: every code path in seconds
+                                                             # (the speed options, CUDA-only otherwise, switched on there)
 """
 
 from __future__ import annotations
@@ -52,6 +53,7 @@ from s3prl_plugins.models.factories import (  # noqa: E402
     star_hubert_config,
 )
 from s3prl_plugins.models.ssl_model import SSLModel  # noqa: E402
+from s3prl_plugins.nn import frontends  # noqa: E402
 from s3prl_plugins.nn.frontends import ConvFeatureExtractor, conv_output_lengths  # noqa: E402
 from s3prl_plugins.tasks.distillation import DistillationTask  # noqa: E402
 from s3prl_plugins.tasks.masked_prediction import MaskedPredictionTask  # noqa: E402
@@ -580,6 +582,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if args.repeats is not None:
         settings.repeats = args.repeats
     device = torch.device(args.device or ("cpu" if args.dry_run or not torch.cuda.is_available() else "cuda"))
+    if args.dry_run:  # the speed options take effect on CUDA only; a dry run on the CPU runs their code too
+        frontends.FAST_PATH_DEVICES.add(device.type)
     if device.type != "cuda" and not args.dry_run:
         log.warning("no GPU: the full sizes on the CPU take hours; use --dry-run to check the code paths")
     res = run(settings, device)

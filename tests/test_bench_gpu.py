@@ -20,7 +20,10 @@ def bench():
     return module
 
 
-def test_dry_run_covers_every_section(bench, tmp_path, capsys):
+def test_dry_run_covers_every_section(bench, tmp_path, capsys, monkeypatch):
+    from s3prl_plugins.nn import frontends
+
+    monkeypatch.setattr(frontends, "FAST_PATH_DEVICES", set(frontends.FAST_PATH_DEVICES))  # the dry run adds the CPU
     out = tmp_path / "bench.json"
     assert bench.main(["--dry-run", "--json", str(out)]) == 0
     res = json.loads(out.read_text())
@@ -44,6 +47,7 @@ def test_dry_run_covers_every_section(bench, tmp_path, capsys):
     assert agree["fp32 ours vs transformers fp32"] < 1e-4
     assert agree["bf16 ours vs transformers fp32"] < 5e-2
     assert {r["model"] for r in res["transformers"]["rows"]} == {"transformers", "ours before", "ours after"}
+    assert frontends.FAST_PATH_DEVICES == {"cuda", "cpu"}  # its fast paths ran on the CPU
     report = capsys.readouterr().out
     for heading in ("bf16 matmul peak", "## updates", "## where the STaR update's time goes (after)", "## inference",
                     "## pruned MelHuBERT-10ms", "## transformers HubertModel"):

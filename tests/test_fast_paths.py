@@ -12,11 +12,20 @@ from s3prl_plugins.models import SSLModel
 from s3prl_plugins.models.checkpoint import load_checkpoint, save_checkpoint
 from s3prl_plugins.models.config import SPEED_OPTIONS, SPEED_OPTIONS_OFF, SSLModelConfig
 from s3prl_plugins.models.factories import PRESETS, hubert_config, star_hubert_config
+from s3prl_plugins.nn import frontends
 from s3prl_plugins.nn.frontends import channel_group_norm
 from s3prl_plugins.nn.transformer import ConvPositionalEmbedding, _Fp32ForwardConv1d, conv1d_fp32_island
 from s3prl_plugins.tasks.distillation import DistillationTask
 
 CONV = [(32, 10, 5), (32, 8, 4), (32, 4, 4), (32, 4, 4)]
+
+
+@pytest.fixture(autouse=True)
+def fast_paths_on_the_cpu(request, monkeypatch):
+    """The speed options take effect on CUDA only (on the CPU the plain forms are faster); here they are
+    switched on for the CPU too, so that their numerics are tested where CI runs."""
+    if "plain_cpu" not in request.function.__name__:
+        monkeypatch.setattr(frontends, "FAST_PATH_DEVICES", {"cuda", "cpu"})
 BF16 = dict(device_type="cpu", dtype=torch.bfloat16)
 
 
@@ -319,3 +328,20 @@ def test_melhubert_batched_fbank_switch_and_bf16():
         with torch.autocast(**BF16):
             low = fast(wavs, lengths).hidden_states[-1].float()
     assert (low - ref.hidden_states[-1]).abs().max() < 0.1 * ref.hidden_states[-1].abs().max()
+
+
+def test_plain_cpu_forms_run_whatever_the_options_say():
+    """By default the CPU runs the plain forms (faster there): options on and off give bit-identical outputs
+    under bf16 autocast, while with the fast paths switched on for the CPU they do not (they ran)."""
+    assert frontends.FAST_PATH_DEVICES == {"cuda"}
+    fast, plain = _pair(_tiny())
+    wavs, lengths = _wavs()
+    with torch.no_grad(), torch.autocast(**BF16):
+        a, b = fast(wavs, lengths).hidden_states[-1], plain(wavs, lengths).hidden_states[-1]
+        assert torch.equal(a, b)
+        frontends.FAST_PATH_DEVICES.add("cpu")
+        try:
+            c = fast(wavs, lengths).hidden_states[-1]
+        finally:
+            frontends.FAST_PATH_DEVICES.discard("cpu")
+    assert not torch.equal(a, c)

@@ -77,7 +77,9 @@ class SSLModelConfig:
             to Kaldi's per-utterance ``fbank``) instead of one utterance at a time. A speed option.
 
     The speed options (:data:`SPEED_OPTIONS`) are left out of :meth:`to_dict` when at their default,
-    so checkpoints and saved configs are what they were before the options existed.
+    so checkpoints and saved configs are what they were before the options existed. They take effect on
+    the devices of :data:`s3prl_plugins.nn.frontends.FAST_PATH_DEVICES` (CUDA: on a CPU the plain forms
+    were faster); elsewhere the plain forms run whatever the options say.
     """
 
     frontend: str = "conv"

@@ -29,6 +29,19 @@ def gelu(x: Tensor) -> Tensor:
     return torch.ops.aten.gelu_(x)
 
 
+# Device types on which the speed options (SSLModelConfig: pos_conv_precision, fast_conv_norm, batched_fbank)
+# take effect. They target the GPU's costs (cuDNN's slow bf16 grouped convolution, float32 copies of
+# memory-bound activations, kernel launches per utterance); on a 2-core CPU they were slower than the plain
+# forms (2026-12, PyTorch 2.8: the fused GroupNorm ~2.6x, the batched filterbanks ~1.5x at 8 x 10 s, the
+# bf16-autocast float32 island ~1.4x), so the CPU -- and the meta device of MAC counting -- runs the plain forms.
+FAST_PATH_DEVICES = {"cuda"}
+
+
+def fast_path_on(x: Tensor) -> bool:
+    """Whether the speed options apply to a tensor on this device (:data:`FAST_PATH_DEVICES`)."""
+    return x.device.type in FAST_PATH_DEVICES
+
+
 def autocast_dtype(device_type: str) -> Optional[torch.dtype]:
     """The dtype autocast computes in on this device type, or None when autocast is off there (or the
     device has no autocast: the meta device of MAC counting)."""
@@ -105,7 +118,7 @@ class _ConvBlock(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         x = self.dropout(self.conv(x))
         if self.norm_kind == "group_norm":
-            if self.fast_norm:
+            if self.fast_norm and fast_path_on(x):
                 x = channel_group_norm(x, self.norm.weight, self.norm.bias, self.norm.eps)
             else:
                 x = self.norm(x)
@@ -125,7 +138,8 @@ class ConvFeatureExtractor(nn.Module):
             or ``"none"``.
         bias: whether the convolutions have a bias (fairseq ``conv_bias``).
         dropout: dropout after each convolution (training only).
-        fast_norm: compute the first layer's GroupNorm with :func:`channel_group_norm` (equal, faster).
+        fast_norm: compute the first layer's GroupNorm with :func:`channel_group_norm` (equal; faster on a
+            GPU, :data:`FAST_PATH_DEVICES` only).
     """
 
     def __init__(self, specs: Sequence[ConvSpec], norm: str = "group_norm", bias: bool = False, dropout: float = 0.0, fast_norm: bool = True):
@@ -181,7 +195,7 @@ class LogMelFrontend(nn.Module):
         sample_rate: input rate in Hz.
         batched: compute the whole batch's filterbanks at once (:meth:`batch_fbank`, equal to
             :meth:`fbank` frame by frame) instead of one utterance at a time (a speed option: the loop
-            launches ~30 small kernels per utterance on a GPU).
+            launches ~30 small kernels per utterance on a GPU; :data:`FAST_PATH_DEVICES` only).
     """
 
     def __init__(
@@ -273,7 +287,7 @@ class LogMelFrontend(nn.Module):
         Returns:
             features (batch, frames, n_mels * stack_frames), zero on padded frames, and (batch,) frames.
         """
-        if self.batched:
+        if self.batched and fast_path_on(waveforms):
             return self._forward_batched(waveforms, lengths)
         batch = waveforms.size(0)
         full = torch.full((batch,), waveforms.size(1), dtype=torch.long, device=waveforms.device)

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from s3prl_plugins.nn.frontends import autocast_dtype, gelu
+from s3prl_plugins.nn.frontends import autocast_dtype, fast_path_on, gelu
 
 
 POS_CONV_PRECISIONS = ("fp32_forward", "fp32", "autocast")
@@ -87,7 +87,8 @@ class ConvPositionalEmbedding(nn.Module):
         groups: 16 in the BASE models.
         precision: under autocast, ``"fp32_forward"`` (float32 forward, backward in the autocast dtype),
             ``"fp32"`` (both in float32) or ``"autocast"`` (the plain form); see
-            :class:`s3prl_plugins.models.SSLModelConfig` ``pos_conv_precision``. A speed option.
+            :class:`s3prl_plugins.models.SSLModelConfig` ``pos_conv_precision``. A speed option, on
+            :data:`s3prl_plugins.nn.frontends.FAST_PATH_DEVICES` only.
     """
 
     def __init__(self, embed_dim: int, kernel_size: int = 128, groups: int = 16, precision: str = "fp32_forward"):
@@ -110,7 +111,7 @@ class ConvPositionalEmbedding(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         """(batch, frames, dim) -> (batch, frames, dim)."""
         x = x.transpose(1, 2)
-        if self._precision == "autocast":
+        if self._precision == "autocast" or not fast_path_on(x):
             x = self.conv(x)
         else:
             x = conv1d_fp32_island(self.conv, x, backward_in_low=self._precision == "fp32_forward")
