@@ -350,7 +350,7 @@ def measure_inference(settings: Settings, device: torch.device, clock: "Clock") 
                     t = median_time(run, device, settings.repeats, settings.warmup)
                     rows.append({"preset": preset, "batch": batch, "dtype": "bf16" if bf16 else "fp32", "variant": variant,
                                  "time_ms": 1e3 * t, "peak_gib": peak_gib(device)})
-        del model
+        model = None  # freed before the next preset is built
         reset_memory(device)
     return rows
 
@@ -455,8 +455,6 @@ def measure_transformers(settings: Settings, device: torch.device, clock: "Clock
 
                 t = median_time(run, device, settings.repeats, settings.warmup)
                 rows.append({"model": who, "batch": batch, "dtype": "bf16" if bf16 else "fp32", "time_ms": 1e3 * t})
-    del hf, ours
-    reset_memory(device)
     return {"max_abs_diff_rel": agree, "rows": rows}
 
 
