@@ -4,7 +4,7 @@ PY = $(shell bash tools/setup_env.sh)
 # This clone's code first, whatever the shared environment's editable install points at (tools/setup_env.sh).
 export PYTHONPATH := $(CURDIR)$(if $(PYTHONPATH),:$(PYTHONPATH))
 
-.PHONY: python demo profile test test-all test-gpu bench
+.PHONY: python demo profile test test-all test-gpu bench bench-gpu
 
 python:            ## print the project's interpreter (creating the environment if needed)
 	@bash tools/setup_env.sh
@@ -27,3 +27,6 @@ test-gpu:          ## the CUDA tests (opt-in; needs a GPU): bf16 attention, loss
 
 bench:             ## CPU inference benchmark: ours vs s3prl's implementations, students vs HuBERT
 	$(PY) bench/bench_inference.py
+
+bench-gpu:         ## the GPU benchmark (issue 23): updates, profiler split, inference, pruned models, transformers side by side, before/after the speed options; < 6 min on an H200; JSON in bench/results/bench_gpu.json
+	mkdir -p bench/results && $(PY) bench/bench_gpu.py --json bench/results/bench_gpu.json

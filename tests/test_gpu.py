@@ -176,3 +176,59 @@ def test_padded_bf16_attention_does_not_materialise_score_matrices():
         with torch.autocast("cuda", dtype=torch.bfloat16):
             low, _, _ = attn(x, pad)
     assert (low.float() - ref).abs().max() < 0.05 * ref.abs().max()
+
+
+def test_speed_options_fast_paths_match_the_plain_forms_on_cuda():
+    """Issue 23's fast paths on the GPU: the positional convolution's float32 island and the fused per-channel
+    GroupNorm give, under bf16 autocast, what the plain forms give (as close to float32 or closer), and a
+    STaR update's gradients agree."""
+    import torch.nn.functional as F
+
+    from s3prl_plugins.models.config import SPEED_OPTIONS, SPEED_OPTIONS_OFF
+    from s3prl_plugins.nn.frontends import channel_group_norm
+
+    x = 0.5 + torch.randn(4, 64, 5000, device="cuda")
+    w, b = torch.rand(64, device="cuda") + 0.5, torch.randn(64, device="cuda")
+    torch.testing.assert_close(channel_group_norm(x, w, b), F.group_norm(x, 64, w, b), atol=1e-4, rtol=1e-4)
+    torch.manual_seed(0)
+    cfg = hubert_config(embed_dim=96, num_layers=2, num_heads=4, ffn_dim=128, with_head=False, conv_layers=CONV,
+                        pos_conv_kernel=32, pos_conv_groups=4, dropout=0.0, attention_dropout=0.0)
+    fast = SSLModel(cfg).cuda().eval()
+    plain = SSLModel(cfg.replace(**SPEED_OPTIONS_OFF)).cuda().eval()
+    plain.load_state_dict(fast.state_dict())
+    wavs = 0.1 * torch.randn(3, 48000, device="cuda")
+    lengths = torch.tensor([48000, 40000, 30000], device="cuda")
+    with torch.no_grad():
+        ref = plain(wavs, lengths).hidden_states
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            out_fast, out_plain = fast(wavs, lengths).hidden_states, plain(wavs, lengths).hidden_states
+    for r, f, p in zip(ref, out_fast, out_plain):
+        err_f, err_p = (f.float() - r).abs().max().item(), (p.float() - r).abs().max().item()
+        assert err_f < 0.1 * r.abs().max().item() and err_f <= 1.5 * err_p + 1e-3, (err_f, err_p)
+    grads = []
+    for options in (SPEED_OPTIONS, SPEED_OPTIONS_OFF):
+        task = _task().cuda()
+        for m in (task.teacher, task.student):
+            m.set_speed_options(**options)
+        task.student.eval()  # no dropout: the two runs see the same computation
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            loss, _ = task({"wavs": wavs, "lengths": lengths})
+        loss.backward()
+        grads.append(torch.cat([p.grad.flatten() for p in task.student.parameters()]))
+    assert F.cosine_similarity(grads[0], grads[1], dim=0) > 0.99
+
+
+def test_bench_gpu_dry_run_on_cuda(tmp_path):
+    """The benchmark's every code path on the GPU (tiny models): the CUDA profiler split, memory, OOM guard."""
+    import importlib.util
+    import json
+    import sys
+
+    spec = importlib.util.spec_from_file_location("bench_gpu", os.path.join(os.path.dirname(__file__), "..", "bench", "bench_gpu.py"))
+    bench = importlib.util.module_from_spec(spec)
+    sys.modules["bench_gpu"] = bench
+    spec.loader.exec_module(bench)
+    assert bench.main(["--dry-run", "--device", "cuda", "--json", str(tmp_path / "b.json")]) == 0
+    res = json.loads((tmp_path / "b.json").read_text())
+    assert res["device"] != "CPU" and all(r["peak_gib"] > 0 for r in res["updates"])
+    assert all(rows for rows in res["profile"].values())

@@ -12,6 +12,11 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Tuple
 
+from s3prl_plugins.nn.transformer import POS_CONV_PRECISIONS
+# speed options of SSLModelConfig and their defaults (the fast paths); SPEED_OPTIONS_OFF: the plain forms
+SPEED_OPTIONS: Dict[str, Any] = {"pos_conv_precision": "fp32_forward", "fast_conv_norm": True, "batched_fbank": True}
+SPEED_OPTIONS_OFF: Dict[str, Any] = {"pos_conv_precision": "autocast", "fast_conv_norm": False, "batched_fbank": False}
+
 HUBERT_CONV: List[Tuple[int, int, int]] = [(512, 10, 5)] + [(512, 3, 2)] * 4 + [(512, 2, 2)] * 2
 
 
@@ -57,6 +62,24 @@ class SSLModelConfig:
             §II-B; the pruned weights are stored as zeros), ``None`` for a dense model. A record: the
             zeros themselves are in the weights.
         name: free-form label (the preset it came from).
+        pos_conv_precision: how the positional convolution runs under autocast (a speed option; the
+            weights and the float32 outputs are the same): ``"fp32_forward"`` (default) computes its
+            forward in float32 -- an fp32 island: cuDNN's bf16 grouped convolution is ~8x slower than its
+            fp32 one (768 ch, kernel 128, 16 groups on an H200) -- and its backward in the autocast
+            dtype (fast in bf16, slow in fp32); ``"fp32"`` forward and backward in float32;
+            ``"autocast"`` whatever autocast picks (the plain form). Without autocast all three are one
+            computation.
+        fast_conv_norm: compute the CNN's per-channel GroupNorm (first layer) as a layer norm over time
+            (fused statistics, one read of the activations) plus the per-channel affine -- equal to
+            ``nn.GroupNorm(C, C)``; under autocast it stays in the autocast dtype instead of float32
+            (memory-bound: half the traffic). A speed option.
+        batched_fbank: the log-Mel front-end computes the batch's filterbanks at once (equal, frame by frame,
+            to Kaldi's per-utterance ``fbank``) instead of one utterance at a time. A speed option.
+
+    The speed options (:data:`SPEED_OPTIONS`) are left out of :meth:`to_dict` when at their default,
+    so checkpoints and saved configs are what they were before the options existed. They take effect on
+    the devices of :data:`s3prl_plugins.nn.frontends.FAST_PATH_DEVICES` (CUDA: on a CPU the plain forms
+    were faster); elsewhere the plain forms run whatever the options say.
     """
 
     frontend: str = "conv"
@@ -94,6 +117,9 @@ class SSLModelConfig:
     head_conv_kernel: int = 21
     weight_density: Optional[float] = None
     name: str = ""
+    pos_conv_precision: str = "fp32_forward"
+    fast_conv_norm: bool = True
+    batched_fbank: bool = True
 
     def __post_init__(self) -> None:
         self.conv_layers = [tuple(int(v) for v in spec) for spec in self.conv_layers]  # type: ignore[misc]
@@ -109,6 +135,8 @@ class SSLModelConfig:
 
     def validate(self) -> None:
         """Raise ``ValueError`` naming the first inconsistent field."""
+        if self.pos_conv_precision not in POS_CONV_PRECISIONS:
+            raise ValueError(f"pos_conv_precision must be one of {list(POS_CONV_PRECISIONS)}, not {self.pos_conv_precision!r}")
         if self.frontend not in ("conv", "logmel"):
             raise ValueError(f"frontend must be 'conv' or 'logmel', not {self.frontend!r}")
         if self.frontend == "conv" and not self.conv_layers:
@@ -197,6 +225,9 @@ class SSLModelConfig:
         for key in ("identity_heads", "conv_heads"):  # none replaced: stored empty, so replace(num_layers=...) works
             if not any(d[key]):
                 d[key] = []
+        for key, default in SPEED_OPTIONS.items():  # at the default: not stored (checkpoints unchanged)
+            if d[key] == default:
+                del d[key]
         return d
 
     @classmethod

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence, Union
 
@@ -9,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from s3prl_plugins.models.config import SSLModelConfig
+from s3prl_plugins.models.config import SPEED_OPTIONS, SSLModelConfig
 from s3prl_plugins.models.heads import build_head
 from s3prl_plugins.nn import ConvFeatureExtractor, Encoder, LogMelFrontend
 from s3prl_plugins.nn.subsampling import Subsampled, Upsampler, build_subsampler
@@ -66,11 +67,11 @@ class SSLModel(nn.Module):
         self.config = config
         if config.frontend == "conv":
             self.frontend: nn.Module = ConvFeatureExtractor(
-                config.conv_layers, config.conv_norm, config.conv_bias, config.conv_dropout
+                config.conv_layers, config.conv_norm, config.conv_bias, config.conv_dropout, config.fast_conv_norm
             )
         else:
             self.frontend = LogMelFrontend(
-                config.n_mels, config.frame_length_ms, config.frame_shift_ms, config.stack_frames
+                config.n_mels, config.frame_length_ms, config.frame_shift_ms, config.stack_frames, batched=config.batched_fbank
             )
         dim = config.frontend_dim
         self.feature_layer_norm = nn.LayerNorm(dim) if config.feature_layer_norm else None
@@ -96,6 +97,7 @@ class SSLModel(nn.Module):
             identity_heads=config.identity_heads,
             conv_heads=config.conv_heads,
             conv_kernel=config.head_conv_kernel,
+            pos_conv_precision=config.pos_conv_precision,
         )
         self.head = build_head(config.embed_dim, config.head) if config.head else None
         spec = config.subsampling or {}
@@ -105,6 +107,23 @@ class SSLModel(nn.Module):
     @property
     def downsample_rate(self) -> int:
         return self.config.downsample_rate
+
+    def set_speed_options(self, **options) -> "SSLModel":
+        """Switch speed options (``pos_conv_precision``, ``fast_conv_norm``, ``batched_fbank``; see :class:`SSLModelConfig`)
+        on a built model, in place; the config records them. The weights are untouched. Returns self."""
+        unknown = sorted(set(options) - set(SPEED_OPTIONS))
+        if unknown:
+            raise ValueError(f"unknown speed option(s) {unknown}; known: {sorted(SPEED_OPTIONS)}")
+        config = dataclasses.replace(self.config, **options)  # validated in __post_init__
+        if self.encoder.pos_conv is not None:
+            self.encoder.pos_conv.precision = config.pos_conv_precision
+        if isinstance(self.frontend, ConvFeatureExtractor):
+            for layer in self.frontend.conv_layers:
+                layer.fast_norm = bool(config.fast_conv_norm)
+        else:
+            self.frontend.batched = bool(config.batched_fbank)
+        self.config = config
+        return self
 
     @property
     def min_samples(self) -> int:

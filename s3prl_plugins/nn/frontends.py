@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from typing import List, Optional, Sequence, Tuple
 
 import torch
@@ -26,6 +27,50 @@ def gelu(x: Tensor) -> Tensor:
     if torch.is_grad_enabled() and x.requires_grad:
         return F.gelu(x)
     return torch.ops.aten.gelu_(x)
+
+
+# Device types on which the speed options (SSLModelConfig: pos_conv_precision, fast_conv_norm, batched_fbank)
+# take effect. They target the GPU's costs (cuDNN's slow bf16 grouped convolution, float32 copies of
+# memory-bound activations, kernel launches per utterance); on a 2-core CPU they were slower than the plain
+# forms (2026-12, PyTorch 2.8: the fused GroupNorm ~2.6x, the batched filterbanks ~1.5x at 8 x 10 s, the
+# bf16-autocast float32 island ~1.4x), so the CPU -- and the meta device of MAC counting -- runs the plain forms.
+FAST_PATH_DEVICES = {"cuda"}
+
+
+def fast_path_on(x: Tensor) -> bool:
+    """Whether the speed options apply to a tensor on this device (:data:`FAST_PATH_DEVICES`)."""
+    return x.device.type in FAST_PATH_DEVICES
+
+
+def autocast_dtype(device_type: str) -> Optional[torch.dtype]:
+    """The dtype autocast computes in on this device type, or None when autocast is off there (or the
+    device has no autocast: the meta device of MAC counting)."""
+    try:
+        if torch.is_autocast_enabled(device_type):
+            return torch.get_autocast_dtype(device_type)
+    except RuntimeError:  # "unknown device type for autocast"
+        pass
+    return None
+
+
+def channel_group_norm(x: Tensor, weight: Tensor, bias: Tensor, eps: float = 1e-5) -> Tensor:
+    """``nn.GroupNorm(C, C)`` (one group per channel: statistics over time) of (batch, C, frames), computed
+    as a layer norm over the frame axis (fused statistics: one kernel reads the activations for the mean
+    and variance of every (utterance, channel) row) and the per-channel affine in one ``addcmul``.
+
+    Equal to ``F.group_norm(x, C, weight, bias, eps)`` (biased variance, ``eps`` inside the root). Under
+    autocast ``group_norm`` would run in float32 -- a float32 copy of HuBERT's largest activations and a
+    float32 output (the first CNN layer is memory-bound); here the statistics are accumulated in float32
+    by the layer-norm kernel while the activations stay in the autocast dtype, which is what the next
+    convolution reads anyway.
+    """
+    device_type = x.device.type
+    dtype = autocast_dtype(device_type)
+    if dtype is not None:
+        with torch.autocast(device_type, enabled=False):
+            return channel_group_norm(x.to(dtype), weight, bias, eps)
+    y = F.layer_norm(x, x.shape[-1:], eps=eps)
+    return torch.addcmul(bias.to(y.dtype)[:, None], y, weight.to(y.dtype)[:, None])
 
 
 def conv_output_lengths(lengths: Tensor, specs: Sequence[ConvSpec]) -> Tensor:
@@ -56,8 +101,9 @@ def receptive_field(specs: Sequence[ConvSpec]) -> int:
 
 
 class _ConvBlock(nn.Module):
-    def __init__(self, in_channels: int, spec: ConvSpec, norm: str, bias: bool, dropout: float):
+    def __init__(self, in_channels: int, spec: ConvSpec, norm: str, bias: bool, dropout: float, fast_norm: bool = True):
         super().__init__()
+        self.fast_norm = fast_norm  # group_norm through channel_group_norm (equal; a speed option)
         channels, kernel, stride = spec
         self.conv = nn.Conv1d(in_channels, channels, kernel, stride=stride, bias=bias)
         if norm == "group_norm":
@@ -72,7 +118,10 @@ class _ConvBlock(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         x = self.dropout(self.conv(x))
         if self.norm_kind == "group_norm":
-            x = self.norm(x)
+            if self.fast_norm and fast_path_on(x):
+                x = channel_group_norm(x, self.norm.weight, self.norm.bias, self.norm.eps)
+            else:
+                x = self.norm(x)
         elif self.norm_kind == "layer_norm":
             x = self.norm(x.transpose(1, 2)).transpose(1, 2)
         return gelu(x)
@@ -89,9 +138,11 @@ class ConvFeatureExtractor(nn.Module):
             or ``"none"``.
         bias: whether the convolutions have a bias (fairseq ``conv_bias``).
         dropout: dropout after each convolution (training only).
+        fast_norm: compute the first layer's GroupNorm with :func:`channel_group_norm` (equal; faster on a
+            GPU, :data:`FAST_PATH_DEVICES` only).
     """
 
-    def __init__(self, specs: Sequence[ConvSpec], norm: str = "group_norm", bias: bool = False, dropout: float = 0.0):
+    def __init__(self, specs: Sequence[ConvSpec], norm: str = "group_norm", bias: bool = False, dropout: float = 0.0, fast_norm: bool = True):
         super().__init__()
         if norm not in ("group_norm", "layer_norm", "none"):
             raise ValueError(f"conv norm must be group_norm, layer_norm or none, not {norm!r}")
@@ -100,7 +151,7 @@ class ConvFeatureExtractor(nn.Module):
         in_ch = 1
         for i, spec in enumerate(self.specs):
             layer_norm = norm if (norm == "layer_norm" or (norm == "group_norm" and i == 0)) else "none"
-            layers.append(_ConvBlock(in_ch, spec, layer_norm, bias, dropout))
+            layers.append(_ConvBlock(in_ch, spec, layer_norm, bias, dropout, fast_norm))
             in_ch = spec[0]
         self.conv_layers = nn.ModuleList(layers)
         self.output_dim = in_ch
@@ -142,6 +193,9 @@ class LogMelFrontend(nn.Module):
         frame_shift_ms: hop (10 ms).
         stack_frames: 1 (10 ms frames) or 2 (20 ms frames).
         sample_rate: input rate in Hz.
+        batched: compute the whole batch's filterbanks at once (:meth:`batch_fbank`, equal to
+            :meth:`fbank` frame by frame) instead of one utterance at a time (a speed option: the loop
+            launches ~30 small kernels per utterance on a GPU; :data:`FAST_PATH_DEVICES` only).
     """
 
     def __init__(
@@ -151,8 +205,11 @@ class LogMelFrontend(nn.Module):
         frame_shift_ms: float = 10.0,
         stack_frames: int = 1,
         sample_rate: int = 16000,
+        batched: bool = True,
     ):
         super().__init__()
+        self.batched = batched
+        self._mel_cache: dict = {}  # (device, dtype) -> (n_fft // 2 + 1, n_mels) filterbank matrix
         if stack_frames < 1:
             raise ValueError(f"stack_frames must be >= 1, got {stack_frames}")
         self.n_mels = n_mels
@@ -196,6 +253,32 @@ class LogMelFrontend(nn.Module):
             sample_frequency=float(self.sample_rate),
         )
 
+    def _mel_matrix(self, device: torch.device, dtype: torch.dtype) -> Tensor:
+        key = (str(device), dtype)
+        if key not in self._mel_cache:
+            import torchaudio  # local: keeps `import s3prl_plugins.nn` light
+
+            n_fft = 1 << (self.window - 1).bit_length()  # Kaldi's round_to_power_of_two
+            banks, _ = torchaudio.compliance.kaldi.get_mel_banks(self.n_mels, n_fft, float(self.sample_rate), 20.0, 0.0, 100.0, -500.0, 1.0)
+            self._mel_cache[key] = F.pad(banks, (0, 1)).T.contiguous().to(device=device, dtype=dtype)  # (n_fft // 2 + 1, n_mels)
+        return self._mel_cache[key]
+
+    def batch_fbank(self, waveforms: Tensor) -> Tensor:
+        """Unnormalised, unstacked log-Mel frames of a batch (batch, samples) -> (batch, frames, n_mels): what
+        :meth:`fbank` computes for every utterance (Kaldi's steps -- snip_edges framing, DC removal,
+        pre-emphasis 0.97, povey window, power spectrum, Mel banks 20 Hz..Nyquist, log floored at float32
+        eps), done for every frame of the batch at once; a frame of utterance ``i`` equals :meth:`fbank`'s
+        wherever it lies within the utterance's valid samples."""
+        frames = (waveforms * 32768.0).unfold(-1, self.window, self.hop)  # (B, M, window)
+        frames = frames - frames.mean(dim=-1, keepdim=True)
+        frames = frames - 0.97 * torch.cat([frames[..., :1], frames[..., :-1]], dim=-1)
+        window = torch.hann_window(self.window, periodic=False, device=frames.device, dtype=frames.dtype).pow(0.85)
+        n_fft = 1 << (self.window - 1).bit_length()
+        spectrum = torch.fft.rfft(F.pad(frames * window, (0, n_fft - self.window))).abs().pow(2.0)
+        mel = torch.matmul(spectrum, self._mel_matrix(frames.device, frames.dtype))
+        eps = torch.tensor(torch.finfo(torch.float).eps, device=mel.device, dtype=mel.dtype)
+        return torch.max(mel, eps).log()
+
     def forward(self, waveforms: Tensor, lengths: Optional[Tensor] = None) -> Tuple[Tensor, Optional[Tensor]]:
         """Args:
             waveforms: (batch, samples), zero-padded.
@@ -204,6 +287,8 @@ class LogMelFrontend(nn.Module):
         Returns:
             features (batch, frames, n_mels * stack_frames), zero on padded frames, and (batch,) frames.
         """
+        if self.batched and fast_path_on(waveforms):
+            return self._forward_batched(waveforms, lengths)
         batch = waveforms.size(0)
         full = torch.full((batch,), waveforms.size(1), dtype=torch.long, device=waveforms.device)
         sample_lengths = full if lengths is None else lengths
@@ -219,4 +304,27 @@ class LogMelFrontend(nn.Module):
             feats.append(f)
         out_lengths = torch.tensor([f.size(0) for f in feats], dtype=torch.long, device=waveforms.device)
         x = torch.nn.utils.rnn.pad_sequence(feats, batch_first=True).to(waveforms.dtype)
+        return x, (None if lengths is None else out_lengths)
+
+    def _forward_batched(self, waveforms: Tensor, lengths: Optional[Tensor]) -> Tuple[Tensor, Optional[Tensor]]:
+        """:meth:`forward` with :meth:`batch_fbank`: one pass over the batch, padded frames zeroed."""
+        batch, samples = waveforms.shape
+        full = torch.full((batch,), samples, dtype=torch.long, device=waveforms.device)
+        sample_lengths = full if lengths is None else lengths.to(waveforms.device)
+        device_type = waveforms.device.type
+        with torch.autocast(device_type, enabled=False) if autocast_dtype(device_type) is not None else contextlib.nullcontext():
+            f = self.batch_fbank(waveforms.float())  # (B, M, n_mels), float32 as the per-utterance path
+            f = (f - self.mean) / self.std
+        frames = (torch.div(sample_lengths - self.window, self.hop, rounding_mode="floor") + 1).clamp(min=0)  # unstacked, per utterance
+        s = self.stack_frames
+        out_lengths = torch.div(frames + s - 1, s, rounding_mode="floor")
+        steps = -(-f.size(1) // s)
+        if s > 1:  # stacked frame j holds frames j*s .. j*s+s-1; past an utterance's end its last frame again
+            idx = torch.arange(steps * s, device=f.device)[None, :].expand(batch, -1)
+            idx = torch.minimum(idx, (frames - 1).clamp(min=0)[:, None])
+            f = torch.gather(f, 1, idx[..., None].expand(-1, -1, f.size(-1))).reshape(batch, steps, s * self.n_mels)
+        keep = torch.arange(steps, device=f.device)[None, :] < out_lengths[:, None]
+        x = f.masked_fill(~keep[..., None], 0.0)
+        width = int(out_lengths.max())
+        x = x[:, :width].to(waveforms.dtype)
         return x, (None if lengths is None else out_lengths)

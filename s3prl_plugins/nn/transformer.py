@@ -17,7 +17,62 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from s3prl_plugins.nn.frontends import gelu
+from s3prl_plugins.nn.frontends import autocast_dtype, fast_path_on, gelu
+
+
+POS_CONV_PRECISIONS = ("fp32_forward", "fp32", "autocast")
+
+
+class _Fp32ForwardConv1d(torch.autograd.Function):
+    """A 1-D convolution whose forward runs in (at least) float32 and whose backward runs in ``low_dtype``
+    on the inputs saved in ``low_dtype`` -- exactly the backward autocast would run. For the grouped
+    positional convolution cuDNN's bf16 forward is ~8x slower than its fp32 one while its bf16 backward
+    is ~8x faster than the fp32 one (H200, 768 ch, kernel 128, 16 groups): this takes the fast half of each.
+    Gradients are returned in the dtype of each input (the float32 weight gets float32 gradients)."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, weight: Tensor, bias: Optional[Tensor], padding: int, groups: int, low_dtype: torch.dtype) -> Tensor:
+        compute = torch.promote_types(torch.promote_types(x.dtype, low_dtype), torch.float32)
+        y = F.conv1d(x.to(compute), weight.to(compute), None if bias is None else bias.to(compute), padding=padding, groups=groups)
+        ctx.save_for_backward(x.to(low_dtype), weight.to(low_dtype))
+        ctx.conf = (padding, groups, x.dtype, weight.dtype, None if bias is None else bias.dtype)
+        return y.to(low_dtype)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        x, weight = ctx.saved_tensors
+        padding, groups, x_dtype, w_dtype, b_dtype = ctx.conf
+        mask = [ctx.needs_input_grad[0], ctx.needs_input_grad[1], b_dtype is not None and ctx.needs_input_grad[2]]
+        gx, gw, gb = torch.ops.aten.convolution_backward(
+            grad.to(x.dtype), x, weight, None if b_dtype is None else [weight.size(0)],
+            [1], [padding], [1], False, [0], groups, mask,
+        )
+        return (
+            gx.to(x_dtype) if mask[0] else None,
+            gw.to(w_dtype) if mask[1] else None,
+            gb.to(b_dtype) if mask[2] else None,
+            None,
+            None,
+            None,
+        )
+
+
+def conv1d_fp32_island(conv: nn.Conv1d, x: Tensor, backward_in_low: bool = True) -> Tensor:
+    """``conv(x)`` under autocast computed as a float32 island: the forward in float32 and the result in
+    the autocast dtype (what ``conv(x)`` returns there); the backward in the autocast dtype
+    (``backward_in_low``, :class:`_Fp32ForwardConv1d`) or in float32. Stride 1, no dilation, zero padding
+    (the positional convolution). Without autocast: ``conv(x)``."""
+    device_type = x.device.type
+    low = autocast_dtype(device_type)
+    if low is None:
+        return conv(x)
+    with torch.autocast(device_type, enabled=False):
+        weight = conv.weight  # weight norm's parametrisation, computed in float32
+        padding = int(conv.padding[0])
+        if backward_in_low:
+            return _Fp32ForwardConv1d.apply(x, weight, conv.bias, padding, conv.groups, low)
+        bias = None if conv.bias is None else conv.bias.float()
+        return F.conv1d(x.float(), weight.float(), bias, padding=padding, groups=conv.groups).to(low)
 
 
 class ConvPositionalEmbedding(nn.Module):
@@ -30,17 +85,36 @@ class ConvPositionalEmbedding(nn.Module):
         embed_dim: model width.
         kernel_size: 128 in the BASE models.
         groups: 16 in the BASE models.
+        precision: under autocast, ``"fp32_forward"`` (float32 forward, backward in the autocast dtype),
+            ``"fp32"`` (both in float32) or ``"autocast"`` (the plain form); see
+            :class:`s3prl_plugins.models.SSLModelConfig` ``pos_conv_precision``. A speed option, on
+            :data:`s3prl_plugins.nn.frontends.FAST_PATH_DEVICES` only.
     """
 
-    def __init__(self, embed_dim: int, kernel_size: int = 128, groups: int = 16):
+    def __init__(self, embed_dim: int, kernel_size: int = 128, groups: int = 16, precision: str = "fp32_forward"):
         super().__init__()
         conv = nn.Conv1d(embed_dim, embed_dim, kernel_size, padding=kernel_size // 2, groups=groups)
         self.conv = nn.utils.parametrizations.weight_norm(conv, name="weight", dim=2)
         self.num_remove = 1 if kernel_size % 2 == 0 else 0
+        self.precision = precision
+
+    @property
+    def precision(self) -> str:
+        return self._precision
+
+    @precision.setter
+    def precision(self, value: str) -> None:
+        if value not in POS_CONV_PRECISIONS:
+            raise ValueError(f"pos_conv precision must be one of {list(POS_CONV_PRECISIONS)}, not {value!r}")
+        self._precision = value
 
     def forward(self, x: Tensor) -> Tensor:
         """(batch, frames, dim) -> (batch, frames, dim)."""
-        x = self.conv(x.transpose(1, 2))
+        x = x.transpose(1, 2)
+        if self._precision == "autocast" or not fast_path_on(x):
+            x = self.conv(x)
+        else:
+            x = conv1d_fp32_island(self.conv, x, backward_in_low=self._precision == "fp32_forward")
         if self.num_remove:
             x = x[..., : -self.num_remove]
         return F.gelu(x).transpose(1, 2)
@@ -382,6 +456,7 @@ class Encoder(nn.Module):
         identity_heads, conv_heads: per layer, heads replaced by the identity / a 1-D convolution
             (:class:`SelfAttention`); None: none.
         conv_kernel: taps of the convolution heads.
+        pos_conv_precision: see :class:`ConvPositionalEmbedding`.
     """
 
     def __init__(
@@ -402,13 +477,14 @@ class Encoder(nn.Module):
         identity_heads: Optional[Sequence[int]] = None,
         conv_heads: Optional[Sequence[int]] = None,
         conv_kernel: int = 21,
+        pos_conv_precision: str = "fp32_forward",
     ):
         super().__init__()
         if len(num_heads) != len(ffn_dims):
             raise ValueError(f"{len(num_heads)} head counts for {len(ffn_dims)} FFN widths")
         identity_heads = list(identity_heads or [0] * len(num_heads))
         conv_heads = list(conv_heads or [0] * len(num_heads))
-        self.pos_conv = ConvPositionalEmbedding(embed_dim, pos_conv_kernel, pos_conv_groups) if pos_conv_kernel else None
+        self.pos_conv = ConvPositionalEmbedding(embed_dim, pos_conv_kernel, pos_conv_groups, pos_conv_precision) if pos_conv_kernel else None
         self.layer_norm = nn.LayerNorm(embed_dim)
         self.dropout = nn.Dropout(dropout)
         self.layer_norm_first = layer_norm_first
