@@ -484,6 +484,7 @@ def _chain_config(root, data, labels, path, steps, name):
     }
 
 
+@pytest.mark.slow
 def test_the_chain_runs_every_method_keeps_weight_zeros_and_resumes(chain_inputs):
     import csv
 

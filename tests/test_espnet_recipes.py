@@ -56,6 +56,7 @@ def tiny_corpus(tmp_path_factory):
     return data
 
 
+@pytest.mark.slow
 def test_espnet_asr_pipeline_in_fresh_espnet_processes(tiny_corpus, tmp_path):
     """dump -> BPE -> collect_stats -> asr_train -> asr_inference -> jiwer, every ESPnet stage its own process:
     the upstream name resolves in each of them only through the start-up registration."""

@@ -28,6 +28,7 @@ def _run(work, *args):
     return subprocess.run(["./run.sh", *args], cwd=work, capture_output=True, text=True, timeout=1800)
 
 
+@pytest.mark.slow
 def test_all_stages(recipe):
     r = _run(recipe, *FAST)
     assert r.returncode == 0, r.stderr[-4000:]
@@ -78,6 +79,7 @@ def test_all_stages(recipe):
     assert len(hub.star_hubert_local(ckpt=str(recipe / "exp" / "star_tiny" / "model.pt")).model.config.num_heads) == 4
 
 
+@pytest.mark.slow  # after test_all_stages
 def test_finished_stages_are_skipped_and_one_stage_reruns(recipe):
     r = _run(recipe, *FAST, "--stop-stage", "5")
     assert r.returncode == 0 and "already" in r.stderr and "pre-training" not in r.stderr

@@ -43,6 +43,7 @@ def test_combine_data_dirs(tmp_path):
         combine_data_dirs([a, a], check_files=False)
 
 
+@pytest.mark.slow
 def test_librispeech_star_recipe_end_to_end(tmp_path):
     corpus = tmp_path / "LibriSpeech"
     words = ["HELLO WORLD", "THE CAT SAT", "A DOG RAN HOME", "GOOD MORNING"]

@@ -199,6 +199,7 @@ TINY = {  # a few steps of each task, small heads: the stock code path, not SUPE
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "task, downstream, upstream, split, key",
     [("ks", "speech_commands", "star_hubert_local", "test", "KS"),
