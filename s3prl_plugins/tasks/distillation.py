@@ -1,6 +1,7 @@
 """Teacher -> student distillation as a trainer task, with pluggable objectives.
 
-Objectives (weights in the config's ``objectives`` mapping; a term with weight 0 or absent is off):
+Objectives (weights in the config's ``objectives`` mapping; a term with weight 0 or absent is off), each a
+class of :mod:`s3prl_plugins.tasks.objectives` that declares what it needs of the two models:
 
 ==============  =================================================================================
 ``layer_wise``  layer-wise TGM loss (STaR, Jang, Kim and Kim 2024 eq. 3-4)
@@ -36,16 +37,10 @@ from typing import Dict, List, Mapping, Optional, Sequence, Tuple, Union
 import torch
 from torch import Tensor, nn
 
-from s3prl_plugins.losses import cif as cif_losses
-from s3prl_plugins.losses import kd
 from s3prl_plugins.losses import star
-from s3prl_plugins.losses.distil import l1_cos_loss
 from s3prl_plugins.models.ssl_model import SSLModel
 from s3prl_plugins.nn.subsampling import fit_segment_ids
-
-OBJECTIVES = ("layer_wise", "intra_layer", "avg_attn", "last_attn", "l1_cos", "cardinality", "segment", "frame", "cluster_kl")
-ATTENTION_OBJECTIVES = ("avg_attn", "last_attn")
-GUIDANCE_OBJECTIVES = ("cardinality", "segment", "frame")
+from s3prl_plugins.tasks.objectives import OBJECTIVES, Views, cluster_logits
 
 
 class DistillationTask(nn.Module):
@@ -95,52 +90,33 @@ class DistillationTask(nn.Module):
                 f"{student.downsample_rate}: every objective matches frame by frame, so the student's "
                 "front-end must have the teacher's total stride"
             )
+        self.objectives = [o for k, o in OBJECTIVES.items() if k in self.weights]
         sub = student.subsampler
         self.subsampler_kind = None if sub is None else sub.kind
-        guidance = [k for k in GUIDANCE_OBJECTIVES if k in self.weights]
-        if guidance and (sub is None or sub.kind != "cif"):
-            raise ValueError(f"objective(s) {guidance} guide a CIF module: the student needs subsampling: {{type: cif}}")
-        if sub is not None and any(k in self.weights for k in ATTENTION_OBJECTIVES):
-            raise ValueError("attention objectives compare frame-by-frame maps: not available with a subsampled student")
         self.upsampled = student.upsampler is not None
-        if self.upsampled and any(k in self.weights for k in ("layer_wise", "intra_layer")):
-            raise ValueError("an upsampler (Fig. 1a) feeds the prediction heads only: use l1_cos, or subsample the targets (no upsample)")
         self.frames_per_segment = float(frames_per_segment or (sub.stride if sub is not None else 1))
         self.detach_teacher_alpha = detach_teacher_alpha
         if student.mask_emb is not None:
             raise ValueError("the student has a mask embedding that distillation never trains: build it without one")
-        t_layers, s_layers = teacher.config.num_layers, student.config.num_layers
-        self.layer_map: List[int] = []
-        if any(k in self.weights for k in ("layer_wise", "intra_layer") + ATTENTION_OBJECTIVES):
-            self.layer_map = star.map_layers(t_layers, s_layers, layer_map)
-        self.head_layers: List[int] = []
-        if "l1_cos" in self.weights:
-            if student.head is None or student.config.head.get("type") != "distil":
-                raise ValueError("objective l1_cos needs a student with a 'distil' prediction head (head: {type: distil, layers: [...]})")
-            self.head_layers = list(student.head.layers)
-            if max(self.head_layers) > t_layers:
-                raise ValueError(f"the student's head predicts teacher layer {max(self.head_layers)}; the teacher has {t_layers}")
-            if student.head.out_dim != teacher.config.embed_dim:
-                raise ValueError(f"the student's head predicts width {student.head.out_dim}; the teacher's is {teacher.config.embed_dim}")
-        elif "cluster_kl" in self.weights:
-            for who, m in (("student", student), ("teacher", teacher)):
-                if m.head is None or m.config.head.get("type") not in ("cluster", "hubert"):
-                    raise ValueError(f"objective cluster_kl needs a {who} with a cluster (or hubert) prediction head")
-            if _num_classes(student) != _num_classes(teacher):
-                raise ValueError(f"the student's head predicts {_num_classes(student)} clusters, the teacher's {_num_classes(teacher)}")
-            if sub is not None:
-                raise ValueError("cluster_kl matches posteriors frame by frame: not available with a subsampled student")
-        elif student.head is not None:
+        for o in self.objectives:
+            o.setup(self, teacher, student)
+        if student.head is not None and not any(o.trains_head for o in self.objectives):
             raise ValueError("the student has a prediction head that no objective trains: build it without one or add l1_cos / cluster_kl")
         if temperature <= 0:
             raise ValueError(f"temperature must be > 0, not {temperature}")
+        self.layer_map: List[int] = []
+        if any(o.maps_layers for o in self.objectives):
+            self.layer_map = star.map_layers(teacher.config.num_layers, student.config.num_layers, layer_map)
         self.temperature = float(temperature)
-        self.teacher_layers_needed = max(self.layer_map + self.head_layers + ([t_layers] if "cluster_kl" in self.weights else []))
-        self.need_attention = any(k in self.weights for k in ATTENTION_OBJECTIVES)
         self.normalize, self.method, self.cos_weight, self.max_mismatch = normalize, method, cos_weight, max_mismatch
         teacher.requires_grad_(False)
         self.teacher = teacher.eval()
         self.student = student
+        self.teacher_states_read = sorted({i for o in self.objectives for i in o.teacher_layers(self)})
+        self.teacher_layers_needed = max(self.teacher_states_read, default=0)
+        self.need_attention = any(o.attention for o in self.objectives)
+        self.need_logits = any(o.logits for o in self.objectives)
+        self.needs_segments = self.subsampler_kind == "segments" or any(o.segments for o in self.objectives)
 
     def train(self, mode: bool = True) -> "DistillationTask":
         super().train(mode)
@@ -148,30 +124,32 @@ class DistillationTask(nn.Module):
         return self
 
     def teacher_outputs(self, wavs: Tensor, lengths: Tensor):
+        """The teacher's hidden states, attention maps and lengths (the layers the objectives read)."""
+        states, attns, lengths, _ = self._teacher(wavs, lengths)
+        return states, attns, lengths
+
+    def _teacher(self, wavs: Tensor, lengths: Tensor):
         with torch.inference_mode():
             out = self.teacher(wavs, lengths, need_attention=self.need_attention, num_layers=max(self.teacher_layers_needed, 1))
-            logits = _logits(self.teacher, out.hidden_states[-1]) if "cluster_kl" in self.weights else None
+            logits = cluster_logits(self.teacher, out.hidden_states[-1]) if self.need_logits else None
         # out of inference mode: these tensors are saved for the student's backward pass
         states = [h.clone() for h in out.hidden_states]
         attns = [a.clone() for a in out.attentions]
-        self._teacher_logits = None if logits is None else logits.clone()
-        return states, attns, out.lengths.clone()
+        return states, attns, out.lengths.clone(), None if logits is None else logits.clone()
 
     def forward(self, batch: Dict[str, Tensor]) -> Tuple[Tensor, Dict[str, Tuple[float, float]]]:
         wavs, lengths = batch["wavs"], batch["lengths"]
         segment_ids = batch.get("labels")
-        needs_segments = self.subsampler_kind == "segments" or any(k in self.weights for k in ("segment", "frame"))
-        if needs_segments and segment_ids is None:
+        if self.needs_segments and segment_ids is None:
             raise ValueError(
                 "this student needs a segmentation (the 'segments' topline, or segment / frame guidance): give "
                 "data.segmentation (s3prl_plugins.bin.segment writes one)"
             )
-        t_states, t_attns, t_lengths = self.teacher_outputs(wavs, lengths)
+        t_states, t_attns, t_lengths, t_logits = self._teacher(wavs, lengths)
         s_out = self.student(
             wavs, lengths, need_attention=self.need_attention, upsample=self.upsampled,
             segment_ids=segment_ids if self.subsampler_kind == "segments" else None,
         )
-        terms: Dict[str, Tensor] = {}
         if segment_ids is not None and s_out.subsampled is not None:
             segment_ids = fit_segment_ids(segment_ids.to(wavs.device), s_out.subsampled.frames)
         if self.subsampler_kind is not None and not self.upsampled:
@@ -180,44 +158,14 @@ class DistillationTask(nn.Module):
             pooled = s_out.subsampled
             if self.detach_teacher_alpha and pooled.alpha is not None:
                 pooled = type(pooled)(pooled.x, pooled.lengths, pooled.alpha.detach(), pooled.frames)
-            needed = set(self.layer_map) | set(self.head_layers)
             t_pooled = {}
-            for i in needed:
+            for i in self.teacher_states_read:
                 t_pooled[i], t_len = sub.pool_like(t_states[i], t_lengths, pooled)
             t_states = [t_pooled.get(i) for i in range(len(t_states))]
             t_lengths = t_len
         frames = torch.minimum(s_out.lengths, t_lengths)
-        kw = dict(normalize=self.normalize, method=self.method, max_mismatch=self.max_mismatch)
-        if self.layer_map:
-            t_sel = [t_states[i] for i in self.layer_map]
-            lw, il = "layer_wise" in self.weights, "intra_layer" in self.weights
-            if lw or il:  # together: the D x D form shares its products between both losses
-                terms.update(star.tgm_losses(t_sel, s_out.hidden_states, frames, layer_wise=lw, intra_layer=il, **kw))
-            if self.need_attention:
-                t_att = [t_attns[i - 1] for i in self.layer_map[1:]]
-                if "avg_attn" in self.weights:
-                    terms["avg_attn"] = star.avg_attention_kl(t_att, s_out.attentions, frames, max_mismatch=self.max_mismatch)
-                if "last_attn" in self.weights:
-                    terms["last_attn"] = star.last_attention_kl(t_att, s_out.attentions, frames, max_mismatch=self.max_mismatch)
-        if "l1_cos" in self.weights:
-            if self.upsampled:  # Fig. 1a / eq. 1: heads on the upsampled output, at the teacher's rate
-                preds = self.student.head(s_out.upsampled)
-                frames = torch.minimum(s_out.frontend_lengths, t_lengths)
-            else:
-                preds = self.student.head(s_out.hidden_states[-1])  # (B, heads, T, D)
-            targets = [t_states[i] for i in self.head_layers]
-            terms["l1_cos"] = l1_cos_loss(targets, list(preds.unbind(1)), frames, self.cos_weight, self.max_mismatch)
-        if "cluster_kl" in self.weights:
-            terms["cluster_kl"] = kd.cluster_kl(self._teacher_logits, _logits(self.student, s_out.hidden_states[-1]), frames, self.temperature)
-            self._teacher_logits = None
-        if self.subsampler_kind == "cif":
-            alpha, n = s_out.subsampled.alpha, s_out.frontend_lengths
-            if "cardinality" in self.weights:
-                terms["cardinality"] = cif_losses.cardinality_loss(alpha, n, self.frames_per_segment)
-            if "segment" in self.weights:
-                terms["segment"] = cif_losses.segment_loss(alpha, segment_ids, n)
-            if "frame" in self.weights:
-                terms["frame"] = cif_losses.frame_loss(alpha, segment_ids, n)
+        views = Views(self, s_out, t_states, t_attns, t_lengths, frames, segment_ids, t_logits)
+        terms: Dict[str, Tensor] = {o.name: o.term(views) for o in self.objectives}
         loss = sum(self.weights[k] * v for k, v in terms.items())
         batch_size = float(wavs.size(0))
         logs = {k: (float(v.detach()) * batch_size, batch_size) for k, v in terms.items()}
@@ -226,17 +174,6 @@ class DistillationTask(nn.Module):
             frames_in = float(s_out.frontend_lengths.sum())
             logs["frame_rate_hz"] = (float(s_out.lengths.sum()) * 16000.0 / self.student.downsample_rate, max(frames_in, 1.0))
         return loss, logs
-
-
-def _num_classes(model: SSLModel) -> int:
-    head = model.config.head
-    return int(head["num_classes"][0] if isinstance(head.get("num_classes"), (list, tuple)) else head.get("num_classes", 512 if head["type"] == "cluster" else 504))
-
-
-def _logits(model: SSLModel, last: Tensor) -> Tensor:
-    """The cluster logits of a model's last layer (eq. 2 / 8; a HuBERT head's first codebook)."""
-    logits = model.head(last)
-    return logits[0] if isinstance(logits, list) else logits
 
 
 def student_without_head(task: DistillationTask) -> Optional[SSLModel]:
