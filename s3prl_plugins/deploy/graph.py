@@ -82,7 +82,12 @@ def quantize_int8(src: str, out: str, per_channel: bool = True) -> str:
     meta = {p.key: p.value for p in proto.metadata_props}
     exclude = [n.name for n in proto.graph.node if n.op_type in QUANTIZED_OPS and n.name not in set(nodes)]
     tmp = atomic_target(out)
+    root = logging.getLogger()
+    level = root.level
     try:
+        # the quantiser logs one INFO line per activation and advises shape pre-processing (for static
+        # quantisation) on the root logger; neither says anything about this graph
+        root.setLevel(max(level, logging.ERROR))
         quantize_dynamic(
             src,
             tmp,
@@ -92,6 +97,7 @@ def quantize_int8(src: str, out: str, per_channel: bool = True) -> str:
             weight_type=QuantType.QInt8,
             extra_options={"MatMulConstBOnly": True},
         )
+        root.setLevel(level)
         q = onnx.load(tmp)
         meta.update({"s3prl_plugins.int8": "per_channel" if per_channel else "per_tensor"})
         set_metadata(q, meta)
@@ -99,6 +105,7 @@ def quantize_int8(src: str, out: str, per_channel: bool = True) -> str:
         onnx.save(q, tmp)
         os.replace(tmp, out)
     finally:
+        root.setLevel(level)
         if os.path.exists(tmp):
             os.remove(tmp)
     logger.info("int8: %d matrix multiplications quantised; %s (%.1f MB, float32 %.1f MB)", len(nodes), out,
