@@ -269,3 +269,17 @@ def test_onnx_local_refuses_a_foreign_graph(tmp_path):
     torch.onnx.export(lin, (torch.randn(1, 4),), str(tmp_path / "lin.onnx"), input_names=["x"], dynamo=False)
     with pytest.raises(ValueError, match="export the model with it first"):
         OnnxUpstreamExpert(ckpt=str(tmp_path / "lin.onnx"))
+
+
+def test_probe_features_from_an_exported_graph(exported, tmp_path):
+    """The probes take an .onnx file as --features: the same features as the checkpoint it came from."""
+    from s3prl_plugins.eval.phone_ctc import FeatureExtractor
+
+    model, path = exported["melhubert"]
+    ckpt = str(tmp_path / "mel.pt")
+    save_checkpoint(ckpt, model)
+    wav = torch.randn(7001) * 0.1
+    a, b = FeatureExtractor(path), FeatureExtractor(ckpt)
+    fa, fb = a(wav), b(wav)
+    assert a.frame_shift == b.frame_shift == 0.02 and fa.shape == fb.shape
+    assert float((fa - fb).abs().max() / fb.abs().max()) < 1e-4
