@@ -43,10 +43,13 @@ def _config(family: str) -> SSLModelConfig:
     if family == "wav2vec2_large_like":  # layer-norm CNN, normalised waveform, pre-LN
         return SSLModelConfig(conv_layers=CONV, conv_norm="layer_norm", conv_bias=True, normalize_waveform=True,
                               num_layers=2, num_heads=[4, 4], head_dim=8, ffn_dims=[64, 64], layer_norm_first=True, **TINY)
+    if family == "wavlm":  # gated relative position bias
+        return SSLModelConfig(conv_layers=CONV, num_layers=2, num_heads=[4, 4], head_dim=8, ffn_dims=[64, 64],
+                              gated_relative_position=True, num_buckets=16, max_distance=40, **TINY)
     raise KeyError(family)
 
 
-FAMILIES = ["hubert", "star", "pruned", "cif", "avg", "melhubert", "wav2vec2_large_like"]
+FAMILIES = ["hubert", "star", "pruned", "cif", "avg", "melhubert", "wav2vec2_large_like", "wavlm"]
 
 
 def _model(family):
@@ -202,6 +205,7 @@ def test_hf_folder_loads_in_transformers_with_equal_states(tmp_path, family):
 
 @pytest.mark.parametrize("family, reason", [
     ("pruned", "per-layer heads"), ("pruned", "identity"), ("cif", "subsampling"), ("melhubert", "log-Mel"),
+    ("wavlm", "relative position"),
 ])
 def test_hf_refusals_say_why(tmp_path, family, reason):
     from s3prl_plugins.deploy.hf import to_hf
