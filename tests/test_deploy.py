@@ -239,7 +239,7 @@ def test_cli_writes_int8_and_refuses_bad_requests(tmp_path, capsys):
 def test_onnx_local_through_s3prl_in_a_fresh_interpreter(exported):
     """s3prl's own entry points (s3prl.hub, S3PRLUpstream) run the exported graph, registered automatically."""
     model, path = exported["star"]
-    wavs, x, lengths = _batch((16000, 9000))
+    wavs = _batch((16000, 9000))[0]
     ref, frames = _torch_reference(model, wavs)
     code = (
         "import sys, torch, numpy as np\n"

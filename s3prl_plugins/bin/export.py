@@ -42,7 +42,6 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     from s3prl_plugins.deploy.graph import quantize_int8
-    from s3prl_plugins.deploy.graph_model import ExportError
     from s3prl_plugins.deploy.hf import to_hf
     from s3prl_plugins.deploy.onnx import to_onnx
 

@@ -197,8 +197,7 @@ class ExportableModel(nn.Module):
         x, _ = model.project(x, n)
         states = self.encoder(x, n)
         if frame_segment is not None:
-            L, B, _, D = states.shape
-            index = frame_segment[None, :, :, None].expand(L, -1, -1, D)
+            index = frame_segment[None, :, :, None].expand(states.size(0), -1, -1, states.size(3))
             states = torch.gather(states, 2, index)
             n = frontend_lengths
         return states, n

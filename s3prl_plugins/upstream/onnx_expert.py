@@ -16,8 +16,8 @@ from typing import Any, Dict, List, Optional
 import torch
 from torch import Tensor, nn
 
-from s3prl_plugins.upstream.expert import HIDDEN_STATES, check_waveforms, read_expert_options
 from s3prl_plugins.models.ssl_model import pad_waveforms
+from s3prl_plugins.upstream.expert import HIDDEN_STATES, check_waveforms, read_expert_options
 
 logger = logging.getLogger(__name__)
 
