@@ -80,6 +80,10 @@ def to_onnx(model: SSLModel, out: str, output_rate: str = "auto", metadata: Opti
         with torch.no_grad(), warnings.catch_warnings():
             warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
             warnings.filterwarnings("ignore", message=".*legacy TorchScript-based ONNX export.*")
+            # torch 2.8's notices about its own exporter (deprecated in favour of dynamo, which needs onnxscript)
+            # and a slice its constant folder leaves unfolded: nothing about this graph
+            warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"torch\.onnx")
+            warnings.filterwarnings("ignore", message=".*Only steps=1 can be constant folded.*")
             try:
                 torch.onnx.export(
                     wrapper,
