@@ -71,7 +71,8 @@ class FeatureExtractor:
     ``source`` is ``fbank`` (40 Kaldi log-Mel bins, 10 ms; normalised per utterance when ``cmvn``,
     which utterance-level probes turn off: it would erase the speaker's spectral mean) or anything
     :func:`load_pretrained` loads (all hidden states, at the encoder's rate: a subsampled model's
-    subsampled states, as Meng et al. 2022 evaluate them).
+    subsampled states, as Meng et al. 2022 evaluate them), or an exported ``.onnx`` graph
+    (:mod:`s3prl_plugins.deploy`, float32 or int8, run by onnxruntime: the probe of what is deployed).
 
     ``pool`` subsamples the features afterwards (Meng et al. 2022 Table 1): ``"avg:F"`` averages and
     ``"cat:F"`` concatenates every F frames. ``segmentation`` (``{utt: end frames}``) is what a
@@ -82,11 +83,19 @@ class FeatureExtractor:
         self.source = source
         self.cmvn = cmvn
         self.model = None
-        if source != "fbank":
+        self.onnx = None
+        if str(source).endswith(".onnx"):
+            from s3prl_plugins.upstream.onnx_expert import OnnxUpstreamExpert
+
+            self.onnx = OnnxUpstreamExpert(ckpt=str(source))
+        elif source != "fbank":
             from s3prl_plugins.models.loading import load_pretrained
 
             self.model = load_pretrained(source)
-        self.frame_shift = 0.01 if self.model is None else (self.model.config.encoder_downsample_rate or self.model.downsample_rate) / 16000
+        if self.onnx is not None:
+            self.frame_shift = self.onnx.downsample_rate / 16000
+        else:
+            self.frame_shift = 0.01 if self.model is None else (self.model.config.encoder_downsample_rate or self.model.downsample_rate) / 16000
         self.pool = None
         if pool:
             kind, _, n = str(pool).partition(":")
@@ -105,7 +114,7 @@ class FeatureExtractor:
     def name(self) -> str:
         """A short label for progress bars and logs: ``log-Mel``, or the checkpoint's experiment
         folder (``exp/star_tiny/model.pt`` -> ``star_tiny``) or file name."""
-        if self.model is None:
+        if self.model is None and self.onnx is None:
             return "log-Mel"
         src = str(self.source).rstrip("/")
         base = os.path.basename(src)
@@ -121,7 +130,9 @@ class FeatureExtractor:
 
     @torch.no_grad()
     def __call__(self, wav: Tensor, utt: Optional[str] = None) -> Tensor:
-        if self.model is None:
+        if self.onnx is not None:
+            feats = torch.stack([h[0] for h in self.onnx([wav])["hidden_states"]])
+        elif self.model is None:
             import torchaudio
 
             f = torchaudio.compliance.kaldi.fbank(wav[None] * 32768, num_mel_bins=40, dither=0.0, energy_floor=0.0)

@@ -166,18 +166,20 @@ class UpstreamExpert(nn.Module):
         return result
 
 
-def read_expert_options(path: str) -> Tuple[Dict[str, Any], Optional[str]]:
-    """``(expert options, path if it is a published STaRHuBERT .yaml else None)`` of a ``-g`` file."""
+def read_expert_options(path: str, known: Optional[set] = None) -> Tuple[Dict[str, Any], Optional[str]]:
+    """``(expert options, path if it is a published STaRHuBERT .yaml else None)`` of a ``-g`` file;
+    ``known``: the options the expert takes (default :data:`EXPERT_OPTIONS`)."""
+    known = EXPERT_OPTIONS if known is None else known
     from s3prl_plugins.models.convert.star_lightning import read_yaml
 
     doc = read_yaml(path) or {}
     if not isinstance(doc, dict):
         raise ValueError(f"{path}: expected a YAML mapping of expert options, got {type(doc).__name__}")
     if "distiller" in doc:  # the published architecture yaml; its other sections are training settings
-        return {k: v for k, v in doc.items() if k in EXPERT_OPTIONS}, path
-    unknown = set(doc) - EXPERT_OPTIONS
+        return {k: v for k, v in doc.items() if k in known}, path
+    unknown = set(doc) - known
     if unknown:
-        raise ValueError(f"{path}: unknown expert options {sorted(unknown)} (known: {sorted(EXPERT_OPTIONS)})")
+        raise ValueError(f"{path}: unknown expert options {sorted(unknown)} (known: {sorted(known)})")
     return doc, None
 
 

@@ -16,6 +16,8 @@ melhubert_local            a MelHuBERT checkpoint of ours (log-Mel front-end)
 melhubert_pruned_local     a compressed MelHuBERT (s3prl_plugins.compress: pruned heads / FFN
                            units / layers, replaced heads, weight zeros -- the shape lives in
                            its config; waveform models compressed alike load with star_hubert_local)
+onnx_local                 an exported ONNX graph (python -m s3prl_plugins.bin.export, float32
+                           or int8) run by onnxruntime: what is deployed, measured by s3prl
 =========================  ===============================================================
 
 Every entry takes ``hidden_states="layers"`` for the STaR authors' layout (the layer outputs without
@@ -91,6 +93,13 @@ def _published(entry: str):
     return fn
 
 
+def onnx_local(ckpt: Optional[str] = None, model_config: Optional[str] = None, refresh: bool = False, **kwargs: Any):
+    """An exported ONNX graph (float32 or int8) run by onnxruntime."""
+    from s3prl_plugins.upstream.onnx_expert import OnnxUpstreamExpert
+
+    return OnnxUpstreamExpert(ckpt=ckpt, model_config=model_config, **kwargs)
+
+
 def star_hubert_xs(*args: Any, **kwargs: Any):
     """STaRHuBERT-XS: the published links are those of -S, so this explains instead of guessing."""
     from s3prl_plugins.models.loading import OfflineError
@@ -119,6 +128,7 @@ ENTRIES: Dict[str, Callable] = {
     "melhubert_pruned_local": _named(
         _expert("melhubert"), "melhubert_pruned_local", "pruned MelHuBERT from a local checkpoint"
     ),
+    "onnx_local": onnx_local,
 }
 
 

@@ -1,0 +1,158 @@
+"""``--format hf``: a folder that Hugging Face ``transformers`` loads with ``HubertModel.from_pretrained``.
+
+transformers' HuBERT has one head count and one FFN width for every layer, a waveform CNN, a feature
+projection and a positional convolution: HuBERT, DistilHuBERT, STaRHuBERT and their uniform prunings
+(fewer layers, the same heads and FFN units removed from every layer) fit; per-layer head counts or FFN
+widths, heads replaced by the identity or a convolution, sequence subsampling (CIF or fixed), the
+log-Mel front-end, WavLM's relative position bias and a CNN without normalisation do not, and are
+refused with the reason. The folder holds ``config.json``, ``model.safetensors`` and
+``preprocessor_config.json`` (a ``Wav2Vec2FeatureExtractor`` whose ``do_normalize`` is the model's
+waveform normalisation -- with variance epsilon 1e-7 where fairseq's ``F.layer_norm`` uses 1e-5, a
+relative difference of ~1e-4 on quiet audio). The mapping is explicit (our key -> transformers key, :data:`TO_HF`), the
+inverse of :data:`s3prl_plugins.models.convert.keymap.HF_RULES`, and loaded strictly.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import shutil
+import tempfile
+from typing import Dict, List
+
+import torch
+
+from s3prl_plugins.deploy.graph_model import ExportError
+from s3prl_plugins.models.ssl_model import SSLModel
+
+logger = logging.getLogger(__name__)
+
+TO_HF: Dict[str, str] = {
+    r"frontend\.conv_layers\.(\d+)\.conv\.(weight|bias)": r"feature_extractor.conv_layers.\1.conv.\2",
+    r"frontend\.conv_layers\.(\d+)\.norm\.(weight|bias)": r"feature_extractor.conv_layers.\1.layer_norm.\2",
+    r"feature_layer_norm\.(weight|bias)": r"feature_projection.layer_norm.\1",
+    r"feature_projection\.(weight|bias)": r"feature_projection.projection.\1",
+    r"encoder\.pos_conv\.conv\.bias": "encoder.pos_conv_embed.conv.bias",
+    r"encoder\.pos_conv\.conv\.parametrizations\.weight\.original(0|1)": r"encoder.pos_conv_embed.conv.parametrizations.weight.original\1",
+    r"encoder\.layer_norm\.(weight|bias)": r"encoder.layer_norm.\1",
+    r"encoder\.layers\.(\d+)\.attention\.(q|k|v|out)_proj\.(weight|bias)": r"encoder.layers.\1.attention.\2_proj.\3",
+    r"encoder\.layers\.(\d+)\.attention_layer_norm\.(weight|bias)": r"encoder.layers.\1.layer_norm.\2",
+    r"encoder\.layers\.(\d+)\.feed_forward\.fc1\.(weight|bias)": r"encoder.layers.\1.feed_forward.intermediate_dense.\2",
+    r"encoder\.layers\.(\d+)\.feed_forward\.fc2\.(weight|bias)": r"encoder.layers.\1.feed_forward.output_dense.\2",
+    r"encoder\.layers\.(\d+)\.final_layer_norm\.(weight|bias)": r"encoder.layers.\1.final_layer_norm.\2",
+    r"mask_emb": "masked_spec_embed",
+}
+
+
+def hf_refusals(model: SSLModel) -> List[str]:
+    """Why transformers' ``HubertModel`` cannot express ``model`` (empty: it can)."""
+    c = model.config
+    why = []
+    if c.frontend != "conv":
+        why.append("the log-Mel front-end (transformers' HuBERT takes the waveform CNN only)")
+    if c.conv_norm == "none":
+        why.append("a CNN without normalisation (transformers: feat_extract_norm 'group' or 'layer')")
+    if c.subsampling:
+        why.append(f"sequence subsampling ({c.subsampling['type']}: CIF or pooling has no transformers counterpart)")
+    if any(c.identity_heads) or any(c.conv_heads):
+        why.append(f"heads replaced by the identity {c.identity_heads} / a convolution {c.conv_heads}")
+    if len(set(c.num_heads)) > 1 or len(set(c.ffn_dims)) > 1:
+        why.append(f"per-layer heads {c.num_heads} / FFN widths {c.ffn_dims} (transformers: one of each for all layers)")
+    elif c.num_heads[0] * c.head_dim != c.embed_dim:
+        why.append(f"{c.num_heads[0]} heads x {c.head_dim} != width {c.embed_dim} (transformers derives the head size from the width)")
+    elif c.ffn_dims[0] == 0:
+        why.append("FFNs pruned to width 0")
+    if c.gated_relative_position:
+        why.append("WavLM's gated relative position bias (a WavLM model, not HuBERT)")
+    if not c.pos_conv_kernel:
+        why.append("no positional convolution (transformers' HuBERT always has one)")
+    return why
+
+
+def hf_config(model: SSLModel):
+    """The ``transformers.HubertConfig`` of ``model`` (call :func:`hf_refusals` first)."""
+    from transformers import HubertConfig
+
+    c = model.config
+    return HubertConfig(
+        hidden_size=c.embed_dim,
+        num_hidden_layers=c.num_layers,
+        num_attention_heads=c.num_heads[0],
+        intermediate_size=c.ffn_dims[0],
+        hidden_act="gelu",
+        feat_extract_norm={"group_norm": "group", "layer_norm": "layer"}[c.conv_norm],
+        feat_extract_activation="gelu",
+        conv_dim=[s[0] for s in c.conv_layers],
+        conv_kernel=[s[1] for s in c.conv_layers],
+        conv_stride=[s[2] for s in c.conv_layers],
+        conv_bias=c.conv_bias,
+        feat_proj_layer_norm=bool(c.feature_layer_norm),
+        num_conv_pos_embeddings=c.pos_conv_kernel,
+        num_conv_pos_embedding_groups=c.pos_conv_groups,
+        do_stable_layer_norm=c.layer_norm_first,
+        layer_norm_eps=1e-5,
+        hidden_dropout=c.dropout,
+        attention_dropout=c.attention_dropout,
+        activation_dropout=c.activation_dropout,
+        feat_proj_dropout=c.dropout,
+        layerdrop=0.0,
+    )
+
+
+def hf_state(model: SSLModel) -> Dict[str, torch.Tensor]:
+    """Our state dict under transformers' names; a model without a projection gets the identity (exact)."""
+    out = {}
+    for key, value in model.state_dict().items():
+        for pattern, target in TO_HF.items():
+            if re.fullmatch(pattern, key):
+                out[re.sub(pattern, target, key)] = value.detach().clone().contiguous()
+                break
+        else:
+            raise ExportError(f"no transformers name for {key}; --format hf supports HuBERT-shaped models only")
+    if model.feature_projection is None:
+        dim = model.config.embed_dim
+        out["feature_projection.projection.weight"] = torch.eye(dim)
+        out["feature_projection.projection.bias"] = torch.zeros(dim)
+    return out
+
+
+def to_hf(model: SSLModel, out: str) -> str:
+    """Write ``model`` as a transformers ``HubertModel`` folder ``out`` (replaced atomically).
+
+    Raises:
+        ExportError: the model's shape is not expressible (every reason listed), or ``out``'s folder is not writable.
+    """
+    from transformers import HubertModel, Wav2Vec2FeatureExtractor
+
+    why = hf_refusals(model)
+    if why:
+        raise ExportError(
+            "--format hf: transformers' HubertModel cannot express " + "; ".join(why)
+            + ". Export to ONNX instead (the default format), which takes every model"
+        )
+    parent = os.path.dirname(os.path.abspath(out)) or "."
+    if not os.path.isdir(parent) or not os.access(parent, os.W_OK):
+        raise ExportError(f"{out}: the folder {parent} does not exist or is not writable; choose another --out")
+    hf = HubertModel(hf_config(model)).eval()
+    state = hf_state(model)
+    if "masked_spec_embed" in dict(hf.named_parameters()) and "masked_spec_embed" not in state:
+        state["masked_spec_embed"] = hf.masked_spec_embed.detach().clone()
+    missing, unexpected = hf.load_state_dict(state, strict=False)
+    if missing or unexpected:
+        raise ExportError(f"--format hf: transformers' HubertModel has keys {missing} we do not, and we have {unexpected} it does not")
+    tmp = tempfile.mkdtemp(prefix=".tmp-", dir=parent)
+    try:
+        hf.save_pretrained(tmp)
+        Wav2Vec2FeatureExtractor(
+            feature_size=1, sampling_rate=16000, padding_value=0.0,
+            do_normalize=bool(model.config.normalize_waveform), return_attention_mask=bool(model.config.normalize_waveform),
+        ).save_pretrained(tmp)
+        if os.path.isdir(out):
+            shutil.rmtree(out)
+        os.replace(tmp, out)
+    finally:
+        if os.path.isdir(tmp):
+            shutil.rmtree(tmp)
+    logger.info("wrote %s (transformers HubertModel, %d layers, width %d)", out, model.config.num_layers, model.config.embed_dim)
+    return out

@@ -1,0 +1,123 @@
+"""Export an :class:`SSLModel` to ONNX: waveform in, every hidden state out.
+
+The graph (``torch.onnx.export``'s TorchScript-based exporter, opset 17: torch 2.8's dynamo exporter needs
+``onnxscript``, which the project does not install, and traces our model no better):
+
+* inputs ``waveforms`` float32 (batch, samples) zero-padded 16 kHz audio, ``lengths`` int64 (batch,)
+  valid samples;
+* outputs ``hidden_states`` float32 (layers + 1, batch, frames, dim) -- the transformer input, then every
+  layer, as :class:`~s3prl_plugins.upstream.expert.UpstreamExpert` returns them -- and
+  ``output_lengths`` int64 (batch,), the valid frames of each utterance. (ONNX forbids an output named
+  like an input, hence not ``lengths``.)
+
+Batch and time are dynamic axes; the attention mask is built from ``lengths`` inside the graph, so a
+padded batch gives the states PyTorch gives for the same batch. The model's facts travel in the file's
+metadata (:data:`METADATA_KEYS`), which :mod:`s3prl_plugins.upstream.onnx_expert` reads.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+import warnings
+from typing import Dict, Optional
+
+import torch
+
+from s3prl_plugins.deploy.graph_model import ExportableModel, ExportError
+from s3prl_plugins.models.ssl_model import SSLModel
+
+logger = logging.getLogger(__name__)
+
+OPSET = 17
+INPUT_NAMES = ("waveforms", "lengths")
+OUTPUT_NAMES = ("hidden_states", "output_lengths")
+METADATA_KEYS = ("s3prl_plugins.downsample_rate", "s3prl_plugins.min_samples", "s3prl_plugins.num_layers",
+                 "s3prl_plugins.dim", "s3prl_plugins.config")
+
+
+def example_input(model: SSLModel, seconds: float = 1.0, batch: int = 2):
+    """A padded batch to trace with (its shapes are not baked in: the axes are dynamic)."""
+    samples = max(int(16000 * seconds), 4 * model.min_samples)
+    g = torch.Generator().manual_seed(0)
+    wav = torch.randn(batch, samples, generator=g) * 0.1
+    lengths = torch.tensor([samples] + [max(model.min_samples, samples * 2 // 3)] * (batch - 1), dtype=torch.long)
+    for i, n in enumerate(lengths.tolist()):
+        wav[i, n:] = 0
+    return wav, lengths
+
+
+def atomic_target(out: str) -> str:
+    """Check that ``out``'s folder is writable; a temporary path beside it to write to and rename."""
+    folder = os.path.dirname(os.path.abspath(out)) or "."
+    if not os.path.isdir(folder):
+        raise ExportError(f"{out}: the folder {folder} does not exist; create it first")
+    if not os.access(folder, os.W_OK):
+        raise ExportError(f"{out}: the folder {folder} is not writable; choose another --out")
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=os.path.splitext(out)[1], dir=folder)
+    os.close(fd)
+    return tmp
+
+
+def to_onnx(model: SSLModel, out: str, output_rate: str = "auto", metadata: Optional[Dict[str, str]] = None) -> str:
+    """Write ``model`` (eval mode, float32) to ``out`` as ONNX, checked by ``onnx.checker``; atomic.
+
+    Raises:
+        ExportError: the model cannot be exported (the message says which part and what is supported), or
+            ``out`` cannot be written.
+    """
+    import onnx
+
+    from s3prl_plugins.deploy.graph import check, set_metadata
+
+    model = model.float().eval()
+    wrapper = ExportableModel(model, output_rate)
+    wav, lengths = example_input(model)
+    tmp = atomic_target(out)
+    try:
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
+            warnings.filterwarnings("ignore", message=".*legacy TorchScript-based ONNX export.*")
+            # torch 2.8's notices about its own exporter (deprecated in favour of dynamo, which needs onnxscript)
+            # and a slice its constant folder leaves unfolded: nothing about this graph
+            warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"torch\.onnx")
+            warnings.filterwarnings("ignore", message=".*Only steps=1 can be constant folded.*")
+            try:
+                torch.onnx.export(
+                    wrapper,
+                    (wav, lengths),
+                    tmp,
+                    input_names=list(INPUT_NAMES),
+                    output_names=list(OUTPUT_NAMES),
+                    dynamic_axes={
+                        "waveforms": {0: "batch", 1: "samples"},
+                        "lengths": {0: "batch"},
+                        "hidden_states": {1: "batch", 2: "frames"},
+                        "output_lengths": {0: "batch"},
+                    },
+                    opset_version=OPSET,
+                    do_constant_folding=True,
+                    dynamo=False,
+                )
+            except Exception as e:  # noqa: BLE001 - name the op and the model
+                raise ExportError(f"{model.config.name or 'model'}: torch.onnx.export failed: {type(e).__name__}: {e}") from e
+        proto = onnx.load(tmp)
+        meta = {
+            "s3prl_plugins.downsample_rate": str(wrapper.downsample_rate),
+            "s3prl_plugins.min_samples": str(model.min_samples),
+            "s3prl_plugins.num_layers": str(model.config.num_layers),
+            "s3prl_plugins.dim": str(model.config.embed_dim),
+            "s3prl_plugins.config": json.dumps(model.config.to_dict()),
+            **(metadata or {}),
+        }
+        set_metadata(proto, meta)
+        check(proto)
+        onnx.save(proto, tmp)
+        os.replace(tmp, out)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+    logger.info("wrote %s (%.1f MB)", out, os.path.getsize(out) / 1e6)
+    return out
