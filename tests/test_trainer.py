@@ -71,17 +71,23 @@ def test_resume_is_exact(tmp_path, tiny):
         assert torch.equal(a[k], b[k]), k
 
 
-def test_resume_after_sigkill_is_exact(tmp_path, tiny):
-    """Kill -9 a training process after its first checkpoint; the restarted run ends where an
-    uninterrupted one does."""
-    cfg = tiny_pretrain_config(str(tmp_path / "killed"), *tiny, max_steps=12, save_every=2)
-    ref = tiny_pretrain_config(str(tmp_path / "ref"), *tiny, max_steps=12, save_every=2)
+def _killed_and_reference_runs(tmp_path, tiny, **trainer):
+    """Configs of a run to kill and of its uninterrupted reference (already run); the CLI and its env."""
+    cfg = tiny_pretrain_config(str(tmp_path / "killed"), *tiny, **trainer)
+    ref = tiny_pretrain_config(str(tmp_path / "ref"), *tiny, **trainer)
     for c, name in ((cfg, "killed.yaml"), (ref, "ref.yaml")):
         with open(tmp_path / name, "w") as f:
             yaml.safe_dump(c, f)
     cmd = [sys.executable, "-m", "s3prl_plugins.bin.pretrain", "--config"]
     env = dict(os.environ, OMP_NUM_THREADS="1")
     subprocess.run(cmd + [str(tmp_path / "ref.yaml")], check=True, capture_output=True, env=env, timeout=600)
+    return cfg, ref, cmd, env
+
+
+def test_resume_after_sigkill_is_exact(tmp_path, tiny):
+    """Kill -9 a training process after its first checkpoint; the restarted run ends where an
+    uninterrupted one does."""
+    cfg, ref, cmd, env = _killed_and_reference_runs(tmp_path, tiny, max_steps=12, save_every=2)
     proc = subprocess.Popen(cmd + [str(tmp_path / "killed.yaml")], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
     marker = os.path.join(cfg["trainer"]["exp_dir"], "checkpoints", "last.txt")
     deadline = time.time() + 300
@@ -104,14 +110,7 @@ def test_twenty_kills_at_random_points_end_where_an_uninterrupted_run_does(tmp_p
     rerun resumes, and the last one ends with the weights of the uninterrupted run."""
     import random
 
-    cfg = tiny_pretrain_config(str(tmp_path / "killed"), *tiny, max_steps=60, save_every=1, log_every=1)
-    ref = tiny_pretrain_config(str(tmp_path / "ref"), *tiny, max_steps=60, save_every=1, log_every=1)
-    for c, name in ((cfg, "killed.yaml"), (ref, "ref.yaml")):
-        with open(tmp_path / name, "w") as f:
-            yaml.safe_dump(c, f)
-    cmd = [sys.executable, "-m", "s3prl_plugins.bin.pretrain", "--config"]
-    env = dict(os.environ, OMP_NUM_THREADS="1")
-    subprocess.run(cmd + [str(tmp_path / "ref.yaml")], check=True, capture_output=True, env=env, timeout=600)
+    cfg, ref, cmd, env = _killed_and_reference_runs(tmp_path, tiny, max_steps=60, save_every=1, log_every=1)
     rng = random.Random(0)
     model = os.path.join(cfg["trainer"]["exp_dir"], "model.pt")
     ckpt_dir = os.path.join(cfg["trainer"]["exp_dir"], "checkpoints")

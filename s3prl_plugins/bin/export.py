@@ -2,9 +2,9 @@
 
 Usage::
 
-    python -m s3prl_plugins.bin.export exp/star/student.pt --out star.onnx            # float32 ONNX
-    python -m s3prl_plugins.bin.export exp/star/student.pt --out star.int8.onnx --int8 # int8 matmuls
-    python -m s3prl_plugins.bin.export exp/star/student.pt --out star_hf --format hf   # HubertModel folder
+    python -m s3prl_plugins.bin.export exp/star/model.pt --out star.onnx            # float32 ONNX
+    python -m s3prl_plugins.bin.export exp/star/model.pt --out star.int8.onnx --int8 # int8 matmuls
+    python -m s3prl_plugins.bin.export exp/star/model.pt --out star_hf --format hf   # HubertModel folder
 
 SOURCE is anything ``load_pretrained`` reads: our checkpoints (trained, pruned, KD, first-k, head-replaced,
 CIF students), a published STaRHuBERT ``.ckpt`` (``--config`` its ``.yaml``), s3prl / fairseq / Hugging Face
