@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import os
+import tempfile
 from typing import Dict, List
 
 from s3prl_plugins.deploy.graph_model import ExportError
@@ -19,6 +20,18 @@ from s3prl_plugins.deploy.graph_model import ExportError
 logger = logging.getLogger(__name__)
 
 QUANTIZED_OPS = ("MatMul", "Gemm")
+
+
+def atomic_target(out: str) -> str:
+    """Check that ``out``'s folder is writable; a temporary path beside it to write to and rename."""
+    folder = os.path.dirname(os.path.abspath(out)) or "."
+    if not os.path.isdir(folder):
+        raise ExportError(f"{out}: the folder {folder} does not exist; create it first")
+    if not os.access(folder, os.W_OK):
+        raise ExportError(f"{out}: the folder {folder} is not writable; choose another --out")
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=os.path.splitext(out)[1], dir=folder)
+    os.close(fd)
+    return tmp
 
 
 def check(proto) -> None:
@@ -69,8 +82,6 @@ def quantize_int8(src: str, out: str, per_channel: bool = True) -> str:
     """
     import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
-
-    from s3prl_plugins.deploy.onnx import atomic_target
 
     proto = onnx.load(src)
     nodes = weight_matmuls(proto)

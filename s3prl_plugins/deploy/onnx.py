@@ -20,12 +20,12 @@ from __future__ import annotations
 import json
 import logging
 import os
-import tempfile
 import warnings
 from typing import Dict, Optional
 
 import torch
 
+from s3prl_plugins.deploy.graph import atomic_target, check, set_metadata
 from s3prl_plugins.deploy.graph_model import ExportableModel, ExportError
 from s3prl_plugins.models.ssl_model import SSLModel
 
@@ -49,18 +49,6 @@ def example_input(model: SSLModel, seconds: float = 1.0, batch: int = 2):
     return wav, lengths
 
 
-def atomic_target(out: str) -> str:
-    """Check that ``out``'s folder is writable; a temporary path beside it to write to and rename."""
-    folder = os.path.dirname(os.path.abspath(out)) or "."
-    if not os.path.isdir(folder):
-        raise ExportError(f"{out}: the folder {folder} does not exist; create it first")
-    if not os.access(folder, os.W_OK):
-        raise ExportError(f"{out}: the folder {folder} is not writable; choose another --out")
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=os.path.splitext(out)[1], dir=folder)
-    os.close(fd)
-    return tmp
-
-
 def to_onnx(model: SSLModel, out: str, output_rate: str = "auto", metadata: Optional[Dict[str, str]] = None) -> str:
     """Write ``model`` (eval mode, float32) to ``out`` as ONNX, checked by ``onnx.checker``; atomic.
 
@@ -69,8 +57,6 @@ def to_onnx(model: SSLModel, out: str, output_rate: str = "auto", metadata: Opti
             ``out`` cannot be written.
     """
     import onnx
-
-    from s3prl_plugins.deploy.graph import check, set_metadata
 
     model = model.float().eval()
     wrapper = ExportableModel(model, output_rate)

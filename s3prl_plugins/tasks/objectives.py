@@ -11,7 +11,7 @@ here, registered with :func:`register_objective` (the config's ``objectives`` na
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar, Dict, List, Optional, Type
+from typing import Any, ClassVar, Dict, List, Optional, Type
 
 import torch
 from torch import Tensor
@@ -21,8 +21,9 @@ from s3prl_plugins.losses import kd, star
 from s3prl_plugins.losses.distil import l1_cos_loss
 from s3prl_plugins.models.ssl_model import SSLModel
 
-if TYPE_CHECKING:  # the task imports this module
-    from s3prl_plugins.tasks.distillation import DistillationTask
+# An objective sees the task that holds it (a DistillationTask: its weights, layer map, loss settings and
+# models) without importing its module, which imports this one.
+Task = Any
 
 
 @dataclass
@@ -32,7 +33,7 @@ class Views:
     the frames both have, the segmentation, the teacher's cluster logits; ``cache`` holds terms that are
     computed together (the two TGM losses share their products)."""
 
-    task: "DistillationTask"
+    task: Task
     student: Any  # SSLOutput
     teacher_states: List[Optional[Tensor]]
     teacher_attentions: List[Tensor]
@@ -54,10 +55,10 @@ class Objective:
     cif: ClassVar[bool] = False  # guides a CIF student's weights α
     trains_head: ClassVar[bool] = False  # trains the student's prediction head
 
-    def setup(self, task: "DistillationTask", teacher: SSLModel, student: SSLModel) -> None:
+    def setup(self, task: Task, teacher: SSLModel, student: SSLModel) -> None:
         """Refuse models this objective cannot compare (``ValueError`` naming the fix)."""
 
-    def teacher_layers(self, task: "DistillationTask") -> List[int]:
+    def teacher_layers(self, task: Task) -> List[int]:
         """The teacher's hidden states (0: the input to the first layer) the term reads."""
         return list(task.layer_map) if self.maps_layers else []
 
