@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import os
 import re
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 from s3prl_plugins.data.kaldi import read_data_dir
 
@@ -70,3 +70,42 @@ def write_phones(data_dir: str, lexicon: Optional[Dict[str, List[str]]] = None) 
     if skipped:
         logger.warning("%s: %d utterance(s) have words outside the lexicon; listed in phones.skipped", data_dir, len(skipped))
     return len(lines), len(skipped)
+
+
+BLANK = "<blank>"
+
+
+def read_phones(path: str) -> Dict[str, List[List[str]]]:
+    """``utt p p | p p ...`` per line -> ``{utt: [[phones of word 1], [phones of word 2], ...]}``."""
+    out: Dict[str, List[List[str]]] = {}
+    with open(path) as f:
+        for line in f:
+            parts = line.split()
+            if not parts:
+                continue
+            words: List[List[str]] = [[]]
+            for tok in parts[1:]:
+                if tok == WORD_SEP:
+                    words.append([])
+                else:
+                    words[-1].append(tok)
+            out[parts[0]] = [w for w in words if w]
+    return out
+
+
+class PhoneVocab:
+    def __init__(self, phones: Sequence[str]):
+        self.symbols = [BLANK] + sorted(set(phones) - {BLANK})
+        self.index = {p: i for i, p in enumerate(self.symbols)}
+
+    def __len__(self) -> int:
+        return len(self.symbols)
+
+    def encode(self, phones: Sequence[str]) -> List[int]:
+        unknown = [p for p in phones if p not in self.index]
+        if unknown:
+            raise KeyError(f"phones not in the inventory: {sorted(set(unknown))}")
+        return [self.index[p] for p in phones]
+
+    def decode(self, ids: Sequence[int]) -> List[str]:
+        return [self.symbols[i] for i in ids]

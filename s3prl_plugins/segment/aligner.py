@@ -16,7 +16,8 @@ from typing import Dict, List, Optional, Tuple
 
 import torch
 
-from s3prl_plugins.eval.phone_ctc import PhoneCTC, PhoneVocab
+from s3prl_plugins.data.lexicon import PhoneVocab
+from s3prl_plugins.nn.phone_ctc import PhoneCTC
 from s3prl_plugins.segment.textgrid import read_textgrid, write_textgrid
 
 logger = logging.getLogger(__name__)

@@ -2,7 +2,7 @@
 our :class:`~s3prl_plugins.models.SSLModel` (and the published STaRHuBERT Lightning format, :mod:`.star_lightning`). Each returns ``(config, state_dict)``; keys are mapped
 explicitly (see :mod:`.keymap`) and unknown keys raise :class:`ConversionError`."""
 
-from s3prl_plugins.models.convert.keymap import ConversionError, apply_key_map
+from s3prl_plugins.models.convert.keymap import ConversionError, apply_key_map, parse_conv_layers
 from s3prl_plugins.models.convert.sources import (
     detect_format,
     from_fairseq,
@@ -12,7 +12,6 @@ from s3prl_plugins.models.convert.sources import (
     from_s3prl_wavlm,
     from_torchaudio,
     from_transformers,
-    parse_conv_layers,
 )
 from s3prl_plugins.models.convert.star_lightning import (
     from_star_lightning,

@@ -7,8 +7,9 @@ dropped; anything else raises :class:`ConversionError` -- nothing is loaded non-
 
 from __future__ import annotations
 
+import ast
 import re
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from torch import Tensor
 
@@ -151,3 +152,31 @@ def _torchaudio_pattern(pattern: str) -> str:
 
 TORCHAUDIO_RULES: List[Rule] = [(_torchaudio_pattern(p), r) for p, r in HF_RULES]
 TORCHAUDIO_DROPPED = [(r"aux\..*", "torchaudio's CTC output layer (fine-tuning head)")]
+
+
+def parse_conv_layers(spec: Any) -> List[Tuple[int, int, int]]:
+    """Parse fairseq's ``conv_feature_layers`` string (``"[(512,10,5)] + [(512,3,2)] * 4"``) safely.
+
+    Only list/tuple literals of integers combined with ``+`` and ``*`` are accepted (no ``eval``).
+    """
+    if isinstance(spec, (list, tuple)):
+        return [tuple(int(v) for v in s) for s in spec]  # type: ignore[misc]
+
+    def ev(node: ast.AST) -> Any:
+        if isinstance(node, ast.Expression):
+            return ev(node.body)
+        if isinstance(node, (ast.List, ast.Tuple)):
+            items = [ev(e) for e in node.elts]
+            return items if isinstance(node, ast.List) else tuple(items)
+        if isinstance(node, ast.Constant) and isinstance(node.value, int):
+            return node.value
+        if isinstance(node, ast.BinOp) and isinstance(node.op, (ast.Add, ast.Mult)):
+            left, right = ev(node.left), ev(node.right)
+            return left + right if isinstance(node.op, ast.Add) else left * right
+        raise ConversionError(f"unsupported conv_feature_layers expression: {spec!r}")
+
+    try:
+        value = ev(ast.parse(str(spec), mode="eval"))
+    except SyntaxError as e:
+        raise ConversionError(f"cannot parse conv_feature_layers {spec!r}: {e}") from e
+    return [tuple(int(v) for v in s) for s in value]  # type: ignore[misc]

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import ast
 import json
 import os
-from typing import Any, Dict, List, Mapping, Optional, Tuple
+from typing import Any, Dict, Mapping, Optional, Tuple
 
 import torch
 from torch import Tensor
@@ -23,37 +22,11 @@ from s3prl_plugins.models.convert.keymap import (
     WAV2VEC2_DROPPED,
     ConversionError,
     apply_key_map,
+    parse_conv_layers,
 )
+from s3prl_plugins.models.convert.star_lightning import is_star_lightning
 
 Converted = Tuple[SSLModelConfig, Dict[str, Tensor]]
-
-
-def parse_conv_layers(spec: Any) -> List[Tuple[int, int, int]]:
-    """Parse fairseq's ``conv_feature_layers`` string (``"[(512,10,5)] + [(512,3,2)] * 4"``) safely.
-
-    Only list/tuple literals of integers combined with ``+`` and ``*`` are accepted (no ``eval``).
-    """
-    if isinstance(spec, (list, tuple)):
-        return [tuple(int(v) for v in s) for s in spec]  # type: ignore[misc]
-
-    def ev(node: ast.AST) -> Any:
-        if isinstance(node, ast.Expression):
-            return ev(node.body)
-        if isinstance(node, (ast.List, ast.Tuple)):
-            items = [ev(e) for e in node.elts]
-            return items if isinstance(node, ast.List) else tuple(items)
-        if isinstance(node, ast.Constant) and isinstance(node.value, int):
-            return node.value
-        if isinstance(node, ast.BinOp) and isinstance(node.op, (ast.Add, ast.Mult)):
-            left, right = ev(node.left), ev(node.right)
-            return left + right if isinstance(node.op, ast.Add) else left * right
-        raise ConversionError(f"unsupported conv_feature_layers expression: {spec!r}")
-
-    try:
-        value = ev(ast.parse(str(spec), mode="eval"))
-    except SyntaxError as e:
-        raise ConversionError(f"cannot parse conv_feature_layers {spec!r}: {e}") from e
-    return [tuple(int(v) for v in s) for s in value]  # type: ignore[misc]
 
 
 def _as_dict(cfg: Any) -> Dict[str, Any]:
@@ -327,8 +300,6 @@ def detect_format(obj: Any) -> Optional[str]:
     s3prl_hubert, s3prl_wav2vec2, s3prl_wavlm, s3prl_distiller, fairseq -- or None."""
     if not isinstance(obj, Mapping):
         return None
-    from s3prl_plugins.models.convert.star_lightning import is_star_lightning
-
     if is_star_lightning(obj):
         return "star_lightning"
     keys = set(obj)

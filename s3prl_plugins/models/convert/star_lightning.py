@@ -26,7 +26,7 @@ import yaml
 from torch import Tensor
 
 from s3prl_plugins.models.config import HUBERT_CONV, SSLModelConfig
-from s3prl_plugins.models.convert.keymap import FAIRSEQ_RULES, ConversionError, Rule, apply_key_map
+from s3prl_plugins.models.convert.keymap import FAIRSEQ_RULES, ConversionError, Rule, apply_key_map, parse_conv_layers
 
 logger = logging.getLogger(__name__)
 
@@ -131,8 +131,6 @@ def distiller_from_checkpoint(obj: Mapping[str, Any]) -> Optional[Dict[str, Any]
 
 def star_lightning_config(distiller: Mapping[str, Any], source: str = "model config") -> SSLModelConfig:
     """Our :class:`SSLModelConfig` for the authors' ``distiller:`` section."""
-    from s3prl_plugins.models.convert.sources import parse_conv_layers
-
     cfg = {**DISTILLER_DEFAULTS, **{k: v for k, v in distiller.items() if v is not None}}
     needed = list(_MUST_BE) + [
         "extractor_mode", "conv_feature_layers", "conv_bias", "encoder_layers", "encoder_embed_dim",
