@@ -4,7 +4,7 @@ PY = $(shell bash tools/setup_env.sh)
 # This clone's code first, whatever the shared environment's editable install points at (tools/setup_env.sh).
 export PYTHONPATH := $(CURDIR)$(if $(PYTHONPATH),:$(PYTHONPATH))
 
-.PHONY: python demo profile test test-slow test-all test-gpu bench bench-gpu
+.PHONY: python demo profile test test-slow test-all test-gpu lint format bench bench-gpu
 
 python:            ## print the project's interpreter (creating the environment if needed)
 	@bash tools/setup_env.sh
@@ -18,6 +18,12 @@ profile:           ## profile the model zoo's presets (params, MACs per second o
 
 test:              ## the default test suite (CPU, a few minutes)
 	$(PY) -m pytest -q tests
+
+lint:              ## the formatter and linter (ruff, configured in pyproject.toml); `make format` applies the formatter
+	$(PY) -m ruff check . && $(PY) -m ruff format --check .
+
+format:
+	$(PY) -m ruff check --fix . && $(PY) -m ruff format .
 
 test-slow:         ## only the long end-to-end tests (the mini recipe, the stock runner per task, ESPnet, the chain); CI runs them after `make test`
 	$(PY) -m pytest -q tests --runslow -m slow

@@ -63,8 +63,10 @@ def main() -> int:
         from torch_cif import cif_function
     except ImportError:
         cif_function = None
-    print(f"device {args.device}, B = {args.batch}, D = {args.dim}, torch {torch.__version__}, threads {torch.get_num_threads()}"
-          f", torch-cif {'present' if cif_function else 'not installed'}")
+    print(
+        f"device {args.device}, B = {args.batch}, D = {args.dim}, torch {torch.__version__}, threads {torch.get_num_threads()}"
+        f", torch-cif {'present' if cif_function else 'not installed'}"
+    )
     print(f"{'T':>6}{'ours s':>10}{'loop s':>10}{'x loop':>9}{'torch-cif s':>13}{'ours / tcif':>13}{'max |diff|':>12}")
     for T in args.frames:
         x, alpha, lengths = _inputs(args.batch, T, args.dim, args.device)
@@ -96,7 +98,11 @@ def main() -> int:
             ref = cif_function(x, alpha, padding_mask=pad)
             ref_seg, ref_n = ref["cif_out"][0], ref["cif_lengths"][0]
             same = bool((ref_n == n).all())
-            diff = max(float((seg[b, : n[b]] - ref_seg[b, : n[b]]).abs().max()) for b in range(args.batch)) if same else float("nan")
+            diff = (
+                max(float((seg[b, : n[b]] - ref_seg[b, : n[b]]).abs().max()) for b in range(args.batch))
+                if same
+                else float("nan")
+            )
             row += f"{t_tc:>13.4f}{t_ours / t_tc:>13.2f}{diff:>12.2e}"
         print(row)
     return 0

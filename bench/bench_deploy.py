@@ -99,10 +99,14 @@ def main() -> int:
     logging.basicConfig(level=logging.WARNING)
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    models = [(n, lambda n=n: build_model(preset_config(n).replace(head=None, mask_embedding=False))) for n in args.presets]
+    models = [
+        (n, lambda n=n: build_model(preset_config(n).replace(head=None, mask_embedding=False))) for n in args.presets
+    ]
     models += [(os.path.basename(c), lambda c=c: load_pretrained(c)) for c in args.checkpoints]
     print(f"batch 1 x {args.seconds:g} s, {args.threads} threads, median of {args.repeats}; RTF = time / audio")
-    print("| model | params | MB fp32 / int8 | RTF torch fp32 | RTF ORT fp32 | RTF ORT int8 | ORT fp32 / torch | int8 / torch | int8 cos |")
+    print(
+        "| model | params | MB fp32 / int8 | RTF torch fp32 | RTF ORT fp32 | RTF ORT int8 | ORT fp32 / torch | int8 / torch | int8 cos |"
+    )
     print("|---|---|---|---|---|---|---|---|---|")
     with tempfile.TemporaryDirectory() as folder:
         for name, make in models:

@@ -42,7 +42,9 @@ def build(objective: str, method: str, device: str):
     return task.to(device)
 
 
-def measure(objective: str, method: str, device: str, batch: int, seconds: float, repeats: int, amp: bool, padded: bool = False) -> dict:
+def measure(
+    objective: str, method: str, device: str, batch: int, seconds: float, repeats: int, amp: bool, padded: bool = False
+) -> dict:
     task = build(objective, method, device)
     opt = torch.optim.AdamW([p for p in task.parameters() if p.requires_grad], lr=1e-4)
     n = int(seconds * 16000)
@@ -54,7 +56,11 @@ def measure(objective: str, method: str, device: str, batch: int, seconds: float
     batch_data = {"wavs": wavs.to(device), "lengths": lengths.to(device)}
 
     def step() -> float:
-        ctx = torch.autocast("cuda", dtype=torch.bfloat16) if (amp and device == "cuda") else torch.autocast("cpu", enabled=False)
+        ctx = (
+            torch.autocast("cuda", dtype=torch.bfloat16)
+            if (amp and device == "cuda")
+            else torch.autocast("cpu", enabled=False)
+        )
         with ctx:
             loss, _ = task(batch_data)
         loss.backward()
@@ -103,18 +109,37 @@ def main() -> None:
     rows = []
     for case in args.cases:
         objective, method = case.split(":")
-        rows.append(measure(objective, method if method != "-" else "auto", args.device, args.batch, args.seconds, args.repeats, not args.no_amp, args.padded))
+        rows.append(
+            measure(
+                objective,
+                method if method != "-" else "auto",
+                args.device,
+                args.batch,
+                args.seconds,
+                args.repeats,
+                not args.no_amp,
+                args.padded,
+            )
+        )
         if args.device == "cuda":
             torch.cuda.empty_cache()
     name = torch.cuda.get_device_name() if args.device == "cuda" else "CPU"
     amp = "bf16 autocast" if (args.device == "cuda" and not args.no_amp) else "float32"
-    shape = f"{args.batch} x {args.seconds / 2:g}-{args.seconds:g} s (padded)" if args.padded else f"{args.batch} x {args.seconds} s"
+    shape = (
+        f"{args.batch} x {args.seconds / 2:g}-{args.seconds:g} s (padded)"
+        if args.padded
+        else f"{args.batch} x {args.seconds} s"
+    )
     print(f"HuBERT BASE -> STaRHuBERT, {name}, {amp}, micro-batch {shape}, median of {args.repeats}")
     base = rows[0]["time_s"]
-    print(f"{'objective':<10} {'TGM form':<8} {'s/update':>9} {'ratio':>6} {'audio s/s':>10} {'peak GiB':>9} {'100 h x 200 ep, 1 device':>22}")
+    print(
+        f"{'objective':<10} {'TGM form':<8} {'s/update':>9} {'ratio':>6} {'audio s/s':>10} {'peak GiB':>9} {'100 h x 200 ep, 1 device':>22}"
+    )
     for r in rows:
         peak = f"{r['peak_gib']:.1f}" if r["peak_gib"] is not None else "-"
-        print(f"{r['objective']:<10} {r['method']:<8} {r['time_s']:>9.3f} {r['time_s'] / base:>6.2f} {r['audio_s_per_s']:>10.0f} {peak:>9} {r['recipe_hours_1gpu']:>20.1f} h")
+        print(
+            f"{r['objective']:<10} {r['method']:<8} {r['time_s']:>9.3f} {r['time_s'] / base:>6.2f} {r['audio_s_per_s']:>10.0f} {peak:>9} {r['recipe_hours_1gpu']:>20.1f} h"
+        )
     if args.json:
         with open(args.json, "w") as f:
             json.dump(rows, f, indent=2)

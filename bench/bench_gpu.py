@@ -67,7 +67,14 @@ ABLATIONS = {
     "conv_norm only": {**SPEED_OPTIONS_OFF, "fast_conv_norm": True},
     "pos_conv fp32 fwd+bwd": {**SPEED_OPTIONS, "pos_conv_precision": "fp32"},
 }
-INFERENCE_PRESETS = ("hubert_base", "distilhubert", "star_hubert", "star_hubert_l", "melhubert_base_10ms", "melhubert_base_20ms")
+INFERENCE_PRESETS = (
+    "hubert_base",
+    "distilhubert",
+    "star_hubert",
+    "star_hubert_l",
+    "melhubert_base_10ms",
+    "melhubert_base_20ms",
+)
 UPDATE_KINDS = ("star", "distilhubert", "cif", "hubert_mp", "melhubert_mp")
 
 
@@ -93,9 +100,22 @@ class Settings:
 
     @classmethod
     def dry_run(cls) -> "Settings":
-        return cls(dry=True, star_batches=(2,), other_batch=2, seconds=(0.5, 1.0), repeats=1, warmup=0, profile_batch=2,
-                   profile_steps=1, inference_batches=(2,), inference_seconds=0.5, prune_batch=2, hf_batches=(2,),
-                   peak_n=256, budget_s=600.0)
+        return cls(
+            dry=True,
+            star_batches=(2,),
+            other_batch=2,
+            seconds=(0.5, 1.0),
+            repeats=1,
+            warmup=0,
+            profile_batch=2,
+            profile_steps=1,
+            inference_batches=(2,),
+            inference_seconds=0.5,
+            prune_batch=2,
+            hf_batches=(2,),
+            peak_n=256,
+            budget_s=600.0,
+        )
 
 
 # --- models -------------------------------------------------------------------------------------------------
@@ -105,8 +125,17 @@ TINY_CONV = [(32, 10, 5), (32, 8, 4), (32, 4, 4), (32, 4, 4)]  # the CNN's 320-s
 
 def tiny(config: SSLModelConfig) -> SSLModelConfig:
     """The same kind of model (front-end, subsampling, head type), 2 layers of width 32: the dry run."""
-    changes: Dict[str, Any] = dict(embed_dim=32, num_layers=2, num_heads=[2, 2], head_dim=16, ffn_dims=[64, 64],
-                                   identity_heads=[], conv_heads=[], pos_conv_kernel=8, pos_conv_groups=4)
+    changes: Dict[str, Any] = dict(
+        embed_dim=32,
+        num_layers=2,
+        num_heads=[2, 2],
+        head_dim=16,
+        ffn_dims=[64, 64],
+        identity_heads=[],
+        conv_heads=[],
+        pos_conv_kernel=8,
+        pos_conv_groups=4,
+    )
     if config.frontend == "conv":
         changes["conv_layers"] = TINY_CONV
     head = config.head
@@ -129,9 +158,16 @@ def model_config(name: str, dry: bool) -> SSLModelConfig:
         "hubert_teacher": lambda: hubert_config(with_head=False),
         "hubert_pretrain": lambda: hubert_config(with_head=True),
         "star_student": lambda: star_hubert_config(name="star_hubert"),
-        "distil_student": lambda: distilhubert_config(pred_layers=(4, 8, 12), feature_grad_mult=0.1, activation_dropout=0.1),
-        "cif_student": lambda: distilhubert_config(pred_layers=(4, 8, 12), feature_grad_mult=0.1, activation_dropout=0.1,
-                                                   subsampling={"type": "cif", "stride": 4}, name="distilhubert_cif"),
+        "distil_student": lambda: distilhubert_config(
+            pred_layers=(4, 8, 12), feature_grad_mult=0.1, activation_dropout=0.1
+        ),
+        "cif_student": lambda: distilhubert_config(
+            pred_layers=(4, 8, 12),
+            feature_grad_mult=0.1,
+            activation_dropout=0.1,
+            subsampling={"type": "cif", "stride": 4},
+            name="distilhubert_cif",
+        ),
         "melhubert_pretrain": lambda: melhubert_config(stack_frames=1, num_clusters=512),
     }
     config = builders[name]() if name in builders else preset_config(name)
@@ -147,7 +183,9 @@ def set_variant(module: torch.nn.Module, variant: str) -> None:
         m.set_speed_options(**{**VARIANTS, **ABLATIONS}[variant])
 
 
-def padded_batch(batch: int, seconds: Tuple[float, float], device: torch.device, seed: int = 0) -> Tuple[torch.Tensor, torch.Tensor]:
+def padded_batch(
+    batch: int, seconds: Tuple[float, float], device: torch.device, seed: int = 0
+) -> Tuple[torch.Tensor, torch.Tensor]:
     lo, hi = (int(s * SR) for s in seconds)
     lengths = torch.linspace(lo, hi, batch).long() if batch > 1 else torch.tensor([hi])
     g = torch.Generator().manual_seed(seed)
@@ -175,11 +213,18 @@ def build_update(kind: str, batch: int, settings: Settings, device: torch.device
     if kind in ("star", "distilhubert", "cif"):
         teacher = SSLModel(model_config("hubert_teacher", dry))
         if kind == "star":
-            task = DistillationTask(teacher, SSLModel(model_config("star_student", dry)), {"layer_wise": 1.0, "intra_layer": 1.0}, method="auto")
+            task = DistillationTask(
+                teacher,
+                SSLModel(model_config("star_student", dry)),
+                {"layer_wise": 1.0, "intra_layer": 1.0},
+                method="auto",
+            )
         elif kind == "distilhubert":
             task = DistillationTask(teacher, SSLModel(model_config("distil_student", dry)), {"l1_cos": 1.0})
         else:
-            task = DistillationTask(teacher, SSLModel(model_config("cif_student", dry)), {"l1_cos": 1.0, "cardinality": 0.5})
+            task = DistillationTask(
+                teacher, SSLModel(model_config("cif_student", dry)), {"l1_cos": 1.0, "cardinality": 0.5}
+            )
         task = task.to(device).train()
 
         def forward_flops() -> float:
@@ -190,7 +235,13 @@ def build_update(kind: str, batch: int, settings: Settings, device: torch.device
         name = "hubert_pretrain" if kind == "hubert_mp" else "melhubert_pretrain"
         model = SSLModel(model_config(name, dry))
         mask = (0.08, 10) if kind == "hubert_mp" else (0.07, 10)
-        task = MaskedPredictionTask(model, mask_prob=mask[0], mask_length=mask[1], unmasked_weight=0.0 if kind == "hubert_mp" else 1.0).to(device).train()
+        task = (
+            MaskedPredictionTask(
+                model, mask_prob=mask[0], mask_length=mask[1], unmasked_weight=0.0 if kind == "hubert_mp" else 1.0
+            )
+            .to(device)
+            .train()
+        )
         head = model.config.head
         classes = int(head["num_classes"][0]) if isinstance(head["num_classes"], list) else int(head["num_classes"])
         with torch.no_grad():
@@ -199,10 +250,12 @@ def build_update(kind: str, batch: int, settings: Settings, device: torch.device
 
         def forward_flops() -> float:
             return 3 * count_flops(lambda: model(wavs, lengths), device)
+
     return task, data, forward_flops
 
 
 # --- measuring ------------------------------------------------------------------------------------------------
+
 
 def sync(device: torch.device) -> None:
     if device.type == "cuda":
@@ -255,7 +308,9 @@ def measure_peak(settings: Settings, device: torch.device) -> Dict[str, float]:
     return {"n": n, "tflops": 2 * n**3 / t / 1e12}
 
 
-def optimizer_step(task: torch.nn.Module, data: Dict[str, torch.Tensor], opt: torch.optim.Optimizer, device: torch.device) -> Callable[[], None]:
+def optimizer_step(
+    task: torch.nn.Module, data: Dict[str, torch.Tensor], opt: torch.optim.Optimizer, device: torch.device
+) -> Callable[[], None]:
     def step() -> None:
         with autocast(device):
             loss, _ = task(data)
@@ -283,9 +338,20 @@ def measure_updates(settings: Settings, device: torch.device, peak: float, clock
                 set_variant(task, variant)
                 reset_memory(device)
                 t = median_time(step, device, settings.repeats, settings.warmup)
-                rows.append({"kind": kind, "batch": batch, "variant": variant, "time_s": t, "audio_s_per_s": audio / t,
-                             "model_tflop": flops / 1e12, "tflops": flops / t / 1e12, "pct_peak": 100 * flops / t / 1e12 / peak,
-                             "peak_gib": peak_gib(device), "audio_s": audio})
+                rows.append(
+                    {
+                        "kind": kind,
+                        "batch": batch,
+                        "variant": variant,
+                        "time_s": t,
+                        "audio_s_per_s": audio / t,
+                        "model_tflop": flops / 1e12,
+                        "tflops": flops / t / 1e12,
+                        "pct_peak": 100 * flops / t / 1e12 / peak,
+                        "peak_gib": peak_gib(device),
+                        "audio_s": audio,
+                    }
+                )
             del task, opt, step, data
         except torch.cuda.OutOfMemoryError as e:  # a micro-batch too large for this device: say so, go on
             rows.append({"kind": kind, "batch": batch, "variant": "-", "error": f"out of memory: {str(e)[:80]}"})
@@ -293,7 +359,9 @@ def measure_updates(settings: Settings, device: torch.device, peak: float, clock
     return rows
 
 
-def measure_profile(settings: Settings, device: torch.device, clock: "Clock", top: int = 12) -> Dict[str, List[Dict[str, Any]]]:
+def measure_profile(
+    settings: Settings, device: torch.device, clock: "Clock", top: int = 12
+) -> Dict[str, List[Dict[str, Any]]]:
     """The STaR update's time by op (and input shapes), as % of the device's (CPU: the ops') total."""
     from torch.autograd import DeviceType
     from torch.profiler import ProfilerActivity, profile
@@ -321,8 +389,15 @@ def measure_profile(settings: Settings, device: torch.device, clock: "Clock", to
         if cuda:  # kernels are rows of their own: their sum is the device's busy time
             total = sum(getattr(e, attr) for e in events if e.device_type == DeviceType.CUDA) or total
         ops.sort(key=lambda e: -getattr(e, attr))
-        out[variant] = [{"op": e.key, "shapes": str(e.input_shapes)[:90], "ms_per_step": getattr(e, attr) / 1e3 / settings.profile_steps,
-                         "pct": 100 * getattr(e, attr) / max(total, 1)} for e in ops[:top]]
+        out[variant] = [
+            {
+                "op": e.key,
+                "shapes": str(e.input_shapes)[:90],
+                "ms_per_step": getattr(e, attr) / 1e3 / settings.profile_steps,
+                "pct": 100 * getattr(e, attr) / max(total, 1),
+            }
+            for e in ops[:top]
+        ]
     del task, opt, step
     reset_memory(device)
     return out
@@ -348,8 +423,16 @@ def measure_inference(settings: Settings, device: torch.device, clock: "Clock") 
                             model(wavs)
 
                     t = median_time(run, device, settings.repeats, settings.warmup)
-                    rows.append({"preset": preset, "batch": batch, "dtype": "bf16" if bf16 else "fp32", "variant": variant,
-                                 "time_ms": 1e3 * t, "peak_gib": peak_gib(device)})
+                    rows.append(
+                        {
+                            "preset": preset,
+                            "batch": batch,
+                            "dtype": "bf16" if bf16 else "fp32",
+                            "variant": variant,
+                            "time_ms": 1e3 * t,
+                            "peak_gib": peak_gib(device),
+                        }
+                    )
         model = None  # freed before the next preset is built
         reset_memory(device)
     return rows
@@ -401,11 +484,21 @@ def hf_hubert(dry: bool):
 
     from s3prl_plugins.models.convert import from_transformers
 
-    kw: Dict[str, Any] = dict(hidden_dropout=0.0, attention_dropout=0.0, activation_dropout=0.0, feat_proj_dropout=0.0, layerdrop=0.0)
+    kw: Dict[str, Any] = dict(
+        hidden_dropout=0.0, attention_dropout=0.0, activation_dropout=0.0, feat_proj_dropout=0.0, layerdrop=0.0
+    )
     if dry:
-        kw.update(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64, conv_dim=[c for c, _, _ in TINY_CONV],
-                  conv_kernel=[k for _, k, _ in TINY_CONV], conv_stride=[s for _, _, s in TINY_CONV], num_conv_pos_embeddings=8,
-                  num_conv_pos_embedding_groups=4)
+        kw.update(
+            hidden_size=32,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            intermediate_size=64,
+            conv_dim=[c for c, _, _ in TINY_CONV],
+            conv_kernel=[k for _, k, _ in TINY_CONV],
+            conv_stride=[s for _, _, s in TINY_CONV],
+            num_conv_pos_embeddings=8,
+            num_conv_pos_embedding_groups=4,
+        )
     torch.manual_seed(0)
     try:
         hf_config = transformers.HubertConfig(**kw, attn_implementation="sdpa")
@@ -434,10 +527,16 @@ def measure_transformers(settings: Settings, device: torch.device, clock: "Clock
     with torch.inference_mode():
         ref = hf(one).last_hidden_state.float()
         scale = ref.abs().max().item()
-        agree = {"fp32 ours vs transformers fp32": (ours(one).hidden_states[-1].float() - ref).abs().max().item() / scale}
+        agree = {
+            "fp32 ours vs transformers fp32": (ours(one).hidden_states[-1].float() - ref).abs().max().item() / scale
+        }
         with autocast(device):
-            agree["bf16 ours vs transformers fp32"] = (ours(one).hidden_states[-1].float() - ref).abs().max().item() / scale
-            agree["bf16 transformers vs transformers fp32"] = (hf(one).last_hidden_state.float() - ref).abs().max().item() / scale
+            agree["bf16 ours vs transformers fp32"] = (
+                ours(one).hidden_states[-1].float() - ref
+            ).abs().max().item() / scale
+            agree["bf16 transformers vs transformers fp32"] = (
+                hf(one).last_hidden_state.float() - ref
+            ).abs().max().item() / scale
     rows = []
     for batch in settings.hf_batches:
         wavs = 0.1 * torch.randn(batch, n, device=device)
@@ -480,59 +579,90 @@ class Clock:
 
 # --- the report -------------------------------------------------------------------------------------------------
 
+
 def _f(v: Any, fmt: str) -> str:
     return "-" if v is None else format(v, fmt)
 
 
 def format_report(res: Dict[str, Any]) -> str:
-    lines = [f"# {res['device']}, torch {res['torch']}, {'DRY RUN (tiny models)' if res['dry'] else 'full sizes'}; "
-             f"before = speed options off {SPEED_OPTIONS_OFF}, after = defaults {SPEED_OPTIONS}"]
+    lines = [
+        f"# {res['device']}, torch {res['torch']}, {'DRY RUN (tiny models)' if res['dry'] else 'full sizes'}; "
+        f"before = speed options off {SPEED_OPTIONS_OFF}, after = defaults {SPEED_OPTIONS}"
+    ]
     if "peak" in res:
         lines.append(f"\nbf16 matmul peak ({res['peak']['n']}^3): {res['peak']['tflops']:.0f} TFLOP/s")
     if res.get("updates"):
-        lines += ["\n## updates (forward + backward + AdamW, bf16 autocast, padded micro-batches)",
-                  "| update | micro-batch | variant | s/update | audio s/s | TFLOP/s | % of peak | peak GiB |", "|---|---|---|---|---|---|---|---|"]
+        lines += [
+            "\n## updates (forward + backward + AdamW, bf16 autocast, padded micro-batches)",
+            "| update | micro-batch | variant | s/update | audio s/s | TFLOP/s | % of peak | peak GiB |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
         for r in res["updates"]:
             if "error" in r:
                 lines.append(f"| {r['kind']} | {r['batch']} | - | {r['error']} | | | | |")
                 continue
-            lines.append(f"| {r['kind']} | {r['batch']} | {r['variant']} | {r['time_s']:.3f} | {r['audio_s_per_s']:,.0f} | {r['tflops']:.1f} | "
-                         f"{r['pct_peak']:.1f} | {_f(r['peak_gib'], '.1f')} |")
+            lines.append(
+                f"| {r['kind']} | {r['batch']} | {r['variant']} | {r['time_s']:.3f} | {r['audio_s_per_s']:,.0f} | {r['tflops']:.1f} | "
+                f"{r['pct_peak']:.1f} | {_f(r['peak_gib'], '.1f')} |"
+            )
         ups = {(r["kind"], r["batch"], r["variant"]): r for r in res["updates"] if "error" not in r}
         for (kind, batch, variant), r in ups.items():
             if variant == "after" and (kind, batch, "before") in ups:
-                lines.append(f"{kind} x {batch}: after / before audio s/s = {r['audio_s_per_s'] / ups[(kind, batch, 'before')]['audio_s_per_s']:.2f}x")
+                lines.append(
+                    f"{kind} x {batch}: after / before audio s/s = {r['audio_s_per_s'] / ups[(kind, batch, 'before')]['audio_s_per_s']:.2f}x"
+                )
     if res.get("profile"):
         for variant, rows in res["profile"].items():
-            lines += [f"\n## where the STaR update's time goes ({variant})", "| op | input shapes | ms/update | % |", "|---|---|---|---|"]
+            lines += [
+                f"\n## where the STaR update's time goes ({variant})",
+                "| op | input shapes | ms/update | % |",
+                "|---|---|---|---|",
+            ]
             lines += [f"| {r['op']} | {r['shapes']} | {r['ms_per_step']:.2f} | {r['pct']:.1f} |" for r in rows]
     if res.get("inference"):
-        lines += [f"\n## inference, ms per batch of {res['settings']['inference_seconds']:g} s utterances (inference mode)",
-                  "| preset | batch | fp32 before | fp32 after | bf16 before | bf16 after | bf16 / fp32 (after) |", "|---|---|---|---|---|---|---|"]
+        lines += [
+            f"\n## inference, ms per batch of {res['settings']['inference_seconds']:g} s utterances (inference mode)",
+            "| preset | batch | fp32 before | fp32 after | bf16 before | bf16 after | bf16 / fp32 (after) |",
+            "|---|---|---|---|---|---|---|",
+        ]
         table: Dict[Tuple[str, int], Dict[str, float]] = {}
         for r in res["inference"]:
             table.setdefault((r["preset"], r["batch"]), {})[f"{r['dtype']} {r['variant']}"] = r["time_ms"]
         for (preset, batch), t in table.items():
-            lines.append(f"| {preset} | {batch} | {t['fp32 before']:.1f} | {t['fp32 after']:.1f} | {t['bf16 before']:.1f} | {t['bf16 after']:.1f} | "
-                         f"{t['bf16 after'] / t['fp32 after']:.2f} |")
+            lines.append(
+                f"| {preset} | {batch} | {t['fp32 before']:.1f} | {t['fp32 after']:.1f} | {t['bf16 before']:.1f} | {t['bf16 after']:.1f} | "
+                f"{t['bf16 after'] / t['fp32 after']:.2f} |"
+            )
     if res.get("pruned"):
-        lines += [f"\n## pruned MelHuBERT-10ms, bf16, {res['settings']['prune_batch']} x {res['settings']['inference_seconds']:g} s",
-                  "| model | variant | GMACs/utt | ms | speed-up | ideal (MACs) | measured / ideal |",
-                  "|---|---|---|---|---|---|---|"]
-        lines += [f"| {r['model']} | {r['variant']} | {r['gmacs_per_utt']:.4g} | {r['time_ms']:.1f} | {r['speedup']:.2f} | {r['ideal']:.2f} | {r['ratio']:.2f} |"
-                  for r in res["pruned"]]
+        lines += [
+            f"\n## pruned MelHuBERT-10ms, bf16, {res['settings']['prune_batch']} x {res['settings']['inference_seconds']:g} s",
+            "| model | variant | GMACs/utt | ms | speed-up | ideal (MACs) | measured / ideal |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        lines += [
+            f"| {r['model']} | {r['variant']} | {r['gmacs_per_utt']:.4g} | {r['time_ms']:.1f} | {r['speedup']:.2f} | {r['ideal']:.2f} | {r['ratio']:.2f} |"
+            for r in res["pruned"]
+        ]
     hf = res.get("transformers") or {}
     if "error" in hf:
         lines.append(f"\n## transformers HubertModel: not run ({hf['error']})")
     elif hf:
-        lines += [f"\n## transformers HubertModel (SDPA) vs ours, same weights, ms per batch of {res['settings']['inference_seconds']:g} s", "| batch | dtype | transformers | ours before | ours after | transformers / ours after |",
-                  "|---|---|---|---|---|---|"]
+        lines += [
+            f"\n## transformers HubertModel (SDPA) vs ours, same weights, ms per batch of {res['settings']['inference_seconds']:g} s",
+            "| batch | dtype | transformers | ours before | ours after | transformers / ours after |",
+            "|---|---|---|---|---|---|",
+        ]
         table2: Dict[Tuple[int, str], Dict[str, float]] = {}
         for r in hf["rows"]:
             table2.setdefault((r["batch"], r["dtype"]), {})[r["model"]] = r["time_ms"]
         for (batch, dtype), t in table2.items():
-            lines.append(f"| {batch} | {dtype} | {t['transformers']:.1f} | {t['ours before']:.1f} | {t['ours after']:.1f} | {t['transformers'] / t['ours after']:.2f} |")
-        lines.append(f"max |difference| / max |reference| of the last layer, 1 x {res['settings']['inference_seconds']:g} s: " + "; ".join(f"{k}: {v:.2e}" for k, v in hf["max_abs_diff_rel"].items()))
+            lines.append(
+                f"| {batch} | {dtype} | {t['transformers']:.1f} | {t['ours before']:.1f} | {t['ours after']:.1f} | {t['transformers'] / t['ours after']:.2f} |"
+            )
+        lines.append(
+            f"max |difference| / max |reference| of the last layer, 1 x {res['settings']['inference_seconds']:g} s: "
+            + "; ".join(f"{k}: {v:.2e}" for k, v in hf["max_abs_diff_rel"].items())
+        )
     if res.get("skipped"):
         lines.append(f"\nskipped (time budget): {', '.join(res['skipped'])}")
     lines.append(f"\ntotal {res['elapsed_s']:.0f} s")
@@ -541,8 +671,13 @@ def format_report(res: Dict[str, Any]) -> str:
 
 def run(settings: Settings, device: torch.device) -> Dict[str, Any]:
     clock = Clock(settings.budget_s)
-    res: Dict[str, Any] = {"device": torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU", "torch": torch.__version__,
-                           "dry": settings.dry, "settings": asdict(settings), "cudnn_benchmark": torch.backends.cudnn.benchmark}
+    res: Dict[str, Any] = {
+        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU",
+        "torch": torch.__version__,
+        "dry": settings.dry,
+        "settings": asdict(settings),
+        "cudnn_benchmark": torch.backends.cudnn.benchmark,
+    }
     peak = float("nan")
     if "peak" in settings.sections:
         res["peak"] = measure_peak(settings, device)
@@ -564,7 +699,11 @@ def run(settings: Settings, device: torch.device) -> Dict[str, Any]:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--dry-run", action="store_true", help="tiny models, one repeat, on the CPU unless --device: every code path in seconds")
+    p.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="tiny models, one repeat, on the CPU unless --device: every code path in seconds",
+    )
     p.add_argument("--device", default=None, help="default: cuda if available (cpu with --dry-run)")
     p.add_argument("--json", help="write every figure here")
     p.add_argument("--sections", nargs="+", choices=Settings().sections, help="only these sections")

@@ -73,12 +73,23 @@ def main():
             b = ours(wav[None]).hidden_states
             diff = max((x - y).abs().max().item() for x, y in zip(a[first : len(b)], b[first:]))
         t_ref, t_ours = interleaved([lambda: ref([wav]), lambda: ours(wav[None])], args.repeats)
-        results[f"{name}: ours vs s3prl"] = {"s3prl_s": t_ref, "ours_s": t_ours, "speedup": t_ref / t_ours, "max_abs_diff": diff}
+        results[f"{name}: ours vs s3prl"] = {
+            "s3prl_s": t_ref,
+            "ours_s": t_ours,
+            "speedup": t_ref / t_ours,
+            "max_abs_diff": diff,
+        }
 
-    models = {n: build_model(preset_config(n)).eval() for n in ("hubert_base", "distilhubert", "star_hubert", "star_hubert_l")}
+    models = {
+        n: build_model(preset_config(n)).eval() for n in ("hubert_base", "distilhubert", "star_hubert", "star_hubert_l")
+    }
     t = dict(zip(models, interleaved([lambda m=m: m(wav[None]) for m in models.values()], args.repeats)))
     for n in ("distilhubert", "star_hubert", "star_hubert_l"):
-        results[f"{n} vs hubert_base"] = {"hubert_s": t["hubert_base"], "student_s": t[n], "speedup": t["hubert_base"] / t[n]}
+        results[f"{n} vs hubert_base"] = {
+            "hubert_s": t["hubert_base"],
+            "student_s": t[n],
+            "speedup": t["hubert_base"] / t[n],
+        }
 
     print(f"CPU, {args.threads} threads, batch 1, {args.seconds:.0f} s utterance, median of {args.repeats}")
     for k, v in results.items():

@@ -81,9 +81,13 @@ def measure(data_dir: str, conf: dict, workers: int, epochs: int, consumed: floa
     from s3prl_plugins.train.trainer import TrainerConfig, make_loader
 
     data = conf["data"]
-    tcfg = TrainerConfig(exp_dir=tempfile.mkdtemp(), num_workers=workers, prefetch_factor=conf["trainer"].get("prefetch_factor", 2))
+    tcfg = TrainerConfig(
+        exp_dir=tempfile.mkdtemp(), num_workers=workers, prefetch_factor=conf["trainer"].get("prefetch_factor", 2)
+    )
     ds = AudioDataset(data_dir, None, data["max_seconds"], frame_stride=320, min_samples=400)
-    sampler = BucketBatchSampler([ds.duration(i) for i in range(len(ds))], data["batch_seconds"], shuffle=True, max_batch_size=data["batch_size"])
+    sampler = BucketBatchSampler(
+        [ds.duration(i) for i in range(len(ds))], data["batch_seconds"], shuffle=True, max_batch_size=data["batch_size"]
+    )
     seconds, elapsed = 0.0, 0.0
     for epoch in range(epochs + 1):  # epoch 0 warms the page cache
         start = time.perf_counter()
@@ -106,7 +110,10 @@ def main() -> int:
     p.add_argument("--workers", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--hours", type=float, default=0.5, help="audio in the synthetic corpus")
     p.add_argument("--epochs", type=int, default=2, help="timed passes over it (after one warm-up pass)")
-    p.add_argument("--conf", default=os.path.join(os.path.dirname(__file__), "..", "egs", "librispeech", "star", "conf", "star.yaml"))
+    p.add_argument(
+        "--conf",
+        default=os.path.join(os.path.dirname(__file__), "..", "egs", "librispeech", "star", "conf", "star.yaml"),
+    )
     p.add_argument("--consumed", type=float, default=1162.0, help="audio s / s one update consumes (H100 STaRHuBERT)")
     args = p.parse_args()
     with open(args.conf) as f:
@@ -117,7 +124,9 @@ def main() -> int:
         t = time.perf_counter()
         total = make_corpus(root, args.hours)
         prepare_librispeech(root, "train-clean-100", os.path.join(root, "data"))
-        print(f"corpus: {total / 3600:.2f} h of FLAC in {time.perf_counter() - t:.0f} s; {os.cpu_count()} CPUs; conf {os.path.relpath(args.conf)}")
+        print(
+            f"corpus: {total / 3600:.2f} h of FLAC in {time.perf_counter() - t:.0f} s; {os.cpu_count()} CPUs; conf {os.path.relpath(args.conf)}"
+        )
         print(f"loader alone, then with each batch held for the update ({args.consumed:.0f} audio s / s):")
         print(f"{'workers':>8}{'loader s/s':>12}{'x w=0':>8}{'training s/s':>14}{'x w=0':>8}{'GPU busy':>10}")
         base = None
@@ -125,7 +134,9 @@ def main() -> int:
             alone = measure(os.path.join(root, "data"), conf, w, args.epochs)
             fed = measure(os.path.join(root, "data"), conf, w, args.epochs, args.consumed)
             base = base or (alone, fed)
-            print(f"{w:>8}{alone:>12.0f}{alone / base[0]:>8.2f}{fed:>14.0f}{fed / base[1]:>8.2f}{fed / args.consumed:>10.0%}")
+            print(
+                f"{w:>8}{alone:>12.0f}{alone / base[0]:>8.2f}{fed:>14.0f}{fed / base[1]:>8.2f}{fed / args.consumed:>10.0%}"
+            )
     return 0
 
 

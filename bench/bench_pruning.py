@@ -73,12 +73,23 @@ def main(argv=None) -> int:
                 times[k].append(time.perf_counter() - t0)
     base_t, base_m = statistics.median(times["unpruned"]), macs["unpruned"]
     rows = []
-    print(f"MelHuBERT BASE {args.frame_ms} ms, batch 1, {args.seconds:g} s, {args.device}, {args.threads} thread(s), median of {args.repeats}")
+    print(
+        f"MelHuBERT BASE {args.frame_ms} ms, batch 1, {args.seconds:g} s, {args.device}, {args.threads} thread(s), median of {args.repeats}"
+    )
     print(f"{'variant':<24}{'GMACs':>8}{'time s':>9}{'speed-up':>10}{'ideal':>8}{'ratio':>8}")
     for k in models:
         t = statistics.median(times[k])
         measured, ideal = base_t / t, base_m / macs[k]
-        rows.append({"variant": k, "gmacs": macs[k] / 1e9, "seconds": t, "speedup": measured, "ideal": ideal, "ratio": measured / ideal})
+        rows.append(
+            {
+                "variant": k,
+                "gmacs": macs[k] / 1e9,
+                "seconds": t,
+                "speedup": measured,
+                "ideal": ideal,
+                "ratio": measured / ideal,
+            }
+        )
         print(f"{k:<24}{macs[k] / 1e9:>8.1f}{t:>9.3f}{measured:>10.2f}{ideal:>8.2f}{measured / ideal:>8.2f}")
     print(json.dumps(rows))
     return 0

@@ -59,7 +59,13 @@ def measure(method: str, frames: int, batch: int, repeats: int, threads: int, de
         peak = torch.cuda.max_memory_allocated() - base_mem
     else:
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - base_mem
-    return {"method": method, "frames": frames, "time_s": statistics.median(times), "peak_extra_bytes": int(peak), "loss": value}
+    return {
+        "method": method,
+        "frames": frames,
+        "time_s": statistics.median(times),
+        "peak_extra_bytes": int(peak),
+        "loss": value,
+    }
 
 
 def main() -> None:
@@ -78,21 +84,40 @@ def main() -> None:
     rows = []
     for n in args.frames:
         for method in ("direct", "gram"):
-            cmd = [sys.executable, __file__, "--one", method, str(n), "--batch", str(args.batch), "--repeats", str(args.repeats),
-                   "--threads", str(args.threads), "--device", args.device]
+            cmd = [
+                sys.executable,
+                __file__,
+                "--one",
+                method,
+                str(n),
+                "--batch",
+                str(args.batch),
+                "--repeats",
+                str(args.repeats),
+                "--threads",
+                str(args.threads),
+                "--device",
+                args.device,
+            ]
             out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
             rows.append(json.loads(out.strip().splitlines()[-1]))
-    print(f"STaR loss (layer-wise + intra-layer), 13 states, widths 768/432, batch {args.batch}, {args.device}, "
-          f"{args.threads} threads, forward+backward, median of {args.repeats}")
-    print(f"{'N':>6} {'direct s':>10} {'gram s':>10} {'speed-up':>9} {'direct MiB':>11} {'gram MiB':>9} {'rel. diff':>10}")
+    print(
+        f"STaR loss (layer-wise + intra-layer), 13 states, widths 768/432, batch {args.batch}, {args.device}, "
+        f"{args.threads} threads, forward+backward, median of {args.repeats}"
+    )
+    print(
+        f"{'N':>6} {'direct s':>10} {'gram s':>10} {'speed-up':>9} {'direct MiB':>11} {'gram MiB':>9} {'rel. diff':>10}"
+    )
     summary = []
     for n in args.frames:
         d = next(r for r in rows if r["frames"] == n and r["method"] == "direct")
         g = next(r for r in rows if r["frames"] == n and r["method"] == "gram")
         rel = abs(d["loss"] - g["loss"]) / abs(d["loss"])
         summary.append({"frames": n, "direct": d, "gram": g, "speedup": d["time_s"] / g["time_s"], "rel_diff": rel})
-        print(f"{n:>6} {d['time_s']:>10.4f} {g['time_s']:>10.4f} {d['time_s'] / g['time_s']:>8.2f}x "
-              f"{d['peak_extra_bytes'] / 2**20:>11.1f} {g['peak_extra_bytes'] / 2**20:>9.1f} {rel:>10.1e}")
+        print(
+            f"{n:>6} {d['time_s']:>10.4f} {g['time_s']:>10.4f} {d['time_s'] / g['time_s']:>8.2f}x "
+            f"{d['peak_extra_bytes'] / 2**20:>11.1f} {g['peak_extra_bytes'] / 2**20:>9.1f} {rel:>10.1e}"
+        )
     if args.json:
         with open(args.json, "w") as f:
             json.dump(summary, f, indent=2)

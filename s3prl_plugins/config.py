@@ -121,7 +121,9 @@ def check_keys(mapping: Mapping[str, Any], allowed: Iterable[str], where: str) -
     allowed = list(allowed)
     for key in mapping:
         if key not in allowed:
-            raise ConfigError(f"{_join(where, key)}: unknown key{nearest(key, allowed)}; valid keys: {', '.join(sorted(allowed))}")
+            raise ConfigError(
+                f"{_join(where, key)}: unknown key{nearest(key, allowed)}; valid keys: {', '.join(sorted(allowed))}"
+            )
 
 
 def check_mapping(value: Any, where: str) -> Dict[str, Any]:
@@ -144,7 +146,9 @@ def _type_name(tp: Any) -> str:
         return "a list"
     if origin in (dict, Mapping, typing.Mapping, collections.abc.Mapping):
         return "a mapping"
-    return {int: "an integer", float: "a number", str: "a string", bool: "true or false"}.get(tp, getattr(tp, "__name__", str(tp)))
+    return {int: "an integer", float: "a number", str: "a string", bool: "true or false"}.get(
+        tp, getattr(tp, "__name__", str(tp))
+    )
 
 
 def check_type(value: Any, tp: Any, key: str) -> Any:
@@ -217,7 +221,9 @@ def check_range(value: Any, meta: Mapping[str, Any], key: str) -> None:
     if value is None:
         return
     if "choices" in meta and value not in meta["choices"]:
-        raise ConfigError(f"{key}: must be one of {', '.join(map(str, meta['choices']))}, not {value!r}{nearest(value, map(str, meta['choices']))}")
+        raise ConfigError(
+            f"{key}: must be one of {', '.join(map(str, meta['choices']))}, not {value!r}{nearest(value, map(str, meta['choices']))}"
+        )
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return
     if "min" in meta and value < meta["min"]:
@@ -248,7 +254,11 @@ def from_dict(cls: Callable[..., T], data: Any, where: str) -> T:
     data = check_mapping(data, where)
     fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
     check_keys(data, fields, where)
-    missing = [n for n, f in fields.items() if n not in data and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]  # type: ignore[misc]
+    missing = [
+        n
+        for n, f in fields.items()
+        if n not in data and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+    ]  # type: ignore[misc]
     if missing:
         raise ConfigError(f"{where}: missing required key(s) {', '.join(_join(where, m) for m in missing)}")
     hints = typing.get_type_hints(cls)

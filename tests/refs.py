@@ -18,7 +18,19 @@ def randomize_(module: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
     return module
 
 
-def s3prl_hubert_ckpt(embed_dim=48, layers=2, heads=4, ffn=96, conv=SMALL_CONV, extractor_mode="default", layer_norm_first=False, normalize=False, seed=0, conv_pos=16, conv_pos_groups=4):
+def s3prl_hubert_ckpt(
+    embed_dim=48,
+    layers=2,
+    heads=4,
+    ffn=96,
+    conv=SMALL_CONV,
+    extractor_mode="default",
+    layer_norm_first=False,
+    normalize=False,
+    seed=0,
+    conv_pos=16,
+    conv_pos_groups=4,
+):
     from s3prl.upstream.hubert.hubert_model import HubertConfig, HubertModel, HubertPretrainingConfig
 
     model_cfg = dict(
@@ -38,7 +50,12 @@ def s3prl_hubert_ckpt(embed_dim=48, layers=2, heads=4, ffn=96, conv=SMALL_CONV, 
     symbols = [[f"s{i}" for i in range(7)]]
     model = HubertModel(HubertConfig(**model_cfg), HubertPretrainingConfig(**task_cfg), symbols)
     randomize_(model, seed)
-    return {"task_cfg": task_cfg, "model_cfg": model_cfg, "model_weight": model.state_dict(), "dictionaries_symbols": symbols}
+    return {
+        "task_cfg": task_cfg,
+        "model_cfg": model_cfg,
+        "model_weight": model.state_dict(),
+        "dictionaries_symbols": symbols,
+    }
 
 
 def wav_batch(lengths=(3200, 2500, 4000), seed=0):
@@ -89,7 +106,9 @@ def s3prl_wavlm_ckpt(embed_dim=48, layers=2, heads=4, ffn=96, conv=SMALL_CONV, s
     return {"cfg": cfg, "model": model.state_dict()}
 
 
-def s3prl_distiller_ckpt(embed_dim=48, layers=2, heads=4, ffn=96, conv=SMALL_CONV, seed=0, conv_pos=16, conv_pos_groups=4):
+def s3prl_distiller_ckpt(
+    embed_dim=48, layers=2, heads=4, ffn=96, conv=SMALL_CONV, seed=0, conv_pos=16, conv_pos_groups=4
+):
     from s3prl.upstream.distiller.model import DistillerConfig, DistillerModel
 
     cfg = dict(

@@ -49,8 +49,14 @@ def test_dry_run_covers_every_section(bench, tmp_path, capsys, monkeypatch):
     assert {r["model"] for r in res["transformers"]["rows"]} == {"transformers", "ours before", "ours after"}
     assert frontends.FAST_PATH_DEVICES == {"cuda", "cpu"}  # its fast paths ran on the CPU
     report = capsys.readouterr().out
-    for heading in ("bf16 matmul peak", "## updates", "## where the STaR update's time goes (after)", "## inference",
-                    "## pruned MelHuBERT-10ms", "## transformers HubertModel"):
+    for heading in (
+        "bf16 matmul peak",
+        "## updates",
+        "## where the STaR update's time goes (after)",
+        "## inference",
+        "## pruned MelHuBERT-10ms",
+        "## transformers HubertModel",
+    ):
         assert heading in report
 
 

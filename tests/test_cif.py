@@ -42,7 +42,7 @@ def test_padded_batch_equals_each_utterance_alone():
         alone, m = cif(x[b : b + 1, : lengths[b]], alpha[b : b + 1, : lengths[b]])
         assert int(m) == int(n[b])
         torch.testing.assert_close(seg[b, : int(m)], alone[0])
-        assert (seg[b, int(m):] == 0).all()
+        assert (seg[b, int(m) :] == 0).all()
 
 
 def test_segment_count_is_floor_of_the_sum():
@@ -60,7 +60,9 @@ def test_segments_are_weighted_averages_with_carried_leftovers():
     alpha = torch.full((1, 5), 0.4, dtype=torch.float64)
     seg, n = _assert_same(x, alpha)
     assert n.tolist() == [2]
-    torch.testing.assert_close(seg[0, :, 0], torch.tensor([0.4 * 1 + 0.4 * 2 + 0.2 * 3, 0.2 * 3 + 0.4 * 4 + 0.4 * 5], dtype=torch.float64))
+    torch.testing.assert_close(
+        seg[0, :, 0], torch.tensor([0.4 * 1 + 0.4 * 2 + 0.2 * 3, 0.2 * 3 + 0.4 * 4 + 0.4 * 5], dtype=torch.float64)
+    )
 
 
 def test_fixed_rate_alpha_is_average_pooling():

@@ -4,15 +4,15 @@ the segments topline) through the task."""
 
 import pytest
 import torch
+from tiny_data import make_tiny_teacher
 
 from s3prl_plugins.losses.cif import boundary_ends, cardinality_loss, frame_loss, segment_loss
 from s3prl_plugins.losses.distil import l1_cos_loss
-from s3prl_plugins.models.loading import load_pretrained
 from s3prl_plugins.models.config import SSLModelConfig
+from s3prl_plugins.models.loading import load_pretrained
 from s3prl_plugins.models.ssl_model import SSLModel
 from s3prl_plugins.nn.subsampling import average_pool
 from s3prl_plugins.tasks.distillation import DistillationTask
-from tiny_data import make_tiny_teacher
 
 # two utterances: 10 frames in 4 segments, 7 valid frames (then padding) in 3
 IDS = torch.tensor([[0, 0, 0, 1, 1, 2, 2, 2, 2, 3], [4, 4, 5, 5, 5, 5, 6, -100, -100, -100]])
@@ -85,11 +85,22 @@ def teacher(tmp_path_factory):
 
 
 def _student(spec, head=True):
-    return SSLModel(SSLModelConfig(
-        conv_layers=TINY_CONV, conv_norm="layer_norm", feature_layer_norm=False, embed_dim=16, num_layers=1, num_heads=[2],
-        head_dim=8, ffn_dims=[32], pos_conv_kernel=8, pos_conv_groups=4, subsampling=spec,
-        head={"type": "distil", "layers": [1, 2], "out_dim": 32} if head else None,
-    ))
+    return SSLModel(
+        SSLModelConfig(
+            conv_layers=TINY_CONV,
+            conv_norm="layer_norm",
+            feature_layer_norm=False,
+            embed_dim=16,
+            num_layers=1,
+            num_heads=[2],
+            head_dim=8,
+            ffn_dims=[32],
+            pos_conv_kernel=8,
+            pos_conv_groups=4,
+            subsampling=spec,
+            head={"type": "distil", "layers": [1, 2], "out_dim": 32} if head else None,
+        )
+    )
 
 
 def _batch(with_segments=False):
@@ -136,13 +147,19 @@ def test_conv_deconv_student_is_distilled_at_the_teachers_rate(teacher):
     assert student.upsampler.deconv.weight.grad.abs().sum() > 0
     assert student.subsampler.fixed.conv.weight.grad.abs().sum() > 0
     with pytest.raises(ValueError, match="prediction heads only"):
-        DistillationTask(teacher, _student({"type": "conv", "stride": 2, "upsample": "deconv"}, head=False), {"layer_wise": 1.0})
+        DistillationTask(
+            teacher, _student({"type": "conv", "stride": 2, "upsample": "deconv"}, head=False), {"layer_wise": 1.0}
+        )
 
 
-@pytest.mark.parametrize("objectives", [
-    {"l1_cos": 1.0, "cardinality": 0.5},
-    {"l1_cos": 1.0, "segment": 0.005, "frame": 0.25},
-], ids=["card", "segment_guidance"])
+@pytest.mark.parametrize(
+    "objectives",
+    [
+        {"l1_cos": 1.0, "cardinality": 0.5},
+        {"l1_cos": 1.0, "segment": 0.005, "frame": 0.25},
+    ],
+    ids=["card", "segment_guidance"],
+)
 def test_cif_student_trains_alpha_through_pooling_and_guidance(teacher, objectives):
     torch.manual_seed(0)
     student = _student({"type": "cif", "stride": 3})

@@ -18,9 +18,18 @@ from s3prl_plugins.models.ssl_model import SSLModel
 def _save(path, spec):
     torch.manual_seed(0)
     cfg = SSLModelConfig(
-        conv_layers=[(16, 10, 5), (16, 8, 4), (16, 4, 4), (16, 4, 4)], conv_norm="layer_norm", feature_layer_norm=False,
-        embed_dim=24, num_layers=2, num_heads=[2, 2], head_dim=12, ffn_dims=[32, 32], pos_conv_kernel=8, pos_conv_groups=4,
-        subsampling=spec, name="distilhubert_test",
+        conv_layers=[(16, 10, 5), (16, 8, 4), (16, 4, 4), (16, 4, 4)],
+        conv_norm="layer_norm",
+        feature_layer_norm=False,
+        embed_dim=24,
+        num_layers=2,
+        num_heads=[2, 2],
+        head_dim=12,
+        ffn_dims=[32, 32],
+        pos_conv_kernel=8,
+        pos_conv_groups=4,
+        subsampling=spec,
+        name="distilhubert_test",
     )
     save_checkpoint(str(path), SSLModel(cfg))
     return str(path)
@@ -69,7 +78,12 @@ def test_segment_rate_output_for_our_probes(ckpts, tmp_path):
     assert "segment_lengths" in out and out["hidden_states"][-1].size(1) == int(out["segment_lengths"].max())
     g = tmp_path / "expert.yaml"
     g.write_text("output_rate: frontend\n")
-    assert hub.distilhubert_cif_local(ckpt=ckpts["avg2"], model_config=str(g))([torch.randn(16000)])["hidden_states"][0].size(1) == 49  # the CNN frames of 1 s
+    assert (
+        hub.distilhubert_cif_local(ckpt=ckpts["avg2"], model_config=str(g))([torch.randn(16000)])["hidden_states"][
+            0
+        ].size(1)
+        == 49
+    )  # the CNN frames of 1 s
     with pytest.raises(ValueError, match="output_rate"):
         hub.distilhubert_cif_local(ckpt=ckpts["cif"], output_rate="segments")
 
@@ -84,7 +98,11 @@ def test_segments_topline_is_refused_by_the_expert_with_the_way_out(ckpts):
 def test_espnet_frontend_takes_the_cif_model(ckpts):
     from espnet2.asr.frontend.s3prl import S3prlFrontend
 
-    fe = S3prlFrontend(fs=16000, frontend_conf={"upstream": "distilhubert_cif_local", "path_or_url": ckpts["cif"]}, multilayer_feature=True).eval()
+    fe = S3prlFrontend(
+        fs=16000,
+        frontend_conf={"upstream": "distilhubert_cif_local", "path_or_url": ckpts["cif"]},
+        multilayer_feature=True,
+    ).eval()
     with torch.no_grad():
         feats, lens = fe(torch.randn(2, 16000), torch.tensor([16000, 11000]))
     assert feats.shape == (2, 50, 24) and lens.tolist() == [50, 35]
@@ -94,18 +112,48 @@ def test_stock_run_downstream_trains_on_the_cif_model(ckpts, tmp_path):
     import s3prl
 
     config = {
-        "runner": {"total_steps": 2, "gradient_clipping": 1, "gradient_accumulate_steps": 1, "log_step": 1,
-                   "eval_step": 1000, "save_step": 2, "max_keep": 1, "eval_dataloaders": ["dev"]},
+        "runner": {
+            "total_steps": 2,
+            "gradient_clipping": 1,
+            "gradient_accumulate_steps": 1,
+            "log_step": 1,
+            "eval_step": 1000,
+            "save_step": 2,
+            "max_keep": 1,
+            "eval_dataloaders": ["dev"],
+        },
         "optimizer": {"name": "TorchOptim", "torch_optim_name": "Adam", "lr": 1.0e-3},
-        "downstream_expert": {"datarc": {"train_batch_size": 2, "eval_batch_size": 2, "num_workers": 0}, "modelrc": {"input_dim": 8}},
+        "downstream_expert": {
+            "datarc": {"train_batch_size": 2, "eval_batch_size": 2, "num_workers": 0},
+            "modelrc": {"input_dim": 8},
+        },
     }
     cfg = tmp_path / "example.yaml"
     cfg.write_text(yaml.dump(config))
     script = os.path.join(os.path.dirname(s3prl.__file__), "run_downstream.py")
     r = subprocess.run(
-        [sys.executable, script, "-m", "train", "-u", "distilhubert_cif_local", "-k", ckpts["cif"], "-d", "example",
-         "-c", str(cfg), "-p", str(tmp_path / "exp"), "--device", "cpu"],
-        capture_output=True, text=True, timeout=600, cwd=os.path.dirname(script),
+        [
+            sys.executable,
+            script,
+            "-m",
+            "train",
+            "-u",
+            "distilhubert_cif_local",
+            "-k",
+            ckpts["cif"],
+            "-d",
+            "example",
+            "-c",
+            str(cfg),
+            "-p",
+            str(tmp_path / "exp"),
+            "--device",
+            "cpu",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=os.path.dirname(script),
     )
     assert r.returncode == 0, r.stderr[-3000:]
     state = torch.load(tmp_path / "exp" / "states-2.ckpt", map_location="cpu", weights_only=False)

@@ -18,6 +18,7 @@ from s3prl_plugins.compress import (
     head_l1_scores,
     model_density,
     normalize_within_layers,
+    pipeline,
     prune_ffn,
     prune_heads,
     replace_heads,
@@ -25,7 +26,6 @@ from s3prl_plugins.compress import (
     select_per_layer,
     truncate_layers,
 )
-from s3prl_plugins.compress import pipeline
 from s3prl_plugins.compress.weight import LossPlateau, masks_from_model, prunable_parameters
 from s3prl_plugins.eval.chain_measures import ProfileAndProbes
 from s3prl_plugins.losses.kd import cluster_kl
@@ -43,14 +43,27 @@ CONV = [(16, 10, 5), (32, 3, 2)] + [(32, 2, 2)] * 5
 
 
 def _mel(layers=3, heads=4, ffn=48, clusters=16):
-    return melhubert_config(embed_dim=32, num_layers=layers, num_heads=heads, ffn_dim=ffn, stack_frames=2, pos_conv_kernel=8, pos_conv_groups=4, num_clusters=clusters)
+    return melhubert_config(
+        embed_dim=32,
+        num_layers=layers,
+        num_heads=heads,
+        ffn_dim=ffn,
+        stack_frames=2,
+        pos_conv_kernel=8,
+        pos_conv_groups=4,
+        num_clusters=clusters,
+    )
 
 
 def _zoo():
     return {
         "melhubert": _mel(),
-        "star": star_hubert_config(embed_dim=32, num_layers=3, num_heads=4, ffn_dim=48, conv_layers=CONV, pos_conv_kernel=8, pos_conv_groups=4),
-        "distilhubert": distilhubert_config(embed_dim=32, num_layers=2, num_heads=4, ffn_dim=48, conv_layers=CONV, pos_conv_kernel=8, pos_conv_groups=4),
+        "star": star_hubert_config(
+            embed_dim=32, num_layers=3, num_heads=4, ffn_dim=48, conv_layers=CONV, pos_conv_kernel=8, pos_conv_groups=4
+        ),
+        "distilhubert": distilhubert_config(
+            embed_dim=32, num_layers=2, num_heads=4, ffn_dim=48, conv_layers=CONV, pos_conv_kernel=8, pos_conv_groups=4
+        ),
     }
 
 
@@ -153,7 +166,9 @@ def test_pruned_model_loads_through_s3prl_hub_with_identical_outputs(tmp_path):
 
     torch.manual_seed(0)
     model = SSLModel(_mel())
-    model = replace_heads(prune_ffn(prune_heads(model, {0: [1], 2: [0, 3]}), {1: list(range(0, 48, 3))}), {1: [0], 2: [1]}, "conv")
+    model = replace_heads(
+        prune_ffn(prune_heads(model, {0: [1], 2: [0, 3]}), {1: list(range(0, 48, 3))}), {1: [0], 2: [1]}, "conv"
+    )
     model = replace_heads(model, {1: [1]}, "identity")
     with torch.no_grad():
         model.encoder.layers[2].attention.head_conv.weight.normal_()
@@ -182,7 +197,12 @@ def test_head_l1_is_eq4_and_ffn_l1_is_eq6():
     model = SSLModel(_mel())
     att = model.encoder.layers[1].attention
     d = att.head_dim
-    want = [sum(float(w[h * d : (h + 1) * d].abs().sum()) for w in (att.q_proj.weight, att.k_proj.weight, att.v_proj.weight)) for h in range(4)]
+    want = [
+        sum(
+            float(w[h * d : (h + 1) * d].abs().sum()) for w in (att.q_proj.weight, att.k_proj.weight, att.v_proj.weight)
+        )
+        for h in range(4)
+    ]
     torch.testing.assert_close(head_l1_scores(model)[1], torch.tensor(want), rtol=1e-5, atol=1e-4)
     ff = model.encoder.layers[2].feed_forward
     U, V = ff.fc1.weight.t(), ff.fc2.weight.t()  # the paper's U (d x 3072) and V (3072 x d)
@@ -273,7 +293,9 @@ def test_global_magnitude_masks_are_eq3_and_never_revive():
     assert all(bool((masks.mask(n) <= before[n]).all()) for n in masks.names)
     with pytest.raises(PruningError, match="at density 0.5000 already, below the target 0.6000"):
         masks.prune_to(model, 0.6)
-    assert zero_weight_macs_per_frame(model) == sum(int((p == 0).sum()) for n, p in params.items() if n.endswith(".weight"))
+    assert zero_weight_macs_per_frame(model) == sum(
+        int((p == 0).sum()) for n, p in params.items() if n.endswith(".weight")
+    )
     rebuilt = masks_from_model(model)
     assert all(torch.equal(rebuilt.mask(n), masks.mask(n)) for n in masks.names)
 
@@ -476,7 +498,14 @@ def _chain_config(root, data, labels, path, steps, name):
     return {
         "model": path,
         "objective": {"type": "masked_prediction", "mask_prob": 0.1, "mask_length": 3, "unmasked_weight": 1.0},
-        "data": {"train": data, "valid": data, "train_labels": labels, "valid_labels": labels, "max_seconds": 1.0, "batch_seconds": 4.0},
+        "data": {
+            "train": data,
+            "valid": data,
+            "train_labels": labels,
+            "valid_labels": labels,
+            "max_seconds": 1.0,
+            "batch_seconds": 4.0,
+        },
         "trainer": {"lr": 1e-3, "log_every": 1, "save_every": 2},
         "measure": {"diagonality": 4, "rtf_seconds": 0.5, "rtf_repeats": 1},
         "exp_dir": str(root / name),
@@ -487,7 +516,6 @@ def _chain_config(root, data, labels, path, steps, name):
 @pytest.mark.slow
 def test_the_chain_runs_every_method_keeps_weight_zeros_and_resumes(chain_inputs):
     import csv
-
 
     root, data, labels, path = chain_inputs
     steps = [
@@ -504,7 +532,19 @@ def test_the_chain_runs_every_method_keeps_weight_zeros_and_resumes(chain_inputs
     cfg["measure"]["sid"] = {"train": data, "test": data}  # the speaker probe of every iteration (Fig. 5's SID)
     rows = run_compress(cfg)
     names = [r["name"] for r in rows]
-    assert names == ["00_base", "01_weight1", "02_weight2", "03_heads1", "04_ffn1", "05_ffn2", "06_replace_heads1", "07_kd1", "08_heads1", "09_first_k1", "10_train1"]
+    assert names == [
+        "00_base",
+        "01_weight1",
+        "02_weight2",
+        "03_heads1",
+        "04_ffn1",
+        "05_ffn2",
+        "06_replace_heads1",
+        "07_kd1",
+        "08_heads1",
+        "09_first_k1",
+        "10_train1",
+    ]
     by = {r["name"]: r for r in rows}
     assert by["02_weight2"]["weight_density"] == pytest.approx(0.6, abs=1e-3)
     # structured steps after weight pruning keep its zeros (the kept weights' zeros are sliced, not revived)
@@ -551,21 +591,48 @@ def test_the_chain_refuses_bad_steps_before_writing(chain_inputs):
         run_compress(_chain_config(root, data, labels, path, [{"method": "heads", "heads": 3}], "bad1"))
     assert not os.path.exists(root / "bad0") and not os.path.exists(root / "bad1")
     # a schedule that would take a whole layer's heads; a density the model is already below
-    cfg = _chain_config(root, data, labels, path, [{"method": "heads", "score": "l1", "remove": 4, "updates": 1}], "bad2")
+    cfg = _chain_config(
+        root, data, labels, path, [{"method": "heads", "score": "l1", "remove": 4, "updates": 1}], "bad2"
+    )
     with pytest.raises(PruningError, match="layer 0 has 4 heads: cannot remove 4 and keep 1"):
         run_compress(cfg)
     assert not os.path.exists(root / "bad2" / "01_heads1")
-    cfg = _chain_config(root, data, labels, path, [{"method": "weight", "densities": [0.5, 0.7], "trigger": {"type": "fixed", "updates": 1}}], "bad3")
+    cfg = _chain_config(
+        root,
+        data,
+        labels,
+        path,
+        [{"method": "weight", "densities": [0.5, 0.7], "trigger": {"type": "fixed", "updates": 1}}],
+        "bad3",
+    )
     with pytest.raises(PruningError, match="below the target 0.7000"):
         run_compress(cfg)
-    assert os.path.isfile(root / "bad3" / "01_weight1" / "metrics.json") and not os.path.exists(root / "bad3" / "02_weight2")
+    assert os.path.isfile(root / "bad3" / "01_weight1" / "metrics.json") and not os.path.exists(
+        root / "bad3" / "02_weight2"
+    )
     # a chain step whose input has no attention heads left
-    cfg = _chain_config(root, data, labels, path, [{"method": "replace_heads", "remove": 12, "utterances": 2, "updates": 1},
-                                                   {"method": "replace_heads", "remove": 1, "updates": 1}], "bad4")
+    cfg = _chain_config(
+        root,
+        data,
+        labels,
+        path,
+        [
+            {"method": "replace_heads", "remove": 12, "utterances": 2, "updates": 1},
+            {"method": "replace_heads", "remove": 1, "updates": 1},
+        ],
+        "bad4",
+    )
     with pytest.raises(PruningError, match="no attention heads left"):
         run_compress(cfg)
     # masked prediction on a student without a mask embedding
-    cfg = _chain_config(root, data, labels, path, [{"method": "kd", "layers": 1, "updates": 1}, {"method": "heads", "remove": 1, "updates": 1}], "bad5")
+    cfg = _chain_config(
+        root,
+        data,
+        labels,
+        path,
+        [{"method": "kd", "layers": 1, "updates": 1}, {"method": "heads", "remove": 1, "updates": 1}],
+        "bad5",
+    )
     cfg["steps"][1]["score"] = "l1"
     rows = run_compress(cfg)  # after kd the objective is the student's distillation loss: this works
     assert rows[-1]["objective"] == "distillation"
@@ -578,16 +645,39 @@ def test_a_waveform_student_is_pruned_with_its_distillation_loss_and_loads_as_st
 
     root, data, labels, _ = chain_inputs
     torch.manual_seed(0)
-    star = star_hubert_config(embed_dim=32, num_layers=2, num_heads=4, ffn_dim=48, conv_layers=[(32, 10, 5), (32, 8, 4), (32, 4, 4), (32, 4, 4)],
-                              pos_conv_kernel=8, pos_conv_groups=4)
+    star = star_hubert_config(
+        embed_dim=32,
+        num_layers=2,
+        num_heads=4,
+        ffn_dim=48,
+        conv_layers=[(32, 10, 5), (32, 8, 4), (32, 4, 4), (32, 4, 4)],
+        pos_conv_kernel=8,
+        pos_conv_groups=4,
+    )
     teacher, student = str(tmp_path / "teacher.pt"), str(tmp_path / "student.pt")
     save_checkpoint(teacher, SSLModel(star.replace(num_layers=3, num_heads=[4] * 3, ffn_dims=[48] * 3)))
     save_checkpoint(student, SSLModel(star))
-    cfg = _chain_config(root, data, labels, student, [
-        {"method": "heads", "score": "gradient", "remove": 2, "updates": 2},
-        {"method": "weight", "densities": [0.5], "trigger": {"type": "plateau", "decay": 0.5, "window": 1, "tolerance": 1e9, "max_updates": 5}},
-    ], "star_chain")
-    cfg["objective"] = {"type": "distillation", "teacher": teacher, "objectives": {"layer_wise": 1.0, "intra_layer": 1.0}, "loss": {"layer_map": [0, 2, 3]}}
+    cfg = _chain_config(
+        root,
+        data,
+        labels,
+        student,
+        [
+            {"method": "heads", "score": "gradient", "remove": 2, "updates": 2},
+            {
+                "method": "weight",
+                "densities": [0.5],
+                "trigger": {"type": "plateau", "decay": 0.5, "window": 1, "tolerance": 1e9, "max_updates": 5},
+            },
+        ],
+        "star_chain",
+    )
+    cfg["objective"] = {
+        "type": "distillation",
+        "teacher": teacher,
+        "objectives": {"layer_wise": 1.0, "intra_layer": 1.0},
+        "loss": {"layer_map": [0, 2, 3]},
+    }
     rows = run_compress(cfg)
     assert rows[1]["attention_heads"] == 6 and rows[1]["objective"] == "distillation"
     assert rows[2]["updates"] == 2  # the plateau fired on the second update
@@ -617,7 +707,17 @@ def test_every_recipe_chain_is_a_valid_config(recipe):
     with open(os.path.join(folder, "common.yaml")) as f:
         common = yaml.safe_load(f)
     chains = sorted(n for n in os.listdir(folder) if n.endswith(".yaml") and n != "common.yaml")
-    assert {"weight.yaml", "heads.yaml", "heads_l1.yaml", "ffn.yaml", "kd.yaml", "first_k.yaml", "combined.yaml", "identity.yaml", "conv.yaml"} <= set(chains)
+    assert {
+        "weight.yaml",
+        "heads.yaml",
+        "heads_l1.yaml",
+        "ffn.yaml",
+        "kd.yaml",
+        "first_k.yaml",
+        "combined.yaml",
+        "identity.yaml",
+        "conv.yaml",
+    } <= set(chains)
     for name in chains:
         with open(os.path.join(folder, name)) as f:
             cfg = merge(common, yaml.safe_load(f))
@@ -640,7 +740,14 @@ def test_librispeech_pretraining_configs_build_melhubert_base():
         with torch.device("meta"):
             model = build_from_section(cfg["model"])
         c = model.config
-        assert (c.num_layers, c.embed_dim, c.num_heads[0], c.ffn_dims[0], c.stack_frames, c.head["num_classes"]) == (12, 768, 12, 3072, stack, 512)
+        assert (c.num_layers, c.embed_dim, c.num_heads[0], c.ffn_dims[0], c.stack_frames, c.head["num_classes"]) == (
+            12,
+            768,
+            12,
+            3072,
+            stack,
+            512,
+        )
         assert count_parameters(model, include_head=False) > 85e6
         assert (cfg["task"]["mask_prob"], cfg["task"]["mask_length"]) == ((0.07, 10) if frame == 10 else (0.14, 5))
 
@@ -654,9 +761,20 @@ def test_compression_plots_keep_each_chain_in_one_colour(monkeypatch, tmp_path):
     monkeypatch.setattr(cr, "save_png", lambda fig, path: figs.append(fig) or path)
 
     def rows(method, diag):
-        return [{"name": f"{i:02d}", "method": "none" if i == 0 else method, "attention_heads": 16 - 4 * i, "per": 0.3 + 0.01 * i,
-                 "diagonality": (0.5 + 0.01 * i) if diag else None, "loss": 2.8, "macs_nonzero_per_second": 1e8 - 1e7 * i,
-                 "params_nonzero": 1e6 - 1e5 * i, "rtf_cpu": None if method == "replace_heads" else 0.01} for i in range(3)]
+        return [
+            {
+                "name": f"{i:02d}",
+                "method": "none" if i == 0 else method,
+                "attention_heads": 16 - 4 * i,
+                "per": 0.3 + 0.01 * i,
+                "diagonality": (0.5 + 0.01 * i) if diag else None,
+                "loss": 2.8,
+                "macs_nonzero_per_second": 1e8 - 1e7 * i,
+                "params_nonzero": 1e6 - 1e5 * i,
+                "rtf_cpu": None if method == "replace_heads" else 0.01,
+            }
+            for i in range(3)
+        ]
 
     chains = {"identity": rows("replace_heads", False), "heads": rows("heads", True)}
     for plot in (cr.plot_diagonality, cr.plot_tradeoff, cr.plot_density):
@@ -665,7 +783,10 @@ def test_compression_plots_keep_each_chain_in_one_colour(monkeypatch, tmp_path):
         colours = {}
         for ax in fig.axes:
             for line in ax.lines:
-                assert colours.setdefault(line.get_label(), line.get_color()) == line.get_color(), (plot.__name__, line.get_label())
+                assert colours.setdefault(line.get_label(), line.get_color()) == line.get_color(), (
+                    plot.__name__,
+                    line.get_label(),
+                )
         assert set(colours) == {"identity", "heads"} and len(set(colours.values())) == 2
 
 
@@ -684,14 +805,20 @@ def test_a_new_method_is_one_registered_class(chain_inputs):
                 yield {}
 
         def apply(self, ctx, model, step, action, objective, row):
-            return steps.Applied(truncate_layers(model, model.config.num_layers - 1), objective, int(step.get("updates", 1)))
+            return steps.Applied(
+                truncate_layers(model, model.config.num_layers - 1), objective, int(step.get("updates", 1))
+            )
 
     root, data, labels, path = chain_inputs
     try:
         with pytest.raises(ValueError, match=r"steps\[0\].times: must be >= 1, not 0"):
             run_compress(_chain_config(root, data, labels, path, [{"method": "drop_last", "times": 0}], "drop0"))
-        rows = run_compress(_chain_config(root, data, labels, path, [{"method": "drop_last", "times": 2, "updates": 1}], "drop"))
-        assert [r["name"] for r in rows] == ["00_base", "01_drop_last1", "02_drop_last2"] and [r["layers"] for r in rows] == [3, 2, 1]
+        rows = run_compress(
+            _chain_config(root, data, labels, path, [{"method": "drop_last", "times": 2, "updates": 1}], "drop")
+        )
+        assert [r["name"] for r in rows] == ["00_base", "01_drop_last1", "02_drop_last2"] and [
+            r["layers"] for r in rows
+        ] == [3, 2, 1]
         assert rows[2]["updates"] == 1 and rows[2]["rtf_cpu"] > 0
     finally:
         steps.STEPS.pop("drop_last")

@@ -9,6 +9,7 @@ from contextlib import redirect_stderr
 import pytest
 import torch
 import yaml
+from tiny_data import make_tiny_data, make_tiny_teacher, tiny_distill_config, tiny_pretrain_config
 
 from s3prl_plugins.bin import compress as compress_cli
 from s3prl_plugins.bin import distill as distill_cli
@@ -17,13 +18,24 @@ from s3prl_plugins.config import ConfigError, apply_overrides, check_type, confi
 from s3prl_plugins.models.checkpoint import save_checkpoint
 from s3prl_plugins.models.factories import melhubert_config
 from s3prl_plugins.models.ssl_model import SSLModel
-from tiny_data import make_tiny_data, make_tiny_teacher, tiny_distill_config, tiny_pretrain_config
 
 
-@pytest.mark.parametrize("text, value", [
-    ("1e-4", 1e-4), ("1E5", 1e5), ("-2.5e-3", -2.5e-3), (".5", 0.5), ("3", 3), ("1_000", 1000), ("abc", "abc"),
-    ("true", True), ("null", None), ("'1e-4'", "1e-4"), ("[1e-4, 2]", [1e-4, 2]),
-])
+@pytest.mark.parametrize(
+    "text, value",
+    [
+        ("1e-4", 1e-4),
+        ("1E5", 1e5),
+        ("-2.5e-3", -2.5e-3),
+        (".5", 0.5),
+        ("3", 3),
+        ("1_000", 1000),
+        ("abc", "abc"),
+        ("true", True),
+        ("null", None),
+        ("'1e-4'", "1e-4"),
+        ("[1e-4, 2]", [1e-4, 2]),
+    ],
+)
 def test_numbers_are_read_the_way_people_write_them(text, value):
     parsed = parse_value(text)
     assert parsed == value and type(parsed) is type(value)
@@ -71,8 +83,21 @@ def inputs(tmp_path_factory):
     teacher = make_tiny_teacher(str(root / "teacher.pt"))
     torch.manual_seed(0)
     mel = str(root / "mel.pt")
-    save_checkpoint(mel, SSLModel(melhubert_config(embed_dim=32, num_layers=2, num_heads=4, ffn_dim=48, stack_frames=2, pos_conv_kernel=8,
-                                                   pos_conv_groups=4, num_clusters=8)))
+    save_checkpoint(
+        mel,
+        SSLModel(
+            melhubert_config(
+                embed_dim=32,
+                num_layers=2,
+                num_heads=4,
+                ffn_dim=48,
+                stack_frames=2,
+                pos_conv_kernel=8,
+                pos_conv_groups=4,
+                num_clusters=8,
+            )
+        ),
+    )
     return root, data, labels, teacher, mel
 
 
@@ -86,17 +111,37 @@ def _configs(inputs, out):
     compress = {
         "model": mel,
         "objective": {"type": "masked_prediction", "mask_prob": 0.1, "mask_length": 3, "unmasked_weight": 1.0},
-        "data": {"train": data, "valid": data, "train_labels": labels, "valid_labels": labels, "max_seconds": 1.0, "batch_seconds": 4.0},
+        "data": {
+            "train": data,
+            "valid": data,
+            "train_labels": labels,
+            "valid_labels": labels,
+            "max_seconds": 1.0,
+            "batch_seconds": 4.0,
+        },
         "trainer": {"lr": 1e-3, "log_every": 1, "save_every": 2},
-        "measure": {"diagonality": 4, "rtf_seconds": 0.5, "rtf_repeats": 1, "probe": {"train": data, "test": data, "max_steps": 5}},
+        "measure": {
+            "diagonality": 4,
+            "rtf_seconds": 0.5,
+            "rtf_repeats": 1,
+            "probe": {"train": data, "test": data, "max_steps": 5},
+        },
         "exp_dir": str(out / "exp"),
         "steps": [
             {"method": "heads", "score": "l1", "remove": 1, "updates": 1, "trainer": {"lr": 1e-4}},
-            {"method": "weight", "densities": [0.5], "trigger": {"type": "plateau", "decay": 0.9, "window": 2, "tolerance": 0.1, "max_updates": 3}},
+            {
+                "method": "weight",
+                "densities": [0.5],
+                "trigger": {"type": "plateau", "decay": 0.9, "window": 2, "tolerance": 0.1, "max_updates": 3},
+            },
             {"method": "kd", "layers": 1, "temperature": 2.0, "updates": 1},
         ],
     }
-    return {"pretrain": (pretrain_cli, pretrain), "distill": (distill_cli, distill), "compress": (compress_cli, compress)}
+    return {
+        "pretrain": (pretrain_cli, pretrain),
+        "distill": (distill_cli, distill),
+        "compress": (compress_cli, compress),
+    }
 
 
 def _leaves(d, path=()):
@@ -155,13 +200,16 @@ def test_every_key_of_every_cli_is_checked_before_anything_is_written(inputs, tm
     assert n > 40, n  # the fuzz reached every section
 
 
-@pytest.mark.parametrize("override, message", [
-    ("trainer.max_steps=abc", "trainer.max_steps: expected an integer, got 'abc'"),
-    ("trainer.save_every=0", "trainer.save_every: must be >= 1, not 0"),
-    ("trainer.max_step=5", "trainer.max_step: unknown key (did you mean 'max_steps'?)"),
-    ("data.batch_second=5", "data.batch_second: unknown key (did you mean 'batch_seconds'?)"),
-    ("trainer.lr=abc", "trainer.lr: expected a number"),
-])
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("trainer.max_steps=abc", "trainer.max_steps: expected an integer, got 'abc'"),
+        ("trainer.save_every=0", "trainer.save_every: must be >= 1, not 0"),
+        ("trainer.max_step=5", "trainer.max_step: unknown key (did you mean 'max_steps'?)"),
+        ("data.batch_second=5", "data.batch_second: unknown key (did you mean 'batch_seconds'?)"),
+        ("trainer.lr=abc", "trainer.lr: expected a number"),
+    ],
+)
 def test_overrides_are_checked_like_the_file(inputs, tmp_path, override, message):
     _, config = _configs(inputs, tmp_path)["pretrain"]
     path = tmp_path / "config.yaml"

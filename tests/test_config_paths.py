@@ -7,10 +7,10 @@ import sys
 
 import pytest
 import yaml
+from tiny_data import make_tiny_data, tiny_pretrain_config
 
 from s3prl_plugins.config import ConfigError
 from s3prl_plugins.data.config_paths import check_input_paths, relative_paths
-from tiny_data import make_tiny_data, tiny_pretrain_config
 
 
 @pytest.fixture
@@ -26,8 +26,14 @@ def repo(tmp_path):
 
 
 def _pretrain(*args, cwd):
-    return subprocess.run([sys.executable, "-m", "s3prl_plugins.bin.pretrain", *args], capture_output=True, text=True,
-                          cwd=cwd, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    return subprocess.run(
+        [sys.executable, "-m", "s3prl_plugins.bin.pretrain", *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        timeout=300,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
 
 
 def test_pretrain_from_the_repository_root_as_readme_writes_it(repo):
@@ -46,9 +52,14 @@ def test_missing_inputs_are_refused_with_where_to_run(repo):
 
 
 def test_which_values_are_paths_and_the_cwd_wins(repo, monkeypatch):
-    config = {"teacher": {"source": "hubert_base"}, "student": {"source": "exp/t/model.pt", "preset": "star_hubert"},
-              "data": {"train": "data", "valid": None}, "measure": {"probe": {"test": "data/test"}},
-              "trainer": {"exp_dir": "exp/x"}, "model": "https://host/m.pt"}
+    config = {
+        "teacher": {"source": "hubert_base"},
+        "student": {"source": "exp/t/model.pt", "preset": "star_hubert"},
+        "data": {"train": "data", "valid": None},
+        "measure": {"probe": {"test": "data/test"}},
+        "trainer": {"exp_dir": "exp/x"},
+        "model": "https://host/m.pt",
+    }
     inputs, outputs = relative_paths(config)
     assert [".".join(map(str, w)) for w, _ in inputs] == ["student.source", "data.train", "measure.probe.test"]
     assert outputs == [(("trainer", "exp_dir"), "exp/x")]

@@ -20,7 +20,11 @@ def _corpus(root, utts, subset="train-clean-100"):
         if sec == "corrupt":
             (folder / f"{utt}.flac").write_bytes(b"fLaC garbage")
         elif sec is not None:
-            sf.write(folder / f"{utt}.flac", (np.random.default_rng(0).standard_normal(int(sec * 16000)) * 0.1).astype("float32"), 16000)
+            sf.write(
+                folder / f"{utt}.flac",
+                (np.random.default_rng(0).standard_normal(int(sec * 16000)) * 0.1).astype("float32"),
+                16000,
+            )
         if text is not None:
             by_chapter.setdefault((spk, ch), []).append(f"{utt} {text}")
     for (spk, ch), lines in by_chapter.items():
@@ -52,7 +56,10 @@ def test_prepare_with_skip_list(tmp_path):
     assert "without audio" in reasons["19-198-0006"]
     assert len((out / "skipped.txt").read_text().splitlines()) == 5
     back = read_data_dir(str(out))
-    assert back.text["19-198-0001"] == "IT'S FINE" and back.spk2utt == {"19": ["19-198-0000", "19-198-0001"], "26": ["26-495-0000"]}
+    assert back.text["19-198-0001"] == "IT'S FINE" and back.spk2utt == {
+        "19": ["19-198-0000", "19-198-0001"],
+        "26": ["26-495-0000"],
+    }
     assert abs(back.utt2dur["26-495-0000"] - 0.7) < 1e-3
     assert (out / "spk2utt").read_text().startswith("19 19-198-0000 19-198-0001\n")
 
@@ -97,12 +104,16 @@ def test_librispeech_recipe_on_a_local_root(tmp_path):
     for name in ("run.sh", "db.sh", "utils", "path.sh", "cmd.sh"):
         os.symlink(os.path.join(root, "egs", "librispeech", name), work / name)
     env = dict(os.environ, LIBRISPEECH=str(corpus))
-    r = subprocess.run(["./run.sh", "--subsets", "train-clean-100"], cwd=work, env=env, capture_output=True, text=True, timeout=600)
+    r = subprocess.run(
+        ["./run.sh", "--subsets", "train-clean-100"], cwd=work, env=env, capture_output=True, text=True, timeout=600
+    )
     assert r.returncode == 0, r.stderr[-2000:]
     assert "data/train_clean_100 2 utterances ok" in r.stdout
     assert read_data_dir(str(work / "data" / "train_clean_100")).utts == ["19-198-0000", "26-495-0000"]
     env["LIBRISPEECH"] = str(tmp_path / "nowhere")
-    r = subprocess.run(["./run.sh", "--subsets", "dev-clean"], cwd=work, env=env, capture_output=True, text=True, timeout=600)
+    r = subprocess.run(
+        ["./run.sh", "--subsets", "dev-clean"], cwd=work, env=env, capture_output=True, text=True, timeout=600
+    )
     assert r.returncode != 0 and "db.sh" in r.stderr
 
 
@@ -147,8 +158,15 @@ def test_dataset_skips_an_unreadable_file_by_name_and_counts_it(tmp_path, caplog
 
 
 def test_wav_beside_the_transcripts_is_read_and_other_types_are_named(tmp_path):
-    _corpus(tmp_path, {"19-198-0000": (1.0, "FLAC FILE"), "19-198-0001": (None, "WAV FILE"), "19-198-0002": (None, "MP3 FILE"),
-                       "19-198-0003": (0.8, "BOTH")})
+    _corpus(
+        tmp_path,
+        {
+            "19-198-0000": (1.0, "FLAC FILE"),
+            "19-198-0001": (None, "WAV FILE"),
+            "19-198-0002": (None, "MP3 FILE"),
+            "19-198-0003": (0.8, "BOTH"),
+        },
+    )
     folder = tmp_path / "train-clean-100" / "19" / "198"
     sf.write(folder / "19-198-0001.wav", np.zeros(12000, dtype="float32"), 16000)
     sf.write(folder / "19-198-0003.wav", np.zeros(4000, dtype="float32"), 16000)  # a converted copy: the FLAC is used
@@ -158,4 +176,7 @@ def test_wav_beside_the_transcripts_is_read_and_other_types_are_named(tmp_path):
     assert d.wav["19-198-0001"].endswith(".wav") and abs(d.utt2dur["19-198-0001"] - 0.75) < 1e-3
     assert d.wav["19-198-0003"].endswith(".flac")
     reasons = dict(skipped)
-    assert list(reasons) == ["19-198-0002"] and "19-198-0002.mp3: this file type is not read (use .flac or .wav)" in reasons["19-198-0002"]
+    assert (
+        list(reasons) == ["19-198-0002"]
+        and "19-198-0002.mp3: this file type is not read (use .flac or .wav)" in reasons["19-198-0002"]
+    )

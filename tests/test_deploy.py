@@ -27,25 +27,70 @@ def _config(family: str) -> SSLModelConfig:
     if family == "hubert":
         return hubert_config(num_layers=2, num_heads=4, ffn_dim=64, conv_layers=CONV, with_head=False, **TINY)
     if family == "star":
-        return star_hubert_config(num_layers=2, num_heads=4, ffn_dim=48, conv_layers=[(16, 10, 5), (32, 1, 1), (32, 4, 4)], **TINY)
+        return star_hubert_config(
+            num_layers=2, num_heads=4, ffn_dim=48, conv_layers=[(16, 10, 5), (32, 1, 1), (32, 4, 4)], **TINY
+        )
     if family == "pruned":  # per-layer heads and FFN widths, identity and convolution heads, an emptied FFN
-        return SSLModelConfig(conv_layers=CONV, num_layers=3, num_heads=[4, 2, 0], head_dim=8, ffn_dims=[64, 0, 16],
-                              identity_heads=[0, 1, 0], conv_heads=[0, 1, 1], head_conv_kernel=5, **TINY)
+        return SSLModelConfig(
+            conv_layers=CONV,
+            num_layers=3,
+            num_heads=[4, 2, 0],
+            head_dim=8,
+            ffn_dims=[64, 0, 16],
+            identity_heads=[0, 1, 0],
+            conv_heads=[0, 1, 1],
+            head_conv_kernel=5,
+            **TINY,
+        )
     if family == "cif":
-        return SSLModelConfig(conv_layers=CONV, num_layers=2, num_heads=[4, 4], head_dim=8, ffn_dims=[64, 64],
-                              feature_layer_norm=False, subsampling={"type": "cif", "stride": 4}, **TINY)
+        return SSLModelConfig(
+            conv_layers=CONV,
+            num_layers=2,
+            num_heads=[4, 4],
+            head_dim=8,
+            ffn_dims=[64, 64],
+            feature_layer_norm=False,
+            subsampling={"type": "cif", "stride": 4},
+            **TINY,
+        )
     if family == "avg":
-        return SSLModelConfig(conv_layers=CONV, num_layers=2, num_heads=[4, 4], head_dim=8, ffn_dims=[64, 64],
-                              subsampling={"type": "avg", "stride": 3}, **TINY)
+        return SSLModelConfig(
+            conv_layers=CONV,
+            num_layers=2,
+            num_heads=[4, 4],
+            head_dim=8,
+            ffn_dims=[64, 64],
+            subsampling={"type": "avg", "stride": 3},
+            **TINY,
+        )
     if family == "melhubert":
         cfg = melhubert_config(num_layers=2, num_heads=4, ffn_dim=48, stack_frames=2, num_clusters=16, **TINY)
         return cfg.replace(head=None, mask_embedding=False)
     if family == "wav2vec2_large_like":  # layer-norm CNN, normalised waveform, pre-LN
-        return SSLModelConfig(conv_layers=CONV, conv_norm="layer_norm", conv_bias=True, normalize_waveform=True,
-                              num_layers=2, num_heads=[4, 4], head_dim=8, ffn_dims=[64, 64], layer_norm_first=True, **TINY)
+        return SSLModelConfig(
+            conv_layers=CONV,
+            conv_norm="layer_norm",
+            conv_bias=True,
+            normalize_waveform=True,
+            num_layers=2,
+            num_heads=[4, 4],
+            head_dim=8,
+            ffn_dims=[64, 64],
+            layer_norm_first=True,
+            **TINY,
+        )
     if family == "wavlm":  # gated relative position bias
-        return SSLModelConfig(conv_layers=CONV, num_layers=2, num_heads=[4, 4], head_dim=8, ffn_dims=[64, 64],
-                              gated_relative_position=True, num_buckets=16, max_distance=40, **TINY)
+        return SSLModelConfig(
+            conv_layers=CONV,
+            num_layers=2,
+            num_heads=[4, 4],
+            head_dim=8,
+            ffn_dims=[64, 64],
+            gated_relative_position=True,
+            num_buckets=16,
+            max_distance=40,
+            **TINY,
+        )
     raise KeyError(family)
 
 
@@ -175,8 +220,15 @@ def test_int8_refused_without_matmuls(tmp_path):
 def test_cif_segment_rate_refused_with_what_is_supported():
     with pytest.raises(ExportError, match="output_rate 'frontend'"):
         ExportableModel(_model("cif"), output_rate="encoder")
-    seg = SSLModelConfig(conv_layers=CONV, num_layers=1, num_heads=[4], head_dim=8, ffn_dims=[8],
-                         subsampling={"type": "segments", "stride": 4}, **TINY)
+    seg = SSLModelConfig(
+        conv_layers=CONV,
+        num_layers=1,
+        num_heads=[4],
+        head_dim=8,
+        ffn_dims=[8],
+        subsampling={"type": "segments", "stride": 4},
+        **TINY,
+    )
     with pytest.raises(ExportError, match="segments"):
         ExportableModel(build_model(seg))
 
@@ -203,10 +255,16 @@ def test_hf_folder_loads_in_transformers_with_equal_states(tmp_path, family):
         assert float((a - b).abs().max() / a.abs().max()) < 1e-4
 
 
-@pytest.mark.parametrize("family, reason", [
-    ("pruned", "per-layer heads"), ("pruned", "identity"), ("cif", "subsampling"), ("melhubert", "log-Mel"),
-    ("wavlm", "relative position"),
-])
+@pytest.mark.parametrize(
+    "family, reason",
+    [
+        ("pruned", "per-layer heads"),
+        ("pruned", "identity"),
+        ("cif", "subsampling"),
+        ("melhubert", "log-Mel"),
+        ("wavlm", "relative position"),
+    ],
+)
 def test_hf_refusals_say_why(tmp_path, family, reason):
     from s3prl_plugins.deploy.hf import to_hf
 
@@ -256,8 +314,14 @@ def test_onnx_local_through_s3prl_in_a_fresh_interpreter(exported):
         "np.save(sys.argv[1], torch.stack(hs).numpy()); print((lens[-1].tolist(), len(hs2), up.downsample_rates[0]))\n"
     )
     out = os.path.splitext(path)[0] + ".npy"
-    r = subprocess.run([sys.executable, "-c", code, out], capture_output=True, text=True, cwd="/", timeout=300,
-                       env=dict(os.environ, PYTHONPATH=os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+    r = subprocess.run(
+        [sys.executable, "-c", code, out],
+        capture_output=True,
+        text=True,
+        cwd="/",
+        timeout=300,
+        env=dict(os.environ, PYTHONPATH=os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
+    )
     assert r.returncode == 0, r.stderr[-2000:]
     lens, n_states, rate = eval(r.stdout.strip().splitlines()[-1])
     rate_ = model.downsample_rate

@@ -18,13 +18,36 @@ CONV = [(32, 10, 5), (32, 3, 2), (32, 3, 2), (32, 3, 2), (32, 3, 2), (32, 2, 2),
 
 def _teacher():
     torch.manual_seed(1)
-    return SSLModel(hubert_config(embed_dim=48, num_layers=4, num_heads=4, ffn_dim=96, with_head=False, conv_layers=CONV, pos_conv_kernel=8, pos_conv_groups=4))
+    return SSLModel(
+        hubert_config(
+            embed_dim=48,
+            num_layers=4,
+            num_heads=4,
+            ffn_dim=96,
+            with_head=False,
+            conv_layers=CONV,
+            pos_conv_kernel=8,
+            pos_conv_groups=4,
+        )
+    )
 
 
 def _student(pred=(2, 4), **kw):
     torch.manual_seed(2)
-    return SSLModel(distilhubert_config(num_layers=2, embed_dim=48, num_heads=4, ffn_dim=96, conv_layers=CONV, pred_layers=pred, out_dim=48,
-                                        pos_conv_kernel=8, pos_conv_groups=4, **kw))
+    return SSLModel(
+        distilhubert_config(
+            num_layers=2,
+            embed_dim=48,
+            num_heads=4,
+            ffn_dim=96,
+            conv_layers=CONV,
+            pred_layers=pred,
+            out_dim=48,
+            pos_conv_kernel=8,
+            pos_conv_groups=4,
+            **kw,
+        )
+    )
 
 
 def test_heads_kept_give_the_papers_27_03_m():
@@ -40,11 +63,29 @@ def test_init_from_teacher_copies_cnn_projection_posconv_and_first_layers():
     teacher, student = _teacher(), _student()
     copied = init_from_teacher(student, teacher)
     t, s = teacher.state_dict(), student.state_dict()
-    for key in ("frontend.conv_layers.0.conv.weight", "feature_projection.weight", "encoder.pos_conv.conv.bias",
-                "encoder.layers.0.attention.q_proj.weight", "encoder.layers.1.feed_forward.fc2.weight"):
+    for key in (
+        "frontend.conv_layers.0.conv.weight",
+        "feature_projection.weight",
+        "encoder.pos_conv.conv.bias",
+        "encoder.layers.0.attention.q_proj.weight",
+        "encoder.layers.1.feed_forward.fc2.weight",
+    ):
         assert key in copied and torch.equal(t[key], s[key])
-    assert not any(k.startswith(("head.", "encoder.layer_norm")) for k in copied)  # as s3prl: heads random, LN not copied
-    narrow = SSLModel(distilhubert_config(num_layers=2, embed_dim=32, num_heads=4, ffn_dim=96, conv_layers=CONV, pred_layers=None, pos_conv_kernel=8, pos_conv_groups=4))
+    assert not any(
+        k.startswith(("head.", "encoder.layer_norm")) for k in copied
+    )  # as s3prl: heads random, LN not copied
+    narrow = SSLModel(
+        distilhubert_config(
+            num_layers=2,
+            embed_dim=32,
+            num_heads=4,
+            ffn_dim=96,
+            conv_layers=CONV,
+            pred_layers=None,
+            pos_conv_kernel=8,
+            pos_conv_groups=4,
+        )
+    )
     with pytest.raises(ValueError, match=r"init_from_teacher: \S+ is \(32"):
         init_from_teacher(narrow, teacher)
 
@@ -58,12 +99,28 @@ def test_init_from_teacher_through_the_distillation_config(tmp_path):
     save_checkpoint(path, teacher)
     cfg = {
         "teacher": {"source": path},
-        "student": {"factory": "distilhubert_config", "args": dict(num_layers=2, embed_dim=48, num_heads=4, ffn_dim=96, conv_layers=[list(c) for c in CONV],
-                    pred_layers=[2, 4], out_dim=48, pos_conv_kernel=8, pos_conv_groups=4), "init_from_teacher": True},
+        "student": {
+            "factory": "distilhubert_config",
+            "args": dict(
+                num_layers=2,
+                embed_dim=48,
+                num_heads=4,
+                ffn_dim=96,
+                conv_layers=[list(c) for c in CONV],
+                pred_layers=[2, 4],
+                out_dim=48,
+                pos_conv_kernel=8,
+                pos_conv_groups=4,
+            ),
+            "init_from_teacher": True,
+        },
         "objectives": {"l1_cos": 1.0},
     }
     task = build_task(cfg)
-    assert torch.equal(task.student.state_dict()["encoder.layers.1.attention.k_proj.weight"], teacher.state_dict()["encoder.layers.1.attention.k_proj.weight"])
+    assert torch.equal(
+        task.student.state_dict()["encoder.layers.1.attention.k_proj.weight"],
+        teacher.state_dict()["encoder.layers.1.attention.k_proj.weight"],
+    )
     cfg["student"]["init_from_teacher"] = {"layers": False, "cnn": True}
     with pytest.raises(ValueError, match="unknown key"):
         build_task(cfg)
@@ -107,23 +164,40 @@ def test_distillation_exports_distiller_local_beside_model_pt(tmp_path):
     data, _ = make_tiny_data(str(tmp_path))
     teacher = make_tiny_teacher(str(tmp_path / "teacher.pt"))
     cfg = tiny_distill_config(str(tmp_path), data, teacher, {"l1_cos": 1.0}, max_steps=2, valid_every=2)
-    cfg["student"] = {"factory": "distilhubert_config", "args": dict(num_layers=1, embed_dim=16, num_heads=2, ffn_dim=32,
-                      conv_layers=[[16, 10, 5], [16, 8, 4], [16, 4, 4], [16, 4, 4]], pred_layers=[1, 2], out_dim=32, pos_conv_kernel=8, pos_conv_groups=4)}
+    cfg["student"] = {
+        "factory": "distilhubert_config",
+        "args": dict(
+            num_layers=1,
+            embed_dim=16,
+            num_heads=2,
+            ffn_dim=32,
+            conv_layers=[[16, 10, 5], [16, 8, 4], [16, 4, 4], [16, 4, 4]],
+            pred_layers=[1, 2],
+            out_dim=32,
+            pos_conv_kernel=8,
+            pos_conv_groups=4,
+        ),
+    }
     run_distill(cfg)
     exp = cfg["trainer"]["exp_dir"]
     assert os.path.isfile(os.path.join(exp, "model.pt")) and os.path.isfile(os.path.join(exp, "distiller_local.pt"))
     import s3prl.hub as hub
 
-    assert len(hub.distiller_local(ckpt=os.path.join(exp, "distiller_local.pt"))([torch.randn(8000)])["hidden_states"]) == 1 + 1 + 2
+    assert (
+        len(hub.distiller_local(ckpt=os.path.join(exp, "distiller_local.pt"))([torch.randn(8000)])["hidden_states"])
+        == 1 + 1 + 2
+    )
 
 
 def test_report_plots_per_against_frame_rate(tmp_path):
     pytest.importorskip("matplotlib")
     from s3prl_plugins.eval.report import plot_rate_tradeoff
 
-    report = {"base": {"probe_per": 0.25, "frame_rate_hz": 50.0, "gmacs_c_per_second": 0.08},
-              "avg4": {"probe_per": 0.31, "frame_rate_hz": 12.5, "gmacs_c_per_second": 0.02},
-              "no_probe": {"probe_per": None, "frame_rate_hz": 25.0, "gmacs_c_per_second": 0.04}}
+    report = {
+        "base": {"probe_per": 0.25, "frame_rate_hz": 50.0, "gmacs_c_per_second": 0.08},
+        "avg4": {"probe_per": 0.31, "frame_rate_hz": 12.5, "gmacs_c_per_second": 0.02},
+        "no_probe": {"probe_per": None, "frame_rate_hz": 25.0, "gmacs_c_per_second": 0.04},
+    }
     path = plot_rate_tradeoff(report, str(tmp_path / "plot.png"), "test")
     assert path and os.path.getsize(path) > 10_000
     with open(path, "rb") as f:

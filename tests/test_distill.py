@@ -2,8 +2,8 @@
 export loadable by s3prl, exact resume, DDP with two gloo processes, configuration errors."""
 
 import copy
-import math
 import json
+import math
 import os
 import signal
 import subprocess
@@ -12,12 +12,12 @@ import sys
 import pytest
 import torch
 import yaml
+from tiny_data import make_tiny_data, make_tiny_teacher, tiny_distill_config
 
 from s3prl_plugins.models.checkpoint import load_checkpoint
 from s3prl_plugins.models.loading import load_pretrained
 from s3prl_plugins.tasks.distillation import DistillationTask
 from s3prl_plugins.train.distill import build_student, build_task, run_distill
-from tiny_data import make_tiny_data, make_tiny_teacher, tiny_distill_config
 
 
 @pytest.fixture(scope="module")
@@ -47,11 +47,14 @@ def _data_batch(data_dir, n=3):
     return {"wavs": wavs, "lengths": lengths}
 
 
-@pytest.mark.parametrize("objectives", [
-    {"layer_wise": 1.0, "intra_layer": 1.0},
-    {"avg_attn": 1.0},
-    {"last_attn": 1.0, "layer_wise": 0.5},
-])
+@pytest.mark.parametrize(
+    "objectives",
+    [
+        {"layer_wise": 1.0, "intra_layer": 1.0},
+        {"avg_attn": 1.0},
+        {"last_attn": 1.0, "layer_wise": 0.5},
+    ],
+)
 def test_task_trains_student_only(tmp_path, tiny, objectives):
     cfg = tiny_distill_config(str(tmp_path), tiny[0], tiny[1], objectives)
     task = build_task(cfg)
@@ -69,7 +72,9 @@ def test_task_trains_student_only(tmp_path, tiny, objectives):
 
 def test_teacher_outputs_are_those_of_the_loaded_model(tiny):
     teacher = load_pretrained(tiny[1])
-    task = DistillationTask(load_pretrained(tiny[1]), build_student(tiny_distill_config("x", *tiny)["student"]), {"layer_wise": 1})
+    task = DistillationTask(
+        load_pretrained(tiny[1]), build_student(tiny_distill_config("x", *tiny)["student"]), {"layer_wise": 1}
+    )
     b = _batch()
     states, _, _ = task.teacher_outputs(b["wavs"], b["lengths"])
     with torch.no_grad():
@@ -101,7 +106,9 @@ def test_configuration_errors(tmp_path, tiny):
 
 
 def test_distillation_lowers_loss_and_exports_an_s3prl_upstream(tmp_path, tiny):
-    cfg = tiny_distill_config(str(tmp_path), *tiny, max_steps=30, valid_every=15, save_every=15, lr=3e-3, warmup_steps=3)
+    cfg = tiny_distill_config(
+        str(tmp_path), *tiny, max_steps=30, valid_every=15, save_every=15, lr=3e-3, warmup_steps=3
+    )
     task0 = build_task(copy.deepcopy(cfg))
     task0.eval()
     b = _data_batch(tiny[0])
@@ -165,8 +172,20 @@ def test_cli_and_ddp_two_gloo_processes(tmp_path, tiny):
         yaml.safe_dump(cfg, f)
     torchrun = os.path.join(os.path.dirname(sys.executable), "torchrun")
     proc = subprocess.Popen(
-        [torchrun, "--standalone", "--nproc_per_node=2", "-m", "s3prl_plugins.bin.distill", "--config", str(tmp_path / "c.yaml")],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=dict(os.environ, OMP_NUM_THREADS="1"), start_new_session=True,
+        [
+            torchrun,
+            "--standalone",
+            "--nproc_per_node=2",
+            "-m",
+            "s3prl_plugins.bin.distill",
+            "--config",
+            str(tmp_path / "c.yaml"),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=dict(os.environ, OMP_NUM_THREADS="1"),
+        start_new_session=True,
     )
     try:
         out, err = proc.communicate(timeout=300)
@@ -179,26 +198,49 @@ def test_cli_and_ddp_two_gloo_processes(tmp_path, tiny):
     assert state["trainer"]["step"] == 4
     # a bad config is one clear line, exit code 2
     bad = subprocess.run(
-        [sys.executable, "-m", "s3prl_plugins.bin.distill", "--config", str(tmp_path / "c.yaml"), "--set", "teacher.source=/nonexistent.pt"],
-        capture_output=True, text=True, timeout=120,
+        [
+            sys.executable,
+            "-m",
+            "s3prl_plugins.bin.distill",
+            "--config",
+            str(tmp_path / "c.yaml"),
+            "--set",
+            "teacher.source=/nonexistent.pt",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert bad.returncode == 2 and "error:" in bad.stderr and "nonexistent" in bad.stderr
 
 
 def test_wavlm_teacher_with_attention_maps(tmp_path, tiny):
     """A WavLM-style teacher (gated relative position bias) gives attention maps for eq. 1."""
+    from tiny_data import TINY_CONV
+
     from s3prl_plugins.models.checkpoint import save_checkpoint
     from s3prl_plugins.models.factories import hubert_config
     from s3prl_plugins.models.ssl_model import SSLModel
-    from tiny_data import TINY_CONV
 
     torch.manual_seed(0)
     cfg = hubert_config(
-        embed_dim=32, num_layers=2, num_heads=4, ffn_dim=64, with_head=False, conv_layers=[tuple(c) for c in TINY_CONV],
-        pos_conv_kernel=8, pos_conv_groups=4, gated_relative_position=True, num_buckets=16, max_distance=32, name="wavlm_tiny",
+        embed_dim=32,
+        num_layers=2,
+        num_heads=4,
+        ffn_dim=64,
+        with_head=False,
+        conv_layers=[tuple(c) for c in TINY_CONV],
+        pos_conv_kernel=8,
+        pos_conv_groups=4,
+        gated_relative_position=True,
+        num_buckets=16,
+        max_distance=32,
+        name="wavlm_tiny",
     )
     save_checkpoint(str(tmp_path / "wavlm.pt"), SSLModel(cfg))
-    task = build_task(tiny_distill_config(str(tmp_path), tiny[0], str(tmp_path / "wavlm.pt"), {"avg_attn": 1.0, "layer_wise": 1.0}))
+    task = build_task(
+        tiny_distill_config(str(tmp_path), tiny[0], str(tmp_path / "wavlm.pt"), {"avg_attn": 1.0, "layer_wise": 1.0})
+    )
     b = _data_batch(tiny[0])
     _, attns, lengths = task.teacher_outputs(b["wavs"], b["lengths"])
     assert len(attns) == 2
@@ -231,7 +273,9 @@ def test_teachers_from_s3prl_checkpoints_of_each_family(tmp_path, tiny, kind):
     ckpt = {"hubert": s3prl_hubert_ckpt, "wav2vec2": s3prl_wav2vec2_ckpt, "wavlm": s3prl_wavlm_ckpt}[kind]()
     path = str(tmp_path / f"{kind}.pt")
     torch.save(ckpt, path)
-    cfg = tiny_distill_config(str(tmp_path), tiny[0], path, {"layer_wise": 1.0, "intra_layer": 1.0, "avg_attn": 0.5}, max_steps=3)
+    cfg = tiny_distill_config(
+        str(tmp_path), tiny[0], path, {"layer_wise": 1.0, "intra_layer": 1.0, "avg_attn": 0.5}, max_steps=3
+    )
     cfg["student"]["args"]["conv_layers"] = [[16, k, s] for _, k, s in SMALL_CONV_LIST]  # the teacher's stride, 40
     stats = run_distill(cfg)
     assert all(math.isfinite(v) for v in stats.values()) and stats["avg_attn"] > 0
@@ -255,7 +299,11 @@ def test_a_new_objective_is_one_registered_class(tiny):
             return ((t[:, :n].norm(dim=-1) - s[:, :n].norm(dim=-1)) ** 2).mean()
 
     try:
-        task = DistillationTask(load_pretrained(tiny[1]), build_student(tiny_distill_config("x", *tiny)["student"]), {"last_mse": 1.0, "layer_wise": 0.5})
+        task = DistillationTask(
+            load_pretrained(tiny[1]),
+            build_student(tiny_distill_config("x", *tiny)["student"]),
+            {"last_mse": 1.0, "layer_wise": 0.5},
+        )
         assert task.teacher_layers_needed == 2 and [o.name for o in task.objectives] == ["layer_wise", "last_mse"]
         loss, logs = task(_batch())
         assert set(logs) == {"last_mse", "layer_wise", "loss"}

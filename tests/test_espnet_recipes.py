@@ -17,7 +17,15 @@ def test_asr_config_frontend_builds(tmp_path):
     with open(os.path.join(ROOT, "librispeech_100", "asr5k", "conf", "train_asr5k.yaml")) as f:
         conf = yaml.safe_load(f)
     assert conf["frontend"] == "s3prl"
-    cfg = star_hubert_config(embed_dim=32, num_layers=2, num_heads=4, ffn_dim=48, conv_layers=[(16, 10, 5), (32, 3, 2)] + [(32, 2, 2)] * 5, pos_conv_kernel=8, pos_conv_groups=4)
+    cfg = star_hubert_config(
+        embed_dim=32,
+        num_layers=2,
+        num_heads=4,
+        ffn_dim=48,
+        conv_layers=[(16, 10, 5), (32, 3, 2)] + [(32, 2, 2)] * 5,
+        pos_conv_kernel=8,
+        pos_conv_groups=4,
+    )
     ckpt = str(tmp_path / "student.pt")
     save_checkpoint(ckpt, build_model(cfg))
     fconf = dict(conf["frontend_conf"])
@@ -48,7 +56,9 @@ def tiny_corpus(tmp_path_factory):
     if not espeak_available():
         pytest.skip("needs espeak-ng (installed by tools/setup_env.sh)")
     out = str(tmp_path_factory.mktemp("c") / "mini")
-    make_mini_corpus(out, MiniCorpusConfig(utts_per_speaker=3, split_speakers={"train": 2, "dev": 1, "test": 1}), progress=False)
+    make_mini_corpus(
+        out, MiniCorpusConfig(utts_per_speaker=3, split_speakers={"train": 2, "dev": 1, "test": 1}), progress=False
+    )
     from s3prl_plugins.bin.prepare_data import main as prep
 
     data = str(tmp_path_factory.mktemp("data"))
@@ -60,7 +70,15 @@ def tiny_corpus(tmp_path_factory):
 def test_espnet_asr_pipeline_in_fresh_espnet_processes(tiny_corpus, tmp_path):
     """dump -> BPE -> collect_stats -> asr_train -> asr_inference -> jiwer, every ESPnet stage its own process:
     the upstream name resolves in each of them only through the start-up registration."""
-    cfg = star_hubert_config(embed_dim=32, num_layers=2, num_heads=4, ffn_dim=48, conv_layers=[(16, 10, 5), (32, 3, 2)] + [(32, 2, 2)] * 5, pos_conv_kernel=8, pos_conv_groups=4)
+    cfg = star_hubert_config(
+        embed_dim=32,
+        num_layers=2,
+        num_heads=4,
+        ffn_dim=48,
+        conv_layers=[(16, 10, 5), (32, 3, 2)] + [(32, 2, 2)] * 5,
+        pos_conv_kernel=8,
+        pos_conv_groups=4,
+    )
     ckpt = str(tmp_path / "student.pt")
     save_checkpoint(ckpt, build_model(cfg))
     work = tmp_path / "asr5k"
@@ -68,10 +86,35 @@ def test_espnet_asr_pipeline_in_fresh_espnet_processes(tiny_corpus, tmp_path):
     bpe_text = tmp_path / "bpe_text"  # six training sentences miss letters the others have: train the BPE on all
     bpe_text.write_text("".join(open(f"{d}/{s}/text").read() for s in ("train", "dev", "test")))
     r = subprocess.run(
-        [sys.executable, "-m", "s3prl_plugins.bin.espnet_asr", "--config", MINI_CONF, "--upstream", "star_hubert_local",
-         "--ckpt", ckpt, "--train", f"{d}/train", "--valid", f"{d}/dev", "--test", f"{d}/test", "--nbpe", "30",
-         "--bpe-train-text", str(bpe_text), "--work", str(work), "--train-args", "--max_epoch 1 --batch_size 4"],
-        capture_output=True, text=True, timeout=900, env={**os.environ, "OMP_NUM_THREADS": "1"},
+        [
+            sys.executable,
+            "-m",
+            "s3prl_plugins.bin.espnet_asr",
+            "--config",
+            MINI_CONF,
+            "--upstream",
+            "star_hubert_local",
+            "--ckpt",
+            ckpt,
+            "--train",
+            f"{d}/train",
+            "--valid",
+            f"{d}/dev",
+            "--test",
+            f"{d}/test",
+            "--nbpe",
+            "30",
+            "--bpe-train-text",
+            str(bpe_text),
+            "--work",
+            str(work),
+            "--train-args",
+            "--max_epoch 1 --batch_size 4",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
     )
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
     tokens = (work / "bpe" / "tokens.txt").read_text().split()
@@ -81,7 +124,9 @@ def test_espnet_asr_pipeline_in_fresh_espnet_processes(tiny_corpus, tmp_path):
     conf = yaml.safe_load((work / "config.yaml").read_text())
     assert conf["preencoder_conf"]["input_size"] == 32 and conf["frontend_conf"]["frontend_conf"]["path_or_url"] == ckpt
     trained = yaml.safe_load((work / "asr" / "config.yaml").read_text())
-    assert trained["frontend_conf"]["frontend_conf"]["upstream"] == "star_hubert_local" and trained["freeze_param"] == ["frontend.upstream"]
+    assert trained["frontend_conf"]["frontend_conf"]["upstream"] == "star_hubert_local" and trained["freeze_param"] == [
+        "frontend.upstream"
+    ]
     result = json.loads((work / "result.json").read_text())["test"]["test"]
     test_utts = read_data_dir(f"{d}/test").utts
     hyp = (work / "decode" / "test" / "1best_recog" / "text").read_text().splitlines()
@@ -90,7 +135,10 @@ def test_espnet_asr_pipeline_in_fresh_espnet_processes(tiny_corpus, tmp_path):
     # the scorer against a direct count on the files it scored
     import editdistance
 
-    ref = {line.split(maxsplit=1)[0]: line.split(maxsplit=1)[1].split() for line in (work / "dump" / "test" / "text").read_text().splitlines()}
+    ref = {
+        line.split(maxsplit=1)[0]: line.split(maxsplit=1)[1].split()
+        for line in (work / "dump" / "test" / "text").read_text().splitlines()
+    }
     hy = {p[0]: p[1:] for p in (line.split() for line in hyp)}
     errors = sum(editdistance.eval(ref[u], hy.get(u, [])) for u in ref)
     assert result["wer"] == pytest.approx(100 * errors / sum(len(v) for v in ref.values()))
@@ -121,9 +169,28 @@ def test_espnet_asr_bad_input(tiny_corpus, tmp_path):
     conf = yaml.safe_load(open(MINI_CONF))
     conf["frontend_conf"]["frontend_conf"]["upstream"] = "no_such_upstream_local"
     unreg.write_text(yaml.safe_dump(conf))
-    r = subprocess.run([sys.executable, "-m", "s3prl_plugins.bin.espnet_asr", "--config", str(unreg), "--train", f"{d}/train",
-                        "--valid", f"{d}/dev", "--test", f"{d}/test", "--work", str(tmp_path / "w"), "--stop-stage", "1"],
-                       capture_output=True, text=True, timeout=300)
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "s3prl_plugins.bin.espnet_asr",
+            "--config",
+            str(unreg),
+            "--train",
+            f"{d}/train",
+            "--valid",
+            f"{d}/dev",
+            "--test",
+            f"{d}/test",
+            "--work",
+            str(tmp_path / "w"),
+            "--stop-stage",
+            "1",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert r.returncode == 2 and "'no_such_upstream_local' is not an s3prl.hub entry" in r.stderr
     assert not (tmp_path / "w" / "config.yaml").exists()
 
@@ -131,16 +198,31 @@ def test_espnet_asr_bad_input(tiny_corpus, tmp_path):
 def test_mini_asr5k_recipe_sequences_the_stages(tiny_corpus, tmp_path):
     """The recipe's links resolve, it names what is missing, and its first stage writes the dumps and config."""
     recipe = os.path.join(ROOT, "mini", "asr5k")
-    r = subprocess.run(["bash", "run.sh", "--mini", str(tmp_path / "nowhere")], cwd=recipe, capture_output=True, text=True, timeout=300)
+    r = subprocess.run(
+        ["bash", "run.sh", "--mini", str(tmp_path / "nowhere")], cwd=recipe, capture_output=True, text=True, timeout=300
+    )
     assert r.returncode == 1 and "run the mini recipe first" in r.stdout + r.stderr
     mini = tmp_path / "mini"
     os.makedirs(mini / "exp" / "star_tiny")
     os.symlink(tiny_corpus, mini / "data")
-    cfg = star_hubert_config(embed_dim=32, num_layers=2, num_heads=4, ffn_dim=48, conv_layers=[(16, 10, 5), (32, 3, 2)] + [(32, 2, 2)] * 5, pos_conv_kernel=8, pos_conv_groups=4)
+    cfg = star_hubert_config(
+        embed_dim=32,
+        num_layers=2,
+        num_heads=4,
+        ffn_dim=48,
+        conv_layers=[(16, 10, 5), (32, 3, 2)] + [(32, 2, 2)] * 5,
+        pos_conv_kernel=8,
+        pos_conv_groups=4,
+    )
     save_checkpoint(str(mini / "exp" / "star_tiny" / "model.pt"), build_model(cfg))
     work = tmp_path / "work"
-    r = subprocess.run(["bash", "run.sh", "--mini", str(mini), "--stop-stage", "1", "--work", str(work)], cwd=recipe,
-                       capture_output=True, text=True, timeout=300)
+    r = subprocess.run(
+        ["bash", "run.sh", "--mini", str(mini), "--stop-stage", "1", "--work", str(work)],
+        cwd=recipe,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
     assert sorted(os.listdir(work / "dump")) == ["dev", "test", "train"]
     assert yaml.safe_load((work / "config.yaml").read_text())["preencoder_conf"]["input_size"] == 32
@@ -166,7 +248,14 @@ def _fake_tools(tmp_path):
 def test_help_installs_nothing(tmp_path, recipe):
     """`./run.sh --help` parses options before path.sh -> tools/setup_env.sh (apt-get, a ~4 GB install)."""
     env = _fake_tools(tmp_path)
-    r = subprocess.run(["bash", "run.sh", "--help"], cwd=os.path.join(REPO, recipe), capture_output=True, text=True, env=env, timeout=60)
+    r = subprocess.run(
+        ["bash", "run.sh", "--help"],
+        cwd=os.path.join(REPO, recipe),
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
     assert r.returncode == 0 and "--stage" in r.stderr, r.stderr[-2000:]
     assert not (tmp_path / "marks").exists() and not (tmp_path / "venvs").exists()
 
@@ -185,13 +274,44 @@ def test_espnet_recipe_options_asr_config_epochs_and_training_arguments(tmp_path
         (mini / "data" / d / "text").write_text("")
     (mini / "exp" / "star_tiny").mkdir(parents=True)
     (mini / "exp" / "star_tiny" / "model.pt").write_text("")
-    r = subprocess.run(["bash", "run.sh", "--mini", str(mini), "--config", "conf/train_asr_mini.yaml"], cwd=recipe,
-                       capture_output=True, text=True, env=env, timeout=60)
-    assert r.returncode == 1 and "not YAML" in r.stderr and "--asr-config" in r.stderr and "command not found" not in r.stderr
-    r = subprocess.run(["bash", "run.sh", "--mini", str(mini), "--asr-config", "conf/other.yaml", "--epochs", "2",
-                        "--train-args", "--batch_size 4 --num_workers 0"], cwd=recipe, capture_output=True, text=True, env=env, timeout=60)
+    r = subprocess.run(
+        ["bash", "run.sh", "--mini", str(mini), "--config", "conf/train_asr_mini.yaml"],
+        cwd=recipe,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
+    assert (
+        r.returncode == 1
+        and "not YAML" in r.stderr
+        and "--asr-config" in r.stderr
+        and "command not found" not in r.stderr
+    )
+    r = subprocess.run(
+        [
+            "bash",
+            "run.sh",
+            "--mini",
+            str(mini),
+            "--asr-config",
+            "conf/other.yaml",
+            "--epochs",
+            "2",
+            "--train-args",
+            "--batch_size 4 --num_workers 0",
+        ],
+        cwd=recipe,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
     assert r.returncode == 0, r.stderr[-2000:]
-    assert "--config conf/other.yaml" in r.stdout and "--train-args=--max_epoch 2 --batch_size 4 --num_workers 0" in r.stdout
+    assert (
+        "--config conf/other.yaml" in r.stdout
+        and "--train-args=--max_epoch 2 --batch_size 4 --num_workers 0" in r.stdout
+    )
 
 
 def test_each_clone_runs_its_own_code(tmp_path):
@@ -199,12 +319,24 @@ def test_each_clone_runs_its_own_code(tmp_path):
     environment's editable install (it ran `pip install -e` of whichever clone ran last)."""
     printer = tmp_path / "show.mk"
     printer.write_text(f"include {REPO}/Makefile\nshow:\n\t@echo $$PYTHONPATH\n")
-    r = subprocess.run(["make", "-s", "-f", str(printer), "show"], cwd=REPO, capture_output=True, text=True, timeout=60,
-                       env={**os.environ, "PYTHONPATH": "/elsewhere", "S3PRL_PLUGINS_PYTHON": sys.executable})
+    r = subprocess.run(
+        ["make", "-s", "-f", str(printer), "show"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "PYTHONPATH": "/elsewhere", "S3PRL_PLUGINS_PYTHON": sys.executable},
+    )
     assert r.stdout.strip().split(":")[0] == REPO
-    script = (f". {REPO}/egs/TEMPLATE/path.sh && python -c 'import s3prl_plugins, sys; print(s3prl_plugins.__file__)'")
-    r = subprocess.run(["bash", "-c", script], cwd=tmp_path, capture_output=True, text=True, timeout=60,
-                       env={**os.environ, "PYTHONPATH": "", "S3PRL_PLUGINS_PYTHON": sys.executable})
+    script = f". {REPO}/egs/TEMPLATE/path.sh && python -c 'import s3prl_plugins, sys; print(s3prl_plugins.__file__)'"
+    r = subprocess.run(
+        ["bash", "-c", script],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "PYTHONPATH": "", "S3PRL_PLUGINS_PYTHON": sys.executable},
+    )
     assert r.returncode == 0 and r.stdout.strip().startswith(os.path.join(REPO, "s3prl_plugins")), r.stderr
     text = open(os.path.join(REPO, "tools", "setup_env.sh")).read()
     body = [line for line in text.splitlines() if not line.lstrip().startswith("#")]
@@ -221,4 +353,7 @@ def test_readme_and_configs_name_the_file_distillation_writes():
     assert conf["frontend_conf"]["frontend_conf"]["path_or_url"] == "exp/star/model.pt"
     from s3prl_plugins.train.trainer import Trainer  # noqa: F401 - the name the trainer exports under
 
-    assert 'os.path.join(cfg.exp_dir, "model.pt")' in open(os.path.join(REPO, "s3prl_plugins", "train", "trainer.py")).read()
+    assert (
+        'os.path.join(cfg.exp_dir, "model.pt")'
+        in open(os.path.join(REPO, "s3prl_plugins", "train", "trainer.py")).read()
+    )

@@ -26,22 +26,40 @@ def fast_paths_on_the_cpu(request, monkeypatch):
     switched on for the CPU too, so that their numerics are tested where CI runs."""
     if "plain_cpu" not in request.function.__name__:
         monkeypatch.setattr(frontends, "FAST_PATH_DEVICES", {"cuda", "cpu"})
+
+
 BF16 = dict(device_type="cpu", dtype=torch.bfloat16)
 
 
 def _tiny(**kw):
-    return hubert_config(embed_dim=64, num_layers=2, num_heads=4, ffn_dim=128, with_head=False, conv_layers=CONV,
-                         pos_conv_kernel=8, pos_conv_groups=4, dropout=0.0, attention_dropout=0.0, **kw)
+    return hubert_config(
+        embed_dim=64,
+        num_layers=2,
+        num_heads=4,
+        ffn_dim=128,
+        with_head=False,
+        conv_layers=CONV,
+        pos_conv_kernel=8,
+        pos_conv_groups=4,
+        dropout=0.0,
+        attention_dropout=0.0,
+        **kw,
+    )
 
 
 def _wavs(batch=3, seed=0):
     g = torch.Generator().manual_seed(seed)
     lengths = torch.tensor([6400, 5000, 3900][:batch])
-    wavs = 0.1 * torch.randn(batch, int(lengths.max()), generator=g) * (torch.arange(int(lengths.max()))[None] < lengths[:, None])
+    wavs = (
+        0.1
+        * torch.randn(batch, int(lengths.max()), generator=g)
+        * (torch.arange(int(lengths.max()))[None] < lengths[:, None])
+    )
     return wavs, lengths
 
 
 # --- the CNN's per-channel GroupNorm --------------------------------------------------------------------
+
 
 def test_channel_group_norm_equals_group_norm_in_float64_values_and_gradients():
     g = torch.Generator().manual_seed(0)
@@ -56,7 +74,9 @@ def test_channel_group_norm_equals_group_norm_in_float64_values_and_gradients():
     grads = torch.autograd.grad(out, (x, w, b), up)
     for a, r in zip(grads, grads_ref):
         torch.testing.assert_close(a, r, atol=1e-10, rtol=0)
-    assert torch.autograd.gradcheck(lambda x, w, b: channel_group_norm(x, w, b, 1e-5), (x[:1, :4, :20].detach().requires_grad_(), w[:4], b[:4]))
+    assert torch.autograd.gradcheck(
+        lambda x, w, b: channel_group_norm(x, w, b, 1e-5), (x[:1, :4, :20].detach().requires_grad_(), w[:4], b[:4])
+    )
 
 
 def test_channel_group_norm_under_bf16_autocast_stays_bf16_and_matches_float32():
@@ -88,6 +108,7 @@ def test_channel_group_norm_under_bf16_autocast_stays_bf16_and_matches_float32()
 
 
 # --- the positional convolution's float32 island -----------------------------------------------------------
+
 
 def test_fp32_forward_conv_is_a_convolution_with_exact_gradients_in_float64():
     g = torch.Generator().manual_seed(2)
@@ -134,7 +155,11 @@ def test_pos_conv_island_under_bf16_autocast(precision):
     for m in (plain_m, fast_m):
         xi = x.clone().requires_grad_()
         with torch.autocast(**BF16):
-            y = m.conv(xi) if m.precision == "autocast" else conv1d_fp32_island(m.conv, xi, m.precision == "fp32_forward")
+            y = (
+                m.conv(xi)
+                if m.precision == "autocast"
+                else conv1d_fp32_island(m.conv, xi, m.precision == "fp32_forward")
+            )
         params = [m.conv.parametrizations.weight.original0, m.conv.parametrizations.weight.original1, m.conv.bias]
         grads.append(torch.autograd.grad(y, [xi] + params, up))
     for name, a, b in zip(("x", "g", "v", "bias"), grads[0], grads[1]):
@@ -158,6 +183,7 @@ def test_pos_conv_options_are_one_computation_without_autocast():
 
 
 # --- whole models and a distillation step -------------------------------------------------------------------
+
 
 def _pair(config):
     torch.manual_seed(0)
@@ -204,8 +230,17 @@ def test_distillation_step_under_bf16_autocast_fast_vs_plain():
     plain forms give, within bf16 rounding."""
     torch.manual_seed(0)
     teacher = SSLModel(_tiny())
-    student_cfg = star_hubert_config(embed_dim=32, num_layers=2, num_heads=2, ffn_dim=64, conv_layers=CONV,
-                                     pos_conv_kernel=8, pos_conv_groups=4, dropout=0.0, attention_dropout=0.0)
+    student_cfg = star_hubert_config(
+        embed_dim=32,
+        num_layers=2,
+        num_heads=2,
+        ffn_dim=64,
+        conv_layers=CONV,
+        pos_conv_kernel=8,
+        pos_conv_groups=4,
+        dropout=0.0,
+        attention_dropout=0.0,
+    )
     student = SSLModel(student_cfg)
     wavs, lengths = _wavs()
     results = []
@@ -265,6 +300,7 @@ def test_set_speed_options_switches_in_place_and_validates():
 
 # --- the log-Mel front-end's batched filterbanks -------------------------------------------------------------
 
+
 def test_autocast_dtype_is_none_off_autocast_and_on_devices_without_it():
     from s3prl_plugins.nn.frontends import autocast_dtype
 
@@ -282,8 +318,15 @@ def test_batch_fbank_equals_kaldi_fbank_per_utterance_in_float64():
     wavs, lengths = _wavs()
     feats = fe.batch_fbank(wavs.double())
     for i, n in enumerate(lengths.tolist()):
-        ref = torchaudio.compliance.kaldi.fbank(wavs[i : i + 1, :n].double() * 32768.0, num_mel_bins=40, frame_length=25.0,
-                                                frame_shift=10.0, dither=0.0, energy_floor=0.0, sample_frequency=16000.0)
+        ref = torchaudio.compliance.kaldi.fbank(
+            wavs[i : i + 1, :n].double() * 32768.0,
+            num_mel_bins=40,
+            frame_length=25.0,
+            frame_shift=10.0,
+            dither=0.0,
+            energy_floor=0.0,
+            sample_frequency=16000.0,
+        )
         torch.testing.assert_close(feats[i, : ref.size(0)], ref, atol=1e-9, rtol=0)
 
 
@@ -297,7 +340,10 @@ def test_batched_log_mel_front_end_equals_the_per_utterance_loop(stack, with_len
     g = torch.Generator().manual_seed(5)
     fast, plain = LogMelFrontend(40, stack_frames=stack), LogMelFrontend(40, stack_frames=stack, batched=False)
     for fe in (fast, plain):
-        fe.set_stats(torch.randn(40, generator=torch.Generator().manual_seed(6)), 1.0 + torch.rand(40, generator=torch.Generator().manual_seed(7)))
+        fe.set_stats(
+            torch.randn(40, generator=torch.Generator().manual_seed(6)),
+            1.0 + torch.rand(40, generator=torch.Generator().manual_seed(7)),
+        )
     lengths = torch.tensor([6400, 5000, 3900, 4060]) if with_lengths else None
     wavs = 0.1 * torch.randn(4, 6400, generator=g)
     if with_lengths:
@@ -317,8 +363,18 @@ def test_melhubert_batched_fbank_switch_and_bf16():
     from s3prl_plugins.models.factories import melhubert_config
 
     torch.manual_seed(0)
-    cfg = melhubert_config(stack_frames=2, embed_dim=32, num_layers=2, num_heads=2, ffn_dim=64, num_clusters=None, pos_conv_kernel=8,
-                           pos_conv_groups=4, dropout=0.0, attention_dropout=0.0)
+    cfg = melhubert_config(
+        stack_frames=2,
+        embed_dim=32,
+        num_layers=2,
+        num_heads=2,
+        ffn_dim=64,
+        num_clusters=None,
+        pos_conv_kernel=8,
+        pos_conv_groups=4,
+        dropout=0.0,
+        attention_dropout=0.0,
+    )
     fast, plain = _pair(cfg)
     assert fast.frontend.batched and not plain.frontend.batched
     wavs, lengths = _wavs()

@@ -68,16 +68,42 @@ def _collate(wavs):
 
 def _task():
     torch.manual_seed(0)
-    teacher = SSLModel(hubert_config(embed_dim=64, num_layers=2, num_heads=4, ffn_dim=128, with_head=False, conv_layers=CONV, pos_conv_kernel=8, pos_conv_groups=4))
-    student = SSLModel(star_hubert_config(embed_dim=32, num_layers=2, num_heads=2, ffn_dim=64, conv_layers=CONV, pos_conv_kernel=8, pos_conv_groups=4))  # dropout 0.1
+    teacher = SSLModel(
+        hubert_config(
+            embed_dim=64,
+            num_layers=2,
+            num_heads=4,
+            ffn_dim=128,
+            with_head=False,
+            conv_layers=CONV,
+            pos_conv_kernel=8,
+            pos_conv_groups=4,
+        )
+    )
+    student = SSLModel(
+        star_hubert_config(
+            embed_dim=32, num_layers=2, num_heads=2, ffn_dim=64, conv_layers=CONV, pos_conv_kernel=8, pos_conv_groups=4
+        )
+    )  # dropout 0.1
     return DistillationTask(teacher, student, {"layer_wise": 1.0, "intra_layer": 1.0})
 
 
 def _train(exp_dir, stop_at=None):
     from s3prl_plugins.train.distill import export_student
 
-    cfg = TrainerConfig(exp_dir=str(exp_dir), max_steps=6, lr=1e-3, warmup_steps=2, schedule="cosine", save_every=2, log_every=2,
-                        valid_every=100, device="cuda", amp="bf16", seed=0)
+    cfg = TrainerConfig(
+        exp_dir=str(exp_dir),
+        max_steps=6,
+        lr=1e-3,
+        warmup_steps=2,
+        schedule="cosine",
+        save_every=2,
+        log_every=2,
+        valid_every=100,
+        device="cuda",
+        amp="bf16",
+        seed=0,
+    )
     task = _task()
     trainer = Trainer(cfg, task, (_Waves(), [[0, 1], [2, 3], [4, 5], [6, 7]], _collate), export=export_student)
     assert trainer.amp_dtype == torch.bfloat16 and next(task.student.parameters()).is_cuda
@@ -130,11 +156,33 @@ def _pretrain(exp_dir, stop_at=None):
     from s3prl_plugins.tasks.masked_prediction import MaskedPredictionTask
 
     torch.manual_seed(0)
-    model = SSLModel(melhubert_config(stack_frames=2, embed_dim=32, num_layers=2, num_heads=4, ffn_dim=64, num_clusters=8, pos_conv_kernel=8, pos_conv_groups=4))
+    model = SSLModel(
+        melhubert_config(
+            stack_frames=2,
+            embed_dim=32,
+            num_layers=2,
+            num_heads=4,
+            ffn_dim=64,
+            num_clusters=8,
+            pos_conv_kernel=8,
+            pos_conv_groups=4,
+        )
+    )
     data = _Labelled(model)
     task = MaskedPredictionTask(model, mask_prob=0.14, mask_length=5, unmasked_weight=1.0)
-    cfg = TrainerConfig(exp_dir=str(exp_dir), max_steps=6, lr=1e-3, warmup_steps=2, schedule="linear", save_every=2, log_every=2,
-                        valid_every=100, device="cuda", amp="bf16", seed=0)
+    cfg = TrainerConfig(
+        exp_dir=str(exp_dir),
+        max_steps=6,
+        lr=1e-3,
+        warmup_steps=2,
+        schedule="linear",
+        save_every=2,
+        log_every=2,
+        valid_every=100,
+        device="cuda",
+        amp="bf16",
+        seed=0,
+    )
     trainer = Trainer(cfg, task, (data, [[0, 1], [2, 3], [4, 5], [6, 7]], _collate_labelled))
     stats = trainer.train(stop_at=stop_at)
     return task, stats
@@ -191,8 +239,18 @@ def test_speed_options_fast_paths_match_the_plain_forms_on_cuda():
     w, b = torch.rand(64, device="cuda") + 0.5, torch.randn(64, device="cuda")
     torch.testing.assert_close(channel_group_norm(x, w, b), F.group_norm(x, 64, w, b), atol=1e-4, rtol=1e-4)
     torch.manual_seed(0)
-    cfg = hubert_config(embed_dim=96, num_layers=2, num_heads=4, ffn_dim=128, with_head=False, conv_layers=CONV,
-                        pos_conv_kernel=32, pos_conv_groups=4, dropout=0.0, attention_dropout=0.0)
+    cfg = hubert_config(
+        embed_dim=96,
+        num_layers=2,
+        num_heads=4,
+        ffn_dim=128,
+        with_head=False,
+        conv_layers=CONV,
+        pos_conv_kernel=32,
+        pos_conv_groups=4,
+        dropout=0.0,
+        attention_dropout=0.0,
+    )
     fast = SSLModel(cfg).cuda().eval()
     plain = SSLModel(cfg.replace(**SPEED_OPTIONS_OFF)).cuda().eval()
     plain.load_state_dict(fast.state_dict())
@@ -224,7 +282,9 @@ def test_bench_gpu_dry_run_on_cuda(tmp_path):
     import json
     import sys
 
-    spec = importlib.util.spec_from_file_location("bench_gpu", os.path.join(os.path.dirname(__file__), "..", "bench", "bench_gpu.py"))
+    spec = importlib.util.spec_from_file_location(
+        "bench_gpu", os.path.join(os.path.dirname(__file__), "..", "bench", "bench_gpu.py")
+    )
     bench = importlib.util.module_from_spec(spec)
     sys.modules["bench_gpu"] = bench
     spec.loader.exec_module(bench)

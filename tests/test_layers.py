@@ -78,7 +78,7 @@ def test_no_import_circles():
         stack.append(m)
         for t in sorted(edges[m]):
             if seen.get(t) == "open":
-                circles.append(stack[stack.index(t):] + [t])
+                circles.append(stack[stack.index(t) :] + [t])
             elif t not in seen:
                 visit(t)
         stack.pop()

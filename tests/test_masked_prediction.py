@@ -37,7 +37,18 @@ def test_masked_cross_entropy_is_the_sum_over_masked_frames():
 
 def _task(unmasked_weight):
     torch.manual_seed(0)
-    cfg = melhubert_config(stack_frames=2, embed_dim=16, num_layers=1, num_heads=2, ffn_dim=32, num_clusters=7, pos_conv_kernel=4, pos_conv_groups=2, dropout=0.0, attention_dropout=0.0)
+    cfg = melhubert_config(
+        stack_frames=2,
+        embed_dim=16,
+        num_layers=1,
+        num_heads=2,
+        ffn_dim=32,
+        num_clusters=7,
+        pos_conv_kernel=4,
+        pos_conv_groups=2,
+        dropout=0.0,
+        attention_dropout=0.0,
+    )
     return MaskedPredictionTask(SSLModel(cfg), mask_prob=0.2, mask_length=2, unmasked_weight=unmasked_weight).eval()
 
 

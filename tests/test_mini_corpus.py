@@ -80,7 +80,11 @@ def test_existing_corpus_kept_and_conflicts_refused(corpus, tmp_path):
 
 def test_noise_and_reverb_options(tmp_path):
     out = str(tmp_path / "noisy")
-    make_mini_corpus(out, MiniCorpusConfig(noise_snr_db=(10, 10), reverb_prob=1.0, utts_per_speaker=1, split_speakers={"train": 1}), progress=False)
+    make_mini_corpus(
+        out,
+        MiniCorpusConfig(noise_snr_db=(10, 10), reverb_prob=1.0, utts_per_speaker=1, split_speakers={"train": 1}),
+        progress=False,
+    )
     ref = _refs(out, "train")[0]
     spk, ch, _ = ref["utt"].split("-")
     wav, sr = sf.read(os.path.join(out, "LibriSpeech", "train", spk, ch, ref["utt"] + ".flac"))

@@ -102,7 +102,11 @@ def test_keyword_subset_reads_like_speech_commands_in_s3prl(corpus):
     assert sorted(train) == pairs(ours["train"]) and sorted(valid) == pairs(ours["dev"])
     listed = (root / "validation_list.txt").read_text().split()
     assert sorted(str(root / r) for r in listed) == sorted(p for _, p in valid)
-    assert sorted(p.name for p in (root / "_background_noise_").glob("*.wav")) == ["brown_noise.wav", "pink_noise.wav", "white_noise.wav"]
+    assert sorted(p.name for p in (root / "_background_noise_").glob("*.wav")) == [
+        "brown_noise.wav",
+        "pink_noise.wav",
+        "white_noise.wav",
+    ]
     test_root = Path(out, "subsets", "speech_commands_test_set_v0.01")
     assert sorted(d.name for d in test_root.iterdir()) == sorted(CLASSES)
     test = sorted((d.name, str(p)) for d in test_root.iterdir() for p in d.glob("*.wav"))
@@ -148,12 +152,18 @@ def test_kept_remade_and_errors(corpus, tmp_path):
 
 def test_cli_makes_the_corpus_and_the_subsets_asked_for(tmp_path, capsys):
     out = str(tmp_path / "c")
-    assert make_corpus_cli(["--out", out, "--utts-per-speaker", "1", "--speakers", "1", "1", "0", "--subsets", "ks"]) == 0
+    assert (
+        make_corpus_cli(["--out", out, "--utts-per-speaker", "1", "--speakers", "1", "1", "0", "--subsets", "ks"]) == 0
+    )
     printed = json.loads(capsys.readouterr().out)
     assert printed["subsets"]["ks_clips"]["train"] == printed["subsets"]["ks_clips"]["dev"] == 4 * 10 + 10 + 4
-    assert os.path.isdir(os.path.join(out, "subsets", "data", "ks_dev")) and not os.path.exists(os.path.join(out, "subsets", "data", "sid_train"))
+    assert os.path.isdir(os.path.join(out, "subsets", "data", "ks_dev")) and not os.path.exists(
+        os.path.join(out, "subsets", "data", "sid_train")
+    )
     # SID asked of a corpus with one utterance per speaker: a clear error, exit status 2
-    assert make_corpus_cli(["--out", out, "--utts-per-speaker", "1", "--speakers", "1", "1", "0", "--subsets", "sid"]) == 2
+    assert (
+        make_corpus_cli(["--out", out, "--utts-per-speaker", "1", "--speakers", "1", "1", "0", "--subsets", "sid"]) == 2
+    )
     assert "at least 3 per speaker" in capsys.readouterr().err
     assert os.path.isdir(os.path.join(out, "subsets", "data", "ks_dev"))  # the finished KS subset is untouched
     assert not os.path.exists(os.path.join(out, "subsets.tmp"))

@@ -18,7 +18,13 @@ from s3prl_plugins.models import (
     preset_config,
     star_hubert_config,
 )
-from s3prl_plugins.models.checkpoint import CheckpointError, DiskFullError, load_checkpoint, make_checkpoint, save_checkpoint
+from s3prl_plugins.models.checkpoint import (
+    CheckpointError,
+    DiskFullError,
+    load_checkpoint,
+    make_checkpoint,
+    save_checkpoint,
+)
 from s3prl_plugins.nn import LogMelFrontend
 
 # (preset, parameters with head, backbone)
@@ -41,7 +47,9 @@ def test_preset_parameters_exact(name):
 
 def test_distilhubert_with_heads_27_03m():
     with torch.device("meta"):
-        model = build_model(preset_config("distilhubert").replace(head={"type": "distil", "layers": [4, 8, 12], "out_dim": 768}))
+        model = build_model(
+            preset_config("distilhubert").replace(head={"type": "distil", "layers": [4, 8, 12], "out_dim": 768})
+        )
     assert count_parameters(model) == 27_034_752
     assert abs(count_parameters(model) / 1e6 - 27.03) < 0.005
 
@@ -75,7 +83,17 @@ def test_hidden_states_shapes_and_lengths():
     [
         tiny(conv_norm="layer_norm"),
         tiny(conv_norm="none", layer_norm_first=True),
-        melhubert_config(embed_dim=32, num_layers=2, num_heads=4, ffn_dim=48, stack_frames=2, pos_conv_kernel=8, pos_conv_groups=4, dropout=0.0, attention_dropout=0.0),
+        melhubert_config(
+            embed_dim=32,
+            num_layers=2,
+            num_heads=4,
+            ffn_dim=48,
+            stack_frames=2,
+            pos_conv_kernel=8,
+            pos_conv_groups=4,
+            dropout=0.0,
+            attention_dropout=0.0,
+        ),
     ],
     ids=["layer_norm_cnn", "pre_ln", "melhubert_20ms"],
 )
@@ -180,7 +198,9 @@ def test_checkpoint_round_trip_weights_only(tmp_path):
 
 
 def test_checkpoint_of_another_architecture_is_refused(tmp_path):
-    mel = build_model(melhubert_config(embed_dim=32, num_layers=1, num_heads=4, ffn_dim=8, pos_conv_kernel=8, pos_conv_groups=4))
+    mel = build_model(
+        melhubert_config(embed_dim=32, num_layers=1, num_heads=4, ffn_dim=8, pos_conv_kernel=8, pos_conv_groups=4)
+    )
     path = str(tmp_path / "mel.pt")
     save_checkpoint(path, mel)
     with pytest.raises(CheckpointError, match="not a 'star_hubert' model"):
@@ -236,7 +256,10 @@ def test_feature_grad_mult_scales_frontend_gradients():
         torch.manual_seed(0)
         model = build_model(tiny(feature_grad_mult=mult))
         model(torch.randn(1, 3000)).hidden_states[-1].sum().backward()
-        grads[mult] = (model.frontend.conv_layers[0].conv.weight.grad.clone(), model.encoder.layers[0].feed_forward.fc1.weight.grad.clone())
+        grads[mult] = (
+            model.frontend.conv_layers[0].conv.weight.grad.clone(),
+            model.encoder.layers[0].feed_forward.fc1.weight.grad.clone(),
+        )
     torch.testing.assert_close(grads[0.1][0], grads[1.0][0] * 0.1)
     torch.testing.assert_close(grads[0.1][1], grads[1.0][1])
 
@@ -257,8 +280,17 @@ def test_attention_mask_has_the_query_dtype_under_autocast(monkeypatch):
         return real(q, k, v, attn_mask=attn_mask, **kw)
 
     monkeypatch.setattr(transformer.F, "scaled_dot_product_attention", spy)
-    model = build_model(star_hubert_config(embed_dim=32, num_layers=2, num_heads=4, ffn_dim=64,
-                                           conv_layers=[(32, 10, 5), (32, 8, 4), (32, 4, 4), (32, 4, 4)], pos_conv_kernel=8, pos_conv_groups=4))
+    model = build_model(
+        star_hubert_config(
+            embed_dim=32,
+            num_layers=2,
+            num_heads=4,
+            ffn_dim=64,
+            conv_layers=[(32, 10, 5), (32, 8, 4), (32, 4, 4), (32, 4, 4)],
+            pos_conv_kernel=8,
+            pos_conv_groups=4,
+        )
+    )
     wavs = torch.randn(2, 8000)
     with torch.autocast("cpu", dtype=torch.bfloat16):
         model(wavs, torch.tensor([8000, 6000]))
@@ -291,11 +323,14 @@ def test_head_padded_attention_is_exact():
         torch.testing.assert_close(a, b)
 
 
-@pytest.mark.parametrize("content, kind", [
-    (b"<!DOCTYPE html><html><title>Google Drive - Quota exceeded</title></html>", "web page"),
-    (bytes(range(7, 250)) * 20, "not a PyTorch checkpoint"),
-    ("truncated", "truncated"),
-])
+@pytest.mark.parametrize(
+    "content, kind",
+    [
+        (b"<!DOCTYPE html><html><title>Google Drive - Quota exceeded</title></html>", "web page"),
+        (bytes(range(7, 250)) * 20, "not a PyTorch checkpoint"),
+        ("truncated", "truncated"),
+    ],
+)
 def test_a_file_that_is_no_checkpoint_never_gets_an_unsafe_load_suggested(tmp_path, content, kind):
     path = tmp_path / "model.pt"
     if content == "truncated":
@@ -323,17 +358,25 @@ def test_weights_with_nan_or_inf_are_refused_at_load_naming_the_tensors(tmp_path
     ckpt["model_weight"][names[-1]].view(-1)[:2] = float("inf")
     torch.save(ckpt, path)
     for load in (load_checkpoint, load_pretrained):
-        with pytest.raises(CheckpointError, match=rf"2 tensor\(s\) hold NaN or Inf values: {re.escape(names[0])} \(1 of \d+\), {re.escape(names[-1])} \(2 of"):
+        with pytest.raises(
+            CheckpointError,
+            match=rf"2 tensor\(s\) hold NaN or Inf values: {re.escape(names[0])} \(1 of \d+\), {re.escape(names[-1])} \(2 of",
+        ):
             load(path)
     assert convert.main([path, "--out", str(tmp_path / "out.pt")]) == 2
     assert not os.path.exists(tmp_path / "out.pt")
 
 
-@pytest.mark.parametrize("error", [
-    RuntimeError("[enforce fail at inline_container.cc:664] . unexpected pos 704 vs 598"),
-    RuntimeError("[enforce fail at inline_container.cc:603] . PytorchStreamWriter failed writing file data/0: file write failed"),
-    OSError(28, "No space left on device"),
-])
+@pytest.mark.parametrize(
+    "error",
+    [
+        RuntimeError("[enforce fail at inline_container.cc:664] . unexpected pos 704 vs 598"),
+        RuntimeError(
+            "[enforce fail at inline_container.cc:603] . PytorchStreamWriter failed writing file data/0: file write failed"
+        ),
+        OSError(28, "No space left on device"),
+    ],
+)
 def test_a_full_disk_is_named_and_the_old_checkpoint_kept(tmp_path, monkeypatch, error):
     model = build_model(tiny())
     path = str(tmp_path / "m.pt")

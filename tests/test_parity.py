@@ -1,10 +1,8 @@
 """Our models against the reference implementations shipped in s3prl, torchaudio and transformers,
 built from small random configs; weights converted with our converters; hidden states compared."""
 
-
 import pytest
 import torch
-
 from refs import (
     SMALL_CONV_LIST,
     hf_model,
@@ -15,6 +13,7 @@ from refs import (
     s3prl_wavlm_ckpt,
     wav_batch,
 )
+
 from s3prl_plugins.models import SSLModel, pad_waveforms
 from s3prl_plugins.models.convert import ConversionError, from_torchaudio
 from s3prl_plugins.models.loading import load_pretrained
@@ -62,7 +61,9 @@ def _s3prl_expert(module, path):
     ids=["base", "pre_ln", "layer_norm_cnn", "normalize"],
 )
 def test_s3prl_hubert_parity(tmp_path, variant):
-    _check_s3prl(tmp_path, "hubert", s3prl_hubert_ckpt(**variant), [wav_batch((4000,)), wav_batch((3000, 3000), seed=1)])
+    _check_s3prl(
+        tmp_path, "hubert", s3prl_hubert_ckpt(**variant), [wav_batch((4000,)), wav_batch((3000, 3000), seed=1)]
+    )
 
 
 def _check_s3prl(tmp_path, module, ckpt, batches):
@@ -185,7 +186,10 @@ def test_plain_fairseq_checkpoint(tmp_path):
     """A fairseq checkpoint whose cfg is plain data loads (weights_only); one that pickles fairseq
     objects gets an error that says how to convert it."""
     ck = s3prl_hubert_ckpt()
-    fairseq = {"cfg": {"model": dict(ck["model_cfg"], _name="hubert"), "task": ck["task_cfg"]}, "model": ck["model_weight"]}
+    fairseq = {
+        "cfg": {"model": dict(ck["model_cfg"], _name="hubert"), "task": ck["task_cfg"]},
+        "model": ck["model_weight"],
+    }
     path = tmp_path / "fairseq.pt"
     torch.save(fairseq, path)
     ref = _s3prl_expert("hubert", _save(tmp_path / "h.pt", ck))

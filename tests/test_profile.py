@@ -9,8 +9,8 @@ import torch
 import torch.nn.functional as F
 
 from s3prl_plugins.eval.profile import count_macs, profile_model, ssl_macs, superb_like_lengths
-from s3prl_plugins.models.ssl_model import SSLModel
 from s3prl_plugins.models import build_model, preset_config, star_hubert_config
+from s3prl_plugins.models.ssl_model import SSLModel
 
 
 @pytest.mark.parametrize("masked", [False, True])
@@ -23,7 +23,15 @@ def test_cpu_attention_is_counted(masked):
 
 
 def test_macs_match_hand_count():
-    cfg = star_hubert_config(embed_dim=32, num_layers=2, num_heads=4, ffn_dim=48, conv_layers=[(16, 10, 5), (32, 2, 2)], pos_conv_kernel=8, pos_conv_groups=4)
+    cfg = star_hubert_config(
+        embed_dim=32,
+        num_layers=2,
+        num_heads=4,
+        ffn_dim=48,
+        conv_layers=[(16, 10, 5), (32, 2, 2)],
+        pos_conv_kernel=8,
+        pos_conv_groups=4,
+    )
     model = build_model(cfg)
     n = 16000
     t1 = (n - 10) // 5 + 1
@@ -54,8 +62,22 @@ def test_star_to_hubert_ratio_and_hubert_per_second():
 
 def test_profile_cli_json_interface(tmp_path):
     r = subprocess.run(
-        [sys.executable, "-m", "s3prl_plugins.bin.profile", "star_hubert", "--format", "json", "--rtf-seconds", "0.5", "--rtf-repeats", "1", "--no-gpu"],
-        capture_output=True, text=True, timeout=600,
+        [
+            sys.executable,
+            "-m",
+            "s3prl_plugins.bin.profile",
+            "star_hubert",
+            "--format",
+            "json",
+            "--rtf-seconds",
+            "0.5",
+            "--rtf-repeats",
+            "1",
+            "--no-gpu",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert r.returncode == 0, r.stderr[-2000:]
     out = json.loads(r.stdout)
@@ -65,7 +87,12 @@ def test_profile_cli_json_interface(tmp_path):
 
 
 def test_profile_cli_unknown_name():
-    r = subprocess.run([sys.executable, "-m", "s3prl_plugins.bin.profile", "no_such_model_xyz", "--no-gpu"], capture_output=True, text=True, timeout=600)
+    r = subprocess.run(
+        [sys.executable, "-m", "s3prl_plugins.bin.profile", "no_such_model_xyz", "--no-gpu"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert r.returncode == 2 and "no_such_model_xyz" in r.stderr
 
 
@@ -99,7 +126,9 @@ def test_profile_over_a_wav_list(tmp_path):
     (tmp_path / "wav.scp").write_text("\n".join(lines) + "\n")
     d = durations_from_wav_list(str(tmp_path / "wav.scp"))
     assert d == [1.0, 2.5]
-    model = build_model(star_hubert_config(embed_dim=32, num_layers=1, num_heads=4, ffn_dim=8, pos_conv_kernel=8, pos_conv_groups=4))
+    model = build_model(
+        star_hubert_config(embed_dim=32, num_layers=1, num_heads=4, ffn_dim=8, pos_conv_kernel=8, pos_conv_groups=4)
+    )
     p = profile_model(model, durations=d, rtf_seconds=0.5, rtf_repeats=1, gpu=False)
     assert p.seconds == 3.5 and p.macs_total == ssl_macs(model, 16000)["macs"] + ssl_macs(model, 40000)["macs"]
     (tmp_path / "bad.scp").write_text(f"x {tmp_path / 'missing.flac'}\n")
@@ -111,8 +140,18 @@ def test_a_layer_with_no_heads_or_no_ffn_units_is_counted_timed_and_trained():
     """A compression chain may take every head of one layer and every FFN unit of another (legal): such a
     layer is its output biases only, and the profiler counts it (torch's FlopCounterMode once failed on
     a no-grad view of a parameter)."""
-    cfg = star_hubert_config(embed_dim=32, num_layers=2, num_heads=4, ffn_dim=48, conv_layers=[(16, 10, 5), (32, 2, 2)], pos_conv_kernel=8, pos_conv_groups=4)
-    full = profile_model(build_model(cfg).eval(), name="full", rtf_seconds=0.5, rtf_repeats=1, gpu=False).macs_per_second
+    cfg = star_hubert_config(
+        embed_dim=32,
+        num_layers=2,
+        num_heads=4,
+        ffn_dim=48,
+        conv_layers=[(16, 10, 5), (32, 2, 2)],
+        pos_conv_kernel=8,
+        pos_conv_groups=4,
+    )
+    full = profile_model(
+        build_model(cfg).eval(), name="full", rtf_seconds=0.5, rtf_repeats=1, gpu=False
+    ).macs_per_second
     for heads, ffn in (([0, 4], [48, 48]), ([4, 4], [0, 48]), ([0, 0], [0, 0])):
         torch.manual_seed(0)
         model = SSLModel(cfg.replace(num_heads=heads, ffn_dims=ffn)).eval()
@@ -122,5 +161,11 @@ def test_a_layer_with_no_heads_or_no_ffn_units_is_counted_timed_and_trained():
         model.train()
         model(torch.randn(1, 4000)).hidden_states[-1].sum().backward()
         layer = model.encoder.layers[0]
-        grads = layer.attention.out_bias.grad if heads[0] == 0 else layer.feed_forward.out_bias.grad if ffn[0] == 0 else None
+        grads = (
+            layer.attention.out_bias.grad
+            if heads[0] == 0
+            else layer.feed_forward.out_bias.grad
+            if ffn[0] == 0
+            else None
+        )
         assert grads is None or torch.count_nonzero(grads) > 0

@@ -16,8 +16,8 @@ import sys
 import pytest
 import torch
 import yaml
-
 from refs import randomize_, wav_batch
+
 from s3prl_plugins.models.checkpoint import CheckpointError, read_checkpoint
 from s3prl_plugins.models.convert import ConversionError
 from s3prl_plugins.models.loading import OfflineError, load_pretrained
@@ -65,15 +65,31 @@ def _s3prl_student(seed=0):
     from s3prl.upstream.hubert.hubert_model import HubertConfig, HubertModel, HubertPretrainingConfig
 
     d = _distiller()
-    keys = ("extractor_mode", "conv_feature_layers", "conv_bias", "conv_pos", "conv_pos_groups", "encoder_layers",
-            "encoder_embed_dim", "encoder_ffn_embed_dim", "encoder_attention_heads", "layer_norm_first", "final_dim")
+    keys = (
+        "extractor_mode",
+        "conv_feature_layers",
+        "conv_bias",
+        "conv_pos",
+        "conv_pos_groups",
+        "encoder_layers",
+        "encoder_embed_dim",
+        "encoder_ffn_embed_dim",
+        "encoder_attention_heads",
+        "layer_norm_first",
+        "final_dim",
+    )
     model_cfg = {k: d[k] for k in keys}
     model_cfg["label_rate"] = 50
     task_cfg = {"normalize": False, "label_rate": 50}
     symbols = [[f"s{i}" for i in range(7)]]
     model = HubertModel(HubertConfig(**model_cfg), HubertPretrainingConfig(**task_cfg), symbols)
     randomize_(model, seed)
-    return model, {"task_cfg": task_cfg, "model_cfg": model_cfg, "model_weight": model.state_dict(), "dictionaries_symbols": symbols}
+    return model, {
+        "task_cfg": task_cfg,
+        "model_cfg": model_cfg,
+        "model_weight": model.state_dict(),
+        "dictionaries_symbols": symbols,
+    }
 
 
 def _lightning_ckpt(path, student, teacher, save_config=True):
@@ -81,7 +97,11 @@ def _lightning_ckpt(path, student, teacher, save_config=True):
     import pytorch_lightning as pl
     from torch.utils.data import DataLoader, TensorDataset
 
-    cfg = {"teacher": {"teacher_model": "./hubert_base_ls960.pt"}, "train": {"batch_size": 2}, "distiller": _distiller()}
+    cfg = {
+        "teacher": {"teacher_model": "./hubert_base_ls960.pt"},
+        "train": {"batch_size": 2},
+        "distiller": _distiller(),
+    }
 
     class Distil(pl.LightningModule):
         def __init__(self, cfg):
@@ -99,8 +119,13 @@ def _lightning_ckpt(path, student, teacher, save_config=True):
 
     module = Distil(cfg)
     trainer = pl.Trainer(
-        max_steps=1, accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False,
-        enable_checkpointing=True, default_root_dir=str(path.parent),
+        max_steps=1,
+        accelerator="cpu",
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        enable_checkpointing=True,
+        default_root_dir=str(path.parent),
     )
     trainer.fit(module, DataLoader(TensorDataset(torch.zeros(2, 1)), batch_size=2))
     trainer.save_checkpoint(str(path))
@@ -232,7 +257,9 @@ def test_convert_cli_then_every_client(published, tmp_path):
     out = tmp_path / "model.pt"
     r = subprocess.run(
         [sys.executable, "-m", "s3prl_plugins.bin.convert", ckpt, "--config", yml, "--out", str(out)],
-        capture_output=True, text=True, timeout=300,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert r.returncode == 0, r.stderr
     assert "3 layers, width 48" in r.stdout
@@ -247,18 +274,23 @@ def test_convert_cli_then_every_client(published, tmp_path):
     assert resolve(str(out)).config.embed_dim == EMBED
     from s3prl_plugins.train.distill import build_task
 
-    task = build_task({
-        "teacher": {"source": ckpt, "model_config": yml},
-        "student": {"source": str(out)},
-        "objectives": {"layer_wise": 1.0},
-    })
+    task = build_task(
+        {
+            "teacher": {"source": ckpt, "model_config": yml},
+            "student": {"source": str(out)},
+            "objectives": {"layer_wise": 1.0},
+        }
+    )
     assert task.teacher.config.num_layers == LAYERS
     torch.testing.assert_close(
         task.student.encoder.layers[0].feed_forward.fc1.weight, task.teacher.encoder.layers[0].feed_forward.fc1.weight
     )
     bad = subprocess.run(
         [sys.executable, "-m", "s3prl_plugins.bin.convert", ckpt, "--out", str(tmp_path / "x.pt")],
-        capture_output=True, text=True, timeout=300, cwd=str(tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=str(tmp_path),
     )
     assert bad.returncode == 2 and "published .yaml" in bad.stderr and not (tmp_path / "x.pt").exists()
 
@@ -266,9 +298,24 @@ def test_convert_cli_then_every_client(published, tmp_path):
 def test_profiler_cli_reads_the_published_pair(published):
     ckpt, yml, _ = published
     r = subprocess.run(
-        [sys.executable, "-m", "s3prl_plugins.bin.profile", ckpt, "--model-config", yml, "--format", "json",
-         "--rtf-seconds", "1", "--rtf-repeats", "1", "--no-gpu"],
-        capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "s3prl_plugins.bin.profile",
+            ckpt,
+            "--model-config",
+            yml,
+            "--format",
+            "json",
+            "--rtf-seconds",
+            "1",
+            "--rtf-repeats",
+            "1",
+            "--no-gpu",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert r.returncode == 0, r.stderr
     import json
@@ -500,20 +547,51 @@ def test_stock_run_downstream_trains_on_the_published_pair(published, tmp_path):
 
     ckpt, yml, _ = published
     config = {
-        "runner": {"total_steps": 2, "gradient_clipping": 1, "gradient_accumulate_steps": 1, "log_step": 1,
-                   "eval_step": 1000, "save_step": 2, "max_keep": 1, "eval_dataloaders": ["dev"]},
+        "runner": {
+            "total_steps": 2,
+            "gradient_clipping": 1,
+            "gradient_accumulate_steps": 1,
+            "log_step": 1,
+            "eval_step": 1000,
+            "save_step": 2,
+            "max_keep": 1,
+            "eval_dataloaders": ["dev"],
+        },
         "optimizer": {"name": "TorchOptim", "torch_optim_name": "Adam", "lr": 1.0e-3},
-        "downstream_expert": {"datarc": {"train_batch_size": 2, "eval_batch_size": 2, "num_workers": 0},
-                              "modelrc": {"input_dim": 8}},
+        "downstream_expert": {
+            "datarc": {"train_batch_size": 2, "eval_batch_size": 2, "num_workers": 0},
+            "modelrc": {"input_dim": 8},
+        },
     }
     cfg = tmp_path / "example.yaml"
     cfg.write_text(yaml.dump(config))
     script = os.path.join(os.path.dirname(s3prl.__file__), "run_downstream.py")
     expdir = tmp_path / "exp"
     r = subprocess.run(
-        [sys.executable, script, "-m", "train", "-u", "star_hubert_local", "-k", ckpt, "-g", yml, "-d", "example",
-         "-c", str(cfg), "-p", str(expdir), "--device", "cpu"],
-        capture_output=True, text=True, timeout=600, cwd=os.path.dirname(script),
+        [
+            sys.executable,
+            script,
+            "-m",
+            "train",
+            "-u",
+            "star_hubert_local",
+            "-k",
+            ckpt,
+            "-g",
+            yml,
+            "-d",
+            "example",
+            "-c",
+            str(cfg),
+            "-p",
+            str(expdir),
+            "--device",
+            "cpu",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=os.path.dirname(script),
     )
     assert r.returncode == 0, r.stderr[-3000:]
     assert (expdir / "states-2.ckpt").is_file()
@@ -543,7 +621,9 @@ def test_espnet_frontend_upstream_star_hubert_from_its_download_dir(published, t
     shutil.copy(ckpt, c)
     shutil.copy(yml, y)
     _refuse_network(monkeypatch)
-    fe = S3prlFrontend(fs=16000, frontend_conf={"upstream": "star_hubert"}, download_dir=str(hub_dir), multilayer_feature=True).eval()
+    fe = S3prlFrontend(
+        fs=16000, frontend_conf={"upstream": "star_hubert"}, download_dir=str(hub_dir), multilayer_feature=True
+    ).eval()
     with torch.no_grad():
         feats, lens = fe(torch.randn(2, 8000), torch.tensor([8000, 6000]))
     assert feats.shape[0] == 2 and feats.shape[-1] == EMBED and fe.output_size() == EMBED
@@ -556,10 +636,28 @@ def test_published_shape_has_the_papers_parameter_count(ffn, params):
     from s3prl_plugins.models import build_model, count_parameters, preset_config
     from s3prl_plugins.models.convert import star_lightning_config
 
-    d = dict(_distiller(), conv_feature_layers="[(128, 10, 5)] + [(256, 1, 1)] + [(256, 3, 2)] * 4 + [(432, 1, 1)] + [(432, 2, 2)] * 2",
-             encoder_layers=12, encoder_embed_dim=432, encoder_ffn_embed_dim=ffn, encoder_attention_heads=12, conv_pos=128, conv_pos_groups=16)
+    d = dict(
+        _distiller(),
+        conv_feature_layers="[(128, 10, 5)] + [(256, 1, 1)] + [(256, 3, 2)] * 4 + [(432, 1, 1)] + [(432, 2, 2)] * 2",
+        encoder_layers=12,
+        encoder_embed_dim=432,
+        encoder_ffn_embed_dim=ffn,
+        encoder_attention_heads=12,
+        conv_pos=128,
+        conv_pos_groups=16,
+    )
     cfg = star_lightning_config(d)
     assert count_parameters(build_model(cfg)) == params
     preset = preset_config("star_hubert" if ffn == 976 else "star_hubert_l")
-    for key in ("conv_layers", "embed_dim", "num_heads", "head_dim", "ffn_dims", "pos_conv_kernel", "pos_conv_groups", "layer_norm_first", "feature_layer_norm"):
+    for key in (
+        "conv_layers",
+        "embed_dim",
+        "num_heads",
+        "head_dim",
+        "ffn_dims",
+        "pos_conv_kernel",
+        "pos_conv_groups",
+        "layer_norm_first",
+        "feature_layer_norm",
+    ):
         assert getattr(cfg, key) == getattr(preset, key), key

@@ -66,8 +66,14 @@ def _module_options(name):
 @functools.lru_cache(maxsize=None)
 def _recipe_options(folder):
     env = {k: v for k, v in os.environ.items() if k != "train_cmd"}
-    r = subprocess.run(["bash", "run.sh", "--help"], capture_output=True, text=True, cwd=os.path.join(ROOT, folder),
-                       timeout=60, env=env)
+    r = subprocess.run(
+        ["bash", "run.sh", "--help"],
+        capture_output=True,
+        text=True,
+        cwd=os.path.join(ROOT, folder),
+        timeout=60,
+        env=env,
+    )
     assert r.returncode == 0, f"{folder}/run.sh --help: {r.stderr[-1000:]}"
     return set(re.findall(r"^\s+(--[a-z][a-z0-9-]*)", r.stderr, re.M)) | {"--help"}
 
@@ -125,12 +131,16 @@ def test_readme_command(line):
                 continue
             name = module.rsplit(".", 1)[1]
             known = PASS_THROUGH.get(name) or _module_options(name)
-            for f in _flags(argv[argv.index("-m") + 2:]):
+            for f in _flags(argv[argv.index("-m") + 2 :]):
                 if name in PASS_THROUGH and f not in known:
                     continue
                 assert f in known, f"{line}: {module} has no option {f}"
             for a in argv:  # the configs a command reads (not user files without a folder, not outputs)
-                if a.endswith((".yaml", ".yml")) and "/" in a and not a.startswith(("exp/", "superb/", "egs/mini/superb/", "$")):
+                if (
+                    a.endswith((".yaml", ".yml"))
+                    and "/" in a
+                    and not a.startswith(("exp/", "superb/", "egs/mini/superb/", "$"))
+                ):
                     if "--config" in argv or "--train-config" in argv or "--distill-config" in argv:
                         assert os.path.isfile(os.path.join(where, a)), f"{line}: no {a} under {cwd}"
             continue

@@ -148,7 +148,9 @@ job a "" sleep 3
 job b "a" touch b_ran
 job_wait
 """
-    p = subprocess.Popen(["bash", "-c", script], cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    p = subprocess.Popen(
+        ["bash", "-c", script], cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
     import time
 
     for _ in range(100):  # until both are queued
@@ -184,5 +186,10 @@ echo "the recipe ends" >&2
     assert r.returncode == 0, text
     for line in ("the recipe starts", "job a starts", "job a done", "job b starts", "job b done", "the recipe ends"):
         assert line in text, (line, text)
-    assert text.index("the recipe starts") < text.index("job a starts") < text.index("job b done") < text.index("the recipe ends")
+    assert (
+        text.index("the recipe starts")
+        < text.index("job a starts")
+        < text.index("job b done")
+        < text.index("the recipe ends")
+    )
     assert "job a starts" in (tmp_path / "exp" / "log" / "a.log").read_text()

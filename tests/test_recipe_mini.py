@@ -10,8 +10,30 @@ import pytest
 from s3prl_plugins.data.kaldi import read_data_dir
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-FAST = ["--utts-per-speaker", "2", "--subsets", "ks", "--hubert", "true", "--align-steps", "20", "--teacher-steps", "3", "--student-steps", "3", "--probe-steps", "10",
-        "--superb-steps", "4", "--asr5k", "false", "--compress-updates", "2", "--compress-probe-steps", "10"]
+FAST = [
+    "--utts-per-speaker",
+    "2",
+    "--subsets",
+    "ks",
+    "--hubert",
+    "true",
+    "--align-steps",
+    "20",
+    "--teacher-steps",
+    "3",
+    "--student-steps",
+    "3",
+    "--probe-steps",
+    "10",
+    "--superb-steps",
+    "4",
+    "--asr5k",
+    "false",
+    "--compress-updates",
+    "2",
+    "--compress-probe-steps",
+    "10",
+]
 
 
 @pytest.fixture(scope="module")
@@ -40,8 +62,13 @@ def test_all_stages(recipe):
     assert report["method"] == "ctc" and report["dirs"]["test"]["aligned"] > 0
     assert "mean_abs_boundary_ms" in report["dirs"]["test"]
     assert list((recipe / "exp" / "align" / "test").glob("*.TextGrid"))
-    for f in ("exp/hubert_tiny/model.pt", "exp/hubert_tiny/hubert_local.pt", "exp/melhubert_tiny/model.pt",
-              "exp/star_tiny/model.pt", "exp/distilhubert_tiny/model.pt"):
+    for f in (
+        "exp/hubert_tiny/model.pt",
+        "exp/hubert_tiny/hubert_local.pt",
+        "exp/melhubert_tiny/model.pt",
+        "exp/star_tiny/model.pt",
+        "exp/distilhubert_tiny/model.pt",
+    ):
         assert (recipe / f).is_file(), f
     for name in ("fbank", "hubert_tiny", "melhubert_tiny", "star_tiny", "distilhubert_tiny"):
         assert 0 <= json.loads((recipe / "exp" / "probe" / name / "result.json").read_text())["per"]
@@ -49,7 +76,9 @@ def test_all_stages(recipe):
     report = json.loads((recipe / "exp" / "report.json").read_text())
     assert report["star_tiny"]["params"] == report["distilhubert_tiny"]["params"] < report["hubert_tiny"]["params"]
     assert all(report[n]["probe_per"] is not None for n in ("fbank", "hubert_tiny", "star_tiny", "distilhubert_tiny"))
-    assert all(0 <= report[n]["ks_acc"] <= 1 and "sid_acc" not in report[n] for n in ("fbank", "melhubert_tiny", "star_tiny"))
+    assert all(
+        0 <= report[n]["ks_acc"] <= 1 and "sid_acc" not in report[n] for n in ("fbank", "melhubert_tiny", "star_tiny")
+    )
     assert "KS acc " in r.stdout and "SID acc " not in r.stdout  # the table has the KS column only
     # stage 9: the DP segmentation, the CIF student it guides, its probe at its own frame rate; the plots
     assert (recipe / "exp" / "segments" / "dp12.5" / "test.seg").is_file()
@@ -65,6 +94,7 @@ def test_all_stages(recipe):
     md = (recipe / "exp" / "report.md").read_text()
     assert "| star_tiny |" in md and "SUPERB KS" in md and "![Trade-off" in md
     import s3prl.hub as hub
+
     # stage 12: the head-pruning chain of the MelHuBERT teacher, its report, its models through s3prl's hub
     rows = json.loads((recipe / "exp" / "compress" / "heads" / "trajectory.json").read_text())
     assert [r["attention_heads"] for r in rows] == [16, 12, 8, 4] and all(r["per"] is not None for r in rows)
@@ -103,6 +133,18 @@ def test_the_waveform_hubert_is_made_only_when_asked_for_or_needed(tmp_path):
     r = _run(work, "--stage", "4", "--stop-stage", "4")
     assert r.returncode == 0 and "Stage 4: skipped (--hubert true" in r.stderr, r.stderr[-2000:]
     assert not (work / "exp" / "log" / "hubert.log").exists()
-    r = _run(work, "--stage", "4", "--stop-stage", "4", "--nj", "2", "--distill-teacher", "hubert_tiny", "--teacher-steps", "1")
+    r = _run(
+        work,
+        "--stage",
+        "4",
+        "--stop-stage",
+        "4",
+        "--nj",
+        "2",
+        "--distill-teacher",
+        "hubert_tiny",
+        "--teacher-steps",
+        "1",
+    )
     assert "job hubert queued" in r.stderr  # queued; it fails here for want of stage 1-3's data
     assert r.returncode != 0 and (work / "exp" / ".failed.hubert").exists()

@@ -72,10 +72,26 @@ def test_loss_curves_read_with_tensorboard_and_plotted(tmp_path):
 
 def test_markdown_table_and_tradeoff(tmp_path):
     report = {
-        "teacher": {"params": 94_700_000, "gmacs_per_second": 7.42, "gmacs_c_per_second": 5.0, "frame_rate_hz": 50.0,
-                    "rtf_cpu": 0.05, "probe_per": 0.054, "superb": {"PR": 5.41}, "superb_overall": 94.59, "superb_generalizability": 976.0},
-        "student": {"params": 22_310_000, "gmacs_per_second": 2.06, "gmacs_c_per_second": 1.0, "frame_rate_hz": 50.0,
-                    "rtf_cpu": 0.02, "probe_per": 0.0816, "asr5k_wer": 12.3},
+        "teacher": {
+            "params": 94_700_000,
+            "gmacs_per_second": 7.42,
+            "gmacs_c_per_second": 5.0,
+            "frame_rate_hz": 50.0,
+            "rtf_cpu": 0.05,
+            "probe_per": 0.054,
+            "superb": {"PR": 5.41},
+            "superb_overall": 94.59,
+            "superb_generalizability": 976.0,
+        },
+        "student": {
+            "params": 22_310_000,
+            "gmacs_per_second": 2.06,
+            "gmacs_c_per_second": 1.0,
+            "frame_rate_hz": 50.0,
+            "rtf_cpu": 0.02,
+            "probe_per": 0.0816,
+            "asr5k_wer": 12.3,
+        },
     }
     png = plot_tradeoff(report, str(tmp_path / "tradeoff.png"))
     assert png and os.path.getsize(png) > 1000

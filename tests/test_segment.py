@@ -8,9 +8,9 @@ import stat
 import pytest
 import torch
 
+from s3prl_plugins.eval.phone_ctc import FeatureDataset, PhoneVocab, phone_error_rate, read_phones, train_phone_ctc
 from s3prl_plugins.segment.aligner import align_corpus, align_utterance, boundary_errors
 from s3prl_plugins.segment.mfa import mfa_align_command, mfa_status
-from s3prl_plugins.eval.phone_ctc import FeatureDataset, PhoneVocab, phone_error_rate, read_phones, train_phone_ctc
 from s3prl_plugins.segment.textgrid import AlignmentError, frame_labels, read_textgrid, write_textgrid
 
 
@@ -21,7 +21,13 @@ def test_textgrid_round_trip_and_frame_labels(tmp_path):
     tiers = read_textgrid(path)
     assert tiers["words"] == words
     labels = frame_labels(tiers["words"], 50, 0.02)
-    assert labels[4] == "" and labels[5] == "hello" and labels[16] == "hello" and labels[17] == "" and labels[25] == "world"
+    assert (
+        labels[4] == ""
+        and labels[5] == "hello"
+        and labels[16] == "hello"
+        and labels[17] == ""
+        and labels[25] == "world"
+    )
     assert frame_labels(words, 100, 0.01)[10] == "hello"
     with pytest.raises(AlignmentError, match="no such"):
         read_textgrid(str(tmp_path / "missing.TextGrid"))
@@ -59,7 +65,11 @@ def test_boundary_errors(tmp_path):
     ref = {"utt": "u1", "words": [{"word": "a", "start": 0.12, "end": 0.30}, {"word": "b", "start": 0.40, "end": 0.64}]}
     (tmp_path / "ref.jsonl").write_text(json.dumps(ref) + "\n")
     e = boundary_errors(str(tmp_path), str(tmp_path / "ref.jsonl"))
-    assert e["words"] == 2 and e["mean_abs_start_ms"] == pytest.approx(10.0) and e["mean_abs_end_ms"] == pytest.approx(20.0)
+    assert (
+        e["words"] == 2
+        and e["mean_abs_start_ms"] == pytest.approx(10.0)
+        and e["mean_abs_end_ms"] == pytest.approx(20.0)
+    )
     assert e["mean_abs_boundary_ms"] == pytest.approx(15.0)
 
 
@@ -82,7 +92,9 @@ def _toy_corpus(n=40, seed=0):
             wtimes.append((start, t))
             words.append(w)
         frames += [0] * 3
-        x = torch.nn.functional.one_hot(torch.tensor(frames), 6).float() + 0.3 * torch.randn(len(frames), 6, generator=g)
+        x = torch.nn.functional.one_hot(torch.tensor(frames), 6).float() + 0.3 * torch.randn(
+            len(frames), 6, generator=g
+        )
         feats[f"u{i:02d}"] = x[None]
         phones[f"u{i:02d}"] = [[f"p{p}" for p in w] for w in words]
         times[f"u{i:02d}"] = wtimes
@@ -93,7 +105,9 @@ def test_phone_ctc_learns_and_aligns(tmp_path):
     feats, phones, times = _toy_corpus()
     vocab = PhoneVocab([p for ws in phones.values() for w in ws for p in w])
     targets = {u: vocab.encode([p for w in ws for p in w]) for u, ws in phones.items()}
-    model = train_phone_ctc((feats, targets), None, len(vocab), str(tmp_path / "m"), max_steps=150, batch_frames=400, hidden=64)
+    model = train_phone_ctc(
+        (feats, targets), None, len(vocab), str(tmp_path / "m"), max_steps=150, batch_frames=400, hidden=64
+    )
     per = phone_error_rate(model, FeatureDataset(feats, targets))
     assert per < 0.15, per
     texts = {u: " ".join(f"w{j}" for j in range(len(ws))) for u, ws in phones.items()}
@@ -109,7 +123,15 @@ def test_phone_ctc_learns_and_aligns(tmp_path):
 def test_align_failures_are_listed(tmp_path):
     feats, phones, _ = _toy_corpus(n=3)
     vocab = PhoneVocab(["p1", "p2", "p3", "p4", "p5"])
-    model = train_phone_ctc((feats, {u: vocab.encode([p for w in ws for p in w]) for u, ws in phones.items()}), None, len(vocab), str(tmp_path / "m"), max_steps=2, batch_frames=400, hidden=16)
+    model = train_phone_ctc(
+        (feats, {u: vocab.encode([p for w in ws for p in w]) for u, ws in phones.items()}),
+        None,
+        len(vocab),
+        str(tmp_path / "m"),
+        max_steps=2,
+        batch_frames=400,
+        hidden=16,
+    )
     texts = {u: " ".join(f"w{j}" for j in range(len(ws))) for u, ws in phones.items()}
     u0, u1, u2 = sorted(feats)
     texts[u0] = "one"  # word count mismatch (toy utterances have 2-3 words)
@@ -117,7 +139,12 @@ def test_align_failures_are_listed(tmp_path):
     del phones[u2]
     res = align_corpus(model, vocab, feats, phones, texts, {}, 0.01, str(tmp_path / "tg"))
     reasons = dict(res.failed)
-    assert res.aligned == 0 and "words in the transcript" in reasons[u0] and "not in the inventory" in reasons[u1] and "no phone" in reasons[u2]
+    assert (
+        res.aligned == 0
+        and "words in the transcript" in reasons[u0]
+        and "not in the inventory" in reasons[u1]
+        and "no phone" in reasons[u2]
+    )
     assert len((tmp_path / "tg" / "failed.txt").read_text().splitlines()) == 3
 
 
@@ -168,10 +195,10 @@ def test_trim_silence_moves_edges_past_quiet_frames():
     en = frame_energies(wav, 100, 0.01)
     assert en.shape == (100,) and en[30] > en[10] + 50
     # a word aligned from 0.15 to 0.50 s is pulled in to the audible 0.18-0.40 s (25 ms windows)
-    (s, e), = trim_silence([(0.15, 0.50)], en, 0.01)
+    ((s, e),) = trim_silence([(0.15, 0.50)], en, 0.01)
     assert 0.17 <= s <= 0.20 and 0.39 <= e <= 0.41
     # a fully silent span is never emptied
-    (s, e), = trim_silence([(0.60, 0.70)], en, 0.01)
+    ((s, e),) = trim_silence([(0.60, 0.70)], en, 0.01)
     assert e > s
 
 
@@ -221,17 +248,23 @@ def test_linear_probe_reads_tones_from_log_mel(tmp_path):
     linearly: each 3-frame tone segment of the tiny data is one 'phone'."""
     import json
 
+    from tiny_data import make_tiny_data
+
     from s3prl_plugins.bin.probe import main as probe_main
     from s3prl_plugins.data.dataset import read_labels
     from s3prl_plugins.eval.phone_ctc import PhoneCTC
-    from tiny_data import make_tiny_data
 
     data, labels = make_tiny_data(str(tmp_path), n_utts=24)
     with open(os.path.join(data, "phones"), "w") as f:
         for utt, lab in sorted(read_labels(labels).items()):
             segs = [lab[0]] + [b for a, b in zip(lab, lab[1:]) if b != a]
             f.write(utt + " " + " ".join(f"t{c}" for c in segs) + "\n")
-    assert probe_main(["--features", "fbank", "--train", data, "--test", data, "--out", str(tmp_path / "p"), "--max-steps", "400"]) == 0
+    assert (
+        probe_main(
+            ["--features", "fbank", "--train", data, "--test", data, "--out", str(tmp_path / "p"), "--max-steps", "400"]
+        )
+        == 0
+    )
     result = json.load(open(tmp_path / "p" / "result.json"))
     assert result["probe"] == "linear" and result["per"] < 0.5, result
     linear = PhoneCTC(40, 9, num_layers_in=3, dilations=())

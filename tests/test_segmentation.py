@@ -10,6 +10,7 @@ import sys
 
 import numpy as np
 import pytest
+from tiny_data import make_tiny_data, make_tiny_teacher, tiny_distill_config
 
 from s3prl_plugins.segment.dp import PenaltySearchError, dp_segment, find_penalty, rate_of, segment_all, smoothed_codes
 from s3prl_plugins.segment.segmentation import (
@@ -24,7 +25,6 @@ from s3prl_plugins.segment.segmentation import (
     write_segmentation,
 )
 from s3prl_plugins.segment.textgrid import write_textgrid
-from tiny_data import make_tiny_data, make_tiny_teacher, tiny_distill_config
 
 
 def test_write_read_roundtrip_and_info(tmp_path):
@@ -37,13 +37,16 @@ def test_write_read_roundtrip_and_info(tmp_path):
     assert average_rate(seg) == pytest.approx(5 / 11 * 50)
 
 
-@pytest.mark.parametrize("line,match", [
-    ("u1 9 3 3 9", "zero-length"),
-    ("u1 9 3 5 8", "must cover"),
-    ("u1 9 5 3 9", "zero-length or out-of-order"),
-    ("u1 nine 3", "integers"),
-    ("u1 0", "no segments"),
-])
+@pytest.mark.parametrize(
+    "line,match",
+    [
+        ("u1 9 3 3 9", "zero-length"),
+        ("u1 9 3 5 8", "must cover"),
+        ("u1 9 5 3 9", "zero-length or out-of-order"),
+        ("u1 nine 3", "integers"),
+        ("u1 0", "no segments"),
+    ],
+)
 def test_bad_lines_are_refused_naming_file_line_and_utterance(tmp_path, line, match):
     path = tmp_path / "x.seg"
     path.write_text("u0 4 2 4\n" + line + "\n")
@@ -166,9 +169,28 @@ def test_segment_cli_dp_and_textgrid(tiny, tmp_path):
     root, data, teacher = tiny
     out = tmp_path / "dp"
     res = subprocess.run(
-        [sys.executable, "-m", "s3prl_plugins.bin.segment", "dp", "--train", data, "--ckpt", teacher, "--layer", "1",
-         "--clusters", "8", "--target-rate", "20", "--sweep-utts", "12", "--out", str(out)],
-        capture_output=True, text=True,
+        [
+            sys.executable,
+            "-m",
+            "s3prl_plugins.bin.segment",
+            "dp",
+            "--train",
+            data,
+            "--ckpt",
+            teacher,
+            "--layer",
+            "1",
+            "--clusters",
+            "8",
+            "--target-rate",
+            "20",
+            "--sweep-utts",
+            "12",
+            "--out",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
     )
     assert res.returncode == 0, res.stderr
     info = json.loads(res.stdout)
@@ -177,14 +199,43 @@ def test_segment_cli_dp_and_textgrid(tiny, tmp_path):
     assert check_against_audio(seg, data) == []
     assert (out / "data.codes").exists() and (out / "centroids.npy").exists()
     bad = subprocess.run(
-        [sys.executable, "-m", "s3prl_plugins.bin.segment", "dp", "--train", data, "--ckpt", teacher, "--layer", "1",
-         "--clusters", "8", "--target-rate", "200", "--out", str(tmp_path / "bad")],
-        capture_output=True, text=True,
+        [
+            sys.executable,
+            "-m",
+            "s3prl_plugins.bin.segment",
+            "dp",
+            "--train",
+            data,
+            "--ckpt",
+            teacher,
+            "--layer",
+            "1",
+            "--clusters",
+            "8",
+            "--target-rate",
+            "200",
+            "--out",
+            str(tmp_path / "bad"),
+        ],
+        capture_output=True,
+        text=True,
     )
     assert bad.returncode == 2 and "above what the programme gives" in bad.stderr
     empty = subprocess.run(
-        [sys.executable, "-m", "s3prl_plugins.bin.segment", "textgrid", "--data", data, "--textgrids", str(tmp_path), "--out", str(tmp_path / "p.seg")],
-        capture_output=True, text=True,
+        [
+            sys.executable,
+            "-m",
+            "s3prl_plugins.bin.segment",
+            "textgrid",
+            "--data",
+            data,
+            "--textgrids",
+            str(tmp_path),
+            "--out",
+            str(tmp_path / "p.seg"),
+        ],
+        capture_output=True,
+        text=True,
     )
     assert empty.returncode == 2 and "no TextGrid" in empty.stderr
 
@@ -201,10 +252,14 @@ def _uniform_segmentation(data, path, size=3):
     return path
 
 
-@pytest.mark.parametrize("spec,objectives", [
-    ({"type": "cif", "stride": 3}, {"l1_cos": 1.0, "segment": 0.005, "frame": 0.25}),
-    ({"type": "segments", "stride": 3}, {"l1_cos": 1.0}),
-], ids=["cif_guided", "segments_topline"])
+@pytest.mark.parametrize(
+    "spec,objectives",
+    [
+        ({"type": "cif", "stride": 3}, {"l1_cos": 1.0, "segment": 0.005, "frame": 0.25}),
+        ({"type": "segments", "stride": 3}, {"l1_cos": 1.0}),
+    ],
+    ids=["cif_guided", "segments_topline"],
+)
 def test_run_distill_with_a_segmentation(tiny, tmp_path, spec, objectives):
     from s3prl_plugins.models.checkpoint import load_checkpoint
     from s3prl_plugins.train.distill import run_distill
@@ -229,7 +284,9 @@ def test_guided_cif_without_segmentation_is_a_clear_error(tiny, tmp_path):
 
     root, data, teacher = tiny
     cfg = tiny_distill_config(str(tmp_path), data, teacher, {"l1_cos": 1.0, "frame": 0.25}, max_steps=2)
-    cfg["student"]["args"].update(subsampling={"type": "cif", "stride": 3}, head={"type": "distil", "layers": [1, 2], "out_dim": 32})
+    cfg["student"]["args"].update(
+        subsampling={"type": "cif", "stride": 3}, head={"type": "distil", "layers": [1, 2], "out_dim": 32}
+    )
     with pytest.raises(Exception, match="needs a segmentation"):
         run_distill(cfg)
     assert not os.path.exists(os.path.join(cfg["trainer"]["exp_dir"], "model.pt"))
@@ -238,8 +295,8 @@ def test_guided_cif_without_segmentation_is_a_clear_error(tiny, tmp_path):
 def test_boundary_scores():
     from s3prl_plugins.segment.segmentation import boundary_scores
 
-    ref = {"u": [5, 10, 20, 30]}          # inner boundaries 5, 10, 20
-    hyp = {"u": [4, 6, 15, 21, 30]}       # 4 hits 5 (6 would too, but 5 is used once), 21 hits 20
+    ref = {"u": [5, 10, 20, 30]}  # inner boundaries 5, 10, 20
+    hyp = {"u": [4, 6, 15, 21, 30]}  # 4 hits 5 (6 would too, but 5 is used once), 21 hits 20
     s = boundary_scores(hyp, ref, tolerance=1)
     assert (s["precision"], s["recall"]) == (2 / 4, 2 / 3)
     assert boundary_scores(hyp, ref, tolerance=0)["precision"] == 0.0

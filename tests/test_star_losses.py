@@ -72,8 +72,12 @@ def test_layer_wise_matches_equation_on_padded_batch(how, method):
     lengths = torch.tensor(LENGTHS)
     per_utt = _layer_wise_direct(t_utts, s_utts, how)
     n2 = lengths.double() ** 2
-    got_sum = star.layer_wise_tgm_loss(_pad(t_utts), _pad(s_utts), lengths, normalize=how, reduction="sum", method=method)
-    got_mean = star.layer_wise_tgm_loss(_pad(t_utts), _pad(s_utts), lengths, normalize=how, reduction="mean", method=method)
+    got_sum = star.layer_wise_tgm_loss(
+        _pad(t_utts), _pad(s_utts), lengths, normalize=how, reduction="sum", method=method
+    )
+    got_mean = star.layer_wise_tgm_loss(
+        _pad(t_utts), _pad(s_utts), lengths, normalize=how, reduction="mean", method=method
+    )
     torch.testing.assert_close(got_sum, per_utt.sum(), rtol=1e-9, atol=1e-9)
     torch.testing.assert_close(got_mean, (per_utt / n2).mean(), rtol=1e-9, atol=1e-9)
 
@@ -94,7 +98,10 @@ def test_padded_batch_is_mean_of_one_by_one():
     lengths = torch.tensor(LENGTHS)
     for fn in (star.layer_wise_tgm_loss, star.intra_layer_tgm_loss):
         batch = fn(_pad(t_utts), _pad(s_utts), lengths)
-        singles = [fn([l[b][None] for l in t_utts], [l[b][None] for l in s_utts], torch.tensor([n])) for b, n in enumerate(LENGTHS)]
+        singles = [
+            fn([l[b][None] for l in t_utts], [l[b][None] for l in s_utts], torch.tensor([n]))
+            for b, n in enumerate(LENGTHS)
+        ]
         torch.testing.assert_close(batch, torch.stack(singles).mean(), rtol=1e-5, atol=1e-6)
 
 
@@ -152,14 +159,20 @@ def test_l2_normalisation_is_scale_invariant_and_none_is_not():
     lengths = torch.tensor([5])
     scaled = [x * torch.rand(1, 5, 1) * 10 for x in s]
     torch.testing.assert_close(star.layer_wise_tgm_loss(t, s, lengths), star.layer_wise_tgm_loss(t, scaled, lengths))
-    assert not torch.allclose(star.layer_wise_tgm_loss(t, s, lengths, normalize="none"), star.layer_wise_tgm_loss(t, scaled, lengths, normalize="none"))
+    assert not torch.allclose(
+        star.layer_wise_tgm_loss(t, s, lengths, normalize="none"),
+        star.layer_wise_tgm_loss(t, scaled, lengths, normalize="none"),
+    )
     with pytest.raises(ValueError, match="normalize"):
         star.layer_wise_tgm_loss(t, s, lengths, normalize="batch")
 
 
 def _attn_utts(lengths, layers, seed):
     g = torch.Generator().manual_seed(seed)
-    return [[torch.softmax(torch.randn(n, n, generator=g, dtype=torch.float64) * 2, -1) for n in lengths] for _ in range(layers)]
+    return [
+        [torch.softmax(torch.randn(n, n, generator=g, dtype=torch.float64) * 2, -1) for n in lengths]
+        for _ in range(layers)
+    ]
 
 
 def _pad_attn(per_layer):

@@ -7,12 +7,12 @@ import subprocess
 
 import pytest
 import yaml
+from test_data_prep import _corpus
+from tiny_data import make_tiny_teacher, tiny_distill_config
 
 from s3prl_plugins.data.kaldi import DataDir, DataDirError, combine_data_dirs, read_data_dir, write_data_dir
 from s3prl_plugins.data.lexicon import write_phones
 from s3prl_plugins.eval.phone_ctc import read_phones
-from test_data_prep import _corpus
-from tiny_data import make_tiny_teacher, tiny_distill_config
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -63,36 +63,70 @@ def test_librispeech_star_recipe_end_to_end(tmp_path):
     with open(work / "star" / "conf" / "tiny.yaml", "w") as f:
         yaml.safe_dump(cfg, f)
     env = dict(os.environ, LIBRISPEECH=str(corpus), OMP_NUM_THREADS="1")
-    cmd = ["./run.sh", "--teacher", teacher, "--distill-config", "conf/tiny.yaml", "--max-steps", "4", "--batch-size", "2",
-           "--effective-batch", "2", "--probe-steps", "10", "--probe-train-utts", "4"]
+    cmd = [
+        "./run.sh",
+        "--teacher",
+        teacher,
+        "--distill-config",
+        "conf/tiny.yaml",
+        "--max-steps",
+        "4",
+        "--batch-size",
+        "2",
+        "--effective-batch",
+        "2",
+        "--probe-steps",
+        "10",
+        "--probe-train-utts",
+        "4",
+    ]
     r = subprocess.run(cmd, cwd=work / "star", env=env, capture_output=True, text=True, timeout=900)
     assert r.returncode == 0, r.stderr[-3000:]
     star = work / "star"
-    assert read_data_dir(str(star / "data" / "train")).utts == read_data_dir(str(star / "data" / "train_clean_100")).utts
+    assert (
+        read_data_dir(str(star / "data" / "train")).utts == read_data_dir(str(star / "data" / "train_clean_100")).utts
+    )
     assert os.path.isfile(star / "exp" / "star" / "model.pt")
     report = json.load(open(star / "exp" / "star" / "report.json"))
     assert report["teacher"]["params"] > report["student"]["params"] > 0
     assert 0 <= report["student"]["probe_per"] <= 2 and 0 <= report["teacher"]["probe_per"] <= 2
     md = (star / "exp" / "star" / "report.md").read_text()
-    assert "| student |" in md and "| teacher |" in md and (star / "exp" / "star" / "report_losses.png").stat().st_size > 10_000
+    assert (
+        "| student |" in md
+        and "| teacher |" in md
+        and (star / "exp" / "star" / "report_losses.png").stat().st_size > 10_000
+    )
     probe = json.load(open(star / "exp" / "star" / "probe" / "result.json"))
     assert probe["train_utts"] == 4
     assert "updates (" in r.stderr and "student: exp/star/model.pt" in r.stderr
     assert open(star / "exp" / "star" / "teacher.txt").read().strip() == teacher
     # the teacher's probe is kept for the next student of the same teacher
-    r = subprocess.run(cmd + ["--stage", "4", "--stop-stage", "4"], cwd=star, env=env, capture_output=True, text=True, timeout=900)
+    r = subprocess.run(
+        cmd + ["--stage", "4", "--stop-stage", "4"], cwd=star, env=env, capture_output=True, text=True, timeout=900
+    )
     assert r.returncode == 0 and r.stderr.count(": kept") == 2, r.stderr[-3000:]
     # --stage 3 resumes at distillation: the finished run is found and nothing is retrained
-    r = subprocess.run(cmd + ["--stage", "3", "--stop-stage", "3"], cwd=star, env=env, capture_output=True, text=True, timeout=900)
+    r = subprocess.run(
+        cmd + ["--stage", "3", "--stop-stage", "3"], cwd=star, env=env, capture_output=True, text=True, timeout=900
+    )
     assert r.returncode == 0, r.stderr[-3000:]
     assert "resum" in r.stderr.lower()
     # an effective batch that the GPUs x batch size cannot make stops with the reason
-    r = subprocess.run(cmd + ["--stage", "3", "--effective-batch", "3"], cwd=star, env=env, capture_output=True, text=True, timeout=300)
+    r = subprocess.run(
+        cmd + ["--stage", "3", "--effective-batch", "3"], cwd=star, env=env, capture_output=True, text=True, timeout=300
+    )
     assert r.returncode != 0 and "not a multiple" in r.stderr
 
 
-@pytest.mark.parametrize("name, params", [("star.yaml", 22_308_592), ("star_hubert_l.yaml", 26_626_672),
-                                          ("star_hubert_9m.yaml", 8_521_264), ("star_wavlm.yaml", 22_308_592)])
+@pytest.mark.parametrize(
+    "name, params",
+    [
+        ("star.yaml", 22_308_592),
+        ("star_hubert_l.yaml", 26_626_672),
+        ("star_hubert_9m.yaml", 8_521_264),
+        ("star_wavlm.yaml", 22_308_592),
+    ],
+)
 def test_librispeech_star_configs_build_the_students_they_name(name, params):
     """Each shipped config gives the student its comment names, with the final STaR loss, 13 states."""
     from s3prl_plugins.train.distill import build_student
@@ -113,11 +147,32 @@ def test_report_table_with_utterance_probes(tmp_path):
 
     (tmp_path / "per.json").write_text(json.dumps({"per": 0.25}))
     (tmp_path / "ks.json").write_text(json.dumps({"accuracy": 0.5}))
-    report = build_report({}, {"a": str(tmp_path / "per.json")}, {"ks": {"a": str(tmp_path / "ks.json"), "b": str(tmp_path / "none.json")}})
+    report = build_report(
+        {},
+        {"a": str(tmp_path / "per.json")},
+        {"ks": {"a": str(tmp_path / "ks.json"), "b": str(tmp_path / "none.json")}},
+    )
     assert report == {"a": {"probe_per": 0.25, "ks_acc": 0.5}, "b": {"ks_acc": None}}
     table = format_report(report).splitlines()
-    assert "KS acc" in table[0] and "25.0%" in table[1] and "50.0%" in table[1] and table[2].split()[1:5] == ["-", "-", "-", "-"]
+    assert (
+        "KS acc" in table[0]
+        and "25.0%" in table[1]
+        and "50.0%" in table[1]
+        and table[2].split()[1:5] == ["-", "-", "-", "-"]
+    )
     out = tmp_path / "r.json"
-    assert report_main(["--probes", f"a={tmp_path / 'per.json'}", "--utt-probes", f"ks:a={tmp_path / 'ks.json'}", "--out", str(out)]) == 0
+    assert (
+        report_main(
+            [
+                "--probes",
+                f"a={tmp_path / 'per.json'}",
+                "--utt-probes",
+                f"ks:a={tmp_path / 'ks.json'}",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     assert json.loads(out.read_text())["a"]["ks_acc"] == 0.5
     assert report_main(["--utt-probes", f"a={tmp_path / 'ks.json'}"]) == 2  # task missing

@@ -194,9 +194,19 @@ def test_config_validation_names_the_problem():
 
 def _tiny(spec):
     return SSLModelConfig(
-        conv_layers=[(16, 10, 5), (16, 8, 4), (16, 4, 4)], conv_norm="layer_norm", feature_layer_norm=False, embed_dim=24, num_layers=2,
-        num_heads=[2, 2], head_dim=12, ffn_dims=[32, 32], pos_conv_kernel=8, pos_conv_groups=4, dropout=0.0,
-        attention_dropout=0.0, subsampling=spec,
+        conv_layers=[(16, 10, 5), (16, 8, 4), (16, 4, 4)],
+        conv_norm="layer_norm",
+        feature_layer_norm=False,
+        embed_dim=24,
+        num_layers=2,
+        num_heads=[2, 2],
+        head_dim=12,
+        ffn_dims=[32, 32],
+        pos_conv_kernel=8,
+        pos_conv_groups=4,
+        dropout=0.0,
+        attention_dropout=0.0,
+        subsampling=spec,
     )
 
 
@@ -240,7 +250,9 @@ def test_segments_topline_needs_segments():
 def test_macs_c_falls_with_the_frame_rate():
     durations = [2.0, 5.0]
     profs = {
-        name: profile_model(build_model(preset_config(name)), name, durations, rtf_seconds=1.0, rtf_repeats=1, gpu=False)
+        name: profile_model(
+            build_model(preset_config(name)), name, durations, rtf_seconds=1.0, rtf_repeats=1, gpu=False
+        )
         for name in ("distilhubert", "distilhubert_avg2", "distilhubert_avg4", "distilhubert_cif")
     }
     c = {k: p.macs_c_total for k, p in profs.items()}
@@ -248,28 +260,61 @@ def test_macs_c_falls_with_the_frame_rate():
     assert c["distilhubert_avg4"] < c["distilhubert_cif"] < c["distilhubert_avg2"]  # + the CIF module at 50 Hz
     fr = {k: p.frame_rate_hz for k, p in profs.items()}
     assert fr["distilhubert"] == pytest.approx(50, abs=0.5) and fr["distilhubert_avg4"] == pytest.approx(12.5, abs=0.3)
-    low = profile_model(build_model(preset_config("distilhubert_cif")), "cif", durations, rtf_seconds=1.0, rtf_repeats=1, gpu=False, frames_per_segment=8)
+    low = profile_model(
+        build_model(preset_config("distilhubert_cif")),
+        "cif",
+        durations,
+        rtf_seconds=1.0,
+        rtf_repeats=1,
+        gpu=False,
+        frames_per_segment=8,
+    )
     assert low.macs_c_total < c["distilhubert_cif"] and low.frame_rate_hz == pytest.approx(6.25, abs=0.2)
 
 
 def test_profile_cli_profiles_the_cif_preset():
     out = subprocess.run(
-        [sys.executable, "-m", "s3prl_plugins.bin.profile", "distilhubert_cif", "--format", "json", "--rtf-repeats", "1", "--rtf-seconds", "1", "--no-gpu"],
-        capture_output=True, text=True, check=True,
+        [
+            sys.executable,
+            "-m",
+            "s3prl_plugins.bin.profile",
+            "distilhubert_cif",
+            "--format",
+            "json",
+            "--rtf-repeats",
+            "1",
+            "--rtf-seconds",
+            "1",
+            "--no-gpu",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
     )
     prof = json.loads(out.stdout)
     assert prof["name"] == "distilhubert_cif" and prof["params"] == 24_803_969
     assert prof["frame_rate_hz"] == pytest.approx(12.5, abs=0.2) and prof["macs_c_per_second"] < prof["macs_per_second"]
 
 
-LIBRI_CONF = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "egs", "librispeech", "distilhubert_cif", "conf")
+LIBRI_CONF = os.path.join(
+    os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "egs", "librispeech", "distilhubert_cif", "conf"
+)
 
 
-@pytest.mark.parametrize("name,millions,kind", [
-    ("distilhubert", 23.49, None), ("avg2", 23.49, "avg"), ("avg4", 23.49, "avg"), ("avg8", 23.49, "avg"),
-    ("avg_repeat2", 23.49, "avg"), ("conv_deconv2", 25.20, "conv"), ("card4", 24.80, "cif"), ("dp12.5", 24.80, "cif"),
-    ("mfa", 23.49, "segments"),
-])
+@pytest.mark.parametrize(
+    "name,millions,kind",
+    [
+        ("distilhubert", 23.49, None),
+        ("avg2", 23.49, "avg"),
+        ("avg4", 23.49, "avg"),
+        ("avg8", 23.49, "avg"),
+        ("avg_repeat2", 23.49, "avg"),
+        ("conv_deconv2", 25.20, "conv"),
+        ("card4", 24.80, "cif"),
+        ("dp12.5", 24.80, "cif"),
+        ("mfa", 23.49, "segments"),
+    ],
+)
 def test_librispeech_configs_build_the_students_of_table_2(name, millions, kind):
     """Each config of egs/librispeech/distilhubert_cif builds its Table 2 student (heads dropped) with
     s3prl's DistilHuBERT schedule."""
@@ -284,5 +329,11 @@ def test_librispeech_configs_build_the_students_of_table_2(name, millions, kind)
     assert (student.config.subsampling or {}).get("type") == kind
     assert student.config.head["layers"] == [4, 8, 12] and cfg["student"]["init_from_teacher"] is True
     t = cfg["trainer"]
-    assert (t["lr"], t["betas"], t["warmup_steps"], t["max_steps"], t["clip_norm"]) == (2e-4, [0.9, 0.98], 14000, 200000, 5.0)
+    assert (t["lr"], t["betas"], t["warmup_steps"], t["max_steps"], t["clip_norm"]) == (
+        2e-4,
+        [0.9, 0.98],
+        14000,
+        200000,
+        5.0,
+    )
     assert student.config.feature_grad_mult == 0.1 and cfg["data"]["batch_size"] == 24

@@ -78,7 +78,9 @@ def test_device_default_and_metric_parsing(monkeypatch):
     assert rn.runner_argv(["-m", "train"]) == ["-m", "train", "--device", "cpu"]
     assert rn.runner_argv(["-m", "train", "--device", "cuda:1"]) == ["-m", "train", "--device", "cuda:1"]
     assert rn.runner_argv(["--device=cpu"]) == ["--device=cpu"]
-    text = "dev-clean loss: 3.5\ndev-clean uer: 40.0\ndev-clean wer: 81.25\n[Runner] x\ntest acc: 0.75\n  noise acc: 1\n"
+    text = (
+        "dev-clean loss: 3.5\ndev-clean uer: 40.0\ndev-clean wer: 81.25\n[Runner] x\ntest acc: 0.75\n  noise acc: 1\n"
+    )
     m = rn.parse_metrics(text)
     assert m == {"dev-clean": {"loss": 3.5, "uer": 40.0, "wer": 81.25}, "test": {"acc": 0.75}}
     assert rn.superb_metric("speech_commands", m["test"]) == {"KS": 75.0}
@@ -160,7 +162,9 @@ def test_sid_cache_is_written_atomically_and_an_unreadable_one_rebuilt(tmp_path,
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory):
     out = str(tmp_path_factory.mktemp("c") / "mini")
-    make_mini_corpus(out, MiniCorpusConfig(utts_per_speaker=3, split_speakers={"train": 2, "dev": 1, "test": 1}), progress=False)
+    make_mini_corpus(
+        out, MiniCorpusConfig(utts_per_speaker=3, split_speakers={"train": 2, "dev": 1, "test": 1}), progress=False
+    )
     make_subsets(out, SubsetConfig(takes=1, unknown=2, silence=1, sid_heldout=(0.34, 0.34)), progress=False)
     from s3prl_plugins.bin.prepare_data import main as prep
 
@@ -173,10 +177,25 @@ def corpus(tmp_path_factory):
 def upstreams(tmp_path_factory):
     d = tmp_path_factory.mktemp("up")
     torch.manual_seed(0)
-    star = star_hubert_config(embed_dim=32, num_layers=2, num_heads=4, ffn_dim=48,
-                              conv_layers=[(16, 10, 5), (32, 3, 2)] + [(32, 2, 2)] * 5, pos_conv_kernel=8, pos_conv_groups=4)
-    mel = melhubert_config(embed_dim=32, num_layers=2, num_heads=4, ffn_dim=48, stack_frames=2, pos_conv_kernel=8,
-                           pos_conv_groups=4, num_clusters=16)
+    star = star_hubert_config(
+        embed_dim=32,
+        num_layers=2,
+        num_heads=4,
+        ffn_dim=48,
+        conv_layers=[(16, 10, 5), (32, 3, 2)] + [(32, 2, 2)] * 5,
+        pos_conv_kernel=8,
+        pos_conv_groups=4,
+    )
+    mel = melhubert_config(
+        embed_dim=32,
+        num_layers=2,
+        num_heads=4,
+        ffn_dim=48,
+        stack_frames=2,
+        pos_conv_kernel=8,
+        pos_conv_groups=4,
+        num_clusters=16,
+    )
     paths = {"star_hubert_local": str(d / "star.pt"), "melhubert_local": str(d / "mel.pt")}
     save_checkpoint(paths["star_hubert_local"], build_model(star))
     save_checkpoint(paths["melhubert_local"], build_model(mel))
@@ -184,16 +203,22 @@ def upstreams(tmp_path_factory):
 
 
 def _run(args, cwd, timeout=400):
-    r = subprocess.run([sys.executable, "-m", "s3prl_plugins.bin.run_downstream", *args], capture_output=True, text=True,
-                       timeout=timeout, cwd=cwd, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    r = subprocess.run(
+        [sys.executable, "-m", "s3prl_plugins.bin.run_downstream", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=cwd,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
     return r
 
 
 TINY = {  # a few steps of each task, small heads: the stock code path, not SUPERB's budget
     "asr": "config.runner.total_steps=6,,config.downstream_expert.modelrc.project_dim=16,,"
-           "config.downstream_expert.modelrc.RNNs.dim=[16],,config.downstream_expert.modelrc.RNNs.dropout=[0.0],,"
-           "config.downstream_expert.modelrc.RNNs.layer_norm=[False],,config.downstream_expert.modelrc.RNNs.proj=[False],,"
-           "config.downstream_expert.modelrc.RNNs.sample_rate=[1],,config.downstream_expert.datarc.batch_size=4",
+    "config.downstream_expert.modelrc.RNNs.dim=[16],,config.downstream_expert.modelrc.RNNs.dropout=[0.0],,"
+    "config.downstream_expert.modelrc.RNNs.layer_norm=[False],,config.downstream_expert.modelrc.RNNs.proj=[False],,"
+    "config.downstream_expert.modelrc.RNNs.sample_rate=[1],,config.downstream_expert.datarc.batch_size=4",
     "sid": "config.runner.total_steps=6,,config.runner.gradient_accumulate_steps=2,,config.downstream_expert.datarc.train_batch_size=4",
     "ks": "config.runner.total_steps=6,,config.downstream_expert.datarc.batch_size=8",
 }
@@ -202,21 +227,36 @@ TINY = {  # a few steps of each task, small heads: the stock code path, not SUPE
 @pytest.mark.slow
 @pytest.mark.parametrize(
     "task, downstream, upstream, split, key",
-    [("ks", "speech_commands", "star_hubert_local", "test", "KS"),
-     ("sid", "voxceleb1", "melhubert_local", "test", "SID"),
-     ("asr", "asr", "star_hubert_local", "test-clean", "ASR")],
+    [
+        ("ks", "speech_commands", "star_hubert_local", "test", "KS"),
+        ("sid", "voxceleb1", "melhubert_local", "test", "SID"),
+        ("asr", "asr", "star_hubert_local", "test-clean", "ASR"),
+    ],
 )
-def test_stock_runner_trains_and_evaluates_each_task(corpus, upstreams, tmp_path, task, downstream, upstream, split, key):
+def test_stock_runner_trains_and_evaluates_each_task(
+    corpus, upstreams, tmp_path, task, downstream, upstream, split, key
+):
     out, data = corpus
     if task == "ks":
-        config = prepare("ks", str(tmp_path / "task"), speech_commands=os.path.join(out, "subsets"), steps=6, num_workers=0)
+        config = prepare(
+            "ks", str(tmp_path / "task"), speech_commands=os.path.join(out, "subsets"), steps=6, num_workers=0
+        )
     else:
         sub = os.path.join(out, "subsets", "data") if task == "sid" else data
         pre = "sid_" if task == "sid" else ""
-        config = prepare(task, str(tmp_path / "task"), train=os.path.join(sub, pre + "train"), dev=os.path.join(sub, pre + "dev"),
-                         test=os.path.join(sub, pre + "test"), steps=6, num_workers=0)
+        config = prepare(
+            task,
+            str(tmp_path / "task"),
+            train=os.path.join(sub, pre + "train"),
+            dev=os.path.join(sub, pre + "dev"),
+            test=os.path.join(sub, pre + "test"),
+            steps=6,
+            num_workers=0,
+        )
     cfg = yaml.safe_load(open(config))
-    assert cfg["optimizer"]["lr"] == 1.0e-4 and cfg["runner"]["gradient_accumulate_steps"] == (4 if task == "sid" else 1)
+    assert cfg["optimizer"]["lr"] == 1.0e-4 and cfg["runner"]["gradient_accumulate_steps"] == (
+        4 if task == "sid" else 1
+    )
     exp = str(tmp_path / "exp")
     import s3prl.downstream.voxceleb1.dataset as vox
 
@@ -224,11 +264,17 @@ def test_stock_runner_trains_and_evaluates_each_task(corpus, upstreams, tmp_path
     before = sorted(os.listdir(package_cache)) if os.path.isdir(package_cache) else None
     # -k relative to where training runs, as README writes it (exp/star_tiny/model.pt)
     k = os.path.relpath(upstreams[upstream], tmp_path)
-    r = _run(["-m", "train", "-u", upstream, "-k", k, "-d", downstream, "-c", config, "-p", exp, "-o", TINY[task]], tmp_path)
+    r = _run(
+        ["-m", "train", "-u", upstream, "-k", k, "-d", downstream, "-c", config, "-p", exp, "-o", TINY[task]], tmp_path
+    )
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
     assert os.path.isfile(os.path.join(exp, "states-6.ckpt"))
     stored = json.load(open(os.path.join(exp, rn.RUN_FILE)))
-    assert stored["upstream_ckpt"] == upstreams[upstream] and stored["s3prl_root"] is None and stored["downstream"] == downstream
+    assert (
+        stored["upstream_ckpt"] == upstreams[upstream]
+        and stored["s3prl_root"] is None
+        and stored["downstream"] == downstream
+    )
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     # a fresh process, no --device, from another directory: the upstream path was stored absolute
@@ -241,14 +287,33 @@ def test_stock_runner_trains_and_evaluates_each_task(corpus, upstreams, tmp_path
     printed = result["printed"]["wer" if task == "asr" else "acc"]
     assert value == pytest.approx(printed * (1 if task == "asr" else 100))
     if task == "sid":  # the file lists were cached in the experiment, not inside the installed package
-        assert sorted(os.listdir(os.path.join(exp, ".superb_cache", os.listdir(os.path.join(exp, ".superb_cache"))[0]))) == [
-            "dev.pkl", "test.pkl", "train.pkl"]
+        assert sorted(
+            os.listdir(os.path.join(exp, ".superb_cache", os.listdir(os.path.join(exp, ".superb_cache"))[0]))
+        ) == ["dev.pkl", "test.pkl", "train.pkl"]
         assert (sorted(os.listdir(package_cache)) if os.path.isdir(package_cache) else None) == before
     if task == "ks":
         # the leaderboard bundle from the stock runner's own test predictions, with the form's fields profiled
-        r = subprocess.run([sys.executable, "-m", "s3prl_plugins.bin.superb_submission", "--out", str(tmp_path / "sub"),
-                            "--upstream", upstream, "--ckpt", upstreams[upstream], "--corpus", "tiny", "--ks", exp],
-                           capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+        r = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "s3prl_plugins.bin.superb_submission",
+                "--out",
+                str(tmp_path / "sub"),
+                "--upstream",
+                upstream,
+                "--ckpt",
+                upstreams[upstream],
+                "--corpus",
+                "tiny",
+                "--ks",
+                exp,
+            ],
+            capture_output=True,
+            text=True,
+            timeout=300,
+            env={**os.environ, "OMP_NUM_THREADS": "1"},
+        )
         assert r.returncode == 0, r.stderr[-2000:]
         import zipfile
 
@@ -273,24 +338,51 @@ def test_task_preparation_refuses_bad_corpora(corpus, tmp_path):
     bad.text[utt] = bad.text[utt] + " naïve"
     write_data_dir(bad, str(tmp_path / "dev"))
     with pytest.raises(TaskDataError, match=f"{utt} has characters the training text never has: Ï"):
-        prepare("asr", str(tmp_path / "asr"), train=os.path.join(data, "train"), dev=str(tmp_path / "dev"), test=os.path.join(data, "test"))
+        prepare(
+            "asr",
+            str(tmp_path / "asr"),
+            train=os.path.join(data, "train"),
+            dev=str(tmp_path / "dev"),
+            test=os.path.join(data, "test"),
+        )
     assert not os.path.exists(tmp_path / "asr") and not os.path.exists(str(tmp_path / "asr") + ".tmp")
     with pytest.raises(TaskDataError, match="not a training speaker"):
-        prepare("sid", str(tmp_path / "sid"), train=os.path.join(data, "train"), dev=os.path.join(data, "dev"), test=os.path.join(data, "test"))
+        prepare(
+            "sid",
+            str(tmp_path / "sid"),
+            train=os.path.join(data, "train"),
+            dev=os.path.join(data, "dev"),
+            test=os.path.join(data, "test"),
+        )
     with pytest.raises(TaskDataError, match="_background_noise_"):
         prepare("ks", str(tmp_path / "ks"), speech_commands=data)
     # PR: phones that do not match the transcript, and words the lexicon lacks
     good = read_data_dir(os.path.join(data, "train"))
-    for name, phones in (("mismatch", lambda u, w: " | ".join(["a"] * (len(w) + 1))), ("fine", lambda u, w: " | ".join(["a b"] * len(w)))):
+    for name, phones in (
+        ("mismatch", lambda u, w: " | ".join(["a"] * (len(w) + 1))),
+        ("fine", lambda u, w: " | ".join(["a b"] * len(w))),
+    ):
         write_data_dir(good, str(tmp_path / name))
         with open(tmp_path / name / "phones", "w") as f:
             f.writelines(f"{u} {phones(u, good.text[u].split())}\n" for u in good.utts)
     with pytest.raises(TaskDataError, match="phone groups for .* words of its transcript"):
-        prepare("pr", str(tmp_path / "pr"), train=str(tmp_path / "mismatch"), dev=os.path.join(data, "dev"), test=os.path.join(data, "test"))
+        prepare(
+            "pr",
+            str(tmp_path / "pr"),
+            train=str(tmp_path / "mismatch"),
+            dev=os.path.join(data, "dev"),
+            test=os.path.join(data, "test"),
+        )
     (tmp_path / "lex.txt").write_text("HELLO h @ l oU\n")
     with pytest.raises(TaskDataError, match="words without a pronunciation"):
-        prepare("pr", str(tmp_path / "pr"), train=str(tmp_path / "fine"), dev=os.path.join(data, "dev"), test=os.path.join(data, "test"),
-                lexicon=str(tmp_path / "lex.txt"))
+        prepare(
+            "pr",
+            str(tmp_path / "pr"),
+            train=str(tmp_path / "fine"),
+            dev=os.path.join(data, "dev"),
+            test=os.path.join(data, "test"),
+            lexicon=str(tmp_path / "lex.txt"),
+        )
     assert not os.path.exists(tmp_path / "pr")
     # a corpus that fits: s3prl's linear warm-up schedule is on (5% of the steps)
     fine = {}
@@ -309,15 +401,32 @@ def test_pr_without_a_checkout_is_refused_up_front(tmp_path):
     """`-d ctc` with PyPI's s3prl: a message with the fix, not ModuleNotFoundError at the first batch."""
     env = {k: v for k, v in os.environ.items() if k != "S3PRL_ROOT"}
     (tmp_path / "config.yaml").write_text("runner: {total_steps: 6}\n")
-    cmd = [sys.executable, "-m", "s3prl_plugins.bin.run_downstream", "-m", "train", "-u", "star_hubert_local", "-k", "x.pt",
-           "-d", "ctc", "-c", "config.yaml", "-p", "exp/pr"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "s3prl_plugins.bin.run_downstream",
+        "-m",
+        "train",
+        "-u",
+        "star_hubert_local",
+        "-k",
+        "x.pt",
+        "-d",
+        "ctc",
+        "-c",
+        "config.yaml",
+        "-p",
+        "exp/pr",
+    ]
     r = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path, env=env, timeout=120)
     assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr[-2000:]
     assert "only a git checkout has it" in r.stderr and "--s3prl-root" in r.stderr and "S3PRL_ROOT" in r.stderr
     assert not (tmp_path / "exp").exists()
     fake = tmp_path / "not_a_checkout"
     (fake / "s3prl").mkdir(parents=True)
-    r = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path, env={**env, "S3PRL_ROOT": str(fake)}, timeout=120)
+    r = subprocess.run(
+        cmd, capture_output=True, text=True, cwd=tmp_path, env={**env, "S3PRL_ROOT": str(fake)}, timeout=120
+    )
     assert r.returncode == 2 and f"which {fake} (from S3PRL_ROOT) does not have" in r.stderr, r.stderr[-2000:]
 
 
@@ -349,7 +458,9 @@ def test_upstream_paths_are_stored_absolute(tmp_path, monkeypatch):
     (tmp_path / "exp" / "model.pt").write_text("")
     argv = rn.absolute_upstream_ckpt(["-u", "star_hubert_local", "-k", "exp/model.pt", "-d", "asr"])
     assert argv[3] == str(tmp_path / "exp" / "model.pt")
-    assert rn.absolute_upstream_ckpt(["--upstream_ckpt=exp/model.pt"]) == [f"--upstream_ckpt={tmp_path / 'exp' / 'model.pt'}"]
+    assert rn.absolute_upstream_ckpt(["--upstream_ckpt=exp/model.pt"]) == [
+        f"--upstream_ckpt={tmp_path / 'exp' / 'model.pt'}"
+    ]
     assert rn.absolute_upstream_ckpt(["-k", "https://host/m.pt"]) == ["-k", "https://host/m.pt"]  # not a path: as given
     (tmp_path / "m.yaml").write_text("")
     assert rn.absolute_upstream_ckpt(["-g", "m.yaml"]) == ["-g", str(tmp_path / "m.yaml")]
@@ -365,20 +476,29 @@ def test_asr_evaluate_checks_the_split_and_the_best_checkpoint_before_loading(tm
     exp = tmp_path / "asr"
     exp.mkdir()
     datarc = {"train": ["train"], "dev-clean": ["dev"], "test-clean": ["test"]}
-    torch.save({"Args": argparse.Namespace(downstream="asr", upstream="star_hubert_local"),
-                "Config": {"downstream_expert": {"datarc": datarc}}}, exp / "states-6.ckpt")
+    torch.save(
+        {
+            "Args": argparse.Namespace(downstream="asr", upstream="star_hubert_local"),
+            "Config": {"downstream_expert": {"datarc": datarc}},
+        },
+        exp / "states-6.ckpt",
+    )
     r = _run(["-m", "evaluate", "-e", str(exp / "states-6.ckpt")], tmp_path, timeout=120)
     assert r.returncode == 2 and "-t test: the asr config has no such split" in r.stderr and "-t test-clean" in r.stderr
     assert "s3prl 0.4" not in r.stderr  # refused before s3prl was imported
     r = _run(["-m", "evaluate", "-t", "test-clean", "-e", str(exp / "dev-clean-best.ckpt")], tmp_path, timeout=120)
-    assert r.returncode == 2 and "only once a dev WER below 100" in r.stderr and "The folder has states-6.ckpt" in r.stderr
+    assert (
+        r.returncode == 2 and "only once a dev WER below 100" in r.stderr and "The folder has states-6.ckpt" in r.stderr
+    )
 
 
 def test_superb_prepare_pr_prints_the_next_command_with_the_root(tmp_path, monkeypatch, capsys):
     from s3prl_plugins.bin import superb_prepare
 
     calls = {}
-    monkeypatch.setattr(superb_prepare, "prepare", lambda task, out, **kw: calls.setdefault("c", os.path.join(out, "config.yaml")))
+    monkeypatch.setattr(
+        superb_prepare, "prepare", lambda task, out, **kw: calls.setdefault("c", os.path.join(out, "config.yaml"))
+    )
     monkeypatch.setenv("S3PRL_ROOT", "/opt/s3prl")
     assert superb_prepare.main(["pr", "--train", "a", "--dev", "b", "--test", "c", "--out", "superb/pr"]) == 0
     out = capsys.readouterr().out
@@ -388,7 +508,9 @@ def test_superb_prepare_pr_prints_the_next_command_with_the_root(tmp_path, monke
     assert "--s3prl-root S3PRL_CHECKOUT" in capsys.readouterr().out
 
 
-@pytest.mark.skipif(not os.environ.get("S3PRL_ROOT"), reason="PR runs from an s3prl git checkout: set S3PRL_ROOT=/path/to/s3prl")
+@pytest.mark.skipif(
+    not os.environ.get("S3PRL_ROOT"), reason="PR runs from an s3prl git checkout: set S3PRL_ROOT=/path/to/s3prl"
+)
 def test_pr_through_an_s3prl_checkout(corpus, upstreams, tmp_path):
     """SUPERB PR: s3prl's ctc downstream with the checkout's libriphone corpus, our lexicon and phone set."""
     out, data = corpus
@@ -399,8 +521,27 @@ def test_pr_through_an_s3prl_checkout(corpus, upstreams, tmp_path):
     config = prepare("pr", str(tmp_path / "task"), steps=6, num_workers=0, **d)
     exp = str(tmp_path / "exp")
     root = os.environ["S3PRL_ROOT"]
-    r = _run(["--s3prl-root", root, "-m", "train", "-u", "star_hubert_local", "-k", upstreams["star_hubert_local"], "-d", "ctc",
-              "-c", config, "-p", exp, "-o", "config.runner.total_steps=6"], tmp_path)
+    r = _run(
+        [
+            "--s3prl-root",
+            root,
+            "-m",
+            "train",
+            "-u",
+            "star_hubert_local",
+            "-k",
+            upstreams["star_hubert_local"],
+            "-d",
+            "ctc",
+            "-c",
+            config,
+            "-p",
+            exp,
+            "-o",
+            "config.runner.total_steps=6",
+        ],
+        tmp_path,
+    )
     assert r.returncode == 0, r.stderr[-3000:]
     assert "12 worker" not in r.stderr
     r = _run(["--s3prl-root", root, "-m", "evaluate", "-e", os.path.join(exp, "states-6.ckpt")], tmp_path)
@@ -413,8 +554,21 @@ def test_the_superb_probe_is_the_stock_pr_head():
     from s3prl_plugins.eval.phone_ctc import PROBES, PhoneCTC
 
     cfg = PROBES["superb"]
-    assert (cfg["lr"], cfg["project_dim"], cfg["layer_norm"], cfg["schedule"], cfg["clip_norm"], cfg["reduction"]) == (1e-2, 256, False, "linear", 1.0, "mean")
-    assert (cfg["betas"], cfg["eps"], cfg["batch_utts"], cfg["grad_accum"], cfg["eos"]) == ((0.9, 0.999), 1e-8, 16, 2, True)
+    assert (cfg["lr"], cfg["project_dim"], cfg["layer_norm"], cfg["schedule"], cfg["clip_norm"], cfg["reduction"]) == (
+        1e-2,
+        256,
+        False,
+        "linear",
+        1.0,
+        "mean",
+    )
+    assert (cfg["betas"], cfg["eps"], cfg["batch_utts"], cfg["grad_accum"], cfg["eos"]) == (
+        (0.9, 0.999),
+        1e-8,
+        16,
+        2,
+        True,
+    )
     m = PhoneCTC(32, 10, num_layers_in=3, dilations=(), layer_norm=False, project_dim=256)
     assert not any(isinstance(x, torch.nn.LayerNorm) for x in m.modules())
     assert [tuple(p.shape) for p in m.out.parameters()] == [(256, 32), (256,), (10, 256), (10,)]
@@ -430,11 +584,25 @@ def test_ctc_mean_reduction_is_torchs_per_utterance_mean():
 
     torch.manual_seed(0)
     m = PhoneCTC(8, 5, num_layers_in=1, dilations=())
-    batch = {"feats": torch.randn(2, 1, 9, 8), "lengths": torch.tensor([9, 6]), "targets": torch.tensor([1, 2, 3, 1, 4]), "target_lengths": torch.tensor([3, 2])}
+    batch = {
+        "feats": torch.randn(2, 1, 9, 8),
+        "lengths": torch.tensor([9, 6]),
+        "targets": torch.tensor([1, 2, 3, 1, 4]),
+        "target_lengths": torch.tensor([3, 2]),
+    }
     loss, logs = CTCTask(m, "mean")(batch)
     lp = m(batch["feats"], batch["lengths"])
-    per = [F.ctc_loss(lp[i : i + 1, : int(batch["lengths"][i])].transpose(0, 1), t, batch["lengths"][i : i + 1], batch["target_lengths"][i : i + 1], reduction="sum")
-           / int(batch["target_lengths"][i]) for i, t in enumerate((torch.tensor([1, 2, 3]), torch.tensor([1, 4])))]
+    per = [
+        F.ctc_loss(
+            lp[i : i + 1, : int(batch["lengths"][i])].transpose(0, 1),
+            t,
+            batch["lengths"][i : i + 1],
+            batch["target_lengths"][i : i + 1],
+            reduction="sum",
+        )
+        / int(batch["target_lengths"][i])
+        for i, t in enumerate((torch.tensor([1, 2, 3]), torch.tensor([1, 4])))
+    ]
     torch.testing.assert_close(loss, (per[0] + per[1]) / 2)
 
 
@@ -455,7 +623,9 @@ def test_an_eos_class_is_dropped_from_hypotheses_and_references():
 
     ds = FeatureDataset({"u": torch.zeros(1, 6, 2)}, {"u": [1, 2, eos]})
     assert phone_error_rate(Fixed(), ds, drop=[eos]) == 0.0
-    assert phone_error_rate(Fixed(), FeatureDataset({"u": torch.zeros(1, 6, 2)}, {"u": [1, 2, 2, eos]}), drop=[eos]) == pytest.approx(1 / 3)
+    assert phone_error_rate(
+        Fixed(), FeatureDataset({"u": torch.zeros(1, 6, 2)}, {"u": [1, 2, 2, eos]}), drop=[eos]
+    ) == pytest.approx(1 / 3)
 
 
 def test_probe_batches_of_a_fixed_number_of_similar_length_utterances(tmp_path):
@@ -472,7 +642,18 @@ def test_probe_batches_of_a_fixed_number_of_similar_length_utterances(tmp_path):
     torch.manual_seed(0)
     feats = {f"u{i}": torch.randn(2, 12, 4) for i in range(8)}
     targets = {u: [1, 2, 3] for u in feats}
-    m = train_phone_ctc((feats, targets), None, 4, str(tmp_path / "m"), max_steps=3, dilations=(), batch_utts=3, grad_accum=2, betas=(0.9, 0.999), eps=1e-8)
+    m = train_phone_ctc(
+        (feats, targets),
+        None,
+        4,
+        str(tmp_path / "m"),
+        max_steps=3,
+        dilations=(),
+        batch_utts=3,
+        grad_accum=2,
+        betas=(0.9, 0.999),
+        eps=1e-8,
+    )
     assert m(feats["u0"][None], torch.tensor([12])).shape == (1, 12, 4)
     state = torch.load(str(tmp_path / "m" / "checkpoints" / "step00000003.pt"), map_location="cpu", weights_only=True)
     assert state["config"]["grad_accum"] == 2 and tuple(state["config"]["betas"]) == (0.9, 0.999)

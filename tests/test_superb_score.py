@@ -51,8 +51,12 @@ def test_generalizability_comes_within_two_points_of_star_table_2():
     assert max(abs(g) for g in gaps.values()) < 1.7, gaps
     assert gaps["SOTA"] == pytest.approx(0.0, abs=0.2)  # 90.33 printed vs the leaderboard's 90.3
     # the alternative readings miss: 11 metrics with SF counted twice, and the FBANK row as printed
-    eleven = {n: sum(1000 * ((v * 100 if k == "QbE" else v) - FBANK[k]) / (SOTA[k] - FBANK[k])
-                     for k, v in zip(METRICS, vals)) / 11 - g for n, (_, g, vals) in TABLE2.items()}
+    eleven = {
+        n: sum(1000 * ((v * 100 if k == "QbE" else v) - FBANK[k]) / (SOTA[k] - FBANK[k]) for k, v in zip(METRICS, vals))
+        / 11
+        - g
+        for n, (_, g, vals) in TABLE2.items()
+    }
     assert max(abs(g) for g in eleven.values()) > 10
 
 
@@ -112,8 +116,13 @@ def test_cli_prints_one_json_object_and_refuses_bad_input(tmp_path):
 
 
 def _score(*args, stdin=None, cwd=None):
-    return subprocess.run([sys.executable, "-m", "s3prl_plugins.bin.superb_score", *args], capture_output=True, text=True,
-                          input=stdin, cwd=cwd)
+    return subprocess.run(
+        [sys.executable, "-m", "s3prl_plugins.bin.superb_score", *args],
+        capture_output=True,
+        text=True,
+        input=stdin,
+        cwd=cwd,
+    )
 
 
 def test_error_rates_above_100_are_accepted():
@@ -143,17 +152,29 @@ def test_partial_means_are_not_called_overall():
     assert r.returncode == 0, r.stderr
     out = json.loads(r.stdout)
     assert out["overall"] is None and out["generalizability"] is None and not out["complete"]
-    assert out["partial_overall"] == pytest.approx(96.27) and out["partial"] == "mean of 1/11 metrics: KS; 1/10 tasks: KS"
+    assert (
+        out["partial_overall"] == pytest.approx(96.27) and out["partial"] == "mean of 1/11 metrics: KS; 1/10 tasks: KS"
+    )
     assert "mean of 1/11 metrics: KS" in r.stderr
 
 
 def _evaluate_json(folder, downstream, split, superb):
     """What `bin/run_downstream -m evaluate` writes (s3prl_runner.run): superb_<split>.json in the experiment."""
     folder.mkdir(parents=True, exist_ok=True)
-    key, name, scale = {"asr": ("ASR", "wer", 1.0), "ctc": ("PR", "per", 100.0), "speech_commands": ("KS", "acc", 100.0),
-                        "voxceleb1": ("SID", "acc", 100.0)}[downstream]
-    doc = {"downstream": downstream, "split": split, "upstream": "star_hubert_local", "upstream_ckpt": "/x/model.pt",
-           "printed": {name: superb / scale}, "superb": {key: superb}}
+    key, name, scale = {
+        "asr": ("ASR", "wer", 1.0),
+        "ctc": ("PR", "per", 100.0),
+        "speech_commands": ("KS", "acc", 100.0),
+        "voxceleb1": ("SID", "acc", 100.0),
+    }[downstream]
+    doc = {
+        "downstream": downstream,
+        "split": split,
+        "upstream": "star_hubert_local",
+        "upstream_ckpt": "/x/model.pt",
+        "printed": {name: superb / scale},
+        "superb": {key: superb},
+    }
     (folder / f"superb_{split}.json").write_text(json.dumps(doc))
     return folder / f"superb_{split}.json"
 

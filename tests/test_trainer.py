@@ -12,12 +12,12 @@ import time
 import pytest
 import torch
 import yaml
+from tiny_data import make_tiny_data, tiny_pretrain_config
 from torch import nn
 
 from s3prl_plugins.models.checkpoint import load_checkpoint
 from s3prl_plugins.train.pretrain import run_pretrain
 from s3prl_plugins.train.trainer import Trainer, TrainerConfig, TrainingError, lr_lambda
-from tiny_data import make_tiny_data, tiny_pretrain_config
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -88,7 +88,9 @@ def test_resume_after_sigkill_is_exact(tmp_path, tiny):
     """Kill -9 a training process after its first checkpoint; the restarted run ends where an
     uninterrupted one does."""
     cfg, ref, cmd, env = _killed_and_reference_runs(tmp_path, tiny, max_steps=12, save_every=2)
-    proc = subprocess.Popen(cmd + [str(tmp_path / "killed.yaml")], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+    proc = subprocess.Popen(
+        cmd + [str(tmp_path / "killed.yaml")], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env
+    )
     marker = os.path.join(cfg["trainer"]["exp_dir"], "checkpoints", "last.txt")
     deadline = time.time() + 300
     while not os.path.exists(marker) and time.time() < deadline and proc.poll() is None:
@@ -103,7 +105,6 @@ def test_resume_after_sigkill_is_exact(tmp_path, tiny):
         assert torch.equal(a[k], b[k]), k
 
 
-
 @pytest.mark.slow
 def test_twenty_kills_at_random_points_end_where_an_uninterrupted_run_does(tmp_path, tiny):
     """kill -9 at 20 random moments (a save every update, so many land inside a checkpoint write); each
@@ -116,11 +117,17 @@ def test_twenty_kills_at_random_points_end_where_an_uninterrupted_run_does(tmp_p
     ckpt_dir = os.path.join(cfg["trainer"]["exp_dir"], "checkpoints")
     kills = 0
     while kills < 20 and not os.path.exists(model):
-        proc = subprocess.Popen(cmd + [str(tmp_path / "killed.yaml")], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
+        proc = subprocess.Popen(
+            cmd + [str(tmp_path / "killed.yaml")], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env
+        )
         # wait for the first checkpoint written by this process, then a random moment inside the next saves
         start = set(os.listdir(ckpt_dir)) if os.path.isdir(ckpt_dir) else set()
         deadline = time.time() + 120
-        while proc.poll() is None and time.time() < deadline and (set(os.listdir(ckpt_dir)) if os.path.isdir(ckpt_dir) else set()) <= start:
+        while (
+            proc.poll() is None
+            and time.time() < deadline
+            and (set(os.listdir(ckpt_dir)) if os.path.isdir(ckpt_dir) else set()) <= start
+        ):
             time.sleep(0.01)
         time.sleep(rng.uniform(0.0, 0.3))
         if proc.poll() is None:
@@ -135,6 +142,7 @@ def test_twenty_kills_at_random_points_end_where_an_uninterrupted_run_does(tmp_p
     for k in a:
         assert torch.equal(a[k], b[k]), k
     assert not [p for p in os.listdir(ckpt_dir) if p.startswith(".tmp-")]
+
 
 class _NaNTask(nn.Module):
     def __init__(self, bad_from=0):
@@ -165,7 +173,11 @@ def _list_data():
 
 def test_nan_guard_skips_then_stops(tmp_path):
     task = _NaNTask(bad_from=2)
-    trainer = Trainer(TrainerConfig(exp_dir=str(tmp_path), max_steps=50, max_bad_steps=3, save_every=1, log_every=1), task, _list_data())
+    trainer = Trainer(
+        TrainerConfig(exp_dir=str(tmp_path), max_steps=50, max_bad_steps=3, save_every=1, log_every=1),
+        task,
+        _list_data(),
+    )
     with pytest.raises(TrainingError, match="NaN/Inf for 3 updates in a row"):
         trainer.train()
     assert trainer.step == 2 and trainer.bad_steps == 3
@@ -187,7 +199,8 @@ def test_skipped_utterances_are_counted_not_passed_on(tmp_path):
 
     trainer = Trainer(
         TrainerConfig(exp_dir=str(tmp_path), max_steps=4, save_every=4, log_every=1),
-        Task(bad_from=100), (_ListData(), [[0], [1], [2], [3]], collate),
+        Task(bad_from=100),
+        (_ListData(), [[0], [1], [2], [3]], collate),
     )
     trainer.train()
     assert trainer.skipped_utterances == 2 and all(keys == ["x"] for keys in seen)
@@ -239,16 +252,35 @@ def test_grad_accumulation_equals_big_batch(tmp_path):
 
     coll = lambda items: {"x": torch.stack([it["x"] for it in items])}  # noqa: E731
     a, b = Lin(), Lin()
-    Trainer(TrainerConfig(exp_dir=str(tmp_path / "a"), max_steps=1, grad_accum=2, optimizer="adam", lr=0.1, clip_norm=0), a, (DS(), [[0], [1]], coll)).train(resume=False)
-    Trainer(TrainerConfig(exp_dir=str(tmp_path / "b"), max_steps=1, grad_accum=1, optimizer="adam", lr=0.1, clip_norm=0), b, (DS(), [[0, 1]], coll)).train(resume=False)
+    Trainer(
+        TrainerConfig(exp_dir=str(tmp_path / "a"), max_steps=1, grad_accum=2, optimizer="adam", lr=0.1, clip_norm=0),
+        a,
+        (DS(), [[0], [1]], coll),
+    ).train(resume=False)
+    Trainer(
+        TrainerConfig(exp_dir=str(tmp_path / "b"), max_steps=1, grad_accum=1, optimizer="adam", lr=0.1, clip_norm=0),
+        b,
+        (DS(), [[0, 1]], coll),
+    ).train(resume=False)
     torch.testing.assert_close(a.lin.weight, b.lin.weight)
 
 
 def _torchrun_pretrain(config_path, timeout=300):
     torchrun = os.path.join(os.path.dirname(sys.executable), "torchrun")
     proc = subprocess.Popen(
-        [torchrun, "--standalone", "--nproc_per_node=2", "-m", "s3prl_plugins.bin.pretrain", "--config", str(config_path)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=dict(os.environ, OMP_NUM_THREADS="1"),
+        [
+            torchrun,
+            "--standalone",
+            "--nproc_per_node=2",
+            "-m",
+            "s3prl_plugins.bin.pretrain",
+            "--config",
+            str(config_path),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=dict(os.environ, OMP_NUM_THREADS="1"),
         start_new_session=True,  # so a hang can be killed with its workers
     )
     try:
@@ -308,7 +340,9 @@ def test_targets_from_acoustic_features_and_hidden_layers(tmp_path, tiny):
     cfg = tiny_pretrain_config(str(tmp_path / "m"), *tiny, max_steps=2)
     run_pretrain(cfg)
     ckpt = os.path.join(cfg["trainer"]["exp_dir"], "model.pt")
-    make_targets(data_dir, str(tmp_path / "it2"), "hidden", num_clusters=4, frame_step=1, ckpt=ckpt, layer=1, progress=False)
+    make_targets(
+        data_dir, str(tmp_path / "it2"), "hidden", num_clusters=4, frame_step=1, ckpt=ckpt, layer=1, progress=False
+    )
     labels2 = read_labels(str(tmp_path / "it2" / "data.km"))
     assert all(abs(len(labels2[u]) - len(labels[u])) <= 1 for u in d.utts)
     assert max(max(v) for v in labels2.values()) <= 3
@@ -355,8 +389,14 @@ def test_ddp_ranks_stop_together_and_see_one_update_loss(tmp_path):
     script = tmp_path / "after_update.py"
     script.write_text(_AFTER_UPDATE_SCRIPT)
     torchrun = os.path.join(os.path.dirname(sys.executable), "torchrun")
-    r = subprocess.run([torchrun, "--standalone", "--nproc_per_node=2", str(script), str(tmp_path / "exp")],
-                       cwd=ROOT, capture_output=True, text=True, timeout=180, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    r = subprocess.run(
+        [torchrun, "--standalone", "--nproc_per_node=2", str(script), str(tmp_path / "exp")],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=180,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
     assert r.returncode == 0, r.stderr[-3000:]
     seen = [json.loads((tmp_path / "exp" / f"seen{k}.json").read_text()) for k in (0, 1)]
     assert len(seen[0]) == len(seen[1]) == 2  # both stopped after update 2
@@ -391,8 +431,16 @@ def test_after_update_sees_the_mean_loss_of_every_accumulated_batch(tmp_path):
 
     task = Task()
     batches = [[0], [1, 2], [3], [4, 5]]  # updates of (0 | 1, 2) and (3 | 4, 5) with grad_accum 2
-    cfg = TrainerConfig(exp_dir=str(tmp_path / "exp"), max_steps=2, save_every=100, log_every=1, device="cpu",
-                        optimizer="adam", lr=0.0, grad_accum=2)
+    cfg = TrainerConfig(
+        exp_dir=str(tmp_path / "exp"),
+        max_steps=2,
+        save_every=100,
+        log_every=1,
+        device="cpu",
+        optimizer="adam",
+        lr=0.0,
+        grad_accum=2,
+    )
     Trainer(cfg, task, (DS(), batches, lambda items: {"x": torch.cat([it["x"] for it in items])})).train(resume=False)
     assert task.seen == [pytest.approx(1.0), pytest.approx(4.0)]  # (0 + 1 + 2) / 3, (3 + 4 + 5) / 3
 
@@ -438,11 +486,21 @@ def test_an_experiment_whose_checkpoints_are_lost_refuses_to_start_over(tmp_path
     # and through the CLI: a message, not a traceback, and nothing overwritten
     path = tmp_path / "c.yaml"
     path.write_text(yaml.safe_dump(cfg))
-    out = subprocess.run([sys.executable, "-m", "s3prl_plugins.bin.pretrain", "--config", str(path)], capture_output=True, text=True, timeout=300)
+    out = subprocess.run(
+        [sys.executable, "-m", "s3prl_plugins.bin.pretrain", "--config", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert out.returncode == 2 and "--restart" in out.stderr and "Traceback" not in out.stderr, out.stderr
     assert open(os.path.join(ckpt_dir, "step00000002.pt")).read().startswith("<html>")
     # --restart starts over; the old checkpoints are kept aside
-    out = subprocess.run([sys.executable, "-m", "s3prl_plugins.bin.pretrain", "--config", str(path), "--restart"], capture_output=True, text=True, timeout=300)
+    out = subprocess.run(
+        [sys.executable, "-m", "s3prl_plugins.bin.pretrain", "--config", str(path), "--restart"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert out.returncode == 0, out.stderr[-2000:]
     aside = [d for d in os.listdir(exp) if d.startswith("checkpoints.before-restart-")]
     assert len(aside) == 1 and sorted(os.listdir(os.path.join(exp, aside[0]))) == ["last.txt", "step00000002.pt"]

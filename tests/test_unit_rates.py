@@ -47,5 +47,7 @@ def test_plot(tmp_path):
     pytest.importorskip("matplotlib")
     from s3prl_plugins.eval.unit_rates import plot_unit_rates
 
-    path = plot_unit_rates({"data": "x", "seconds": 60.0, "rates": {"phone": 11.0, "char": 14.0, "bpe100": 9.0}}, str(tmp_path / "u.png"))
+    path = plot_unit_rates(
+        {"data": "x", "seconds": 60.0, "rates": {"phone": 11.0, "char": 14.0, "bpe100": 9.0}}, str(tmp_path / "u.png")
+    )
     assert os.path.getsize(path) > 5000

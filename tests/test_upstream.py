@@ -13,15 +13,27 @@ from s3prl_plugins.models.loading import OfflineError, load_pretrained
 from s3prl_plugins.models.ssl_model import InputError
 
 ENTRIES = [
-    "star_hubert_local", "star_hubert_url", "star_hubert", "star_hubert_l", "star_hubert_s", "star_hubert_xs",
-    "distilhubert_cif_local", "melhubert_local", "melhubert_pruned_local",
+    "star_hubert_local",
+    "star_hubert_url",
+    "star_hubert",
+    "star_hubert_l",
+    "star_hubert_s",
+    "star_hubert_xs",
+    "distilhubert_cif_local",
+    "melhubert_local",
+    "melhubert_pruned_local",
 ]
 
 
 def _tiny_star():
     return star_hubert_config(
-        embed_dim=32, num_layers=3, num_heads=4, ffn_dim=48, conv_layers=[(16, 10, 5), (32, 3, 2)] + [(32, 2, 2)] * 5,
-        pos_conv_kernel=8, pos_conv_groups=4,
+        embed_dim=32,
+        num_layers=3,
+        num_heads=4,
+        ffn_dim=48,
+        conv_layers=[(16, 10, 5), (32, 3, 2)] + [(32, 2, 2)] * 5,
+        pos_conv_kernel=8,
+        pos_conv_groups=4,
     )
 
 
@@ -34,7 +46,16 @@ def star_ckpt(tmp_path_factory):
 
 def _mel_ckpt(folder, stack_frames):
     path = str(folder / f"melhubert_{stack_frames}.pt")
-    cfg = melhubert_config(embed_dim=32, num_layers=2, num_heads=4, ffn_dim=48, stack_frames=stack_frames, pos_conv_kernel=8, pos_conv_groups=4, num_clusters=16)
+    cfg = melhubert_config(
+        embed_dim=32,
+        num_layers=2,
+        num_heads=4,
+        ffn_dim=48,
+        stack_frames=stack_frames,
+        pos_conv_kernel=8,
+        pos_conv_groups=4,
+        num_clusters=16,
+    )
     save_checkpoint(path, build_model(cfg))
     return path
 
@@ -71,7 +92,9 @@ def test_registration_is_automatic_in_a_fresh_interpreter(star_ckpt):
 def test_autoload_adds_no_start_up_cost():
     """A program that never touches s3prl imports neither torch nor s3prl because of us, and our
     start-up hook's own import time is a couple of milliseconds."""
-    r = _fresh_python("import sys; print(sorted(m for m in ('torch', 's3prl', 's3prl_plugins.upstream', 's3prl_plugins.models') if m in sys.modules))")
+    r = _fresh_python(
+        "import sys; print(sorted(m for m in ('torch', 's3prl', 's3prl_plugins.upstream', 's3prl_plugins.models') if m in sys.modules))"
+    )
     assert r.returncode == 0 and r.stdout.strip() == "[]", r.stdout + r.stderr
     r = subprocess.run([sys.executable, "-X", "importtime", "-c", "pass"], capture_output=True, text=True, cwd="/")
     ours = [line for line in r.stderr.splitlines() if "s3prl_plugins" in line]
@@ -231,7 +254,6 @@ def test_hub_teacher_offline_message_and_cache(tmp_path, monkeypatch):
     """Hub teachers are fetched through s3prl's cache: offline they fail with the fix; a file already
     in the cache loads without the network."""
     import s3prl.util.download as dl
-
     from refs import s3prl_hubert_ckpt
 
     monkeypatch.setattr(dl, "_download_dir", tmp_path)

@@ -7,12 +7,12 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
+from tiny_data import make_tiny_teacher
 
 from s3prl_plugins.bin.probe_utt import main as probe_cli
 from s3prl_plugins.data.kaldi import DataDir, write_data_dir
-from s3prl_plugins.eval.utterance_probe import pool, pooled_features, run_utterance_probe, select_layer
 from s3prl_plugins.eval.phone_ctc import FeatureExtractor
-from tiny_data import make_tiny_teacher
+from s3prl_plugins.eval.utterance_probe import pool, pooled_features, run_utterance_probe, select_layer
 
 
 def _tones(root, name, n, seed):
@@ -89,14 +89,37 @@ def test_checkpoint_features_cli_and_errors(tmp_path, capsys):
     x_0, _, _ = pooled_features(teacher, test, "text", 0, progress=False)
     assert x_avg.shape == x_0.shape == (4, 64) and not np.allclose(x_avg, x_0)
     out = str(tmp_path / "cli")
-    assert probe_cli(["--features", teacher, "--train", train, "--test", test, "--label", "speaker", "--layer", "last", "--out", out]) == 0
+    assert (
+        probe_cli(
+            [
+                "--features",
+                teacher,
+                "--train",
+                train,
+                "--test",
+                test,
+                "--label",
+                "speaker",
+                "--layer",
+                "last",
+                "--out",
+                out,
+            ]
+        )
+        == 0
+    )
     printed = json.loads(capsys.readouterr().out)
     assert printed["test_utts"] == 4 and 0 <= printed["accuracy"] <= 1
     assert json.load(open(os.path.join(out, "result.json")))["layer"] == "last"
     # a data dir that does not exist, a layer the model lacks, a single-class training set
     assert probe_cli(["--train", str(tmp_path / "nope"), "--test", test, "--label", "text", "--out", out]) == 2
     assert "no such data directory" in capsys.readouterr().err
-    assert probe_cli(["--features", teacher, "--train", train, "--test", test, "--label", "text", "--layer", "7", "--out", out]) == 2
+    assert (
+        probe_cli(
+            ["--features", teacher, "--train", train, "--test", test, "--label", "text", "--layer", "7", "--out", out]
+        )
+        == 2
+    )
     assert "layer 7 does not exist" in capsys.readouterr().err
     one = str(tmp_path / "one")
     os.makedirs(one)
@@ -110,11 +133,12 @@ def test_checkpoint_features_cli_and_errors(tmp_path, capsys):
 
 def test_progress_bars_name_what_they_process(tmp_path, capsys):
     """Bars read '<features> features of <data dir>', never an object's repr."""
+    from tiny_data import make_tiny_data
+
+    from s3prl_plugins.eval.phone_ctc import extract_features
     from s3prl_plugins.eval.utterance_probe import pooled_features
     from s3prl_plugins.models import build_model, star_hubert_config
     from s3prl_plugins.models.checkpoint import save_checkpoint
-    from s3prl_plugins.eval.phone_ctc import extract_features
-    from tiny_data import make_tiny_data
 
     data, _ = make_tiny_data(str(tmp_path), n_utts=3)
     ex = FeatureExtractor("fbank")
@@ -122,8 +146,15 @@ def test_progress_bars_name_what_they_process(tmp_path, capsys):
     err = capsys.readouterr().err
     assert f"log-Mel features of {data}" in err and "object at 0x" not in err
     ckpt = tmp_path / "exp" / "star_tiny" / "model.pt"
-    cfg = star_hubert_config(embed_dim=16, num_layers=1, num_heads=2, ffn_dim=16, conv_layers=[(8, 10, 5)] + [(16, 2, 2)] * 6,
-                             pos_conv_kernel=4, pos_conv_groups=2)
+    cfg = star_hubert_config(
+        embed_dim=16,
+        num_layers=1,
+        num_heads=2,
+        ffn_dim=16,
+        conv_layers=[(8, 10, 5)] + [(16, 2, 2)] * 6,
+        pos_conv_kernel=4,
+        pos_conv_groups=2,
+    )
     save_checkpoint(str(ckpt), build_model(cfg))
     model_ex = FeatureExtractor(str(ckpt), cmvn=False)
     assert model_ex.name == "star_tiny" and "model.pt" in repr(model_ex)

@@ -37,18 +37,42 @@ def make_tiny_data(root, n_utts=12, seconds=(0.6, 1.4), stride=320, classes=8, s
 
 
 def tiny_pretrain_config(root, data_dir, labels, **trainer):
-    t = dict(exp_dir=os.path.join(root, "exp"), max_steps=6, lr=1e-3, warmup_steps=2, log_every=2, valid_every=3, save_every=2, seed=0, dropout=None)
+    t = dict(
+        exp_dir=os.path.join(root, "exp"),
+        max_steps=6,
+        lr=1e-3,
+        warmup_steps=2,
+        log_every=2,
+        valid_every=3,
+        save_every=2,
+        seed=0,
+        dropout=None,
+    )
     t.pop("dropout")
     t.update(trainer)
     return {
         "model": {
             "factory": "hubert_config",
             "args": dict(
-                embed_dim=32, num_layers=2, num_heads=4, ffn_dim=64, final_dim=16, num_classes=[8],
-                conv_layers=[[32, 10, 5], [32, 8, 4], [32, 4, 4], [32, 4, 4]], pos_conv_kernel=8, pos_conv_groups=4,
+                embed_dim=32,
+                num_layers=2,
+                num_heads=4,
+                ffn_dim=64,
+                final_dim=16,
+                num_classes=[8],
+                conv_layers=[[32, 10, 5], [32, 8, 4], [32, 4, 4], [32, 4, 4]],
+                pos_conv_kernel=8,
+                pos_conv_groups=4,
             ),
         },
-        "data": {"train": data_dir, "valid": data_dir, "train_labels": labels, "valid_labels": labels, "max_seconds": 1.0, "batch_seconds": 3.0},
+        "data": {
+            "train": data_dir,
+            "valid": data_dir,
+            "train_labels": labels,
+            "valid_labels": labels,
+            "max_seconds": 1.0,
+            "batch_seconds": 3.0,
+        },
         "task": {"mask_prob": 0.1, "mask_length": 3},
         "trainer": t,
     }
@@ -67,23 +91,44 @@ def make_tiny_teacher(path, num_layers=2, seed=0):
 
     torch.manual_seed(seed)
     cfg = hubert_config(
-        embed_dim=32, num_layers=num_layers, num_heads=4, ffn_dim=64, with_head=False,
-        conv_layers=[tuple(c) for c in TINY_CONV], pos_conv_kernel=8, pos_conv_groups=4,
+        embed_dim=32,
+        num_layers=num_layers,
+        num_heads=4,
+        ffn_dim=64,
+        with_head=False,
+        conv_layers=[tuple(c) for c in TINY_CONV],
+        pos_conv_kernel=8,
+        pos_conv_groups=4,
     )
     save_checkpoint(path, SSLModel(cfg))
     return path
 
 
 def tiny_distill_config(root, data_dir, teacher, objectives=None, student_layers=2, **trainer):
-    t = dict(exp_dir=os.path.join(root, "exp"), max_steps=6, lr=1e-3, warmup_steps=2, log_every=2, valid_every=3, save_every=2, seed=0, schedule="cosine")
+    t = dict(
+        exp_dir=os.path.join(root, "exp"),
+        max_steps=6,
+        lr=1e-3,
+        warmup_steps=2,
+        log_every=2,
+        valid_every=3,
+        save_every=2,
+        seed=0,
+        schedule="cosine",
+    )
     t.update(trainer)
     return {
         "teacher": {"source": teacher},
         "student": {
             "factory": "star_hubert_config",
             "args": dict(
-                embed_dim=16, num_layers=student_layers, num_heads=2, ffn_dim=32,
-                conv_layers=[[16, 10, 5], [16, 8, 4], [16, 4, 4], [16, 4, 4]], pos_conv_kernel=8, pos_conv_groups=4,
+                embed_dim=16,
+                num_layers=student_layers,
+                num_heads=2,
+                ffn_dim=32,
+                conv_layers=[[16, 10, 5], [16, 8, 4], [16, 4, 4], [16, 4, 4]],
+                pos_conv_kernel=8,
+                pos_conv_groups=4,
             ),
         },
         "objectives": objectives or {"layer_wise": 1.0, "intra_layer": 1.0},

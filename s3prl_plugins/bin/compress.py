@@ -19,10 +19,10 @@ import json
 import logging
 import sys
 
-from s3prl_plugins.config import apply_overrides, load_config
-from s3prl_plugins.data.config_paths import check_input_paths
 from s3prl_plugins.compress.pipeline import run_compress
 from s3prl_plugins.compress.structured import PruningError
+from s3prl_plugins.config import apply_overrides, load_config
+from s3prl_plugins.data.config_paths import check_input_paths
 from s3prl_plugins.eval.chain_measures import ProfileAndProbes
 from s3prl_plugins.models.checkpoint import CheckpointError, DiskFullError
 from s3prl_plugins.train.trainer import TrainingError

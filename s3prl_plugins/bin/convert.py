@@ -26,7 +26,9 @@ def main(argv=None) -> int:
     p.add_argument("source", help="a checkpoint file, a Hugging Face folder or an s3prl hub teacher name")
     p.add_argument("--config", help="the published .yaml of a STaRHuBERT Lightning .ckpt")
     p.add_argument("--out", required=True, help="where to write our checkpoint")
-    p.add_argument("--keep-head", action="store_true", help="keep pre-training heads (HuBERT final_proj, DistilHuBERT heads)")
+    p.add_argument(
+        "--keep-head", action="store_true", help="keep pre-training heads (HuBERT final_proj, DistilHuBERT heads)"
+    )
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     if os.path.abspath(args.out) == os.path.abspath(args.source):
@@ -37,7 +39,9 @@ def main(argv=None) -> int:
     except (ValueError, RuntimeError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    save_checkpoint(args.out, model, converted_from=os.path.abspath(args.source) if os.path.exists(args.source) else args.source)
+    save_checkpoint(
+        args.out, model, converted_from=os.path.abspath(args.source) if os.path.exists(args.source) else args.source
+    )
     c = model.config
     print(
         f"wrote {args.out}: {c.name or 'model'}, {c.num_layers} layers, width {c.embed_dim}, FFN {c.ffn_dims[0]}, "

@@ -31,7 +31,10 @@ def main(argv=None) -> int:
     p.add_argument("--restart", action="store_true", help=RESTART_HELP)
     args = p.parse_args(argv)
     rank = int(os.environ.get("RANK", 0))
-    logging.basicConfig(level=logging.INFO if rank == 0 else logging.WARNING, format=f"%(asctime)s [rank {rank}] %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO if rank == 0 else logging.WARNING,
+        format=f"%(asctime)s [rank {rank}] %(levelname)s %(name)s: %(message)s",
+    )
     try:
         config = apply_overrides(load_config(args.config), args.set)
         config = check_input_paths(config, args.config, "python -m s3prl_plugins.bin.distill")

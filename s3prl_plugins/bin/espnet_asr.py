@@ -29,8 +29,8 @@ from s3prl_plugins.eval import espnet_asr as ea
 
 def resolve_config(config: str, upstream: str, ckpt: str, out: str) -> str:
     """Copy ``config`` with the upstream filled in and the pre-encoder's input size measured from it."""
-    import torch
     import s3prl.hub as hub
+    import torch
 
     with open(config, encoding="utf-8") as f:
         conf = yaml.safe_load(f)
@@ -63,7 +63,9 @@ def main(argv=None) -> int:
     p.add_argument("--valid", required=True)
     p.add_argument("--test", nargs="+", required=True, help="one or more Kaldi data dirs to decode and score")
     p.add_argument("--nbpe", type=int, default=5000, help="sentencepiece units (ASR-5k: 5000)")
-    p.add_argument("--bpe-train-text", help="Kaldi text to train the BPE on (asr.sh's --bpe_train_text; default: --train's)")
+    p.add_argument(
+        "--bpe-train-text", help="Kaldi text to train the BPE on (asr.sh's --bpe_train_text; default: --train's)"
+    )
     p.add_argument("--work", required=True)
     p.add_argument("--stage", type=int, default=1)
     p.add_argument("--stop-stage", type=int, default=6)
@@ -85,7 +87,9 @@ def main(argv=None) -> int:
                 ea.prepare_dump(d, dump(d))
             resolve_config(args.config, args.upstream, args.ckpt, config)
         if want(2):
-            bpe = ea.train_bpe(args.bpe_train_text or os.path.join(dump(args.train), "text"), os.path.join(w, "bpe"), args.nbpe)
+            bpe = ea.train_bpe(
+                args.bpe_train_text or os.path.join(dump(args.train), "text"), os.path.join(w, "bpe"), args.nbpe
+            )
             for d in [args.valid, *args.test]:
                 ea.check_covered(os.path.join(dump(d), "text"), bpe["bpemodel"])
         if want(3):
@@ -99,9 +103,13 @@ def main(argv=None) -> int:
             if want(5):
                 hyp = ea.decode(exp, dump(d), w, name=name, ngpu=args.ngpu)
             if want(6):
-                results[name] = ea.score(os.path.join(dump(d), "text"), hyp, os.path.join(w, "decode", name, "score.json"))
-                print(f"{name}: WER {results[name]['wer']:.2f}% CER {results[name]['cer']:.2f}% "
-                      f"({results[name]['utterances']} utterances, {results[name]['words']} words)")
+                results[name] = ea.score(
+                    os.path.join(dump(d), "text"), hyp, os.path.join(w, "decode", name, "score.json")
+                )
+                print(
+                    f"{name}: WER {results[name]['wer']:.2f}% CER {results[name]['cer']:.2f}% "
+                    f"({results[name]['utterances']} utterances, {results[name]['words']} words)"
+                )
         if results:
             with open(os.path.join(w, "result.json.tmp"), "w", encoding="utf-8") as f:
                 json.dump({"nbpe": args.nbpe, "config": config, "test": results}, f, indent=2)

@@ -32,12 +32,24 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("source", help="a checkpoint file, a Hugging Face folder or an s3prl hub teacher name")
     p.add_argument("--out", required=True, help="the .onnx file (or, with --format hf, the folder) to write")
-    p.add_argument("--format", choices=("onnx", "hf"), default="onnx", help="onnx (default) or hf (transformers HubertModel)")
-    p.add_argument("--int8", action="store_true", help="dynamic int8 of the transformer's matrix multiplications (CNN, "
-                   "positional convolution and front-end stay float32)")
-    p.add_argument("--per-tensor", action="store_true", help="with --int8: one scale per weight matrix instead of per channel")
-    p.add_argument("--output-rate", choices=("auto", "encoder", "frontend"), default="auto",
-                   help="subsampled models: auto (fixed subsampling at its own rate, CIF at the CNN's frame rate)")
+    p.add_argument(
+        "--format", choices=("onnx", "hf"), default="onnx", help="onnx (default) or hf (transformers HubertModel)"
+    )
+    p.add_argument(
+        "--int8",
+        action="store_true",
+        help="dynamic int8 of the transformer's matrix multiplications (CNN, "
+        "positional convolution and front-end stay float32)",
+    )
+    p.add_argument(
+        "--per-tensor", action="store_true", help="with --int8: one scale per weight matrix instead of per channel"
+    )
+    p.add_argument(
+        "--output-rate",
+        choices=("auto", "encoder", "frontend"),
+        default="auto",
+        help="subsampled models: auto (fixed subsampling at its own rate, CIF at the CNN's frame rate)",
+    )
     p.add_argument("--config", help="the published .yaml of a STaRHuBERT Lightning .ckpt")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
@@ -46,7 +58,9 @@ def main(argv=None) -> int:
     from s3prl_plugins.deploy.onnx import to_onnx
 
     if args.format == "hf" and (args.int8 or args.per_tensor):
-        print("error: --int8 / --per-tensor apply to ONNX; a transformers folder holds float32 weights", file=sys.stderr)
+        print(
+            "error: --int8 / --per-tensor apply to ONNX; a transformers folder holds float32 weights", file=sys.stderr
+        )
         return 2
     if args.per_tensor and not args.int8:
         print("error: --per-tensor only means something with --int8", file=sys.stderr)
@@ -58,7 +72,9 @@ def main(argv=None) -> int:
         model = load_pretrained(args.source, model_config=args.config)
         if args.format == "hf":
             to_hf(model, args.out)
-            print(f"wrote {args.out}: transformers HubertModel, {model.config.num_layers} layers, width {model.config.embed_dim}")
+            print(
+                f"wrote {args.out}: transformers HubertModel, {model.config.num_layers} layers, width {model.config.embed_dim}"
+            )
             return 0
         if not args.int8:
             to_onnx(model, args.out, args.output_rate)

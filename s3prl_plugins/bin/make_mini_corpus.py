@@ -27,10 +27,17 @@ def main(argv=None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--utts-per-speaker", type=int, default=45)
     p.add_argument("--speakers", type=int, nargs=3, default=[12, 2, 2], metavar=("TRAIN", "DEV", "TEST"))
-    p.add_argument("--noise-snr", type=float, nargs=2, default=None, metavar=("LO", "HI"), help="add white noise, SNR dB range")
+    p.add_argument(
+        "--noise-snr", type=float, nargs=2, default=None, metavar=("LO", "HI"), help="add white noise, SNR dB range"
+    )
     p.add_argument("--reverb-prob", type=float, default=0.0, help="fraction of utterances with room reverberation")
-    p.add_argument("--subsets", nargs="*", choices=["ks", "sid"], default=["ks", "sid"],
-                   help="subsets to make under OUT/subsets: ks (keyword spotting), sid (speaker identification); none if empty")
+    p.add_argument(
+        "--subsets",
+        nargs="*",
+        choices=["ks", "sid"],
+        default=["ks", "sid"],
+        help="subsets to make under OUT/subsets: ks (keyword spotting), sid (speaker identification); none if empty",
+    )
     p.add_argument("--jobs", type=int, default=2)
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -44,7 +51,9 @@ def main(argv=None) -> int:
     try:
         summary = make_mini_corpus(args.out, config, jobs=args.jobs)
         if args.subsets:
-            summary["subsets"] = {k: v for k, v in make_subsets(args.out, kinds=args.subsets, jobs=args.jobs).items() if k != "config"}
+            summary["subsets"] = {
+                k: v for k, v in make_subsets(args.out, kinds=args.subsets, jobs=args.jobs).items() if k != "config"
+            }
     except CorpusError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

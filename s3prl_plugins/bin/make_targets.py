@@ -32,7 +32,18 @@ def main(argv=None) -> int:
     p.add_argument("--out", required=True)
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    info = make_targets(args.train, args.out, args.feature, args.clusters, args.frame_step, args.also, args.ckpt, args.layer, args.max_frames, args.seed)
+    info = make_targets(
+        args.train,
+        args.out,
+        args.feature,
+        args.clusters,
+        args.frame_step,
+        args.also,
+        args.ckpt,
+        args.layer,
+        args.max_frames,
+        args.seed,
+    )
     print(json.dumps(info, indent=2))
     return 0
 

@@ -27,7 +27,10 @@ def main(argv=None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     ok, reason = mfa_status()
     if not ok:
-        print(f"error: MFA is not usable here ({reason}); use python -m s3prl_plugins.bin.align (CTC) instead", file=sys.stderr)
+        print(
+            f"error: MFA is not usable here ({reason}); use python -m s3prl_plugins.bin.align (CTC) instead",
+            file=sys.stderr,
+        )
         return 2
     for d in args.dirs:
         name = os.path.basename(os.path.normpath(d))

@@ -20,7 +20,6 @@ from s3prl_plugins.models.checkpoint import DiskFullError
 from s3prl_plugins.train.pretrain import run_pretrain
 from s3prl_plugins.train.trainer import TrainingError
 
-
 RESTART_HELP = (
     "start over although trainer.exp_dir holds checkpoints (they are moved aside to checkpoints.before-restart-*, "
     "not deleted); without it a run resumes from the newest readable checkpoint, or refuses when none can be read"
@@ -43,7 +42,10 @@ def main(argv=None) -> int:
     p.add_argument("--restart", action="store_true", help=RESTART_HELP)
     args = p.parse_args(argv)
     rank = int(os.environ.get("RANK", 0))
-    logging.basicConfig(level=logging.INFO if rank == 0 else logging.WARNING, format=f"%(asctime)s [rank {rank}] %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO if rank == 0 else logging.WARNING,
+        format=f"%(asctime)s [rank {rank}] %(levelname)s %(name)s: %(message)s",
+    )
     try:
         config = apply_overrides(load_config(args.config), args.set)
         config = check_input_paths(config, args.config, "python -m s3prl_plugins.bin.pretrain")

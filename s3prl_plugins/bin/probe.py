@@ -31,12 +31,29 @@ def main(argv=None) -> int:
     p.add_argument("--out", required=True)
     p.add_argument("--max-steps", type=int, default=5000)
     p.add_argument("--probe", choices=sorted(PROBES), default="linear")
-    p.add_argument("--max-train-utts", type=int, default=0, help="train on a random subset of this many utterances (0: all)")
+    p.add_argument(
+        "--max-train-utts", type=int, default=0, help="train on a random subset of this many utterances (0: all)"
+    )
     p.add_argument("--pool", help="subsample the features first: avg:F or cat:F (Meng et al. 2022 Table 1)")
     p.add_argument("--segmentation", nargs="*", help=".seg files of the data dirs, for a segments-topline model")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    print(json.dumps(run_probe(args.features, args.train, args.test, args.out, args.max_steps, args.valid, args.max_train_utts, args.probe, args.pool, args.segmentation)))
+    print(
+        json.dumps(
+            run_probe(
+                args.features,
+                args.train,
+                args.test,
+                args.out,
+                args.max_steps,
+                args.valid,
+                args.max_train_utts,
+                args.probe,
+                args.pool,
+                args.segmentation,
+            )
+        )
+    )
     return 0
 
 

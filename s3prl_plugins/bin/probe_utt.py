@@ -24,8 +24,12 @@ def main(argv=None) -> int:
     p.add_argument("--features", default="fbank", help="fbank, or a checkpoint / hub name load_pretrained reads")
     p.add_argument("--train", required=True, help="Kaldi data dir to train on")
     p.add_argument("--test", required=True, help="Kaldi data dir to score")
-    p.add_argument("--label", required=True, choices=sorted(LABELS), help="text (KS: the class) or speaker (SID: utt2spk)")
-    p.add_argument("--layer", default="avg", help="avg (mean of all layers), last, or a layer index (0 = first transformer input)")
+    p.add_argument(
+        "--label", required=True, choices=sorted(LABELS), help="text (KS: the class) or speaker (SID: utt2spk)"
+    )
+    p.add_argument(
+        "--layer", default="avg", help="avg (mean of all layers), last, or a layer index (0 = first transformer input)"
+    )
     p.add_argument("--C", type=float, default=0.1, help="inverse L2 strength of the logistic regression")
     p.add_argument("--out", required=True)
     args = p.parse_args(argv)
@@ -35,7 +39,15 @@ def main(argv=None) -> int:
     except (DataDirError, ValueError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    print(json.dumps({k: result[k] for k in ("features", "label", "accuracy", "majority_baseline", "train_utts", "test_utts", "classes")}, indent=2))
+    print(
+        json.dumps(
+            {
+                k: result[k]
+                for k in ("features", "label", "accuracy", "majority_baseline", "train_utts", "test_utts", "classes")
+            },
+            indent=2,
+        )
+    )
     return 0
 
 

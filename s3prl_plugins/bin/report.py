@@ -47,8 +47,12 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--models", nargs="*", default=[])
     p.add_argument("--probes", nargs="*", default=[], help="name=PER result.json of bin.probe")
-    p.add_argument("--utt-probes", nargs="*", default=[], help="task:name=result.json of bin.probe_utt (e.g. ks:student=...)")
-    p.add_argument("--superb", nargs="*", default=[], help="name=experiments folder (superb_test*.json) or results.json")
+    p.add_argument(
+        "--utt-probes", nargs="*", default=[], help="task:name=result.json of bin.probe_utt (e.g. ks:student=...)"
+    )
+    p.add_argument(
+        "--superb", nargs="*", default=[], help="name=experiments folder (superb_test*.json) or results.json"
+    )
     p.add_argument("--asr5k", nargs="*", default=[], help="name=result.json of bin/espnet_asr")
     p.add_argument("--tensorboard", nargs="*", default=[], help="name=TensorBoard log folder of its training")
     p.add_argument("--out", help="report.json")
@@ -65,8 +69,14 @@ def main(argv=None) -> int:
                 raise ValueError(f"--utt-probes expects task:name=path, got {key}={path}")
             task, name = key.split(":", 1)
             utt.setdefault(task, {})[name] = path
-        report = build_report(_pairs(args.models, "models"), _pairs(args.probes, "probes"), utt,
-                              superb=_pairs(args.superb, "superb"), asr5k=_pairs(args.asr5k, "asr5k"), rtf=not args.no_rtf)
+        report = build_report(
+            _pairs(args.models, "models"),
+            _pairs(args.probes, "probes"),
+            utt,
+            superb=_pairs(args.superb, "superb"),
+            asr5k=_pairs(args.asr5k, "asr5k"),
+            rtf=not args.no_rtf,
+        )
         curves = {n: loss_curves(d) for n, d in _pairs(args.tensorboard, "tensorboard").items()}
     except (OSError, ValueError, KeyError) as e:
         print(f"error: {e}", file=sys.stderr)
@@ -76,9 +86,11 @@ def main(argv=None) -> int:
         print(f"plot: {args.plot}")
     if args.markdown:
         stem = os.path.splitext(args.markdown)[0]
-        plots = {"Trade-off: metric against MACs and parameters": plot_tradeoff(report, stem + "_tradeoff.png", args.title),
-                 "Phone error against frame rate": plot_rate_tradeoff(report, stem + "_rate.png"),
-                 "Training losses": plot_loss_curves(curves, stem + "_losses.png")}
+        plots = {
+            "Trade-off: metric against MACs and parameters": plot_tradeoff(report, stem + "_tradeoff.png", args.title),
+            "Phone error against frame rate": plot_rate_tradeoff(report, stem + "_rate.png"),
+            "Training losses": plot_loss_curves(curves, stem + "_losses.png"),
+        }
         write_markdown(report, args.markdown, args.title, plots)
         print(f"markdown: {args.markdown} (plots: {', '.join(p for p in plots.values() if p) or 'none'})")
     if args.out:

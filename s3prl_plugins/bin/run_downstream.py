@@ -25,7 +25,10 @@ from s3prl_plugins.eval.s3prl_runner import RunnerError, run
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(add_help=False)
-    parser.add_argument("--s3prl-root", help="an s3prl git checkout to run instead of the installed package (PR needs its ctc corpus code)")
+    parser.add_argument(
+        "--s3prl-root",
+        help="an s3prl git checkout to run instead of the installed package (PR needs its ctc corpus code)",
+    )
     ours, rest = parser.parse_known_args(sys.argv[1:] if argv is None else argv)
     if not rest or rest in (["-h"], ["--help"]):
         print(__doc__)

@@ -38,8 +38,14 @@ def cmd_textgrid(args) -> dict:
     if not seg:
         raise ValueError(f"no TextGrid of {args.data} found in {args.textgrids}")
     check_against_audio(seg, args.data)
-    info = {"source": "textgrid", "textgrids": args.textgrids, "tier": args.tier, "utterances": len(seg),
-            "missing": len(res["missing"]), "rate_hz": round(average_rate(seg), 3)}
+    info = {
+        "source": "textgrid",
+        "textgrids": args.textgrids,
+        "tier": args.tier,
+        "utterances": len(seg),
+        "missing": len(res["missing"]),
+        "rate_hz": round(average_rate(seg), 3),
+    }
     write_segmentation(args.out, seg, info)
     return info
 
@@ -61,14 +67,28 @@ def cmd_dp(args) -> dict:
     codebook = fit_kmeans(allf, args.clusters, args.seed).cluster_centers_.astype("float64")
     os.makedirs(args.out, exist_ok=True)
     np.save(os.path.join(args.out, "centroids.npy"), codebook.astype("float32"))
-    info = {"source": "dp", "ckpt": args.ckpt, "layer": args.layer, "clusters": args.clusters, "max_length": args.max_length}
+    info = {
+        "source": "dp",
+        "ckpt": args.ckpt,
+        "layer": args.layer,
+        "clusters": args.clusters,
+        "max_length": args.max_length,
+    }
     if args.target_rate is not None:
         utts = sorted(train)
         sweep_utts = [utts[i] for i in rng.permutation(len(utts))[: args.sweep_utts]]
         found = find_penalty({u: train[u] for u in sweep_utts}, codebook, args.target_rate, frame_rate, args.max_length)
-        logging.info("lambda %.4g gives %.2f Hz on %d utterances (target %.2f Hz)", found["penalty"], found["rate"], len(sweep_utts), args.target_rate)
+        logging.info(
+            "lambda %.4g gives %.2f Hz on %d utterances (target %.2f Hz)",
+            found["penalty"],
+            found["rate"],
+            len(sweep_utts),
+            args.target_rate,
+        )
         penalty = found["penalty"]
-        info.update(target_rate_hz=args.target_rate, sweep_utterances=len(sweep_utts), sweep_rate_hz=round(found["rate"], 3))
+        info.update(
+            target_rate_hz=args.target_rate, sweep_utterances=len(sweep_utts), sweep_rate_hz=round(found["rate"], 3)
+        )
     else:
         penalty = args.penalty
     info["penalty"] = penalty

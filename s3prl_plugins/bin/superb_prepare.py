@@ -31,7 +31,9 @@ def main(argv=None) -> int:
     parser.add_argument("--test", help="Kaldi data dir (asr, sid)")
     parser.add_argument("--speech-commands", help="ks: the folder with speech_commands_v0.01/ (or that root itself)")
     parser.add_argument("--test-root", help="ks: the Speech Commands test-set root, when not beside the train root")
-    parser.add_argument("--lexicon", help="pr: a lexicon 'WORD p1 p2 ...' (default: built from the data dirs' phones files)")
+    parser.add_argument(
+        "--lexicon", help="pr: a lexicon 'WORD p1 p2 ...' (default: built from the data dirs' phones files)"
+    )
     parser.add_argument("--steps", type=int, help="runner.total_steps (SUPERB: 200000; PR 100000)")
     parser.add_argument("--num-workers", type=int, default=4, help="data-loader workers (SUPERB's configs use 12)")
     args = parser.parse_args(argv)
@@ -57,8 +59,10 @@ def main(argv=None) -> int:
     if args.task == "pr":  # s3prl's ctc corpus code is only in a git checkout
         root = f"--s3prl-root {os.environ.get('S3PRL_ROOT') or 'S3PRL_CHECKOUT'} "
     print(f"{config}")
-    print(f"next: python -m s3prl_plugins.bin.run_downstream {root}-m train -u UPSTREAM -k CKPT "
-          f"-d {DOWNSTREAM[args.task]} -c {config} -p EXPDIR")
+    print(
+        f"next: python -m s3prl_plugins.bin.run_downstream {root}-m train -u UPSTREAM -k CKPT "
+        f"-d {DOWNSTREAM[args.task]} -c {config} -p EXPDIR"
+    )
     if args.task == "pr" and not os.environ.get("S3PRL_ROOT"):
         print("      (S3PRL_CHECKOUT: a git clone of https://github.com/s3prl/s3prl; PyPI's s3prl lacks ctc/corpus)")
     return 0

@@ -34,10 +34,14 @@ from s3prl_plugins.eval.superb import read_results, superb_scores
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("results", nargs="+",
-                        help="superb_<split>.json files, experiment folders, a results.json, or '-' (stdin)")
-    parser.add_argument("--fractions", action="store_true",
-                        help="the accuracies (KS SID IC SF-F1 ER) are fractions, as s3prl prints them: multiply them by 100")
+    parser.add_argument(
+        "results", nargs="+", help="superb_<split>.json files, experiment folders, a results.json, or '-' (stdin)"
+    )
+    parser.add_argument(
+        "--fractions",
+        action="store_true",
+        help="the accuracies (KS SID IC SF-F1 ER) are fractions, as s3prl prints them: multiply them by 100",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s: %(message)s", stream=sys.stderr)
     source = args.results[0] if len(args.results) == 1 else " + ".join(args.results)
@@ -49,8 +53,11 @@ def main(argv=None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     if scores.missing:
-        print(f"warning: {source} has no {', '.join(scores.missing)}: Overall and generalizability need all 11 "
-              f"metrics; partial_overall / partial_generalizability are the {scores.scope}", file=sys.stderr)
+        print(
+            f"warning: {source} has no {', '.join(scores.missing)}: Overall and generalizability need all 11 "
+            f"metrics; partial_overall / partial_generalizability are the {scores.scope}",
+            file=sys.stderr,
+        )
     print(json.dumps(scores.to_dict(), indent=2))
     return 0
 

@@ -24,7 +24,13 @@ import argparse
 import logging
 import sys
 
-from s3prl_plugins.eval.superb_submission import FILES, SubmissionError, build_submission, corpus_from_training, model_card
+from s3prl_plugins.eval.superb_submission import (
+    FILES,
+    SubmissionError,
+    build_submission,
+    corpus_from_training,
+    model_card,
+)
 
 
 def main(argv=None) -> int:
@@ -36,7 +42,9 @@ def main(argv=None) -> int:
     p.add_argument("--name", help="model name on the leaderboard (default: the upstream)")
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--corpus", help="the pre-training corpus, as the form asks (e.g. 'LibriSpeech 960 h')")
-    src.add_argument("--train-config", help="the training YAML (or a trainer checkpoint): the corpus is counted from its data.train")
+    src.add_argument(
+        "--train-config", help="the training YAML (or a trainer checkpoint): the corpus is counted from its data.train"
+    )
     p.add_argument("--no-profile", action="store_true", help="skip counting parameters and MACs")
     for task in FILES:
         p.add_argument(f"--{task}", metavar="EXPDIR", help=f"experiment folder of the {task} task")

@@ -11,7 +11,14 @@ from s3prl_plugins.compress.scores import (
     select_global,
     select_per_layer,
 )
-from s3prl_plugins.compress.structured import PruningError, count_heads, prune_ffn, prune_heads, replace_heads, truncate_layers
+from s3prl_plugins.compress.structured import (
+    PruningError,
+    count_heads,
+    prune_ffn,
+    prune_heads,
+    replace_heads,
+    truncate_layers,
+)
 from s3prl_plugins.compress.weight import PAPER_SCHEDULE, LossPlateau, WeightMasks, density_schedule, model_density
 
 __all__ = [

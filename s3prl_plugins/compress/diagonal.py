@@ -37,7 +37,9 @@ def diagonality(probs: Tensor, lengths: Optional[Tensor] = None) -> Tensor:
 
 
 @torch.no_grad()
-def head_diagonality(model: SSLModel, batches: Iterable[Dict[str, Tensor]], device: str = "cpu", max_utterances: int = 100) -> List[Tensor]:
+def head_diagonality(
+    model: SSLModel, batches: Iterable[Dict[str, Tensor]], device: str = "cpu", max_utterances: int = 100
+) -> List[Tensor]:
     """Eq. 9 of every attention head, averaged over up to ``max_utterances`` utterances: one (attention
     heads,) tensor per layer (empty for a layer without attention heads). ``batches`` are the data
     pipeline's (``wavs``, ``lengths``)."""

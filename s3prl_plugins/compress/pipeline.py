@@ -68,16 +68,39 @@ logger = logging.getLogger(__name__)
 
 # trajectory.csv: the measurements of every row, then the columns the steps add
 CSV_FIELDS = (
-    "iteration", "name", "method", "layers", "heads", "attention_heads", "ffn_units", "weight_density", "loss_pruned", "loss", "params",
-    "params_nonzero", "macs_per_second", "macs_nonzero_per_second", "rtf_cpu", "per", "sid_accuracy", "diagonality",
+    "iteration",
+    "name",
+    "method",
+    "layers",
+    "heads",
+    "attention_heads",
+    "ffn_units",
+    "weight_density",
+    "loss_pruned",
+    "loss",
+    "params",
+    "params_nonzero",
+    "macs_per_second",
+    "macs_nonzero_per_second",
+    "rtf_cpu",
+    "per",
+    "sid_accuracy",
+    "diagonality",
     "updates",
 ) + tuple(c for s in STEPS.values() for c in s.columns)
 
 
 # The settings every recovery run starts from (a config's ``trainer`` and a step's ``trainer`` go over them).
 RECOVERY_TRAINER = {"lr": 1e-5, "schedule": "constant", "log_every": 20, "save_every": 100, "valid_every": 10**9}
-DATA_KEYS = {"train": str, "valid": Optional[str], "train_labels": Optional[str], "valid_labels": Optional[str],
-             "max_seconds": Optional[float], "batch_seconds": float, "batch_size": int}
+DATA_KEYS = {
+    "train": str,
+    "valid": Optional[str],
+    "train_labels": Optional[str],
+    "valid_labels": Optional[str],
+    "max_seconds": Optional[float],
+    "batch_seconds": float,
+    "batch_size": int,
+}
 DATA_RANGES = {"max_seconds": {"gt": 0}, "batch_seconds": {"gt": 0}, "batch_size": {"min": 1}}
 OBJECTIVE_KEYS = {
     "masked_prediction": {"type", "mask_prob", "mask_length", "unmasked_weight", "max_label_mismatch"},
@@ -85,13 +108,25 @@ OBJECTIVE_KEYS = {
 }
 # measure: key -> (type, range); probe / sid: the data dirs of the probes
 MEASURE_KEYS = {
-    "diagonality": (int, {"min": 0}), "rtf_seconds": (float, {"gt": 0}), "rtf_repeats": (int, {"min": 1}),
-    "probe": (Optional[Dict[str, Any]], {}), "sid": (Optional[Dict[str, Any]], {}),
+    "diagonality": (int, {"min": 0}),
+    "rtf_seconds": (float, {"gt": 0}),
+    "rtf_repeats": (int, {"min": 1}),
+    "probe": (Optional[Dict[str, Any]], {}),
+    "sid": (Optional[Dict[str, Any]], {}),
 }
-PROBE_KEYS = {"train": (str, {}), "test": (str, {}), "valid": (Optional[str], {}), "max_steps": (int, {"min": 1}), "max_train_utts": (int, {"min": 0})}
+PROBE_KEYS = {
+    "train": (str, {}),
+    "test": (str, {}),
+    "valid": (Optional[str], {}),
+    "max_steps": (int, {"min": 1}),
+    "max_train_utts": (int, {"min": 0}),
+}
 SID_KEYS = {"train": (str, {}), "test": (str, {})}
 
-def _check_section(section: Any, keys: Dict[str, Tuple[Any, Dict[str, Any]]], where: str, required: Tuple[str, ...] = ()) -> Dict[str, Any]:
+
+def _check_section(
+    section: Any, keys: Dict[str, Tuple[Any, Dict[str, Any]]], where: str, required: Tuple[str, ...] = ()
+) -> Dict[str, Any]:
     """A mapping whose keys are ``keys`` (name -> (type, range)): names, types and ranges checked."""
     section = check_mapping(section, where)
     check_keys(section, keys, where)
@@ -133,7 +168,9 @@ def check_config(config: Dict[str, Any]) -> None:
     check_keys(objective, set().union(*OBJECTIVE_KEYS.values()), "objective")  # a misspelt key first, by name
     kind = objective.get("type")
     if not isinstance(kind, str) or kind not in OBJECTIVE_KEYS:
-        raise ConfigError(f"objective.type: must be masked_prediction or distillation, not {kind!r}{nearest(str(kind), OBJECTIVE_KEYS)}")
+        raise ConfigError(
+            f"objective.type: must be masked_prediction or distillation, not {kind!r}{nearest(str(kind), OBJECTIVE_KEYS)}"
+        )
     check_keys(objective, OBJECTIVE_KEYS[kind], "objective")
     _check_objective(objective)
     TrainerConfig.from_dict({**RECOVERY_TRAINER, **check_mapping(config.get("trainer"), "trainer")})
@@ -142,23 +179,36 @@ def check_config(config: Dict[str, Any]) -> None:
         raise ConfigError(f"steps: expected a list of steps, got {type(steps).__name__}")
     trainer = check_mapping(config.get("trainer"), "trainer")
     for i, step in enumerate(steps):
-        check_step(step, f"steps[{i}]", lambda section, where: TrainerConfig.from_dict({**RECOVERY_TRAINER, **trainer, **section}, where))
+        check_step(
+            step,
+            f"steps[{i}]",
+            lambda section, where: TrainerConfig.from_dict({**RECOVERY_TRAINER, **trainer, **section}, where),
+        )
 
 
 def _check_objective(objective: Dict[str, Any]) -> None:
     """The recovery objective's settings, against the task that takes them."""
     if objective["type"] == "masked_prediction":
         opts = {k: v for k, v in objective.items() if k != "type"}
-        check_kwargs(MaskedPredictionTask.__init__, opts, "objective", skip=("model",), ranges=MaskedPredictionTask.RANGES)
+        check_kwargs(
+            MaskedPredictionTask.__init__, opts, "objective", skip=("model",), ranges=MaskedPredictionTask.RANGES
+        )
         return
     if "teacher" not in objective:
         raise ConfigError("objective.teacher: missing (the checkpoint the student is distilled from)")
     check_type(objective["teacher"], str, "objective.teacher")
     for name, weight in check_mapping(objective.get("objectives"), "objective.objectives").items():
         check_keys({name: weight}, OBJECTIVES, "objective.objectives")
-        check_range(check_type(weight, float, f"objective.objectives.{name}"), {"min": 0}, f"objective.objectives.{name}")
-    check_kwargs(DistillationTask.__init__, objective.get("loss"), "objective.loss", skip=("teacher", "student", "objectives"),
-                 ranges=DistillationTask.RANGES)
+        check_range(
+            check_type(weight, float, f"objective.objectives.{name}"), {"min": 0}, f"objective.objectives.{name}"
+        )
+    check_kwargs(
+        DistillationTask.__init__,
+        objective.get("loss"),
+        "objective.loss",
+        skip=("teacher", "student", "objectives"),
+        ranges=DistillationTask.RANGES,
+    )
 
 
 class Measures(Protocol):
@@ -203,10 +253,14 @@ class Chain:
                     "objective masked_prediction needs a model with a mask embedding and a cluster head; this one "
                     "(a distilled student?) has none: use objective {type: distillation, teacher: ..., objectives: {cluster_kl: 1.0}}"
                 )
-            opts = {k: obj[k] for k in ("mask_prob", "mask_length", "unmasked_weight", "max_label_mismatch") if k in obj}
+            opts = {
+                k: obj[k] for k in ("mask_prob", "mask_length", "unmasked_weight", "max_label_mismatch") if k in obj
+            }
             return MaskedPredictionTask(model, **opts)
         teacher = self._teacher(str(obj["teacher"]))
-        return DistillationTask(teacher, model, obj.get("objectives", {"cluster_kl": 1.0}), **dict(obj.get("loss") or {}))
+        return DistillationTask(
+            teacher, model, obj.get("objectives", {"cluster_kl": 1.0}), **dict(obj.get("loss") or {})
+        )
 
     def _needs_labels(self, objective: Dict[str, Any]) -> bool:
         return objective["type"] == "masked_prediction"
@@ -226,11 +280,16 @@ class Chain:
         if objective["type"] == "distillation":
             min_samples = max(min_samples, self._teacher(str(objective["teacher"])).min_samples)
         max_s = self.data.get("max_seconds", 8.0) if split == "train" else None
-        return AudioDataset(self.data[split], labels, max_s, frame_stride=model.downsample_rate, min_samples=min_samples)
+        return AudioDataset(
+            self.data[split], labels, max_s, frame_stride=model.downsample_rate, min_samples=min_samples
+        )
 
     def loader_data(self, ds: AudioDataset, shuffle: bool, seed: int = 0):
         sampler = BucketBatchSampler(
-            [ds.duration(i) for i in range(len(ds))], self.data.get("batch_seconds", 60.0), shuffle=shuffle, seed=seed,
+            [ds.duration(i) for i in range(len(ds))],
+            self.data.get("batch_seconds", 60.0),
+            shuffle=shuffle,
+            seed=seed,
             max_batch_size=int(self.data.get("batch_size", 1000)),
         )
         return (ds, sampler, collate)
@@ -241,7 +300,12 @@ class Chain:
         random.Random(seed).shuffle(idx)
         idx = sorted(idx[: max(1, int(round(fraction * len(idx))))])
         durations = [ds.duration(i) for i in idx]
-        sampler = BucketBatchSampler(durations, self.data.get("batch_seconds", 60.0), shuffle=False, max_batch_size=int(self.data.get("batch_size", 1000)))
+        sampler = BucketBatchSampler(
+            durations,
+            self.data.get("batch_seconds", 60.0),
+            shuffle=False,
+            max_batch_size=int(self.data.get("batch_size", 1000)),
+        )
         for b in sampler:
             items = [ds[idx[j]] for j in b]
             batch = collate([it for it in items if it is not None])
@@ -249,12 +313,26 @@ class Chain:
             yield batch
 
     # ------------------------------------------------------------- recovery
-    def recover(self, model: SSLModel, out_dir: str, updates: int, objective: Dict[str, Any], step: Dict[str, Any], masks=None, plateau=None) -> Tuple[SSLModel, Dict[str, float], int]:
+    def recover(
+        self,
+        model: SSLModel,
+        out_dir: str,
+        updates: int,
+        objective: Dict[str, Any],
+        step: Dict[str, Any],
+        masks=None,
+        plateau=None,
+    ) -> Tuple[SSLModel, Dict[str, float], int]:
         """Train ``model`` for ``updates`` updates (or until ``plateau``) with ``objective``; returns the
         model, the last validation statistics and the updates run."""
         from s3prl_plugins.train.trainer import Trainer, TrainerConfig
 
-        tcfg = {"max_steps": max(1, updates), **RECOVERY_TRAINER, **dict(self.config.get("trainer") or {}), **dict(step.get("trainer") or {})}
+        tcfg = {
+            "max_steps": max(1, updates),
+            **RECOVERY_TRAINER,
+            **dict(self.config.get("trainer") or {}),
+            **dict(step.get("trainer") or {}),
+        }
         tcfg["exp_dir"] = out_dir
         tcfg["max_steps"] = max(1, updates)
         tcfg["valid_every"] = min(int(tcfg["valid_every"]), tcfg["max_steps"])
@@ -263,7 +341,9 @@ class Chain:
         wrapped = RecoveryTask(task, model, masks=masks, plateau=plateau)
         train = self.dataset("train", model, objective)
         valid = self.dataset("valid", model, objective)
-        trainer = Trainer(cfg, wrapped, self.loader_data(train, True, cfg.seed), self.loader_data(valid, False) if valid else None)
+        trainer = Trainer(
+            cfg, wrapped, self.loader_data(train, True, cfg.seed), self.loader_data(valid, False) if valid else None
+        )
         last = trainer.train()
         model.eval()
         return model, last, trainer.step
@@ -283,12 +363,18 @@ class Chain:
         return total / max(count, 1e-9)
 
     # ------------------------------------------------------------- measures
-    def measure_model(self, model: SSLModel, row: Dict[str, Any], out_dir: str, objective: Dict[str, Any]) -> Dict[str, Any]:
+    def measure_model(
+        self, model: SSLModel, row: Dict[str, Any], out_dir: str, objective: Dict[str, Any]
+    ) -> Dict[str, Any]:
         """The row of a saved model: its shape, the measures' profile, loss, densities, diagonality, probes."""
         c = model.config
         row.update(
-            layers=c.num_layers, heads=count_heads(model), attention_heads=sum(c.num_heads), ffn_units=sum(c.ffn_dims),
-            weight_density=round(model_density(model), 6) if c.num_layers else None, params=count_parameters(model, include_head=False),
+            layers=c.num_layers,
+            heads=count_heads(model),
+            attention_heads=sum(c.num_heads),
+            ffn_units=sum(c.ffn_dims),
+            weight_density=round(model_density(model), 6) if c.num_layers else None,
+            params=count_parameters(model, include_head=False),
         )
         if self.measures is not None:
             row.update(self.measures.profile(model, row["name"]))
@@ -297,7 +383,9 @@ class Chain:
         row["per_layer_density"] = per_layer_density(model)
         n_diag = int(self.measure.get("diagonality", 0) or 0)
         if n_diag and sum(c.num_heads) and self.data.get("valid"):
-            per_head = diagonal.head_diagonality(model, self.batches(self.plain_dataset("valid", model)), max_utterances=n_diag)
+            per_head = diagonal.head_diagonality(
+                model, self.batches(self.plain_dataset("valid", model)), max_utterances=n_diag
+            )
             row["diagonality"] = diagonal.mean_diagonality(per_head)
             row["diagonality_per_head"] = [t.tolist() for t in per_head]
         if self.measures is not None:
@@ -306,7 +394,9 @@ class Chain:
 
     def plain_dataset(self, split: str, model: SSLModel) -> AudioDataset:
         """``split`` without labels or cropping (scores, diagonality)."""
-        return AudioDataset(self.data[split], None, None, frame_stride=model.downsample_rate, min_samples=model.min_samples)
+        return AudioDataset(
+            self.data[split], None, None, frame_stride=model.downsample_rate, min_samples=model.min_samples
+        )
 
     # ------------------------------------------------------------------ run
     def _done(self, out_dir: str) -> Optional[Tuple[SSLModel, Dict[str, Any]]]:
@@ -317,12 +407,25 @@ class Chain:
             return load_checkpoint(ckpt)[0], row
         return None
 
-    def _finish(self, model: SSLModel, out_dir: str, row: Dict[str, Any], objective: Dict[str, Any], history: List[Dict[str, Any]]) -> None:
+    def _finish(
+        self,
+        model: SSLModel,
+        out_dir: str,
+        row: Dict[str, Any],
+        objective: Dict[str, Any],
+        history: List[Dict[str, Any]],
+    ) -> None:
         os.makedirs(out_dir, exist_ok=True)
         density = model_density(model)
         if density < 1.0 - 1e-9:
             model.config.weight_density = round(density, 6)
-        save_checkpoint(os.path.join(out_dir, "model.pt"), model.cpu().eval(), kind="compression", compression=history, objective=_plain_objective(objective))
+        save_checkpoint(
+            os.path.join(out_dir, "model.pt"),
+            model.cpu().eval(),
+            kind="compression",
+            compression=history,
+            objective=_plain_objective(objective),
+        )
         row = self.measure_model(model, row, out_dir, objective)
         tmp = os.path.join(out_dir, "metrics.json.tmp")
         with open(tmp, "w") as f:
@@ -330,7 +433,15 @@ class Chain:
         os.replace(tmp, os.path.join(out_dir, "metrics.json"))
         self.rows.append(row)
         self.write_trajectory()
-        logger.info("%s: %s", row["name"], ", ".join(f"{k}={row[k]:.4g}" for k in ("loss", "params", "macs_per_second", "rtf_cpu", "per") if isinstance(row.get(k), (int, float))))
+        logger.info(
+            "%s: %s",
+            row["name"],
+            ", ".join(
+                f"{k}={row[k]:.4g}"
+                for k in ("loss", "params", "macs_per_second", "rtf_cpu", "per")
+                if isinstance(row.get(k), (int, float))
+            ),
+        )
 
     def write_trajectory(self) -> None:
         os.makedirs(self.exp_dir, exist_ok=True)
@@ -359,7 +470,9 @@ class Chain:
             self.rows.append(done[1])
             self.write_trajectory()
         else:
-            self._finish(model, base_dir, {"iteration": 0, "name": "00_base", "method": "none", "updates": 0}, objective, history)
+            self._finish(
+                model, base_dir, {"iteration": 0, "name": "00_base", "method": "none", "updates": 0}, objective, history
+            )
             model = load_checkpoint(os.path.join(base_dir, "model.pt"))[0]
         for s, step in enumerate(self.config["steps"]):
             method = step["method"]
@@ -372,14 +485,27 @@ class Chain:
                 if done:
                     model, row = done
                     self.rows.append(row)
-                    objective = row.get("objective_after", objective) if isinstance(row.get("objective_after"), dict) else objective
+                    objective = (
+                        row.get("objective_after", objective)
+                        if isinstance(row.get("objective_after"), dict)
+                        else objective
+                    )
                     continue
                 model, row, objective = self._apply(model, step, action, out_dir, objective, it, name)
                 self._finish(model, out_dir, row, objective, history)
                 model = load_checkpoint(os.path.join(out_dir, "model.pt"))[0]
         return self.rows
 
-    def _apply(self, model: SSLModel, step: Dict[str, Any], action: Dict[str, Any], out_dir: str, objective: Dict[str, Any], it: int, name: str):
+    def _apply(
+        self,
+        model: SSLModel,
+        step: Dict[str, Any],
+        action: Dict[str, Any],
+        out_dir: str,
+        objective: Dict[str, Any],
+        it: int,
+        name: str,
+    ):
         """One iteration of a step (:mod:`s3prl_plugins.compress.steps`), then the recovery of its model."""
         row: Dict[str, Any] = {"iteration": it, "name": name, "method": step["method"]}
         done = STEPS[step["method"]].apply(StepContext(self, out_dir, it, name), model, step, action, objective, row)

@@ -19,13 +19,19 @@ from s3prl_plugins.models.ssl_model import SSLModel
 
 class RecoveryTask(nn.Module):
     """Args:
-        task: the objective (``task(batch) -> (loss, logs)``).
-        model: the network inside ``task`` being compressed.
-        masks: weight-pruning masks to keep applied (None: structured pruning, nothing to mask).
-        plateau: stop when the loss has converged (None: train the fixed number of updates).
+    task: the objective (``task(batch) -> (loss, logs)``).
+    model: the network inside ``task`` being compressed.
+    masks: weight-pruning masks to keep applied (None: structured pruning, nothing to mask).
+    plateau: stop when the loss has converged (None: train the fixed number of updates).
     """
 
-    def __init__(self, task: nn.Module, model: SSLModel, masks: Optional[WeightMasks] = None, plateau: Optional[LossPlateau] = None):
+    def __init__(
+        self,
+        task: nn.Module,
+        model: SSLModel,
+        masks: Optional[WeightMasks] = None,
+        plateau: Optional[LossPlateau] = None,
+    ):
         super().__init__()
         self.task = task
         self.masks = masks

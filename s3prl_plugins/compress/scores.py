@@ -141,14 +141,17 @@ def select_per_layer(scores: Sequence[Tensor], n: int, min_keep: int = 0, what: 
             continue
         if s.numel() < n + min_keep:
             raise PruningError(
-                f"layer {layer} has {s.numel()} {what}: cannot remove {n}" + (f" and keep {min_keep}" if min_keep else "")
+                f"layer {layer} has {s.numel()} {what}: cannot remove {n}"
+                + (f" and keep {min_keep}" if min_keep else "")
             )
         order = sorted(range(s.numel()), key=lambda j: (float(s[j]), j))
         out[layer] = sorted(order[:n])
     return out
 
 
-def select_global(scores: Sequence[Tensor], n: int, min_keep_per_layer: int = 1, what: str = "heads") -> Dict[int, List[int]]:
+def select_global(
+    scores: Sequence[Tensor], n: int, min_keep_per_layer: int = 1, what: str = "heads"
+) -> Dict[int, List[int]]:
     """The ``n`` lowest-scoring entries over all layers, never leaving a layer with fewer than
     ``min_keep_per_layer`` (skipped entries are replaced by the next lowest elsewhere)."""
     removable = sum(max(0, s.numel() - min_keep_per_layer) for s in scores)

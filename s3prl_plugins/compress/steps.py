@@ -17,7 +17,14 @@ from typing import Any, Callable, ClassVar, Dict, Iterator, List, Optional, Tupl
 import torch
 
 from s3prl_plugins.compress import diagonal, scores
-from s3prl_plugins.compress.structured import PruningError, count_heads, prune_ffn, prune_heads, replace_heads, truncate_layers
+from s3prl_plugins.compress.structured import (
+    PruningError,
+    count_heads,
+    prune_ffn,
+    prune_heads,
+    replace_heads,
+    truncate_layers,
+)
 from s3prl_plugins.compress.weight import LossPlateau, WeightMasks, density_schedule, masks_from_model, model_density
 from s3prl_plugins.config import ConfigError, check_keys, check_mapping, check_range, check_type, nearest
 from s3prl_plugins.models.checkpoint import save_checkpoint
@@ -71,8 +78,15 @@ class Step:
         for _ in range(int(step.get("iterations", 1))):
             yield {}
 
-    def apply(self, ctx: StepContext, model: SSLModel, step: Dict[str, Any], action: Dict[str, Any], objective: Dict[str, Any],
-              row: Dict[str, Any]) -> Applied:
+    def apply(
+        self,
+        ctx: StepContext,
+        model: SSLModel,
+        step: Dict[str, Any],
+        action: Dict[str, Any],
+        objective: Dict[str, Any],
+        row: Dict[str, Any],
+    ) -> Applied:
         raise NotImplementedError
 
 
@@ -94,7 +108,9 @@ def check_step(step: Any, where: str, check_trainer: Callable[[Dict[str, Any], s
     method = step.get("method")
     if not isinstance(method, str) or method not in STEPS:
         check_keys(step, {"method"}.union(*(s.keys for s in STEPS.values())), where)  # a misspelt "method", by name
-        raise ConfigError(f"{where}.method: must be one of {', '.join(STEPS)}, not {method!r}{nearest(str(method), STEPS)}")
+        raise ConfigError(
+            f"{where}.method: must be one of {', '.join(STEPS)}, not {method!r}{nearest(str(method), STEPS)}"
+        )
     impl = STEPS[method]
     check_keys({k: v for k, v in step.items() if k != "method"}, impl.keys, f"{where} ({method})")
     for k, v in step.items():
@@ -128,17 +144,30 @@ class WeightPruning(Step):
     # the trigger: type -> key -> (type, range)
     TRIGGERS: ClassVar[Dict[str, Keys]] = {
         "fixed": {"type": (str, {}), "updates": (int, {"min": 0})},
-        "plateau": {"type": (str, {}), "decay": (float, {"gt": 0, "max": 0.999999999}), "window": (int, {"min": 1}),
-                    "tolerance": (float, {"min": 0}), "max_updates": (int, {"min": 1})},
+        "plateau": {
+            "type": (str, {}),
+            "decay": (float, {"gt": 0, "max": 0.999999999}),
+            "window": (int, {"min": 1}),
+            "tolerance": (float, {"min": 0}),
+            "max_updates": (int, {"min": 1}),
+        },
     }
-    keys = {"densities": (List[float], FRACTION), "schedule": (str, {"choices": ("paper",)}), "start": (float, FRACTION),
-            "stop": (float, FRACTION), "trigger": (Dict[str, Any], {}), **UPDATES}
+    keys = {
+        "densities": (List[float], FRACTION),
+        "schedule": (str, {"choices": ("paper",)}),
+        "start": (float, FRACTION),
+        "stop": (float, FRACTION),
+        "trigger": (Dict[str, Any], {}),
+        **UPDATES,
+    }
 
     def check(self, step: Dict[str, Any], where: str) -> None:
         trig = check_mapping(step.get("trigger", {"type": "fixed"}), f"{where}.trigger")
         check_keys(trig, set().union(*self.TRIGGERS.values()), f"{where}.trigger")  # a misspelt key first, by name
         kind = trig.get("type", "fixed")
-        check_range(check_type(kind, str, f"{where}.trigger.type"), {"choices": tuple(self.TRIGGERS)}, f"{where}.trigger.type")
+        check_range(
+            check_type(kind, str, f"{where}.trigger.type"), {"choices": tuple(self.TRIGGERS)}, f"{where}.trigger.type"
+        )
         _section(trig, self.TRIGGERS[kind], f"{where}.trigger")
 
     def iterations(self, step, model):
@@ -156,7 +185,9 @@ class WeightPruning(Step):
         trig = step.get("trigger", {"type": "fixed"})
         plateau = None
         if trig["type"] == "plateau":
-            plateau = LossPlateau(float(trig.get("decay", 0.9998)), int(trig.get("window", 15000)), float(trig.get("tolerance", 1e-3)))
+            plateau = LossPlateau(
+                float(trig.get("decay", 0.9998)), int(trig.get("window", 15000)), float(trig.get("tolerance", 1e-3))
+            )
             updates = int(trig.get("max_updates", step.get("updates", 200)))
         else:
             updates = int(trig.get("updates", step.get("updates", 200)))
@@ -169,8 +200,14 @@ class HeadPruning(Step):
     globally) or eq. 4's l1 score (per layer)."""
 
     name = "heads"
-    keys = {"score": (str, {"choices": ("gradient", "l1")}), "remove": (int, {"min": 1}), **ITERATIONS,
-            "score_fraction": (float, FRACTION), "min_keep": (int, {"min": 0}), **UPDATES}
+    keys = {
+        "score": (str, {"choices": ("gradient", "l1")}),
+        "remove": (int, {"min": 1}),
+        **ITERATIONS,
+        "score_fraction": (float, FRACTION),
+        "min_keep": (int, {"min": 0}),
+        **UPDATES,
+    }
 
     def iterations(self, step, model):
         for _ in range(int(step.get("iterations", 1))):
@@ -185,10 +222,16 @@ class HeadPruning(Step):
         else:
             chain = ctx.chain
             train = chain.dataset("train", model, objective)
-            raw = scores.head_gradient_scores(chain.build_task(model, objective), model, chain.batches(train, float(step.get("score_fraction", 0.25))))
-            plan = scores.select_global(scores.normalize_within_layers(raw), action["remove"], min_keep_per_layer=min_keep)
+            raw = scores.head_gradient_scores(
+                chain.build_task(model, objective), model, chain.batches(train, float(step.get("score_fraction", 0.25)))
+            )
+            plan = scores.select_global(
+                scores.normalize_within_layers(raw), action["remove"], min_keep_per_layer=min_keep
+            )
         row["removed"] = {str(k): v for k, v in plan.items()}
-        return Applied(prune_heads(model, plan, allow_empty_layer=min_keep == 0), objective, int(step.get("updates", 200)))
+        return Applied(
+            prune_heads(model, plan, allow_empty_layer=min_keep == 0), objective, int(step.get("updates", 200))
+        )
 
 
 @register_step
@@ -234,15 +277,28 @@ class KnowledgeDistillation(Step):
         if head is None:
             raise PruningError("kd: the model to distil needs a cluster head (its posteriors are the targets, eq. 7)")
         n = action["layers"]
-        student_cfg = type(c).from_dict({
-            **c.to_dict(), "num_layers": n, "num_heads": [max(c.num_heads)] * n, "ffn_dims": [max(c.ffn_dims)] * n,
-            "identity_heads": [], "conv_heads": [], "mask_embedding": False, "weight_density": None, "name": f"{c.name}_kd{n}",
-        })
+        student_cfg = type(c).from_dict(
+            {
+                **c.to_dict(),
+                "num_layers": n,
+                "num_heads": [max(c.num_heads)] * n,
+                "ffn_dims": [max(c.ffn_dims)] * n,
+                "identity_heads": [],
+                "conv_heads": [],
+                "mask_embedding": False,
+                "weight_density": None,
+                "name": f"{c.name}_kd{n}",
+            }
+        )
         student = SSLModel(student_cfg)
         if isinstance(model.frontend, LogMelFrontend):  # the log-Mel normalisation statistics (buffers, not learned)
             student.frontend.load_state_dict(model.frontend.state_dict())
-        objective = {"type": "distillation", "teacher": teacher_path, "objectives": {"cluster_kl": 1.0},
-                     "loss": {"temperature": float(step.get("temperature", 1.0))}}
+        objective = {
+            "type": "distillation",
+            "teacher": teacher_path,
+            "objectives": {"cluster_kl": 1.0},
+            "loss": {"temperature": float(step.get("temperature", 1.0))},
+        }
         row["objective_after"] = objective
         return Applied(student, objective, int(step.get("updates", 200)))
 
@@ -266,8 +322,14 @@ class HeadReplacement(Step):
     """Replaces the most diagonal attention heads (eq. 9) by the identity (eq. 10) or a 1-D convolution."""
 
     name = "replace_heads"
-    keys = {"kind": (str, {"choices": ("identity", "conv")}), "remove": (int, {"min": 1}), **ITERATIONS, "kernel": (int, {"min": 1}),
-            "utterances": (int, {"min": 1}), **UPDATES}
+    keys = {
+        "kind": (str, {"choices": ("identity", "conv")}),
+        "remove": (int, {"min": 1}),
+        **ITERATIONS,
+        "kernel": (int, {"min": 1}),
+        "utterances": (int, {"min": 1}),
+        **UPDATES,
+    }
 
     def iterations(self, step, model):
         for _ in range(int(step.get("iterations", 1))):
@@ -279,10 +341,16 @@ class HeadReplacement(Step):
         if step.get("kernel"):
             model.config.head_conv_kernel = int(step["kernel"])
         chain = ctx.chain
-        per_head = diagonal.head_diagonality(model, chain.batches(chain.plain_dataset("train", model)), max_utterances=int(step.get("utterances", 100)))
-        plan = scores.select_global([-t for t in per_head], action["remove"], min_keep_per_layer=0, what="attention heads")
+        per_head = diagonal.head_diagonality(
+            model, chain.batches(chain.plain_dataset("train", model)), max_utterances=int(step.get("utterances", 100))
+        )
+        plan = scores.select_global(
+            [-t for t in per_head], action["remove"], min_keep_per_layer=0, what="attention heads"
+        )
         row["replaced"] = {str(k): v for k, v in plan.items()}
-        return Applied(replace_heads(model, plan, step.get("kind", "identity")), objective, int(step.get("updates", 200)))
+        return Applied(
+            replace_heads(model, plan, step.get("kind", "identity")), objective, int(step.get("updates", 200))
+        )
 
 
 @register_step

@@ -54,7 +54,9 @@ def _rebuild(model: SSLModel, heads: List[List[_Head]], ffn_keep: List[List[int]
     ``ffn_keep[i]`` of the old layer ``i``; the first ``len(heads)`` layers are kept."""
     old_cfg = model.config
     if old_cfg.gated_relative_position:
-        raise PruningError("WavLM's gated relative position ties its gates and buckets to every head: structured pruning is not supported for it")
+        raise PruningError(
+            "WavLM's gated relative position ties its gates and buckets to every head: structured pruning is not supported for it"
+        )
     n_layers = len(heads)
     order = {ATTN: 0, IDENTITY: 1, CONV: 2}
     heads = [sorted(hs, key=lambda h: order[h.kind]) for hs in heads]  # stable: keeps the old order in a kind
@@ -94,7 +96,9 @@ def _rebuild(model: SSLModel, heads: List[List[_Head]], ffn_keep: List[List[int]
             out[p + "attention.v_proj.weight"] = rows(old[p + "attention.v_proj.weight"], all_new).clone()
             out[p + "attention.v_proj.bias"] = rows(old[p + "attention.v_proj.bias"], all_new).clone()
             w = old[p + "attention.out_proj.weight"]
-            out[p + "attention.out_proj.weight"] = torch.cat([w[:, j * d : (j + 1) * d] for j in all_new], dim=1).clone()
+            out[p + "attention.out_proj.weight"] = torch.cat(
+                [w[:, j * d : (j + 1) * d] for j in all_new], dim=1
+            ).clone()
             out[p + "attention.out_proj.bias"] = old_bias.clone()
         else:
             out[p + "attention.out_bias"] = old_bias.clone()
@@ -161,7 +165,9 @@ def prune_heads(model: SSLModel, heads: Mapping[int, Sequence[int]], allow_empty
         current = plan[layer]
         idx = _indices(layer, idx, len(current), "heads")
         if not allow_empty_layer and len(idx) == len(current) and idx:
-            raise PruningError(f"layer {layer}: removing heads {sorted(idx)} would leave it without heads (at least one must stay)")
+            raise PruningError(
+                f"layer {layer}: removing heads {sorted(idx)} would leave it without heads (at least one must stay)"
+            )
         drop = set(idx)
         plan[layer] = [h for j, h in enumerate(current) if j not in drop]
     return _rebuild(model, plan, ffn)
@@ -195,7 +201,9 @@ def replace_heads(model: SSLModel, heads: Mapping[int, Sequence[int]], kind: str
         idx = _indices(layer, idx, len(plan[layer]), "heads")
         not_attn = [j for j in idx if j >= n_attn]
         if not_attn:
-            raise PruningError(f"layer {layer}: heads {not_attn} are not attention heads (it has {n_attn}); only those can be replaced")
+            raise PruningError(
+                f"layer {layer}: heads {not_attn} are not attention heads (it has {n_attn}); only those can be replaced"
+            )
         swap = set(idx)
         plan[layer] = [_Head(h.old, kind) if j in swap else h for j, h in enumerate(plan[layer])]
     return _rebuild(model, plan, ffn)

@@ -25,12 +25,21 @@ from s3prl_plugins.models.ssl_model import TRANSFORMER_LINEARS, SSLModel, transf
 
 #: (density reached, step) pairs, in density points: 20% steps until 80% density, 10% until 50%, 5% until
 #: 35%, 2.5% until 30%, 1% until 10%, 0.5% until 5% (Lin et al. §IV-B)
-PAPER_SCHEDULE: Tuple[Tuple[float, float], ...] = ((0.80, 0.20), (0.50, 0.10), (0.35, 0.05), (0.30, 0.025), (0.10, 0.01), (0.05, 0.005))
+PAPER_SCHEDULE: Tuple[Tuple[float, float], ...] = (
+    (0.80, 0.20),
+    (0.50, 0.10),
+    (0.35, 0.05),
+    (0.30, 0.025),
+    (0.10, 0.01),
+    (0.05, 0.005),
+)
 
 PRUNABLE = TRANSFORMER_LINEARS
 
 
-def density_schedule(start: float = 1.0, stop: float = 0.05, schedule: Sequence[Tuple[float, float]] = PAPER_SCHEDULE) -> List[float]:
+def density_schedule(
+    start: float = 1.0, stop: float = 0.05, schedule: Sequence[Tuple[float, float]] = PAPER_SCHEDULE
+) -> List[float]:
     """The target densities after each pruning step, from ``start`` down to ``stop``.
 
     >>> density_schedule(1.0, 0.5)
@@ -107,7 +116,14 @@ class WeightMasks(nn.Module):
                 "a schedule must go down (start it below the current density)"
             )
         params = prunable_parameters(model)
-        flat = torch.cat([torch.where(m, params[n].detach().abs().float(), torch.full_like(params[n], -1.0, dtype=torch.float32)).flatten().cpu() for n, m in self.items()])
+        flat = torch.cat(
+            [
+                torch.where(m, params[n].detach().abs().float(), torch.full_like(params[n], -1.0, dtype=torch.float32))
+                .flatten()
+                .cpu()
+                for n, m in self.items()
+            ]
+        )
         keep = int(round(density * flat.numel()))
         new = torch.zeros(flat.numel(), dtype=torch.bool)
         delta = float("inf")
@@ -159,7 +175,12 @@ class LossPlateau(nn.Module):
         super().__init__()
         if not 0.0 < decay < 1.0 or window < 1:
             raise ValueError("LossPlateau needs 0 < decay < 1 and window >= 1")
-        self.decay, self.window, self.tolerance, self.min_updates = decay, int(window), float(tolerance), int(min_updates)
+        self.decay, self.window, self.tolerance, self.min_updates = (
+            decay,
+            int(window),
+            float(tolerance),
+            int(min_updates),
+        )
         self.register_buffer("ema", torch.zeros((), dtype=torch.float64))
         self.register_buffer("updates", torch.zeros((), dtype=torch.long))
         self.register_buffer("history", torch.zeros(self.window + 1, dtype=torch.float64))

@@ -98,7 +98,9 @@ def check_audio_file(path: str, tail_seconds: float = 0.1) -> float:
     except AudioError:
         raise
     except Exception as e:  # noqa: BLE001 - libsndfile's errors become one message naming the file
-        raise AudioError(f"{path}: cannot decode the end of the file ({e}); it is truncated or corrupt: copy it again") from e
+        raise AudioError(
+            f"{path}: cannot decode the end of the file ({e}); it is truncated or corrupt: copy it again"
+        ) from e
     if got < tail:
         raise AudioError(
             f"{path}: truncated (the header says {frames} samples, the data ends {tail - got} samples early); copy it again"

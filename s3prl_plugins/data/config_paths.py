@@ -28,10 +28,20 @@ from s3prl_plugins.config import ConfigError
 logger = logging.getLogger(__name__)
 
 #: keys whose string values are always files or folders that must exist before the run
-PATH_KEYS = frozenset({
-    "train", "valid", "test", "train_labels", "valid_labels", "test_labels", "train_segmentation",
-    "valid_segmentation", "test_segmentation", "model_config",
-})
+PATH_KEYS = frozenset(
+    {
+        "train",
+        "valid",
+        "test",
+        "train_labels",
+        "valid_labels",
+        "test_labels",
+        "train_segmentation",
+        "valid_segmentation",
+        "test_segmentation",
+        "model_config",
+    }
+)
 #: keys whose string values are a path when they look like one (else a hub name, a preset, a URL)
 MAYBE_PATH_KEYS = frozenset({"source", "model", "teacher", "ckpt"})
 INPUT_KEYS = PATH_KEYS | MAYBE_PATH_KEYS
@@ -125,8 +135,12 @@ def check_input_paths(config: Dict[str, Any], config_file: str, command: str) ->
     """
     inputs, outputs = relative_paths(config)
     for where, value in _walk(config):
-        if (isinstance(value, str) and os.path.isabs(value) and _key_of(where) in INPUT_KEYS
-                and not os.path.exists(value)):
+        if (
+            isinstance(value, str)
+            and os.path.isabs(value)
+            and _key_of(where) in INPUT_KEYS
+            and not os.path.exists(value)
+        ):
             raise ConfigError(f"{config_file}: {_dotted(where)} = {value}: no such file or folder")
     if not inputs:
         return config
@@ -138,17 +152,25 @@ def check_input_paths(config: Dict[str, Any], config_file: str, command: str) ->
         best = max(candidates, key=lambda b: sum(os.path.exists(os.path.join(b, v)) for _, v in inputs))
         missing = [f"{_dotted(w)} = {v}" for w, v in inputs if not os.path.exists(os.path.join(best, v))]
         rel = os.path.relpath(best)
-        hint = (f"run it from {rel} (cd {rel} && {command} --config {os.path.relpath(os.path.abspath(config_file), best)}), "
-                if best != os.getcwd() else "")
+        hint = (
+            f"run it from {rel} (cd {rel} && {command} --config {os.path.relpath(os.path.abspath(config_file), best)}), "
+            if best != os.getcwd()
+            else ""
+        )
         raise ConfigError(
             f"{config_file}: its inputs are relative to the folder its recipe runs in, and no folder holds them all; "
             f"missing under {best}: {'; '.join(missing)}. Looked in the current directory and in the config's folders "
-            f"up to /. {hint}or prepare them first (the recipe's earlier stages), or give absolute paths with --set")
+            f"up to /. {hint}or prepare them first (the recipe's earlier stages), or give absolute paths with --set"
+        )
     if base == os.getcwd():
         return config
     resolved = copy.deepcopy(config)
     for where, value in inputs + outputs:
         _set(resolved, where, os.path.join(base, value))
-    logger.info("%s: its relative paths are relative to %s (not the current directory): %s", config_file, base,
-                ", ".join(f"{_dotted(w)} -> {os.path.join(base, v)}" for w, v in inputs + outputs))
+    logger.info(
+        "%s: its relative paths are relative to %s (not the current directory): %s",
+        config_file,
+        base,
+        ", ".join(f"{_dotted(w)} -> {os.path.join(base, v)}" for w, v in inputs + outputs),
+    )
     return resolved

@@ -73,7 +73,9 @@ class AudioDataset(Dataset):
         if labels is not None:
             missing = [u for u in keep if u not in labels]
             if missing:
-                logger.warning("%s: %d utterance(s) have no labels and are left out, e.g. %s", data_dir, len(missing), missing[:3])
+                logger.warning(
+                    "%s: %d utterance(s) have no labels and are left out, e.g. %s", data_dir, len(missing), missing[:3]
+                )
                 self.skipped += missing
             keep = [u for u in keep if u in labels]
         durs = self.dir.utt2dur
@@ -137,7 +139,9 @@ def collate(items: List[Dict[str, object]]) -> Dict[str, object]:
         "skipped": skipped,
     }
     if items[0]["labels"] is not None:
-        batch["labels"] = torch.nn.utils.rnn.pad_sequence([it["labels"] for it in items], batch_first=True, padding_value=-100)
+        batch["labels"] = torch.nn.utils.rnn.pad_sequence(
+            [it["labels"] for it in items], batch_first=True, padding_value=-100
+        )
     return batch
 
 
@@ -146,7 +150,16 @@ class BucketBatchSampler(Sampler[List[int]]):
     order that depends only on (seed, epoch), split across ``num_replicas`` ranks (every rank gets
     the same number of batches)."""
 
-    def __init__(self, durations: Sequence[float], batch_seconds: float, shuffle: bool = True, seed: int = 0, num_replicas: int = 1, rank: int = 0, max_batch_size: int = 1000):
+    def __init__(
+        self,
+        durations: Sequence[float],
+        batch_seconds: float,
+        shuffle: bool = True,
+        seed: int = 0,
+        num_replicas: int = 1,
+        rank: int = 0,
+        max_batch_size: int = 1000,
+    ):
         self.durations = list(durations)
         self.batch_seconds = batch_seconds
         self.shuffle = shuffle

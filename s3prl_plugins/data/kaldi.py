@@ -156,7 +156,9 @@ def combine_data_dirs(dirs: List[str], check_files: bool = True) -> DataDir:
         d = read_data_dir(path, check_files=check_files)
         for utt in d.utts:
             if utt in origin:
-                raise DataDirError(f"utterance {utt} is in both {origin[utt]} and {path}: ids must be unique to combine")
+                raise DataDirError(
+                    f"utterance {utt} is in both {origin[utt]} and {path}: ids must be unique to combine"
+                )
             origin[utt] = path
         out.wav.update(d.wav)
         out.text.update(d.text)

@@ -68,7 +68,9 @@ def write_phones(data_dir: str, lexicon: Optional[Dict[str, List[str]]] = None) 
             f.writelines(r + "\n" for r in rows)
         os.replace(path + ".tmp", path)
     if skipped:
-        logger.warning("%s: %d utterance(s) have words outside the lexicon; listed in phones.skipped", data_dir, len(skipped))
+        logger.warning(
+            "%s: %d utterance(s) have words outside the lexicon; listed in phones.skipped", data_dir, len(skipped)
+        )
     return len(lines), len(skipped)
 
 

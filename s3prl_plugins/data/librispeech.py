@@ -28,7 +28,10 @@ VALID_TEXT = re.compile(r"^[A-Z' ]+$")
 # the audio read beside the transcripts (LibriSpeech is FLAC; a WAV copy is read too, by soundfile)
 AUDIO_SUFFIXES = (".flac", ".wav")
 
-def prepare_librispeech(root: str, subset: str, out_dir: str, min_seconds: float = 0.1) -> Tuple[DataDir, List[Tuple[str, str]]]:
+
+def prepare_librispeech(
+    root: str, subset: str, out_dir: str, min_seconds: float = 0.1
+) -> Tuple[DataDir, List[Tuple[str, str]]]:
     """Write a Kaldi data dir for one LibriSpeech subset.
 
     Args:

@@ -46,7 +46,16 @@ TAIL_DB = -50.0  # word edges: first/last sample within 50 dB of the word's peak
 # (accent voice, variant): 8 accents x 2 variants, one male-ish and one female-ish.
 SPEAKER_VOICES: List[str] = [
     f"{accent}+{variant}"
-    for accent in ("en-us", "en-gb", "en-gb-scotland", "en-gb-x-rp", "en-gb-x-gbclan", "en-gb-x-gbcwmd", "en-029", "en-us-nyc")
+    for accent in (
+        "en-us",
+        "en-gb",
+        "en-gb-scotland",
+        "en-gb-x-rp",
+        "en-gb-x-gbclan",
+        "en-gb-x-gbcwmd",
+        "en-029",
+        "en-us-nyc",
+    )
     for variant in ("m3", "f2")
 ]
 
@@ -166,7 +175,9 @@ def render(utt: Utterance, config: MiniCorpusConfig) -> Tuple[np.ndarray, List[d
     words = []
     for i, word in enumerate(utt.words):
         audio, phones = synth_word(word, utt.voice, utt.rate, utt.pitch)
-        words.append({"word": word, "start": pos / SAMPLE_RATE, "end": (pos + audio.size) / SAMPLE_RATE, "phones": phones})
+        words.append(
+            {"word": word, "start": pos / SAMPLE_RATE, "end": (pos + audio.size) / SAMPLE_RATE, "phones": phones}
+        )
         pieces.append(audio)
         pos += audio.size
         gap = config.edge_silence if i == len(utt.words) - 1 else config.pause
@@ -220,15 +231,16 @@ def plan(config: MiniCorpusConfig) -> List[Utterance]:
     return utts
 
 
-def make_mini_corpus(out_dir: str, config: Optional[MiniCorpusConfig] = None, jobs: int = 2, progress: bool = True) -> Dict[str, object]:
+def make_mini_corpus(
+    out_dir: str, config: Optional[MiniCorpusConfig] = None, jobs: int = 2, progress: bool = True
+) -> Dict[str, object]:
     """Write the corpus under ``out_dir`` (see the module docstring) and return a summary.
 
     Writing goes to ``out_dir.tmp`` first and is renamed into place at the end, so an interrupted run
     leaves no half corpus behind; an existing complete corpus (``.done``) is kept.
     """
-    from tqdm import tqdm
-
     import soundfile as sf
+    from tqdm import tqdm
 
     config = config or MiniCorpusConfig()
     if not espeak_available():
@@ -258,11 +270,27 @@ def make_mini_corpus(out_dir: str, config: Optional[MiniCorpusConfig] = None, jo
         return utt, wav.size / SAMPLE_RATE, words
 
     with cf.ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
-        for utt, dur, words in tqdm(pool.map(work, utts), total=len(utts), desc="synthesising", disable=not progress, mininterval=1.0 if sys.stderr.isatty() else 15.0):
+        for utt, dur, words in tqdm(
+            pool.map(work, utts),
+            total=len(utts),
+            desc="synthesising",
+            disable=not progress,
+            mininterval=1.0 if sys.stderr.isatty() else 15.0,
+        ):
             refs[utt.split].append(
-                {"utt": utt.utt_id, "speaker": utt.speaker, "voice": utt.voice, "rate": utt.rate, "pitch": utt.pitch, "duration": dur, "words": words}
+                {
+                    "utt": utt.utt_id,
+                    "speaker": utt.speaker,
+                    "voice": utt.voice,
+                    "rate": utt.rate,
+                    "pitch": utt.pitch,
+                    "duration": dur,
+                    "words": words,
+                }
             )
-            key = os.path.join(tmp, "LibriSpeech", utt.split, utt.speaker, utt.chapter, f"{utt.speaker}-{utt.chapter}.trans.txt")
+            key = os.path.join(
+                tmp, "LibriSpeech", utt.split, utt.speaker, utt.chapter, f"{utt.speaker}-{utt.chapter}.trans.txt"
+            )
             trans.setdefault(key, []).append(f"{utt.utt_id} {' '.join(utt.words).upper()}")
             for w in words:
                 lexicon.setdefault(w["word"].upper(), set()).add(" ".join(w["phones"]))

@@ -90,7 +90,9 @@ def speech_commands_split(filename: str) -> str:
     """Speech Commands' split of a ``<hash>_nohash_<n>.wav`` file: 'validation' (SHA-1 bucket < 10 %),
     'testing' (< 20 %) or 'training' -- the rule of the dataset's README and s3prl's ``split_dataset``."""
     speaker = re.sub(r"_nohash_.*$", "", os.path.basename(filename))
-    bucket = (int(hashlib.sha1(speaker.encode("utf-8")).hexdigest(), 16) % (MAX_UTTR_PER_CLASS + 1)) * (100.0 / MAX_UTTR_PER_CLASS)
+    bucket = (int(hashlib.sha1(speaker.encode("utf-8")).hexdigest(), 16) % (MAX_UTTR_PER_CLASS + 1)) * (
+        100.0 / MAX_UTTR_PER_CLASS
+    )
     return "validation" if bucket < 10 else "testing" if bucket < 20 else "training"
 
 
@@ -184,7 +186,11 @@ def _read_speakers(corpus_dir: str) -> List[Tuple[str, str, str]]:
 
 
 def make_subsets(
-    corpus_dir: str, config: Optional[SubsetConfig] = None, kinds: Sequence[str] = ("ks", "sid"), jobs: int = 2, progress: bool = True
+    corpus_dir: str,
+    config: Optional[SubsetConfig] = None,
+    kinds: Sequence[str] = ("ks", "sid"),
+    jobs: int = 2,
+    progress: bool = True,
 ) -> Dict[str, object]:
     """Write ``<corpus_dir>/subsets`` with the ``kinds`` asked for (``ks``, ``sid``; see the module
     docstring); returns a summary. A finished one made with the same config is kept; one made with
@@ -233,7 +239,9 @@ def make_subsets(
     return summary
 
 
-def _make_ks(tmp: str, out_dir: str, speakers, config: SubsetConfig, seed: int, jobs: int, progress: bool) -> Dict[str, object]:
+def _make_ks(
+    tmp: str, out_dir: str, speakers, config: SubsetConfig, seed: int, jobs: int, progress: bool
+) -> Dict[str, object]:
     import soundfile as sf
     from tqdm import tqdm
 
@@ -245,7 +253,12 @@ def _make_ks(tmp: str, out_dir: str, speakers, config: SubsetConfig, seed: int, 
     os.makedirs(os.path.join(sc_root, "_background_noise_"))
     nrng = np.random.default_rng(seed)
     for kind in NOISES:
-        sf.write(os.path.join(sc_root, "_background_noise_", f"{kind}_noise.wav"), 0.05 * noise(kind, 10 * SAMPLE_RATE, nrng), SAMPLE_RATE, subtype="PCM_16")
+        sf.write(
+            os.path.join(sc_root, "_background_noise_", f"{kind}_noise.wav"),
+            0.05 * noise(kind, 10 * SAMPLE_RATE, nrng),
+            SAMPLE_RATE,
+            subtype="PCM_16",
+        )
 
     def rel_path(clip: _Clip) -> Tuple[str, str]:
         """(root, folder/file) of a clip in the Speech Commands layouts."""
@@ -266,7 +279,13 @@ def _make_ks(tmp: str, out_dir: str, speakers, config: SubsetConfig, seed: int, 
     final = lambda root, rel: os.path.abspath(os.path.join(out_dir, os.path.relpath(os.path.join(root, rel), tmp)))  # noqa: E731
     with cf.ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
         it = pool.map(work, clips)
-        for clip, root, rel in tqdm(it, total=len(clips), desc="keyword clips", disable=not progress, mininterval=1.0 if sys.stderr.isatty() else 15.0):
+        for clip, root, rel in tqdm(
+            it,
+            total=len(clips),
+            desc="keyword clips",
+            disable=not progress,
+            mininterval=1.0 if sys.stderr.isatty() else 15.0,
+        ):
             utt = f"{clip.speaker}-ks-{clip.label.strip('_')}-{clip.word or 'noise'}-{clip.index}"
             d = ks[clip.split]
             d.wav[utt], d.text[utt], d.utt2spk[utt], d.utt2dur[utt] = final(root, rel), clip.label, clip.speaker, 1.0
@@ -296,17 +315,23 @@ def _make_sid(tmp: str, corpus_dir: str, config: SubsetConfig, seed: int) -> Dic
             items = sorted(items, key=lambda r: r["utt"])
             random.Random(f"sid-{seed}-{spk}").shuffle(items)
             if len(items) < 3:
-                raise CorpusError(f"speaker {spk} has {len(items)} utterances; SID needs at least 3 per speaker (train, dev, test); make a larger corpus or leave SID out (--subsets ks)")
+                raise CorpusError(
+                    f"speaker {spk} has {len(items)} utterances; SID needs at least 3 per speaker (train, dev, test); make a larger corpus or leave SID out (--subsets ks)"
+                )
             n_dev, n_test = (max(1, round(frac * len(items))) for frac in config.sid_heldout)
             if n_dev + n_test >= len(items):
-                raise CorpusError(f"speaker {spk}: sid_heldout {config.sid_heldout} of {len(items)} utterances leaves none for training")
+                raise CorpusError(
+                    f"speaker {spk}: sid_heldout {config.sid_heldout} of {len(items)} utterances leaves none for training"
+                )
             parts = {"test": items[:n_test], "dev": items[n_test : n_test + n_dev], "train": items[n_test + n_dev :]}
             for part, rows in parts.items():
                 d = sid[part]
                 for r in rows:
                     u = r["utt"]
                     chapter = u.split("-")[1]
-                    d.wav[u] = os.path.abspath(os.path.join(corpus_dir, "LibriSpeech", split, spk, chapter, f"{u}.flac"))
+                    d.wav[u] = os.path.abspath(
+                        os.path.join(corpus_dir, "LibriSpeech", split, spk, chapter, f"{u}.flac")
+                    )
                     d.text[u] = " ".join(w["word"] for w in r["words"]).upper()
                     d.utt2spk[u], d.utt2dur[u] = spk, float(r["duration"])
     for part, d in sid.items():

@@ -37,7 +37,9 @@ def acoustic_features(wav: Tensor, kind: str) -> Tensor:
         d2 = torchaudio.functional.compute_deltas(d1[None])[0]
         return torch.cat([mfcc.T, d1, d2], dim=0).T
     if kind == "fbank":
-        return torchaudio.compliance.kaldi.fbank(x, num_mel_bins=40, dither=0.0, energy_floor=0.0, sample_frequency=16000.0)
+        return torchaudio.compliance.kaldi.fbank(
+            x, num_mel_bins=40, dither=0.0, energy_floor=0.0, sample_frequency=16000.0
+        )
     raise ValueError(f"feature kind must be mfcc or fbank, not {kind!r}")
 
 
@@ -71,7 +73,9 @@ def fit_kmeans(frames: np.ndarray, k: int, seed: int = 0, batch_size: int = 1000
 
     if frames.shape[0] < k:
         raise ValueError(f"{frames.shape[0]} frames cannot make {k} clusters")
-    km = MiniBatchKMeans(n_clusters=k, random_state=seed, batch_size=min(batch_size, frames.shape[0]), n_init=3, max_iter=100)
+    km = MiniBatchKMeans(
+        n_clusters=k, random_state=seed, batch_size=min(batch_size, frames.shape[0]), n_init=3, max_iter=100
+    )
     km.fit(frames)
     return km
 
@@ -108,7 +112,14 @@ def make_targets(
     km = fit_kmeans(allf, num_clusters, seed)
     os.makedirs(out_dir, exist_ok=True)
     np.save(os.path.join(out_dir, "centroids.npy"), km.cluster_centers_.astype("float32"))
-    info: Dict[str, object] = {"kind": kind, "clusters": num_clusters, "frame_step": frame_step, "layer": layer, "ckpt": ckpt, "inertia_per_frame": float(km.inertia_) / allf.shape[0]}
+    info: Dict[str, object] = {
+        "kind": kind,
+        "clusters": num_clusters,
+        "frame_step": frame_step,
+        "layer": layer,
+        "ckpt": ckpt,
+        "inertia_per_frame": float(km.inertia_) / allf.shape[0],
+    }
     for d in [train_dir, *label_dirs]:
         data = read_data_dir(d)
         labels: Dict[str, List[int]] = {}
@@ -118,7 +129,9 @@ def make_targets(
         write_labels(os.path.join(out_dir, os.path.basename(os.path.normpath(d)) + ".km"), labels)
         counts = np.bincount(np.concatenate([np.asarray(v) for v in labels.values()]), minlength=num_clusters)
         p = counts / counts.sum()
-        info[f"perplexity_{os.path.basename(os.path.normpath(d))}"] = float(np.exp(-(p[p > 0] * np.log(p[p > 0])).sum()))
+        info[f"perplexity_{os.path.basename(os.path.normpath(d))}"] = float(
+            np.exp(-(p[p > 0] * np.log(p[p > 0])).sum())
+        )
     with open(os.path.join(out_dir, "info.json"), "w") as f:
         json.dump(info, f, indent=2)
     return info

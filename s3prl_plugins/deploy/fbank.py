@@ -73,7 +73,10 @@ class ExportableFbank(nn.Module):
         if self.stack > 1:
             # frame s takes frames stack*s .. stack*s + stack - 1, an utterance's odd last frame repeated
             out_frames = torch.div(frames + self.stack - 1, self.stack, rounding_mode="floor")
-            pos = torch.arange(out_frames, device=x.device)[:, None] * self.stack + torch.arange(self.stack, device=x.device)[None, :]
+            pos = (
+                torch.arange(out_frames, device=x.device)[:, None] * self.stack
+                + torch.arange(self.stack, device=x.device)[None, :]
+            )
             pos = torch.minimum(pos.reshape(1, -1), (valid - 1).clamp(min=0)[:, None])  # (B, S * stack)
             feats = torch.gather(feats, 1, pos.unsqueeze(-1).expand(-1, -1, self.n_mels))
             feats = feats.reshape(feats.size(0), -1, self.n_mels * self.stack)

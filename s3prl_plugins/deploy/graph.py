@@ -119,6 +119,11 @@ def quantize_int8(src: str, out: str, per_channel: bool = True) -> str:
         root.setLevel(level)
         if os.path.exists(tmp):
             os.remove(tmp)
-    logger.info("int8: %d matrix multiplications quantised; %s (%.1f MB, float32 %.1f MB)", len(nodes), out,
-                os.path.getsize(out) / 1e6, os.path.getsize(src) / 1e6)
+    logger.info(
+        "int8: %d matrix multiplications quantised; %s (%.1f MB, float32 %.1f MB)",
+        len(nodes),
+        out,
+        os.path.getsize(out) / 1e6,
+        os.path.getsize(src) / 1e6,
+    )
     return out

@@ -58,9 +58,13 @@ def hf_refusals(model: SSLModel) -> List[str]:
     if any(c.identity_heads) or any(c.conv_heads):
         why.append(f"heads replaced by the identity {c.identity_heads} / a convolution {c.conv_heads}")
     if len(set(c.num_heads)) > 1 or len(set(c.ffn_dims)) > 1:
-        why.append(f"per-layer heads {c.num_heads} / FFN widths {c.ffn_dims} (transformers: one of each for all layers)")
+        why.append(
+            f"per-layer heads {c.num_heads} / FFN widths {c.ffn_dims} (transformers: one of each for all layers)"
+        )
     elif c.num_heads[0] * c.head_dim != c.embed_dim:
-        why.append(f"{c.num_heads[0]} heads x {c.head_dim} != width {c.embed_dim} (transformers derives the head size from the width)")
+        why.append(
+            f"{c.num_heads[0]} heads x {c.head_dim} != width {c.embed_dim} (transformers derives the head size from the width)"
+        )
     elif c.ffn_dims[0] == 0:
         why.append("FFNs pruned to width 0")
     if c.gated_relative_position:
@@ -128,7 +132,8 @@ def to_hf(model: SSLModel, out: str) -> str:
     why = hf_refusals(model)
     if why:
         raise ExportError(
-            "--format hf: transformers' HubertModel cannot express " + "; ".join(why)
+            "--format hf: transformers' HubertModel cannot express "
+            + "; ".join(why)
             + ". Export to ONNX instead (the default format), which takes every model"
         )
     parent = os.path.dirname(os.path.abspath(out)) or "."
@@ -140,13 +145,18 @@ def to_hf(model: SSLModel, out: str) -> str:
         state["masked_spec_embed"] = hf.masked_spec_embed.detach().clone()
     missing, unexpected = hf.load_state_dict(state, strict=False)
     if missing or unexpected:
-        raise ExportError(f"--format hf: transformers' HubertModel has keys {missing} we do not, and we have {unexpected} it does not")
+        raise ExportError(
+            f"--format hf: transformers' HubertModel has keys {missing} we do not, and we have {unexpected} it does not"
+        )
     tmp = tempfile.mkdtemp(prefix=".tmp-", dir=parent)
     try:
         hf.save_pretrained(tmp)
         Wav2Vec2FeatureExtractor(
-            feature_size=1, sampling_rate=16000, padding_value=0.0,
-            do_normalize=bool(model.config.normalize_waveform), return_attention_mask=bool(model.config.normalize_waveform),
+            feature_size=1,
+            sampling_rate=16000,
+            padding_value=0.0,
+            do_normalize=bool(model.config.normalize_waveform),
+            return_attention_mask=bool(model.config.normalize_waveform),
         ).save_pretrained(tmp)
         if os.path.isdir(out):
             shutil.rmtree(out)
@@ -154,5 +164,7 @@ def to_hf(model: SSLModel, out: str) -> str:
     finally:
         if os.path.isdir(tmp):
             shutil.rmtree(tmp)
-    logger.info("wrote %s (transformers HubertModel, %d layers, width %d)", out, model.config.num_layers, model.config.embed_dim)
+    logger.info(
+        "wrote %s (transformers HubertModel, %d layers, width %d)", out, model.config.num_layers, model.config.embed_dim
+    )
     return out

@@ -34,8 +34,13 @@ logger = logging.getLogger(__name__)
 OPSET = 17
 INPUT_NAMES = ("waveforms", "lengths")
 OUTPUT_NAMES = ("hidden_states", "output_lengths")
-METADATA_KEYS = ("s3prl_plugins.downsample_rate", "s3prl_plugins.min_samples", "s3prl_plugins.num_layers",
-                 "s3prl_plugins.dim", "s3prl_plugins.config")
+METADATA_KEYS = (
+    "s3prl_plugins.downsample_rate",
+    "s3prl_plugins.min_samples",
+    "s3prl_plugins.num_layers",
+    "s3prl_plugins.dim",
+    "s3prl_plugins.config",
+)
 
 
 def example_input(model: SSLModel, seconds: float = 1.0, batch: int = 2):
@@ -88,7 +93,9 @@ def to_onnx(model: SSLModel, out: str, output_rate: str = "auto", metadata: Opti
                     dynamo=False,
                 )
             except Exception as e:  # noqa: BLE001 - name the op and the model
-                raise ExportError(f"{model.config.name or 'model'}: torch.onnx.export failed: {type(e).__name__}: {e}") from e
+                raise ExportError(
+                    f"{model.config.name or 'model'}: torch.onnx.export failed: {type(e).__name__}: {e}"
+                ) from e
         proto = onnx.load(tmp)
         meta = {
             "s3prl_plugins.downsample_rate": str(wrapper.downsample_rate),

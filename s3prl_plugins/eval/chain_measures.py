@@ -27,20 +27,38 @@ class ProfileAndProbes:
         self.settings = dict(settings or {})
 
     def profile(self, model: SSLModel, name: str) -> Dict[str, Any]:
-        prof = profile_model(model, name=name, rtf_seconds=float(self.settings.get("rtf_seconds", 10.0)),
-                             rtf_repeats=int(self.settings.get("rtf_repeats", 3)), gpu=False)
-        return {"params_nonzero": prof.params_nonzero, "macs_per_second": prof.macs_per_second,
-                "macs_nonzero_per_second": prof.macs_nonzero_per_second, "rtf_cpu": prof.rtf_cpu}
+        prof = profile_model(
+            model,
+            name=name,
+            rtf_seconds=float(self.settings.get("rtf_seconds", 10.0)),
+            rtf_repeats=int(self.settings.get("rtf_repeats", 3)),
+            gpu=False,
+        )
+        return {
+            "params_nonzero": prof.params_nonzero,
+            "macs_per_second": prof.macs_per_second,
+            "macs_nonzero_per_second": prof.macs_nonzero_per_second,
+            "rtf_cpu": prof.rtf_cpu,
+        }
 
     def probes(self, checkpoint: str, out_dir: str) -> Dict[str, Any]:
         row: Dict[str, Any] = {}
         probe = self.settings.get("probe")
         if probe:
-            res = run_probe(checkpoint, probe["train"], probe["test"], os.path.join(out_dir, "probe"), int(probe.get("max_steps", 2000)),
-                            probe.get("valid"), int(probe.get("max_train_utts", 0)))
+            res = run_probe(
+                checkpoint,
+                probe["train"],
+                probe["test"],
+                os.path.join(out_dir, "probe"),
+                int(probe.get("max_steps", 2000)),
+                probe.get("valid"),
+                int(probe.get("max_train_utts", 0)),
+            )
             row["per"] = res["per"]
         sid = self.settings.get("sid")
         if sid:
-            res = run_utterance_probe(checkpoint, sid["train"], sid["test"], os.path.join(out_dir, "probe_sid"), "speaker", progress=False)
+            res = run_utterance_probe(
+                checkpoint, sid["train"], sid["test"], os.path.join(out_dir, "probe_sid"), "speaker", progress=False
+            )
             row["sid_accuracy"] = res["accuracy"]
         return row

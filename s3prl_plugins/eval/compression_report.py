@@ -30,7 +30,9 @@ def load_chains(dirs: Sequence[str]) -> Dict[str, Rows]:
     for d in dirs:
         path = os.path.join(d, "trajectory.json")
         if not os.path.isfile(path):
-            raise FileNotFoundError(f"{d}: no trajectory.json (run python -m s3prl_plugins.bin.compress --config ... there first)")
+            raise FileNotFoundError(
+                f"{d}: no trajectory.json (run python -m s3prl_plugins.bin.compress --config ... there first)"
+            )
         with open(path) as f:
             out[os.path.basename(os.path.normpath(d))] = json.load(f)
     return out
@@ -44,7 +46,9 @@ def relative_density(rows: Rows) -> List[Optional[float]]:
         m = r.get("method")
         if m == "weight" or (m == "none" and any(x.get("method") == "weight" for x in rows)):
             out.append(r.get("weight_density"))
-        elif m in ("heads", "replace_heads") or (m == "none" and any(x.get("method") in ("heads", "replace_heads") for x in rows)):
+        elif m in ("heads", "replace_heads") or (
+            m == "none" and any(x.get("method") in ("heads", "replace_heads") for x in rows)
+        ):
             out.append(_ratio(r.get("attention_heads"), base.get("attention_heads")))
         elif m == "ffn" or (m == "none" and any(x.get("method") == "ffn" for x in rows)):
             out.append(_ratio(r.get("ffn_units"), base.get("ffn_units")))
@@ -65,12 +69,20 @@ def plot_tradeoff(chains: Dict[str, Rows], path: str, title: str = "") -> Option
     plt = pyplot()
     colors = colors_by_name(chains)
     fig, axes = plt.subplots(1, 3, figsize=(15, 4.5))
-    panels = (("macs_nonzero_per_second", 1e6, "MACs per second of speech (M; nonzero)"), ("params_nonzero", 1e6, "parameters (M; nonzero)"), ("rtf_cpu", 1.0, "CPU real-time factor (batch 1)"))
+    panels = (
+        ("macs_nonzero_per_second", 1e6, "MACs per second of speech (M; nonzero)"),
+        ("params_nonzero", 1e6, "parameters (M; nonzero)"),
+        ("rtf_cpu", 1.0, "CPU real-time factor (batch 1)"),
+    )
     plotted = False
     for ax, (key, scale, label) in zip(axes, panels):
         for name, rows in chains.items():
             metric = _metric(rows)
-            pts = [(float(r[key]) / scale, float(r[metric]) * (100 if metric == "per" else 1)) for r in rows if r.get(key) is not None and r.get(metric) is not None]
+            pts = [
+                (float(r[key]) / scale, float(r[metric]) * (100 if metric == "per" else 1))
+                for r in rows
+                if r.get(key) is not None and r.get(metric) is not None
+            ]
             if not pts:
                 continue
             xs, ys = zip(*pts)
@@ -95,7 +107,9 @@ def plot_density(chains: Dict[str, Rows], path: str, title: str = "") -> Optiona
     colors = colors_by_name(chains)
     has_sid = any(r.get("sid_accuracy") is not None for rows in chains.values() for r in rows)
     fig, axes = plt.subplots(1, 3 if has_sid else 2, figsize=(16 if has_sid else 11, 4.5))
-    panels = [("loss", 1.0, "pre-training loss (valid)"), ("per", 100.0, "PER (%)")] + ([("sid_accuracy", 100.0, "speaker ID accuracy (%)")] if has_sid else [])
+    panels = [("loss", 1.0, "pre-training loss (valid)"), ("per", 100.0, "PER (%)")] + (
+        [("sid_accuracy", 100.0, "speaker ID accuracy (%)")] if has_sid else []
+    )
     plotted = False
     for name, rows in chains.items():
         dens = relative_density(rows)
@@ -112,7 +126,9 @@ def plot_density(chains: Dict[str, Rows], path: str, title: str = "") -> Optiona
         return None
     for ax, (_, _, lab) in zip(axes, panels):
         if not ax.lines:
-            ax.text(0.5, 0.5, "not measured in these chains", ha="center", va="center", transform=ax.transAxes, color="0.4")
+            ax.text(
+                0.5, 0.5, "not measured in these chains", ha="center", va="center", transform=ax.transAxes, color="0.4"
+            )
         ax.set_xlabel("density (weights / heads / FFN units left)")
         ax.set_ylabel(lab)
         ax.invert_xaxis()
@@ -125,7 +141,11 @@ def plot_density(chains: Dict[str, Rows], path: str, title: str = "") -> Optiona
 
 def plot_weight_density(rows: Rows, path: str, title: str = "") -> Optional[str]:
     """Fig. 8: per-layer density and per-matrix-kind density against the overall density."""
-    pts = [r for r in rows if r.get("method") in ("none", "weight") and r.get("per_layer_density") and r.get("weight_density") is not None]
+    pts = [
+        r
+        for r in rows
+        if r.get("method") in ("none", "weight") and r.get("per_layer_density") and r.get("weight_density") is not None
+    ]
     if len(pts) < 2:
         return None
     plt = pyplot()
@@ -225,7 +245,12 @@ def write_report(dirs: Sequence[str], out: str) -> Dict[str, Optional[str]]:
         "weight_density": plot_weight_density(weight, os.path.join(out, "weight_density.png")) if weight else None,
         "diagonality": plot_diagonality(chains, os.path.join(out, "diagonality.png")),
     }
-    md = "# Compression chains\n\n" + markdown_table(chains) + "\n" + "".join(f"![{k}]({os.path.basename(v)})\n" for k, v in files.items() if v)
+    md = (
+        "# Compression chains\n\n"
+        + markdown_table(chains)
+        + "\n"
+        + "".join(f"![{k}]({os.path.basename(v)})\n" for k, v in files.items() if v)
+    )
     tmp = os.path.join(out, "report.md.tmp")
     with open(tmp, "w") as fh:
         fh.write(md)

@@ -68,11 +68,15 @@ def prepare_dump(data_dir: str, out: str) -> str:
     for utt in d.utts:
         path = d.wav[utt]
         if len(path.split()) != 1 or not os.path.isfile(path):
-            raise EspnetError(f"{data_dir}/wav.scp: {utt}: {path!r} is not an audio file (ESPnet's sound reader needs files)")
+            raise EspnetError(
+                f"{data_dir}/wav.scp: {utt}: {path!r} is not an audio file (ESPnet's sound reader needs files)"
+            )
         info = sf.info(path)
         if info.samplerate != SAMPLE_RATE or info.channels != 1:
-            raise EspnetError(f"{data_dir}/wav.scp: {path} is {info.channels} ch at {info.samplerate} Hz; "
-                              f"the front-end takes mono {SAMPLE_RATE} Hz (bin/prepare_data resamples)")
+            raise EspnetError(
+                f"{data_dir}/wav.scp: {path} is {info.channels} ch at {info.samplerate} Hz; "
+                f"the front-end takes mono {SAMPLE_RATE} Hz (bin/prepare_data resamples)"
+            )
         t = d.text.get(utt, "").strip()
         if not t:
             raise EspnetError(f"{data_dir}/text: {utt} has no transcript")
@@ -99,14 +103,21 @@ def train_bpe(text_file: str, out_dir: str, vocab_size: int, model_type: str = "
     prefix = os.path.join(out_dir, "bpe")
     try:
         spm.SentencePieceTrainer.train(
-            input=corpus, vocab_size=vocab_size, model_type=model_type, model_prefix=prefix,
-            character_coverage=1.0, input_sentence_size=100000000, minloglevel=2,
+            input=corpus,
+            vocab_size=vocab_size,
+            model_type=model_type,
+            model_prefix=prefix,
+            character_coverage=1.0,
+            input_sentence_size=100000000,
+            minloglevel=2,
         )
     except RuntimeError as e:
         msg = str(e)
         if "Vocabulary size too high" in msg or "vocab_size" in msg:
-            raise EspnetError(f"{text_file}: cannot train {vocab_size} BPE units on this text ({msg.strip()}); "
-                              "choose a smaller --nbpe (ASR-5k is LibriSpeech 100 h's size)") from e
+            raise EspnetError(
+                f"{text_file}: cannot train {vocab_size} BPE units on this text ({msg.strip()}); "
+                "choose a smaller --nbpe (ASR-5k is LibriSpeech 100 h's size)"
+            ) from e
         raise
     sp = spm.SentencePieceProcessor(model_file=prefix + ".model")
     counts: collections.Counter = collections.Counter()
@@ -132,9 +143,11 @@ def check_covered(text_file: str, bpemodel: str) -> None:
                 continue
             unknown = sorted({ch for ch in parts[1] if ch != " " and unk in sp.encode(ch)})
             if unknown:
-                raise EspnetError(f"{text_file}: {parts[0]} has characters outside the token list ({' '.join(unknown)}); "
-                                  f"the BPE model {bpemodel} was trained on the training text: normalise the text "
-                                  "or train the BPE on text that has them")
+                raise EspnetError(
+                    f"{text_file}: {parts[0]} has characters outside the token list ({' '.join(unknown)}); "
+                    f"the BPE model {bpemodel} was trained on the training text: normalise the text "
+                    "or train the BPE on text that has them"
+                )
 
 
 def espnet_command(module: str, args: Sequence[str]) -> List[str]:
@@ -158,12 +171,25 @@ def run_stage(name: str, cmd: Sequence[str], work: str, timeout: Optional[float]
 
 
 def _data_args(prefix: str, dump: str) -> List[str]:
-    return [f"--{prefix}_data_path_and_name_and_type", f"{dump}/wav.scp,speech,sound",
-            f"--{prefix}_data_path_and_name_and_type", f"{dump}/text,text,text"]
+    return [
+        f"--{prefix}_data_path_and_name_and_type",
+        f"{dump}/wav.scp,speech,sound",
+        f"--{prefix}_data_path_and_name_and_type",
+        f"{dump}/text,text,text",
+    ]
 
 
 def _token_args(bpe: Dict[str, str]) -> List[str]:
-    return ["--token_type", "bpe", "--bpemodel", bpe["bpemodel"], "--token_list", bpe["token_list"], "--use_preprocessor", "true"]
+    return [
+        "--token_type",
+        "bpe",
+        "--bpemodel",
+        bpe["bpemodel"],
+        "--token_list",
+        bpe["token_list"],
+        "--use_preprocessor",
+        "true",
+    ]
 
 
 def check_config(config: str) -> dict:
@@ -176,23 +202,49 @@ def check_config(config: str) -> dict:
 
         if not name or not callable(getattr(hub, name, None)):
             ours = sorted(n for n in dir(hub) if n.endswith("_local") and ("star" in n or "hubert" in n))
-            raise EspnetError(f"{config}: frontend_conf.frontend_conf.upstream {name!r} is not an s3prl.hub entry "
-                              f"(is s3prl-plugins installed in this environment? e.g. {', '.join(ours[:6])})")
+            raise EspnetError(
+                f"{config}: frontend_conf.frontend_conf.upstream {name!r} is not an s3prl.hub entry "
+                f"(is s3prl-plugins installed in this environment? e.g. {', '.join(ours[:6])})"
+            )
     return conf
 
 
-def collect_stats(config: str, train_dump: str, valid_dump: str, bpe: Dict[str, str], work: str,
-                  extra: Sequence[str] = ()) -> str:
+def collect_stats(
+    config: str, train_dump: str, valid_dump: str, bpe: Dict[str, str], work: str, extra: Sequence[str] = ()
+) -> str:
     stats = os.path.join(work, "stats")
     one = os.path.join(stats, "logdir", "stats.1")
     shutil.rmtree(stats, ignore_errors=True)
-    run_stage("collect_stats", espnet_command("asr_train", [
-        "--collect_stats", "true", "--config", config, *_token_args(bpe),
-        *_data_args("train", train_dump), *_data_args("valid", valid_dump),
-        "--train_shape_file", f"{train_dump}/wav.scp", "--valid_shape_file", f"{valid_dump}/wav.scp",
-        "--output_dir", one, "--ngpu", "0", "--num_workers", "0", *extra,
-    ]), work)
-    run_stage("aggregate_stats", espnet_command("aggregate_stats_dirs", ["--input_dir", one, "--output_dir", stats]), work)
+    run_stage(
+        "collect_stats",
+        espnet_command(
+            "asr_train",
+            [
+                "--collect_stats",
+                "true",
+                "--config",
+                config,
+                *_token_args(bpe),
+                *_data_args("train", train_dump),
+                *_data_args("valid", valid_dump),
+                "--train_shape_file",
+                f"{train_dump}/wav.scp",
+                "--valid_shape_file",
+                f"{valid_dump}/wav.scp",
+                "--output_dir",
+                one,
+                "--ngpu",
+                "0",
+                "--num_workers",
+                "0",
+                *extra,
+            ],
+        ),
+        work,
+    )
+    run_stage(
+        "aggregate_stats", espnet_command("aggregate_stats_dirs", ["--input_dir", one, "--output_dir", stats]), work
+    )
     with open(bpe["token_list"], encoding="utf-8") as f:
         n = sum(1 for line in f if line.strip())
     for part in ("train", "valid"):
@@ -202,18 +254,51 @@ def collect_stats(config: str, train_dump: str, valid_dump: str, bpe: Dict[str, 
     return stats
 
 
-def train(config: str, train_dump: str, valid_dump: str, bpe: Dict[str, str], stats: str, work: str,
-          ngpu: int = 0, extra: Sequence[str] = ()) -> str:
+def train(
+    config: str,
+    train_dump: str,
+    valid_dump: str,
+    bpe: Dict[str, str],
+    stats: str,
+    work: str,
+    ngpu: int = 0,
+    extra: Sequence[str] = (),
+) -> str:
     exp = os.path.join(work, "asr")
-    run_stage("train", espnet_command("asr_train", [
-        "--config", config, *_token_args(bpe),
-        *_data_args("train", train_dump), *_data_args("valid", valid_dump),
-        "--train_shape_file", f"{stats}/train/speech_shape", "--train_shape_file", f"{stats}/train/text_shape.bpe",
-        "--valid_shape_file", f"{stats}/valid/speech_shape", "--valid_shape_file", f"{stats}/valid/text_shape.bpe",
-        # asr.sh's fold lengths for raw audio: 800 frames x 100 samples, and 150 tokens
-        "--fold_length", "80000", "--fold_length", "150",
-        "--resume", "true", "--output_dir", exp, "--ngpu", str(ngpu), *extra,
-    ]), work)
+    run_stage(
+        "train",
+        espnet_command(
+            "asr_train",
+            [
+                "--config",
+                config,
+                *_token_args(bpe),
+                *_data_args("train", train_dump),
+                *_data_args("valid", valid_dump),
+                "--train_shape_file",
+                f"{stats}/train/speech_shape",
+                "--train_shape_file",
+                f"{stats}/train/text_shape.bpe",
+                "--valid_shape_file",
+                f"{stats}/valid/speech_shape",
+                "--valid_shape_file",
+                f"{stats}/valid/text_shape.bpe",
+                # asr.sh's fold lengths for raw audio: 800 frames x 100 samples, and 150 tokens
+                "--fold_length",
+                "80000",
+                "--fold_length",
+                "150",
+                "--resume",
+                "true",
+                "--output_dir",
+                exp,
+                "--ngpu",
+                str(ngpu),
+                *extra,
+            ],
+        ),
+        work,
+    )
     return exp
 
 
@@ -227,12 +312,36 @@ def best_model(exp: str) -> str:
 
 def decode(exp: str, test_dump: str, work: str, name: str = "test", ngpu: int = 0, extra: Sequence[str] = ()) -> str:
     out = os.path.join(work, "decode", name)
-    run_stage(f"decode_{name}", espnet_command("asr_inference", [
-        "--asr_train_config", os.path.join(exp, "config.yaml"), "--asr_model_file", best_model(exp),
-        "--data_path_and_name_and_type", f"{test_dump}/wav.scp,speech,sound", "--key_file", f"{test_dump}/wav.scp",
-        "--output_dir", out, "--ctc_weight", "1.0", "--lm_weight", "0.0", "--beam_size", "1", "--batch_size", "1",
-        "--ngpu", str(ngpu), *extra,
-    ]), work)
+    run_stage(
+        f"decode_{name}",
+        espnet_command(
+            "asr_inference",
+            [
+                "--asr_train_config",
+                os.path.join(exp, "config.yaml"),
+                "--asr_model_file",
+                best_model(exp),
+                "--data_path_and_name_and_type",
+                f"{test_dump}/wav.scp,speech,sound",
+                "--key_file",
+                f"{test_dump}/wav.scp",
+                "--output_dir",
+                out,
+                "--ctc_weight",
+                "1.0",
+                "--lm_weight",
+                "0.0",
+                "--beam_size",
+                "1",
+                "--batch_size",
+                "1",
+                "--ngpu",
+                str(ngpu),
+                *extra,
+            ],
+        ),
+        work,
+    )
     hyp = os.path.join(out, "1best_recog", "text")
     if not os.path.isfile(hyp):
         raise EspnetError(f"asr_inference wrote no {hyp}; see {work}/log/decode_{name}.log")
@@ -246,15 +355,22 @@ def score(ref_text: str, hyp_text: str, out_json: Optional[str] = None) -> dict:
     ref, hyp = read_table(ref_text), read_table(hyp_text)
     extra = sorted(set(hyp) - set(ref))
     if extra:
-        raise EspnetError(f"{hyp_text}: {len(extra)} utterance(s) not in {ref_text} (e.g. {extra[0]}): a transcript that does not match")
+        raise EspnetError(
+            f"{hyp_text}: {len(extra)} utterance(s) not in {ref_text} (e.g. {extra[0]}): a transcript that does not match"
+        )
     utts = sorted(ref)
     refs, hyps = [ref[u] for u in utts], [hyp.get(u, "") for u in utts]
     words = jiwer.process_words(refs, hyps)
     chars = jiwer.process_characters(refs, hyps)
     result = {
-        "wer": 100.0 * words.wer, "cer": 100.0 * chars.cer, "utterances": len(utts), "missing": len(set(ref) - set(hyp)),
-        "words": sum(len(r.split()) for r in refs), "substitutions": words.substitutions,
-        "deletions": words.deletions, "insertions": words.insertions,
+        "wer": 100.0 * words.wer,
+        "cer": 100.0 * chars.cer,
+        "utterances": len(utts),
+        "missing": len(set(ref) - set(hyp)),
+        "words": sum(len(r.split()) for r in refs),
+        "substitutions": words.substitutions,
+        "deletions": words.deletions,
+        "insertions": words.insertions,
     }
     if out_json:
         _atomic_write(out_json, json.dumps(result, indent=2) + "\n")

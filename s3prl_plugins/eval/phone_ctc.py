@@ -27,6 +27,7 @@ from s3prl_plugins.nn.phone_ctc import PhoneCTC
 
 logger = logging.getLogger(__name__)
 
+
 class FeatureExtractor:
     """Frozen frame features of one waveform: (layers, frames, dim) and the frame shift in seconds.
 
@@ -41,7 +42,13 @@ class FeatureExtractor:
     ``segments``-topline model pools over (§5.3: the downstream task gets the forced alignments too).
     ``frames`` and ``seconds`` count what was extracted, for the average frame rate."""
 
-    def __init__(self, source: str = "fbank", cmvn: bool = True, pool: Optional[str] = None, segmentation: Optional[Dict[str, List[int]]] = None):
+    def __init__(
+        self,
+        source: str = "fbank",
+        cmvn: bool = True,
+        pool: Optional[str] = None,
+        segmentation: Optional[Dict[str, List[int]]] = None,
+    ):
         self.source = source
         self.cmvn = cmvn
         self.model = None
@@ -57,7 +64,11 @@ class FeatureExtractor:
         if self.onnx is not None:
             self.frame_shift = self.onnx.downsample_rate / 16000
         else:
-            self.frame_shift = 0.01 if self.model is None else (self.model.config.encoder_downsample_rate or self.model.downsample_rate) / 16000
+            self.frame_shift = (
+                0.01
+                if self.model is None
+                else (self.model.config.encoder_downsample_rate or self.model.downsample_rate) / 16000
+            )
         self.pool = None
         if pool:
             kind, _, n = str(pool).partition(":")
@@ -252,19 +263,44 @@ def train_phone_ctc(
     feats, targets = train
     example = next(iter(feats.values()))
     torch.manual_seed(seed)
-    model = PhoneCTC(example.size(2), vocab_size, num_layers_in=example.size(0), hidden=hidden, dilations=dilations, layer_norm=layer_norm, project_dim=project_dim)
+    model = PhoneCTC(
+        example.size(2),
+        vocab_size,
+        num_layers_in=example.size(0),
+        hidden=hidden,
+        dilations=dilations,
+        layer_norm=layer_norm,
+        project_dim=project_dim,
+    )
     ds = FeatureDataset(feats, targets)
     if batch_utts:
-        sampler = BucketBatchSampler([ds.duration(i) for i in range(len(ds))], float("inf"), seed=seed, max_batch_size=batch_utts)
+        sampler = BucketBatchSampler(
+            [ds.duration(i) for i in range(len(ds))], float("inf"), seed=seed, max_batch_size=batch_utts
+        )
     else:
         sampler = BucketBatchSampler([ds.duration(i) for i in range(len(ds))], batch_frames, seed=seed)
     vdata = None
     if valid is not None:
         vds = FeatureDataset(*valid)
-        vdata = (vds, BucketBatchSampler([vds.duration(i) for i in range(len(vds))], batch_frames, shuffle=False), collate_features)
+        vdata = (
+            vds,
+            BucketBatchSampler([vds.duration(i) for i in range(len(vds))], batch_frames, shuffle=False),
+            collate_features,
+        )
     cfg = TrainerConfig(
-        exp_dir=exp_dir, max_steps=max_steps, lr=lr, warmup_steps=max_steps // 20, schedule=schedule, betas=betas, eps=eps, grad_accum=grad_accum,
-        log_every=50, valid_every=max(max_steps // 3, 1), save_every=max(max_steps // 3, 1), clip_norm=clip_norm, seed=seed,
+        exp_dir=exp_dir,
+        max_steps=max_steps,
+        lr=lr,
+        warmup_steps=max_steps // 20,
+        schedule=schedule,
+        betas=betas,
+        eps=eps,
+        grad_accum=grad_accum,
+        log_every=50,
+        valid_every=max(max_steps // 3, 1),
+        save_every=max(max_steps // 3, 1),
+        clip_norm=clip_norm,
+        seed=seed,
     )
     Trainer(cfg, CTCTask(model, reduction), (ds, sampler, collate_features), vdata).train()
     return model.eval()
@@ -277,13 +313,35 @@ PROBES = {
     # layer norm, a 256-d projection, torch's Adam (1e-2, betas 0.9/0.999, eps 1e-8) with linear warm-up (5%)
     # and decay, clipping at 1, CTC's per-utterance mean, batches of 16 similar-length utterances x 2
     # accumulated, and an <eos> label ending every target (s3prl's word tokenizer)
-    "superb": dict(dilations=(), lr=1e-2, layer_norm=False, project_dim=256, schedule="linear", clip_norm=1.0, reduction="mean",
-                   betas=(0.9, 0.999), eps=1e-8, batch_utts=16, grad_accum=2, eos=True),
+    "superb": dict(
+        dilations=(),
+        lr=1e-2,
+        layer_norm=False,
+        project_dim=256,
+        schedule="linear",
+        clip_norm=1.0,
+        reduction="mean",
+        betas=(0.9, 0.999),
+        eps=1e-8,
+        batch_utts=16,
+        grad_accum=2,
+        eos=True,
+    ),
 }
 
 
-def run_probe(features: str, train_dir: str, test_dir: str, out: str, max_steps: int = 5000, valid_dir: str = None, max_train_utts: int = 0, probe: str = "linear",
-              pool: str = None, segmentation=None) -> dict:
+def run_probe(
+    features: str,
+    train_dir: str,
+    test_dir: str,
+    out: str,
+    max_steps: int = 5000,
+    valid_dir: str = None,
+    max_train_utts: int = 0,
+    probe: str = "linear",
+    pool: str = None,
+    segmentation=None,
+) -> dict:
     """Train the probe on ``train_dir`` (its first ``max_train_utts`` utterances with phones, in a
     seeded random order, when given: features of a large corpus are kept in memory) and score ``test_dir``.
 
@@ -304,7 +362,11 @@ def run_probe(features: str, train_dir: str, test_dir: str, out: str, max_steps:
     eos = [len(vocab)] if settings.pop("eos", False) else []
 
     def targets(phones):
-        return {u: vocab.encode([p for w in ws for p in w]) + eos for u, ws in phones.items() if all(p in vocab.index for w in ws for p in w)}
+        return {
+            u: vocab.encode([p for w in ws for p in w]) + eos
+            for u, ws in phones.items()
+            if all(p in vocab.index for w in ws for p in w)
+        }
 
     seg = None
     if segmentation:
@@ -318,13 +380,31 @@ def run_probe(features: str, train_dir: str, test_dir: str, out: str, max_steps:
     valid = None
     if valid_dir:
         valid = (extract_features(ex, valid_dir)[0], targets(read_phones(os.path.join(valid_dir, "phones"))))
-    model = train_phone_ctc((feats, targets(train_phones)), valid, len(vocab) + len(eos), os.path.join(out, "model"), max_steps=max_steps, **settings)
+    model = train_phone_ctc(
+        (feats, targets(train_phones)),
+        valid,
+        len(vocab) + len(eos),
+        os.path.join(out, "model"),
+        max_steps=max_steps,
+        **settings,
+    )
     ex.frames, ex.seconds = 0, 0.0  # the frame rate of the test set
     test_feats, _ = extract_features(ex, test_dir)
-    per = phone_error_rate(model, FeatureDataset(test_feats, targets(read_phones(os.path.join(test_dir, "phones")))), drop=eos)
-    result = {"features": features, "frame_shift": shift, "test": test_dir, "per": per, "steps": max_steps, "train_utts": len(feats), "probe": probe,
-              "pool": pool, "frame_rate_hz": round(ex.frame_rate, 3),
-              "layer_weights": [round(w, 4) for w in torch.softmax(model.layer_weights.detach(), 0).tolist()]}
+    per = phone_error_rate(
+        model, FeatureDataset(test_feats, targets(read_phones(os.path.join(test_dir, "phones")))), drop=eos
+    )
+    result = {
+        "features": features,
+        "frame_shift": shift,
+        "test": test_dir,
+        "per": per,
+        "steps": max_steps,
+        "train_utts": len(feats),
+        "probe": probe,
+        "pool": pool,
+        "frame_rate_hz": round(ex.frame_rate, 3),
+        "layer_weights": [round(w, 4) for w in torch.softmax(model.layer_weights.detach(), 0).tolist()],
+    }
     os.makedirs(out, exist_ok=True)
     with open(os.path.join(out, "result.json"), "w") as f:
         json.dump(result, f, indent=2)

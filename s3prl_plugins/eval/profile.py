@@ -131,7 +131,11 @@ def ssl_macs(model: SSLModel, num_samples: int, frames_per_segment: Optional[flo
                 stride = model.config.subsampling_stride or 1
                 if sub is not None:
                     feats = sub(feats, torch.tensor([frames], device="meta")).x
-                return {"macs": count_macs(lambda: meta.encode(meta.project(feats)[0])), "macs_frontend": 0, "encoder_frames": -(-frames // stride)}
+                return {
+                    "macs": count_macs(lambda: meta.encode(meta.project(feats)[0])),
+                    "macs_frontend": 0,
+                    "encoder_frames": -(-frames // stride),
+                }
         rate = float(frames_per_segment or sub.stride)
         segments = max(1, math.ceil(frames / rate))
         dim = model.config.frontend_dim
@@ -144,7 +148,9 @@ def ssl_macs(model: SSLModel, num_samples: int, frames_per_segment: Optional[flo
         return {"macs": macs, "macs_frontend": macs_fe, "encoder_frames": segments}
 
 
-def _rtf(run: Callable[[torch.Tensor], object], seconds: float, device: str, repeats: int = 5, warmup: int = 2) -> float:
+def _rtf(
+    run: Callable[[torch.Tensor], object], seconds: float, device: str, repeats: int = 5, warmup: int = 2
+) -> float:
     wav = torch.randn(1, int(seconds * SAMPLE_RATE), device=device) * 0.1
     times = []
     with torch.inference_mode():
@@ -204,7 +210,9 @@ def profile_model(
         sub = model.subsampler
         if sub is not None and sub.kind == "segments":  # the topline needs segments: the nominal ones
             stride = max(1, int(round(float(sub.stride))))
-            run_cpu = lambda w: model(w, segment_ids=torch.arange(w.size(1) // model.downsample_rate + 1, device=w.device)[None] // stride)  # noqa: E731
+            run_cpu = lambda w: model(
+                w, segment_ids=torch.arange(w.size(1) // model.downsample_rate + 1, device=w.device)[None] // stride
+            )  # noqa: E731
     else:
         run_cpu = lambda w: model([w[0]])  # noqa: E731
     rtf_cpu = _rtf(run_cpu, rtf_seconds, "cpu", rtf_repeats)
@@ -219,7 +227,9 @@ def profile_model(
     sparse: Dict[str, object] = {}
     if ours:
         saved = zero_weight_macs_per_frame(model) * encoder_frames
-        nonzero = sum(int((p != 0).sum()) for n, p in model.named_parameters() if not (n.startswith("head.") or n == "mask_emb"))
+        nonzero = sum(
+            int((p != 0).sum()) for n, p in model.named_parameters() if not (n.startswith("head.") or n == "mask_emb")
+        )
         sparse = {"params_nonzero": nonzero, "macs_nonzero_per_second": (macs - saved) / seconds}
     return Profile(
         name=name,
@@ -294,5 +304,3 @@ def durations_from_wav_list(path: str) -> List[float]:
     if not out:
         raise ValueError(f"{path}: no audio files listed")
     return out
-
-

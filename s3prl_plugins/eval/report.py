@@ -22,7 +22,9 @@ from typing import Dict, List, Optional, Sequence, Tuple
 logger = logging.getLogger(__name__)
 
 
-def model_summary(source: str, seconds: float = 10.0, frame_rate_hz: Optional[float] = None, rtf: bool = True) -> Dict[str, object]:
+def model_summary(
+    source: str, seconds: float = 10.0, frame_rate_hz: Optional[float] = None, rtf: bool = True
+) -> Dict[str, object]:
     """Parameters (without pre-training heads), MACs and MACs-C (without the CNN) per second of speech,
     and the encoder's frame rate of a model. A variable-rate model (CIF, given segments) is counted at
     ``frame_rate_hz`` (measured by its probe) when given, else at its config's nominal rate."""
@@ -78,9 +80,14 @@ def _overall_cell(r: Dict[str, object], key: str, fmt: str) -> Optional[str]:
     return f"{format(r[f'superb_partial_{key}'], fmt)} (mean of {len(names)}/{total}: {', '.join(names)})"  # type: ignore[arg-type]
 
 
-def build_report(models: Dict[str, str], probes: Dict[str, str], utt_probes: Optional[Dict[str, Dict[str, str]]] = None,
-                 superb: Optional[Dict[str, str]] = None, asr5k: Optional[Dict[str, str]] = None,
-                 rtf: bool = True) -> Dict[str, Dict[str, object]]:
+def build_report(
+    models: Dict[str, str],
+    probes: Dict[str, str],
+    utt_probes: Optional[Dict[str, Dict[str, str]]] = None,
+    superb: Optional[Dict[str, str]] = None,
+    asr5k: Optional[Dict[str, str]] = None,
+    rtf: bool = True,
+) -> Dict[str, Dict[str, object]]:
     """``probes``: model -> PER result.json; ``utt_probes``: task -> model -> accuracy result.json
     (entries ``<task>_acc``; None where the file is missing); ``superb``: model -> what :func:`superb_metrics`
     reads (entries ``superb`` and the scores); ``asr5k``: model -> ``bin/espnet_asr``'s result.json."""
@@ -115,19 +122,30 @@ def build_report(models: Dict[str, str], probes: Dict[str, str], utt_probes: Opt
     for name, path in (superb or {}).items():
         metrics, _, in_units = read_results([path])
         scores = superb_scores(metrics, path, in_units=in_units)
-        entry = {"superb": scores.metrics, "superb_missing": list(scores.missing), "superb_tasks": list(scores.task_scores)}
+        entry = {
+            "superb": scores.metrics,
+            "superb_missing": list(scores.missing),
+            "superb_tasks": list(scores.task_scores),
+        }
         if scores.complete:  # Overall and General. are defined over all tasks
             entry.update({"superb_overall": scores.overall, "superb_generalizability": scores.generalizability})
         else:
-            entry.update({"superb_partial": scores.scope, "superb_partial_overall": scores.overall,
-                          "superb_partial_generalizability": scores.generalizability})
+            entry.update(
+                {
+                    "superb_partial": scores.scope,
+                    "superb_partial_overall": scores.overall,
+                    "superb_partial_generalizability": scores.generalizability,
+                }
+            )
         report.setdefault(name, {}).update(entry)
     for name, path in (asr5k or {}).items():
         with open(path, encoding="utf-8") as f:
             res = json.load(f)
         tests = res["test"]
         first = next(iter(tests))
-        report.setdefault(name, {}).update({"asr5k_wer": tests[first]["wer"], "asr5k_test": first, "asr5k_nbpe": res.get("nbpe")})
+        report.setdefault(name, {}).update(
+            {"asr5k_wer": tests[first]["wer"], "asr5k_test": first, "asr5k_nbpe": res.get("nbpe")}
+        )
     return report
 
 
@@ -138,14 +156,22 @@ def format_report(report: Dict[str, Dict[str, object]]) -> str:
         return f"{100 * v:.1f}%" if v is not None else "-"
 
     width = max([18] + [len(n) for n in report])
-    superb_keys = [k for k in ("PR", "ASR", "KS", "QbE", "SID", "ASV", "SD", "IC", "SF-F1", "SF-CER", "ER")
-                   if any(k in (r.get("superb") or {}) for r in report.values())]
+    superb_keys = [
+        k
+        for k in ("PR", "ASR", "KS", "QbE", "SID", "ASV", "SD", "IC", "SF-F1", "SF-CER", "ER")
+        if any(k in (r.get("superb") or {}) for r in report.values())
+    ]
     has_asr5k = any(r.get("asr5k_wer") is not None for r in report.values())
     has_rtf = any(r.get("rtf_cpu") is not None for r in report.values())
-    head = (f"{'model':<{width}} {'params':>12} {'GMACs/s':>9} {'GMACs-C/s':>10} {'rate Hz':>8}" + (f" {'RTF':>7}" if has_rtf else "")
-            + f" {'probe PER':>10}" + "".join(f" {t.upper() + ' acc':>8}" for t in tasks)
-            + "".join(f" {'S-' + k:>8}" for k in superb_keys) + (f" {'Overall':>8}" if superb_keys else "")
-            + (f" {'ASR-5k':>7}" if has_asr5k else ""))
+    head = (
+        f"{'model':<{width}} {'params':>12} {'GMACs/s':>9} {'GMACs-C/s':>10} {'rate Hz':>8}"
+        + (f" {'RTF':>7}" if has_rtf else "")
+        + f" {'probe PER':>10}"
+        + "".join(f" {t.upper() + ' acc':>8}" for t in tasks)
+        + "".join(f" {'S-' + k:>8}" for k in superb_keys)
+        + (f" {'Overall':>8}" if superb_keys else "")
+        + (f" {'ASR-5k':>7}" if has_asr5k else "")
+    )
     rows = [head + "  source"]
     for name, r in report.items():
         params = f"{r['params']:,}" if "params" in r else "-"
@@ -159,7 +185,9 @@ def format_report(report: Dict[str, Dict[str, object]]) -> str:
             sups += f" {_overall_cell(r, 'overall', '.2f') or '-':>8}"
         rtf_s = (f" {r['rtf_cpu']:>7.4f}" if r.get("rtf_cpu") is not None else f" {'-':>7}") if has_rtf else ""
         asr = (f" {r['asr5k_wer']:>6.1f}%" if r.get("asr5k_wer") is not None else f" {'-':>7}") if has_asr5k else ""
-        rows.append(f"{name:<{width}} {params:>12} {macs:>9} {macs_c:>10} {rate:>8}{rtf_s} {pct(r.get('probe_per')):>10}{accs}{sups}{asr}  {r.get('source', '')}")  # type: ignore[arg-type]
+        rows.append(
+            f"{name:<{width}} {params:>12} {macs:>9} {macs_c:>10} {rate:>8}{rtf_s} {pct(r.get('probe_per')):>10}{accs}{sups}{asr}  {r.get('source', '')}"
+        )  # type: ignore[arg-type]
     return "\n".join(rows)
 
 
@@ -190,7 +218,10 @@ def plot_rate_tradeoff(report: Dict[str, Dict[str, object]], path: str, title: s
     if len(pts) < 2:
         return None
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
-    for ax, key, label in ((axes[0], "frame_rate_hz", "average frame rate of the encoder (Hz)"), (axes[1], "gmacs_c_per_second", "GMACs-C per second of speech (without the CNN)")):
+    for ax, key, label in (
+        (axes[0], "frame_rate_hz", "average frame rate of the encoder (Hz)"),
+        (axes[1], "gmacs_c_per_second", "GMACs-C per second of speech (without the CNN)"),
+    ):
         _scatter_labelled(ax, [(n, float(r[key]), 100 * float(r["probe_per"])) for n, r in pts], colors_by_name(report))
         ax.set_xlabel(label)
         ax.set_ylabel("phone error rate, linear probe (%)")
@@ -198,8 +229,6 @@ def plot_rate_tradeoff(report: Dict[str, Dict[str, object]], path: str, title: s
     fig.suptitle(title or "phone error vs frame rate and compute")
     fig.tight_layout()
     return save_png(fig, path)
-
-
 
 
 #: report entry -> (axis label, scale to %, lower is better)
@@ -230,8 +259,12 @@ def plot_tradeoff(report: Dict[str, Dict[str, object]], path: str, title: str = 
     fig, axes = plt.subplots(len(keys), 2, figsize=(11, 3.6 * len(keys)), squeeze=False)
     for row, key in enumerate(keys):
         pts = _metric_points(report, key)
-        for col, (x_key, x_label, x_scale) in enumerate((("gmacs_per_second", "GMACs per second of speech", 1.0),
-                                                         ("params", "parameters (millions, without heads)", 1e-6))):
+        for col, (x_key, x_label, x_scale) in enumerate(
+            (
+                ("gmacs_per_second", "GMACs per second of speech", 1.0),
+                ("params", "parameters (millions, without heads)", 1e-6),
+            )
+        ):
             ax = axes[row][col]
             _scatter_labelled(ax, [(n, float(r[x_key]) * x_scale, y) for n, r, y in pts], colors)
             ax.set_xlabel(x_label)
@@ -261,7 +294,9 @@ def loss_curves(logdir: str) -> Dict[str, List[Tuple[int, float]]]:
     return {tag: sorted(v.items()) for tag, v in out.items()}
 
 
-def plot_loss_curves(curves: Dict[str, Dict[str, List[Tuple[int, float]]]], path: str, title: str = "") -> Optional[str]:
+def plot_loss_curves(
+    curves: Dict[str, Dict[str, List[Tuple[int, float]]]], path: str, title: str = ""
+) -> Optional[str]:
     """One panel per model: its loss series against the training step."""
     from s3prl_plugins.eval.plots import pyplot, save_png
 
@@ -280,30 +315,47 @@ def plot_loss_curves(curves: Dict[str, Dict[str, List[Tuple[int, float]]]], path
         ax.set_ylabel("loss")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
-    for ax in [a for r in axes for a in r][len(curves):]:
+    for ax in [a for r in axes for a in r][len(curves) :]:
         ax.axis("off")
     fig.suptitle(title or "training losses (TensorBoard)")
     fig.tight_layout()
     return save_png(fig, path)
 
 
-def write_markdown(report: Dict[str, Dict[str, object]], path: str, title: str = "Report",
-                   plots: Optional[Dict[str, str]] = None, notes: Sequence[str] = ()) -> str:
+def write_markdown(
+    report: Dict[str, Dict[str, object]],
+    path: str,
+    title: str = "Report",
+    plots: Optional[Dict[str, str]] = None,
+    notes: Sequence[str] = (),
+) -> str:
     """The comparison table (one row per model) and the plots, as Markdown; written atomically."""
+
     def cell(v, fmt):
         return "-" if v is None else format(v, fmt)
 
-    superb_keys = [k for k in ("PR", "ASR", "KS", "QbE", "SID", "ASV", "SD", "IC", "SF-F1", "SF-CER", "ER")
-                   if any(k in (r.get("superb") or {}) for r in report.values())]
+    superb_keys = [
+        k
+        for k in ("PR", "ASR", "KS", "QbE", "SID", "ASV", "SD", "IC", "SF-F1", "SF-CER", "ER")
+        if any(k in (r.get("superb") or {}) for r in report.values())
+    ]
     tasks = sorted({k[: -len("_acc")] for r in report.values() for k in r if k.endswith("_acc")})
     head = ["model", "params (M)", "GMACs/s", "GMACs-C/s", "rate (Hz)", "RTF (CPU)", "probe PER %"]
     head += [f"{t.upper()} acc %" for t in tasks] + [f"SUPERB {k}" for k in superb_keys]
-    head += (["Overall", "General."] if superb_keys else []) + (["ASR-5k WER %"] if any(r.get("asr5k_wer") is not None for r in report.values()) else [])
+    head += (["Overall", "General."] if superb_keys else []) + (
+        ["ASR-5k WER %"] if any(r.get("asr5k_wer") is not None for r in report.values()) else []
+    )
     lines = [f"# {title}", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for name, r in report.items():
-        row = [name, cell(None if r.get("params") is None else r["params"] / 1e6, ".3f"), cell(r.get("gmacs_per_second"), ".3f"),
-               cell(r.get("gmacs_c_per_second"), ".3f"), cell(r.get("frame_rate_hz"), ".1f"), cell(r.get("rtf_cpu"), ".4f"),
-               cell(None if r.get("probe_per") is None else 100 * r["probe_per"], ".1f")]
+        row = [
+            name,
+            cell(None if r.get("params") is None else r["params"] / 1e6, ".3f"),
+            cell(r.get("gmacs_per_second"), ".3f"),
+            cell(r.get("gmacs_c_per_second"), ".3f"),
+            cell(r.get("frame_rate_hz"), ".1f"),
+            cell(r.get("rtf_cpu"), ".4f"),
+            cell(None if r.get("probe_per") is None else 100 * r["probe_per"], ".1f"),
+        ]
         row += [cell(None if r.get(f"{t}_acc") is None else 100 * r[f"{t}_acc"], ".1f") for t in tasks]
         sup = r.get("superb") or {}
         row += [cell(sup.get(k), ".2f") for k in superb_keys]
@@ -312,10 +364,13 @@ def write_markdown(report: Dict[str, Dict[str, object]], path: str, title: str =
         if "ASR-5k WER %" in head:
             row += [cell(r.get("asr5k_wer"), ".1f")]
         lines.append("| " + " | ".join(row) + " |")
-    lines += ["", "Params without pre-training heads; MACs per second of speech (GMACs-C: without the CNN front-end); "
-              "RTF: seconds of compute per second of audio, 10 s utterance, batch 1. Probe: this package's in-process "
-              "probes; SUPERB: s3prl's own runner (`bin/run_downstream`), Overall/General. over all 11 metrics / 10 tasks, "
-              "or the partial mean of the tasks named in the cell (missing ones are listed in report.json); ASR-5k: ESPnet (`bin/espnet_asr`)."]
+    lines += [
+        "",
+        "Params without pre-training heads; MACs per second of speech (GMACs-C: without the CNN front-end); "
+        "RTF: seconds of compute per second of audio, 10 s utterance, batch 1. Probe: this package's in-process "
+        "probes; SUPERB: s3prl's own runner (`bin/run_downstream`), Overall/General. over all 11 metrics / 10 tasks, "
+        "or the partial mean of the tasks named in the cell (missing ones are listed in report.json); ASR-5k: ESPnet (`bin/espnet_asr`).",
+    ]
     lines += [""] + [f"- {n}" for n in notes] if notes else []
     base = os.path.dirname(os.path.abspath(path))
     for caption, png in (plots or {}).items():

@@ -93,7 +93,9 @@ class DistributedSamplerWrapper:
         import torch.distributed as dist
 
         self.sampler = sampler
-        self.num_replicas = num_replicas if num_replicas is not None else (dist.get_world_size() if dist.is_initialized() else 1)
+        self.num_replicas = (
+            num_replicas if num_replicas is not None else (dist.get_world_size() if dist.is_initialized() else 1)
+        )
         self.rank = rank if rank is not None else (dist.get_rank() if dist.is_initialized() else 0)
         self.shuffle = shuffle
         self.epoch = 0
@@ -127,6 +129,7 @@ def _install_catalyst_standin() -> bool:
     """Make ``from catalyst.data.sampler import DistributedSamplerWrapper`` work; True if the stand-in was used."""
     try:
         from catalyst.data.sampler import DistributedSamplerWrapper as _  # noqa: F401
+
         return False
     except Exception:  # noqa: BLE001 - any failure of the real package (ImportError, AttributeError...)
         for name in [m for m in sys.modules if m == "catalyst" or m.startswith("catalyst.")]:
@@ -159,7 +162,9 @@ def voxceleb_cache_dir(expdir: str, file_path: str, meta_data: str) -> str:
         with open(meta_data, "rb") as f:
             h.update(f.read())
     except OSError as e:
-        raise RunnerError(f"SID split file {meta_data} cannot be read ({e}); set downstream_expert.datarc.meta_data") from e
+        raise RunnerError(
+            f"SID split file {meta_data} cannot be read ({e}); set downstream_expert.datarc.meta_data"
+        ) from e
     return os.path.join(expdir, ".superb_cache", h.hexdigest()[:16]) + os.sep
 
 
@@ -289,10 +294,18 @@ def superb_metric(downstream: str, printed: Dict[str, float]) -> Dict[str, float
 
 def _check_resume(argv: Sequence[str], past: dict, ckpt_path: str) -> None:
     old = past.get("Args")
-    for flags, field in ((("-u", "--upstream"), "upstream"), (("-k", "--upstream_ckpt"), "upstream_ckpt"), (("-d", "--downstream"), "downstream")):
+    for flags, field in (
+        (("-u", "--upstream"), "upstream"),
+        (("-k", "--upstream_ckpt"), "upstream_ckpt"),
+        (("-d", "--downstream"), "downstream"),
+    ):
         given = _given(argv, *flags)
         had = getattr(old, field, None)
-        same = given is None or given == had or (field == "upstream_ckpt" and had and os.path.abspath(given) == os.path.abspath(had))
+        same = (
+            given is None
+            or given == had
+            or (field == "upstream_ckpt" and had and os.path.abspath(given) == os.path.abspath(had))
+        )
         if not same:
             raise RunnerError(
                 f"{ckpt_path} was trained with {flags[0]} {had}, not {given}: -e restores the experiment's upstream "
@@ -314,22 +327,33 @@ def _hooks(argv: Sequence[str], rd_module, runner_cls):
             past = torch.load(args.init_ckpt, map_location="cpu", weights_only=True)  # Namespace allow-listed above
             _check_resume(argv, past, args.init_ckpt)
             ckpt = args.upstream_ckpt
-            if ckpt and not os.path.isabs(ckpt) and not os.path.exists(ckpt) and _given(argv, "-k", "--upstream_ckpt") is None:
-                raise RunnerError(f"{args.init_ckpt} was trained with the relative -k {ckpt} (stored as given by "
-                                  f"older versions), which is not at {os.path.abspath(ckpt)}: run -m evaluate from the "
-                                  "folder training ran in")
+            if (
+                ckpt
+                and not os.path.isabs(ckpt)
+                and not os.path.exists(ckpt)
+                and _given(argv, "-k", "--upstream_ckpt") is None
+            ):
+                raise RunnerError(
+                    f"{args.init_ckpt} was trained with the relative -k {ckpt} (stored as given by "
+                    f"older versions), which is not at {os.path.abspath(ckpt)}: run -m evaluate from the "
+                    "folder training ran in"
+                )
         datarc_ = config.get("downstream_expert", {}).get("datarc", {})
         if args.mode == "evaluate" and args.downstream == "asr" and args.evaluate_split not in datarc_:
             splits = [k for k, v in datarc_.items() if isinstance(v, list) and k != "train"]
-            raise RunnerError(f"-t {args.evaluate_split}: the asr config has no such split; its evaluation splits are "
-                              f"{', '.join(splits)} (e.g. -t test-clean)")
+            raise RunnerError(
+                f"-t {args.evaluate_split}: the asr config has no such split; its evaluation splits are "
+                f"{', '.join(splits)} (e.g. -t test-clean)"
+            )
         if args.downstream == "ctc":
             _keep_ctc_num_workers()
         if args.downstream == "voxceleb1":
             datarc = config.get("downstream_expert", {}).get("datarc", {})
             from s3prl.downstream.voxceleb1 import dataset as vox
 
-            use_voxceleb_cache(vox, voxceleb_cache_dir(args.expdir, datarc.get("file_path", ""), datarc.get("meta_data", "")))
+            use_voxceleb_cache(
+                vox, voxceleb_cache_dir(args.expdir, datarc.get("file_path", ""), datarc.get("meta_data", ""))
+            )
         return args, config, backup
 
     def load_weight(self, model, name):
@@ -360,11 +384,15 @@ def import_s3prl(s3prl_root: Optional[str] = None):
         if os.path.isdir(os.path.join(root, "s3prl", "s3prl")):
             root = os.path.join(root, "s3prl")  # given the checkout itself, not its package's parent
         if not os.path.isfile(os.path.join(root, "s3prl", "run_downstream.py")):
-            raise RunnerError(f"--s3prl-root {s3prl_root}: no s3prl/run_downstream.py under it; give the s3prl git checkout")
+            raise RunnerError(
+                f"--s3prl-root {s3prl_root}: no s3prl/run_downstream.py under it; give the s3prl git checkout"
+            )
         loaded = sys.modules.get("s3prl")
         if loaded is not None and not os.path.abspath(loaded.__file__).startswith(root + os.sep):
-            raise RunnerError(f"s3prl was already imported from {os.path.dirname(loaded.__file__)} in this process; "
-                              "run `python -m s3prl_plugins.bin.run_downstream --s3prl-root ...` in a fresh process")
+            raise RunnerError(
+                f"s3prl was already imported from {os.path.dirname(loaded.__file__)} in this process; "
+                "run `python -m s3prl_plugins.bin.run_downstream --s3prl-root ...` in a fresh process"
+            )
         sys.path.insert(0, root)
     import s3prl
 
@@ -411,8 +439,10 @@ def resolve_s3prl_root(given: Optional[str], past: Optional[str]) -> Tuple[Optio
         stored = read_run_file(_expdir_of_past(past)).get("s3prl_root")
         if stored:
             if not os.path.isdir(stored):
-                raise RunnerError(f"{os.path.join(_expdir_of_past(past), RUN_FILE)}: the experiment was trained with "
-                                  f"--s3prl-root {stored}, which is gone; give --s3prl-root with the checkout's new place")
+                raise RunnerError(
+                    f"{os.path.join(_expdir_of_past(past), RUN_FILE)}: the experiment was trained with "
+                    f"--s3prl-root {stored}, which is gone; give --s3prl-root with the checkout's new place"
+                )
             return stored, os.path.join(_expdir_of_past(past), RUN_FILE)
     return None, ""
 
@@ -423,7 +453,10 @@ def _past_checkpoint(past: str) -> Optional[dict]:
     (read once per process: the split check and the downstream look-up share it; treat it as read-only)."""
     ckpt = past
     if os.path.isdir(past):
-        found = sorted(glob.glob(os.path.join(past, "states-*.ckpt")), key=lambda p: int(re.sub(r"\D", "", os.path.basename(p)) or 0))
+        found = sorted(
+            glob.glob(os.path.join(past, "states-*.ckpt")),
+            key=lambda p: int(re.sub(r"\D", "", os.path.basename(p)) or 0),
+        )
         if not found:
             return None
         ckpt = found[-1]
@@ -448,8 +481,10 @@ def check_split(argv: Sequence[str], past: str) -> None:
     datarc = ((ckpt.get("Config") or {}).get("downstream_expert") or {}).get("datarc") or {}
     if datarc and split not in datarc:
         splits = [k for k, v in datarc.items() if isinstance(v, list) and k != "train"]
-        raise RunnerError(f"-t {split}: the asr config has no such split; its evaluation splits are "
-                          f"{', '.join(splits)} (e.g. -t test-clean)")
+        raise RunnerError(
+            f"-t {split}: the asr config has no such split; its evaluation splits are "
+            f"{', '.join(splits)} (e.g. -t test-clean)"
+        )
 
 
 def _downstream_of(argv: Sequence[str], past: Optional[str]) -> Optional[str]:
@@ -471,13 +506,19 @@ def check_checkout(downstream: Optional[str], s3prl_root: Optional[str], source:
     pkg = _package_dir(s3prl_root)
     if pkg and os.path.isfile(os.path.join(pkg, need)):
         return
-    fix = ("`git clone https://github.com/s3prl/s3prl ~/s3prl`, then give `--s3prl-root ~/s3prl` (or set "
-           "S3PRL_ROOT=~/s3prl); -m evaluate finds it in the experiment")
+    fix = (
+        "`git clone https://github.com/s3prl/s3prl ~/s3prl`, then give `--s3prl-root ~/s3prl` (or set "
+        "S3PRL_ROOT=~/s3prl); -m evaluate finds it in the experiment"
+    )
     if s3prl_root:
-        raise RunnerError(f"-d {downstream} (SUPERB PR) needs s3prl/{need}, which {s3prl_root} (from {source}) "
-                          f"does not have: give the root of an s3prl git checkout -- {fix}")
-    raise RunnerError(f"-d {downstream} (SUPERB PR) needs s3prl's {need}, which the installed s3prl package "
-                      f"({pkg}) lacks -- only a git checkout has it: {fix}")
+        raise RunnerError(
+            f"-d {downstream} (SUPERB PR) needs s3prl/{need}, which {s3prl_root} (from {source}) "
+            f"does not have: give the root of an s3prl git checkout -- {fix}"
+        )
+    raise RunnerError(
+        f"-d {downstream} (SUPERB PR) needs s3prl's {need}, which the installed s3prl package "
+        f"({pkg}) lacks -- only a git checkout has it: {fix}"
+    )
 
 
 def absolute_upstream_ckpt(argv: Sequence[str]) -> List[str]:
@@ -497,8 +538,12 @@ def absolute_upstream_ckpt(argv: Sequence[str]) -> List[str]:
 def _write_run_file(args, s3prl_root: Optional[str]) -> None:
     path = os.path.join(args.expdir, RUN_FILE)
     os.makedirs(args.expdir, exist_ok=True)
-    info = {"s3prl_root": os.path.abspath(s3prl_root) if s3prl_root else None, "downstream": args.downstream,
-            "upstream": args.upstream, "upstream_ckpt": args.upstream_ckpt}
+    info = {
+        "s3prl_root": os.path.abspath(s3prl_root) if s3prl_root else None,
+        "downstream": args.downstream,
+        "upstream": args.upstream,
+        "upstream_ckpt": args.upstream_ckpt,
+    }
     with open(path + ".tmp", "w", encoding="utf-8") as f:
         json.dump(info, f, indent=2)
     os.replace(path + ".tmp", path)
@@ -514,11 +559,17 @@ def run(argv: Sequence[str], s3prl_root: Optional[str] = None) -> Dict[str, Dict
     if past is not None:
         if not (os.path.isfile(past) or glob.glob(os.path.join(past, "states-*.ckpt"))):
             there = sorted(os.path.basename(p) for p in glob.glob(os.path.join(_expdir_of_past(past), "*.ckpt")))
-            best = (" A *-best.ckpt is written only when the dev metric improves (ASR's dev-clean-best.ckpt: only once "
-                    "a dev WER below 100 is reached)." if past.endswith("-best.ckpt") else "")
+            best = (
+                " A *-best.ckpt is written only when the dev metric improves (ASR's dev-clean-best.ckpt: only once "
+                "a dev WER below 100 is reached)."
+                if past.endswith("-best.ckpt")
+                else ""
+            )
             has = f" The folder has {', '.join(there)}." if there else ""
-            raise RunnerError(f"-e {past}: no such checkpoint (give a states-*.ckpt / dev-best.ckpt file, or the "
-                              f"experiment folder holding states-*.ckpt).{best}{has}")
+            raise RunnerError(
+                f"-e {past}: no such checkpoint (give a states-*.ckpt / dev-best.ckpt file, or the "
+                f"experiment folder holding states-*.ckpt).{best}{has}"
+            )
         check_split(argv, past)
     s3prl_root, root_source = resolve_s3prl_root(s3prl_root, past)
     check_checkout(_downstream_of(argv, past), s3prl_root, root_source)
@@ -535,8 +586,12 @@ def run(argv: Sequence[str], s3prl_root: Optional[str] = None) -> Dict[str, Dict
 
     register()
     argv = runner_argv(argv)
-    logger.info("s3prl %s from %s%s", getattr(s3prl, "__version__", "?"), os.path.dirname(s3prl.__file__),
-                " (catalyst stand-in)" if done["catalyst_standin"] else "")
+    logger.info(
+        "s3prl %s from %s%s",
+        getattr(s3prl, "__version__", "?"),
+        os.path.dirname(s3prl.__file__),
+        " (catalyst stand-in)" if done["catalyst_standin"] else "",
+    )
     captured: Dict[str, object] = {}
     stock_init = Runner.__init__
 
@@ -561,8 +616,11 @@ def run(argv: Sequence[str], s3prl_root: Optional[str] = None) -> Dict[str, Dict
         if split not in metrics:
             raise RunnerError(f"-m evaluate -t {split}: the {args.downstream} expert printed no metric for {split}")
         result = {
-            "downstream": args.downstream, "split": split, "upstream": args.upstream,
-            "upstream_ckpt": args.upstream_ckpt, "printed": metrics[split],
+            "downstream": args.downstream,
+            "split": split,
+            "upstream": args.upstream,
+            "upstream_ckpt": args.upstream_ckpt,
+            "printed": metrics[split],
             "superb": superb_metric(args.downstream, metrics[split]),
         }
         path = os.path.join(args.expdir, f"superb_{split}.json")

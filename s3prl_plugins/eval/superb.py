@@ -55,16 +55,57 @@ METRICS = ("PR", "ASR", "KS", "QbE", "SID", "ASV", "SD", "IC", "SF-F1", "SF-CER"
 LOWER_IS_BETTER = frozenset({"PR", "ASR", "ASV", "SD", "SF-CER"})
 #: The 10 SUPERB tasks of the generalizability score and the metrics each one averages.
 TASKS = {
-    "PR": ("PR",), "ASR": ("ASR",), "KS": ("KS",), "QbE": ("QbE",), "SID": ("SID",), "ASV": ("ASV",),
-    "SD": ("SD",), "IC": ("IC",), "SF": ("SF-F1", "SF-CER"), "ER": ("ER",),
+    "PR": ("PR",),
+    "ASR": ("ASR",),
+    "KS": ("KS",),
+    "QbE": ("QbE",),
+    "SID": ("SID",),
+    "ASV": ("ASV",),
+    "SD": ("SD",),
+    "IC": ("IC",),
+    "SF": ("SF-F1", "SF-CER"),
+    "ER": ("ER",),
 }
 #: SUPERB leaderboard reference rows, in the units of :data:`METRICS` except QbE, given x 100 (MTWV x 100).
-FBANK = {"PR": 82.01, "ASR": 23.18, "KS": 41.38, "QbE": 0.58, "SID": 20.058, "ASV": 9.56, "SD": 10.05,
-         "IC": 9.65, "SF-F1": 69.64, "SF-CER": 52.94, "ER": 48.24}
-SOTA = {"PR": 3.53, "ASR": 3.62, "KS": 96.66, "QbE": 7.36, "SID": 90.3, "ASV": 5.11, "SD": 5.62,
-        "IC": 98.76, "SF-F1": 89.81, "SF-CER": 21.76, "ER": 67.62}
-UNITS = {"PR": "PER %", "ASR": "WER %", "KS": "accuracy %", "QbE": "MTWV (0..1)", "SID": "accuracy %",
-         "ASV": "EER %", "SD": "DER %", "IC": "accuracy %", "SF-F1": "F1 %", "SF-CER": "CER %", "ER": "accuracy %"}
+FBANK = {
+    "PR": 82.01,
+    "ASR": 23.18,
+    "KS": 41.38,
+    "QbE": 0.58,
+    "SID": 20.058,
+    "ASV": 9.56,
+    "SD": 10.05,
+    "IC": 9.65,
+    "SF-F1": 69.64,
+    "SF-CER": 52.94,
+    "ER": 48.24,
+}
+SOTA = {
+    "PR": 3.53,
+    "ASR": 3.62,
+    "KS": 96.66,
+    "QbE": 7.36,
+    "SID": 90.3,
+    "ASV": 5.11,
+    "SD": 5.62,
+    "IC": 98.76,
+    "SF-F1": 89.81,
+    "SF-CER": 21.76,
+    "ER": 67.62,
+}
+UNITS = {
+    "PR": "PER %",
+    "ASR": "WER %",
+    "KS": "accuracy %",
+    "QbE": "MTWV (0..1)",
+    "SID": "accuracy %",
+    "ASV": "EER %",
+    "SD": "DER %",
+    "IC": "accuracy %",
+    "SF-F1": "F1 %",
+    "SF-CER": "CER %",
+    "ER": "accuracy %",
+}
 #: Accuracy-type metrics (percentages, higher is better): s3prl's experts print them as fractions (``test acc: 0.96``).
 ACCURACIES = ("KS", "SID", "IC", "SF-F1", "ER")
 #: Error rates that insertions can push above 100 % (EER cannot exceed 100).
@@ -92,8 +133,10 @@ class SuperbScores:
         """What the means average: ``""`` when complete, else e.g. ``"mean of 1/11 metrics: KS; 1/10 tasks: KS"``."""
         if self.complete:
             return ""
-        return (f"mean of {len(self.metrics)}/{len(METRICS)} metrics: {', '.join(self.metrics)}; "
-                f"{len(self.task_scores)}/{len(TASKS)} tasks: {', '.join(self.task_scores)}")
+        return (
+            f"mean of {len(self.metrics)}/{len(METRICS)} metrics: {', '.join(self.metrics)}; "
+            f"{len(self.task_scores)}/{len(TASKS)} tasks: {', '.join(self.task_scores)}"
+        )
 
     def to_dict(self) -> dict:
         """Overall and generalizability are defined over all tasks: given only when complete; otherwise
@@ -105,9 +148,16 @@ class SuperbScores:
             "missing": list(self.missing),
         }
         if not self.complete:
-            out.update({"partial": self.scope, "partial_overall": round(self.overall, 4),
-                        "partial_generalizability": round(self.generalizability, 4)})
-        out.update({"task_scores": {k: round(v, 4) for k, v in self.task_scores.items()}, "metrics": dict(self.metrics)})
+            out.update(
+                {
+                    "partial": self.scope,
+                    "partial_overall": round(self.overall, 4),
+                    "partial_generalizability": round(self.generalizability, 4),
+                }
+            )
+        out.update(
+            {"task_scores": {k: round(v, 4) for k, v in self.task_scores.items()}, "metrics": dict(self.metrics)}
+        )
         return out
 
 
@@ -129,7 +179,9 @@ def check_metrics(metrics: dict, source: str = "the results", fractions: bool = 
             without ``fractions`` (``{"KS": 0.9627}`` is s3prl's printed fraction, not 0.96 %).
     """
     if not isinstance(metrics, dict):
-        raise ValueError(f"{source}: expected a JSON object of SUPERB metrics {list(METRICS)}, got {type(metrics).__name__}")
+        raise ValueError(
+            f"{source}: expected a JSON object of SUPERB metrics {list(METRICS)}, got {type(metrics).__name__}"
+        )
     out = {}
     for key, value in metrics.items():
         name = _CANONICAL.get(str(key).upper())
@@ -156,20 +208,28 @@ def check_metrics(metrics: dict, source: str = "the results", fractions: bool = 
         raise ValueError(f"{source}: --fractions, but these metrics are bin/run_downstream's, already in percent")
     if fractions:
         if not accs:
-            raise ValueError(f"{source}: --fractions converts the accuracies ({', '.join(ACCURACIES)}), and none is given")
+            raise ValueError(
+                f"{source}: --fractions converts the accuracies ({', '.join(ACCURACIES)}), and none is given"
+            )
         big = {k: v for k, v in accs.items() if v > 1.0}
         if big:
-            raise ValueError(f"{source}: --fractions, but {', '.join(f'{k} = {v:g}' for k, v in big.items())} is not a fraction")
+            raise ValueError(
+                f"{source}: --fractions, but {', '.join(f'{k} = {v:g}' for k, v in big.items())} is not a fraction"
+            )
         for k, v in accs.items():
             out[k] = v * 100.0
-        logger.warning("%s: accuracies read as fractions and multiplied by 100: %s", source,
-                       ", ".join(f"{k} {v:g} -> {out[k]:g} %" for k, v in accs.items()))
+        logger.warning(
+            "%s: accuracies read as fractions and multiplied by 100: %s",
+            source,
+            ", ".join(f"{k} {v:g} -> {out[k]:g} %" for k, v in accs.items()),
+        )
     elif accs and not in_units and all(v <= 1.0 for v in accs.values()):
         shown = ", ".join(f"{k} = {v:g}" for k, v in accs.items())
         raise ValueError(
             f"{source}: {shown}: every accuracy lies in [0, 1] -- a fraction, as s3prl prints `test acc:`, not a "
             f"percentage as SUPERB reports it. Give percentages ({', '.join(f'{k}: {100 * v:g}' for k, v in accs.items())}), "
-            "or pass --fractions (fractions=True in Python) to convert them")
+            "or pass --fractions (fractions=True in Python) to convert them"
+        )
     return out
 
 
@@ -203,7 +263,9 @@ def _task_scores(checked: dict, fbank: dict = FBANK, sota: dict = SOTA) -> dict:
     return out
 
 
-def superb_scores(metrics: dict, source: str = "the results", fractions: bool = False, in_units: bool = False) -> SuperbScores:
+def superb_scores(
+    metrics: dict, source: str = "the results", fractions: bool = False, in_units: bool = False
+) -> SuperbScores:
     """Overall and generalizability of one model; metrics not given are named in ``missing``
     (``fractions``, ``in_units``: see :func:`check_metrics`)."""
     m = check_metrics(metrics, source, fractions, in_units)
@@ -237,10 +299,14 @@ def _metrics_of(data, source: str) -> Dict[str, float]:
     if isinstance(data, dict) and "superb" in data and isinstance(data["superb"], dict):
         return dict(data["superb"])
     if isinstance(data, dict) and "downstream" in data:
-        raise ValueError(f"{source}: an evaluate result without its 'superb' metrics (downstream "
-                         f"{data['downstream']!r} has no SUPERB metric here)")
+        raise ValueError(
+            f"{source}: an evaluate result without its 'superb' metrics (downstream "
+            f"{data['downstream']!r} has no SUPERB metric here)"
+        )
     if not isinstance(data, dict):
-        raise ValueError(f"{source}: expected a JSON object of SUPERB metrics {list(METRICS)}, got {type(data).__name__}")
+        raise ValueError(
+            f"{source}: expected a JSON object of SUPERB metrics {list(METRICS)}, got {type(data).__name__}"
+        )
     return dict(data)
 
 
@@ -273,15 +339,19 @@ def read_results(paths: Sequence[str], text: Optional[str] = None) -> Tuple[Dict
 
     def read(path: str) -> Dict[str, float]:
         data = _load_json(path)
-        known.append((isinstance(data, dict) and isinstance(data.get("superb"), dict))
-                     or os.path.isfile(os.path.join(os.path.dirname(os.path.abspath(path)), "model.json")))
+        known.append(
+            (isinstance(data, dict) and isinstance(data.get("superb"), dict))
+            or os.path.isfile(os.path.join(os.path.dirname(os.path.abspath(path)), "model.json"))
+        )
         return _metrics_of(data, path)
 
     def add(metrics: Dict[str, float], source: str) -> None:
         for k, v in metrics.items():
             name = _CANONICAL.get(str(k).upper(), k)
             if name in found:
-                raise ValueError(f"{name} is given twice: in {found[name][1]} and in {source}; give one result per task")
+                raise ValueError(
+                    f"{name} is given twice: in {found[name][1]} and in {source}; give one result per task"
+                )
             found[name] = (v, source)
         files.append(source)
 
@@ -300,13 +370,17 @@ def read_results(paths: Sequence[str], text: Optional[str] = None) -> Tuple[Dict
             if not own and os.path.isfile(os.path.join(path, "results.json")):
                 own = [os.path.join(path, "results.json")]
             if not own:
-                own = sorted(p for p in glob.glob(os.path.join(path, "**", "superb_*.json"), recursive=True)
-                             if os.path.basename(p)[len("superb_"):-len(".json")] in TEST_SPLITS)
+                own = sorted(
+                    p
+                    for p in glob.glob(os.path.join(path, "**", "superb_*.json"), recursive=True)
+                    if os.path.basename(p)[len("superb_") : -len(".json")] in TEST_SPLITS
+                )
             if not own:
                 raise ValueError(
                     f"{path}: no SUPERB result in it or below it (looked for superb_test.json / superb_test-clean.json, "
                     "which `python -m s3prl_plugins.bin.run_downstream -m evaluate` writes into each task's experiment, "
-                    "and a submission's results.json)")
+                    "and a submission's results.json)"
+                )
             for p in own:
                 add(read(p), p)
         else:

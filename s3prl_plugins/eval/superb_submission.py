@@ -100,8 +100,10 @@ def _training_data(source: str) -> List[str]:
         except CheckpointError as e:
             raise SubmissionError(str(e)) from None
         if config is None:
-            raise SubmissionError(f"--train-config {source}: no training config in it (nor in a checkpoints/ folder beside it); "
-                                  "give the training YAML, or --corpus")
+            raise SubmissionError(
+                f"--train-config {source}: no training config in it (nor in a checkpoints/ folder beside it); "
+                "give the training YAML, or --corpus"
+            )
     train = (config.get("data") or {}).get("train") if isinstance(config, dict) else None
     if not train:
         raise SubmissionError(f"--train-config {source}: no data.train in its config; give --corpus")
@@ -120,8 +122,10 @@ def corpus_from_training(source: str) -> str:
     for train in _training_data(source):
         path = _find_relative(train, source)
         if path is None:
-            raise SubmissionError(f"--train-config {source}: its data dir {train} is not here (nor relative to the "
-                                  "config's folders); run from where training ran, or give --corpus")
+            raise SubmissionError(
+                f"--train-config {source}: its data dir {train} is not here (nor relative to the "
+                "config's folders); run from where training ran, or give --corpus"
+            )
         try:
             d = read_data_dir(path, check_files=False)
         except DataDirError as e:
@@ -133,8 +137,9 @@ def corpus_from_training(source: str) -> str:
                 try:
                     seconds += soundfile.info(d.wav[utt]).duration
                 except RuntimeError as e:
-                    raise SubmissionError(f"--train-config {source}: cannot read {d.wav[utt]} to count the hours ({e}); "
-                                          "give --corpus") from None
+                    raise SubmissionError(
+                        f"--train-config {source}: cannot read {d.wav[utt]} to count the hours ({e}); give --corpus"
+                    ) from None
         names.append(os.path.basename(os.path.normpath(train)))
         utts += len(d.utts)
     return f"{' + '.join(names)} ({utts:,} utterances, {seconds / 3600:.2f} h; data dirs of {source})"
@@ -170,23 +175,30 @@ def _sha256(path: str) -> str:
     return h.hexdigest()
 
 
-def model_card(upstream: str, ckpt: Optional[str], corpus: str, name: str, profile: Optional[dict], stride: Optional[int]) -> dict:
+def model_card(
+    upstream: str, ckpt: Optional[str], corpus: str, name: str, profile: Optional[dict], stride: Optional[int]
+) -> dict:
     card = {
-        "name": name, "upstream": upstream, "checkpoint": os.path.abspath(ckpt) if ckpt else None,
+        "name": name,
+        "upstream": upstream,
+        "checkpoint": os.path.abspath(ckpt) if ckpt else None,
         "checkpoint_sha256": _sha256(ckpt) if ckpt and os.path.isfile(ckpt) else None,
         "input": "16 kHz mono waveform (float, -1..1), no normalisation needed",
-        "stride_samples": stride, "stride_ms": None if stride is None else 1000.0 * stride / 16000,
+        "stride_samples": stride,
+        "stride_ms": None if stride is None else 1000.0 * stride / 16000,
         "pretraining_corpus": corpus,
     }
     if profile:
-        card.update({
-            "params": profile["params"],
-            "macs_superb": profile["macs_total"],
-            "macs_per_second": profile["macs_per_second"],
-            "macs_protocol": f"{profile['num_utterances']} utterances, {profile['seconds']:.2f} s in total, batch 1: the "
-                             "lengths of SUPERB@SLT's 32 LibriSpeech test-clean utterances (1-20 s, 224.86 s); MACs of a "
-                             "fixed-rate model depend on the lengths only",
-        })
+        card.update(
+            {
+                "params": profile["params"],
+                "macs_superb": profile["macs_total"],
+                "macs_per_second": profile["macs_per_second"],
+                "macs_protocol": f"{profile['num_utterances']} utterances, {profile['seconds']:.2f} s in total, batch 1: the "
+                "lengths of SUPERB@SLT's 32 LibriSpeech test-clean utterances (1-20 s, 224.86 s); MACs of a "
+                "fixed-rate model depend on the lengths only",
+            }
+        )
     return card
 
 
@@ -212,7 +224,9 @@ def build_submission(out: str, experiments: Dict[str, str], card: dict) -> dict:
                     raise SubmissionError(f"sd: no predictions in {src}")
                 shutil.copytree(src, dst)
                 if os.path.isfile(os.path.join(expdir, "frame_shift")):
-                    shutil.copyfile(os.path.join(expdir, "frame_shift"), os.path.join(tmp, "predict", folder, "frame_shift"))
+                    shutil.copyfile(
+                        os.path.join(expdir, "frame_shift"), os.path.join(tmp, "predict", folder, "frame_shift")
+                    )
                 included[task] = len(os.listdir(src))
             elif task == "qbe":
                 if not os.path.isfile(src) or os.path.getsize(src) == 0:
@@ -231,7 +245,9 @@ def build_submission(out: str, experiments: Dict[str, str], card: dict) -> dict:
                     results.update(json.load(f).get("superb", {}))
         folds = [t for t in included if t.startswith("er_fold")]
         if 0 < len(folds) < 5:
-            warnings.append(f"ER has {len(folds)} of 5 folds ({', '.join(sorted(folds))}): the leaderboard scores ER only with all five")
+            warnings.append(
+                f"ER has {len(folds)} of 5 folds ({', '.join(sorted(folds))}): the leaderboard scores ER only with all five"
+            )
         with zipfile.ZipFile(os.path.join(tmp, "predict.zip"), "w", zipfile.ZIP_DEFLATED) as z:
             for path in sorted(glob.glob(os.path.join(tmp, "predict", "**", "*"), recursive=True)):
                 if os.path.isfile(path):
@@ -242,7 +258,13 @@ def build_submission(out: str, experiments: Dict[str, str], card: dict) -> dict:
             json.dump(card, f, indent=2)
         with open(os.path.join(tmp, "README.md"), "w", encoding="utf-8") as f:
             f.write(_readme(card, included, results, warnings))
-    return {"out": out, "zip": os.path.join(out, "predict.zip"), "tasks": included, "results": results, "warnings": warnings}
+    return {
+        "out": out,
+        "zip": os.path.join(out, "predict.zip"),
+        "tasks": included,
+        "results": results,
+        "warnings": warnings,
+    }
 
 
 def _readme(card: dict, included: Dict[str, int], results: Dict[str, float], warnings: List[str]) -> str:
@@ -278,5 +300,9 @@ def _readme(card: dict, included: Dict[str, int], results: Dict[str, float], war
         lines.append(f"| {task} | `predict/{FILES[task][0]}/` | {n} | {'-' if m is None else f'{m:.2f}'} |")
     if warnings:
         lines += ["", "## Warnings", ""] + [f"- {w}" for w in warnings]
-    lines += ["", "`results.json` holds the measured metrics: `python -m s3prl_plugins.bin.superb_score results.json`.", ""]
+    lines += [
+        "",
+        "`results.json` holds the measured metrics: `python -m s3prl_plugins.bin.superb_score results.json`.",
+        "",
+    ]
     return "\n".join(lines)

@@ -58,9 +58,16 @@ class TaskDataError(ValueError):
 
 
 def _runner(steps: int, log: int, eval_every: int, save: int, accumulate: int = 1, eval_split: str = "dev") -> dict:
-    return {"total_steps": steps, "gradient_clipping": 1, "gradient_accumulate_steps": accumulate,
-            "log_step": log, "eval_step": eval_every, "save_step": save, "max_keep": 1,
-            "eval_dataloaders": [eval_split]}
+    return {
+        "total_steps": steps,
+        "gradient_clipping": 1,
+        "gradient_accumulate_steps": accumulate,
+        "log_step": log,
+        "eval_step": eval_every,
+        "save_step": save,
+        "max_keep": 1,
+        "eval_dataloaders": [eval_split],
+    }
 
 
 def _intervals(steps: int, log: int, eval_every: int, save: int):
@@ -100,7 +107,9 @@ def _link(src: str, dst: str) -> None:
 
 def _check_utt_id(data_dir: str, utt: str) -> None:
     if "/" in utt or "." in utt or not utt:
-        raise TaskDataError(f"{data_dir}: utterance id {utt!r} has '/' or '.'; s3prl names utterances by their file stem")
+        raise TaskDataError(
+            f"{data_dir}: utterance id {utt!r} has '/' or '.'; s3prl names utterances by their file stem"
+        )
 
 
 def _asr_text(text: str) -> str:
@@ -131,8 +140,10 @@ def _libri_tree(dirs: Dict[str, str], out: str, flac_only: bool = False):
             info = _audio_info(path, f"{d}/wav.scp")
             ext = os.path.splitext(path)[1].lower() or ".wav"
             if flac_only and ext != ".flac":
-                raise TaskDataError(f"{d}/wav.scp: {path} is not FLAC; s3prl's libriphone corpus lists *.flac only "
-                                    "(convert the audio, e.g. with ffmpeg or soundfile, and list the .flac files)")
+                raise TaskDataError(
+                    f"{d}/wav.scp: {path} is not FLAC; s3prl's libriphone corpus lists *.flac only "
+                    "(convert the audio, e.g. with ffmpeg or soundfile, and list the .flac files)"
+                )
             m = _LIBRI_ID.match(utt)
             spk, chapter = (m.group(1), m.group(2)) if m else (data.utt2spk.get(utt, "0").replace("/", "_"), "0")
             rel = os.path.join(names[role], spk, chapter, utt + ext)
@@ -140,13 +151,24 @@ def _libri_tree(dirs: Dict[str, str], out: str, flac_only: bool = False):
             trans[(spk, chapter)].append(f"{utt} {data.text[utt]}")
             rows[role].append((rel, info.frames))
         for (spk, chapter), lines in trans.items():
-            with open(os.path.join(out, "audio", names[role], spk, chapter, f"{spk}-{chapter}.trans.txt"), "w", encoding="utf-8") as f:
+            with open(
+                os.path.join(out, "audio", names[role], spk, chapter, f"{spk}-{chapter}.trans.txt"),
+                "w",
+                encoding="utf-8",
+            ) as f:
                 f.write("\n".join(lines) + "\n")
     return names, datas, rows
 
 
-def prepare_asr(train: str, dev: str, test: str, out: str, steps: int = 200000, num_workers: int = 4,
-                alphabet: Sequence[str] = LIBRISPEECH_CHARS) -> dict:
+def prepare_asr(
+    train: str,
+    dev: str,
+    test: str,
+    out: str,
+    steps: int = 200000,
+    num_workers: int = 4,
+    alphabet: Sequence[str] = LIBRISPEECH_CHARS,
+) -> dict:
     dirs = {"train": train, "dev": dev, "test": test}
     names, datas, rows = _libri_tree(dirs, out)
     counts: collections.Counter = collections.Counter()
@@ -176,22 +198,45 @@ def prepare_asr(train: str, dev: str, test: str, out: str, steps: int = 200000, 
     return {
         "runner": _runner(steps, log, ev, save, eval_split="dev-clean"),
         "optimizer": {"name": "TorchOptim", "torch_optim_name": "Adam", "lr": 1.0e-4},
-        "specaug": {"apply_time_warp": True, "apply_time_mask": True, "apply_freq_mask": True, "time_warp_window": 5,
-                    "time_mask_width_range": [0, 40], "freq_mask_width_range": [0, 50], "num_freq_mask": 4,
-                    "num_time_mask": 2},
+        "specaug": {
+            "apply_time_warp": True,
+            "apply_time_mask": True,
+            "apply_freq_mask": True,
+            "time_warp_window": 5,
+            "time_mask_width_range": [0, 40],
+            "freq_mask_width_range": [0, 50],
+            "num_freq_mask": 4,
+            "num_time_mask": 2,
+        },
         "downstream_expert": {
             "datarc": {
-                "train": [names["train"]], "dev-clean": [names["dev"]], "test-clean": [names["test"]],
-                "num_workers": num_workers, "train_batch_size": 32, "batch_size": 32, "eval_batch_size": 1,
-                "libri_root": os.path.join(out, "audio"), "bucket_file": os.path.join(out, "len_for_bucket"),
-                "dict_path": os.path.join(out, "char.dict"), "zero_infinity": True,
+                "train": [names["train"]],
+                "dev-clean": [names["dev"]],
+                "test-clean": [names["test"]],
+                "num_workers": num_workers,
+                "train_batch_size": 32,
+                "batch_size": 32,
+                "eval_batch_size": 1,
+                "libri_root": os.path.join(out, "audio"),
+                "bucket_file": os.path.join(out, "len_for_bucket"),
+                "dict_path": os.path.join(out, "char.dict"),
+                "zero_infinity": True,
                 "decoder_args": {"decoder_type": "None"},
             },
             "modelrc": {
-                "project_dim": 1024, "select": "RNNs",
-                "RNNs": {"total_rate": -1, "module": "LSTM", "bidirection": True, "dim": [1024, 1024],
-                         "dropout": [0.2, 0.2], "layer_norm": [False, False], "proj": [False, False],
-                         "sample_rate": [1, 1], "sample_style": "concat"},
+                "project_dim": 1024,
+                "select": "RNNs",
+                "RNNs": {
+                    "total_rate": -1,
+                    "module": "LSTM",
+                    "bidirection": True,
+                    "dim": [1024, 1024],
+                    "dropout": [0.2, 0.2],
+                    "layer_norm": [False, False],
+                    "proj": [False, False],
+                    "sample_rate": [1, 1],
+                    "sample_style": "concat",
+                },
             },
         },
     }
@@ -204,8 +249,10 @@ def lexicon_from_phones(datas: Dict[str, "object"], dirs: Dict[str, str]) -> Dic
     for role, d in dirs.items():
         path = os.path.join(d, "phones")
         if not os.path.isfile(path):
-            raise TaskDataError(f"{d}: no 'phones' file (utterance, then each word's phones separated by '|'); "
-                                "the mini recipe's data dirs have one, or give --lexicon")
+            raise TaskDataError(
+                f"{d}: no 'phones' file (utterance, then each word's phones separated by '|'); "
+                "the mini recipe's data dirs have one, or give --lexicon"
+            )
         with open(path, encoding="utf-8") as f:
             for i, line in enumerate(f, start=1):
                 utt, _, rest = line.strip().partition(" ")
@@ -214,15 +261,18 @@ def lexicon_from_phones(datas: Dict[str, "object"], dirs: Dict[str, str]) -> Dic
                 words = datas[role].text.get(utt, "").upper().split()
                 prons = [w.split() for w in rest.split("|")]
                 if len(words) != len(prons) or any(not p for p in prons):
-                    raise TaskDataError(f"{path}:{i}: {utt} has {len(prons)} phone groups for {len(words)} words of its "
-                                        "transcript (a transcript that does not match)")
+                    raise TaskDataError(
+                        f"{path}:{i}: {utt} has {len(prons)} phone groups for {len(words)} words of its "
+                        "transcript (a transcript that does not match)"
+                    )
                 for w, pr in zip(words, prons):
                     seen[w][tuple(pr)] += 1
     return {w: list(c.most_common(1)[0][0]) for w, c in seen.items()}
 
 
-def prepare_pr(train: str, dev: str, test: str, out: str, steps: int = 100000, num_workers: int = 4,
-               lexicon: Optional[str] = None) -> dict:
+def prepare_pr(
+    train: str, dev: str, test: str, out: str, steps: int = 100000, num_workers: int = 4, lexicon: Optional[str] = None
+) -> dict:
     """SUPERB PR for s3prl's ``ctc`` downstream with its ``libriphone`` corpus (a git checkout of s3prl):
     the LibriSpeech-layout tree, a lexicon ``WORD p1 p2 ...`` and the phone vocabulary of this corpus
     (the checkout's ``phoneme.txt`` is ARPAbet: another phone set fails its bare assertion)."""
@@ -233,8 +283,10 @@ def prepare_pr(train: str, dev: str, test: str, out: str, steps: int = 100000, n
         for utt in datas[role].utts:
             unknown = sorted({w for w in datas[role].text[utt].upper().split() if w not in lex})
             if unknown:
-                raise TaskDataError(f"{d}/text: {utt} has words without a pronunciation: {' '.join(unknown[:5])} "
-                                    f"(the lexicon is {lexicon or 'built from the phones files'})")
+                raise TaskDataError(
+                    f"{d}/text: {utt} has words without a pronunciation: {' '.join(unknown[:5])} "
+                    f"(the lexicon is {lexicon or 'built from the phones files'})"
+                )
     phones = sorted({p for pr in lex.values() for p in pr})
     with open(os.path.join(out, "lexicon.txt"), "w", encoding="utf-8") as f:
         f.writelines(f"{w} {' '.join(pr)}\n" for w, pr in sorted(lex.items()))
@@ -249,12 +301,22 @@ def prepare_pr(train: str, dev: str, test: str, out: str, steps: int = 100000, n
         # updates, test 34.4%), with it it falls to the end (test 31.9%; egs/mini/RESULTS.md stage 10)
         "scheduler": {"name": "linear_schedule_with_warmup", "num_warmup_steps": max(1, steps // 20)},
         "downstream_expert": {
-            "corpus": {"name": "libriphone", "path": os.path.join(out, "audio"), "lexicon": [os.path.join(out, "lexicon.txt")],
-                       "train": [names["train"]], "dev": [names["dev"]], "test": [names["test"]],
-                       "bucketing": True, "batch_size": 16, "num_workers": num_workers},
+            "corpus": {
+                "name": "libriphone",
+                "path": os.path.join(out, "audio"),
+                "lexicon": [os.path.join(out, "lexicon.txt")],
+                "train": [names["train"]],
+                "dev": [names["dev"]],
+                "test": [names["test"]],
+                "bucketing": True,
+                "batch_size": 16,
+                "num_workers": num_workers,
+            },
             "text": {"mode": "word", "vocab_file": os.path.join(out, "phones.txt")},
             "model": {"project_dim": 256, "zero_infinity": True, "select": "FrameLevel"},
-            "save_best_on": ["dev"], "metric_higher_better": False, "metric": ["per"],
+            "save_best_on": ["dev"],
+            "metric_higher_better": False,
+            "metric": ["per"],
         },
     }
 
@@ -273,7 +335,9 @@ def prepare_sid(train: str, dev: str, test: str, out: str, steps: int = 200000, 
             _check_utt_id(d, utt)
             spk = data[role].utt2spk.get(utt)
             if spk not in ids:
-                raise TaskDataError(f"{d}/utt2spk: {utt}'s speaker {spk!r} is not a training speaker (SID is closed-set)")
+                raise TaskDataError(
+                    f"{d}/utt2spk: {utt}'s speaker {spk!r} is not a training speaker (SID is closed-set)"
+                )
             path = _plain_path(d, utt, data[role].wav[utt])
             _audio_info(path, f"{d}/wav.scp")
             m = _LIBRI_ID.match(utt)
@@ -290,37 +354,53 @@ def prepare_sid(train: str, dev: str, test: str, out: str, steps: int = 200000, 
         "runner": _runner(steps, log, ev, save, accumulate=4),
         "optimizer": {"name": "TorchOptim", "torch_optim_name": "Adam", "lr": 1.0e-4},
         "downstream_expert": {
-            "datarc": {"file_path": os.path.join(out, "VoxCeleb1"), "meta_data": os.path.join(out, "iden_split.txt"),
-                       "num_workers": num_workers, "train_batch_size": 8, "eval_batch_size": 1, "max_timestep": 128000},
+            "datarc": {
+                "file_path": os.path.join(out, "VoxCeleb1"),
+                "meta_data": os.path.join(out, "iden_split.txt"),
+                "num_workers": num_workers,
+                "train_batch_size": 8,
+                "eval_batch_size": 1,
+                "max_timestep": 128000,
+            },
             "modelrc": {"projector_dim": 256, "select": "UtteranceLevel", "UtteranceLevel": {"pooling": "MeanPooling"}},
         },
     }
 
 
-def prepare_ks(speech_commands: str, out: str, steps: int = 200000, num_workers: int = 4, test_root: Optional[str] = None) -> dict:
+def prepare_ks(
+    speech_commands: str, out: str, steps: int = 200000, num_workers: int = 4, test_root: Optional[str] = None
+) -> dict:
     """``speech_commands``: the folder holding ``speech_commands_v0.01`` (and ``..._test_set_v0.01``), or the train root itself."""
     root = speech_commands
     if os.path.isdir(os.path.join(root, "speech_commands_v0.01")):
         test_root = test_root or os.path.join(root, "speech_commands_test_set_v0.01")
         root = os.path.join(root, "speech_commands_v0.01")
     if not os.path.isdir(os.path.join(root, "_background_noise_")):
-        raise TaskDataError(f"{root}: no _background_noise_ folder; give the Speech Commands v0.01 root "
-                            "(the mini corpus writes one with `--subsets ks`)")
+        raise TaskDataError(
+            f"{root}: no _background_noise_ folder; give the Speech Commands v0.01 root "
+            "(the mini corpus writes one with `--subsets ks`)"
+        )
     if not test_root or not os.path.isdir(test_root):
         raise TaskDataError(f"no Speech Commands test set root ({test_root}); give --test-root")
     from s3prl_plugins.data.mini_subsets import CLASSES
 
     have = {d for d in os.listdir(test_root) if os.path.isdir(os.path.join(test_root, d))}
     if not set(CLASSES) <= have:
-        raise TaskDataError(f"{test_root}: missing class folders {sorted(set(CLASSES) - have)} (SUPERB KS has 12 classes)")
+        raise TaskDataError(
+            f"{test_root}: missing class folders {sorted(set(CLASSES) - have)} (SUPERB KS has 12 classes)"
+        )
     os.makedirs(out, exist_ok=True)
     log, ev, save = _intervals(steps, 100, 5000, 1000)
     return {
         "runner": _runner(steps, log, ev, save),
         "optimizer": {"name": "TorchOptim", "torch_optim_name": "Adam", "lr": 1.0e-4},
         "downstream_expert": {
-            "datarc": {"speech_commands_root": os.path.abspath(root) + "/", "speech_commands_test_root": os.path.abspath(test_root) + "/",
-                       "num_workers": num_workers, "batch_size": 32},
+            "datarc": {
+                "speech_commands_root": os.path.abspath(root) + "/",
+                "speech_commands_test_root": os.path.abspath(test_root) + "/",
+                "num_workers": num_workers,
+                "batch_size": 32,
+            },
             "modelrc": {"projector_dim": 256, "select": "UtteranceLevel", "UtteranceLevel": {"pooling": "MeanPooling"}},
         },
     }
@@ -335,8 +415,18 @@ def prepare(task: str, out: str, **kwargs) -> str:
         config = {"asr": prepare_asr, "sid": prepare_sid, "ks": prepare_ks, "pr": prepare_pr}[task](out=tmp, **kwargs)
         text = yaml.safe_dump(config, sort_keys=False).replace(tmp, out)
         with open(os.path.join(tmp, "config.yaml"), "w", encoding="utf-8") as f:
-            f.write(f"# SUPERB {task.upper()} for s3prl's run_downstream -d {DOWNSTREAM[task]} (written by s3prl_plugins)\n{text}")
+            f.write(
+                f"# SUPERB {task.upper()} for s3prl's run_downstream -d {DOWNSTREAM[task]} (written by s3prl_plugins)\n{text}"
+            )
     return os.path.join(out, "config.yaml")
 
 
-__all__: Sequence[str] = ("prepare", "prepare_asr", "prepare_sid", "prepare_ks", "prepare_pr", "TaskDataError", "DOWNSTREAM")
+__all__: Sequence[str] = (
+    "prepare",
+    "prepare_asr",
+    "prepare_sid",
+    "prepare_ks",
+    "prepare_pr",
+    "TaskDataError",
+    "DOWNSTREAM",
+)

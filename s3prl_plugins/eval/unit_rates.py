@@ -40,8 +40,14 @@ def train_bpe(texts: Sequence[str], vocab_size: int, model_prefix: str) -> Optio
             f.write(t.lower() + "\n")
     try:
         spm.SentencePieceTrainer.train(
-            input=model_prefix + ".txt", model_prefix=model_prefix, vocab_size=vocab_size, model_type="bpe",
-            character_coverage=1.0, input_sentence_size=10_000_000, shuffle_input_sentence=True, minloglevel=2,
+            input=model_prefix + ".txt",
+            model_prefix=model_prefix,
+            vocab_size=vocab_size,
+            model_type="bpe",
+            character_coverage=1.0,
+            input_sentence_size=10_000_000,
+            shuffle_input_sentence=True,
+            minloglevel=2,
         )
     except RuntimeError as e:  # "Vocabulary size is too high" for a small text
         logger.warning("BPE %d: %s", vocab_size, str(e).splitlines()[-1] if str(e) else e)
@@ -49,7 +55,9 @@ def train_bpe(texts: Sequence[str], vocab_size: int, model_prefix: str) -> Optio
     return model_prefix + ".model"
 
 
-def unit_rates(data_dir: str, train_dir: Optional[str] = None, vocab_sizes: Sequence[int] = PAPER_VOCABS) -> Dict[str, object]:
+def unit_rates(
+    data_dir: str, train_dir: Optional[str] = None, vocab_sizes: Sequence[int] = PAPER_VOCABS
+) -> Dict[str, object]:
     """``{"seconds", "utterances", "rates": {unit: Hz}, "skipped": [...]}`` for the utterances of
     ``data_dir`` that have text (and, for phones, phones)."""
     import sentencepiece as spm
@@ -68,7 +76,9 @@ def unit_rates(data_dir: str, train_dir: Optional[str] = None, vocab_sizes: Sequ
         ph = read_table(phones_path)
         have = [u for u in utts if u in ph]
         if have:
-            rates["phone"] = sum(len([p for p in ph[u].split() if p != "|"]) for u in have) / sum(d.utt2dur[u] for u in have)
+            rates["phone"] = sum(len([p for p in ph[u].split() if p != "|"]) for u in have) / sum(
+                d.utt2dur[u] for u in have
+            )
     rates["char"] = sum(char_count(text[u]) for u in utts) / seconds
     train_text = read_table(os.path.join(train_dir or data_dir, "text"))
     skipped: List[str] = []
@@ -81,7 +91,14 @@ def unit_rates(data_dir: str, train_dir: Optional[str] = None, vocab_sizes: Sequ
             sp = spm.SentencePieceProcessor(model_file=model)
             pieces = sum(len(sp.encode(text[u].lower())) for u in utts)
             rates[f"bpe{v}"] = pieces / seconds
-    return {"data": data_dir, "train": train_dir or data_dir, "seconds": seconds, "utterances": len(utts), "rates": rates, "skipped": skipped}
+    return {
+        "data": data_dir,
+        "train": train_dir or data_dir,
+        "seconds": seconds,
+        "utterances": len(utts),
+        "rates": rates,
+        "skipped": skipped,
+    }
 
 
 def plot_unit_rates(result: Dict[str, object], path: str, reference: Optional[Dict[str, float]] = None) -> str:

@@ -41,7 +41,9 @@ def select_layer(states: torch.Tensor, layer: Union[str, int]) -> torch.Tensor:
         return states[-1].float()
     i = int(layer)
     if not -states.shape[0] <= i < states.shape[0]:
-        raise ValueError(f"layer {i} does not exist: the features have {states.shape[0]} layers (0..{states.shape[0] - 1})")
+        raise ValueError(
+            f"layer {i} does not exist: the features have {states.shape[0]} layers (0..{states.shape[0] - 1})"
+        )
     return states[i].float()
 
 
@@ -51,7 +53,11 @@ def pool(frames: torch.Tensor) -> np.ndarray:
 
 
 def pooled_features(
-    source: Union[str, FeatureExtractor], data_dir: str, label: str, layer: Union[str, int] = "avg", progress: bool = True
+    source: Union[str, FeatureExtractor],
+    data_dir: str,
+    label: str,
+    layer: Union[str, int] = "avg",
+    progress: bool = True,
 ) -> Tuple[np.ndarray, List[str], List[str]]:
     """Pooled features (utterances, 2 dim), labels and utterance ids of a data dir; ``source`` is a
     feature source (``fbank``, a checkpoint, ...) or an extractor already built from one."""
@@ -70,7 +76,14 @@ def pooled_features(
 
 
 def run_utterance_probe(
-    features: str, train_dir: str, test_dir: str, out: str, label: str, layer: Union[str, int] = "avg", c: float = 0.1, progress: bool = True
+    features: str,
+    train_dir: str,
+    test_dir: str,
+    out: str,
+    label: str,
+    layer: Union[str, int] = "avg",
+    c: float = 0.1,
+    progress: bool = True,
 ) -> Dict[str, object]:
     """Train on ``train_dir``, score ``test_dir``; writes ``out/result.json`` (atomically) and
     ``out/predictions.txt`` (``utt truth predicted``) and returns the result."""
@@ -85,7 +98,9 @@ def run_utterance_probe(
     x_test, y_test, utts = pooled_features(ex, test_dir, label, layer, progress)
     unseen = sorted(set(y_test) - set(y_train))
     if unseen:
-        logger.warning("%s: %d test classes never seen in training (counted as errors): %s", test_dir, len(unseen), unseen[:5])
+        logger.warning(
+            "%s: %d test classes never seen in training (counted as errors): %s", test_dir, len(unseen), unseen[:5]
+        )
     clf = make_pipeline(StandardScaler(), LogisticRegression(C=c, max_iter=5000))
     clf.fit(x_train, y_train)
     pred = clf.predict(x_test).tolist()

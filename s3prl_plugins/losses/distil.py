@@ -12,7 +12,11 @@ from s3prl_plugins.losses.star import match_time, valid_mask
 
 
 def l1_cos_loss(
-    targets: Sequence[Tensor], predictions: Sequence[Tensor], lengths: Tensor, cos_weight: float = 1.0, max_mismatch: int = 2
+    targets: Sequence[Tensor],
+    predictions: Sequence[Tensor],
+    lengths: Tensor,
+    cos_weight: float = 1.0,
+    max_mismatch: int = 2,
 ) -> Tensor:
     """DistilHuBERT's loss (Chang et al. 2022, eq. 1), summed over the predicted layers ``l``:
 
@@ -30,7 +34,9 @@ def l1_cos_loss(
         total = 0.0
         for h, p in zip(targets, predictions):
             if h.size(-1) != p.size(-1):
-                raise ValueError(f"prediction width {p.size(-1)} != teacher width {h.size(-1)}: give the head out_dim={h.size(-1)}")
+                raise ValueError(
+                    f"prediction width {p.size(-1)} != teacher width {h.size(-1)}: give the head out_dim={h.size(-1)}"
+                )
             h, p = h.float(), p.float()
             l1 = (h - p).abs().mean(-1)
             cos = F.cosine_similarity(h, p, dim=-1)

@@ -54,7 +54,11 @@ REDUCTIONS = ("mean", "sum")
 
 
 def match_time(
-    teacher: Sequence[Tensor], student: Sequence[Tensor], lengths: Tensor, max_mismatch: int = 2, time_dims: Tuple[int, ...] = (1,)
+    teacher: Sequence[Tensor],
+    student: Sequence[Tensor],
+    lengths: Tensor,
+    max_mismatch: int = 2,
+    time_dims: Tuple[int, ...] = (1,),
 ) -> Tuple[List[Tensor], List[Tensor], Tensor]:
     """Cut teacher and student tensors to the shorter time length (differing by at most ``max_mismatch``).
 
@@ -201,7 +205,9 @@ def layer_wise_tgm_loss(
     first transformer input). With ``reduction="mean"`` each squared distance is divided by ``n_b^2``
     and averaged over utterances (module docstring); features are normalised per ``normalize``.
     """
-    return tgm_losses(teacher_states, student_states, lengths, True, False, normalize, reduction, method, max_mismatch)["layer_wise"]
+    return tgm_losses(teacher_states, student_states, lengths, True, False, normalize, reduction, method, max_mismatch)[
+        "layer_wise"
+    ]
 
 
 def intra_layer_tgm_loss(
@@ -219,7 +225,9 @@ def intra_layer_tgm_loss(
     ``L_intra-layer = sum_{l=1..L} ||G^{l,T} - G^{l,S}||_F^2`` (eq. 6), for each consecutive pair of the
     given states. Reduction and normalisation as in :func:`layer_wise_tgm_loss`.
     """
-    return tgm_losses(teacher_states, student_states, lengths, False, True, normalize, reduction, method, max_mismatch)["intra_layer"]
+    return tgm_losses(teacher_states, student_states, lengths, False, True, normalize, reduction, method, max_mismatch)[
+        "intra_layer"
+    ]
 
 
 def avg_attention_kl(
@@ -243,7 +251,7 @@ def avg_attention_kl(
         teacher, student, lengths = match_time(teacher_attn, student_attn, lengths, max_mismatch, time_dims=(1, 2))
         frames = teacher[0].size(1)
         mask = valid_mask(lengths, frames)
-        pair = (mask[:, :, None] & mask[:, None, :])
+        pair = mask[:, :, None] & mask[:, None, :]
         total = 0.0
         for t, s in zip(teacher, student):
             p = t.float().masked_fill(~pair, 0.0)
@@ -256,13 +264,17 @@ def avg_attention_kl(
         return total
 
 
-def last_attention_kl(teacher_attn: Sequence[Tensor], student_attn: Sequence[Tensor], lengths: Tensor, **kwargs) -> Tensor:
+def last_attention_kl(
+    teacher_attn: Sequence[Tensor], student_attn: Sequence[Tensor], lengths: Tensor, **kwargs
+) -> Tensor:
     """The paper's ``L_last-attn`` baseline (Jang, Kim and Kim 2024, Table 1; after MiniLM/[21]): eq. 1 on the
     last transformer layer only (head-averaged maps, see :func:`avg_attention_kl`)."""
     return avg_attention_kl(list(teacher_attn)[-1:], list(student_attn)[-1:], lengths, **kwargs)
 
 
-def map_layers(teacher_layers: int, student_layers: int, layer_map: Union[None, str, Sequence[int]] = None) -> List[int]:
+def map_layers(
+    teacher_layers: int, student_layers: int, layer_map: Union[None, str, Sequence[int]] = None
+) -> List[int]:
     """For each student state 0..``student_layers``, the teacher state it is matched with.
 
     * ``None``: identity; the depths must agree (the paper's layer-to-layer distillation, §3.1).
@@ -283,8 +295,9 @@ def map_layers(teacher_layers: int, student_layers: int, layer_map: Union[None, 
         raise ValueError(f"layer_map must be null, 'uniform' or a list of teacher states, not {layer_map!r}")
     out = [int(i) for i in layer_map]
     if len(out) != student_layers + 1:
-        raise ValueError(f"layer_map has {len(out)} entries; the student has {student_layers + 1} states (0..{student_layers})")
+        raise ValueError(
+            f"layer_map has {len(out)} entries; the student has {student_layers + 1} states (0..{student_layers})"
+        )
     if any(i < 0 or i > teacher_layers for i in out) or any(b <= a for a, b in zip(out, out[1:])):
         raise ValueError(f"layer_map {out} must increase strictly within teacher states 0..{teacher_layers}")
     return out
-

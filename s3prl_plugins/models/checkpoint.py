@@ -49,8 +49,9 @@ def atomic_save(obj: Any, path: str) -> None:
             os.unlink(tmp)
         if _disk_full(e):
             raise DiskFullError(
-                errno.ENOSPC, f"no space left on {folder} while writing {os.path.basename(path)} "
-                f"({shutil.disk_usage(folder).free / 2**20:.1f} MiB free); the previous file is intact: free space and run again"
+                errno.ENOSPC,
+                f"no space left on {folder} while writing {os.path.basename(path)} "
+                f"({shutil.disk_usage(folder).free / 2**20:.1f} MiB free); the previous file is intact: free space and run again",
             ) from e
         raise
 
@@ -201,7 +202,9 @@ def _read_with_inert_globals(path: str, first_error: Exception) -> Any:
         try:
             return torch.load(path, map_location="cpu", weights_only=True)
         except Exception as e:  # noqa: BLE001
-            raise CheckpointError(f"{path}: cannot be read even with inert placeholders for {sorted(foreign)}: {e}") from e
+            raise CheckpointError(
+                f"{path}: cannot be read even with inert placeholders for {sorted(foreign)}: {e}"
+            ) from e
 
 
 def _not_a_checkpoint(path: str, msg: str) -> str:
@@ -215,12 +218,16 @@ def _not_a_checkpoint(path: str, msg: str) -> str:
     if head.startswith(b"PK"):
         return f"a truncated or damaged PyTorch file (its zip directory is missing): {redownload}, or use an earlier checkpoint"
     if head.lstrip().lower().startswith((b"<!doctype", b"<html", b"<?xml", b"{", b"<")):
-        return (f"not a checkpoint but a text/web page (it starts with {head.lstrip()[:20]!r}): a failed download "
-                f"(a login or quota page?); {redownload}")
+        return (
+            f"not a checkpoint but a text/web page (it starts with {head.lstrip()[:20]!r}): a failed download "
+            f"(a login or quota page?); {redownload}"
+        )
     if head.startswith(b"\x80"):
-        return (f"a pickle of the legacy (pre-zip) format that a weights-only load cannot read ({msg.split('. In PyTorch')[0]}). "
-                "If it is a fairseq checkpoint, convert it once with s3prl's converter (python -m "
-                "s3prl.upstream.hubert.convert CKPT, on a machine with fairseq) and pass the result.")
+        return (
+            f"a pickle of the legacy (pre-zip) format that a weights-only load cannot read ({msg.split('. In PyTorch')[0]}). "
+            "If it is a fairseq checkpoint, convert it once with s3prl's converter (python -m "
+            "s3prl.upstream.hubert.convert CKPT, on a machine with fairseq) and pass the result."
+        )
     return f"not a PyTorch checkpoint (it starts with {head[:8]!r}): {redownload}"
 
 
@@ -248,7 +255,11 @@ def load_state_strict(model: torch.nn.Module, state: Mapping[str, torch.Tensor],
             f"{source}: weights do not fit this architecture (missing {missing[:5]}{'...' if len(missing) > 5 else ''}, "
             f"unexpected {unexpected[:5]}{'...' if len(unexpected) > 5 else ''}): it was saved from another model"
         )
-    bad = [f"{k}: {tuple(state[k].shape)} vs {tuple(v.shape)}" for k, v in own.items() if tuple(state[k].shape) != tuple(v.shape)]
+    bad = [
+        f"{k}: {tuple(state[k].shape)} vs {tuple(v.shape)}"
+        for k, v in own.items()
+        if tuple(state[k].shape) != tuple(v.shape)
+    ]
     if bad:
         raise CheckpointError(f"{source}: weights of another architecture (shape mismatch: {bad[:3]})")
     check_finite(state, source)

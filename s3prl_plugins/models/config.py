@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Tuple
 
 from s3prl_plugins.nn.transformer import POS_CONV_PRECISIONS
+
 # speed options of SSLModelConfig and their defaults (the fast paths); SPEED_OPTIONS_OFF: the plain forms
 SPEED_OPTIONS: Dict[str, Any] = {"pos_conv_precision": "fp32_forward", "fast_conv_norm": True, "batched_fbank": True}
 SPEED_OPTIONS_OFF: Dict[str, Any] = {"pos_conv_precision": "autocast", "fast_conv_norm": False, "batched_fbank": False}
@@ -136,7 +137,9 @@ class SSLModelConfig:
     def validate(self) -> None:
         """Raise ``ValueError`` naming the first inconsistent field."""
         if self.pos_conv_precision not in POS_CONV_PRECISIONS:
-            raise ValueError(f"pos_conv_precision must be one of {list(POS_CONV_PRECISIONS)}, not {self.pos_conv_precision!r}")
+            raise ValueError(
+                f"pos_conv_precision must be one of {list(POS_CONV_PRECISIONS)}, not {self.pos_conv_precision!r}"
+            )
         if self.frontend not in ("conv", "logmel"):
             raise ValueError(f"frontend must be 'conv' or 'logmel', not {self.frontend!r}")
         if self.frontend == "conv" and not self.conv_layers:
@@ -157,7 +160,9 @@ class SSLModelConfig:
         if min(self.num_heads + self.ffn_dims + self.identity_heads + self.conv_heads, default=0) < 0:
             raise ValueError("head counts and FFN widths must be >= 0")
         if any(self.conv_heads) and (self.head_conv_kernel < 1 or self.head_conv_kernel % 2 == 0):
-            raise ValueError(f"head_conv_kernel must be odd and >= 1 (centred on the frame), not {self.head_conv_kernel}")
+            raise ValueError(
+                f"head_conv_kernel must be odd and >= 1 (centred on the frame), not {self.head_conv_kernel}"
+            )
         if self.gated_relative_position and (any(self.identity_heads) or any(self.conv_heads)):
             raise ValueError("WavLM's gated relative position needs every head to be an attention head")
         if self.weight_density is not None and not 0.0 <= self.weight_density <= 1.0:

@@ -29,9 +29,7 @@ class HubertHead(nn.Module):
         """(batch, frames, dim) -> per codebook (batch, frames, classes) logits."""
         projs = self.final_proj(x).chunk(len(self.num_classes), dim=-1)
         embs = self.label_embs_concat.split(self.num_classes, dim=0)
-        return [
-            F.cosine_similarity(p.unsqueeze(-2), e, dim=-1) / self.logit_temp for p, e in zip(projs, embs)
-        ]
+        return [F.cosine_similarity(p.unsqueeze(-2), e, dim=-1) / self.logit_temp for p, e in zip(projs, embs)]
 
 
 class ClusterHead(nn.Module):

@@ -71,7 +71,11 @@ class SSLModel(nn.Module):
             )
         else:
             self.frontend = LogMelFrontend(
-                config.n_mels, config.frame_length_ms, config.frame_shift_ms, config.stack_frames, batched=config.batched_fbank
+                config.n_mels,
+                config.frame_length_ms,
+                config.frame_shift_ms,
+                config.stack_frames,
+                batched=config.batched_fbank,
             )
         dim = config.frontend_dim
         self.feature_layer_norm = nn.LayerNorm(dim) if config.feature_layer_norm else None
@@ -102,7 +106,9 @@ class SSLModel(nn.Module):
         self.head = build_head(config.embed_dim, config.head) if config.head else None
         spec = config.subsampling or {}
         self.subsampler = build_subsampler(config.subsampling, dim)
-        self.upsampler = Upsampler(spec["upsample"], int(spec.get("stride", 1)), config.embed_dim) if spec.get("upsample") else None
+        self.upsampler = (
+            Upsampler(spec["upsample"], int(spec.get("stride", 1)), config.embed_dim) if spec.get("upsample") else None
+        )
 
     @property
     def downsample_rate(self) -> int:
@@ -165,7 +171,9 @@ class SSLModel(nn.Module):
         x, n, _, _ = self._frontend(waveforms, lengths, alpha, segment_ids)
         return self.project(x, n)
 
-    def _frontend(self, waveforms: Tensor, lengths: Optional[Tensor], alpha: Optional[Tensor], segment_ids: Optional[Tensor]):
+    def _frontend(
+        self, waveforms: Tensor, lengths: Optional[Tensor], alpha: Optional[Tensor], segment_ids: Optional[Tensor]
+    ):
         """(features, their lengths, the :class:`Subsampled` result or None, the front-end's lengths)."""
         self.check_input(waveforms, lengths)
         if self.config.normalize_waveform:
@@ -177,7 +185,9 @@ class SSLModel(nn.Module):
             frame_lengths = torch.full((x.size(0),), x.size(1), dtype=torch.long, device=x.device)
         if self.subsampler is None:
             if alpha is not None or segment_ids is not None:
-                raise ValueError("alpha / segment_ids given to a model without sequence subsampling (config.subsampling)")
+                raise ValueError(
+                    "alpha / segment_ids given to a model without sequence subsampling (config.subsampling)"
+                )
             return x, frame_lengths, None, frame_lengths
         sub = self.subsampler(x, frame_lengths, alpha=alpha, segment_ids=segment_ids)
         return sub.x, sub.lengths, sub, frame_lengths
@@ -301,8 +311,11 @@ TRANSFORMER_LINEARS = ("q_proj", "k_proj", "v_proj", "out_proj", "fc1", "fc2")
 def transformer_linears(model: nn.Module) -> Dict[str, nn.Linear]:
     """Every linear layer of the encoder's layers (``encoder.layers.*``: q/k/v/out, fc1, fc2), by module name."""
     return {
-        name: m for name, m in model.named_modules()
-        if name.startswith("encoder.layers.") and isinstance(m, nn.Linear) and name.rsplit(".", 1)[-1] in TRANSFORMER_LINEARS
+        name: m
+        for name, m in model.named_modules()
+        if name.startswith("encoder.layers.")
+        and isinstance(m, nn.Linear)
+        and name.rsplit(".", 1)[-1] in TRANSFORMER_LINEARS
     }
 
 

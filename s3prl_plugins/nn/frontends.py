@@ -142,7 +142,14 @@ class ConvFeatureExtractor(nn.Module):
             GPU, :data:`FAST_PATH_DEVICES` only).
     """
 
-    def __init__(self, specs: Sequence[ConvSpec], norm: str = "group_norm", bias: bool = False, dropout: float = 0.0, fast_norm: bool = True):
+    def __init__(
+        self,
+        specs: Sequence[ConvSpec],
+        norm: str = "group_norm",
+        bias: bool = False,
+        dropout: float = 0.0,
+        fast_norm: bool = True,
+    ):
         super().__init__()
         if norm not in ("group_norm", "layer_norm", "none"):
             raise ValueError(f"conv norm must be group_norm, layer_norm or none, not {norm!r}")
@@ -259,8 +266,12 @@ class LogMelFrontend(nn.Module):
             import torchaudio  # local: keeps `import s3prl_plugins.nn` light
 
             n_fft = 1 << (self.window - 1).bit_length()  # Kaldi's round_to_power_of_two
-            banks, _ = torchaudio.compliance.kaldi.get_mel_banks(self.n_mels, n_fft, float(self.sample_rate), 20.0, 0.0, 100.0, -500.0, 1.0)
-            self._mel_cache[key] = F.pad(banks, (0, 1)).T.contiguous().to(device=device, dtype=dtype)  # (n_fft // 2 + 1, n_mels)
+            banks, _ = torchaudio.compliance.kaldi.get_mel_banks(
+                self.n_mels, n_fft, float(self.sample_rate), 20.0, 0.0, 100.0, -500.0, 1.0
+            )
+            self._mel_cache[key] = (
+                F.pad(banks, (0, 1)).T.contiguous().to(device=device, dtype=dtype)
+            )  # (n_fft // 2 + 1, n_mels)
         return self._mel_cache[key]
 
     def batch_fbank(self, waveforms: Tensor) -> Tensor:
@@ -312,10 +323,16 @@ class LogMelFrontend(nn.Module):
         full = torch.full((batch,), samples, dtype=torch.long, device=waveforms.device)
         sample_lengths = full if lengths is None else lengths.to(waveforms.device)
         device_type = waveforms.device.type
-        with torch.autocast(device_type, enabled=False) if autocast_dtype(device_type) is not None else contextlib.nullcontext():
+        with (
+            torch.autocast(device_type, enabled=False)
+            if autocast_dtype(device_type) is not None
+            else contextlib.nullcontext()
+        ):
             f = self.batch_fbank(waveforms.float())  # (B, M, n_mels), float32 as the per-utterance path
             f = (f - self.mean) / self.std
-        frames = (torch.div(sample_lengths - self.window, self.hop, rounding_mode="floor") + 1).clamp(min=0)  # unstacked, per utterance
+        frames = (torch.div(sample_lengths - self.window, self.hop, rounding_mode="floor") + 1).clamp(
+            min=0
+        )  # unstacked, per utterance
         s = self.stack_frames
         out_lengths = torch.div(frames + s - 1, s, rounding_mode="floor")
         steps = -(-f.size(1) // s)

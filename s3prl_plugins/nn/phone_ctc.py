@@ -25,26 +25,39 @@ class _ConvBlock(nn.Module):
 
 class PhoneCTC(nn.Module):
     """Args:
-        in_dim: feature width.
-        vocab: phones + blank.
-        num_layers_in: feature layers combined by softmax weights (1: none).
-        hidden: channels.
-        dilations: one residual dilated-convolution block (kernel 3) per entry; the default sees
-            +-31 frames (0.3 s at 100 Hz). Convolutions rather than an LSTM: ~20x faster on a CPU.
-            Empty: a linear probe (layer norm + one linear layer, SUPERB PR's design).
-        layer_norm: normalise the weighted sum first (the linear probe's default).
-        project_dim: a linear probe's projection before its output layer (0: none; s3prl's ctc
-            downstream for SUPERB PR: 256, no layer norm -- the ``superb`` probe).
+    in_dim: feature width.
+    vocab: phones + blank.
+    num_layers_in: feature layers combined by softmax weights (1: none).
+    hidden: channels.
+    dilations: one residual dilated-convolution block (kernel 3) per entry; the default sees
+        +-31 frames (0.3 s at 100 Hz). Convolutions rather than an LSTM: ~20x faster on a CPU.
+        Empty: a linear probe (layer norm + one linear layer, SUPERB PR's design).
+    layer_norm: normalise the weighted sum first (the linear probe's default).
+    project_dim: a linear probe's projection before its output layer (0: none; s3prl's ctc
+        downstream for SUPERB PR: 256, no layer norm -- the ``superb`` probe).
     """
 
-    def __init__(self, in_dim: int, vocab: int, num_layers_in: int = 1, hidden: int = 256, dilations: Sequence[int] = (1, 2, 4, 8, 16, 1), dropout: float = 0.1,
-                 layer_norm: bool = True, project_dim: int = 0):
+    def __init__(
+        self,
+        in_dim: int,
+        vocab: int,
+        num_layers_in: int = 1,
+        hidden: int = 256,
+        dilations: Sequence[int] = (1, 2, 4, 8, 16, 1),
+        dropout: float = 0.1,
+        layer_norm: bool = True,
+        project_dim: int = 0,
+    ):
         super().__init__()
         self.layer_weights = nn.Parameter(torch.zeros(num_layers_in))
         self.norm = nn.LayerNorm(in_dim) if layer_norm or dilations else nn.Identity()
         self.linear = not dilations
         if self.linear:  # SUPERB PR's probe: one linear layer on the (normalised) weighted sum
-            self.out = nn.Sequential(nn.Linear(in_dim, project_dim), nn.Linear(project_dim, vocab)) if project_dim else nn.Linear(in_dim, vocab)
+            self.out = (
+                nn.Sequential(nn.Linear(in_dim, project_dim), nn.Linear(project_dim, vocab))
+                if project_dim
+                else nn.Linear(in_dim, vocab)
+            )
             return
         self.proj = nn.Linear(in_dim, hidden)
         self.blocks = nn.ModuleList(_ConvBlock(hidden, d, dropout) for d in dilations)

@@ -85,7 +85,9 @@ def cif(
         segment count are zero.
     """
     if features.dim() != 3 or alpha.shape != features.shape[:2]:
-        raise ValueError(f"features must be (batch, frames, dim) and alpha (batch, frames): got {tuple(features.shape)} and {tuple(alpha.shape)}")
+        raise ValueError(
+            f"features must be (batch, frames, dim) and alpha (batch, frames): got {tuple(features.shape)} and {tuple(alpha.shape)}"
+        )
     if bool((alpha < 0).any()):
         raise ValueError("alpha must be non-negative")
     B, T, D = features.shape
@@ -373,7 +375,9 @@ def check_subsampling(spec: Mapping[str, Any]) -> None:
     if up not in (None, "repeat", "deconv"):
         raise ValueError(f"subsampling upsample {up!r}: choose null, 'repeat' or 'deconv'")
     if up is not None and kind not in ("avg", "conv"):
-        raise ValueError("upsampling (Fig. 1a) pairs with fixed subsampling only; variable-length models subsample the targets")
+        raise ValueError(
+            "upsampling (Fig. 1a) pairs with fixed subsampling only; variable-length models subsample the targets"
+        )
 
 
 class Subsampler(nn.Module):
@@ -417,11 +421,13 @@ class Subsampler(nn.Module):
     def variable(self) -> bool:
         return self.fixed is None
 
-    def forward(self, x: Tensor, lengths: Tensor, alpha: Optional[Tensor] = None, segment_ids: Optional[Tensor] = None) -> Subsampled:
+    def forward(
+        self, x: Tensor, lengths: Tensor, alpha: Optional[Tensor] = None, segment_ids: Optional[Tensor] = None
+    ) -> Subsampled:
         """Args:
-            x: (B, T, C) front-end features; lengths: (B,) valid frames.
-            alpha: use this α instead of computing it (variable-length only).
-            segment_ids: (B, T) per-frame segment labels (``segments`` type: required).
+        x: (B, T, C) front-end features; lengths: (B,) valid frames.
+        alpha: use this α instead of computing it (variable-length only).
+        segment_ids: (B, T) per-frame segment labels (``segments`` type: required).
         """
         if self.fixed is not None:
             if alpha is not None or segment_ids is not None:

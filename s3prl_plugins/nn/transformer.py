@@ -19,7 +19,6 @@ from torch import Tensor, nn
 
 from s3prl_plugins.nn.frontends import autocast_dtype, fast_path_on, gelu
 
-
 POS_CONV_PRECISIONS = ("fp32_forward", "fp32", "autocast")
 
 
@@ -31,9 +30,17 @@ class _Fp32ForwardConv1d(torch.autograd.Function):
     Gradients are returned in the dtype of each input (the float32 weight gets float32 gradients)."""
 
     @staticmethod
-    def forward(ctx, x: Tensor, weight: Tensor, bias: Optional[Tensor], padding: int, groups: int, low_dtype: torch.dtype) -> Tensor:
+    def forward(
+        ctx, x: Tensor, weight: Tensor, bias: Optional[Tensor], padding: int, groups: int, low_dtype: torch.dtype
+    ) -> Tensor:
         compute = torch.promote_types(torch.promote_types(x.dtype, low_dtype), torch.float32)
-        y = F.conv1d(x.to(compute), weight.to(compute), None if bias is None else bias.to(compute), padding=padding, groups=groups)
+        y = F.conv1d(
+            x.to(compute),
+            weight.to(compute),
+            None if bias is None else bias.to(compute),
+            padding=padding,
+            groups=groups,
+        )
         ctx.save_for_backward(x.to(low_dtype), weight.to(low_dtype))
         ctx.conf = (padding, groups, x.dtype, weight.dtype, None if bias is None else bias.dtype)
         return y.to(low_dtype)
@@ -44,8 +51,17 @@ class _Fp32ForwardConv1d(torch.autograd.Function):
         padding, groups, x_dtype, w_dtype, b_dtype = ctx.conf
         mask = [ctx.needs_input_grad[0], ctx.needs_input_grad[1], b_dtype is not None and ctx.needs_input_grad[2]]
         gx, gw, gb = torch.ops.aten.convolution_backward(
-            grad.to(x.dtype), x, weight, None if b_dtype is None else [weight.size(0)],
-            [1], [padding], [1], False, [0], groups, mask,
+            grad.to(x.dtype),
+            x,
+            weight,
+            None if b_dtype is None else [weight.size(0)],
+            [1],
+            [padding],
+            [1],
+            False,
+            [0],
+            groups,
+            mask,
         )
         return (
             gx.to(x_dtype) if mask[0] else None,
@@ -209,7 +225,9 @@ class SelfAttention(nn.Module):
         else:
             self.out_bias = nn.Parameter(torch.zeros(embed_dim))
         if conv_heads > 0:
-            self.head_conv = nn.Conv1d(conv_heads, conv_heads, conv_kernel, padding=conv_kernel // 2, groups=conv_heads, bias=False)
+            self.head_conv = nn.Conv1d(
+                conv_heads, conv_heads, conv_kernel, padding=conv_kernel // 2, groups=conv_heads, bias=False
+            )
             with torch.no_grad():
                 self.head_conv.weight.zero_()
                 self.head_conv.weight[:, 0, conv_kernel // 2] = 1.0
@@ -247,7 +265,9 @@ class SelfAttention(nn.Module):
             bias = gated if bias is None else bias + gated
         return bias
 
-    def head_attention(self, x: Tensor, key_padding_mask: Optional[Tensor] = None, position_bias: Optional[Tensor] = None):
+    def head_attention(
+        self, x: Tensor, key_padding_mask: Optional[Tensor] = None, position_bias: Optional[Tensor] = None
+    ):
         """Yield each attention head's map (batch, frames, frames), one at a time (a (B, H, T, T) tensor of
         every head is never built). ``position_bias`` is what the layer received (WavLM: from layer 1)."""
         if self.num_heads == 0:
@@ -484,7 +504,11 @@ class Encoder(nn.Module):
             raise ValueError(f"{len(num_heads)} head counts for {len(ffn_dims)} FFN widths")
         identity_heads = list(identity_heads or [0] * len(num_heads))
         conv_heads = list(conv_heads or [0] * len(num_heads))
-        self.pos_conv = ConvPositionalEmbedding(embed_dim, pos_conv_kernel, pos_conv_groups, pos_conv_precision) if pos_conv_kernel else None
+        self.pos_conv = (
+            ConvPositionalEmbedding(embed_dim, pos_conv_kernel, pos_conv_groups, pos_conv_precision)
+            if pos_conv_kernel
+            else None
+        )
         self.layer_norm = nn.LayerNorm(embed_dim)
         self.dropout = nn.Dropout(dropout)
         self.layer_norm_first = layer_norm_first

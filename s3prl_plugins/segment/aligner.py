@@ -96,7 +96,9 @@ def frame_energies(wav: torch.Tensor, num_frames: int, frame_shift: float, windo
     return 10 * torch.log10(frames.pow(2).mean(-1) + 1e-10)
 
 
-def trim_silence(intervals: List[Tuple[float, float]], energy_db: torch.Tensor, frame_shift: float, floor_db: float = 50.0):
+def trim_silence(
+    intervals: List[Tuple[float, float]], energy_db: torch.Tensor, frame_shift: float, floor_db: float = 50.0
+):
     """Move word edges inward past frames more than ``floor_db`` below the utterance's loudest frame
     (never emptying a word): CTC spans under a blank penalty may run into the pauses around words."""
     silent = energy_db < energy_db.max() - floor_db
@@ -134,7 +136,9 @@ def align_corpus(
                 raise ValueError("no phone transcription")
             words = texts[utt].split()
             if len(words) != len(phones[utt]):
-                raise ValueError(f"{len(words)} words in the transcript but {len(phones[utt])} in the phone transcription")
+                raise ValueError(
+                    f"{len(words)} words in the transcript but {len(phones[utt])} in the phone transcription"
+                )
             ids = [vocab.encode(w) for w in phones[utt]]
             sil = vocab.index[silence] if silence else None
             word_iv, phone_iv = align_utterance(model, feats[utt], ids, frame_shift, sil, blank_penalty)
@@ -145,7 +149,10 @@ def align_corpus(
             continue
         write_textgrid(
             os.path.join(out_dir, f"{utt}.TextGrid"),
-            {"words": [(s, e, w.lower()) for (s, e), w in zip(word_iv, words)], "phones": [(s, e, vocab.symbols[t]) for s, e, t in phone_iv]},
+            {
+                "words": [(s, e, w.lower()) for (s, e), w in zip(word_iv, words)],
+                "phones": [(s, e, vocab.symbols[t]) for s, e, t in phone_iv],
+            },
             durations.get(utt, max(e for _, e in word_iv)),
         )
         n += 1
@@ -186,4 +193,12 @@ def boundary_errors(textgrid_dir: str, reference_jsonl: str) -> Dict[str, float]
     }
 
 
-__all__ = ["AlignResult", "align_corpus", "align_utterance", "boundary_errors", "with_silences", "frame_energies", "trim_silence"]
+__all__ = [
+    "AlignResult",
+    "align_corpus",
+    "align_utterance",
+    "boundary_errors",
+    "with_silences",
+    "frame_energies",
+    "trim_silence",
+]

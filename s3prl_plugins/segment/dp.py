@@ -41,7 +41,9 @@ def squared_distances(frames: np.ndarray, codebook: np.ndarray) -> np.ndarray:
     return np.maximum(d, 0.0)
 
 
-def dp_segment(frames: np.ndarray, codebook: np.ndarray, penalty: float, max_length: int = 50) -> Tuple[List[int], List[int]]:
+def dp_segment(
+    frames: np.ndarray, codebook: np.ndarray, penalty: float, max_length: int = 50
+) -> Tuple[List[int], List[int]]:
     """Segment one utterance: ``(end frames, code of each segment)`` (ends exclusive, the last = T).
 
     Args:
@@ -123,6 +125,7 @@ def find_penalty(
 
     Raises :class:`PenaltySearchError` when the target is above the rate at λ = 0 (no smoothing at all)
     or below ``frame_rate / max_length`` (every segment at the longest length)."""
+
     def rate(lam: float) -> float:
         return rate_of(segment_all(features, codebook, lam, max_length)[0], frame_rate)
 
@@ -164,12 +167,19 @@ def find_penalty(
     if not within:  # inside the reachable range, but the rate jumps over the target on these few frames
         logger.warning(
             "no λ gives %.4g Hz within %.0f%% after %d tries: taking the closest, λ = %.4g at %.2f Hz (more "
-            "utterances in the sweep make the rate a finer function of λ)", target_rate, 100 * rel_tol, it, best[1], best[2],
+            "utterances in the sweep make the rate a finer function of λ)",
+            target_rate,
+            100 * rel_tol,
+            it,
+            best[1],
+            best[2],
         )
     return {"penalty": float(best[1]), "rate": float(best[2]), "iterations": it, "within_tolerance": within}
 
 
-def hidden_features(data_dir: str, ckpt: str, layer: int, utts: Optional[Sequence[str]] = None, progress: bool = True) -> Dict[str, np.ndarray]:
+def hidden_features(
+    data_dir: str, ckpt: str, layer: int, utts: Optional[Sequence[str]] = None, progress: bool = True
+) -> Dict[str, np.ndarray]:
     """A teacher layer's frames of each utterance (our :class:`~s3prl_plugins.data.targets.FeatureReader`)."""
     from tqdm import tqdm
 
@@ -180,4 +190,9 @@ def hidden_features(data_dir: str, ckpt: str, layer: int, utts: Optional[Sequenc
     reader = FeatureReader("hidden", 1, ckpt, layer)
     d = read_data_dir(data_dir)
     keep = list(utts) if utts is not None else d.utts
-    return {u: reader(load_audio(d.wav[u])) for u in tqdm(keep, desc=f"layer-{layer} features of {data_dir}", unit="utt", disable=not progress, mininterval=10)}
+    return {
+        u: reader(load_audio(d.wav[u]))
+        for u in tqdm(
+            keep, desc=f"layer-{layer} features of {data_dir}", unit="utt", disable=not progress, mininterval=10
+        )
+    }

@@ -17,7 +17,10 @@ def mfa_status(executable: str = "mfa") -> Tuple[bool, str]:
     """``(usable, reason)``: whether ``mfa`` runs here."""
     path = shutil.which(executable)
     if path is None:
-        return False, f"{executable} is not on PATH (install MFA with conda: conda install -c conda-forge montreal-forced-aligner)"
+        return (
+            False,
+            f"{executable} is not on PATH (install MFA with conda: conda install -c conda-forge montreal-forced-aligner)",
+        )
     try:
         r = subprocess.run([path, "version"], capture_output=True, text=True, timeout=120)
     except (OSError, subprocess.TimeoutExpired) as e:
@@ -28,9 +31,29 @@ def mfa_status(executable: str = "mfa") -> Tuple[bool, str]:
     return True, r.stdout.strip()
 
 
-def mfa_align_command(corpus_dir: str, dictionary: str, acoustic_model: str, out_dir: str, jobs: int = 2, extra: Optional[List[str]] = None) -> List[str]:
+def mfa_align_command(
+    corpus_dir: str,
+    dictionary: str,
+    acoustic_model: str,
+    out_dir: str,
+    jobs: int = 2,
+    extra: Optional[List[str]] = None,
+) -> List[str]:
     """The ``mfa align`` command line (corpus of .flac/.wav with .lab/.txt transcripts beside them)."""
-    return ["mfa", "align", corpus_dir, dictionary, acoustic_model, out_dir, "--clean", "--num_jobs", str(jobs), "--output_format", "long_textgrid", *(extra or [])]
+    return [
+        "mfa",
+        "align",
+        corpus_dir,
+        dictionary,
+        acoustic_model,
+        out_dir,
+        "--clean",
+        "--num_jobs",
+        str(jobs),
+        "--output_format",
+        "long_textgrid",
+        *(extra or []),
+    ]
 
 
 def prepare_mfa_corpus(data_dir: str, out_dir: str) -> int:
@@ -75,7 +98,10 @@ def run_mfa(data_dir: str, dictionary: str, acoustic_model: str, out_dir: str, j
         raise RuntimeError(f"MFA is not usable here: {reason}")
     work = out_dir.rstrip("/") + ".mfa"
     prepare_mfa_corpus(data_dir, os.path.join(work, "corpus"))
-    subprocess.run(mfa_align_command(os.path.join(work, "corpus"), dictionary, acoustic_model, os.path.join(work, "out"), jobs), check=True)
+    subprocess.run(
+        mfa_align_command(os.path.join(work, "corpus"), dictionary, acoustic_model, os.path.join(work, "out"), jobs),
+        check=True,
+    )
     aligned = collect_textgrids(os.path.join(work, "out"), out_dir)
     missing = sorted(set(read_data_dir(data_dir).utts) - set(aligned))
     with open(os.path.join(out_dir, "failed.txt"), "w") as f:

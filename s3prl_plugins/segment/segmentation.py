@@ -118,7 +118,9 @@ def expected_frames(num_samples: int, frame_shift: int = 320, window: int = 400)
     return max(0, (num_samples - window) // frame_shift + 1)
 
 
-def check_against_audio(seg: Mapping[str, Sequence[int]], data_dir: str, frame_shift: int = 320, tolerance: int = 2) -> List[str]:
+def check_against_audio(
+    seg: Mapping[str, Sequence[int]], data_dir: str, frame_shift: int = 320, tolerance: int = 2
+) -> List[str]:
     """Utterances of ``data_dir`` without a segmentation (returned), and a :class:`SegmentationError`
     for any whose frame count differs from its audio's (``utt2dur``) by more than ``tolerance`` frames."""
     from s3prl_plugins.data.kaldi import read_data_dir
@@ -193,7 +195,9 @@ def from_textgrids(
             continue
         seg[utt] = from_intervals(intervals, frames, frame_shift / 16000)
     if missing:
-        logger.warning("%s: %d utterance(s) have no TextGrid in %s, e.g. %s", data_dir, len(missing), textgrid_dir, missing[:3])
+        logger.warning(
+            "%s: %d utterance(s) have no TextGrid in %s, e.g. %s", data_dir, len(missing), textgrid_dir, missing[:3]
+        )
     return {"segmentation": seg, "missing": missing}
 
 
@@ -225,7 +229,9 @@ __all__ = [
 ]
 
 
-def boundary_scores(hyp: Mapping[str, Sequence[int]], ref: Mapping[str, Sequence[int]], tolerance: int = 1) -> Dict[str, float]:
+def boundary_scores(
+    hyp: Mapping[str, Sequence[int]], ref: Mapping[str, Sequence[int]], tolerance: int = 1
+) -> Dict[str, float]:
     """Precision, recall and F1 of ``hyp``'s inner boundaries against ``ref``'s (each reference boundary
     matched at most once, within ``tolerance`` frames), over the utterances both have; the utterance
     end is not a boundary. The usual word/phone segmentation score (e.g. Kamper and van Niekerk 2021),
@@ -248,4 +254,10 @@ def boundary_scores(hyp: Mapping[str, Sequence[int]], ref: Mapping[str, Sequence
                 k += 1
     p = hits / n_hyp if n_hyp else 0.0
     rc = hits / n_ref if n_ref else 0.0
-    return {"precision": p, "recall": rc, "f1": 2 * p * rc / (p + rc) if p + rc else 0.0, "hyp_boundaries": n_hyp, "ref_boundaries": n_ref}
+    return {
+        "precision": p,
+        "recall": rc,
+        "f1": 2 * p * rc / (p + rc) if p + rc else 0.0,
+        "hyp_boundaries": n_hyp,
+        "ref_boundaries": n_ref,
+    }

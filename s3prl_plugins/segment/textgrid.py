@@ -48,7 +48,9 @@ def read_textgrid(path: str) -> Dict[str, List[Interval]]:
     return out
 
 
-def frame_labels(intervals: Sequence[Interval], num_frames: int, frame_shift: float = 0.02, blank: str = "") -> List[str]:
+def frame_labels(
+    intervals: Sequence[Interval], num_frames: int, frame_shift: float = 0.02, blank: str = ""
+) -> List[str]:
     """Label of each frame (its centre ``(i + 0.5) * frame_shift``), ``blank`` where no interval covers it."""
     labels = [blank] * num_frames
     for start, end, lab in intervals:

@@ -45,23 +45,28 @@ from s3prl_plugins.tasks.objectives import OBJECTIVES, Views, cluster_logits
 
 class DistillationTask(nn.Module):
     """Args:
-        teacher: a loaded :class:`SSLModel` (frozen here).
-        student: the model to train.
-        objectives: weight per objective (see the module docstring).
-        layer_map: student state -> teacher state (:func:`s3prl_plugins.losses.star.map_layers`); None
-            needs equal depths.
-        normalize, method: passed to the TGM losses.
-        cos_weight: DistilHuBERT's lambda.
-        max_mismatch: frames by which teacher and student lengths may differ.
-        frames_per_segment: the cardinality target K = T / frames_per_segment (default: the student's
-            ``subsampling.stride``).
-        detach_teacher_alpha: pool the teacher's states with a detached α (the gradient then reaches α
-            only through the student's side and the guidance).
-        temperature: of ``cluster_kl`` (both distributions).
+    teacher: a loaded :class:`SSLModel` (frozen here).
+    student: the model to train.
+    objectives: weight per objective (see the module docstring).
+    layer_map: student state -> teacher state (:func:`s3prl_plugins.losses.star.map_layers`); None
+        needs equal depths.
+    normalize, method: passed to the TGM losses.
+    cos_weight: DistilHuBERT's lambda.
+    max_mismatch: frames by which teacher and student lengths may differ.
+    frames_per_segment: the cardinality target K = T / frames_per_segment (default: the student's
+        ``subsampling.stride``).
+    detach_teacher_alpha: pool the teacher's states with a detached α (the gradient then reaches α
+        only through the student's side and the guidance).
+    temperature: of ``cluster_kl`` (both distributions).
     """
 
     # the legal values of the keyword arguments (what configs are checked against)
-    RANGES = {"cos_weight": {"min": 0}, "max_mismatch": {"min": 0}, "frames_per_segment": {"gt": 0}, "temperature": {"gt": 0}}
+    RANGES = {
+        "cos_weight": {"min": 0},
+        "max_mismatch": {"min": 0},
+        "frames_per_segment": {"gt": 0},
+        "temperature": {"gt": 0},
+    }
 
     def __init__(
         self,
@@ -101,7 +106,9 @@ class DistillationTask(nn.Module):
         for o in self.objectives:
             o.setup(self, teacher, student)
         if student.head is not None and not any(o.trains_head for o in self.objectives):
-            raise ValueError("the student has a prediction head that no objective trains: build it without one or add l1_cos / cluster_kl")
+            raise ValueError(
+                "the student has a prediction head that no objective trains: build it without one or add l1_cos / cluster_kl"
+            )
         if temperature <= 0:
             raise ValueError(f"temperature must be > 0, not {temperature}")
         self.layer_map: List[int] = []
@@ -130,7 +137,9 @@ class DistillationTask(nn.Module):
 
     def _teacher(self, wavs: Tensor, lengths: Tensor):
         with torch.inference_mode():
-            out = self.teacher(wavs, lengths, need_attention=self.need_attention, num_layers=max(self.teacher_layers_needed, 1))
+            out = self.teacher(
+                wavs, lengths, need_attention=self.need_attention, num_layers=max(self.teacher_layers_needed, 1)
+            )
             logits = cluster_logits(self.teacher, out.hidden_states[-1]) if self.need_logits else None
         # out of inference mode: these tensors are saved for the student's backward pass
         states = [h.clone() for h in out.hidden_states]
@@ -147,7 +156,10 @@ class DistillationTask(nn.Module):
             )
         t_states, t_attns, t_lengths, t_logits = self._teacher(wavs, lengths)
         s_out = self.student(
-            wavs, lengths, need_attention=self.need_attention, upsample=self.upsampled,
+            wavs,
+            lengths,
+            need_attention=self.need_attention,
+            upsample=self.upsampled,
             segment_ids=segment_ids if self.subsampler_kind == "segments" else None,
         )
         if segment_ids is not None and s_out.subsampled is not None:
@@ -172,7 +184,10 @@ class DistillationTask(nn.Module):
         logs["loss"] = (float(loss.detach()) * batch_size, batch_size)
         if self.subsampler_kind is not None:  # the student's average frame rate (encoder frames per second)
             frames_in = float(s_out.frontend_lengths.sum())
-            logs["frame_rate_hz"] = (float(s_out.lengths.sum()) * 16000.0 / self.student.downsample_rate, max(frames_in, 1.0))
+            logs["frame_rate_hz"] = (
+                float(s_out.lengths.sum()) * 16000.0 / self.student.downsample_rate,
+                max(frames_in, 1.0),
+            )
         return loss, logs
 
 

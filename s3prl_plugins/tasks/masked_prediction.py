@@ -52,9 +52,21 @@ class MaskedPredictionTask(nn.Module):
     """
 
     # the legal values of the keyword arguments (what configs are checked against)
-    RANGES = {"mask_prob": {"min": 0, "max": 1}, "mask_length": {"min": 1}, "max_label_mismatch": {"min": 0}, "unmasked_weight": {"min": 0}}
+    RANGES = {
+        "mask_prob": {"min": 0, "max": 1},
+        "mask_length": {"min": 1},
+        "max_label_mismatch": {"min": 0},
+        "unmasked_weight": {"min": 0},
+    }
 
-    def __init__(self, model: SSLModel, mask_prob: float = 0.08, mask_length: int = 10, max_label_mismatch: int = 2, unmasked_weight: float = 0.0):
+    def __init__(
+        self,
+        model: SSLModel,
+        mask_prob: float = 0.08,
+        mask_length: int = 10,
+        max_label_mismatch: int = 2,
+        unmasked_weight: float = 0.0,
+    ):
         super().__init__()
         if model.head is None or model.mask_emb is None:
             raise ValueError("masked prediction needs a model with a prediction head and a mask embedding")

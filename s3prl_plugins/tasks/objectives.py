@@ -83,15 +83,23 @@ class _TGM(Objective):
 
     def setup(self, task, teacher, student):
         if task.upsampled:
-            raise ValueError("an upsampler (Fig. 1a) feeds the prediction heads only: use l1_cos, or subsample the targets (no upsample)")
+            raise ValueError(
+                "an upsampler (Fig. 1a) feeds the prediction heads only: use l1_cos, or subsample the targets (no upsample)"
+            )
 
     def term(self, v: Views) -> Tensor:
         if "tgm" not in v.cache:  # both TGM losses at once: the D x D form shares its products
             t = v.task
             t_sel = [v.teacher_states[i] for i in t.layer_map]
             v.cache["tgm"] = star.tgm_losses(
-                t_sel, v.student.hidden_states, v.frames, layer_wise="layer_wise" in t.weights, intra_layer="intra_layer" in t.weights,
-                normalize=t.normalize, method=t.method, max_mismatch=t.max_mismatch,
+                t_sel,
+                v.student.hidden_states,
+                v.frames,
+                layer_wise="layer_wise" in t.weights,
+                intra_layer="intra_layer" in t.weights,
+                normalize=t.normalize,
+                method=t.method,
+                max_mismatch=t.max_mismatch,
             )
         return v.cache["tgm"][self.name]
 
@@ -116,7 +124,9 @@ class _Attention(Objective):
 
     def setup(self, task, teacher, student):
         if student.subsampler is not None:
-            raise ValueError("attention objectives compare frame-by-frame maps: not available with a subsampled student")
+            raise ValueError(
+                "attention objectives compare frame-by-frame maps: not available with a subsampled student"
+            )
 
     def teacher_maps(self, v: Views) -> List[Tensor]:
         return [v.teacher_attentions[i - 1] for i in v.task.layer_map[1:]]
@@ -129,7 +139,9 @@ class AverageAttention(_Attention):
     name = "avg_attn"
 
     def term(self, v: Views) -> Tensor:
-        return star.avg_attention_kl(self.teacher_maps(v), v.student.attentions, v.frames, max_mismatch=v.task.max_mismatch)
+        return star.avg_attention_kl(
+            self.teacher_maps(v), v.student.attentions, v.frames, max_mismatch=v.task.max_mismatch
+        )
 
 
 @register_objective
@@ -139,7 +151,9 @@ class LastAttention(_Attention):
     name = "last_attn"
 
     def term(self, v: Views) -> Tensor:
-        return star.last_attention_kl(self.teacher_maps(v), v.student.attentions, v.frames, max_mismatch=v.task.max_mismatch)
+        return star.last_attention_kl(
+            self.teacher_maps(v), v.student.attentions, v.frames, max_mismatch=v.task.max_mismatch
+        )
 
 
 # ------------------------------------------------------------------------------------------- DistilHuBERT
@@ -154,12 +168,18 @@ class L1Cosine(Objective):
 
     def setup(self, task, teacher, student):
         if student.head is None or student.config.head.get("type") != "distil":
-            raise ValueError("objective l1_cos needs a student with a 'distil' prediction head (head: {type: distil, layers: [...]})")
+            raise ValueError(
+                "objective l1_cos needs a student with a 'distil' prediction head (head: {type: distil, layers: [...]})"
+            )
         layers = list(student.head.layers)
         if max(layers) > teacher.config.num_layers:
-            raise ValueError(f"the student's head predicts teacher layer {max(layers)}; the teacher has {teacher.config.num_layers}")
+            raise ValueError(
+                f"the student's head predicts teacher layer {max(layers)}; the teacher has {teacher.config.num_layers}"
+            )
         if student.head.out_dim != teacher.config.embed_dim:
-            raise ValueError(f"the student's head predicts width {student.head.out_dim}; the teacher's is {teacher.config.embed_dim}")
+            raise ValueError(
+                f"the student's head predicts width {student.head.out_dim}; the teacher's is {teacher.config.embed_dim}"
+            )
 
     def teacher_layers(self, task):
         return list(task.student.head.layers)
@@ -183,7 +203,9 @@ class _Guidance(Objective):
     def setup(self, task, teacher, student):
         sub = student.subsampler
         if sub is None or sub.kind != "cif":
-            raise ValueError(f"objective(s) ['{self.name}'] guide a CIF module: the student needs subsampling: {{type: cif}}")
+            raise ValueError(
+                f"objective(s) ['{self.name}'] guide a CIF module: the student needs subsampling: {{type: cif}}"
+            )
 
 
 @register_objective
@@ -193,7 +215,9 @@ class Cardinality(_Guidance):
     name = "cardinality"
 
     def term(self, v: Views) -> Tensor:
-        return cif_losses.cardinality_loss(v.student.subsampled.alpha, v.student.frontend_lengths, v.task.frames_per_segment)
+        return cif_losses.cardinality_loss(
+            v.student.subsampled.alpha, v.student.frontend_lengths, v.task.frames_per_segment
+        )
 
 
 @register_objective
@@ -233,7 +257,9 @@ class ClusterKL(Objective):
             if m.head is None or m.config.head.get("type") not in ("cluster", "hubert"):
                 raise ValueError(f"objective cluster_kl needs a {who} with a cluster (or hubert) prediction head")
         if num_classes(student) != num_classes(teacher):
-            raise ValueError(f"the student's head predicts {num_classes(student)} clusters, the teacher's {num_classes(teacher)}")
+            raise ValueError(
+                f"the student's head predicts {num_classes(student)} clusters, the teacher's {num_classes(teacher)}"
+            )
         if student.subsampler is not None:
             raise ValueError("cluster_kl matches posteriors frame by frame: not available with a subsampled student")
 
@@ -241,12 +267,18 @@ class ClusterKL(Objective):
         return [task.teacher.config.num_layers]
 
     def term(self, v: Views) -> Tensor:
-        return kd.cluster_kl(v.teacher_logits, cluster_logits(v.task.student, v.student.hidden_states[-1]), v.frames, v.task.temperature)
+        return kd.cluster_kl(
+            v.teacher_logits, cluster_logits(v.task.student, v.student.hidden_states[-1]), v.frames, v.task.temperature
+        )
 
 
 def num_classes(model: SSLModel) -> int:
     head = model.config.head
-    return int(head["num_classes"][0] if isinstance(head.get("num_classes"), (list, tuple)) else head.get("num_classes", 512 if head["type"] == "cluster" else 504))
+    return int(
+        head["num_classes"][0]
+        if isinstance(head.get("num_classes"), (list, tuple))
+        else head.get("num_classes", 512 if head["type"] == "cluster" else 504)
+    )
 
 
 def cluster_logits(model: SSLModel, last: Tensor) -> Tensor:

@@ -35,7 +35,16 @@ from typing import Any, Dict, List, Optional
 
 import torch
 
-from s3prl_plugins.config import ConfigError, check_fields, check_keys, check_kwargs, check_mapping, check_type, from_dict, nearest
+from s3prl_plugins.config import (
+    ConfigError,
+    check_fields,
+    check_keys,
+    check_kwargs,
+    check_mapping,
+    check_type,
+    from_dict,
+    nearest,
+)
 from s3prl_plugins.data.dataset import AudioDataset, BucketBatchSampler, collate
 from s3prl_plugins.models import factories
 from s3prl_plugins.models.checkpoint import save_checkpoint
@@ -47,7 +56,16 @@ from s3prl_plugins.train.trainer import Trainer, TrainerConfig
 
 logger = logging.getLogger(__name__)
 
-LOSS_KEYS = ("normalize", "method", "layer_map", "cos_weight", "max_mismatch", "frames_per_segment", "detach_teacher_alpha", "temperature")
+LOSS_KEYS = (
+    "normalize",
+    "method",
+    "layer_map",
+    "cos_weight",
+    "max_mismatch",
+    "frames_per_segment",
+    "detach_teacher_alpha",
+    "temperature",
+)
 DISTILL_SECTIONS = ("teacher", "student", "objectives", "loss", "data", "trainer")
 
 
@@ -74,7 +92,9 @@ def check_teacher_section(section: Any) -> Dict[str, Any]:
     section = check_mapping(section, "teacher")
     check_keys(section, ("source", "model_config"), "teacher")
     if not section.get("source"):
-        raise ConfigError("teacher.source is empty: give a hub name (hubert_base, wavlm_base, wav2vec2) or a checkpoint path")
+        raise ConfigError(
+            "teacher.source is empty: give a hub name (hubert_base, wavlm_base, wav2vec2) or a checkpoint path"
+        )
     return {
         "source": check_type(section["source"], str, "teacher.source"),
         "model_config": check_type(section.get("model_config"), Optional[str], "teacher.model_config"),
@@ -88,7 +108,9 @@ def check_student_section(section: Any) -> Dict[str, Any]:
     check_keys(section, ("preset", "factory", "args", "source", "model_config", "init_from_teacher"), "student")
     kinds = [k for k in ("preset", "factory", "source") if k in section]
     if len(kinds) != 1:
-        raise ConfigError(f"student: give exactly one of preset, factory (+ args) or source (+ model_config), not {kinds or 'none'}")
+        raise ConfigError(
+            f"student: give exactly one of preset, factory (+ args) or source (+ model_config), not {kinds or 'none'}"
+        )
     init = section.pop("init_from_teacher", None)
     if isinstance(init, dict):
         check_keys(init, ("frontend", "layers"), "student.init_from_teacher")
@@ -100,13 +122,18 @@ def check_student_section(section: Any) -> Dict[str, Any]:
         check_keys(section, ("preset",), "student")
         name = section["preset"]
         if name not in factories.PRESETS:
-            raise ConfigError(f"student.preset: unknown preset {name!r}{nearest(str(name), factories.PRESETS)}; presets: {', '.join(sorted(factories.PRESETS))}")
+            raise ConfigError(
+                f"student.preset: unknown preset {name!r}{nearest(str(name), factories.PRESETS)}; presets: {', '.join(sorted(factories.PRESETS))}"
+            )
         out = {"preset": name}
     elif kinds == ["factory"]:
         out = check_model_section(section, "student")
     else:
         check_keys(section, ("source", "model_config"), "student")
-        out = {"source": str(section["source"]), "model_config": check_type(section.get("model_config"), Optional[str], "student.model_config")}
+        out = {
+            "source": str(section["source"]),
+            "model_config": check_type(section.get("model_config"), Optional[str], "student.model_config"),
+        }
     if init is not None:
         out["init_from_teacher"] = init
     return out
@@ -132,8 +159,14 @@ def check_task_sections(config: Dict[str, Any]) -> Dict[str, Any]:
         "teacher": check_teacher_section(config["teacher"]),
         "student": check_student_section(config["student"]),
         "objectives": check_objectives(config["objectives"]),
-        "loss": check_kwargs(DistillationTask.__init__, config.get("loss"), "loss", skip=("teacher", "student", "objectives"), defaults=True,
-                             ranges=DistillationTask.RANGES),
+        "loss": check_kwargs(
+            DistillationTask.__init__,
+            config.get("loss"),
+            "loss",
+            skip=("teacher", "student", "objectives"),
+            defaults=True,
+            ranges=DistillationTask.RANGES,
+        ),
     }
 
 
@@ -168,7 +201,9 @@ def init_from_teacher(student: SSLModel, teacher: SSLModel, frontend: bool = Tru
         if not any(key.startswith(p) for p in prefixes):
             continue
         if key not in t_state:
-            raise ValueError(f"init_from_teacher: the teacher has no {key!r} (its architecture differs: {teacher.config.name})")
+            raise ValueError(
+                f"init_from_teacher: the teacher has no {key!r} (its architecture differs: {teacher.config.name})"
+            )
         if tuple(t_state[key].shape) != tuple(state[key].shape):
             raise ValueError(
                 f"init_from_teacher: {key} is {tuple(state[key].shape)} in the student, {tuple(t_state[key].shape)} in the "
@@ -203,7 +238,9 @@ def export_student(task: DistillationTask, path: str) -> None:
     A KD student (``cluster_kl``) keeps its cluster head W_hat (eq. 8): it is the student's own objective
     when it is compressed further (Lin et al. §VI-B); upstreams never read it."""
     if "cluster_kl" in task.weights:
-        save_checkpoint(path, copy.deepcopy(task.student).cpu().eval(), kind="distillation", objectives=dict(task.weights))
+        save_checkpoint(
+            path, copy.deepcopy(task.student).cpu().eval(), kind="distillation", objectives=dict(task.weights)
+        )
         return
     save_checkpoint(path, student_without_head(task), kind="distillation", objectives=dict(task.weights))
     student = task.student
@@ -233,7 +270,10 @@ def build_task(config: Dict[str, Any]) -> DistillationTask:
         if unknown:
             raise ValueError(f"student.init_from_teacher: unknown key(s) {unknown} (frontend, layers)")
         copied = init_from_teacher(student, teacher, bool(opts.get("frontend", True)), bool(opts.get("layers", True)))
-        logger.info("student initialised from the teacher: %d tensors (CNN, projection, positional conv, first layers)", len(copied))
+        logger.info(
+            "student initialised from the teacher: %d tensors (CNN, projection, positional conv, first layers)",
+            len(copied),
+        )
     return DistillationTask(teacher, student, config["objectives"], **config["loss"])
 
 
@@ -247,7 +287,13 @@ def _segment_labels(data: Dict[str, Any], split: str):
     seg = read_segmentation(str(path))
     missing = check_against_audio(seg, data[split])
     if missing:
-        logger.warning("%s: %d utterance(s) of %s have no segmentation and are left out, e.g. %s", path, len(missing), data[split], missing[:3])
+        logger.warning(
+            "%s: %d utterance(s) of %s have no segmentation and are left out, e.g. %s",
+            path,
+            len(missing),
+            data[split],
+            missing[:3],
+        )
     return labels_for(seg)
 
 
@@ -265,23 +311,63 @@ def run_distill(config: Dict[str, Any], stop_at: Optional[int] = None, restart: 
     min_samples = max(student.min_samples, task.teacher.min_samples)
     rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
     train_seg = _segment_labels(data, "train")
-    train = AudioDataset(data["train"], train_seg, data.get("max_seconds", 8.0), frame_stride=student.downsample_rate, min_samples=min_samples)
+    train = AudioDataset(
+        data["train"],
+        train_seg,
+        data.get("max_seconds", 8.0),
+        frame_stride=student.downsample_rate,
+        min_samples=min_samples,
+    )
     batch_seconds = data.get("batch_seconds", 60.0)
-    sampler = BucketBatchSampler([train.duration(i) for i in range(len(train))], batch_seconds, shuffle=True, seed=tcfg.seed, num_replicas=world, rank=rank, max_batch_size=int(data.get("batch_size", 1000)))
+    sampler = BucketBatchSampler(
+        [train.duration(i) for i in range(len(train))],
+        batch_seconds,
+        shuffle=True,
+        seed=tcfg.seed,
+        num_replicas=world,
+        rank=rank,
+        max_batch_size=int(data.get("batch_size", 1000)),
+    )
     valid = None
     if data.get("valid"):
-        vset = AudioDataset(data["valid"], _segment_labels(data, "valid"), None, frame_stride=student.downsample_rate, min_samples=min_samples)
-        valid = (vset, BucketBatchSampler([vset.duration(i) for i in range(len(vset))], batch_seconds, shuffle=False, num_replicas=world, rank=rank, max_batch_size=int(data.get("batch_size", 1000))), collate)
+        vset = AudioDataset(
+            data["valid"],
+            _segment_labels(data, "valid"),
+            None,
+            frame_stride=student.downsample_rate,
+            min_samples=min_samples,
+        )
+        valid = (
+            vset,
+            BucketBatchSampler(
+                [vset.duration(i) for i in range(len(vset))],
+                batch_seconds,
+                shuffle=False,
+                num_replicas=world,
+                rank=rank,
+                max_batch_size=int(data.get("batch_size", 1000)),
+            ),
+            collate,
+        )
     logger.info(
         "distilling %s (%d layers) -> student %s (%d layers, width %d); objectives %s",
-        task.teacher.config.name, task.teacher.config.num_layers, student.config.name, student.config.num_layers,
-        student.config.embed_dim, task.weights,
+        task.teacher.config.name,
+        task.teacher.config.num_layers,
+        student.config.name,
+        student.config.num_layers,
+        student.config.embed_dim,
+        task.weights,
     )
     # resuming compares the saved config with this one: the student's shape, the teacher, the objectives
     # and the loss are fixed, trainer settings are applied
     run_config = {**config, "student": {**config["student"], "built": student.config.to_dict()}}
     trainer = Trainer(
-        tcfg, task, (train, sampler, collate), valid, export=export_student, run_config=run_config,
+        tcfg,
+        task,
+        (train, sampler, collate),
+        valid,
+        export=export_student,
+        run_config=run_config,
         fixed_keys=("teacher", "student", "objectives", "loss"),
     )
     return trainer.train(stop_at=stop_at, restart=restart)

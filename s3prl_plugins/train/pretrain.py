@@ -27,8 +27,8 @@ import torch
 from s3prl_plugins.config import ConfigError, check_fields, check_keys, check_kwargs, check_mapping, from_dict, nearest
 from s3prl_plugins.data.dataset import AudioDataset, BucketBatchSampler, collate, read_labels
 from s3prl_plugins.models import factories
-from s3prl_plugins.models.config import SSLModelConfig
 from s3prl_plugins.models.checkpoint import atomic_save, save_checkpoint
+from s3prl_plugins.models.config import SSLModelConfig
 from s3prl_plugins.models.ssl_model import SSLModel
 from s3prl_plugins.tasks.masked_prediction import MaskedPredictionTask
 from s3prl_plugins.train.trainer import Trainer, TrainerConfig
@@ -58,11 +58,40 @@ def _model_field_types() -> Dict[str, Any]:
 _POSITIVE = {"min": 1}
 _FRACTION = {"min": 0, "max": 1}
 MODEL_ARG_RANGES = {
-    **{k: _POSITIVE for k in ("embed_dim", "num_layers", "head_dim", "n_mels", "stack_frames", "num_buckets", "max_distance",
-                              "head_conv_kernel", "final_dim", "num_classes", "pos_conv_groups", "out_dim", "inter_dim")},
-    **{k: {"min": 0} for k in ("num_heads", "ffn_dim", "ffn_dims", "pos_conv_kernel", "identity_heads", "conv_heads", "feature_grad_mult")},
+    **{
+        k: _POSITIVE
+        for k in (
+            "embed_dim",
+            "num_layers",
+            "head_dim",
+            "n_mels",
+            "stack_frames",
+            "num_buckets",
+            "max_distance",
+            "head_conv_kernel",
+            "final_dim",
+            "num_classes",
+            "pos_conv_groups",
+            "out_dim",
+            "inter_dim",
+        )
+    },
+    **{
+        k: {"min": 0}
+        for k in (
+            "num_heads",
+            "ffn_dim",
+            "ffn_dims",
+            "pos_conv_kernel",
+            "identity_heads",
+            "conv_heads",
+            "feature_grad_mult",
+        )
+    },
     **{k: _FRACTION for k in ("dropout", "attention_dropout", "activation_dropout", "conv_dropout")},
-    "frame_length_ms": {"gt": 0}, "frame_shift_ms": {"gt": 0}, "weight_density": {"gt": 0, "max": 1},
+    "frame_length_ms": {"gt": 0},
+    "frame_shift_ms": {"gt": 0},
+    "weight_density": {"gt": 0, "max": 1},
 }
 
 
@@ -73,8 +102,12 @@ def check_model_section(section: Any, where: str = "model") -> Dict[str, Any]:
     check_keys(section, ("factory", "args"), where)
     name = section.get("factory")
     if not isinstance(name, str) or name not in FACTORIES:
-        raise ConfigError(f"{where}.factory: must be one of {', '.join(sorted(FACTORIES))}, not {name!r}{nearest(str(name), FACTORIES)}")
-    args = check_kwargs(FACTORIES[name], section.get("args"), f"{where}.args", extra=_model_field_types(), ranges=MODEL_ARG_RANGES)
+        raise ConfigError(
+            f"{where}.factory: must be one of {', '.join(sorted(FACTORIES))}, not {name!r}{nearest(str(name), FACTORIES)}"
+        )
+    args = check_kwargs(
+        FACTORIES[name], section.get("args"), f"{where}.args", extra=_model_field_types(), ranges=MODEL_ARG_RANGES
+    )
     return {"factory": name, "args": args}
 
 
@@ -123,7 +156,14 @@ def check_pretrain_config(config: Any) -> Dict[str, Any]:
             raise ConfigError(f"config has no '{key}' section")
     trainer = TrainerConfig.from_dict(config["trainer"])
     data = from_dict(PretrainDataConfig, config["data"], "data")
-    task = check_kwargs(MaskedPredictionTask.__init__, config.get("task"), "task", skip=("model",), defaults=True, ranges=MaskedPredictionTask.RANGES)
+    task = check_kwargs(
+        MaskedPredictionTask.__init__,
+        config.get("task"),
+        "task",
+        skip=("model",),
+        defaults=True,
+        ranges=MaskedPredictionTask.RANGES,
+    )
     return {
         "model": check_model_section(config["model"]),
         "data": dataclasses.asdict(data),
@@ -167,7 +207,9 @@ def run_pretrain(config: Dict[str, Any], stop_at: Optional[int] = None, restart:
     data = config["data"]
     stride = model.downsample_rate
     train_labels = read_labels(data["train_labels"])
-    train = AudioDataset(data["train"], train_labels, data.get("max_seconds", 8.0), frame_stride=stride, min_samples=model.min_samples)
+    train = AudioDataset(
+        data["train"], train_labels, data.get("max_seconds", 8.0), frame_stride=stride, min_samples=model.min_samples
+    )
     if model.config.frontend == "logmel":
         mean, std = logmel_stats(model, train, int(data.get("stats_utts", 200)))
         model.frontend.set_stats(mean, std)
@@ -177,15 +219,41 @@ def run_pretrain(config: Dict[str, Any], stop_at: Optional[int] = None, restart:
         raise ConfigError(f"task: {e}") from None
     # the process group is joined inside Trainer; torchrun's variables tell the shard already
     rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
-    sampler = BucketBatchSampler([train.duration(i) for i in range(len(train))], data.get("batch_seconds", 60.0), shuffle=True, seed=tcfg.seed, num_replicas=world, rank=rank, max_batch_size=int(data.get("batch_size", 1000)))
+    sampler = BucketBatchSampler(
+        [train.duration(i) for i in range(len(train))],
+        data.get("batch_seconds", 60.0),
+        shuffle=True,
+        seed=tcfg.seed,
+        num_replicas=world,
+        rank=rank,
+        max_batch_size=int(data.get("batch_size", 1000)),
+    )
     valid = None
     if data.get("valid"):
-        vset = AudioDataset(data["valid"], read_labels(data["valid_labels"]), None, frame_stride=stride, min_samples=model.min_samples)
-        valid = (vset, BucketBatchSampler([vset.duration(i) for i in range(len(vset))], data.get("batch_seconds", 60.0), shuffle=False, num_replicas=world, rank=rank, max_batch_size=int(data.get("batch_size", 1000))), collate)
+        vset = AudioDataset(
+            data["valid"], read_labels(data["valid_labels"]), None, frame_stride=stride, min_samples=model.min_samples
+        )
+        valid = (
+            vset,
+            BucketBatchSampler(
+                [vset.duration(i) for i in range(len(vset))],
+                data.get("batch_seconds", 60.0),
+                shuffle=False,
+                num_replicas=world,
+                rank=rank,
+                max_batch_size=int(data.get("batch_size", 1000)),
+            ),
+            collate,
+        )
     # resuming compares the saved config with this one: the model's shape (its built config) and the task
     # are fixed, trainer settings are applied
     trainer = Trainer(
-        tcfg, task, (train, sampler, collate), valid, export=export_model, run_config={**config, "model": model.config.to_dict()},
+        tcfg,
+        task,
+        (train, sampler, collate),
+        valid,
+        export=export_model,
+        run_config={**config, "model": model.config.to_dict()},
         fixed_keys=("model", "task"),
     )
     return trainer.train(stop_at=stop_at, restart=restart)

@@ -45,27 +45,27 @@ class TrainingError(RuntimeError):
 @dataclass
 class TrainerConfig:
     """Attributes:
-        exp_dir: checkpoints, TensorBoard logs and the exported model go here.
-        max_steps: optimiser updates.
-        grad_accum: micro-batches per update (effective batch = batch x accum x world size).
-        optimizer: ``adam`` or ``adamw``.
-        lr, betas, eps, weight_decay: optimiser settings.
-        schedule: ``linear`` (warm-up then linear decay to 0), ``cosine`` (warm-up then cosine to 0),
-            ``constant`` (warm-up then flat).
-        warmup_steps: linear warm-up length.
-        clip_norm: gradient clipping (0: off).
-        amp: ``auto`` (bf16 on a GPU that has it, else fp16 on GPU, nothing on CPU), ``bf16``,
-            ``fp16`` or ``none``.
-        log_every, valid_every, save_every: in updates.
-        keep_last: periodic checkpoints kept.
-        max_bad_steps: consecutive non-finite losses tolerated before stopping.
-        seed: seeds the data order, crops and the torch RNG.
-        num_workers: DataLoader workers decoding audio beside the update (0: in the training process;
-            GPU recipes set several, bench/bench_input_pipeline.py measures why).
-        pin_memory: page-locked batches for asynchronous host-to-GPU copies: ``auto`` (when training on
-            CUDA), ``true`` or ``false``.
-        prefetch_factor: batches each worker prepares ahead (with ``num_workers`` > 0).
-        device: ``auto``, ``cpu`` or ``cuda``.
+    exp_dir: checkpoints, TensorBoard logs and the exported model go here.
+    max_steps: optimiser updates.
+    grad_accum: micro-batches per update (effective batch = batch x accum x world size).
+    optimizer: ``adam`` or ``adamw``.
+    lr, betas, eps, weight_decay: optimiser settings.
+    schedule: ``linear`` (warm-up then linear decay to 0), ``cosine`` (warm-up then cosine to 0),
+        ``constant`` (warm-up then flat).
+    warmup_steps: linear warm-up length.
+    clip_norm: gradient clipping (0: off).
+    amp: ``auto`` (bf16 on a GPU that has it, else fp16 on GPU, nothing on CPU), ``bf16``,
+        ``fp16`` or ``none``.
+    log_every, valid_every, save_every: in updates.
+    keep_last: periodic checkpoints kept.
+    max_bad_steps: consecutive non-finite losses tolerated before stopping.
+    seed: seeds the data order, crops and the torch RNG.
+    num_workers: DataLoader workers decoding audio beside the update (0: in the training process;
+        GPU recipes set several, bench/bench_input_pipeline.py measures why).
+    pin_memory: page-locked batches for asynchronous host-to-GPU copies: ``auto`` (when training on
+        CUDA), ``true`` or ``false``.
+    prefetch_factor: batches each worker prepares ahead (with ``num_workers`` > 0).
+    device: ``auto``, ``cpu`` or ``cuda``.
     """
 
     exp_dir: str = "exp/train"
@@ -102,9 +102,26 @@ class TrainerConfig:
     # Settings a resumed run may change (the optimiser's state and the data order stay valid); the
     # others (optimizer, seed) would make the resumed run another run.
     RESUMABLE_CHANGES = (
-        "exp_dir", "max_steps", "grad_accum", "lr", "betas", "eps", "weight_decay", "schedule", "warmup_steps",
-        "clip_norm", "amp", "log_every", "valid_every", "save_every", "keep_last", "max_bad_steps",
-        "num_workers", "pin_memory", "prefetch_factor", "device",
+        "exp_dir",
+        "max_steps",
+        "grad_accum",
+        "lr",
+        "betas",
+        "eps",
+        "weight_decay",
+        "schedule",
+        "warmup_steps",
+        "clip_norm",
+        "amp",
+        "log_every",
+        "valid_every",
+        "save_every",
+        "keep_last",
+        "max_bad_steps",
+        "num_workers",
+        "pin_memory",
+        "prefetch_factor",
+        "device",
     )
 
 
@@ -134,7 +151,9 @@ class _SkipBatches(Sampler):
         return max(0, len(self.sampler) - self.skip)
 
 
-def make_loader(data: Tuple[Any, Any, Callable], epoch: int, config: TrainerConfig, device: Any = "cpu", skip: int = 0) -> DataLoader:
+def make_loader(
+    data: Tuple[Any, Any, Callable], epoch: int, config: TrainerConfig, device: Any = "cpu", skip: int = 0
+) -> DataLoader:
     """The DataLoader the trainer reads one epoch from: ``data`` is ``(dataset, batch_sampler,
     collate_fn)``; the order depends only on (seed, epoch); ``skip`` leaves out the first batches."""
     dataset, sampler, collate_fn = data
@@ -239,10 +258,16 @@ class Trainer:
         if not params:
             raise ValueError("the task has no trainable parameters")
         if config.optimizer == "adamw":
-            self.optimizer: torch.optim.Optimizer = torch.optim.AdamW(params, lr=config.lr, betas=config.betas, eps=config.eps, weight_decay=config.weight_decay)
+            self.optimizer: torch.optim.Optimizer = torch.optim.AdamW(
+                params, lr=config.lr, betas=config.betas, eps=config.eps, weight_decay=config.weight_decay
+            )
         else:
-            self.optimizer = torch.optim.Adam(params, lr=config.lr, betas=config.betas, eps=config.eps, weight_decay=config.weight_decay)
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lr_lambda(config.schedule, config.warmup_steps, config.max_steps))
+            self.optimizer = torch.optim.Adam(
+                params, lr=config.lr, betas=config.betas, eps=config.eps, weight_decay=config.weight_decay
+            )
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, lr_lambda(config.schedule, config.warmup_steps, config.max_steps)
+        )
         self.amp_dtype = self._amp_dtype()
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
         if self.world > 1:
@@ -285,7 +310,9 @@ class Trainer:
         return make_loader(data, epoch, self.config, self.device, skip)
 
     def _to_device(self, batch: Dict[str, Any]) -> Dict[str, Any]:
-        return {k: (v.to(self.device, non_blocking=True) if isinstance(v, torch.Tensor) else v) for k, v in batch.items()}
+        return {
+            k: (v.to(self.device, non_blocking=True) if isinstance(v, torch.Tensor) else v) for k, v in batch.items()
+        }
 
     def _is_main(self) -> bool:
         return self.rank == 0
@@ -315,7 +342,13 @@ class Trainer:
         return {
             "format_version": 1,
             "kind": "training_state",
-            "trainer": {"step": self.step, "epoch": self.epoch, "batch_in_epoch": self.batch_in_epoch, "bad_steps": self.bad_steps, "skipped_utterances": self.skipped_utterances},
+            "trainer": {
+                "step": self.step,
+                "epoch": self.epoch,
+                "batch_in_epoch": self.batch_in_epoch,
+                "bad_steps": self.bad_steps,
+                "skipped_utterances": self.skipped_utterances,
+            },
             "config": {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(self.config).items()},
             "run_config": self.run_config,
             "task_state": task_state,
@@ -356,7 +389,9 @@ class Trainer:
         """Every periodic checkpoint of the experiment, newest first (``last.txt``'s first)."""
         if not os.path.isdir(self.ckpt_dir):
             return []
-        found = sorted((p for p in os.listdir(self.ckpt_dir) if p.startswith("step") and p.endswith(".pt")), reverse=True)
+        found = sorted(
+            (p for p in os.listdir(self.ckpt_dir) if p.startswith("step") and p.endswith(".pt")), reverse=True
+        )
         paths = [os.path.join(self.ckpt_dir, p) for p in found]
         last = self.latest_checkpoint()
         return ([last] if last else []) + [p for p in paths if p != last]
@@ -409,7 +444,11 @@ class Trainer:
                 logger.warning("resumed from an older checkpoint, %s: the newer one(s) could not be read", path)
             return path
         if self._holds_state():
-            why = "; ".join(skipped) if skipped else f"{os.path.join(self.ckpt_dir, 'last.txt')} names a checkpoint that is gone"
+            why = (
+                "; ".join(skipped)
+                if skipped
+                else f"{os.path.join(self.ckpt_dir, 'last.txt')} names a checkpoint that is gone"
+            )
             raise TrainingError(
                 f"{self.config.exp_dir} holds training state but no checkpoint can be loaded ({why}). Restore a "
                 f"checkpoint into {self.ckpt_dir}, or start over with --restart (the old checkpoints are moved "
@@ -431,8 +470,10 @@ class Trainer:
         changes = config_changes(old, new)
         resumable = {f"trainer.{k}" for k in TrainerConfig.RESUMABLE_CHANGES}
         refused = [
-            k for k in changes
-            if k in ("trainer.optimizer", "trainer.seed") or any(k == f or k.startswith(f + ".") for f in self.fixed_keys)
+            k
+            for k in changes
+            if k in ("trainer.optimizer", "trainer.seed")
+            or any(k == f or k.startswith(f + ".") for f in self.fixed_keys)
         ]
         if refused:
             detail = ", ".join(f"{k}: {changes[k][0]!r} -> {changes[k][1]!r}" for k in refused)
@@ -472,29 +513,54 @@ class Trainer:
         # Non-strict on purpose: a frozen teacher inside the task is not stored in training checkpoints.
         # Every other missing key and every unexpected key still raises just below (tested).
         own = self.task.state_dict()
-        bad = [f"{k}: {tuple(v.shape)} in the checkpoint, {tuple(own[k].shape)} now" for k, v in ckpt["task_state"].items() if k in own and tuple(v.shape) != tuple(own[k].shape)]
+        bad = [
+            f"{k}: {tuple(v.shape)} in the checkpoint, {tuple(own[k].shape)} now"
+            for k, v in ckpt["task_state"].items()
+            if k in own and tuple(v.shape) != tuple(own[k].shape)
+        ]
         if bad:
-            raise TrainingError(f"{path}: the checkpoint holds a model of another shape ({'; '.join(bad[:3])}): train into another trainer.exp_dir or start over with --restart")
+            raise TrainingError(
+                f"{path}: the checkpoint holds a model of another shape ({'; '.join(bad[:3])}): train into another trainer.exp_dir or start over with --restart"
+            )
         missing, unexpected = self.task.load_state_dict(ckpt["task_state"], strict=False)
         missing = [k for k in missing if self.state_filter(k)]
         if missing or unexpected:
-            raise TrainingError(f"{path}: the checkpoint does not fit this task (missing {missing[:5]}, unexpected {unexpected[:5]})")
+            raise TrainingError(
+                f"{path}: the checkpoint does not fit this task (missing {missing[:5]}, unexpected {unexpected[:5]})"
+            )
         self.optimizer.load_state_dict(ckpt["optimizer"])
         self.scheduler.load_state_dict(ckpt["scheduler"])
         self.scaler.load_state_dict(ckpt["scaler"])
         self._apply_trainer_settings()
         t = ckpt["trainer"]
-        self.step, self.epoch, self.batch_in_epoch, self.bad_steps = t["step"], t["epoch"], t["batch_in_epoch"], t["bad_steps"]
+        self.step, self.epoch, self.batch_in_epoch, self.bad_steps = (
+            t["step"],
+            t["epoch"],
+            t["batch_in_epoch"],
+            t["bad_steps"],
+        )
         self.skipped_utterances = int(t.get("skipped_utterances", 0))  # absent from checkpoints of older releases
-        rngs = ckpt["rng_per_rank"] if "rng_per_rank" in ckpt else [ckpt["rng"]]  # "rng": one process, before 2026-11-22
+        rngs = (
+            ckpt["rng_per_rank"] if "rng_per_rank" in ckpt else [ckpt["rng"]]
+        )  # "rng": one process, before 2026-11-22
         if len(rngs) == self.world:
             self._set_rng_state(rngs[self.rank])
         else:  # the trajectory cannot be the same anyway: the data are split differently
-            logger.warning("%s was written by %d process(es), resuming with %d: random streams re-seeded", path, len(rngs), self.world)
+            logger.warning(
+                "%s was written by %d process(es), resuming with %d: random streams re-seeded",
+                path,
+                len(rngs),
+                self.world,
+            )
             torch.manual_seed(self.config.seed + self.rank + 1000 * self.step)
             random.seed(self.config.seed + self.rank + 1000 * self.step)
         if applied:
-            logger.info("changed settings applied from step %d: %s (lr now %.4g)", self.step, ", ".join(applied), self.scheduler.get_last_lr()[0])
+            logger.info(
+                "changed settings applied from step %d: %s (lr now %.4g)",
+                self.step,
+                ", ".join(applied),
+                self.scheduler.get_last_lr()[0],
+            )
         logger.info("resumed from %s at step %d (epoch %d, batch %d)", path, self.step, self.epoch, self.batch_in_epoch)
 
     # ------------------------------------------------------------------ loops
@@ -632,7 +698,11 @@ class Trainer:
                     continue
                 self.consecutive_bad = 0
                 self.scaler.unscale_(self.optimizer)
-                grad_norm = nn.utils.clip_grad_norm_(self.task.parameters(), cfg.clip_norm) if cfg.clip_norm else torch.tensor(0.0)
+                grad_norm = (
+                    nn.utils.clip_grad_norm_(self.task.parameters(), cfg.clip_norm)
+                    if cfg.clip_norm
+                    else torch.tensor(0.0)
+                )
                 self.scaler.step(self.optimizer)
                 self.scaler.update()
                 self.optimizer.zero_grad(set_to_none=True)
@@ -645,7 +715,9 @@ class Trainer:
                 if self.step % cfg.log_every == 0 or self.step == cfg.max_steps:
                     values = {k: s / max(n, 1e-9) for k, (s, n) in running.items()}
                     values.update(
-                        lr=self.scheduler.get_last_lr()[0], grad_norm=float(grad_norm), bad_steps=self.bad_steps,
+                        lr=self.scheduler.get_last_lr()[0],
+                        grad_norm=float(grad_norm),
+                        bad_steps=self.bad_steps,
                         skipped_utterances=self.skipped_utterances,
                     )
                     self._log("train", values)

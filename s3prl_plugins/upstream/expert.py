@@ -73,7 +73,9 @@ def _warn_peak(i: int, peak: float) -> None:
     logger.warning(
         "waveform %d peaks at %.0f: expected float samples in [-1, 1]; these look like 16-bit PCM values passed as "
         "float -- divide by 32768 (wav / 32768) or load with s3prl_plugins.data.audio.load_audio / soundfile "
-        "(said once per process)", i, peak,
+        "(said once per process)",
+        i,
+        peak,
     )
 
 

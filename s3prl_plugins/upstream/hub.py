@@ -63,8 +63,10 @@ def _url_expert(family: Optional[str]):
 
         if "://" not in str(ckpt):  # a local file: nothing to download (s3prl would leave a .lock in its cache)
             if not os.path.isfile(str(ckpt)):
-                raise OfflineError(f"{ckpt}: not a URL, and no such file; a local checkpoint goes to the *_local entry "
-                                   "(star_hubert_local(ckpt=PATH))")
+                raise OfflineError(
+                    f"{ckpt}: not a URL, and no such file; a local checkpoint goes to the *_local entry "
+                    "(star_hubert_local(ckpt=PATH))"
+                )
             path = str(ckpt)
         else:
             try:
@@ -117,9 +119,15 @@ def _named(fn: Callable, name: str, doc: str) -> Callable:
 ENTRIES: Dict[str, Callable] = {
     "star_hubert_local": _named(_expert("star_hubert"), "star_hubert_local", "STaRHuBERT from a local checkpoint"),
     "star_hubert_url": _named(_url_expert("star_hubert"), "star_hubert_url", "STaRHuBERT from a URL"),
-    "star_hubert": _named(_published("star_hubert"), "star_hubert", "the published STaRHuBERT (22.3 M), downloaded once"),
-    "star_hubert_l": _named(_published("star_hubert_l"), "star_hubert_l", "the published STaRHuBERT-L (26.6 M), downloaded once"),
-    "star_hubert_s": _named(_published("star_hubert_s"), "star_hubert_s", "the published STaRHuBERT-S (14.1 M), downloaded once"),
+    "star_hubert": _named(
+        _published("star_hubert"), "star_hubert", "the published STaRHuBERT (22.3 M), downloaded once"
+    ),
+    "star_hubert_l": _named(
+        _published("star_hubert_l"), "star_hubert_l", "the published STaRHuBERT-L (26.6 M), downloaded once"
+    ),
+    "star_hubert_s": _named(
+        _published("star_hubert_s"), "star_hubert_s", "the published STaRHuBERT-S (14.1 M), downloaded once"
+    ),
     "star_hubert_xs": star_hubert_xs,
     "distilhubert_cif_local": _named(
         _expert("distilhubert"), "distilhubert_cif_local", "DistilHuBERT(-CIF) from a local checkpoint"

@@ -36,8 +36,14 @@ class OnnxUpstreamExpert(nn.Module):
         hidden_states, threads: as the options (a keyword wins over the YAML).
     """
 
-    def __init__(self, ckpt: Optional[str] = None, model_config: Optional[str] = None, hidden_states: Optional[str] = None,
-                 threads: Optional[int] = None, **kwargs: Any):
+    def __init__(
+        self,
+        ckpt: Optional[str] = None,
+        model_config: Optional[str] = None,
+        hidden_states: Optional[str] = None,
+        threads: Optional[int] = None,
+        **kwargs: Any,
+    ):
         super().__init__()
         import onnxruntime as ort
 

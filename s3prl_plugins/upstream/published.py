@@ -53,9 +53,27 @@ class PublishedCheckpoint:
 PUBLISHED: Dict[str, PublishedCheckpoint] = {
     p.entry: p
     for p in (
-        PublishedCheckpoint("star_hubert_l", "STaRHuBERT-L", "26.6 M", "1La5jh0jPv-JCk2ECT2raRHtXMYYJNtsF", "1NpHhMVj7EE1Sx5eG3tX5fMCa4UUlrnwI"),
-        PublishedCheckpoint("star_hubert", "STaRHuBERT", "22.3 M", "1Zu1idRx-sVaqMvRsUKtttzkSn4df6TUr", "1C6ZcYM4Fcxj0vurid5N02BAANj4smr8U"),
-        PublishedCheckpoint("star_hubert_s", "STaRHuBERT-S", "14.1 M", "1sUpbDupbDtlCvN-49TblUn8GDmhV8MT8", "1OFjIo1UjxNrxEboKaT8Z-vtuL6xmyNsu"),
+        PublishedCheckpoint(
+            "star_hubert_l",
+            "STaRHuBERT-L",
+            "26.6 M",
+            "1La5jh0jPv-JCk2ECT2raRHtXMYYJNtsF",
+            "1NpHhMVj7EE1Sx5eG3tX5fMCa4UUlrnwI",
+        ),
+        PublishedCheckpoint(
+            "star_hubert",
+            "STaRHuBERT",
+            "22.3 M",
+            "1Zu1idRx-sVaqMvRsUKtttzkSn4df6TUr",
+            "1C6ZcYM4Fcxj0vurid5N02BAANj4smr8U",
+        ),
+        PublishedCheckpoint(
+            "star_hubert_s",
+            "STaRHuBERT-S",
+            "14.1 M",
+            "1sUpbDupbDtlCvN-49TblUn8GDmhV8MT8",
+            "1OFjIo1UjxNrxEboKaT8Z-vtuL6xmyNsu",
+        ),
     )
 }
 
@@ -100,7 +118,9 @@ def _check_not_a_web_page(path: str) -> None:
     with open(path, "rb") as f:
         head = f.read(512).lstrip().lower()
     if head.startswith((b"<!doctype html", b"<html")):
-        raise DownloadError(f"{path}: Google Drive returned a web page, not the file (quota exceeded or access denied?)")
+        raise DownloadError(
+            f"{path}: Google Drive returned a web page, not the file (quota exceeded or access denied?)"
+        )
 
 
 def _check_ckpt(path: str) -> None:

@@ -15,7 +15,9 @@ def _fairseq_backbone_keys(conv_norm: str) -> Dict[str, str]:
     return {
         r"frontend\.conv_layers\.(\d+)\.conv\.(weight|bias)": r"feature_extractor.conv_layers.\1.0.\2",
         r"frontend\.conv_layers\.(\d+)\.norm\.(weight|bias)": (
-            r"feature_extractor.conv_layers.\1.2.\2" if conv_norm == "group_norm" else r"feature_extractor.conv_layers.\1.2.1.\2"
+            r"feature_extractor.conv_layers.\1.2.\2"
+            if conv_norm == "group_norm"
+            else r"feature_extractor.conv_layers.\1.2.1.\2"
         ),
         r"feature_projection\.(weight|bias)": r"post_extract_proj.\1",
         r"encoder\.pos_conv\.conv\.bias": "encoder.pos_conv.0.bias",
@@ -122,7 +124,9 @@ def to_s3prl_distiller(model: SSLModel) -> Dict[str, Any]:
     if c.has_projection != (c.frontend_dim != c.embed_dim):
         problems.append("a projection that s3prl's rule (widths differ) would not create")
     if not c.head or c.head.get("type") != "distil" or model.head is None:
-        problems.append("no DistilHuBERT prediction heads (s3prl's expert runs them: export the student before they are dropped)")
+        problems.append(
+            "no DistilHuBERT prediction heads (s3prl's expert runs them: export the student before they are dropped)"
+        )
     if problems:
         raise ConversionError("cannot export to s3prl distiller_local: " + "; ".join(problems))
     head = model.head

@@ -76,7 +76,10 @@ FAIRSEQ_RULES: List[Rule] = [
     (r"encoder\.layer_norm\.(weight|bias)", r"encoder.layer_norm.\1"),
     (r"encoder\.layers\.(\d+)\.self_attn\.(q|k|v|out)_proj\.(weight|bias)", r"encoder.layers.\1.attention.\2_proj.\3"),
     (r"encoder\.layers\.(\d+)\.self_attn\.grep_a", r"encoder.layers.\1.attention.gru_rel_pos_const"),
-    (r"encoder\.layers\.(\d+)\.self_attn\.grep_linear\.(weight|bias)", r"encoder.layers.\1.attention.gru_rel_pos_linear.\2"),
+    (
+        r"encoder\.layers\.(\d+)\.self_attn\.grep_linear\.(weight|bias)",
+        r"encoder.layers.\1.attention.gru_rel_pos_linear.\2",
+    ),
     (
         r"encoder\.layers\.(\d+)\.self_attn\.relative_attention_bias\.weight",
         r"encoder.layers.\1.attention.rel_pos.rel_attn_embed.weight",
@@ -127,9 +130,15 @@ HF_RULES: List[Rule] = [
         r"encoder\.layers\.(\d+)\.attention\.gru_rel_pos_linear\.(weight|bias)",
         r"encoder.layers.\1.attention.gru_rel_pos_linear.\2",
     ),
-    (r"encoder\.layers\.(\d+)\.attention\.rel_attn_embed\.weight", r"encoder.layers.\1.attention.rel_pos.rel_attn_embed.weight"),
+    (
+        r"encoder\.layers\.(\d+)\.attention\.rel_attn_embed\.weight",
+        r"encoder.layers.\1.attention.rel_pos.rel_attn_embed.weight",
+    ),
     (r"encoder\.layers\.(\d+)\.layer_norm\.(weight|bias)", r"encoder.layers.\1.attention_layer_norm.\2"),
-    (r"encoder\.layers\.(\d+)\.feed_forward\.intermediate_dense\.(weight|bias)", r"encoder.layers.\1.feed_forward.fc1.\2"),
+    (
+        r"encoder\.layers\.(\d+)\.feed_forward\.intermediate_dense\.(weight|bias)",
+        r"encoder.layers.\1.feed_forward.fc1.\2",
+    ),
     (r"encoder\.layers\.(\d+)\.feed_forward\.output_dense\.(weight|bias)", r"encoder.layers.\1.feed_forward.fc2.\2"),
     (r"encoder\.layers\.(\d+)\.final_layer_norm\.(weight|bias)", r"encoder.layers.\1.final_layer_norm.\2"),
 ]
@@ -146,7 +155,7 @@ def _torchaudio_pattern(pattern: str) -> str:
     if pattern.startswith(r"feature_projection\."):
         return r"encoder\." + pattern
     if pattern.startswith(r"encoder\."):
-        return r"encoder\.transformer\." + pattern[len(r"encoder\."):]
+        return r"encoder\.transformer\." + pattern[len(r"encoder\.") :]
     return pattern
 
 

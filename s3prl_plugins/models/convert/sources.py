@@ -45,7 +45,9 @@ def _check_activation(cfg: Mapping[str, Any], source: str) -> None:
         raise ConversionError(f"{source}: activation {act!r} is not supported (only gelu)")
 
 
-def _fairseq_config(model_cfg: Mapping[str, Any], task_cfg: Mapping[str, Any], name: str, **extra: Any) -> SSLModelConfig:
+def _fairseq_config(
+    model_cfg: Mapping[str, Any], task_cfg: Mapping[str, Any], name: str, **extra: Any
+) -> SSLModelConfig:
     _check_activation(model_cfg, name)
     layers = int(model_cfg.get("encoder_layers", 12))
     dim = int(model_cfg.get("encoder_embed_dim", 768))
@@ -117,7 +119,10 @@ def from_s3prl_wavlm(ckpt: Mapping[str, Any]) -> Converted:
         num_buckets=int(cfg.get("num_buckets", 320)),
         max_distance=int(cfg.get("max_distance", 1280)),
     )
-    dropped = [(r"mask_emb", "masked-prediction embedding (pre-training only)"), (r"label_embs_concat|final_proj\..*", "pre-training head")]
+    dropped = [
+        (r"mask_emb", "masked-prediction embedding (pre-training only)"),
+        (r"label_embs_concat|final_proj\..*", "pre-training head"),
+    ]
     return config, apply_key_map(dict(ckpt["model"]), FAIRSEQ_RULES, dropped, source="s3prl wavlm checkpoint")
 
 
@@ -127,7 +132,10 @@ def from_s3prl_distiller(ckpt: Mapping[str, Any], keep_head: bool = False) -> Co
         raise ConversionError("not an s3prl distiller checkpoint: needs 'Config' and 'Distiller'")
     cfg = _as_dict(_as_dict(ckpt["Config"]).get("distiller"))
     _check_activation(cfg, "distiller")
-    if cfg.get("task_emb_type", "expand-last") != "expand-last" or cfg.get("out_layer_type", "expand-last") != "expand-last":
+    if (
+        cfg.get("task_emb_type", "expand-last") != "expand-last"
+        or cfg.get("out_layer_type", "expand-last") != "expand-last"
+    ):
         raise ConversionError("only DistilHuBERT's expand-last prediction heads are supported")
     layers = int(cfg.get("encoder_layers", 1))
     dim = int(cfg.get("encoder_embed_dim", 768))
@@ -195,7 +203,7 @@ def from_fairseq(ckpt: Mapping[str, Any]) -> Converted:
 def _hf_prefix_strip(state: Dict[str, Tensor]) -> Dict[str, Tensor]:
     for prefix in ("hubert.", "wav2vec2.", "wavlm."):
         if any(k.startswith(prefix) for k in state):
-            return {(k[len(prefix):] if k.startswith(prefix) else k): v for k, v in state.items()}
+            return {(k[len(prefix) :] if k.startswith(prefix) else k): v for k, v in state.items()}
     return state
 
 
@@ -306,7 +314,11 @@ def detect_format(obj: Any) -> Optional[str]:
     if {"format_version", "model_config", "model_weight"} <= keys:
         return "ours"
     if {"task_cfg", "model_cfg", "model_weight"} <= keys:
-        return "s3prl_hubert" if "dictionaries_symbols" in keys or "label_embs_concat" in obj["model_weight"] else "s3prl_wav2vec2"
+        return (
+            "s3prl_hubert"
+            if "dictionaries_symbols" in keys or "label_embs_concat" in obj["model_weight"]
+            else "s3prl_wav2vec2"
+        )
     if {"cfg", "model"} <= keys and isinstance(obj["model"], Mapping):
         cfg = obj["cfg"]
         if isinstance(cfg, Mapping) and "model" in cfg:

@@ -59,8 +59,14 @@ DISTILLER_DEFAULTS: Dict[str, Any] = {
 _MUST_BE = {"activation_fn": "gelu", "layer_type": "transformer", "pos_conv_depth": 1, "crop_seq_to_multiple": 1}
 
 STAR_RULES: List[Rule] = FAIRSEQ_RULES + [
-    (r"encoder\.pos_conv\.0\.parametrizations\.weight\.original0", r"encoder.pos_conv.conv.parametrizations.weight.original0"),
-    (r"encoder\.pos_conv\.0\.parametrizations\.weight\.original1", r"encoder.pos_conv.conv.parametrizations.weight.original1"),
+    (
+        r"encoder\.pos_conv\.0\.parametrizations\.weight\.original0",
+        r"encoder.pos_conv.conv.parametrizations.weight.original0",
+    ),
+    (
+        r"encoder\.pos_conv\.0\.parametrizations\.weight\.original1",
+        r"encoder.pos_conv.conv.parametrizations.weight.original1",
+    ),
 ]
 STAR_DROPPED = [(r"final_proj\..*", "the distillation-time output projection (the authors' expert deletes it)")]
 
@@ -133,8 +139,16 @@ def star_lightning_config(distiller: Mapping[str, Any], source: str = "model con
     """Our :class:`SSLModelConfig` for the authors' ``distiller:`` section."""
     cfg = {**DISTILLER_DEFAULTS, **{k: v for k, v in distiller.items() if v is not None}}
     needed = list(_MUST_BE) + [
-        "extractor_mode", "conv_feature_layers", "conv_bias", "encoder_layers", "encoder_embed_dim",
-        "encoder_ffn_embed_dim", "encoder_attention_heads", "layer_norm_first", "conv_pos", "conv_pos_groups",
+        "extractor_mode",
+        "conv_feature_layers",
+        "conv_bias",
+        "encoder_layers",
+        "encoder_embed_dim",
+        "encoder_ffn_embed_dim",
+        "encoder_attention_heads",
+        "layer_norm_first",
+        "conv_pos",
+        "conv_pos_groups",
     ]
     unreadable = [k for k in needed if isinstance(cfg[k], UnreadableYamlValue)]
     if unreadable:
@@ -204,7 +218,7 @@ def from_star_lightning(
     for key, value in obj["state_dict"].items():
         key = str(key)
         if key.startswith(STUDENT_PREFIX):
-            student[key[len(STUDENT_PREFIX):]] = value
+            student[key[len(STUDENT_PREFIX) :]] = value
         elif not key.startswith(TEACHER_PREFIX):  # the frozen teacher is not part of the student
             other.append(key)
     if other:
@@ -215,5 +229,11 @@ def from_star_lightning(
     if not_tensors:
         raise ConversionError(f"{source}: student entries that are not tensors: {not_tensors[:8]}")
     state = apply_key_map(student, STAR_RULES, STAR_DROPPED, source=f"{source} (student_model)")
-    logger.info("%s: published STaRHuBERT, %d layers, width %d, FFN %d", source, config.num_layers, config.embed_dim, config.ffn_dims[0])
+    logger.info(
+        "%s: published STaRHuBERT, %d layers, width %d, FFN %d",
+        source,
+        config.num_layers,
+        config.embed_dim,
+        config.ffn_dims[0],
+    )
     return config, state
