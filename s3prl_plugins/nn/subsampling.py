@@ -20,13 +20,9 @@ interval with [k, k + 1]:
 
     w_{k,t} = max(0, min(c_t, k + 1) − max(c_{t−1}, k)),     segment_k = Σ_t w_{k,t} x_t.
 
-Why not the ``torch-cif`` package (0.2.0, PyPI): it computes the same weights (outputs agree to 8e-5 on
-the benchmark's inputs) at the same speed (``bench/bench_cif.py``: 0.95-1.4x its time, forward +
-backward, B = 8, D = 768, T = 500-1500, CPU), but its prefix sum is float32 -- over 20,000 frames that
-puts frames on the wrong side of a boundary (``tests/test_cif.py``) -- it refuses α > 1 unless told, and
-its tail rule is fixed. Ours integrates in float64, snaps sums within 1e-6 of an integer (so α = 1/F is
-exact fixed-rate pooling), takes ``lengths`` and documents its tail rule; it is ~60 lines, so the
-project does not take on the dependency.
+Written here rather than taken from the ``torch-cif`` package (as fast: bench/RESULTS.md, ``bench_cif``):
+its float32 prefix sum misplaces boundaries over long inputs (``tests/test_cif.py``); ours integrates in
+float64 and takes ``lengths``, α > 1 and a documented tail rule.
 """
 
 from __future__ import annotations

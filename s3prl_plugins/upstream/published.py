@@ -15,14 +15,10 @@ star_hubert_s   14.1 M   1sUpbDupbDtlCvN-49TblUn8GDmhV8MT8  1OFjIo1UjxNrxEboKaT8
 STaRHuBERT-XS (9.39 M): the README links the very same two files as STaRHuBERT-S, so which file is
 XS cannot be told; ``star_hubert_xs`` says so instead of guessing.
 
-Why ``gdown`` (pinned in requirements.txt) and not s3prl's URL helper: Google Drive answers a plain
-GET for files of this size with a virus-scan confirmation page, which s3prl's
-``s3prl.util.download._urls_to_filepaths`` would save as the checkpoint; ``gdown`` follows that page.
-s3prl's own Drive helper (``s3prl.utility.download._gdriveids_to_filepaths``, also gdown) writes the
-file in place (a failed refresh leaves half a file) and cannot be told to stay offline. So the files go
-into s3prl's download folder (``s3prl.util.download.get_dir()``, which ESPnet's ``download_dir`` moves)
-under readable names, downloaded to a temporary file, checked (not an HTML page, a zip/pickle
-checkpoint, a yaml with ``distiller:``) and renamed into place under a file lock.
+The files go into s3prl's download folder (``s3prl.util.download.get_dir()``) under readable names:
+downloaded with ``gdown`` (Drive answers a plain GET of a file this size with a virus-scan page) to a
+temporary file, checked (a checkpoint, a yaml with ``distiller:``, not an HTML page) and renamed into
+place under a file lock.
 """
 
 from __future__ import annotations
