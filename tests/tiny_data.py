@@ -135,3 +135,24 @@ def tiny_distill_config(root, data_dir, teacher, objectives=None, student_layers
         "data": {"train": data_dir, "valid": data_dir, "max_seconds": 1.0, "batch_seconds": 3.0},
         "trainer": t,
     }
+
+
+def librispeech_layout(root, utts, subset="train-clean-100"):
+    """A LibriSpeech-layout corpus under ``root/subset``; utts: {utt_id: (seconds or None for no file or 'corrupt', transcript or None)}"""
+    by_chapter = {}
+    for utt, (sec, text) in utts.items():
+        spk, ch, _ = utt.split("-")
+        folder = root / subset / spk / ch
+        folder.mkdir(parents=True, exist_ok=True)
+        if sec == "corrupt":
+            (folder / f"{utt}.flac").write_bytes(b"fLaC garbage")
+        elif sec is not None:
+            sf.write(
+                folder / f"{utt}.flac",
+                (np.random.default_rng(0).standard_normal(int(sec * 16000)) * 0.1).astype("float32"),
+                16000,
+            )
+        if text is not None:
+            by_chapter.setdefault((spk, ch), []).append(f"{utt} {text}")
+    for (spk, ch), lines in by_chapter.items():
+        (root / subset / spk / ch / f"{spk}-{ch}.trans.txt").write_text("\n".join(lines) + "\n")

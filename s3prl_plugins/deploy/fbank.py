@@ -6,7 +6,7 @@ window zero-padded to a power of two, power spectrum, Kaldi's Mel banks, ``log(m
 with gathers and matrix products so that ``torch.onnx.export`` keeps the time axis dynamic: the frames are
 gathered from the padded batch, and the real DFT is two constant matrices (window folded in) -- ONNX's
 DFT op is not needed and every runtime has MatMul. Equal to torchaudio within float32 rounding
-(``tests/test_deploy.py``).
+(``tests/deploy/test_deploy.py``).
 """
 
 from __future__ import annotations

@@ -21,7 +21,7 @@ interval with [k, k + 1]:
     w_{k,t} = max(0, min(c_t, k + 1) − max(c_{t−1}, k)),     segment_k = Σ_t w_{k,t} x_t.
 
 Written here rather than taken from the ``torch-cif`` package (as fast: bench/RESULTS.md, ``bench_cif``):
-its float32 prefix sum misplaces boundaries over long inputs (``tests/test_cif.py``); ours integrates in
+its float32 prefix sum misplaces boundaries over long inputs (``tests/nn/test_cif.py``); ours integrates in
 float64 and takes ``lengths``, α > 1 and a documented tail rule.
 """
 
@@ -260,7 +260,7 @@ class CIFWeights(nn.Module):
     24.81 M needs 1,031 to 11,031 more parameters; no layer the paper or the follow-up code describes
     has that size (a second LayerNorm adds 1,024 and still rounds to 24.80 M, a second 512x512 linear
     layer adds 262,656), so the module is kept as described and the 0.01 M is recorded here as
-    unexplained (tests/test_subsampling.py checks our count; the fixed rows of Table 2 are exact).
+    unexplained (tests/nn/test_subsampling.py checks our count; the fixed rows of Table 2 are exact).
 
     Padded frames are zeroed before the convolution (a batch gives each utterance the α it gets
     alone) and their α is 0.

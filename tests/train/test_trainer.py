@@ -12,6 +12,7 @@ import time
 import pytest
 import torch
 import yaml
+from paths import REPO
 from tiny_data import make_tiny_data, tiny_pretrain_config
 from torch import nn
 
@@ -19,7 +20,7 @@ from s3prl_plugins.models.checkpoint import load_checkpoint
 from s3prl_plugins.train.pretrain import run_pretrain
 from s3prl_plugins.train.trainer import Trainer, TrainerConfig, TrainingError, lr_lambda
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = REPO
 
 
 @pytest.fixture(scope="module")

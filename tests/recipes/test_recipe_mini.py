@@ -6,10 +6,11 @@ import os
 import subprocess
 
 import pytest
+from paths import REPO
 
 from s3prl_plugins.data.kaldi import read_data_dir
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = REPO
 FAST = [
     "--utts-per-speaker",
     "2",

@@ -7,6 +7,7 @@ import sys
 import zipfile
 
 import pytest
+from paths import REPO
 
 from s3prl_plugins.eval.superb_submission import SubmissionError, build_submission, model_card
 
@@ -192,7 +193,7 @@ def test_the_corpus_is_given_or_counted_never_a_default(tmp_path, experiments):
 def test_what_readme_commands_write_is_ignored_by_git():
     import shutil
 
-    root = os.path.join(os.path.dirname(__file__), "..")
+    root = REPO
     if shutil.which("git") is None or subprocess.run(["git", "rev-parse"], cwd=root, capture_output=True).returncode:
         pytest.skip("not a git checkout")
     paths = [

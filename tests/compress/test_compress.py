@@ -6,6 +6,7 @@ import os
 
 import pytest
 import torch
+from paths import REPO
 
 from s3prl_plugins.compress import (
     PruningError,
@@ -693,7 +694,7 @@ def test_a_waveform_student_is_pruned_with_its_distillation_loss_and_loads_as_st
         torch.testing.assert_close(g, r, atol=1e-6, rtol=0)
 
 
-REPO = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
+REPO = REPO
 
 
 @pytest.mark.parametrize("recipe", ["egs/mini/conf/compress", "egs/librispeech/melhubert/conf/compress"])
@@ -828,7 +829,7 @@ def test_compress_imports_nothing_from_eval():
     import ast
     import glob
 
-    folder = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "s3prl_plugins", "compress")
+    folder = os.path.join(REPO, "s3prl_plugins", "compress")
     for path in glob.glob(os.path.join(folder, "*.py")):
         for node in ast.walk(ast.parse(open(path).read())):
             if isinstance(node, ast.ImportFrom):

@@ -8,6 +8,7 @@ import sys
 import numpy as np
 import pytest
 import torch
+from paths import REPO
 
 from s3prl_plugins.deploy.graph_model import ExportableModel, ExportError
 from s3prl_plugins.models import build_model, melhubert_config, star_hubert_config
@@ -320,7 +321,7 @@ def test_onnx_local_through_s3prl_in_a_fresh_interpreter(exported):
         text=True,
         cwd="/",
         timeout=300,
-        env=dict(os.environ, PYTHONPATH=os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
+        env=dict(os.environ, PYTHONPATH=REPO),
     )
     assert r.returncode == 0, r.stderr[-2000:]
     lens, n_states, rate = eval(r.stdout.strip().splitlines()[-1])

@@ -7,8 +7,9 @@ import os
 import sys
 
 import pytest
+from paths import REPO
 
-BENCH = os.path.join(os.path.dirname(__file__), "..", "bench", "bench_gpu.py")
+BENCH = os.path.join(REPO, "bench", "bench_gpu.py")
 
 
 @pytest.fixture(scope="module")

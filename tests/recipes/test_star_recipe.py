@@ -7,14 +7,15 @@ import subprocess
 
 import pytest
 import yaml
-from test_data_prep import _corpus
+from paths import REPO
+from tiny_data import librispeech_layout as _corpus
 from tiny_data import make_tiny_teacher, tiny_distill_config
 
 from s3prl_plugins.data.kaldi import DataDir, DataDirError, combine_data_dirs, read_data_dir, write_data_dir
 from s3prl_plugins.data.lexicon import write_phones
 from s3prl_plugins.eval.phone_ctc import read_phones
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = REPO
 
 
 def _dir(tmp_path, name, utts):

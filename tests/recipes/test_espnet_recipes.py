@@ -4,11 +4,12 @@ import os
 
 import torch
 import yaml
+from paths import REPO
 
 from s3prl_plugins.models import build_model, star_hubert_config
 from s3prl_plugins.models.checkpoint import save_checkpoint
 
-ROOT = os.path.join(os.path.dirname(__file__), "..", "espnet_recipes")
+ROOT = os.path.join(REPO, "espnet_recipes")
 
 
 def test_asr_config_frontend_builds(tmp_path):
@@ -229,7 +230,7 @@ def test_mini_asr5k_recipe_sequences_the_stages(tiny_corpus, tmp_path):
 
 
 # ------------------------------------------------------------------ recipes as their --help and README write them
-REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
+REPO = REPO
 
 
 def _fake_tools(tmp_path):

@@ -5,8 +5,9 @@ import os
 import subprocess
 
 import pytest
+from paths import REPO
 
-UTILS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "egs", "mini", "utils")
+UTILS = os.path.join(REPO, "egs", "mini", "utils")
 
 
 def _script(tmp_path, nj, body):

@@ -9,6 +9,7 @@ import sys
 
 import pytest
 import torch
+from paths import REPO
 
 from s3prl_plugins.eval.profile import profile_model
 from s3prl_plugins.models import build_model, preset_config
@@ -296,9 +297,7 @@ def test_profile_cli_profiles_the_cif_preset():
     assert prof["frame_rate_hz"] == pytest.approx(12.5, abs=0.2) and prof["macs_c_per_second"] < prof["macs_per_second"]
 
 
-LIBRI_CONF = os.path.join(
-    os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "egs", "librispeech", "distilhubert_cif", "conf"
-)
+LIBRI_CONF = os.path.join(REPO, "egs", "librispeech", "distilhubert_cif", "conf")
 
 
 @pytest.mark.parametrize(

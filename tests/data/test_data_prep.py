@@ -5,30 +5,11 @@ import os
 import numpy as np
 import pytest
 import soundfile as sf
+from paths import REPO
+from tiny_data import librispeech_layout as _corpus
 
 from s3prl_plugins.data.kaldi import DataDirError, read_data_dir, write_data_dir
 from s3prl_plugins.data.librispeech import prepare_librispeech
-
-
-def _corpus(root, utts, subset="train-clean-100"):
-    """utts: {utt_id: (seconds or None for no file or 'corrupt', transcript or None)}"""
-    by_chapter = {}
-    for utt, (sec, text) in utts.items():
-        spk, ch, _ = utt.split("-")
-        folder = root / subset / spk / ch
-        folder.mkdir(parents=True, exist_ok=True)
-        if sec == "corrupt":
-            (folder / f"{utt}.flac").write_bytes(b"fLaC garbage")
-        elif sec is not None:
-            sf.write(
-                folder / f"{utt}.flac",
-                (np.random.default_rng(0).standard_normal(int(sec * 16000)) * 0.1).astype("float32"),
-                16000,
-            )
-        if text is not None:
-            by_chapter.setdefault((spk, ch), []).append(f"{utt} {text}")
-    for (spk, ch), lines in by_chapter.items():
-        (root / subset / spk / ch / f"{spk}-{ch}.trans.txt").write_text("\n".join(lines) + "\n")
 
 
 def test_prepare_with_skip_list(tmp_path):
@@ -96,7 +77,7 @@ def test_librispeech_recipe_on_a_local_root(tmp_path):
     a root that does not exist stops with the fix."""
     import subprocess
 
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    root = REPO
     corpus = tmp_path / "LibriSpeech"
     _corpus(corpus, {"19-198-0000": (1.0, "HELLO WORLD"), "26-495-0000": (0.7, "SECOND SPEAKER")})
     work = tmp_path / "recipe"
