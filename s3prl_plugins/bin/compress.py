@@ -19,13 +19,12 @@ import json
 import logging
 import sys
 
+from s3prl_plugins.bin.common import USER_ERRORS
 from s3prl_plugins.compress.pipeline import run_compress
 from s3prl_plugins.compress.structured import PruningError
 from s3prl_plugins.config import apply_overrides, load_config
 from s3prl_plugins.data.config_paths import check_input_paths
 from s3prl_plugins.eval.chain_measures import ProfileAndProbes
-from s3prl_plugins.models.checkpoint import CheckpointError, DiskFullError
-from s3prl_plugins.train.trainer import TrainingError
 
 
 def merge(base: dict, more: dict) -> dict:
@@ -49,7 +48,7 @@ def main(argv=None) -> int:
         config = apply_overrides(config, args.set)
         config = check_input_paths(config, args.config[0], "python -m s3prl_plugins.bin.compress")
         rows = run_compress(config, ProfileAndProbes(config.get("measure")))
-    except (PruningError, TrainingError, ValueError, CheckpointError, DiskFullError) as e:
+    except (PruningError, *USER_ERRORS) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     keys = ("name", "params", "macs_per_second", "weight_density", "loss", "per")

@@ -42,7 +42,7 @@ class OfflineError(RuntimeError):
     """A hub checkpoint is needed but cannot be downloaded here."""
 
 
-def _offline() -> bool:
+def offline() -> bool:
     return any(os.environ.get(v, "0") not in ("", "0") for v in (OFFLINE_ENV, "HF_HUB_OFFLINE"))
 
 
@@ -59,7 +59,7 @@ def hub_checkpoint_path(name: str, refresh: bool = False) -> str:
         f"`--teacher /path/to/{os.path.basename(url)}` (any s3prl/fairseq/Hugging Face checkpoint works), "
         f"or copy it to s3prl's cache as {cached}"
     )
-    if _offline():
+    if offline():
         raise OfflineError(f"{name}: not in s3prl's cache and downloads are off ({OFFLINE_ENV}/HF_HUB_OFFLINE); {how}")
     try:
         return _urls_to_filepaths(url, refresh=refresh)

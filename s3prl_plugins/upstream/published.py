@@ -30,7 +30,7 @@ import zipfile
 from dataclasses import dataclass
 from typing import Dict, Tuple
 
-from s3prl_plugins.models.loading import OfflineError, _offline
+from s3prl_plugins.models.loading import OfflineError, offline
 
 logger = logging.getLogger(__name__)
 
@@ -193,7 +193,7 @@ def fetch(entry: str, refresh: bool = False) -> Tuple[str, str]:
     if not refresh and os.path.isfile(ckpt) and os.path.isfile(yml):
         logger.info("%s: using the cached %s and %s", entry, ckpt, yml)
         return ckpt, yml
-    if _offline():
+    if offline():
         raise OfflineError(offline_message(entry, "downloads are off (S3PRL_PLUGINS_OFFLINE / HF_HUB_OFFLINE)"))
     try:
         _fetch_one(p.yaml_id, yml, refresh, _check_yaml)
