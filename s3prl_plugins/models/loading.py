@@ -16,9 +16,9 @@ import logging
 import os
 from typing import Any, Dict, Optional, Tuple
 
+from s3prl_plugins.models import convert
 from s3prl_plugins.models.checkpoint import CheckpointError, load_state_strict, read_checkpoint, validate_checkpoint
 from s3prl_plugins.models.config import SSLModelConfig
-from s3prl_plugins.models.convert import sources
 from s3prl_plugins.models.ssl_model import SSLModel
 
 logger = logging.getLogger(__name__)
@@ -91,7 +91,7 @@ def convert_checkpoint(
 
     ``model_config``: the published ``.yaml`` of a STaRHuBERT Lightning checkpoint (other formats
     carry their architecture and ignore it)."""
-    fmt = sources.detect_format(obj)
+    fmt = convert.detect_format(obj)
     if fmt == "star_lightning":
         from s3prl_plugins.models.convert.star_lightning import from_star_lightning
 
@@ -104,15 +104,15 @@ def convert_checkpoint(
             state = {k: v for k, v in state.items() if not (k.startswith("head.") or k == "mask_emb")}
         return config, state
     if fmt == "s3prl_hubert":
-        return sources.from_s3prl_hubert(obj, keep_head=keep_head)
+        return convert.from_s3prl_hubert(obj, keep_head=keep_head)
     if fmt == "s3prl_wav2vec2":
-        return sources.from_s3prl_wav2vec2(obj)
+        return convert.from_s3prl_wav2vec2(obj)
     if fmt == "s3prl_wavlm":
-        return sources.from_s3prl_wavlm(obj)
+        return convert.from_s3prl_wavlm(obj)
     if fmt == "s3prl_distiller":
-        return sources.from_s3prl_distiller(obj, keep_head=keep_head)
+        return convert.from_s3prl_distiller(obj, keep_head=keep_head)
     if fmt == "fairseq":
-        return sources.from_fairseq(obj)
+        return convert.from_fairseq(obj)
     raise CheckpointError(
         f"{path}: unrecognised checkpoint (top-level keys {sorted(obj)[:8]}); expected ours "
         "{format_version, model_config, model_weight}, the published STaRHuBERT Lightning .ckpt, "
@@ -152,7 +152,7 @@ def load_pretrained(
     else:
         path = source
     if os.path.isdir(path):
-        config, state = sources.from_transformers(path)
+        config, state = convert.from_transformers(path)
     elif os.path.isfile(path):
         return model_from_checkpoint(read_checkpoint(path), path, keep_head=keep_head, model_config=model_config)
     else:

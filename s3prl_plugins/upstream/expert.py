@@ -187,11 +187,11 @@ def read_expert_options(path: str, known: Optional[set] = None) -> Tuple[Dict[st
 
 def load_expert_model(ckpt: str, family: Optional[str], published_yaml: Optional[str]) -> SSLModel:
     """Our checkpoint (checked against the entry's family), or a published STaRHuBERT ``.ckpt``."""
-    from s3prl_plugins.models.convert import sources
+    from s3prl_plugins.models.convert import detect_format
     from s3prl_plugins.models.loading import model_from_checkpoint
 
     obj = read_checkpoint(ckpt)  # read once: published checkpoints are hundreds of MB
-    fmt = sources.detect_format(obj)
+    fmt = detect_format(obj)
     if fmt == "star_lightning":
         if family not in (None, "star_hubert"):
             raise CheckpointError(f"{ckpt}: a published STaRHuBERT checkpoint; load it with star_hubert_local")

@@ -2,17 +2,17 @@
 our :class:`~s3prl_plugins.models.SSLModel` (and the published STaRHuBERT Lightning format, :mod:`.star_lightning`). Each returns ``(config, state_dict)``; keys are mapped
 explicitly (see :mod:`.keymap`) and unknown keys raise :class:`ConversionError`."""
 
-from s3prl_plugins.models.convert.keymap import ConversionError, apply_key_map, parse_conv_layers
-from s3prl_plugins.models.convert.sources import (
-    detect_format,
-    from_fairseq,
+from s3prl_plugins.models.convert.detect import detect_format
+from s3prl_plugins.models.convert.from_fairseq import from_fairseq
+from s3prl_plugins.models.convert.from_hf import from_transformers
+from s3prl_plugins.models.convert.from_s3prl import (
     from_s3prl_distiller,
     from_s3prl_hubert,
     from_s3prl_wav2vec2,
     from_s3prl_wavlm,
-    from_torchaudio,
-    from_transformers,
 )
+from s3prl_plugins.models.convert.from_torchaudio import from_torchaudio
+from s3prl_plugins.models.convert.keymap import ConversionError, apply_key_map, parse_conv_layers
 from s3prl_plugins.models.convert.star_lightning import (
     from_star_lightning,
     read_distiller_yaml,

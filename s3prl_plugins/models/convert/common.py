@@ -1,0 +1,58 @@
+"""What the readers share: the ``(config, state_dict)`` they return, fairseq-style configs."""
+
+from __future__ import annotations
+
+from typing import Any, Dict, Mapping, Tuple
+
+from torch import Tensor
+
+from s3prl_plugins.models.config import HUBERT_CONV, SSLModelConfig
+from s3prl_plugins.models.convert.keymap import ConversionError, parse_conv_layers
+
+Converted = Tuple[SSLModelConfig, Dict[str, Tensor]]
+
+
+def as_dict(cfg: Any) -> Dict[str, Any]:
+    if cfg is None:
+        return {}
+    if isinstance(cfg, Mapping):
+        return dict(cfg)
+    if hasattr(cfg, "__dict__"):  # argparse.Namespace of old fairseq checkpoints
+        return dict(vars(cfg))
+    raise ConversionError(f"cannot read a config of type {type(cfg).__name__}")
+
+
+def check_activation(cfg: Mapping[str, Any], source: str) -> None:
+    act = cfg.get("activation_fn", "gelu")
+    if act != "gelu":
+        raise ConversionError(f"{source}: activation {act!r} is not supported (only gelu)")
+
+
+def fairseq_config(
+    model_cfg: Mapping[str, Any], task_cfg: Mapping[str, Any], name: str, **extra: Any
+) -> SSLModelConfig:
+    check_activation(model_cfg, name)
+    layers = int(model_cfg.get("encoder_layers", 12))
+    dim = int(model_cfg.get("encoder_embed_dim", 768))
+    heads = int(model_cfg.get("encoder_attention_heads", 12))
+    mode = model_cfg.get("extractor_mode", "default")
+    conv = parse_conv_layers(model_cfg.get("conv_feature_layers", HUBERT_CONV))
+    return SSLModelConfig(
+        frontend="conv",
+        conv_layers=conv,
+        conv_norm={"default": "group_norm", "layer_norm": "layer_norm"}[mode],
+        conv_bias=bool(model_cfg.get("conv_bias", False)),
+        normalize_waveform=bool(task_cfg.get("normalize", model_cfg.get("normalize", False))),
+        feature_layer_norm=True,
+        feature_projection=None,
+        embed_dim=dim,
+        num_layers=layers,
+        num_heads=[heads] * layers,
+        head_dim=dim // heads,
+        ffn_dims=[int(model_cfg.get("encoder_ffn_embed_dim", 3072))] * layers,
+        pos_conv_kernel=int(model_cfg.get("conv_pos", 128)),
+        pos_conv_groups=int(model_cfg.get("conv_pos_groups", 16)),
+        layer_norm_first=bool(model_cfg.get("layer_norm_first", False)),
+        name=name,
+        **extra,
+    )
