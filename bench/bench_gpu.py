@@ -43,7 +43,7 @@ import torch
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 from s3prl_plugins.compress.structured import prune_ffn, prune_heads, truncate_layers  # noqa: E402
-from s3prl_plugins.eval.profile import register_cpu_attention_flops  # noqa: E402
+from s3prl_plugins.eval.probe.profile import register_cpu_attention_flops  # noqa: E402
 from s3prl_plugins.models.config import SPEED_OPTIONS, SPEED_OPTIONS_OFF, SSLModelConfig  # noqa: E402
 from s3prl_plugins.models.factories import (  # noqa: E402
     distilhubert_config,

@@ -23,7 +23,7 @@ import torch
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 from s3prl_plugins.compress import prune_ffn, prune_heads  # noqa: E402
-from s3prl_plugins.eval.profile import count_macs  # noqa: E402
+from s3prl_plugins.eval.probe.profile import count_macs  # noqa: E402
 from s3prl_plugins.models import melhubert_config  # noqa: E402
 from s3prl_plugins.models.ssl_model import SSLModel  # noqa: E402
 

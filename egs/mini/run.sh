@@ -306,7 +306,7 @@ superb_task() {  # superb_task TASK: s3prl's runner trains, then -m evaluate on 
     sid) prep=(--train data/sid_train --dev data/sid_dev --test data/sid_test) ;;
     ks) prep=(--speech-commands "${corpus_dir}/subsets") ;;
   esac
-  d=$(python -c "from s3prl_plugins.eval.superb_tasks import DOWNSTREAM as D; print(D['${task}'])")
+  d=$(python -c "from s3prl_plugins.eval.superb.tasks import DOWNSTREAM as D; print(D['${task}'])")
   split=test; [ "${task}" != asr ] || split=test-clean
   exp=exp/superb/${superb_model}/${task}
   python -m s3prl_plugins.bin.superb_prepare "${task}" "${prep[@]}" --out "exp/superb/tasks/${task}" --steps "${superb_steps}" --num-workers 0 >/dev/null
@@ -352,7 +352,7 @@ make_report() {
   {
 SUBSAMPLING="${subsampling}" python - <<'PY'
 import json, os
-from s3prl_plugins.eval.report import build_report, format_report
+from s3prl_plugins.eval.report.report import build_report, format_report
 def load(p):
     return json.load(open(p)) if os.path.isfile(p) else None
 print("corpus:        data/mini_corpus (LibriSpeech layout), data dirs in data/{train,dev,test}")
@@ -387,14 +387,14 @@ os.replace("exp/report.json.tmp", "exp/report.json")
 print("\nprobes on frozen features -> exp/report.json: phone error rate (linear CTC, test);"
       " KS/SID accuracy (mean+std pooling, logistic regression, test)")
 print(format_report(report))
-from s3prl_plugins.eval.report import plot_rate_tradeoff
+from s3prl_plugins.eval.report.report import plot_rate_tradeoff
 students = {k: v for k, v in report.items() if k.startswith("distilhubert_tiny")}
 if plot_rate_tradeoff(students, "exp/subsampling.png", "mini corpus: DistilHuBERT-style students by sequence subsampling"):
     print("plot:          exp/subsampling.png (phone error vs frame rate and GMACs-C/s of the DistilHuBERT-style students)")
 rates = load("exp/unit_rates.json")
 if rates:
     print("unit rates:    exp/unit_rates.png (dev, units per second: " + ", ".join(f"{k} {v:.1f}" for k, v in rates["rates"].items()) + ")")
-from s3prl_plugins.eval.report import loss_curves, plot_loss_curves, plot_tradeoff, write_markdown
+from s3prl_plugins.eval.report.report import loss_curves, plot_loss_curves, plot_tradeoff, write_markdown
 curves = {n: loss_curves(f"exp/{n}/tensorboard") for n in models if glob.glob(f"exp/{n}/tensorboard/events.*")}
 plots = {"Trade-off: each metric against MACs and parameters": plot_tradeoff(report, "exp/report_tradeoff.png", "mini corpus"),
          "Training losses (TensorBoard)": plot_loss_curves(curves, "exp/report_losses.png", "mini corpus: training losses"),

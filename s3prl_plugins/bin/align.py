@@ -18,7 +18,7 @@ import sys
 
 from s3prl_plugins.data.audio import load_audio
 from s3prl_plugins.data.kaldi import read_data_dir
-from s3prl_plugins.eval.phone_ctc import (
+from s3prl_plugins.eval.probe.phone_ctc import (
     FeatureDataset,
     FeatureExtractor,
     PhoneVocab,

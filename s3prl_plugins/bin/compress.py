@@ -24,7 +24,7 @@ from s3prl_plugins.compress.pipeline import run_compress
 from s3prl_plugins.compress.structured import PruningError
 from s3prl_plugins.config import apply_overrides, load_config
 from s3prl_plugins.data.config_paths import check_input_paths
-from s3prl_plugins.eval.chain_measures import ProfileAndProbes
+from s3prl_plugins.eval.probe.chain_measures import ProfileAndProbes
 
 
 def merge(base: dict, more: dict) -> dict:

@@ -13,7 +13,7 @@ import argparse
 import json
 import sys
 
-from s3prl_plugins.eval.compression_report import write_report
+from s3prl_plugins.eval.report.compression_report import write_report
 
 
 def main(argv=None) -> int:

@@ -8,7 +8,7 @@ Usage::
     ... --stage 4 --stop-stage 6      # stages: 1 dump, 2 BPE, 3 stats, 4 train, 5 decode, 6 score
 
 Each stage runs ESPnet's own ``espnet2.bin.*`` command in a fresh process, with the arguments
-ESPnet's ``asr.sh`` passes (:mod:`s3prl_plugins.eval.espnet_asr`). The config is copied to
+ESPnet's ``asr.sh`` passes (:mod:`s3prl_plugins.eval.superb.espnet_asr`). The config is copied to
 ``<work>/config.yaml`` with the upstream, its checkpoint and the pre-encoder's input size (the
 upstream's feature size, measured) filled in. The WER lands in ``<work>/result.json``.
 """
@@ -24,7 +24,7 @@ import sys
 import yaml
 
 from s3prl_plugins.data.kaldi import DataDirError
-from s3prl_plugins.eval import espnet_asr as ea
+from s3prl_plugins.eval.superb import espnet_asr as ea
 
 
 def resolve_config(config: str, upstream: str, ckpt: str, out: str) -> str:

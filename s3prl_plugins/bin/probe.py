@@ -19,7 +19,7 @@ import json
 import logging
 import sys
 
-from s3prl_plugins.eval.phone_ctc import PROBES, run_probe
+from s3prl_plugins.eval.probe.phone_ctc import PROBES, run_probe
 
 
 def main(argv=None) -> int:

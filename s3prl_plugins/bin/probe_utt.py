@@ -16,7 +16,7 @@ import logging
 import sys
 
 from s3prl_plugins.data.kaldi import DataDirError
-from s3prl_plugins.eval.utterance_probe import LABELS, run_utterance_probe
+from s3prl_plugins.eval.probe.utterance_probe import LABELS, run_utterance_probe
 
 
 def main(argv=None) -> int:

@@ -15,7 +15,7 @@ import json
 import logging
 import sys
 
-from s3prl_plugins.eval.profile import durations_from_wav_list, format_table, profile_model, resolve
+from s3prl_plugins.eval.probe.profile import durations_from_wav_list, format_table, profile_model, resolve
 
 
 def main(argv=None) -> int:

@@ -10,7 +10,7 @@ Usage::
         [--superb student=exp/superb/student] [--asr5k student=exp/asr5k/result.json] \
         [--tensorboard student=exp/star/tensorboard] --out exp/star/report.json --markdown exp/star/report.md
 
-The library behind it: :mod:`s3prl_plugins.eval.report`.
+The library behind it: :mod:`s3prl_plugins.eval.report.report`.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ import os
 import sys
 from typing import Dict, List
 
-from s3prl_plugins.eval.report import (
+from s3prl_plugins.eval.report.report import (
     build_report,
     format_report,
     loss_curves,

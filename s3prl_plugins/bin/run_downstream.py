@@ -9,7 +9,7 @@ Usage (s3prl's own arguments, ``-m -n -p -u -k -g -d -c -o -e -t ...``, plus ``-
     python -m s3prl_plugins.bin.run_downstream --s3prl-root ~/s3prl -m train -d ctc -c ...  # PR: a git checkout
 
 It runs s3prl's own ``main()`` and ``Runner`` (no copy of their code) after the compatibility fixes
-listed in :mod:`s3prl_plugins.eval.s3prl_runner`; ``-m evaluate`` also writes
+listed in :mod:`s3prl_plugins.eval.superb.s3prl_runner`; ``-m evaluate`` also writes
 ``<expdir>/superb_<split>.json`` with the metric in SUPERB's units, which ``bin/superb_submission``, ``bin/report`` and
 ``bin/superb_score`` read.
 """
@@ -20,7 +20,7 @@ import argparse
 import logging
 import sys
 
-from s3prl_plugins.eval.s3prl_runner import RunnerError, run
+from s3prl_plugins.eval.superb.s3prl_runner import RunnerError, run
 
 
 def main(argv=None) -> int:

@@ -9,7 +9,7 @@ Usage::
 
 then ``python -m s3prl_plugins.bin.run_downstream -m train -d <asr|voxceleb1|speech_commands> -c superb/<task>/config.yaml ...``
 (the next command is printed; PR's ``ctc`` needs ``--s3prl-root`` -- a git checkout of s3prl --, filled in
-from ``S3PRL_ROOT`` when it is set). What is written, and the hyper-parameters: :mod:`s3prl_plugins.eval.superb_tasks`.
+from ``S3PRL_ROOT`` when it is set). What is written, and the hyper-parameters: :mod:`s3prl_plugins.eval.superb.tasks`.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import os
 import sys
 
 from s3prl_plugins.data.kaldi import DataDirError
-from s3prl_plugins.eval.superb_tasks import DOWNSTREAM, TaskDataError, prepare
+from s3prl_plugins.eval.superb.tasks import DOWNSTREAM, TaskDataError, prepare
 
 
 def main(argv=None) -> int:

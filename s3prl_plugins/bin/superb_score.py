@@ -19,7 +19,7 @@ by hand that all lie in [0, 1] are fractions (s3prl prints ``test acc: 0.9627``)
 Overall and generalizability are defined over all 11 metrics / 10 tasks and printed only when every one is
 given; otherwise the output has ``partial_overall`` / ``partial_generalizability`` and ``partial`` naming the
 metrics and tasks they average (``"mean of 1/11 metrics: KS; 1/10 tasks: KS"``) and a warning names the
-missing ones. The formulas and reference values: :mod:`s3prl_plugins.eval.superb`.
+missing ones. The formulas and reference values: :mod:`s3prl_plugins.eval.superb.score`.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ import json
 import logging
 import sys
 
-from s3prl_plugins.eval.superb import read_results, superb_scores
+from s3prl_plugins.eval.superb.score import read_results, superb_scores
 
 
 def main(argv=None) -> int:

@@ -15,7 +15,7 @@ hours); one of them is required -- there is no default.
 Each task option names an experiment folder of ``bin/run_downstream`` (or s3prl's run_downstream) after
 ``-m evaluate`` on its test split. Writes ``<out>/predict.zip``, ``<out>/predict/``, ``<out>/README.md``
 (parameters, MACs by the SUPERB@SLT protocol, stride, input, corpus), ``<out>/results.json`` (for
-``bin/superb_score``) and ``<out>/model.json``. Layout: :mod:`s3prl_plugins.eval.superb_submission`.
+``bin/superb_score``) and ``<out>/model.json``. Layout: :mod:`s3prl_plugins.eval.superb.submission`.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ import argparse
 import logging
 import sys
 
-from s3prl_plugins.eval.superb_submission import (
+from s3prl_plugins.eval.superb.submission import (
     FILES,
     SubmissionError,
     build_submission,
@@ -56,7 +56,7 @@ def main(argv=None) -> int:
         if not args.no_profile:
             import s3prl.hub as hub
 
-            from s3prl_plugins.eval.profile import profile_model
+            from s3prl_plugins.eval.probe.profile import profile_model
 
             entry = getattr(hub, args.upstream, None)
             if entry is None:

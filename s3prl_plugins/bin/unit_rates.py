@@ -13,7 +13,7 @@ import json
 import logging
 import sys
 
-from s3prl_plugins.eval.unit_rates import PAPER_VOCABS, plot_unit_rates, unit_rates
+from s3prl_plugins.eval.probe.unit_rates import PAPER_VOCABS, plot_unit_rates, unit_rates
 
 
 def main(argv=None) -> int:

@@ -213,7 +213,7 @@ def _check_objective(objective: Dict[str, Any]) -> None:
 
 class Measures(Protocol):
     """What a chain measures of each saved model beyond its own statistics, passed in by the caller
-    (:class:`s3prl_plugins.eval.chain_measures.ProfileAndProbes`: MACs, RTF, probes)."""
+    (:class:`s3prl_plugins.eval.probe.chain_measures.ProfileAndProbes`: MACs, RTF, probes)."""
 
     def profile(self, model: SSLModel, name: str) -> Dict[str, Any]:
         """Row fields of the model itself (``params_nonzero``, ``macs_per_second``, ``rtf_cpu``, ...)."""

@@ -28,7 +28,7 @@ from s3prl_plugins.compress import (
     truncate_layers,
 )
 from s3prl_plugins.compress.weight import LossPlateau, masks_from_model, prunable_parameters
-from s3prl_plugins.eval.chain_measures import ProfileAndProbes
+from s3prl_plugins.eval.probe.chain_measures import ProfileAndProbes
 from s3prl_plugins.losses.kd import cluster_kl
 from s3prl_plugins.models import distilhubert_config, melhubert_config, star_hubert_config
 from s3prl_plugins.models.checkpoint import CheckpointError, load_checkpoint, load_state_strict, save_checkpoint
@@ -569,7 +569,7 @@ def test_the_chain_runs_every_method_keeps_weight_zeros_and_resumes(chain_inputs
     with open(os.path.join(cfg["exp_dir"], "trajectory.csv")) as f:
         table = list(csv.DictReader(f))
     assert [t["name"] for t in table] == names
-    from s3prl_plugins.eval.compression_report import write_report
+    from s3prl_plugins.eval.report.compression_report import write_report
 
     files = write_report([cfg["exp_dir"]], str(root / "report"))
     for key in ("tradeoff", "density", "weight_density", "diagonality", "report"):
@@ -756,7 +756,7 @@ def test_librispeech_pretraining_configs_build_melhubert_base():
 def test_compression_plots_keep_each_chain_in_one_colour(monkeypatch, tmp_path):
     """The diagonality panel has only the head-pruning chains, the PER panel also the replacement chains,
     and only the first panel has the legend: a chain must have the same colour in every panel."""
-    from s3prl_plugins.eval import compression_report as cr
+    from s3prl_plugins.eval.report import compression_report as cr
 
     figs = []
     monkeypatch.setattr(cr, "save_png", lambda fig, path: figs.append(fig) or path)

@@ -342,7 +342,7 @@ def test_onnx_local_refuses_a_foreign_graph(tmp_path):
 
 def test_probe_features_from_an_exported_graph(exported, tmp_path):
     """The probes take an .onnx file as --features: the same features as the checkpoint it came from."""
-    from s3prl_plugins.eval.phone_ctc import FeatureExtractor
+    from s3prl_plugins.eval.probe.phone_ctc import FeatureExtractor
 
     model, path = exported["melhubert"]
     ckpt = str(tmp_path / "mel.pt")

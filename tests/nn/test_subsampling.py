@@ -11,7 +11,7 @@ import pytest
 import torch
 from paths import REPO
 
-from s3prl_plugins.eval.profile import profile_model
+from s3prl_plugins.eval.probe.profile import profile_model
 from s3prl_plugins.models import build_model, preset_config
 from s3prl_plugins.models.config import SSLModelConfig
 from s3prl_plugins.models.factories import distilhubert_subsampled

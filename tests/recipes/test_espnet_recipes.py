@@ -47,7 +47,7 @@ import pytest  # noqa: E402
 
 from s3prl_plugins.data.kaldi import read_data_dir, write_data_dir  # noqa: E402
 from s3prl_plugins.data.mini_corpus import MiniCorpusConfig, espeak_available, make_mini_corpus  # noqa: E402
-from s3prl_plugins.eval import espnet_asr as ea  # noqa: E402
+from s3prl_plugins.eval.superb import espnet_asr as ea  # noqa: E402
 
 MINI_CONF = os.path.join(ROOT, "mini", "asr5k", "conf", "train_asr_mini.yaml")
 

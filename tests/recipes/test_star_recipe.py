@@ -13,7 +13,7 @@ from tiny_data import make_tiny_teacher, tiny_distill_config
 
 from s3prl_plugins.data.kaldi import DataDir, DataDirError, combine_data_dirs, read_data_dir, write_data_dir
 from s3prl_plugins.data.lexicon import write_phones
-from s3prl_plugins.eval.phone_ctc import read_phones
+from s3prl_plugins.eval.probe.phone_ctc import read_phones
 
 ROOT = REPO
 
@@ -144,7 +144,7 @@ def test_librispeech_star_configs_build_the_students_they_name(name, params):
 
 def test_report_table_with_utterance_probes(tmp_path):
     from s3prl_plugins.bin.report import main as report_main
-    from s3prl_plugins.eval.report import build_report, format_report
+    from s3prl_plugins.eval.report.report import build_report, format_report
 
     (tmp_path / "per.json").write_text(json.dumps({"per": 0.25}))
     (tmp_path / "ks.json").write_text(json.dumps({"accuracy": 0.5}))

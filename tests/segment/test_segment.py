@@ -8,7 +8,13 @@ import stat
 import pytest
 import torch
 
-from s3prl_plugins.eval.phone_ctc import FeatureDataset, PhoneVocab, phone_error_rate, read_phones, train_phone_ctc
+from s3prl_plugins.eval.probe.phone_ctc import (
+    FeatureDataset,
+    PhoneVocab,
+    phone_error_rate,
+    read_phones,
+    train_phone_ctc,
+)
 from s3prl_plugins.segment.aligner import align_corpus, align_utterance, boundary_errors
 from s3prl_plugins.segment.mfa import mfa_align_command, mfa_status
 from s3prl_plugins.segment.textgrid import AlignmentError, frame_labels, read_textgrid, write_textgrid
@@ -252,7 +258,7 @@ def test_linear_probe_reads_tones_from_log_mel(tmp_path):
 
     from s3prl_plugins.bin.probe import main as probe_main
     from s3prl_plugins.data.dataset import read_labels
-    from s3prl_plugins.eval.phone_ctc import PhoneCTC
+    from s3prl_plugins.eval.probe.phone_ctc import PhoneCTC
 
     data, labels = make_tiny_data(str(tmp_path), n_utts=24)
     with open(os.path.join(data, "phones"), "w") as f:

@@ -191,7 +191,7 @@ def test_distillation_exports_distiller_local_beside_model_pt(tmp_path):
 
 def test_report_plots_per_against_frame_rate(tmp_path):
     pytest.importorskip("matplotlib")
-    from s3prl_plugins.eval.report import plot_rate_tradeoff
+    from s3prl_plugins.eval.report.report import plot_rate_tradeoff
 
     report = {
         "base": {"probe_per": 0.25, "frame_rate_hz": 50.0, "gmacs_c_per_second": 0.08},

@@ -161,7 +161,7 @@ def test_stock_run_downstream_trains_on_the_cif_model(ckpts, tmp_path):
 
 
 def test_probe_features_pool_and_the_topline_segmentation(ckpts):
-    from s3prl_plugins.eval.phone_ctc import FeatureExtractor
+    from s3prl_plugins.eval.probe.phone_ctc import FeatureExtractor
 
     wav = torch.randn(16000)
     plain = FeatureExtractor(ckpts["avg2"])

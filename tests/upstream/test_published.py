@@ -269,7 +269,7 @@ def test_convert_cli_then_every_client(published, tmp_path):
     with torch.no_grad():
         _assert_close(hub.star_hubert_local(ckpt=str(out))(wavs)["hidden_states"], _reference_states(ref, wavs))
     # the profiler (checkpoint path) and a distillation teacher read both forms
-    from s3prl_plugins.eval.profile import resolve
+    from s3prl_plugins.eval.probe.profile import resolve
 
     assert resolve(str(out)).config.embed_dim == EMBED
     from s3prl_plugins.train.distill import build_task

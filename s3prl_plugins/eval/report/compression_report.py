@@ -19,7 +19,7 @@ import json
 import os
 from typing import Dict, List, Optional, Sequence
 
-from s3prl_plugins.eval.plots import colors_by_name, pyplot, save_png
+from s3prl_plugins.eval.report.plots import colors_by_name, pyplot, save_png
 
 Rows = List[Dict[str, object]]
 

@@ -14,8 +14,8 @@ import yaml
 from s3prl_plugins.data.kaldi import read_data_dir, write_data_dir
 from s3prl_plugins.data.mini_corpus import MiniCorpusConfig, espeak_available, make_mini_corpus
 from s3prl_plugins.data.mini_subsets import SubsetConfig, make_subsets
-from s3prl_plugins.eval import s3prl_runner as rn
-from s3prl_plugins.eval.superb_tasks import TaskDataError, prepare
+from s3prl_plugins.eval.superb import s3prl_runner as rn
+from s3prl_plugins.eval.superb.tasks import TaskDataError, prepare
 from s3prl_plugins.models import build_model, melhubert_config, star_hubert_config
 from s3prl_plugins.models.checkpoint import save_checkpoint
 
@@ -66,7 +66,7 @@ def test_runner_checkpoints_load_once_namespace_is_allowed(tmp_path):
         "import sys, torch\n"
         "try:\n    torch.load(sys.argv[1], map_location='cpu'); print('loaded')\n"
         "except Exception as e:\n    print('refused', 'Weights only load failed' in str(e))\n"
-        "from s3prl_plugins.eval.s3prl_runner import apply_compat; apply_compat()\n"
+        "from s3prl_plugins.eval.superb.s3prl_runner import apply_compat; apply_compat()\n"
         "print(torch.load(sys.argv[1], map_location='cpu')['Args'].upstream)\n"
     )
     r = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True, timeout=120)
@@ -551,7 +551,7 @@ def test_pr_through_an_s3prl_checkout(corpus, upstreams, tmp_path):
 
 def test_the_superb_probe_is_the_stock_pr_head():
     """The in-process probe that mirrors s3prl's ctc head (no layer norm, 256-d projection, linear decay)."""
-    from s3prl_plugins.eval.phone_ctc import PROBES, PhoneCTC
+    from s3prl_plugins.eval.probe.phone_ctc import PROBES, PhoneCTC
 
     cfg = PROBES["superb"]
     assert (cfg["lr"], cfg["project_dim"], cfg["layer_norm"], cfg["schedule"], cfg["clip_norm"], cfg["reduction"]) == (
@@ -580,7 +580,7 @@ def test_the_superb_probe_is_the_stock_pr_head():
 def test_ctc_mean_reduction_is_torchs_per_utterance_mean():
     import torch.nn.functional as F
 
-    from s3prl_plugins.eval.phone_ctc import CTCTask, PhoneCTC
+    from s3prl_plugins.eval.probe.phone_ctc import CTCTask, PhoneCTC
 
     torch.manual_seed(0)
     m = PhoneCTC(8, 5, num_layers_in=1, dilations=())
@@ -608,7 +608,7 @@ def test_ctc_mean_reduction_is_torchs_per_utterance_mean():
 
 def test_an_eos_class_is_dropped_from_hypotheses_and_references():
     """s3prl's PR targets end in <eos>: the probe that mirrors it emits one, which is not a phone."""
-    from s3prl_plugins.eval.phone_ctc import FeatureDataset, greedy_decode, phone_error_rate
+    from s3prl_plugins.eval.probe.phone_ctc import FeatureDataset, greedy_decode, phone_error_rate
 
     eos = 3
     lp = torch.full((6, 4), -10.0)
@@ -631,7 +631,7 @@ def test_an_eos_class_is_dropped_from_hypotheses_and_references():
 def test_probe_batches_of_a_fixed_number_of_similar_length_utterances(tmp_path):
     """batch_utts: s3prl's bucketing (16 utterances of similar length), with gradient accumulation."""
     from s3prl_plugins.data.dataset import BucketBatchSampler
-    from s3prl_plugins.eval.phone_ctc import train_phone_ctc
+    from s3prl_plugins.eval.probe.phone_ctc import train_phone_ctc
 
     durs = [float(d) for d in torch.randint(50, 400, (37,)).tolist()]
     batches = list(BucketBatchSampler(durs, float("inf"), seed=0, max_batch_size=16))

@@ -11,8 +11,8 @@ from tiny_data import make_tiny_teacher
 
 from s3prl_plugins.bin.probe_utt import main as probe_cli
 from s3prl_plugins.data.kaldi import DataDir, write_data_dir
-from s3prl_plugins.eval.phone_ctc import FeatureExtractor
-from s3prl_plugins.eval.utterance_probe import pool, pooled_features, run_utterance_probe, select_layer
+from s3prl_plugins.eval.probe.phone_ctc import FeatureExtractor
+from s3prl_plugins.eval.probe.utterance_probe import pool, pooled_features, run_utterance_probe, select_layer
 
 
 def _tones(root, name, n, seed):
@@ -135,8 +135,8 @@ def test_progress_bars_name_what_they_process(tmp_path, capsys):
     """Bars read '<features> features of <data dir>', never an object's repr."""
     from tiny_data import make_tiny_data
 
-    from s3prl_plugins.eval.phone_ctc import extract_features
-    from s3prl_plugins.eval.utterance_probe import pooled_features
+    from s3prl_plugins.eval.probe.phone_ctc import extract_features
+    from s3prl_plugins.eval.probe.utterance_probe import pooled_features
     from s3prl_plugins.models import build_model, star_hubert_config
     from s3prl_plugins.models.checkpoint import save_checkpoint
 

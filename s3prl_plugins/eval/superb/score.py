@@ -21,7 +21,7 @@ key          metric                                 better
 **Overall** (the STaR paper's "Overall", after WavLM [3] of Jang, Kim and Kim, "STaR: Distilling
 Speech Temporal Relation for Lightweight Speech Self-Supervised Learning Models", ICASSP 2024, §3.1):
 the plain mean of the 11 metrics, each error rate mapped to ``100 - x`` and QbE's MTWV multiplied by
-100. It reproduces every Overall value of the STaR paper's Table 2 (``tests/eval/test_superb_score.py``).
+100. It reproduces every Overall value of the STaR paper's Table 2 (``tests/eval/superb/test_superb_score.py``).
 
 **Generalizability** (the SUPERB@SLT 2022 challenge's score, Feng et al., SLT 2023, used as
 "General." in the STaR tables): each task's metric mapped linearly so that log-Mel FBANK scores 0 and

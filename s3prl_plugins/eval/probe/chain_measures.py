@@ -1,7 +1,7 @@
 """What a compression chain measures of each model with eval/'s tools: parameters and MACs (dense and
-nonzero) and the CPU real-time factor (:mod:`~s3prl_plugins.eval.profile`), and the probes of
-``measure.probe`` (phone error, :mod:`~s3prl_plugins.eval.phone_ctc`) and ``measure.sid`` (speaker ID,
-:mod:`~s3prl_plugins.eval.utterance_probe`). Handed to :func:`s3prl_plugins.compress.pipeline.run_compress`
+nonzero) and the CPU real-time factor (:mod:`~s3prl_plugins.eval.probe.profile`), and the probes of
+``measure.probe`` (phone error, :mod:`~s3prl_plugins.eval.probe.phone_ctc`) and ``measure.sid`` (speaker ID,
+:mod:`~s3prl_plugins.eval.probe.utterance_probe`). Handed to :func:`s3prl_plugins.compress.pipeline.run_compress`
 by its callers, so that compress/ imports nothing from eval/."""
 
 from __future__ import annotations
@@ -9,9 +9,9 @@ from __future__ import annotations
 import os
 from typing import Any, Dict, Optional
 
-from s3prl_plugins.eval.phone_ctc import run_probe
-from s3prl_plugins.eval.profile import profile_model
-from s3prl_plugins.eval.utterance_probe import run_utterance_probe
+from s3prl_plugins.eval.probe.phone_ctc import run_probe
+from s3prl_plugins.eval.probe.profile import profile_model
+from s3prl_plugins.eval.probe.utterance_probe import run_utterance_probe
 from s3prl_plugins.models.ssl_model import SSLModel
 
 

@@ -6,7 +6,7 @@ import os
 import pytest
 
 from s3prl_plugins.data.kaldi import DataDir, write_data_dir
-from s3prl_plugins.eval.unit_rates import char_count, unit_rates
+from s3prl_plugins.eval.probe.unit_rates import char_count, unit_rates
 
 WORDS = "the quick brown fox jumps over a lazy dog while seven wizards quietly hex big jumbo frogs".split()
 
@@ -45,7 +45,7 @@ def test_rates_against_a_hand_count(tmp_path):
 
 def test_plot(tmp_path):
     pytest.importorskip("matplotlib")
-    from s3prl_plugins.eval.unit_rates import plot_unit_rates
+    from s3prl_plugins.eval.probe.unit_rates import plot_unit_rates
 
     path = plot_unit_rates(
         {"data": "x", "seconds": 60.0, "rates": {"phone": 11.0, "char": 14.0, "bpe100": 9.0}}, str(tmp_path / "u.png")

@@ -6,7 +6,15 @@ import sys
 
 import pytest
 
-from s3prl_plugins.eval.superb import FBANK, METRICS, SOTA, check_metrics, overall_score, superb_scores, task_scores
+from s3prl_plugins.eval.superb.score import (
+    FBANK,
+    METRICS,
+    SOTA,
+    check_metrics,
+    overall_score,
+    superb_scores,
+    task_scores,
+)
 
 # STaR Table 2: Overall, General., then PR ASR KS QbE SID ASV SD IC SF-F1 SF-CER ER as printed.
 TABLE2 = {
@@ -215,7 +223,7 @@ def test_the_evaluate_outputs_and_a_folder_of_experiments_are_read(tmp_path):
 def test_an_accuracy_below_1_percent_from_the_pipeline_is_taken_as_it_is(tmp_path):
     """A short run's KS of 0.83 % in superb_test.json (the runner writes percent) is not a fraction: the report
     and the score take it; the same value typed by hand is refused."""
-    from s3prl_plugins.eval.report import build_report
+    from s3prl_plugins.eval.report.report import build_report
 
     ks = _evaluate_json(tmp_path / "exp" / "ks", "speech_commands", "test", 0.83)
     r = _score(str(ks))

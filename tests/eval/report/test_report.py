@@ -5,7 +5,7 @@ import os
 
 import pytest
 
-from s3prl_plugins.eval.report import (
+from s3prl_plugins.eval.report.report import (
     build_report,
     format_report,
     loss_curves,
@@ -107,8 +107,8 @@ def test_markdown_table_and_tradeoff(tmp_path):
 
 def test_a_model_keeps_its_colour_in_every_panel():
     """The points are drawn sorted by x, so the order differs between panels; the colour must not."""
-    from s3prl_plugins.eval.plots import colors_by_name, pyplot
-    from s3prl_plugins.eval.report import _scatter_labelled
+    from s3prl_plugins.eval.report.plots import colors_by_name, pyplot
+    from s3prl_plugins.eval.report.report import _scatter_labelled
 
     plt = pyplot()
     fig, (a, b) = plt.subplots(1, 2)

@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from s3prl_plugins.eval.profile import count_macs, profile_model, ssl_macs, superb_like_lengths
+from s3prl_plugins.eval.probe.profile import count_macs, profile_model, ssl_macs, superb_like_lengths
 from s3prl_plugins.models import build_model, preset_config, star_hubert_config
 from s3prl_plugins.models.ssl_model import SSLModel
 
@@ -116,7 +116,7 @@ def test_profile_over_a_wav_list(tmp_path):
     import numpy as np
     import soundfile as sf
 
-    from s3prl_plugins.eval.profile import durations_from_wav_list
+    from s3prl_plugins.eval.probe.profile import durations_from_wav_list
 
     lines = []
     for i, sec in enumerate((1.0, 2.5)):

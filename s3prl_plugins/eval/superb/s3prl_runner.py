@@ -2,7 +2,7 @@
 
 :func:`run` calls the stock ``main()`` of ``s3prl.run_downstream`` (the installed package, or a git
 checkout's with ``s3prl_root``) after :func:`apply_compat` has made the smallest fixes s3prl 0.4.18 needs
-on torch 2.8 and a CPU host, each one tested (``tests/eval/test_superb_runner.py``):
+on torch 2.8 and a CPU host, each one tested (``tests/eval/superb/test_superb_runner.py``):
 
 - **resume / evaluate** (``-e``): torch >= 2.6 loads with ``weights_only=True`` by default and refuses
   the ``argparse.Namespace`` the runner pickles into its own checkpoints ("Weights only load failed");

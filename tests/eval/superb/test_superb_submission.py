@@ -9,7 +9,7 @@ import zipfile
 import pytest
 from paths import REPO
 
-from s3prl_plugins.eval.superb_submission import SubmissionError, build_submission, model_card
+from s3prl_plugins.eval.superb.submission import SubmissionError, build_submission, model_card
 
 
 def _exp(root, name, files):

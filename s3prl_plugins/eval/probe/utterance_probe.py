@@ -22,7 +22,7 @@ import torch
 
 from s3prl_plugins.data.audio import load_audio
 from s3prl_plugins.data.kaldi import DataDir, read_data_dir
-from s3prl_plugins.eval.phone_ctc import FeatureExtractor
+from s3prl_plugins.eval.probe.phone_ctc import FeatureExtractor
 
 logger = logging.getLogger(__name__)
 

@@ -28,7 +28,7 @@ def model_summary(
     """Parameters (without pre-training heads), MACs and MACs-C (without the CNN) per second of speech,
     and the encoder's frame rate of a model. A variable-rate model (CIF, given segments) is counted at
     ``frame_rate_hz`` (measured by its probe) when given, else at its config's nominal rate."""
-    from s3prl_plugins.eval.profile import ssl_macs
+    from s3prl_plugins.eval.probe.profile import ssl_macs
     from s3prl_plugins.models.loading import load_pretrained
     from s3prl_plugins.models.ssl_model import count_parameters
 
@@ -42,7 +42,7 @@ def model_summary(
     if rtf:
         import torch
 
-        from s3prl_plugins.eval.profile import _rtf
+        from s3prl_plugins.eval.probe.profile import _rtf
 
         model.eval()
         rtf_cpu = _rtf(lambda w: model(w, torch.tensor([w.shape[1]])), seconds, "cpu", repeats=3, warmup=1)
@@ -62,8 +62,8 @@ def model_summary(
 def superb_metrics(path: str) -> Dict[str, float]:
     """SUPERB metrics of one model: a ``results.json`` (``bin/superb_submission``), one ``superb_<split>.json``,
     or a folder searched for the test-split ``superb_*.json`` files ``bin/run_downstream -m evaluate`` writes
-    (:func:`s3prl_plugins.eval.superb.read_results`, as ``bin/superb_score`` reads them)."""
-    from s3prl_plugins.eval.superb import read_results
+    (:func:`s3prl_plugins.eval.superb.score.read_results`, as ``bin/superb_score`` reads them)."""
+    from s3prl_plugins.eval.superb.score import read_results
 
     return read_results([path])[0]
 
@@ -117,7 +117,7 @@ def build_report(
             else:
                 entry[f"{task}_acc"] = None
                 logging.warning("no %s probe result at %s", task, path)
-    from s3prl_plugins.eval.superb import read_results, superb_scores
+    from s3prl_plugins.eval.superb.score import read_results, superb_scores
 
     for name, path in (superb or {}).items():
         metrics, _, in_units = read_results([path])
@@ -210,7 +210,7 @@ def plot_rate_tradeoff(report: Dict[str, Dict[str, object]], path: str, title: s
     """Phone error against the encoder's average frame rate and against MACs-C per second (one PNG,
     two panels; Meng et al. 2022 Table 2's trade-off): every model with a probe PER. Returns the path,
     or None when fewer than two models have both."""
-    from s3prl_plugins.eval.plots import colors_by_name, pyplot, save_png
+    from s3prl_plugins.eval.report.plots import colors_by_name, pyplot, save_png
 
     plt = pyplot()
 
@@ -249,7 +249,7 @@ def _metric_points(report, key):
 def plot_tradeoff(report: Dict[str, Dict[str, object]], path: str, title: str = "") -> Optional[str]:
     """Each metric of the report (rows) against GMACs per second and against parameters (columns), one point
     per model: the recipe's comparison on one page. Returns the path, or None when no metric has two models."""
-    from s3prl_plugins.eval.plots import colors_by_name, pyplot, save_png
+    from s3prl_plugins.eval.report.plots import colors_by_name, pyplot, save_png
 
     keys = [k for k in METRICS if len(_metric_points(report, k)) >= 2]
     if not keys:
@@ -298,7 +298,7 @@ def plot_loss_curves(
     curves: Dict[str, Dict[str, List[Tuple[int, float]]]], path: str, title: str = ""
 ) -> Optional[str]:
     """One panel per model: its loss series against the training step."""
-    from s3prl_plugins.eval.plots import pyplot, save_png
+    from s3prl_plugins.eval.report.plots import pyplot, save_png
 
     curves = {n: c for n, c in curves.items() if c}
     if not curves:
