@@ -103,16 +103,8 @@ def convert_checkpoint(
             config = config.replace(head=None, mask_embedding=False)
             state = {k: v for k, v in state.items() if not (k.startswith("head.") or k == "mask_emb")}
         return config, state
-    if fmt == "s3prl_hubert":
-        return convert.from_s3prl_hubert(obj, keep_head=keep_head)
-    if fmt == "s3prl_wav2vec2":
-        return convert.from_s3prl_wav2vec2(obj)
-    if fmt == "s3prl_wavlm":
-        return convert.from_s3prl_wavlm(obj)
-    if fmt == "s3prl_distiller":
-        return convert.from_s3prl_distiller(obj, keep_head=keep_head)
-    if fmt == "fairseq":
-        return convert.from_fairseq(obj)
+    if fmt in convert.READERS:
+        return convert.READERS[fmt](obj, keep_head)
     raise CheckpointError(
         f"{path}: unrecognised checkpoint (top-level keys {sorted(obj)[:8]}); expected ours "
         "{format_version, model_config, model_weight}, the published STaRHuBERT Lightning .ckpt, "

@@ -19,7 +19,18 @@ from s3prl_plugins.models.convert.star_lightning import (
     star_lightning_config,
 )
 
+# The reader of each detected reference format: ``READERS[fmt](checkpoint dict, keep_head)`` -> (config, state).
+# (Ours and the published STaRHuBERT pair need the file's path and are read by models.loading.)
+READERS = {
+    "s3prl_hubert": lambda obj, keep_head: from_s3prl_hubert(obj, keep_head=keep_head),
+    "s3prl_wav2vec2": lambda obj, keep_head: from_s3prl_wav2vec2(obj),
+    "s3prl_wavlm": lambda obj, keep_head: from_s3prl_wavlm(obj),
+    "s3prl_distiller": lambda obj, keep_head: from_s3prl_distiller(obj, keep_head=keep_head),
+    "fairseq": lambda obj, keep_head: from_fairseq(obj),
+}
+
 __all__ = [
+    "READERS",
     "ConversionError",
     "apply_key_map",
     "detect_format",
