@@ -46,6 +46,6 @@ fi
 if [ ${stage} -le 2 ] && [ ${stop_stage} -ge 2 ]; then
   log "Stage 2: validating data dirs"
   for s in ${subsets}; do
-    python -c "from s3prl_plugins.data.kaldi import read_data_dir as r; d = r('data/${s//-/_}'); print('data/${s//-/_}', len(d.utts), 'utterances ok')"
+    python -m s3prl_plugins.bin.inspect "data/${s//-/_}"
   done
 fi

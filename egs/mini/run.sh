@@ -118,7 +118,7 @@ if [ ${stage} -le 1 ] && [ ${stop_stage} -ge 1 ]; then
     log "Stage 1: Kaldi data dirs from ${corpus_dir}"
     python -m s3prl_plugins.bin.prepare_data --root "${corpus_dir}/LibriSpeech" --subsets train dev test --out data
     for split in train dev test; do
-      python -c "from s3prl_plugins.data.mini_corpus import write_reference_phones as w; w('${corpus_dir}', '${split}', 'data/${split}')"
+      python -m s3prl_plugins.bin.make_phones --dirs "data/${split}" --mini-corpus "${corpus_dir}" --split "${split}" > /dev/null
     done
     for kind in ${subsets}; do
       for split in train dev test; do
@@ -135,7 +135,7 @@ if [ ${stage} -le 2 ] && [ ${stop_stage} -ge 2 ]; then
   else
     log "Stage 2: forced alignment (aligner=${aligner})"
     mfa_ok=false
-    if [ "${aligner}" != ctc ] && python -c "import sys; from s3prl_plugins.segment.mfa import mfa_status; sys.exit(0 if mfa_status()[0] else 1)"; then
+    if [ "${aligner}" != ctc ] && python -m s3prl_plugins.bin.inspect --mfa 2>/dev/null; then
       mfa_ok=true
     fi
     if [ "${aligner}" = mfa ] && { [ "${mfa_ok}" = false ] || [ -z "${mfa_dictionary}" ] || [ -z "${mfa_acoustic_model}" ]; }; then
@@ -175,7 +175,7 @@ model_job() {  # the job that trains exp/<name>/model.pt ("" for fbank or a mode
 }
 teacher_job=$(model_job "${distill_teacher}")
 teacher_width() {
-  python -c "import sys; from s3prl_plugins.models.checkpoint import read_checkpoint as r; print(r(sys.argv[1])['model_config']['embed_dim'])" "exp/${distill_teacher}/model.pt"
+  python -m s3prl_plugins.bin.inspect "exp/${distill_teacher}/model.pt" --key model_config.embed_dim
 }
 
 with_hubert=false   # the waveform HuBERT is made (and probed) when asked for, needed, or already there
@@ -306,7 +306,7 @@ superb_task() {  # superb_task TASK: s3prl's runner trains, then -m evaluate on 
     sid) prep=(--train data/sid_train --dev data/sid_dev --test data/sid_test) ;;
     ks) prep=(--speech-commands "${corpus_dir}/subsets") ;;
   esac
-  d=$(python -c "from s3prl_plugins.eval.superb.tasks import DOWNSTREAM as D; print(D['${task}'])")
+  d=$(python -m s3prl_plugins.bin.inspect --downstream "${task}")
   split=test; [ "${task}" != asr ] || split=test-clean
   exp=exp/superb/${superb_model}/${task}
   python -m s3prl_plugins.bin.superb_prepare "${task}" "${prep[@]}" --out "exp/superb/tasks/${task}" --steps "${superb_steps}" --num-workers 0 >/dev/null
@@ -319,7 +319,7 @@ superb_task() {  # superb_task TASK: s3prl's runner trains, then -m evaluate on 
   best=$(ls "${exp}"/dev*-best.ckpt 2>/dev/null | head -1); [ -n "${best}" ] || best=$(ls -v "${exp}"/states-*.ckpt | tail -1)
   ${train_cmd} python -m s3prl_plugins.bin.run_downstream ${root_opt[@]+"${root_opt[@]}"} -m evaluate -t "${split}" -e "${best}" \
     > "${exp}.evaluate.log" 2>&1 || { tail -20 "${exp}.evaluate.log"; log "Stage 10: ${task} evaluation failed"; return 1; }
-  python -c "import json,sys; print('  ', json.load(open(sys.argv[1]))['superb'])" "${exp}/superb_${split}.json"
+  echo "   $(python -m s3prl_plugins.bin.inspect "${exp}/superb_${split}.json" --key superb)"
 }
 asr5k_task() {
   local conf
@@ -349,64 +349,7 @@ fi
 make_report() {
   python -m s3prl_plugins.bin.unit_rates --data data/dev --train data/train --vocab 100 200 500 1000 \
     --out exp/unit_rates.json --plot exp/unit_rates.png > /dev/null   # Fig. 2; 5k/16k pieces do not fit this text
-  {
-SUBSAMPLING="${subsampling}" python - <<'PY'
-import json, os
-from s3prl_plugins.eval.report.report import build_report, format_report
-def load(p):
-    return json.load(open(p)) if os.path.isfile(p) else None
-print("corpus:        data/mini_corpus (LibriSpeech layout), data dirs in data/{train,dev,test}")
-rep = load("exp/align/report.json")
-if rep:
-    t = rep["dirs"].get("test", {})
-    print(f"alignments:    exp/align/{{train,dev,test}}/*.TextGrid ({rep['method']}); test word-boundary error "
-          f"{t.get('mean_abs_boundary_ms', float('nan')):.1f} ms mean, {t.get('failed', 0)} failed")
-where = {
-    "hubert_tiny": "teacher:       exp/hubert_tiny/model.pt and exp/hubert_tiny/hubert_local.pt (s3prl hubert_local)",
-    "melhubert_tiny": "teacher:       exp/melhubert_tiny/model.pt (melhubert_local)",
-    "star_tiny": "student:       exp/star_tiny/model.pt (STaR; s3prl star_hubert_local)",
-    "distilhubert_tiny": "student:       exp/distilhubert_tiny/model.pt (DistilHuBERT-style; s3prl star_hubert_local)",
-}
-for v in os.environ.get("SUBSAMPLING", "").split():
-    where[f"distilhubert_tiny_{v}"] = f"student:       exp/distilhubert_tiny_{v}/model.pt (DistilHuBERT-style, subsampled: {v}; s3prl distilhubert_cif_local)"
-models = {}
-for name, line in where.items():
-    if os.path.isfile(f"exp/{name}/model.pt"):
-        print(line)
-        models[name] = f"exp/{name}/model.pt"
-names = ["fbank"] + list(where)
-utt = {k: {n: f"exp/probe_{k}/{n}/result.json" for n in names if os.path.isfile(f"exp/probe_{k}/{n}/result.json")} for k in ("ks", "sid")}
-import glob
-superb = {n: f"exp/superb/{n}" for n in names if glob.glob(f"exp/superb/{n}/*/superb_test*.json")}
-asr5k = {n: f"exp/asr5k_{n}/result.json" for n in names if os.path.isfile(f"exp/asr5k_{n}/result.json")}
-report = build_report(models, {n: f"exp/probe/{n}/result.json" for n in names if os.path.isfile(f"exp/probe/{n}/result.json")},
-                      {k: v for k, v in utt.items() if v}, superb=superb, asr5k=asr5k)
-with open("exp/report.json.tmp", "w") as f:
-    json.dump(report, f, indent=2)
-os.replace("exp/report.json.tmp", "exp/report.json")
-print("\nprobes on frozen features -> exp/report.json: phone error rate (linear CTC, test);"
-      " KS/SID accuracy (mean+std pooling, logistic regression, test)")
-print(format_report(report))
-from s3prl_plugins.eval.report.report import plot_rate_tradeoff
-students = {k: v for k, v in report.items() if k.startswith("distilhubert_tiny")}
-if plot_rate_tradeoff(students, "exp/subsampling.png", "mini corpus: DistilHuBERT-style students by sequence subsampling"):
-    print("plot:          exp/subsampling.png (phone error vs frame rate and GMACs-C/s of the DistilHuBERT-style students)")
-rates = load("exp/unit_rates.json")
-if rates:
-    print("unit rates:    exp/unit_rates.png (dev, units per second: " + ", ".join(f"{k} {v:.1f}" for k, v in rates["rates"].items()) + ")")
-from s3prl_plugins.eval.report.report import loss_curves, plot_loss_curves, plot_tradeoff, write_markdown
-curves = {n: loss_curves(f"exp/{n}/tensorboard") for n in models if glob.glob(f"exp/{n}/tensorboard/events.*")}
-plots = {"Trade-off: each metric against MACs and parameters": plot_tradeoff(report, "exp/report_tradeoff.png", "mini corpus"),
-         "Training losses (TensorBoard)": plot_loss_curves(curves, "exp/report_losses.png", "mini corpus: training losses"),
-         "Students by sequence subsampling: phone error against frame rate and MACs-C": "exp/subsampling.png",
-         "Average unit rates on dev (Fig. 2)": "exp/unit_rates.png"}
-notes = [f"SUPERB tasks of {n} through s3prl's runner: exp/superb/{n}/<task>" for n in superb]
-notes += [f"ESPnet ASR-{report[n].get('asr5k_nbpe')} of {n}: exp/asr5k_{n} (test WER {report[n]['asr5k_wer']:.1f}%)" for n in asr5k]
-write_markdown(report, "exp/report.md", "mini corpus report", plots, notes)
-print("report:        exp/report.md (table + exp/report_tradeoff.png, exp/report_losses.png)")
-PY
-
-  } > exp/report.txt.tmp
+  python -m s3prl_plugins.bin.mini_report --subsampling ${subsampling} > exp/report.txt.tmp
   mv exp/report.txt.tmp exp/report.txt
 }
 if [ ${stage} -le 11 ] && [ ${stop_stage} -ge 11 ]; then

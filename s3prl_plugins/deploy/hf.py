@@ -143,6 +143,7 @@ def to_hf(model: SSLModel, out: str) -> str:
     state = hf_state(model)
     if "masked_spec_embed" in dict(hf.named_parameters()) and "masked_spec_embed" not in state:
         state["masked_spec_embed"] = hf.masked_spec_embed.detach().clone()
+    # strict=False only to word the error: any missing or unexpected key raises ExportError just below
     missing, unexpected = hf.load_state_dict(state, strict=False)
     if missing or unexpected:
         raise ExportError(

@@ -352,3 +352,13 @@ def test_probe_features_from_an_exported_graph(exported, tmp_path):
     fa, fb = a(wav), b(wav)
     assert a.frame_shift == b.frame_shift == 0.02 and fa.shape == fb.shape
     assert float((fa - fb).abs().max() / fb.abs().max()) < 1e-4
+
+
+def test_hf_export_refuses_a_key_transformers_does_not_have(tmp_path, monkeypatch):
+    from s3prl_plugins.deploy import hf
+
+    real = hf.hf_state
+    monkeypatch.setattr(hf, "hf_state", lambda model: {**real(model), "encoder.extra.weight": torch.zeros(1)})
+    with pytest.raises(ExportError, match=r"we have \['encoder.extra.weight'\] it does not"):
+        hf.to_hf(_model("hubert"), str(tmp_path / "hf"))
+    assert not (tmp_path / "hf").exists()

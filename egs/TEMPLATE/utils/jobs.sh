@@ -110,8 +110,8 @@ job() {
       slot=$(__job_slot "${seq}")
       # the recipe itself was stopped (not with Ctrl-C, which stops every job): start nothing more
       kill -0 "${__job_main}" 2>/dev/null || { echo "the recipe (pid ${__job_main}) has stopped: ${name} not started" >&2; exit 1; }
-      # said twice, to the job's log and to fd 3 -- not `tee /dev/fd/3`, which reopens a redirected
-      # recipe log (./run.sh > run.log) with O_TRUNC and wipes it
+      # said twice, to the job's log and to fd 3 (a pipe through tee to the fd's /dev path would reopen a
+      # redirected recipe log, ./run.sh > run.log, with O_TRUNC and wipe it)
       msg="$(date '+%Y-%m-%d %H:%M:%S') job ${name} starts (${threads} thread(s))"; echo "${msg}"; echo "${msg}" >&3
       started=${SECONDS}
       "$@"

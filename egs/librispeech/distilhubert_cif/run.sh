@@ -57,8 +57,7 @@ esac
 eval_sets="dev-clean test-clean"
 [ -f "${distill_config}" ] || { log "no such config: ${distill_config}"; exit 1; }
 conf_get() {  # conf_get SECTION KEY DEFAULT
-  python -c "import sys, yaml; c = yaml.safe_load(open(sys.argv[1])) or {}; print((c.get(sys.argv[2]) or {}).get(sys.argv[3]) or sys.argv[4])" \
-    "${distill_config}" "$1" "$2" "$3"
+  python -m s3prl_plugins.bin.inspect "${distill_config}" --key "$1.$2" --default "$3"
 }
 [ -n "${exp_dir}" ] || exp_dir=$(conf_get trainer exp_dir exp/distilhubert)
 teacher=$(conf_get teacher source hubert_base)

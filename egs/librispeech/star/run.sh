@@ -56,8 +56,7 @@ esac
 eval_sets="dev-clean test-clean"
 [ -f "${distill_config}" ] || { log "no such config: ${distill_config}"; exit 1; }
 conf_get() {  # conf_get SECTION KEY DEFAULT: a value of the distillation config
-  python -c "import sys, yaml; c = yaml.safe_load(open(sys.argv[1])) or {}; print((c.get(sys.argv[2]) or {}).get(sys.argv[3]) or sys.argv[4])" \
-    "${distill_config}" "$1" "$2" "$3"
+  python -m s3prl_plugins.bin.inspect "${distill_config}" --key "$1.$2" --default "$3"
 }
 [ -n "${exp_dir}" ] || exp_dir=$(conf_get trainer exp_dir exp/star)
 if [ -z "${teacher}" ]; then
@@ -82,7 +81,7 @@ fi
 
 if [ ${stage} -le 2 ] && [ ${stop_stage} -ge 2 ]; then
   log "Stage 2: teacher ${teacher}"
-  python -c "import sys; from s3prl_plugins.models.loading import load_pretrained as l; m = l(sys.argv[1]); print(sys.argv[1], m.config.name, m.config.num_layers, 'layers')" "${teacher}"
+  python -m s3prl_plugins.bin.inspect "${teacher}" --load
   mkdir -p "${exp_dir}" && echo "${teacher}" > "${exp_dir}/teacher.txt"
 fi
 
