@@ -31,7 +31,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Sampler
 
 from s3prl_plugins.config import check_fields, config_changes, from_dict, to_plain
-from s3prl_plugins.models.checkpoint import CheckpointError, atomic_save
+from s3prl_plugins.models.checkpoint import CheckpointError, atomic_save, read_checkpoint
 
 logger = logging.getLogger(__name__)
 
@@ -99,41 +99,16 @@ class TrainerConfig:
         """The ``trainer:`` section of a config; unknown keys refused with the nearest valid name."""
         return from_dict(cls, section, where)
 
-    # Settings a resumed run may change (the optimiser's state and the data order stay valid); the
-    # others (optimizer, seed) would make the resumed run another run.
-    RESUMABLE_CHANGES = (
-        "exp_dir",
-        "max_steps",
-        "grad_accum",
-        "lr",
-        "betas",
-        "eps",
-        "weight_decay",
-        "schedule",
-        "warmup_steps",
-        "clip_norm",
-        "amp",
-        "log_every",
-        "valid_every",
-        "save_every",
-        "keep_last",
-        "max_bad_steps",
-        "num_workers",
-        "pin_memory",
-        "prefetch_factor",
-        "device",
-    )
+    # Settings a resumed run may not change (the others are applied from the resumed step): another
+    # optimiser or seed would make the resumed run another run.
+    FIXED_ON_RESUME = ("optimizer", "seed")
 
 
 def read_training_state(path: str) -> Dict[str, Any]:
-    """A training checkpoint, read with ``weights_only=True``; :class:`CheckpointError` naming the file
-    and the reason when it cannot be read or is not a training state."""
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001 - truncated / corrupt / foreign file: named, never unpickled further
-        first = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise CheckpointError(f"{path}: cannot be read ({type(e).__name__}: {first}); truncated or damaged") from None
-    if not isinstance(ckpt, dict) or ckpt.get("kind") != "training_state":
+    """A training checkpoint (:func:`read_checkpoint`: weights-only, a damaged file named with the reason);
+    :class:`CheckpointError` when it is not a training state of this trainer."""
+    ckpt = read_checkpoint(path)
+    if ckpt.get("kind") != "training_state":
         raise CheckpointError(f"{path}: not a training checkpoint of this trainer")
     return ckpt
 
@@ -223,7 +198,7 @@ class Trainer:
             trainable ones and buffers of trainable modules; a frozen teacher is left out).
         run_config: the whole validated config of the run (plain data), stored in every checkpoint and
             compared on resume: a changed ``trainer`` setting is applied (see
-            ``TrainerConfig.RESUMABLE_CHANGES``), a change under one of ``fixed_keys`` (the model's shape,
+            every key but ``TrainerConfig.FIXED_ON_RESUME``), a change under one of ``fixed_keys`` (the model's shape,
             the objective) is refused by name.
         fixed_keys: dotted prefixes of ``run_config`` that a resumed run may not change.
     """
@@ -468,13 +443,8 @@ class Trainer:
         else:  # a checkpoint of an older release, or a run without a stored config: the trainer only
             old, new = {"trainer": old_trainer}, {"trainer": new_trainer}
         changes = config_changes(old, new)
-        resumable = {f"trainer.{k}" for k in TrainerConfig.RESUMABLE_CHANGES}
-        refused = [
-            k
-            for k in changes
-            if k in ("trainer.optimizer", "trainer.seed")
-            or any(k == f or k.startswith(f + ".") for f in self.fixed_keys)
-        ]
+        fixed = [f"trainer.{k}" for k in TrainerConfig.FIXED_ON_RESUME] + list(self.fixed_keys)
+        refused = [k for k in changes if any(k == f or k.startswith(f + ".") for f in fixed)]
         if refused:
             detail = ", ".join(f"{k}: {changes[k][0]!r} -> {changes[k][1]!r}" for k in refused)
             raise TrainingError(
@@ -483,9 +453,9 @@ class Trainer:
             )
         applied = []
         for k, (a, b) in changes.items():
-            if k.startswith("trainer.") and k.split(".")[1] in ("exp_dir",):
+            if k == "trainer.exp_dir":
                 continue
-            if k.split(".")[0] == "trainer" and ".".join(k.split(".")[:2]) in resumable:
+            if k.startswith("trainer."):
                 logger.warning("resuming with %s changed: %r -> %r (applied)", k, a, b)
                 applied.append(k.split(".")[1])
             else:

@@ -8,6 +8,7 @@ returns ``{"hidden_states": [...], "last_hidden_state": ...}`` with ``num_layers
 from __future__ import annotations
 
 import logging
+import math
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import torch
@@ -52,10 +53,11 @@ def check_waveforms(wavs: Sequence[Tensor], min_samples: int) -> List[Tensor]:
                 f"waveform {i} has {w.numel()} samples, fewer than the {min_samples} "
                 f"({min_samples / 16:.1f} ms at 16 kHz) the model needs for one frame"
             )
-        if not torch.isfinite(w).all():
+        peak = float(w.abs().max())  # one pass: a NaN or Inf anywhere makes the peak non-finite
+        if not math.isfinite(peak):
             raise InputError(f"waveform {i} contains NaN or Inf samples")
-        if not _warned_peak and float(w.abs().max()) > PEAK_LIMIT:
-            _warn_peak(i, float(w.abs().max()))
+        if peak > PEAK_LIMIT and not _warned_peak:
+            _warn_peak(i, peak)
         out.append(w)
     return out
 
