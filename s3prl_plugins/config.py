@@ -21,7 +21,7 @@ import difflib
 import inspect
 import re
 import typing
-from typing import Any, Callable, Dict, Iterable, Mapping, Optional, Sequence, Union
+from typing import Any, Callable, Dict, Iterable, Mapping, Optional, Sequence, Tuple, Union
 
 import yaml
 
@@ -232,6 +232,21 @@ def check_range(value: Any, meta: Mapping[str, Any], key: str) -> None:
         raise ConfigError(f"{key}: must be > {meta['gt']}, not {value}")
     if "max" in meta and value > meta["max"]:
         raise ConfigError(f"{key}: must be <= {meta['max']}, not {value}")
+
+
+def check_section(
+    section: Any, keys: Mapping[str, Tuple[Any, Mapping[str, Any]]], where: str, required: Sequence[str] = ()
+) -> Dict[str, Any]:
+    """A mapping whose keys are ``keys`` (name -> (type, range)): names, types and ranges checked."""
+    section = check_mapping(section, where)
+    check_keys(section, keys, where)
+    for k in required:
+        if k not in section:
+            raise ConfigError(f"{where}.{k}: missing")
+    for k, v in section.items():
+        tp, meta = keys[k]
+        check_range(check_type(v, tp, f"{where}.{k}"), meta, f"{where}.{k}")
+    return section
 
 
 def check_fields(obj: Any, where: str) -> None:

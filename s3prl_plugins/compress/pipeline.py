@@ -56,7 +56,16 @@ from s3prl_plugins.compress.recovery import RecoveryTask
 from s3prl_plugins.compress.steps import STEPS, StepContext, check_step
 from s3prl_plugins.compress.structured import PruningError, count_heads
 from s3prl_plugins.compress.weight import masks_from_model, model_density, per_layer_density
-from s3prl_plugins.config import ConfigError, check_keys, check_kwargs, check_mapping, check_range, check_type, nearest
+from s3prl_plugins.config import (
+    ConfigError,
+    check_keys,
+    check_kwargs,
+    check_mapping,
+    check_range,
+    check_section,
+    check_type,
+    nearest,
+)
 from s3prl_plugins.data.dataset import AudioDataset, BucketBatchSampler, collate, read_labels
 from s3prl_plugins.models.checkpoint import load_checkpoint, save_checkpoint
 from s3prl_plugins.models.ssl_model import SSLModel, count_parameters
@@ -124,21 +133,6 @@ PROBE_KEYS = {
 SID_KEYS = {"train": (str, {}), "test": (str, {})}
 
 
-def _check_section(
-    section: Any, keys: Dict[str, Tuple[Any, Dict[str, Any]]], where: str, required: Tuple[str, ...] = ()
-) -> Dict[str, Any]:
-    """A mapping whose keys are ``keys`` (name -> (type, range)): names, types and ranges checked."""
-    section = check_mapping(section, where)
-    check_keys(section, keys, where)
-    for k in required:
-        if k not in section:
-            raise ConfigError(f"{where}.{k}: missing")
-    for k, v in section.items():
-        tp, meta = keys[k]
-        check_range(check_type(v, tp, f"{where}.{k}"), meta, f"{where}.{k}")
-    return section
-
-
 def check_config(config: Dict[str, Any]) -> None:
     """Refuse a config that cannot run before anything is written: unknown keys with the nearest valid
     name, wrong types and ranges with the key."""
@@ -159,11 +153,11 @@ def check_config(config: Dict[str, Any]) -> None:
             check_range(check_type(data[k], tp, f"data.{k}"), DATA_RANGES.get(k, {}), f"data.{k}")
     if "train" not in data:
         raise ConfigError("data.train: missing (the Kaldi data dir every recovery trains on)")
-    measure = _check_section(config.get("measure"), MEASURE_KEYS, "measure")
+    measure = check_section(config.get("measure"), MEASURE_KEYS, "measure")
     if measure.get("probe"):
-        _check_section(measure["probe"], PROBE_KEYS, "measure.probe", ("train", "test"))
+        check_section(measure["probe"], PROBE_KEYS, "measure.probe", ("train", "test"))
     if measure.get("sid"):
-        _check_section(measure["sid"], SID_KEYS, "measure.sid", ("train", "test"))
+        check_section(measure["sid"], SID_KEYS, "measure.sid", ("train", "test"))
     objective = check_mapping(config["objective"], "objective")
     check_keys(objective, set().union(*OBJECTIVE_KEYS.values()), "objective")  # a misspelt key first, by name
     kind = objective.get("type")

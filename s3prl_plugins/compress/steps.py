@@ -26,7 +26,7 @@ from s3prl_plugins.compress.structured import (
     truncate_layers,
 )
 from s3prl_plugins.compress.weight import LossPlateau, WeightMasks, density_schedule, masks_from_model, model_density
-from s3prl_plugins.config import ConfigError, check_keys, check_mapping, check_range, check_type, nearest
+from s3prl_plugins.config import ConfigError, check_keys, check_mapping, check_range, check_section, check_type, nearest
 from s3prl_plugins.models.checkpoint import save_checkpoint
 from s3prl_plugins.models.ssl_model import SSLModel
 from s3prl_plugins.nn.frontends import LogMelFrontend
@@ -126,14 +126,6 @@ def check_step(step: Any, where: str, check_trainer: Callable[[Dict[str, Any], s
     return step
 
 
-def _section(section: Any, keys: Keys, where: str) -> None:
-    section = check_mapping(section, where)
-    check_keys(section, keys, where)
-    for k, v in section.items():
-        tp, meta = keys[k]
-        check_range(check_type(v, tp, f"{where}.{k}"), meta, f"{where}.{k}")
-
-
 # --------------------------------------------------------------------------------------------- steps
 @register_step
 class WeightPruning(Step):
@@ -168,7 +160,7 @@ class WeightPruning(Step):
         check_range(
             check_type(kind, str, f"{where}.trigger.type"), {"choices": tuple(self.TRIGGERS)}, f"{where}.trigger.type"
         )
-        _section(trig, self.TRIGGERS[kind], f"{where}.trigger")
+        check_section(trig, self.TRIGGERS[kind], f"{where}.trigger")
 
     def iterations(self, step, model):
         if step.get("densities"):
