@@ -76,6 +76,14 @@ def load_config(path: str) -> Dict[str, Any]:
     return config
 
 
+def merge(base: Dict[str, Any], more: Dict[str, Any]) -> Dict[str, Any]:
+    """``more`` over ``base``: nested mappings merged key by key, anything else replaced."""
+    out = dict(base)
+    for k, v in more.items():
+        out[k] = merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
 def apply_overrides(config: Dict[str, Any], overrides: Optional[Iterable[str]]) -> Dict[str, Any]:
     """``section.key=value`` (value parsed by :func:`parse_value`) into ``config``; a number indexes a
     list (``steps.0.iterations=2``)."""

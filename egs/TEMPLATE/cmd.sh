@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# How recipes run their heavy jobs. Local by default; on a cluster, set e.g.
-#   train_cmd="srun --gres=gpu:1 --cpus-per-task=8"   (Slurm)
-#   train_cmd="queue.pl --gpu 1"                      (Kaldi's queue.pl)
-# Recipes run "$train_cmd python -m ..." so the same stage works in both places.
+# How recipes run their jobs (utils/run_job.sh; every job of stages 3-8 and the aligner). Local by default.
+# On a cluster, one of (each works as written):
+#   export train_cmd="srun --gres=gpu:1 --cpus-per-task=8"   Slurm's srun: the job's command follows
+#   export train_cmd="slurm.pl --gpu 1"                      Kaldi's slurm.pl / queue.pl / run.pl (on PATH,
+#                                                            with their conf/*.conf): the job's log file first
 export train_cmd="${train_cmd:-}"
-export decode_cmd="${decode_cmd:-}"

@@ -22,17 +22,9 @@ import sys
 from s3prl_plugins.bin.common import USER_ERRORS
 from s3prl_plugins.compress.pipeline import run_compress
 from s3prl_plugins.compress.structured import PruningError
-from s3prl_plugins.config import apply_overrides, load_config
+from s3prl_plugins.config import apply_overrides, load_config, merge
 from s3prl_plugins.data.config_paths import check_input_paths
 from s3prl_plugins.eval.probe.chain_measures import ProfileAndProbes
-
-
-def merge(base: dict, more: dict) -> dict:
-    """``more`` over ``base``: nested mappings merged key by key, anything else replaced."""
-    out = dict(base)
-    for k, v in more.items():
-        out[k] = merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
-    return out
 
 
 def main(argv=None) -> int:

@@ -8,6 +8,9 @@ Usage::
     python -m s3prl_plugins.bin.inspect hubert_base --load                                         # any load_pretrained source
     python -m s3prl_plugins.bin.inspect --downstream ks       # s3prl's downstream of a SUPERB task
     python -m s3prl_plugins.bin.inspect --mfa                 # exit 0 when Montreal Forced Aligner runs here
+    python -m s3prl_plugins.bin.inspect exp/star/model.pt --upstream    # the s3prl hub entry that loads it
+    python -m s3prl_plugins.bin.inspect common.yaml heads.yaml --set model=exp/m/model.pt --paths exp/
+                                              # the paths under exp/ that configs (merged, overridden) read
 
 ``--key`` walks mappings by dotted names; a missing, empty or null value prints ``--default`` (an error
 without one). Mappings and lists print as JSON.
@@ -19,7 +22,7 @@ import argparse
 import json
 import os
 import sys
-from typing import Any, Optional
+from typing import Any, List, Optional
 
 
 def lookup(doc: Any, key: str, default: Optional[str], source: str) -> Any:
@@ -48,11 +51,32 @@ def read(path: str) -> Any:
     return read_checkpoint(path)
 
 
+def paths_under(doc: Any, prefix: str) -> List[str]:
+    """Every string value of ``doc`` (nested mappings and lists) that starts with ``prefix``, in order."""
+    if isinstance(doc, str):
+        return [doc] if doc.startswith(prefix) else []
+    values = doc.values() if isinstance(doc, dict) else doc if isinstance(doc, list) else []
+    return [p for v in values for p in paths_under(v, prefix)]
+
+
+def upstream_entry(ckpt: str) -> str:
+    """The s3prl hub entry of one of our checkpoints: MelHuBERT's log-Mel front-end or the waveform CNN."""
+    from s3prl_plugins.models.checkpoint import read_checkpoint
+
+    config = read_checkpoint(ckpt).get("model_config") or {}
+    return "star_hubert_local" if config.get("frontend", "conv") == "conv" else "melhubert_local"
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument(
-        "source", nargs="?", help="a YAML/JSON file, a checkpoint, a Kaldi data dir, or (--load) a model source"
+        "source",
+        nargs="*",
+        help="a YAML/JSON file (several: merged in order), a checkpoint, a Kaldi data dir, or (--load) a model source",
     )
+    p.add_argument("--set", nargs="*", default=[], help="overrides of the configs (section.key=value)")
+    p.add_argument("--paths", metavar="PREFIX", help="print every string value starting with PREFIX, one per line")
+    p.add_argument("--upstream", action="store_true", help="print the s3prl hub entry that loads the checkpoint")
     p.add_argument("--key", help="dotted path of the value to print")
     p.add_argument("--default", help="printed when the value is missing or empty")
     p.add_argument("--load", action="store_true", help="load SOURCE as a model: print its name and depth")
@@ -80,19 +104,34 @@ def main(argv=None) -> int:
             return 0 if usable else 1
         if not args.source:
             p.error("give a SOURCE, --downstream or --mfa")
+        if len(args.source) > 1 and not args.paths:
+            p.error("several SOURCEs only with --paths (configs merged in order)")
+        if args.paths:
+            from s3prl_plugins.config import apply_overrides, merge
+
+            doc: Any = {}
+            for path in args.source:
+                doc = merge(doc, read(path))
+            for path in dict.fromkeys(paths_under(apply_overrides(doc, args.set), args.paths)):
+                print(path)
+            return 0
+        source = args.source[0]
+        if args.upstream:
+            print(upstream_entry(source))
+            return 0
         if args.load:
             from s3prl_plugins.models.loading import load_pretrained
 
-            m = load_pretrained(args.source)
-            print(args.source, m.config.name, m.config.num_layers, "layers")
+            m = load_pretrained(source)
+            print(source, m.config.name, m.config.num_layers, "layers")
             return 0
-        if os.path.isdir(args.source) and os.path.isfile(os.path.join(args.source, "wav.scp")):
+        if os.path.isdir(source) and os.path.isfile(os.path.join(source, "wav.scp")):
             from s3prl_plugins.data.kaldi import read_data_dir
 
-            print(args.source, len(read_data_dir(args.source).utts), "utterances ok")
+            print(source, len(read_data_dir(source).utts), "utterances ok")
             return 0
-        doc = read(args.source)
-        value = lookup(doc, args.key, args.default, args.source) if args.key else doc
+        doc = read(source)
+        value = lookup(doc, args.key, args.default, source) if args.key else doc
         print(json.dumps(value) if isinstance(value, (dict, list)) else value)
         return 0
     except (OSError, ValueError, KeyError) as e:

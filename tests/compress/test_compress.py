@@ -701,7 +701,7 @@ REPO = REPO
 def test_every_recipe_chain_is_a_valid_config(recipe):
     import yaml
 
-    from s3prl_plugins.bin.compress import merge
+    from s3prl_plugins.config import merge
     from s3prl_plugins.compress.pipeline import check_config
 
     folder = os.path.join(REPO, recipe)
