@@ -131,6 +131,10 @@ def main(argv=None) -> int:
             print(source, len(read_data_dir(source).utts), "utterances ok")
             return 0
         doc = read(source)
+        if args.set:
+            from s3prl_plugins.config import apply_overrides
+
+            doc = apply_overrides(doc, args.set)
         value = lookup(doc, args.key, args.default, source) if args.key else doc
         print(json.dumps(value) if isinstance(value, (dict, list)) else value)
         return 0

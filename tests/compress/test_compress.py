@@ -701,8 +701,8 @@ REPO = REPO
 def test_every_recipe_chain_is_a_valid_config(recipe):
     import yaml
 
-    from s3prl_plugins.config import merge
     from s3prl_plugins.compress.pipeline import check_config
+    from s3prl_plugins.config import merge
 
     folder = os.path.join(REPO, recipe)
     with open(os.path.join(folder, "common.yaml")) as f:
@@ -735,9 +735,11 @@ def test_librispeech_pretraining_configs_build_melhubert_base():
     from s3prl_plugins.models.ssl_model import count_parameters
     from s3prl_plugins.train.pretrain import build_from_section
 
-    for frame, stack in ((10, 1), (20, 2)):
-        with open(os.path.join(REPO, f"egs/librispeech/melhubert/conf/melhubert_{frame}ms.yaml")) as f:
+    for frame, stack, it in ((10, 1, 1), (10, 1, 2), (20, 2, 1), (20, 2, 2)):
+        with open(os.path.join(REPO, f"egs/librispeech/melhubert/conf/melhubert_{frame}ms_it{it}.yaml")) as f:
             cfg = yaml.safe_load(f)
+        assert cfg["trainer"]["exp_dir"] == f"exp/melhubert_{frame}ms_it{it}"
+        assert cfg["data"]["train_labels"] == f"exp/targets/it{it}_{frame}ms/train.km"
         with torch.device("meta"):
             model = build_from_section(cfg["model"])
         c = model.config

@@ -42,7 +42,7 @@ def recipe(tmp_path_factory):
     """A working copy of egs/mini whose files link to the repository's (outputs stay in the copy)."""
     work = tmp_path_factory.mktemp("egs") / "mini"
     work.mkdir()
-    for name in ("run.sh", "conf", "utils", "path.sh", "cmd.sh"):
+    for name in ("run.sh", "ssl.sh", "conf", "utils", "path.sh", "cmd.sh", "local"):
         os.symlink(os.path.join(ROOT, "egs", "mini", name), work / name)
     return work
 
@@ -81,14 +81,14 @@ def test_all_stages(recipe):
         0 <= report[n]["ks_acc"] <= 1 and "sid_acc" not in report[n] for n in ("fbank", "melhubert_tiny", "star_tiny")
     )
     assert "KS acc " in r.stdout and "SID acc " not in r.stdout  # the table has the KS column only
-    # stage 9: the DP segmentation, the CIF student it guides, its probe at its own frame rate; the plots
+    # stages 3-4, 6: the DP segmentation, the CIF student it guides, its probe at its own frame rate; the plots
     assert (recipe / "exp" / "segments" / "dp12.5" / "test.seg").is_file()
     cif = json.loads((recipe / "exp" / "probe" / "distilhubert_tiny_cif_dp4" / "result.json").read_text())
     assert 0 < cif["frame_rate_hz"] < 50 and 0 <= cif["per"]
     assert report["distilhubert_tiny_cif_dp4"]["gmacs_c_per_second"] < report["distilhubert_tiny"]["gmacs_c_per_second"]
     for png in ("subsampling.png", "unit_rates.png", "report_tradeoff.png", "report_losses.png"):
         assert (recipe / "exp" / png).stat().st_size > 10_000, png
-    # stage 10: KS through s3prl's own runner (train, then -m evaluate), in the report with its SUPERB score
+    # stage 7: KS through s3prl's own runner (train, then -m evaluate), in the report with its SUPERB score
     ks = json.loads((recipe / "exp" / "superb" / "star_tiny" / "ks" / "superb_test.json").read_text())
     assert ks["downstream"] == "speech_commands" and 0 <= ks["superb"]["KS"] <= 100
     assert report["star_tiny"]["superb"] == {"KS": ks["superb"]["KS"]} and "PR" in report["star_tiny"]["superb_missing"]
@@ -96,7 +96,7 @@ def test_all_stages(recipe):
     assert "| star_tiny |" in md and "SUPERB KS" in md and "![Trade-off" in md
     import s3prl.hub as hub
 
-    # stage 12: the head-pruning chain of the MelHuBERT teacher, its report, its models through s3prl's hub
+    # stage 5: the head-pruning chain of the MelHuBERT teacher, its report, its models through s3prl's hub
     rows = json.loads((recipe / "exp" / "compress" / "heads" / "trajectory.json").read_text())
     assert [r["attention_heads"] for r in rows] == [16, 12, 8, 4] and all(r["per"] is not None for r in rows)
     assert all(r.get("sid_accuracy") is None for r in rows)  # --subsets ks: no speaker subset, no SID probe
@@ -111,13 +111,13 @@ def test_all_stages(recipe):
 
 
 @pytest.mark.slow  # after test_all_stages
-def test_finished_stages_are_skipped_and_one_stage_reruns(recipe):
-    r = _run(recipe, *FAST, "--stop-stage", "5")
-    assert r.returncode == 0 and "already" in r.stderr and "pre-training" not in r.stderr
-    os.remove(recipe / "exp" / ".done.melhubert")
-    r = _run(recipe, *FAST, "--stage", "5", "--stop-stage", "5")
+def test_finished_stages_are_skipped_and_one_job_reruns(recipe):
+    r = _run(recipe, *FAST, "--stop-stage", "4")
+    assert r.returncode == 0 and "already" in r.stderr and " starts" not in r.stderr, r.stderr[-2000:]
+    os.remove(recipe / "exp" / ".done.melhubert_tiny")
+    r = _run(recipe, *FAST, "--stage", "4", "--stop-stage", "4")
     assert r.returncode == 0, r.stderr[-2000:]
-    assert "Stage 5: masked-prediction" in r.stderr and "Stage 4" not in r.stderr
+    assert "job melhubert_tiny starts" in r.stderr and r.stderr.count(" starts") == 1 and "Stage 1" not in r.stderr
 
 
 def test_bad_options_are_refused(recipe):
@@ -129,23 +129,14 @@ def test_the_waveform_hubert_is_made_only_when_asked_for_or_needed(tmp_path):
     """make demo leaves stage 4 out (--hubert false); --distill-teacher hubert_tiny brings it back."""
     work = tmp_path / "mini"
     work.mkdir()
-    for name in ("run.sh", "conf", "utils", "path.sh", "cmd.sh"):
+    for name in ("run.sh", "ssl.sh", "conf", "utils", "path.sh", "cmd.sh", "local"):
         os.symlink(os.path.join(ROOT, "egs", "mini", name), work / name)
-    r = _run(work, "--stage", "4", "--stop-stage", "4")
-    assert r.returncode == 0 and "Stage 4: skipped (--hubert true" in r.stderr, r.stderr[-2000:]
-    assert not (work / "exp" / "log" / "hubert.log").exists()
-    r = _run(
-        work,
-        "--stage",
-        "4",
-        "--stop-stage",
-        "4",
-        "--nj",
-        "2",
-        "--distill-teacher",
-        "hubert_tiny",
-        "--teacher-steps",
-        "1",
-    )
-    assert "job hubert queued" in r.stderr  # queued; it fails here for want of stage 1-3's data
-    assert r.returncode != 0 and (work / "exp" / ".failed.hubert").exists()
+    r = _run(work, "--stage", "4", "--stop-stage", "4")  # refused (no stage 1-3 data here) once the jobs are written
+    assert r.returncode != 0 and "reads exp/targets/fbank/train.km" in r.stderr, r.stderr[-2000:]
+    assert (work / "exp" / "jobs" / "melhubert_tiny.sh").exists() and not (
+        work / "exp" / "jobs" / "hubert_tiny.sh"
+    ).exists()
+    r = _run(work, "--stage", "4", "--stop-stage", "4", "--distill-teacher", "hubert_tiny", "--teacher-steps", "1")
+    # its job is written; refused before anything runs for want of stage 1-3's data
+    assert "trainer.max_steps=1" in (work / "exp" / "jobs" / "hubert_tiny.sh").read_text()
+    assert r.returncode != 0 and "job hubert_tiny (exp/jobs/hubert_tiny.sh) reads exp/targets/mfcc/train.km" in r.stderr

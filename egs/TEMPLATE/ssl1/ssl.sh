@@ -3,7 +3,7 @@
 # pattern), run from the recipe's directory, which holds conf/, local/data.sh, cmd.sh, path.sh and utils/.
 #
 # Stages (each one command per item; stages 3-8 are jobs, see below):
-#   1 data      local/data.sh ${local_data_opts}: the recipe's own corpus preparation -> data/*       (exp/.done.data)
+#   1 data      local/data.sh ${local_data_opts}: the recipe's own corpus preparation -> data/*
 #   2 phones    with --align: forced alignment of --align-sets -> exp/align/<set>/*.TextGrid, report.json
 #               (MFA when it runs here and has --mfa-dictionary/--mfa-acoustic-model, else the CTC aligner;
 #               --textgrids DIR: alignments made elsewhere); their phone boundaries -> exp/segments/phones/<set>.seg
@@ -33,6 +33,7 @@
 #
 # Usage (from a recipe): ./ssl.sh [--stage N] [--stop-stage M] [--jobs 2] [options, see --help]
 set -euo pipefail
+shopt -s extglob
 
 stage=1
 stop_stage=100
@@ -50,11 +51,14 @@ segment_args=""           # more options of bin/segment dp (e.g. --sweep-utts 50
 train_data=data/train     # the training set (targets, segmentations)
 dev_data=data/dev
 test_data=data/test
-train=""                  # stage 4: conf/NAME.yaml ...
+train=""                  # stage 4: NAME (conf/NAME.yaml) or a config path ...
 teacher=""                # teacher.source of every distillation (default: each config's)
 pretrain_args=""          # --set overrides of every pre-training (e.g. trainer.max_steps=600)
 distill_args=""           # --set overrides of every distillation
-launcher=python           # e.g. "torchrun --standalone --nproc_per_node 8" for the trainings
+ngpu=1                    # GPUs per training (torchrun --standalone with more than one)
+launcher=""               # default: python, or torchrun for --ngpu > 1 (multi-node: your torchrun line)
+epochs=""                 # trainings' budgets in epochs of --train-data: "N" for all, "NAME=N" for one
+effective_batch=""        # utterances per update (with --epochs: grad_accum = it / (data.batch_size x ngpu))
 compress=""               # stage 5: chains conf/compress/CHAIN.yaml ...
 compress_args=""          # --set overrides of every chain
 compress_dir=exp/compress
@@ -87,10 +91,10 @@ __root=$(cd "$(dirname "$(readlink -f "$0")")/../../.." && pwd)   # the reposito
 [ -n "${probe_train}" ] || probe_train=${train_data}
 [ -n "${probe_test}" ] || probe_test=${test_data}
 in_stages() { [ "${stage}" -le "$1" ] && [ "${stop_stage}" -ge "$1" ]; }
-conf_get() { python -m s3prl_plugins.bin.inspect "$1" --key "$2" --default "${3-}"; }
+conf_get() { local f=$1 k=$2 d=${3-}; shift 3; python -m s3prl_plugins.bin.inspect "${f}" --key "${k}" --default "${d}" "$@"; }
 
 # --- jobs (stage 2's aligner, stages 3-8) -------------------------------------------------------------------------------
-declare -A __out=() __in=()   # job -> the folder it writes / the paths under exp/ it reads
+declare -A __out=() __in=() __model=()   # job -> the folder it writes / the paths under exp/ it reads / its model
 __order=()
 mkdir -p exp/jobs exp/log
 job() {  # job NAME OUT "INPUTS" COMMAND [ARGS...]: exp/jobs/NAME.sh runs COMMAND (a program or a function here)
@@ -112,15 +116,22 @@ job() {  # job NAME OUT "INPUTS" COMMAND [ARGS...]: exp/jobs/NAME.sh runs COMMAN
 exp_inputs() {  # the paths under exp/ that a config reads, with --set overrides: exp_inputs CONFIG... [--set K=V...]
   python -m s3prl_plugins.bin.inspect "$@" --paths exp/
 }
-model_path() { case "$1" in fbank|*/*|*.pt|*.onnx) echo "$1" ;; *) if [ -d "exp/$1" ] || [[ " ${train} " == *" $1 "* ]]; then echo "exp/$1/model.pt"; else echo "$1"; fi ;; esac; }
+short_name() { local n; n=$(basename "${1%/model.pt}"); echo "${n%.@(pt|ckpt|onnx)}"; }   # exp/probe/<it>
+model_path() {  # a probe's or SUPERB's model: fbank, a path, NAME (trained here: its model.pt; else exp/NAME/model.pt), a source
+  case "$1" in
+    fbank|*/*|*.pt|*.onnx) echo "$1" ;;
+    *) if [ -n "${__model[$1]:-}" ]; then echo "${__model[$1]}"; elif [ -d "exp/$1" ]; then echo "exp/$1/model.pt"; else echo "$1"; fi ;;
+  esac
+}
 
 if in_stages 1; then
-  if stage_done data; then
-    log "Stage 1: data already prepared (exp/.done.data)"
+  data_done=data_$(printf %s "${local_data_opts}" | md5sum | cut -c1-8)   # other options: prepared again
+  if stage_done "${data_done}"; then
+    log "Stage 1: data already prepared (exp/.done.${data_done})"
   else
     log "Stage 1: local/data.sh ${local_data_opts}"
     eval "local/data.sh ${local_data_opts}"   # eval: quoted lists in the options stay one value
-    mark_done data
+    mark_done "${data_done}"
   fi
 fi
 
@@ -173,22 +184,39 @@ if in_stages 3; then
   done
 fi
 
-if in_stages 4; then
-  for name in ${train}; do
-    conf=conf/${name}.yaml
-    [ -f "${conf}" ] || { log "--train ${name}: no ${conf}"; exit 1; }
-    out=$(conf_get "${conf}" trainer.exp_dir "exp/${name}")
+if [ -n "${train}" ]; then   # the models' paths are needed by the later stages, even when stage 4 is not run
+  [ "${ngpu}" -le 1 ] || [ -n "${launcher}" ] || launcher="torchrun --standalone --nproc_per_node ${ngpu}"
+  for entry in ${train}; do
+    conf=${entry}; [[ "${conf}" == *.yaml ]] || conf=conf/${entry}.yaml
+    name=$(basename "${conf}" .yaml)
+    [ -f "${conf}" ] || { log "--train ${entry}: no ${conf}"; exit 1; }
     if [ -n "$(conf_get "${conf}" teacher.source "")" ]; then
-      over=(); [ -z "${teacher}" ] || over=("teacher.source=${teacher}")
+      cli=distill; over=(); [ -z "${teacher}" ] || over=("teacher.source=${teacher}")
       # shellcheck disable=SC2206
-      over+=(${distill_args}); cli=distill
+      over+=(${distill_args})
     else
       # shellcheck disable=SC2206
-      over=(${pretrain_args}); cli=pretrain
+      cli=pretrain; over=(${pretrain_args})
     fi
+    ep=""; for e in ${epochs}; do case "${e}" in "${name}="*) ep=${e#*=} ;; *=*) ;; *) [ -n "${ep}" ] || ep=${e} ;; esac; done
+    if [ -n "${effective_batch}" ]; then   # utterances per update: accumulation (and with --epochs, the updates)
+      bs=$(conf_get "${conf}" data.batch_size "" --set ${over[@]+"${over[@]}"})
+      [ -n "${bs}" ] && [ $((effective_batch % (bs * ngpu))) -eq 0 ] || {
+        log "${conf}: --effective-batch ${effective_batch} is not a multiple of data.batch_size (${bs:-unset}) x --ngpu ${ngpu}"; exit 1; }
+      over=("trainer.grad_accum=$((effective_batch / (bs * ngpu)))" ${over[@]+"${over[@]}"})
+      if [ -n "${ep}" ] && in_stages 4; then   # the papers' budgets are in epochs of the training set
+        utts=$(wc -l < "${train_data}/wav.scp")
+        over=("trainer.max_steps=$((ep * utts / effective_batch))" ${over[@]+"${over[@]}"})
+        log "Stage 4: ${name}: ${ep} epochs of ${utts} utterances = $((ep * utts / effective_batch)) updates of ${effective_batch}"
+      fi
+    elif [ -n "${ep}" ]; then
+      log "--epochs needs --effective-batch (utterances per update)"; exit 1
+    fi
+    out=$(conf_get "${conf}" trainer.exp_dir "exp/${name}" --set ${over[@]+"${over[@]}"})
     over=(--set "trainer.exp_dir=${out}" ${over[@]+"${over[@]}"})
     # shellcheck disable=SC2086
-    job "${name}" "${out}" "$(exp_inputs "${conf}" "${over[@]}")" ${launcher} -m "s3prl_plugins.bin.${cli}" --config "${conf}" "${over[@]}"
+    in_stages 4 && job "${name}" "${out}" "$(exp_inputs "${conf}" "${over[@]}")" ${launcher:-python} -m "s3prl_plugins.bin.${cli}" --config "${conf}" "${over[@]}"
+    __model[${name}]=${out}/model.pt
   done
 fi
 
@@ -198,7 +226,7 @@ if in_stages 5 && [ -n "${compress}" ]; then
     [ -f "conf/compress/${c}.yaml" ] || { log "--compress ${c}: no conf/compress/${c}.yaml"; exit 1; }
     # shellcheck disable=SC2206
     over=(--set "exp_dir=${compress_dir}/${c}" "base_dir=${compress_dir}/base" ${compress_args})
-    job "compress_${c}" "${compress_dir}/${c}" "$(exp_inputs conf/compress/common.yaml "conf/compress/${c}.yaml" "${over[@]}")" \
+    job "compress_${c}" "${compress_dir}/${c} ${compress_dir}/base" "$(exp_inputs conf/compress/common.yaml "conf/compress/${c}.yaml" "${over[@]}")" \
       python -m s3prl_plugins.bin.compress --config conf/compress/common.yaml "conf/compress/${c}.yaml" "${over[@]}"
     chains+=("${compress_dir}/${c}")
   done
@@ -209,10 +237,10 @@ fi
 
 if in_stages 6; then
   for name in ${probe}; do
-    feats=$(model_path "${name}"); n=$(basename "${name%/model.pt}")
+    feats=$(model_path "${name}"); n=$(short_name "${name}")
     seg=()   # a student trained on phone segments is probed on them too (the topline)
     if [ -f "conf/${n}.yaml" ] && exp_inputs "conf/${n}.yaml" | grep -q '^exp/segments/phones/'; then
-      seg=(--segmentation "exp/segments/phones/$(basename "${probe_train}").seg" "exp/segments/phones/$(basename "${probe_test}").seg")
+      seg=(--segmentation "exp/segments/phones/$(basename "${train_data}").seg" "exp/segments/phones/$(basename "${probe_test}").seg")
     fi
     # shellcheck disable=SC2086
     job "probe_${n}" "exp/probe/${n}" "${feats} ${seg[*]:-}" python -m s3prl_plugins.bin.probe --features "${feats}" \
@@ -221,7 +249,7 @@ if in_stages 6; then
   for set in ${utt_probe_sets}; do
     label=text; [ "${set}" != sid ] || label=speaker
     for name in ${utt_probe}; do
-      feats=$(model_path "${name}"); n=$(basename "${name%/model.pt}")
+      feats=$(model_path "${name}"); n=$(short_name "${name}")
       job "probe_${set}_${n}" "exp/probe_${set}/${n}" "${feats}" python -m s3prl_plugins.bin.probe_utt --features "${feats}" \
         --train "data/${set}_train" --test "data/${set}_test" --label "${label}" --out "exp/probe_${set}/${n}"
     done
@@ -262,57 +290,74 @@ asr5k_task() {  # asr5k_task CKPT OUT: ESPnet's own ASR commands (CTC over BPE) 
 }
 if in_stages 7 && { [ -n "${superb}" ] || [ "${asr5k}" = true ]; }; then
   [ -n "${superb_model}" ] || { log "--superb/--asr5k need --superb-model"; exit 1; }
+  sm=$(short_name "${superb_model}")
   ckpt=$(readlink -m "$(model_path "${superb_model}")")   # absolute: s3prl's runner stores it
   for task in ${superb}; do
     case "${task}" in asr|pr|sid|ks) ;; *) log "--superb ${task}: the tasks are ks sid asr pr"; exit 1 ;; esac
     [ "${task}" != pr ] || [ -n "${s3prl_root}" ] || { log "--superb pr needs --s3prl-root (a git checkout of s3prl)"; exit 1; }
     [ "${task}" != ks ] || [ -n "${speech_commands}" ] || { log "--superb ks needs --speech-commands DIR"; exit 1; }
-    exp=$(pwd)/exp/superb/${superb_model}/${task}
-    job "superb_${superb_model}_${task}" "exp/superb/${superb_model}/${task}" "$(model_path "${superb_model}")" \
+    exp=$(pwd)/exp/superb/${sm}/${task}
+    job "superb_${sm}_${task}" "exp/superb/${sm}/${task}" "$(model_path "${superb_model}")" \
       superb_task "${task}" "${ckpt}" "${exp}"
   done
   if [ "${asr5k}" = true ]; then
-    job "asr5k_${superb_model}" "exp/asr5k_${superb_model}" "$(model_path "${superb_model}")" \
-      asr5k_task "$(model_path "${superb_model}")" "exp/asr5k_${superb_model}"
+    job "asr5k_${sm}" "exp/asr5k_${sm}" "$(model_path "${superb_model}")" asr5k_task "$(model_path "${superb_model}")" "exp/asr5k_${sm}"
   fi
 fi
 
-if in_stages 8; then
+if in_stages 8 && { [ -x local/report.sh ] || [ -n "${probe}" ]; }; then   # (a chain's report is stage 5's)
   rm -f exp/.done.report   # a report always reads what is there now
   if [ -x local/report.sh ]; then
     # shellcheck disable=SC2086
-    job report exp/report "exp ${!__out[*]}" local/report.sh ${report_args}
+    job report exp/report exp local/report.sh ${report_args}
   else
-    models=(); probes=()
+    models=(); probes=(); tb=(); more=()   # every probed model, with its SUPERB results and training curves
     for name in ${probe}; do
       [ "${name}" = fbank ] && continue
-      n=$(basename "${name%/model.pt}"); models+=("${n}=$(model_path "${name}")"); probes+=("${n}=exp/probe/${n}/result.json")
+      n=$(short_name "${name}"); models+=("${n}=$(model_path "${name}")"); probes+=("${n}=exp/probe/${n}/result.json")
+      [ -z "${__model[${n}]:-}" ] || tb+=("${n}=$(dirname "${__model[${n}]}")/tensorboard")
+      [ "${n}" != "$(short_name "${superb_model}")" ] || [ -z "${superb}" ] || more+=(--superb "${n}=exp/superb/${n}")
     done
+    [ ${#tb[@]} -eq 0 ] || more+=(--tensorboard "${tb[@]}")
     # shellcheck disable=SC2086
-    job report exp/report "exp ${!__out[*]}" python -m s3prl_plugins.bin.report --models ${models[@]+"${models[@]}"} \
-      --probes ${probes[@]+"${probes[@]}"} --out exp/report.json --markdown exp/report.md ${report_args}
+    job report exp/report exp python -m s3prl_plugins.bin.report --models ${models[@]+"${models[@]}"} \
+      --probes ${probes[@]+"${probes[@]}"} ${more[@]+"${more[@]}"} --out exp/report.json --markdown exp/report.md ${report_args}
   fi
 fi
 
 [ ${#__order[@]} -gt 0 ] || exit 0
-# the makefile: a job needs the jobs whose folder holds a path it reads ("exp" alone: every other job)
+# the makefile: a job needs the jobs whose folders hold a path it reads ("exp" alone: every other job); a path
+# that no job of this run writes must be there already (refused before anything runs)
+missing=()
 {
   echo "# written by ssl.sh: one rule per job; run with make -f exp/jobs.mk -j N"
   echo "all: $(for n in "${__order[@]}"; do printf 'exp/.done.%s ' "${n}"; done)"
   for n in "${__order[@]}"; do
     deps=()
     for p in ${__in[${n}]}; do
+      found=false
+      for o in ${__out[${n}]}; do [ "${p}" != "${o}" ] && [[ "${p}" != "${o}"/* ]] || found=true; done
+      [ "${found}" = false ] || continue   # its own output (a shared one, like the chains' base, too)
       for m in "${__order[@]}"; do
         [ "${m}" != "${n}" ] || continue
-        o=${__out[${m}]}
-        if [ "${p}" = exp ] || [ "${p}" = "${o}" ] || [[ "${p}" == "${o}"/* ]]; then deps+=("exp/.done.${m}"); fi
+        for o in ${__out[${m}]}; do
+          if [ "${p}" = exp ] || [ "${p}" = "${o}" ] || [[ "${p}" == "${o}"/* ]]; then
+            found=true; deps+=("exp/.done.${m}")
+          fi
+        done
       done
+      [ "${found}" = true ] || [[ "${p}" != exp/* ]] || [ -e "${p}" ] || missing+=("job ${n} (exp/jobs/${n}.sh) reads ${p}")
     done
     # order-only (after the |): a job waits for what it reads, but a redone dependency does not redo it
     echo "exp/.done.${n}: | $(printf '%s\n' ${deps[@]+"${deps[@]}"} | sort -u | tr '\n' ' ')"
     echo "	@utils/run_job.sh ${n}"
   done
 } > exp/jobs.mk
+if [ ${#missing[@]} -gt 0 ]; then
+  printf '%s\n' "${missing[@]}" | sed 's/$/, which is not there and which no stage of this run writes/' >&2
+  log "run the stages that make them first (--stage/--stop-stage), or give the options that make them (see --help)"
+  exit 1
+fi
 log "Stages 3-8: ${#__order[@]} jobs (exp/jobs/*.sh, exp/jobs.mk), ${jobs} side by side; logs in exp/log/"
 JOBS=${jobs} make --no-print-directory -k -j "${jobs}" -f exp/jobs.mk all
 if in_stages 8 && [ -f exp/report.txt ]; then cat exp/report.txt; fi

@@ -1,0 +1,1 @@
+../../local/data.sh

@@ -1,0 +1,213 @@
+"""egs/TEMPLATE/ssl1/ssl.sh: the recipe template's jobs (stages 3-8) through GNU make, on a stand-in recipe whose
+trainings and probes are a stand-in ``python`` (the real one answers the template's config queries): each job
+waits for the jobs that write what it reads, --jobs of them side by side, a failure stops only what needs it,
+finished jobs are skipped, missing inputs are refused before anything runs, and cmd.sh's lines work as written."""
+
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+from paths import REPO
+from stand_in import STUB
+
+TEMPLATE = os.path.join(REPO, "egs", "TEMPLATE")
+
+
+@pytest.fixture
+def recipe(tmp_path):
+    """A recipe folder: a teacher pre-trained on k-means targets, a student distilled from it, probes."""
+    work = tmp_path / "recipe"
+    for d in ("conf", "local", "bin"):
+        (work / d).mkdir(parents=True)
+    os.symlink(os.path.join(TEMPLATE, "ssl1", "ssl.sh"), work / "ssl.sh")
+    for name in ("utils", "cmd.sh", "path.sh"):
+        os.symlink(os.path.join(TEMPLATE, name), work / name)
+    (work / "local" / "data.sh").write_text(
+        "#!/usr/bin/env bash\nmkdir -p data/train data/dev data/test\necho 'u1 a.wav' > data/train/wav.scp\n"
+    )
+    os.chmod(work / "local" / "data.sh", 0o755)
+    (work / "conf" / "teacher.yaml").write_text(
+        "data: {train_labels: exp/targets/km/train.km}\ntrainer: {exp_dir: exp/teacher}\n"
+    )
+    (work / "conf" / "student.yaml").write_text(
+        "teacher: {source: exp/teacher/model.pt}\ntrainer: {exp_dir: exp/student}\n"
+    )
+    stub = work / "bin" / "python"
+    stub.write_text(STUB.format(python=sys.executable))
+    os.chmod(stub, 0o755)
+    return work
+
+
+def _run(work, *args, env=None, **kw):
+    env = dict(os.environ, S3PRL_PLUGINS_PYTHON=str(work / "bin" / "python"), TRACE=str(work / "trace"), **(env or {}))
+    env.pop("OMP_NUM_THREADS", None)
+    return subprocess.run(["./ssl.sh", *args], cwd=work, env=env, capture_output=True, text=True, timeout=300, **kw)
+
+
+GRAPH = ["--targets", "km=fbank,10,1", "--train", "teacher student", "--probe", "fbank student", "--stop-stage", "7"]
+
+
+def _trace(work):
+    spans = {}
+    for line in (work / "trace").read_text().splitlines():
+        what, name, t, *threads = line.split()
+        spans.setdefault(name, {})[what] = float(t)
+        if threads:
+            spans[name]["threads"] = threads[0]
+    return spans
+
+
+def test_jobs_wait_for_what_they_read_and_run_side_by_side(recipe):
+    r = _run(recipe, *GRAPH, "--jobs", "2")
+    assert r.returncode == 0, r.stderr
+    s = _trace(recipe)
+    km, fb = s["make_targets:exp/targets/km"], s["probe:exp/probe/fbank"]
+    teacher, student = s["pretrain:exp/teacher"], s["distill:exp/student"]
+    probe = s["probe:exp/probe/student"]
+    assert km["end"] <= teacher["start"] and teacher["end"] <= student["start"] and student["end"] <= probe["start"]
+    assert km["start"] < fb["end"] and fb["start"] < km["end"]  # nothing between them: side by side
+    assert {v["threads"] for v in s.values()} == {str(max(1, os.cpu_count() // 2))}
+    for n in ("targets_km", "teacher", "student", "probe_fbank", "probe_student"):
+        assert (recipe / "exp" / f".done.{n}").exists()
+        assert "the stand-in runs" in (recipe / "exp" / "log" / f"{n}.log").read_text()
+    # the terminal hears of each job as it starts and ends; each job is a script that can be run by hand
+    assert (
+        r.stderr.index("job teacher starts") < r.stderr.index("job teacher done") < r.stderr.index("job student starts")
+    )
+    assert (
+        "s3prl_plugins.bin.distill --config conf/student.yaml" in (recipe / "exp" / "jobs" / "student.sh").read_text()
+    )
+    # the student is probed on its model; the makefile says what waits for what
+    assert "--features exp/student/model.pt" in (recipe / "exp" / "jobs" / "probe_student.sh").read_text()
+    assert "exp/.done.student: | exp/.done.teacher" in (recipe / "exp" / "jobs.mk").read_text()
+
+
+def test_one_job_at_a_time_on_the_terminal_with_jobs_1(recipe):
+    r = _run(recipe, *GRAPH, "--jobs", "1")
+    assert r.returncode == 0, r.stderr
+    s = _trace(recipe)
+    spans = sorted((v["start"], v["end"]) for v in s.values())
+    assert all(a[1] <= b[0] for a, b in zip(spans, spans[1:]))  # one after the other
+    assert {v["threads"] for v in s.values()} == {"-"}  # every core
+    assert r.stdout.count("the stand-in runs") == 5
+
+
+def test_a_failure_stops_what_needs_it_and_the_rest_finishes(recipe):
+    r = _run(recipe, *GRAPH, "--jobs", "2", env={"FAIL": "pretrain"})
+    assert r.returncode != 0
+    assert "job teacher FAILED" in r.stderr and "the reason it broke" in r.stderr  # the end of its log
+    assert (recipe / "exp" / ".failed.teacher").exists() and not (recipe / "exp" / ".done.teacher").exists()
+    s = _trace(recipe)
+    assert "distill:exp/student" not in s and "probe:exp/probe/student" not in s
+    assert "end" in s["probe:exp/probe/fbank"]  # independent of the failure
+    # fixed, the next run does what is left
+    r = _run(recipe, *GRAPH, "--jobs", "2")
+    assert r.returncode == 0, r.stderr
+    assert not (recipe / "exp" / ".failed.teacher").exists()
+    assert "job probe_fbank starts" not in r.stderr and "job student done" in r.stderr
+
+
+def test_finished_jobs_are_skipped_and_a_removed_stamp_redoes_only_that_job(recipe):
+    assert _run(recipe, *GRAPH, "--jobs", "2").returncode == 0
+    r = _run(recipe, *GRAPH, "--jobs", "2")
+    assert r.returncode == 0 and " starts" not in r.stderr and "already prepared" in r.stderr
+    os.remove(recipe / "exp" / ".done.teacher")
+    r = _run(recipe, *GRAPH, "--jobs", "2")
+    assert r.returncode == 0 and r.stderr.count(" starts") == 1 and "job teacher starts" in r.stderr
+
+
+def test_stages_select_jobs_and_missing_inputs_are_refused_before_anything_runs(recipe):
+    r = _run(recipe, *GRAPH, "--stage", "4", "--stop-stage", "4")
+    assert r.returncode != 0
+    assert "job teacher (exp/jobs/teacher.sh) reads exp/targets/km/train.km, which is not there" in r.stderr
+    assert not (recipe / "trace").exists()  # nothing ran
+    assert _run(recipe, *GRAPH, "--stop-stage", "3").returncode == 0
+    assert list(_trace(recipe)) == ["make_targets:exp/targets/km"]
+    r = _run(recipe, *GRAPH, "--stage", "4", "--stop-stage", "4")
+    assert r.returncode == 0, r.stderr
+    assert "probe:exp/probe/fbank" not in _trace(recipe)
+
+
+def test_bad_template_options_are_refused(recipe):
+    r = _run(recipe, "--train", "nothing")
+    assert r.returncode != 0 and "--train nothing: no conf/nothing.yaml" in r.stderr
+    r = _run(recipe, "--no-such", "1")
+    assert r.returncode != 0 and "unknown option --no-such" in r.stderr
+    r = _run(recipe, *GRAPH, "--epochs", "3")
+    assert r.returncode != 0 and "--epochs needs --effective-batch" in r.stderr
+
+
+def test_epochs_become_updates_of_the_effective_batch(recipe):
+    (recipe / "conf" / "teacher.yaml").write_text(
+        "data: {train_labels: exp/targets/km/train.km, batch_size: 2}\ntrainer: {exp_dir: exp/teacher}\n"
+    )
+    r = _run(
+        recipe, "--targets", "km=fbank,10,1", "--train", "teacher", "--epochs", "8 teacher=6", "--effective-batch", "4"
+    )
+    assert r.returncode == 0, r.stderr
+    job = (recipe / "exp" / "jobs" / "teacher.sh").read_text()
+    assert "trainer.max_steps=1 trainer.grad_accum=2" in job  # 6 epochs x 1 utterance / 4, 4 / (2 x 1 GPU)
+    r = _run(recipe, "--train", "teacher", "--effective-batch", "3", "--stage", "4")
+    assert r.returncode != 0 and "not a multiple of data.batch_size (2)" in r.stderr
+
+
+@pytest.mark.parametrize("kind", ["slurm.pl", "srun"])
+def test_cmd_sh_lines_work_as_written(recipe, kind):
+    """The two lines cmd.sh suggests, with stand-ins: Kaldi's *.pl take the log file first; srun the command."""
+    bin_ = recipe / "bin"
+    if kind == "slurm.pl":
+        (bin_ / "slurm.pl").write_text(
+            '#!/usr/bin/env bash\n[ "$1 $2" = "--gpu 1" ] || exit 9\nlog=$3; shift 3\n'
+            'case "$log" in *.log) ;; *) exit 8 ;; esac\necho "slurm.pl ran it" > used\n"$@" > "$log" 2>&1\n'
+        )
+        line = 'export train_cmd="slurm.pl --gpu 1"'
+    else:
+        (bin_ / "srun").write_text(
+            '#!/usr/bin/env bash\nwhile [[ "$1" == --* ]]; do shift; done\necho "srun ran it" > used\nexec "$@"\n'
+        )
+        line = 'export train_cmd="srun --gres=gpu:1 --cpus-per-task=8"'
+    os.chmod(bin_ / kind, 0o755)
+    assert line in open(os.path.join(TEMPLATE, "cmd.sh")).read()  # the line as cmd.sh writes it
+    env = {"PATH": f"{bin_}:{os.environ['PATH']}", "train_cmd": line.split('"')[1]}
+    r = _run(recipe, "--probe", "fbank", "--jobs", "2", env=env)
+    assert r.returncode == 0, r.stderr
+    assert (recipe / "used").read_text().strip() == f"{kind} ran it"
+    assert "the stand-in runs" in (recipe / "exp" / "log" / "probe_fbank.log").read_text()
+    assert (recipe / "exp" / ".done.probe_fbank").exists()
+
+
+def test_a_recipe_log_redirected_to_a_file_keeps_every_line(recipe):
+    """`./run.sh > run.log 2>&1`: the jobs' start/done lines once reopened such a log with O_TRUNC."""
+    env = dict(os.environ, S3PRL_PLUGINS_PYTHON=str(recipe / "bin" / "python"), TRACE=str(recipe / "trace"))
+    with open(recipe / "run.log", "w") as log:
+        r = subprocess.run(
+            ["./ssl.sh", *GRAPH, "--jobs", "2"], cwd=recipe, env=env, stdout=log, stderr=subprocess.STDOUT, timeout=300
+        )
+    text = (recipe / "run.log").read_text()
+    assert r.returncode == 0, text
+    lines = ["Stage 1: local/data.sh", "job targets_km starts", "job teacher done", "job probe_student done"]
+    assert [text.index(x) for x in lines] == sorted(text.index(x) for x in lines), text
+
+
+def test_interrupting_the_recipe_stops_its_jobs(recipe):
+    """Ctrl-C (SIGINT to the process group): make stops the running jobs and leaves no stamp for them."""
+    env = dict(os.environ, S3PRL_PLUGINS_PYTHON=str(recipe / "bin" / "python"), TRACE=str(recipe / "trace"), SLEEP="30")
+    p = subprocess.Popen(
+        ["./ssl.sh", *GRAPH, "--jobs", "2"],
+        cwd=recipe,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
+    for _ in range(300):
+        if (recipe / "trace").exists():
+            break
+        time.sleep(0.1)
+    time.sleep(0.5)
+    os.killpg(p.pid, 2)
+    p.wait(timeout=60)
+    assert p.returncode != 0
+    assert not list((recipe / "exp").glob(".done.targets_*")) and not (recipe / "exp" / ".done.teacher").exists()
