@@ -7,7 +7,8 @@
 #               of --distill-teacher's layer --dp-layer for the cif_dp variants -> exp/segments/dp<rate>
 #   4 train     the MelHuBERT teacher (+ the waveform HuBERT with --hubert true), the STaR and DistilHuBERT-style
 #               students of --distill-teacher, one subsampled student per --subsampling variant -> exp/<name>
-#   5 compress  chains of the MelHuBERT teacher (Lin et al. 2024), one per --compress entry -> exp/compress
+#   5 compress  --int8 models as ONNX with int8 matrix multiplications -> exp/<name>_int8.onnx; chains of the
+#               MelHuBERT teacher (Lin et al. 2024), one per --compress entry -> exp/compress
 #   6 probe     phone probe of log-Mel and every model; KS/SID utterance probes of the teachers and students
 #   7 superb    --superb tasks through s3prl's own runner on --superb-model (+ ESPnet ASR with --asr5k true)
 #   8 report    local/report.sh -> exp/report.{txt,json,md}, exp/*.png
@@ -42,6 +43,7 @@ s3prl_root="${S3PRL_ROOT:-}"
 asr5k=false                 # ESPnet ASR-5k (CTC over BPE) on --superb-model (~10 min)
 asr5k_nbpe=100
 asr5k_epochs=15
+int8="star_tiny"            # exported as ONNX with int8 matrix multiplications, probed beside their source ("" for none)
 compress="heads"            # all (~50 min): "weight heads heads_l1 ffn kd first_k combined identity conv"
 compress_updates=""         # cap every recovery at this many updates (quick checks)
 compress_probe_steps=""     # phone-probe updates per iteration (default: the configs' 1,000)
@@ -52,6 +54,7 @@ hub=""; [ "${hubert}" = false ] && [ "${distill_teacher}" != hubert_tiny ] && [ 
   && [ ! -f exp/.done.hubert_tiny ] || hub=hubert_tiny
 students="star_tiny distilhubert_tiny"
 variants=$(for v in ${subsampling}; do echo "distilhubert_tiny_${v}"; done)
+deployed=$(for m in ${int8}; do echo "${m}_int8"; done)
 dp=""; [[ " ${subsampling}" != *" cif_dp"* ]] || dp="dp${dp_rate}=exp/${distill_teacher}/model.pt,${dp_layer},100,${dp_rate}"
 quick=""; [ -z "${compress_updates}" ] || quick="updates_cap=${compress_updates}"
 [ -z "${compress_probe_steps}" ] || quick+=" measure.probe.max_steps=${compress_probe_steps} measure.diagonality=10"
@@ -64,9 +67,9 @@ quick=""; [ -z "${compress_updates}" ] || quick="updates_cap=${compress_updates}
   --targets "mfcc=mfcc,100,2 fbank=fbank,100,2" --segments "${dp}" \
   --train "melhubert_tiny ${hub} ${students} ${variants}" --teacher "exp/${distill_teacher}/model.pt" \
   --pretrain-args "trainer.max_steps=${teacher_steps}" --distill-args "trainer.max_steps=${student_steps}" \
-  --compress "${compress}" --compress-args "${quick}" \
-  --probe "fbank ${hub} melhubert_tiny ${students} ${variants}" --probe-args "--max-steps ${probe_steps}" \
-  --utt-probe "fbank ${hub} melhubert_tiny ${students}" --utt-probe-sets "${subsets}" \
+  --int8 "${int8}" --compress "${compress}" --compress-args "${quick}" \
+  --probe "fbank ${hub} melhubert_tiny ${students} ${variants} ${deployed}" --probe-args "--max-steps ${probe_steps}" \
+  --utt-probe "fbank ${hub} melhubert_tiny ${students} ${deployed}" --utt-probe-sets "${subsets}" \
   --superb "${superb}" --superb-model "${superb_model}" --superb-steps "${superb_steps}" --s3prl-root "${s3prl_root}" \
   --speech-commands "${corpus_dir}/subsets" --asr5k "${asr5k}" --asr5k-nbpe "${asr5k_nbpe}" --asr5k-epochs "${asr5k_epochs}" \
   --superb-asr-args "config.downstream_expert.modelrc.project_dim=256,,config.downstream_expert.modelrc.RNNs.dim=[256,256],,config.downstream_expert.datarc.batch_size=16" \

@@ -362,3 +362,27 @@ def test_hf_export_refuses_a_key_transformers_does_not_have(tmp_path, monkeypatc
     with pytest.raises(ExportError, match=r"we have \['encoder.extra.weight'\] it does not"):
         hf.to_hf(_model("hubert"), str(tmp_path / "hf"))
     assert not (tmp_path / "hf").exists()
+
+
+def test_the_report_has_a_row_for_an_exported_graph_beside_its_source(tmp_path):
+    """bin/report (and the mini recipe's report) summarise an .onnx like a checkpoint: the same parameters and
+    MACs as its source (read from the graph's metadata), onnxruntime's real-time factor and the file's size."""
+    from s3prl_plugins.deploy.graph import quantize_int8
+    from s3prl_plugins.deploy.onnx import to_onnx
+    from s3prl_plugins.eval.report.report import build_report
+
+    torch.manual_seed(0)
+    model = build_model(_config("star")).eval()
+    ckpt = str(tmp_path / "model.pt")
+    save_checkpoint(ckpt, model)
+    int8 = quantize_int8(to_onnx(model, str(tmp_path / "m.onnx")), str(tmp_path / "m.int8.onnx"))
+    report = build_report({"torch": ckpt, "int8": int8}, {}, rtf=True)
+    src, dep = report["torch"], report["int8"]
+    for key in ("params", "gmacs_per_second", "gmacs_c_per_second", "frame_rate_hz", "layers", "width"):
+        assert dep[key] == src[key], key
+    assert dep["rtf_cpu"] > 0 and dep["file_mb"] == pytest.approx(os.path.getsize(int8) / 1e6)
+    (tmp_path / "x.onnx").write_bytes(
+        onnx.helper.make_model(onnx.helper.make_graph([], "g", [], [])).SerializeToString()
+    )
+    with pytest.raises(ValueError, match="not a graph of bin/export"):
+        build_report({"x": str(tmp_path / "x.onnx")}, {})

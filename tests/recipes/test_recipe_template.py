@@ -211,3 +211,28 @@ def test_interrupting_the_recipe_stops_its_jobs(recipe):
     p.wait(timeout=60)
     assert p.returncode != 0
     assert not list((recipe / "exp").glob(".done.targets_*")) and not (recipe / "exp" / ".done.teacher").exists()
+
+
+def test_an_int8_export_is_probed_after_its_model_is_trained(recipe):
+    r = _run(
+        recipe,
+        "--targets",
+        "km=fbank,10,1",
+        "--train",
+        "teacher student",
+        "--int8",
+        "student",
+        "--probe",
+        "student_int8",
+        "--stop-stage",
+        "7",
+        "--jobs",
+        "2",
+    )
+    assert r.returncode == 0, r.stderr
+    s = _trace(recipe)
+    student, export = s["distill:exp/student"], s["export:exp/student_int8.onnx"]
+    assert student["end"] <= export["start"] and export["end"] <= s["probe:exp/probe/student_int8"]["start"]
+    job = (recipe / "exp" / "jobs" / "export_student_int8.sh").read_text()
+    assert "s3prl_plugins.bin.export exp/student/model.pt --out exp/student_int8.onnx --int8" in job
+    assert "--features exp/student_int8.onnx" in (recipe / "exp" / "jobs" / "probe_student_int8.sh").read_text()

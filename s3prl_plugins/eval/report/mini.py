@@ -1,4 +1,4 @@
-"""The mini recipe's report (egs/mini stage 11): what each stage made, the probes' table, the plots and
+"""The mini recipe's report (egs/mini stage 8): what each stage made, the probes' table, the plots and
 ``exp/report.{json,md}`` -- read from the recipe's folder (the current directory)."""
 
 import glob
@@ -47,6 +47,11 @@ def mini_report(subsampling: Sequence[str] = ()) -> None:
         if os.path.isfile(f"exp/{name}/model.pt"):
             print(line)
             models[name] = f"exp/{name}/model.pt"
+    for name in list(models):  # the deployed graphs (stage 5's --int8), each beside its source
+        if os.path.isfile(f"exp/{name}_int8.onnx"):
+            print(f"deployed:      exp/{name}_int8.onnx (int8 ONNX of {name}; onnxruntime, s3prl onnx_local)")
+            models[f"{name}_int8"] = f"exp/{name}_int8.onnx"
+            where[f"{name}_int8"] = ""
     names = ["fbank"] + list(where)
     utt = {
         k: {n: f"exp/probe_{k}/{n}/result.json" for n in names if os.path.isfile(f"exp/probe_{k}/{n}/result.json")}

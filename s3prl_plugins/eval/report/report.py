@@ -19,6 +19,8 @@ import logging
 import os
 from typing import Dict, List, Optional, Sequence, Tuple
 
+import numpy as np
+
 logger = logging.getLogger(__name__)
 
 
@@ -28,16 +30,12 @@ def model_summary(
     """Parameters (without pre-training heads), MACs and MACs-C (without the CNN) per second of speech,
     and the encoder's frame rate of a model. A variable-rate model (CIF, given segments) is counted at
     ``frame_rate_hz`` (measured by its probe) when given, else at its config's nominal rate."""
-    from s3prl_plugins.eval.probe.profile import ssl_macs
     from s3prl_plugins.models.loading import load_pretrained
-    from s3prl_plugins.models.ssl_model import count_parameters
 
+    if str(source).endswith(".onnx"):
+        return onnx_summary(source, seconds, frame_rate_hz, rtf)
     model = load_pretrained(source)
-    fps = None
-    variable = model.subsampler is not None and model.subsampler.variable
-    if variable and frame_rate_hz:
-        fps = (16000 / model.downsample_rate) / frame_rate_hz
-    macs = ssl_macs(model, int(seconds * 16000), fps)
+    summary = _cost(model, seconds, frame_rate_hz)
     rtf_cpu = None
     if rtf:
         import torch
@@ -46,8 +44,19 @@ def model_summary(
 
         model.eval()
         rtf_cpu = _rtf(lambda w: model(w, torch.tensor([w.shape[1]])), seconds, "cpu", repeats=3, warmup=1)
+    return dict(source=source, **summary, rtf_cpu=rtf_cpu)
+
+
+def _cost(model, seconds: float, frame_rate_hz: Optional[float]) -> Dict[str, object]:
+    from s3prl_plugins.eval.probe.profile import ssl_macs
+    from s3prl_plugins.models.ssl_model import count_parameters
+
+    fps = None
+    variable = model.subsampler is not None and model.subsampler.variable
+    if variable and frame_rate_hz:
+        fps = (16000 / model.downsample_rate) / frame_rate_hz
+    macs = ssl_macs(model, int(seconds * 16000), fps)
     return {
-        "source": source,
         "architecture": model.config.name,
         "layers": model.config.num_layers,
         "width": model.config.embed_dim,
@@ -55,8 +64,42 @@ def model_summary(
         "gmacs_per_second": macs["macs"] / seconds / 1e9,
         "gmacs_c_per_second": (macs["macs"] - macs["macs_frontend"]) / seconds / 1e9,
         "frame_rate_hz": frame_rate_hz if variable and frame_rate_hz else macs["encoder_frames"] / seconds,
-        "rtf_cpu": rtf_cpu,
     }
+
+
+def onnx_summary(
+    source: str, seconds: float = 10.0, frame_rate_hz: Optional[float] = None, rtf: bool = True
+) -> Dict[str, object]:
+    """:func:`model_summary` of an exported graph (``bin/export``): parameters and MACs of the model its
+    metadata describes (int8 keeps the count, not the width), the real-time factor under onnxruntime on as
+    many threads as torch uses, and the file's size."""
+    import onnx
+    import torch
+
+    from s3prl_plugins.models import build_model
+    from s3prl_plugins.models.config import SSLModelConfig
+
+    meta = {p.key: p.value for p in onnx.load(source, load_external_data=False).metadata_props}
+    if "s3prl_plugins.config" not in meta:
+        raise ValueError(f"{source}: no s3prl_plugins.config in its metadata: not a graph of bin/export")
+    with torch.device("meta"):
+        model = build_model(SSLModelConfig.from_dict(json.loads(meta["s3prl_plugins.config"])))
+    summary = _cost(model, seconds, frame_rate_hz)
+    rtf_cpu = None
+    if rtf:
+        import onnxruntime as ort
+
+        from s3prl_plugins.eval.probe.profile import _rtf
+
+        so = ort.SessionOptions()
+        so.intra_op_num_threads = torch.get_num_threads()
+        session = ort.InferenceSession(source, so, providers=["CPUExecutionProvider"])
+
+        def run(w):
+            session.run(None, {"waveforms": w.numpy(), "lengths": np.array([w.shape[1]], dtype=np.int64)})
+
+        rtf_cpu = _rtf(run, seconds, "cpu", repeats=3, warmup=1)
+    return dict(source=source, **summary, rtf_cpu=rtf_cpu, file_mb=os.path.getsize(source) / 1e6)
 
 
 def superb_metrics(path: str) -> Dict[str, float]:
