@@ -81,6 +81,11 @@ def test_all_stages(recipe):
         0 <= report[n]["ks_acc"] <= 1 and "sid_acc" not in report[n] for n in ("fbank", "melhubert_tiny", "star_tiny")
     )
     assert "KS acc " in r.stdout and "SID acc " not in r.stdout  # the table has the KS column only
+    # stage 5: the STaR student deployed as int8 ONNX, probed and reported beside its source
+    int8 = report["star_tiny_int8"]
+    assert int8["params"] == report["star_tiny"]["params"] and int8["file_mb"] > 0
+    assert int8["probe_per"] is not None and 0 <= int8["ks_acc"] <= 1
+    assert "deployed:      exp/star_tiny_int8.onnx" in r.stdout
     # stages 3-4, 6: the DP segmentation, the CIF student it guides, its probe at its own frame rate; the plots
     assert (recipe / "exp" / "segments" / "dp12.5" / "test.seg").is_file()
     cif = json.loads((recipe / "exp" / "probe" / "distilhubert_tiny_cif_dp4" / "result.json").read_text())
