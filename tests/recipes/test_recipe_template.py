@@ -236,3 +236,22 @@ def test_an_int8_export_is_probed_after_its_model_is_trained(recipe):
     job = (recipe / "exp" / "jobs" / "export_student_int8.sh").read_text()
     assert "s3prl_plugins.bin.export exp/student/model.pt --out exp/student_int8.onnx --int8" in job
     assert "--features exp/student_int8.onnx" in (recipe / "exp" / "jobs" / "probe_student_int8.sh").read_text()
+
+
+@pytest.mark.parametrize("kind", ["slurm.pl", "srun", ""])
+def test_run_cmd_gives_each_cluster_tool_its_syntax(tmp_path, kind):
+    """utils/log.sh's run_cmd (the ESPnet recipes' one heavy command): *.pl get the log file first."""
+    (tmp_path / "slurm.pl").write_text(
+        '#!/usr/bin/env bash\n[ "$1" = --gpu ] || exit 9\nlog=$3; shift 3\n"$@" > "$log"\n'
+    )
+    (tmp_path / "srun").write_text('#!/usr/bin/env bash\nwhile [[ "$1" == --* ]]; do shift; done\nexec "$@"\n')
+    for f in ("slurm.pl", "srun"):
+        os.chmod(tmp_path / f, 0o755)
+    cmd = {"slurm.pl": "slurm.pl --gpu 1", "srun": "srun --gres=gpu:1", "": ""}[kind]
+    script = f'. {TEMPLATE}/utils/log.sh; run_cmd exp/log/x.log echo "ran it"'
+    env = dict(os.environ, PATH=f"{tmp_path}:{os.environ['PATH']}", train_cmd=cmd)
+    r = subprocess.run(["bash", "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    log = tmp_path / "exp" / "log" / "x.log"
+    assert (log.read_text() if kind == "slurm.pl" else r.stdout).strip() == "ran it"
+    assert log.exists() == (kind == "slurm.pl")

@@ -55,7 +55,7 @@ if [ ${stop_stage} -ge 1 ] && [ ${stage} -le 6 ]; then
   first=$(( stage > 1 ? stage : 1 ))
   log "Stages ${first}-${stop_stage}: ESPnet ASR-${nbpe} of ${upstream} (${ckpt}) -> ${work}"
   # shellcheck disable=SC2046
-  ${train_cmd} python -m s3prl_plugins.bin.espnet_asr --config "${asr_config}" --upstream "${upstream}" --ckpt "${ckpt}" \
+  run_cmd "${work}/log/espnet_asr.log" python -m s3prl_plugins.bin.espnet_asr --config "${asr_config}" --upstream "${upstream}" --ckpt "${ckpt}" \
     --train $(dirs "${train_set}") --valid $(dirs "${valid_set}") --test $(dirs ${test_sets}) \
     --train-args="${targs}" --nbpe "${nbpe}" --ngpu "${ngpu}" --work "${work}" --stage "${first}" --stop-stage "${stop_stage}"
 fi

@@ -36,6 +36,6 @@ done
 [ -f "${ckpt}" ] || { log "no upstream checkpoint ${ckpt}: give --ckpt, or run the mini recipe's stage 6"; exit 1; }
 
 log "Stages ${stage}-${stop_stage}: ESPnet ASR-${nbpe} of ${upstream} (${ckpt}) on ${mini}/data -> ${work}"
-${train_cmd} python -m s3prl_plugins.bin.espnet_asr --config "${asr_config}" --upstream "${upstream}" --ckpt "${ckpt}" \
+run_cmd "${work}/log/espnet_asr.log" python -m s3prl_plugins.bin.espnet_asr --config "${asr_config}" --upstream "${upstream}" --ckpt "${ckpt}" \
   --train "${mini}/data/train" --valid "${mini}/data/dev" --test "${mini}/data/test" \
   --train-args="${targs}" --nbpe "${nbpe}" --ngpu 0 --work "${work}" --stage "${stage}" --stop-stage "${stop_stage}"
