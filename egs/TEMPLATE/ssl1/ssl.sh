@@ -368,6 +368,7 @@ if [ ${#missing[@]} -gt 0 ]; then
   log "run the stages that make them first (--stage/--stop-stage), or give the options that make them (see --help)"
   exit 1
 fi
+command -v make > /dev/null || { log "the jobs run with GNU make, which is not installed here (apt-get install make)"; exit 1; }
 log "Stages 3-8: ${#__order[@]} jobs (exp/jobs/*.sh, exp/jobs.mk), ${jobs} side by side; logs in exp/log/"
 JOBS=${jobs} make --no-print-directory -k -j "${jobs}" -f exp/jobs.mk all
 if in_stages 8 && [ -f exp/report.txt ]; then cat exp/report.txt; fi
