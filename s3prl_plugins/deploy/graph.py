@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import tempfile
 from typing import Dict, List
 
@@ -22,20 +23,60 @@ logger = logging.getLogger(__name__)
 QUANTIZED_OPS = ("MatMul", "Gemm")
 
 
-def atomic_target(out: str) -> str:
-    """Check that ``out``'s folder is writable; a temporary path beside it to write to and rename."""
+# protobuf holds at most 2 GiB per message: a graph whose weights come near it is written as ONNX external
+# data (one file beside the graph), which onnx and onnxruntime read from the graph's folder
+PROTOBUF_LIMIT = 2**31 - 2**26
+
+
+def _writable_folder(out: str) -> str:
     folder = os.path.dirname(os.path.abspath(out)) or "."
     if not os.path.isdir(folder):
         raise ExportError(f"{out}: the folder {folder} does not exist; create it first")
     if not os.access(folder, os.W_OK):
         raise ExportError(f"{out}: the folder {folder} is not writable; choose another --out")
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=os.path.splitext(out)[1], dir=folder)
-    os.close(fd)
-    return tmp
+    return folder
+
+
+def work_folder(out: str) -> str:
+    """A temporary folder beside ``out`` (checked writable) for a graph and its external data; remove it after."""
+    return tempfile.mkdtemp(prefix=".tmp-export-", dir=_writable_folder(out))
+
+
+def weight_bytes(proto) -> int:
+    return sum(t.ByteSize() for t in proto.graph.initializer)
+
+
+def save_graph(proto, out: str) -> List[str]:
+    """Check ``proto`` and write it to ``out`` atomically; returns the files written. Weights near protobuf's
+    2 GiB limit go to ``out + ".data"`` beside it (ONNX external data); a smaller graph is one file (and a
+    stale ``.data`` beside it is removed)."""
+    import onnx
+
+    folder, name = _writable_folder(out), os.path.basename(out)
+    work = work_folder(out)
+    try:
+        graph = os.path.join(work, name)
+        if weight_bytes(proto) >= PROTOBUF_LIMIT:
+            onnx.save_model(
+                proto, graph, save_as_external_data=True, all_tensors_to_one_file=True, location=name + ".data"
+            )
+        else:
+            onnx.save_model(proto, graph)
+        check(graph)
+        written = []
+        for f in sorted(os.listdir(work), key=lambda f: f == name):  # the weights first, the graph last
+            os.replace(os.path.join(work, f), os.path.join(folder, f))
+            written.append(os.path.join(folder, f))
+        if len(written) == 1 and os.path.exists(out + ".data"):
+            os.remove(out + ".data")
+        return written
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
 
 
 def check(proto) -> None:
-    """``onnx.checker`` with full shape inference; :class:`ExportError` on failure."""
+    """``onnx.checker`` with full shape inference (of a graph or its path: one with external data is checked
+    from its file); :class:`ExportError` on failure."""
     import onnx
 
     try:
@@ -92,7 +133,8 @@ def quantize_int8(src: str, out: str, per_channel: bool = True) -> str:
         )
     meta = {p.key: p.value for p in proto.metadata_props}
     exclude = [n.name for n in proto.graph.node if n.op_type in QUANTIZED_OPS and n.name not in set(nodes)]
-    tmp = atomic_target(out)
+    work = work_folder(out)
+    tmp = os.path.join(work, "int8.onnx")
     root = logging.getLogger()
     level = root.level
     try:
@@ -107,18 +149,16 @@ def quantize_int8(src: str, out: str, per_channel: bool = True) -> str:
             per_channel=per_channel,
             weight_type=QuantType.QInt8,
             extra_options={"MatMulConstBOnly": True},
+            use_external_data_format=weight_bytes(proto) >= PROTOBUF_LIMIT,
         )
         root.setLevel(level)
         q = onnx.load(tmp)
         meta.update({"s3prl_plugins.int8": "per_channel" if per_channel else "per_tensor"})
         set_metadata(q, meta)
-        check(q)
-        onnx.save(q, tmp)
-        os.replace(tmp, out)
+        save_graph(q, out)
     finally:
         root.setLevel(level)
-        if os.path.exists(tmp):
-            os.remove(tmp)
+        shutil.rmtree(work, ignore_errors=True)
     logger.info(
         "int8: %d matrix multiplications quantised; %s (%.1f MB, float32 %.1f MB)",
         len(nodes),

@@ -20,12 +20,13 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 import warnings
 from typing import Dict, Optional
 
 import torch
 
-from s3prl_plugins.deploy.graph import atomic_target, check, set_metadata
+from s3prl_plugins.deploy.graph import save_graph, set_metadata, work_folder
 from s3prl_plugins.deploy.graph_model import ExportableModel, ExportError
 from s3prl_plugins.models.ssl_model import SSLModel
 
@@ -66,7 +67,8 @@ def to_onnx(model: SSLModel, out: str, output_rate: str = "auto", metadata: Opti
     model = model.float().eval()
     wrapper = ExportableModel(model, output_rate)
     wav, lengths = example_input(model)
-    tmp = atomic_target(out)
+    work = work_folder(out)  # torch writes a graph over 2 GiB as many weight files: they stay in here
+    tmp = os.path.join(work, "model.onnx")
     try:
         with torch.no_grad(), warnings.catch_warnings():
             warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
@@ -106,11 +108,8 @@ def to_onnx(model: SSLModel, out: str, output_rate: str = "auto", metadata: Opti
             **(metadata or {}),
         }
         set_metadata(proto, meta)
-        check(proto)
-        onnx.save(proto, tmp)
-        os.replace(tmp, out)
+        written = save_graph(proto, out)
     finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-    logger.info("wrote %s (%.1f MB)", out, os.path.getsize(out) / 1e6)
+        shutil.rmtree(work, ignore_errors=True)
+    logger.info("wrote %s (%.1f MB)", " + ".join(written), sum(os.path.getsize(f) for f in written) / 1e6)
     return out

@@ -386,3 +386,33 @@ def test_the_report_has_a_row_for_an_exported_graph_beside_its_source(tmp_path):
     )
     with pytest.raises(ValueError, match="not a graph of bin/export"):
         build_report({"x": str(tmp_path / "x.onnx")}, {})
+
+
+def test_a_graph_past_protobufs_limit_is_written_with_its_weights_beside_it(tmp_path, monkeypatch):
+    """Weights near 2 GiB go to FILE.onnx.data (ONNX external data; the limit lowered here to a few bytes):
+    onnxruntime, onnx_local and int8 read it from the graph's folder, and nothing else is left behind."""
+    from s3prl_plugins.deploy import graph
+    from s3prl_plugins.deploy.graph import quantize_int8
+    from s3prl_plugins.deploy.onnx import to_onnx
+    from s3prl_plugins.upstream.onnx_expert import OnnxUpstreamExpert
+
+    torch.manual_seed(0)
+    model = build_model(_config("star")).eval()
+    (tmp_path / "one").mkdir()
+    one = to_onnx(model, str(tmp_path / "one" / "m.onnx"))
+    monkeypatch.setattr(graph, "PROTOBUF_LIMIT", 1000)
+    out = to_onnx(model, str(tmp_path / "big.onnx"))
+    assert sorted(os.listdir(tmp_path)) == ["big.onnx", "big.onnx.data", "one"]
+    assert os.path.getsize(out) < os.path.getsize(out + ".data")
+    feed = {"waveforms": (torch.randn(2, 16000) * 0.1).numpy(), "lengths": np.array([16000, 12000])}
+    ref = ort.InferenceSession(one, providers=["CPUExecutionProvider"]).run(None, feed)
+    got = ort.InferenceSession(out, providers=["CPUExecutionProvider"]).run(None, feed)
+    for a, b in zip(ref, got):
+        np.testing.assert_array_equal(a, b)  # the same graph, its weights read from beside it
+    int8 = quantize_int8(out, str(tmp_path / "big.int8.onnx"))
+    assert os.path.exists(int8 + ".data") and not [f for f in os.listdir(tmp_path) if f.startswith(".tmp")]
+    assert len(OnnxUpstreamExpert(ckpt=int8)([torch.randn(16000) * 0.1])["hidden_states"]) == 3
+    # rewritten below the limit: one file, the stale weights removed
+    monkeypatch.setattr(graph, "PROTOBUF_LIMIT", 2**31)
+    to_onnx(model, out)
+    assert sorted(os.listdir(tmp_path)) == ["big.int8.onnx", "big.int8.onnx.data", "big.onnx", "one"]
