@@ -64,7 +64,8 @@ def main() -> int:
     except ImportError:
         cif_function = None
     print(
-        f"device {args.device}, B = {args.batch}, D = {args.dim}, torch {torch.__version__}, threads {torch.get_num_threads()}"
+        f"device {args.device}, B = {args.batch}, D = {args.dim}, torch {torch.__version__}, "
+        f"threads {torch.get_num_threads()}"
         f", torch-cif {'present' if cif_function else 'not installed'}"
     )
     print(f"{'T':>6}{'ours s':>10}{'loop s':>10}{'x loop':>9}{'torch-cif s':>13}{'ours / tcif':>13}{'max |diff|':>12}")

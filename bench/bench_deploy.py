@@ -105,14 +105,16 @@ def main() -> int:
     models += [(os.path.basename(c), lambda c=c: load_pretrained(c)) for c in args.checkpoints]
     print(f"batch 1 x {args.seconds:g} s, {args.threads} threads, median of {args.repeats}; RTF = time / audio")
     print(
-        "| model | params | MB fp32 / int8 | RTF torch fp32 | RTF ORT fp32 | RTF ORT int8 | ORT fp32 / torch | int8 / torch | int8 cos |"
+        "| model | params | MB fp32 / int8 | RTF torch fp32 | RTF ORT fp32 | RTF ORT int8 | ORT fp32 / torch | "
+        "int8 / torch | int8 cos |"
     )
     print("|---|---|---|---|---|---|---|---|---|")
     with tempfile.TemporaryDirectory() as folder:
         for name, make in models:
             r = bench_one(name, make(), args.seconds, args.threads, args.repeats, folder)
             print(
-                f"| {r['name']} | {r['params'] / 1e6:.2f} M | {r['mb_fp32']:.0f} / {r['mb_int8']:.0f} | {r['torch']:.3f} | "
+                f"| {r['name']} | {r['params'] / 1e6:.2f} M | {r['mb_fp32']:.0f} / {r['mb_int8']:.0f} | "
+                f"{r['torch']:.3f} | "
                 f"{r['ort_fp32']:.3f} | {r['ort_int8']:.3f} | {r['torch'] / r['ort_fp32']:.2f}x | "
                 f"**{r['torch'] / r['ort_int8']:.2f}x** | {r['cos']:.4f} |",
                 flush=True,

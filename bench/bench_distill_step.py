@@ -133,12 +133,14 @@ def main() -> None:
     print(f"HuBERT BASE -> STaRHuBERT, {name}, {amp}, micro-batch {shape}, median of {args.repeats}")
     base = rows[0]["time_s"]
     print(
-        f"{'objective':<10} {'TGM form':<8} {'s/update':>9} {'ratio':>6} {'audio s/s':>10} {'peak GiB':>9} {'100 h x 200 ep, 1 device':>22}"
+        f"{'objective':<10} {'TGM form':<8} {'s/update':>9} {'ratio':>6} {'audio s/s':>10} {'peak GiB':>9} "
+        f"{'100 h x 200 ep, 1 device':>22}"
     )
     for r in rows:
         peak = f"{r['peak_gib']:.1f}" if r["peak_gib"] is not None else "-"
         print(
-            f"{r['objective']:<10} {r['method']:<8} {r['time_s']:>9.3f} {r['time_s'] / base:>6.2f} {r['audio_s_per_s']:>10.0f} {peak:>9} {r['recipe_hours_1gpu']:>20.1f} h"
+            f"{r['objective']:<10} {r['method']:<8} {r['time_s']:>9.3f} {r['time_s'] / base:>6.2f} "
+            f"{r['audio_s_per_s']:>10.0f} {peak:>9} {r['recipe_hours_1gpu']:>20.1f} h"
         )
     if args.json:
         with open(args.json, "w") as f:

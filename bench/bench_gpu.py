@@ -20,9 +20,9 @@ Sections (each a table on stdout, all of it in ``--json``):
 
 Usage::
 
-    python bench/bench_gpu.py --json bench_gpu.json          # on a GPU: the whole table, < 6 min on an H200
-    python bench/bench_gpu.py --dry-run                      # tiny models on the CPU: every code path in seconds
-                                                             # (the speed options, CUDA-only otherwise, switched on there)
+    python bench/bench_gpu.py --json bench_gpu.json   # on a GPU: the whole table, < 6 min on an H200
+    python bench/bench_gpu.py --dry-run               # tiny models on the CPU: every code path in seconds
+                                                      # (the speed options, CUDA-only otherwise, switched on there)
 """
 
 from __future__ import annotations
@@ -602,14 +602,15 @@ def format_report(res: Dict[str, Any]) -> str:
                 lines.append(f"| {r['kind']} | {r['batch']} | - | {r['error']} | | | | |")
                 continue
             lines.append(
-                f"| {r['kind']} | {r['batch']} | {r['variant']} | {r['time_s']:.3f} | {r['audio_s_per_s']:,.0f} | {r['tflops']:.1f} | "
-                f"{r['pct_peak']:.1f} | {_f(r['peak_gib'], '.1f')} |"
+                f"| {r['kind']} | {r['batch']} | {r['variant']} | {r['time_s']:.3f} | {r['audio_s_per_s']:,.0f} | "
+                f"{r['tflops']:.1f} | {r['pct_peak']:.1f} | {_f(r['peak_gib'], '.1f')} |"
             )
         ups = {(r["kind"], r["batch"], r["variant"]): r for r in res["updates"] if "error" not in r}
         for (kind, batch, variant), r in ups.items():
             if variant == "after" and (kind, batch, "before") in ups:
                 lines.append(
-                    f"{kind} x {batch}: after / before audio s/s = {r['audio_s_per_s'] / ups[(kind, batch, 'before')]['audio_s_per_s']:.2f}x"
+                    f"{kind} x {batch}: after / before audio s/s = "
+                    f"{r['audio_s_per_s'] / ups[(kind, batch, 'before')]['audio_s_per_s']:.2f}x"
                 )
     if res.get("profile"):
         for variant, rows in res["profile"].items():
@@ -630,17 +631,19 @@ def format_report(res: Dict[str, Any]) -> str:
             table.setdefault((r["preset"], r["batch"]), {})[f"{r['dtype']} {r['variant']}"] = r["time_ms"]
         for (preset, batch), t in table.items():
             lines.append(
-                f"| {preset} | {batch} | {t['fp32 before']:.1f} | {t['fp32 after']:.1f} | {t['bf16 before']:.1f} | {t['bf16 after']:.1f} | "
-                f"{t['bf16 after'] / t['fp32 after']:.2f} |"
+                f"| {preset} | {batch} | {t['fp32 before']:.1f} | {t['fp32 after']:.1f} | {t['bf16 before']:.1f} | "
+                f"{t['bf16 after']:.1f} | {t['bf16 after'] / t['fp32 after']:.2f} |"
             )
     if res.get("pruned"):
         lines += [
-            f"\n## pruned MelHuBERT-10ms, bf16, {res['settings']['prune_batch']} x {res['settings']['inference_seconds']:g} s",
+            f"\n## pruned MelHuBERT-10ms, bf16, {res['settings']['prune_batch']} x "
+            f"{res['settings']['inference_seconds']:g} s",
             "| model | variant | GMACs/utt | ms | speed-up | ideal (MACs) | measured / ideal |",
             "|---|---|---|---|---|---|---|",
         ]
         lines += [
-            f"| {r['model']} | {r['variant']} | {r['gmacs_per_utt']:.4g} | {r['time_ms']:.1f} | {r['speedup']:.2f} | {r['ideal']:.2f} | {r['ratio']:.2f} |"
+            f"| {r['model']} | {r['variant']} | {r['gmacs_per_utt']:.4g} | {r['time_ms']:.1f} | {r['speedup']:.2f} | "
+            f"{r['ideal']:.2f} | {r['ratio']:.2f} |"
             for r in res["pruned"]
         ]
     hf = res.get("transformers") or {}
@@ -648,7 +651,8 @@ def format_report(res: Dict[str, Any]) -> str:
         lines.append(f"\n## transformers HubertModel: not run ({hf['error']})")
     elif hf:
         lines += [
-            f"\n## transformers HubertModel (SDPA) vs ours, same weights, ms per batch of {res['settings']['inference_seconds']:g} s",
+            f"\n## transformers HubertModel (SDPA) vs ours, same weights, ms per batch of "
+            f"{res['settings']['inference_seconds']:g} s",
             "| batch | dtype | transformers | ours before | ours after | transformers / ours after |",
             "|---|---|---|---|---|---|",
         ]
@@ -657,7 +661,8 @@ def format_report(res: Dict[str, Any]) -> str:
             table2.setdefault((r["batch"], r["dtype"]), {})[r["model"]] = r["time_ms"]
         for (batch, dtype), t in table2.items():
             lines.append(
-                f"| {batch} | {dtype} | {t['transformers']:.1f} | {t['ours before']:.1f} | {t['ours after']:.1f} | {t['transformers'] / t['ours after']:.2f} |"
+                f"| {batch} | {dtype} | {t['transformers']:.1f} | {t['ours before']:.1f} | {t['ours after']:.1f} | "
+                f"{t['transformers'] / t['ours after']:.2f} |"
             )
         lines.append(
             f"max |difference| / max |reference| of the last layer, 1 x {res['settings']['inference_seconds']:g} s: "

@@ -125,7 +125,8 @@ def main() -> int:
         total = make_corpus(root, args.hours)
         prepare_librispeech(root, "train-clean-100", os.path.join(root, "data"))
         print(
-            f"corpus: {total / 3600:.2f} h of FLAC in {time.perf_counter() - t:.0f} s; {os.cpu_count()} CPUs; conf {os.path.relpath(args.conf)}"
+            f"corpus: {total / 3600:.2f} h of FLAC in {time.perf_counter() - t:.0f} s; {os.cpu_count()} CPUs; "
+            f"conf {os.path.relpath(args.conf)}"
         )
         print(f"loader alone, then with each batch held for the update ({args.consumed:.0f} audio s / s):")
         print(f"{'workers':>8}{'loader s/s':>12}{'x w=0':>8}{'training s/s':>14}{'x w=0':>8}{'GPU busy':>10}")
@@ -135,7 +136,8 @@ def main() -> int:
             fed = measure(os.path.join(root, "data"), conf, w, args.epochs, args.consumed)
             base = base or (alone, fed)
             print(
-                f"{w:>8}{alone:>12.0f}{alone / base[0]:>8.2f}{fed:>14.0f}{fed / base[1]:>8.2f}{fed / args.consumed:>10.0%}"
+                f"{w:>8}{alone:>12.0f}{alone / base[0]:>8.2f}{fed:>14.0f}{fed / base[1]:>8.2f}"
+                f"{fed / args.consumed:>10.0%}"
             )
     return 0
 

@@ -74,7 +74,8 @@ def main(argv=None) -> int:
     base_t, base_m = statistics.median(times["unpruned"]), macs["unpruned"]
     rows = []
     print(
-        f"MelHuBERT BASE {args.frame_ms} ms, batch 1, {args.seconds:g} s, {args.device}, {args.threads} thread(s), median of {args.repeats}"
+        f"MelHuBERT BASE {args.frame_ms} ms, batch 1, {args.seconds:g} s, {args.device}, {args.threads} thread(s), "
+        f"median of {args.repeats}"
     )
     print(f"{'variant':<24}{'GMACs':>8}{'time s':>9}{'speed-up':>10}{'ideal':>8}{'ratio':>8}")
     for k in models:

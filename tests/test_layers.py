@@ -35,7 +35,8 @@ def _room(module):
 
 
 def _graph():
-    """module -> the s3prl_plugins modules it imports (at any depth of the file: a function's import is an arrow too)."""
+    """module -> the s3prl_plugins modules it imports (at any depth of the file: a function's import is an arrow
+    too)."""
     files = {_module(p): p for p in glob.glob(os.path.join(PACKAGE, "**", "*.py"), recursive=True)}
     edges = {m: set() for m in files}
     for m, path in files.items():

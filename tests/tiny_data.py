@@ -138,7 +138,8 @@ def tiny_distill_config(root, data_dir, teacher, objectives=None, student_layers
 
 
 def librispeech_layout(root, utts, subset="train-clean-100"):
-    """A LibriSpeech-layout corpus under ``root/subset``; utts: {utt_id: (seconds or None for no file or 'corrupt', transcript or None)}"""
+    """A LibriSpeech-layout corpus under ``root/subset``; utts: {utt_id: (seconds or None for no file or 'corrupt',
+    transcript or None)}"""
     by_chapter = {}
     for utt, (sec, text) in utts.items():
         spk, ch, _ = utt.split("-")

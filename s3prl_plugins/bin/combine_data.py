@@ -2,7 +2,8 @@
 
 Usage::
 
-    python -m s3prl_plugins.bin.combine_data --out data/train data/train_clean_100 data/train_clean_360 data/train_other_500
+    python -m s3prl_plugins.bin.combine_data --out data/train data/train_clean_100 data/train_clean_360 \\
+        data/train_other_500
 """
 
 from __future__ import annotations

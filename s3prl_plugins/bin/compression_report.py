@@ -4,7 +4,8 @@ head diagonality (Lin et al. 2024 Fig. 1, 5-9), and report.md.
 
 Usage::
 
-    python -m s3prl_plugins.bin.compression_report --chains exp/compress/weight exp/compress/heads ... --out exp/compress/report
+    python -m s3prl_plugins.bin.compression_report --chains exp/compress/weight exp/compress/heads ... \\
+        --out exp/compress/report
 """
 
 from __future__ import annotations

@@ -3,7 +3,8 @@ resumes automatically from the last checkpoint in ``trainer.exp_dir``.
 
 Usage::
 
-    python -m s3prl_plugins.bin.distill --config conf/star.yaml [--set trainer.max_steps=200 teacher.source=wavlm_base ...] [--restart]
+    python -m s3prl_plugins.bin.distill --config conf/star.yaml \\
+        [--set trainer.max_steps=200 teacher.source=wavlm_base ...] [--restart]
     torchrun --standalone --nproc_per_node 2 -m s3prl_plugins.bin.distill --config conf/star.yaml   # DDP
 """
 

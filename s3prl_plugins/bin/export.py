@@ -73,7 +73,8 @@ def main(argv=None) -> int:
         if args.format == "hf":
             to_hf(model, args.out)
             print(
-                f"wrote {args.out}: transformers HubertModel, {model.config.num_layers} layers, width {model.config.embed_dim}"
+                f"wrote {args.out}: transformers HubertModel, {model.config.num_layers} layers, "
+                f"width {model.config.embed_dim}"
             )
             return 0
         if not args.int8:
@@ -89,8 +90,9 @@ def main(argv=None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     print(
-        f"wrote {args.out}: {model.config.name or 'model'}, {count_parameters(model, include_head=False):,} parameters, "
-        f"{os.path.getsize(args.out) / 1e6:.1f} MB{' (int8 matmuls, ' + ('per tensor' if args.per_tensor else 'per channel') + ')' if args.int8 else ''}"
+        f"wrote {args.out}: {model.config.name or 'model'}, "
+        f"{count_parameters(model, include_head=False):,} parameters, {os.path.getsize(args.out) / 1e6:.1f} MB"
+        f"{' (int8 matmuls, ' + ('per tensor' if args.per_tensor else 'per channel') + ')' if args.int8 else ''}"
     )
     return 0
 

@@ -2,8 +2,8 @@
 
 Usage::
 
-    python -m s3prl_plugins.bin.make_mini_corpus --out data/mini_corpus [--seed 0] [--noise-snr 10 30] [--reverb-prob 0.3]
-        [--subsets ks sid]
+    python -m s3prl_plugins.bin.make_mini_corpus --out data/mini_corpus [--seed 0] [--noise-snr 10 30]
+        [--reverb-prob 0.3] [--subsets ks sid]
 
 Besides the corpus it writes keyword-spotting and speaker-identification subsets under OUT/subsets
 (Speech Commands v0.01 layout and Kaldi data dirs data/ks_*, data/sid_*; see

@@ -4,7 +4,8 @@
 Usage::
 
     python -m s3prl_plugins.bin.make_phones --dirs data/train_clean_100 data/test_clean [--lexicon lexicon.txt]
-    python -m s3prl_plugins.bin.make_phones --dirs data/train --mini-corpus data/mini_corpus --split train   # reference phones
+    python -m s3prl_plugins.bin.make_phones --dirs data/train --mini-corpus data/mini_corpus \\
+        --split train   # reference phones
 """
 
 from __future__ import annotations

@@ -3,9 +3,11 @@
 Usage::
 
     # iteration 1: MFCC clusters at HuBERT's 50 Hz (every 2nd 100 Hz frame)
-    python -m s3prl_plugins.bin.make_targets --train data/train --also data/dev --feature mfcc --clusters 100 --frame-step 2 --out exp/targets/mfcc
+    python -m s3prl_plugins.bin.make_targets --train data/train --also data/dev --feature mfcc --clusters 100 \\
+        --frame-step 2 --out exp/targets/mfcc
     # iteration 2: clusters of layer 6 of the first model
-    python -m s3prl_plugins.bin.make_targets --train data/train --also data/dev --feature hidden --ckpt exp/hubert_it1/model.pt --layer 6 --clusters 100 --frame-step 1 --out exp/targets/it2
+    python -m s3prl_plugins.bin.make_targets --train data/train --also data/dev --feature hidden \\
+        --ckpt exp/hubert_it1/model.pt --layer 6 --clusters 100 --frame-step 1 --out exp/targets/it2
 """
 
 from __future__ import annotations

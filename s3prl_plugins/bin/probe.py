@@ -9,7 +9,8 @@ what pre-training should add over log-Mel. ``--probe conv`` adds six residual di
 Usage::
 
     python -m s3prl_plugins.bin.probe --features fbank --train data/train --test data/test --out exp/probe/fbank
-    python -m s3prl_plugins.bin.probe --features exp/hubert_tiny/model.pt --train data/train --test data/test --out exp/probe/hubert
+    python -m s3prl_plugins.bin.probe --features exp/hubert_tiny/model.pt --train data/train --test data/test \\
+        --out exp/probe/hubert
 """
 
 from __future__ import annotations

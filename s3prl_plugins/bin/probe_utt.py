@@ -3,9 +3,10 @@ identification (``--label speaker``); mean+std pooling, logistic regression, tes
 
 Usage::
 
-    python -m s3prl_plugins.bin.probe_utt --features fbank --train data/ks_train --test data/ks_test --label text --out exp/probe_ks/fbank
-    python -m s3prl_plugins.bin.probe_utt --features exp/star_tiny/model.pt --train data/sid_train --test data/sid_test \
-        --label speaker --layer avg --out exp/probe_sid/star_tiny
+    python -m s3prl_plugins.bin.probe_utt --features fbank --train data/ks_train --test data/ks_test --label text \\
+        --out exp/probe_ks/fbank
+    python -m s3prl_plugins.bin.probe_utt --features exp/star_tiny/model.pt --train data/sid_train \\
+        --test data/sid_test --label speaker --layer avg --out exp/probe_sid/star_tiny
 """
 
 from __future__ import annotations

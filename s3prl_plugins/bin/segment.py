@@ -3,7 +3,8 @@
 Usage::
 
     # phone boundaries of forced alignments (MFA's or our CTC aligner's TextGrids)
-    python -m s3prl_plugins.bin.segment textgrid --data data/train --textgrids exp/align/train --out exp/segments/phones/train.seg
+    python -m s3prl_plugins.bin.segment textgrid --data data/train --textgrids exp/align/train \\
+        --out exp/segments/phones/train.seg
 
     # smoothed teacher codes (Kamper and van Niekerk's DP; Meng et al. 2022 §5.2.1): k-means on layer 6,
     # lambda swept on 100 training utterances for a 12.5 Hz average frame rate

@@ -3,13 +3,15 @@
 Usage::
 
     python -m s3prl_plugins.bin.superb_prepare asr --train data/train --dev data/dev --test data/test --out superb/asr
-    python -m s3prl_plugins.bin.superb_prepare sid --train data/sid_train --dev data/sid_dev --test data/sid_test --out superb/sid
+    python -m s3prl_plugins.bin.superb_prepare sid --train data/sid_train --dev data/sid_dev --test data/sid_test \\
+        --out superb/sid
     python -m s3prl_plugins.bin.superb_prepare ks --speech-commands data/mini_corpus/subsets --out superb/ks
     python -m s3prl_plugins.bin.superb_prepare pr --train data/train --dev data/dev --test data/test --out superb/pr
 
-then ``python -m s3prl_plugins.bin.run_downstream -m train -d <asr|voxceleb1|speech_commands> -c superb/<task>/config.yaml ...``
-(the next command is printed; PR's ``ctc`` needs ``--s3prl-root`` -- a git checkout of s3prl --, filled in
-from ``S3PRL_ROOT`` when it is set). What is written, and the hyper-parameters: :mod:`s3prl_plugins.eval.superb.tasks`.
+then ``python -m s3prl_plugins.bin.run_downstream -m train -d <asr|voxceleb1|speech_commands>
+-c superb/<task>/config.yaml ...`` (the next command is printed; PR's ``ctc`` needs ``--s3prl-root`` -- a
+git checkout of s3prl --, filled in from ``S3PRL_ROOT`` when it is set). What is written, and the
+hyper-parameters: :mod:`s3prl_plugins.eval.superb.tasks`.
 """
 
 from __future__ import annotations

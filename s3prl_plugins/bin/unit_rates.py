@@ -3,7 +3,8 @@
 Usage::
 
     python -m s3prl_plugins.bin.unit_rates --data data/dev --train data/train --plot exp/unit_rates.png
-    python -m s3prl_plugins.bin.unit_rates --data data/dev_clean --train data/train_960 --vocab 100 200 500 1000 5000 16000
+    python -m s3prl_plugins.bin.unit_rates --data data/dev_clean --train data/train_960 \\
+        --vocab 100 200 500 1000 5000 16000
 """
 
 from __future__ import annotations

@@ -23,7 +23,8 @@ Config::
       - {method: replace_heads, kind: identity | conv, remove: 2, iterations: 3, kernel: 21,
          utterances: 100, updates: 200}
       - {method: train, iterations: 3, updates: 200}   # the control: the same updates, nothing removed
-    measure: {diagonality: 100, rtf_seconds: 10, probe: {train, valid, test, max_steps, max_train_utts}, sid: {train, test}}
+    measure: {diagonality: 100, rtf_seconds: 10, probe: {train, valid, test, max_steps, max_train_utts},
+              sid: {train, test}}
     exp_dir: exp/compress/NAME
     base_dir: exp/compress/base    # optional: where the uncompressed model's row is measured (shared by chains)
     updates_cap: 2                 # optional: at most this many updates per recovery (quick checks)
@@ -163,7 +164,8 @@ def check_config(config: Dict[str, Any]) -> None:
     kind = objective.get("type")
     if not isinstance(kind, str) or kind not in OBJECTIVE_KEYS:
         raise ConfigError(
-            f"objective.type: must be masked_prediction or distillation, not {kind!r}{nearest(str(kind), OBJECTIVE_KEYS)}"
+            f"objective.type: must be masked_prediction or distillation, not {kind!r}"
+            f"{nearest(str(kind), OBJECTIVE_KEYS)}"
         )
     check_keys(objective, OBJECTIVE_KEYS[kind], "objective")
     _check_objective(objective)
@@ -245,7 +247,8 @@ class Chain:
             if model.mask_emb is None or model.head is None:
                 raise PruningError(
                     "objective masked_prediction needs a model with a mask embedding and a cluster head; this one "
-                    "(a distilled student?) has none: use objective {type: distillation, teacher: ..., objectives: {cluster_kl: 1.0}}"
+                    "(a distilled student?) has none: use objective {type: distillation, teacher: ..., "
+                    "objectives: {cluster_kl: 1.0}}"
                 )
             opts = {
                 k: obj[k] for k in ("mask_prob", "mask_length", "unmasked_weight", "max_label_mismatch") if k in obj

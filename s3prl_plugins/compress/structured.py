@@ -55,7 +55,8 @@ def _rebuild(model: SSLModel, heads: List[List[_Head]], ffn_keep: List[List[int]
     old_cfg = model.config
     if old_cfg.gated_relative_position:
         raise PruningError(
-            "WavLM's gated relative position ties its gates and buckets to every head: structured pruning is not supported for it"
+            "WavLM's gated relative position ties its gates and buckets to every head: structured pruning is not "
+            "supported for it"
         )
     n_layers = len(heads)
     order = {ATTN: 0, IDENTITY: 1, CONV: 2}

@@ -103,6 +103,7 @@ def check_audio_file(path: str, tail_seconds: float = 0.1) -> float:
         ) from e
     if got < tail:
         raise AudioError(
-            f"{path}: truncated (the header says {frames} samples, the data ends {tail - got} samples early); copy it again"
+            f"{path}: truncated (the header says {frames} samples, the data ends {tail - got} samples early); "
+            "copy it again"
         )
     return frames / rate

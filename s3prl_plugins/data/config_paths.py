@@ -12,8 +12,8 @@ anything is written.
 
 Which values are paths: the strings under the keys of :data:`PATH_KEYS`, those under
 :data:`MAYBE_PATH_KEYS` that look like one (they hold a ``/`` or end in a file extension of ours;
-``hubert_base`` is a hub name, ``https://...`` a URL), and the strings under :data:`OUTPUT_KEYS`, at any depth (``data.train``, ``teacher.source``,
-``measure.probe.test``, ``trainer.exp_dir``, a compression chain's ``model``).
+``hubert_base`` is a hub name, ``https://...`` a URL), and the strings under :data:`OUTPUT_KEYS`, at any depth
+(``data.train``, ``teacher.source``, ``measure.probe.test``, ``trainer.exp_dir``, a compression chain's ``model``).
 """
 
 from __future__ import annotations
@@ -153,7 +153,8 @@ def check_input_paths(config: Dict[str, Any], config_file: str, command: str) ->
         missing = [f"{_dotted(w)} = {v}" for w, v in inputs if not os.path.exists(os.path.join(best, v))]
         rel = os.path.relpath(best)
         hint = (
-            f"run it from {rel} (cd {rel} && {command} --config {os.path.relpath(os.path.abspath(config_file), best)}), "
+            f"run it from {rel} (cd {rel} && {command} --config "
+            f"{os.path.relpath(os.path.abspath(config_file), best)}), "
             if best != os.getcwd()
             else ""
         )

@@ -276,7 +276,9 @@ def _make_ks(
     clips = _plan(speakers, config, seed)
     ks = {s: DataDir() for s in ("train", "dev", "test")}
     validation = []
-    final = lambda root, rel: os.path.abspath(os.path.join(out_dir, os.path.relpath(os.path.join(root, rel), tmp)))  # noqa: E731
+    final = lambda root, rel: os.path.abspath(  # noqa: E731
+        os.path.join(out_dir, os.path.relpath(os.path.join(root, rel), tmp))
+    )
     with cf.ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
         it = pool.map(work, clips)
         for clip, root, rel in tqdm(
@@ -316,12 +318,14 @@ def _make_sid(tmp: str, corpus_dir: str, config: SubsetConfig, seed: int) -> Dic
             random.Random(f"sid-{seed}-{spk}").shuffle(items)
             if len(items) < 3:
                 raise CorpusError(
-                    f"speaker {spk} has {len(items)} utterances; SID needs at least 3 per speaker (train, dev, test); make a larger corpus or leave SID out (--subsets ks)"
+                    f"speaker {spk} has {len(items)} utterances; SID needs at least 3 per speaker (train, dev, test); "
+                    "make a larger corpus or leave SID out (--subsets ks)"
                 )
             n_dev, n_test = (max(1, round(frac * len(items))) for frac in config.sid_heldout)
             if n_dev + n_test >= len(items):
                 raise CorpusError(
-                    f"speaker {spk}: sid_heldout {config.sid_heldout} of {len(items)} utterances leaves none for training"
+                    f"speaker {spk}: sid_heldout {config.sid_heldout} of {len(items)} utterances "
+                    "leaves none for training"
                 )
             parts = {"test": items[:n_test], "dev": items[n_test : n_test + n_dev], "train": items[n_test + n_dev :]}
             for part, rows in parts.items():

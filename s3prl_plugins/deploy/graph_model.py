@@ -134,8 +134,8 @@ class ExportableModel(nn.Module):
             )
         if sub is not None and not sub.variable and output_rate == "frontend":
             raise ExportError(
-                "fixed subsampling is exported at its own (encoder) rate, the expert's default; downstream code repeats "
-                f"each frame {int(sub.stride)} times if it needs the front-end's rate"
+                "fixed subsampling is exported at its own (encoder) rate, the expert's default; downstream code "
+                f"repeats each frame {int(sub.stride)} times if it needs the front-end's rate"
             )
         self.model = model.eval()
         self.fbank = ExportableFbank(model.frontend) if isinstance(model.frontend, LogMelFrontend) else None

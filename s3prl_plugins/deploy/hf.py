@@ -34,11 +34,15 @@ TO_HF: Dict[str, str] = {
     r"feature_layer_norm\.(weight|bias)": r"feature_projection.layer_norm.\1",
     r"feature_projection\.(weight|bias)": r"feature_projection.projection.\1",
     r"encoder\.pos_conv\.conv\.bias": "encoder.pos_conv_embed.conv.bias",
-    r"encoder\.pos_conv\.conv\.parametrizations\.weight\.original(0|1)": r"encoder.pos_conv_embed.conv.parametrizations.weight.original\1",
+    r"encoder\.pos_conv\.conv\.parametrizations\.weight\.original(0|1)": (
+        r"encoder.pos_conv_embed.conv.parametrizations.weight.original\1"
+    ),
     r"encoder\.layer_norm\.(weight|bias)": r"encoder.layer_norm.\1",
     r"encoder\.layers\.(\d+)\.attention\.(q|k|v|out)_proj\.(weight|bias)": r"encoder.layers.\1.attention.\2_proj.\3",
     r"encoder\.layers\.(\d+)\.attention_layer_norm\.(weight|bias)": r"encoder.layers.\1.layer_norm.\2",
-    r"encoder\.layers\.(\d+)\.feed_forward\.fc1\.(weight|bias)": r"encoder.layers.\1.feed_forward.intermediate_dense.\2",
+    r"encoder\.layers\.(\d+)\.feed_forward\.fc1\.(weight|bias)": (
+        r"encoder.layers.\1.feed_forward.intermediate_dense.\2"
+    ),
     r"encoder\.layers\.(\d+)\.feed_forward\.fc2\.(weight|bias)": r"encoder.layers.\1.feed_forward.output_dense.\2",
     r"encoder\.layers\.(\d+)\.final_layer_norm\.(weight|bias)": r"encoder.layers.\1.final_layer_norm.\2",
     r"mask_emb": "masked_spec_embed",
@@ -63,7 +67,8 @@ def hf_refusals(model: SSLModel) -> List[str]:
         )
     elif c.num_heads[0] * c.head_dim != c.embed_dim:
         why.append(
-            f"{c.num_heads[0]} heads x {c.head_dim} != width {c.embed_dim} (transformers derives the head size from the width)"
+            f"{c.num_heads[0]} heads x {c.head_dim} != width {c.embed_dim} "
+            "(transformers derives the head size from the width)"
         )
     elif c.ffn_dims[0] == 0:
         why.append("FFNs pruned to width 0")

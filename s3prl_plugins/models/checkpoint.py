@@ -51,7 +51,8 @@ def atomic_save(obj: Any, path: str) -> None:
             raise DiskFullError(
                 errno.ENOSPC,
                 f"no space left on {folder} while writing {os.path.basename(path)} "
-                f"({shutil.disk_usage(folder).free / 2**20:.1f} MiB free); the previous file is intact: free space and run again",
+                f"({shutil.disk_usage(folder).free / 2**20:.1f} MiB free); the previous file is intact: "
+                "free space and run again",
             ) from e
         raise
 
@@ -216,7 +217,10 @@ def _not_a_checkpoint(path: str, msg: str) -> str:
     if zipfile.is_zipfile(path):
         return f"a PyTorch file that cannot be read ({msg.split('. In PyTorch')[0]}): {redownload}, or use another copy"
     if head.startswith(b"PK"):
-        return f"a truncated or damaged PyTorch file (its zip directory is missing): {redownload}, or use an earlier checkpoint"
+        return (
+            f"a truncated or damaged PyTorch file (its zip directory is missing): {redownload}, "
+            "or use an earlier checkpoint"
+        )
     if head.lstrip().lower().startswith((b"<!doctype", b"<html", b"<?xml", b"{", b"<")):
         return (
             f"not a checkpoint but a text/web page (it starts with {head.lstrip()[:20]!r}): a failed download "
@@ -224,7 +228,8 @@ def _not_a_checkpoint(path: str, msg: str) -> str:
         )
     if head.startswith(b"\x80"):
         return (
-            f"a pickle of the legacy (pre-zip) format that a weights-only load cannot read ({msg.split('. In PyTorch')[0]}). "
+            "a pickle of the legacy (pre-zip) format that a weights-only load cannot read "
+            f"({msg.split('. In PyTorch')[0]}). "
             "If it is a fairseq checkpoint, convert it once with s3prl's converter (python -m "
             "s3prl.upstream.hubert.convert CKPT, on a machine with fairseq) and pass the result."
         )
@@ -252,7 +257,8 @@ def load_state_strict(model: torch.nn.Module, state: Mapping[str, torch.Tensor],
     unexpected = sorted(set(state) - set(own))
     if missing or unexpected:
         raise CheckpointError(
-            f"{source}: weights do not fit this architecture (missing {missing[:5]}{'...' if len(missing) > 5 else ''}, "
+            f"{source}: weights do not fit this architecture "
+            f"(missing {missing[:5]}{'...' if len(missing) > 5 else ''}, "
             f"unexpected {unexpected[:5]}{'...' if len(unexpected) > 5 else ''}): it was saved from another model"
         )
     bad = [
@@ -277,8 +283,10 @@ def check_finite(state: Mapping[str, torch.Tensor], source: str) -> None:
                 bad.append(f"{k} ({n} of {v.numel()})")
     if bad:
         raise CheckpointError(
-            f"{source}: {len(bad)} tensor(s) hold NaN or Inf values: {', '.join(bad[:5])}{', ...' if len(bad) > 5 else ''}. "
-            "The run that wrote it diverged or the file is damaged: use an earlier checkpoint (checkpoints/step*.pt of the run)."
+            f"{source}: {len(bad)} tensor(s) hold NaN or Inf values: {', '.join(bad[:5])}"
+            f"{', ...' if len(bad) > 5 else ''}. "
+            "The run that wrote it diverged or the file is damaged: use an earlier checkpoint "
+            "(checkpoints/step*.pt of the run)."
         )
 
 

@@ -5,8 +5,9 @@ Sources (:func:`load_pretrained`):
 * an s3prl hub name of a teacher -- ``hubert_base``, ``wav2vec2`` (``wav2vec2_base_960``),
   ``wavlm_base`` -- fetched through s3prl's own download cache (offline: a clear error, or the
   cached file when it is there);
-* a checkpoint file: ours, the published STaRHuBERT Lightning ``.ckpt`` (with its ``.yaml``), s3prl ``hubert_local`` / ``wav2vec2_local`` / ``wavlm_local`` /
-  ``distiller_local``, or a fairseq checkpoint with plain-typed contents;
+* a checkpoint file: ours, the published STaRHuBERT Lightning ``.ckpt`` (with its ``.yaml``), s3prl
+  ``hubert_local`` / ``wav2vec2_local`` / ``wavlm_local`` / ``distiller_local``, or a fairseq checkpoint
+  with plain-typed contents;
 * a Hugging Face ``transformers`` model folder (HuBERT, wav2vec 2.0, WavLM).
 """
 

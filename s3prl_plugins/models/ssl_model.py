@@ -115,8 +115,9 @@ class SSLModel(nn.Module):
         return self.config.downsample_rate
 
     def set_speed_options(self, **options) -> "SSLModel":
-        """Switch speed options (``pos_conv_precision``, ``fast_conv_norm``, ``batched_fbank``; see :class:`SSLModelConfig`)
-        on a built model, in place; the config records them. The weights are untouched. Returns self."""
+        """Switch speed options (``pos_conv_precision``, ``fast_conv_norm``, ``batched_fbank``; see
+        :class:`SSLModelConfig`) on a built model, in place; the config records them. The weights are untouched.
+        Returns self."""
         unknown = sorted(set(options) - set(SPEED_OPTIONS))
         if unknown:
             raise ValueError(f"unknown speed option(s) {unknown}; known: {sorted(SPEED_OPTIONS)}")

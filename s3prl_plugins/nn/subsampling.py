@@ -82,7 +82,8 @@ def cif(
     """
     if features.dim() != 3 or alpha.shape != features.shape[:2]:
         raise ValueError(
-            f"features must be (batch, frames, dim) and alpha (batch, frames): got {tuple(features.shape)} and {tuple(alpha.shape)}"
+            f"features must be (batch, frames, dim) and alpha (batch, frames): got {tuple(features.shape)} and "
+            f"{tuple(alpha.shape)}"
         )
     if bool((alpha < 0).any()):
         raise ValueError("alpha must be non-negative")

@@ -19,7 +19,8 @@ def mfa_status(executable: str = "mfa") -> Tuple[bool, str]:
     if path is None:
         return (
             False,
-            f"{executable} is not on PATH (install MFA with conda: conda install -c conda-forge montreal-forced-aligner)",
+            f"{executable} is not on PATH "
+            "(install MFA with conda: conda install -c conda-forge montreal-forced-aligner)",
         )
     try:
         r = subprocess.run([path, "version"], capture_output=True, text=True, timeout=120)

@@ -107,7 +107,8 @@ class DistillationTask(nn.Module):
             o.setup(self, teacher, student)
         if student.head is not None and not any(o.trains_head for o in self.objectives):
             raise ValueError(
-                "the student has a prediction head that no objective trains: build it without one or add l1_cos / cluster_kl"
+                "the student has a prediction head that no objective trains: "
+                "build it without one or add l1_cos / cluster_kl"
             )
         if temperature <= 0:
             raise ValueError(f"temperature must be > 0, not {temperature}")

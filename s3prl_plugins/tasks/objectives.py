@@ -84,7 +84,8 @@ class _TGM(Objective):
     def setup(self, task, teacher, student):
         if task.upsampled:
             raise ValueError(
-                "an upsampler (Fig. 1a) feeds the prediction heads only: use l1_cos, or subsample the targets (no upsample)"
+                "an upsampler (Fig. 1a) feeds the prediction heads only: "
+                "use l1_cos, or subsample the targets (no upsample)"
             )
 
     def term(self, v: Views) -> Tensor:

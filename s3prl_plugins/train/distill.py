@@ -123,7 +123,8 @@ def check_student_section(section: Any) -> Dict[str, Any]:
         name = section["preset"]
         if name not in factories.PRESETS:
             raise ConfigError(
-                f"student.preset: unknown preset {name!r}{nearest(str(name), factories.PRESETS)}; presets: {', '.join(sorted(factories.PRESETS))}"
+                f"student.preset: unknown preset {name!r}{nearest(str(name), factories.PRESETS)}; "
+                f"presets: {', '.join(sorted(factories.PRESETS))}"
             )
         out = {"preset": name}
     elif kinds == ["factory"]:
@@ -206,8 +207,9 @@ def init_from_teacher(student: SSLModel, teacher: SSLModel, frontend: bool = Tru
             )
         if tuple(t_state[key].shape) != tuple(state[key].shape):
             raise ValueError(
-                f"init_from_teacher: {key} is {tuple(state[key].shape)} in the student, {tuple(t_state[key].shape)} in the "
-                "teacher: give the student the teacher's shape there (DistilHuBERT keeps HuBERT's CNN and layer widths)"
+                f"init_from_teacher: {key} is {tuple(state[key].shape)} in the student, "
+                f"{tuple(t_state[key].shape)} in the teacher: give the student the teacher's shape there "
+                "(DistilHuBERT keeps HuBERT's CNN and layer widths)"
             )
         state[key] = t_state[key].detach().clone()
         copied.append(key)

@@ -103,7 +103,8 @@ def check_model_section(section: Any, where: str = "model") -> Dict[str, Any]:
     name = section.get("factory")
     if not isinstance(name, str) or name not in FACTORIES:
         raise ConfigError(
-            f"{where}.factory: must be one of {', '.join(sorted(FACTORIES))}, not {name!r}{nearest(str(name), FACTORIES)}"
+            f"{where}.factory: must be one of {', '.join(sorted(FACTORIES))}, "
+            f"not {name!r}{nearest(str(name), FACTORIES)}"
         )
     args = check_kwargs(
         FACTORIES[name], section.get("args"), f"{where}.args", extra=_model_field_types(), ranges=MODEL_ARG_RANGES

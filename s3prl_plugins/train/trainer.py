@@ -490,7 +490,8 @@ class Trainer:
         ]
         if bad:
             raise TrainingError(
-                f"{path}: the checkpoint holds a model of another shape ({'; '.join(bad[:3])}): train into another trainer.exp_dir or start over with --restart"
+                f"{path}: the checkpoint holds a model of another shape ({'; '.join(bad[:3])}): "
+                "train into another trainer.exp_dir or start over with --restart"
             )
         # strict=False: a frozen teacher is not stored; missing keys are filtered and unexpected ones raise just below
         missing, unexpected = self.task.load_state_dict(ckpt["task_state"], strict=False)

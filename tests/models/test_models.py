@@ -360,7 +360,8 @@ def test_weights_with_nan_or_inf_are_refused_at_load_naming_the_tensors(tmp_path
     for load in (load_checkpoint, load_pretrained):
         with pytest.raises(
             CheckpointError,
-            match=rf"2 tensor\(s\) hold NaN or Inf values: {re.escape(names[0])} \(1 of \d+\), {re.escape(names[-1])} \(2 of",
+            match=rf"2 tensor\(s\) hold NaN or Inf values: {re.escape(names[0])} \(1 of \d+\), "
+            rf"{re.escape(names[-1])} \(2 of",
         ):
             load(path)
     assert convert.main([path, "--out", str(tmp_path / "out.pt")]) == 2
@@ -372,7 +373,8 @@ def test_weights_with_nan_or_inf_are_refused_at_load_naming_the_tensors(tmp_path
     [
         RuntimeError("[enforce fail at inline_container.cc:664] . unexpected pos 704 vs 598"),
         RuntimeError(
-            "[enforce fail at inline_container.cc:603] . PytorchStreamWriter failed writing file data/0: file write failed"
+            "[enforce fail at inline_container.cc:603] . PytorchStreamWriter failed writing file data/0: "
+            "file write failed"
         ),
         OSError(28, "No space left on device"),
     ],

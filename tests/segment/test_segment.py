@@ -238,7 +238,8 @@ def test_mfa_path_with_a_stand_in_binary(tmp_path, monkeypatch):
         "for spk in os.listdir(corpus):\n"
         "    for f in os.listdir(os.path.join(corpus, spk)):\n"
         "        if f.endswith('.lab') and not f.startswith('s2-c'):\n"
-        "            write_textgrid(os.path.join(out, spk, f[:-4] + '.TextGrid'), {'words': [(0.1, 0.4, 'hello'), (0.5, 0.9, 'world')]}, 1.0)\n"
+        "            write_textgrid(os.path.join(out, spk, f[:-4] + '.TextGrid'), "
+        "{'words': [(0.1, 0.4, 'hello'), (0.5, 0.9, 'world')]}, 1.0)\n"
     )
     fake.chmod(0o755)
     monkeypatch.setenv("PATH", f"{bindir}:{os.environ['PATH']}")

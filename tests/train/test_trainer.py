@@ -376,8 +376,13 @@ class DS(torch.utils.data.Dataset):
     def __getitem__(self, i): return {"x": torch.ones(3)}
 
 task = Task()
-Trainer(TrainerConfig(exp_dir=sys.argv[1], max_steps=10, save_every=100, log_every=1, device="cpu", optimizer="adam", lr=0.0),
-        task, (DS(), [[0], [1], [2], [3]], lambda items: {"x": torch.stack([it["x"] for it in items])})).train(resume=False)
+Trainer(
+    TrainerConfig(
+        exp_dir=sys.argv[1], max_steps=10, save_every=100, log_every=1, device="cpu", optimizer="adam", lr=0.0
+    ),
+    task,
+    (DS(), [[0], [1], [2], [3]], lambda items: {"x": torch.stack([it["x"] for it in items])}),
+).train(resume=False)
 with open(os.path.join(sys.argv[1], f"seen{rank}.json"), "w") as f:
     json.dump(task.seen, f)
 dist.destroy_process_group()

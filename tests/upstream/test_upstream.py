@@ -79,7 +79,8 @@ def test_registration_is_automatic_in_a_fresh_interpreter(star_ckpt):
         f"e = h.star_hubert_local(ckpt={star_ckpt!r})\n"
         "import torch\n"
         "out = e([torch.randn(16000), torch.randn(8000)])\n"
-        "print(len(out['hidden_states']), tuple(out['hidden_states'][0].shape), sorted(n for n in h.options() if 'star' in n or 'melhubert' in n or 'cif' in n))\n"
+        "print(len(out['hidden_states']), tuple(out['hidden_states'][0].shape), "
+        "sorted(n for n in h.options() if 'star' in n or 'melhubert' in n or 'cif' in n))\n"
     )
     r = _fresh_python(code)
     assert r.returncode == 0, r.stderr[-2000:]
@@ -93,7 +94,8 @@ def test_autoload_adds_no_start_up_cost():
     """A program that never touches s3prl imports neither torch nor s3prl because of us, and our
     start-up hook's own import time is a couple of milliseconds."""
     r = _fresh_python(
-        "import sys; print(sorted(m for m in ('torch', 's3prl', 's3prl_plugins.upstream', 's3prl_plugins.models') if m in sys.modules))"
+        "import sys; print(sorted(m for m in ('torch', 's3prl', 's3prl_plugins.upstream', 's3prl_plugins.models') "
+        "if m in sys.modules))"
     )
     assert r.returncode == 0 and r.stdout.strip() == "[]", r.stdout + r.stderr
     r = subprocess.run([sys.executable, "-X", "importtime", "-c", "pass"], capture_output=True, text=True, cwd="/")

@@ -272,7 +272,10 @@ def resolve(name: str, model_config: Optional[str] = None) -> nn.Module:
 
 
 def format_table(profiles: Sequence[Profile]) -> str:
-    head = f"{'model':<22}{'params (M)':>12}{'backbone (M)':>14}{'GMACs/s':>10}{'GMACs-C/s':>11}{'total GMACs':>13}{'RTF cpu':>10}"
+    head = (
+        f"{'model':<22}{'params (M)':>12}{'backbone (M)':>14}{'GMACs/s':>10}{'GMACs-C/s':>11}"
+        f"{'total GMACs':>13}{'RTF cpu':>10}"
+    )
     rows = [head, "-" * len(head)]
     for p in profiles:
         mc = "-" if p.macs_c_per_second is None else f"{p.macs_c_per_second / 1e9:.3f}"

@@ -216,7 +216,10 @@ def plot_diagonality(chains: Dict[str, Rows], path: str, title: str = "") -> Opt
 
 
 def markdown_table(chains: Dict[str, Rows]) -> str:
-    head = "| chain | iteration | layers | attn heads | FFN units | weight density | loss after pruning | loss | params (M, nonzero) | MACs/s (M, nonzero) | RTF CPU | PER (%) | SID acc. (%) | diagonality |"
+    head = (
+        "| chain | iteration | layers | attn heads | FFN units | weight density | loss after pruning | loss "
+        "| params (M, nonzero) | MACs/s (M, nonzero) | RTF CPU | PER (%) | SID acc. (%) | diagonality |"
+    )
     lines = [head, "|" + "---|" * 14]
 
     def f(v, fmt):
@@ -226,9 +229,11 @@ def markdown_table(chains: Dict[str, Rows]) -> str:
         for r in rows:
             per, sid = r.get("per"), r.get("sid_accuracy")
             lines.append(
-                f"| {name} | {r['name']} | {r.get('layers')} | {r.get('attention_heads')} | {r.get('ffn_units')} | {f(r.get('weight_density'), '.3f')} "
-                f"| {f(r.get('loss_pruned'), '.3f')} | {f(r.get('loss'), '.3f')} | {f((r.get('params_nonzero') or 0) / 1e6, '.3f')} "
-                f"| {f((r.get('macs_nonzero_per_second') or 0) / 1e6, '.1f')} | {f(r.get('rtf_cpu'), '.4f')} | {f(None if per is None else 100 * per, '.1f')} "
+                f"| {name} | {r['name']} | {r.get('layers')} | {r.get('attention_heads')} | {r.get('ffn_units')} "
+                f"| {f(r.get('weight_density'), '.3f')} | {f(r.get('loss_pruned'), '.3f')} "
+                f"| {f(r.get('loss'), '.3f')} | {f((r.get('params_nonzero') or 0) / 1e6, '.3f')} "
+                f"| {f((r.get('macs_nonzero_per_second') or 0) / 1e6, '.1f')} | {f(r.get('rtf_cpu'), '.4f')} "
+                f"| {f(None if per is None else 100 * per, '.1f')} "
                 f"| {f(None if sid is None else 100 * sid, '.1f')} | {f(r.get('diagonality'), '.3f')} |"
             )
     return "\n".join(lines) + "\n"

@@ -33,14 +33,19 @@ def mini_report(subsampling: Sequence[str] = ()) -> None:
             f"{t.get('mean_abs_boundary_ms', float('nan')):.1f} ms mean, {t.get('failed', 0)} failed"
         )
     where = {
-        "hubert_tiny": "teacher:       exp/hubert_tiny/model.pt and exp/hubert_tiny/hubert_local.pt (s3prl hubert_local)",
+        "hubert_tiny": (
+            "teacher:       exp/hubert_tiny/model.pt and exp/hubert_tiny/hubert_local.pt (s3prl hubert_local)"
+        ),
         "melhubert_tiny": "teacher:       exp/melhubert_tiny/model.pt (melhubert_local)",
         "star_tiny": "student:       exp/star_tiny/model.pt (STaR; s3prl star_hubert_local)",
-        "distilhubert_tiny": "student:       exp/distilhubert_tiny/model.pt (DistilHuBERT-style; s3prl star_hubert_local)",
+        "distilhubert_tiny": (
+            "student:       exp/distilhubert_tiny/model.pt (DistilHuBERT-style; s3prl star_hubert_local)"
+        ),
     }
     for v in subsampling:
         where[f"distilhubert_tiny_{v}"] = (
-            f"student:       exp/distilhubert_tiny_{v}/model.pt (DistilHuBERT-style, subsampled: {v}; s3prl distilhubert_cif_local)"
+            f"student:       exp/distilhubert_tiny_{v}/model.pt (DistilHuBERT-style, subsampled: {v}; "
+            "s3prl distilhubert_cif_local)"
         )
     models = {}
     for name, line in where.items():
@@ -79,7 +84,8 @@ def mini_report(subsampling: Sequence[str] = ()) -> None:
         students, "exp/subsampling.png", "mini corpus: DistilHuBERT-style students by sequence subsampling"
     ):
         print(
-            "plot:          exp/subsampling.png (phone error vs frame rate and GMACs-C/s of the DistilHuBERT-style students)"
+            "plot:          exp/subsampling.png (phone error vs frame rate and GMACs-C/s of the "
+            "DistilHuBERT-style students)"
         )
     rates = load("exp/unit_rates.json")
     if rates:

@@ -118,9 +118,16 @@ def _overall_cell(r: Dict[str, object], key: str, fmt: str) -> Optional[str]:
         return format(r[f"superb_{key}"], fmt)  # type: ignore[arg-type]
     if r.get(f"superb_partial_{key}") is None:
         return None
-    names = list(r.get("superb") or {}) if key == "overall" else list(r.get("superb_tasks") or [])  # type: ignore[call-overload]
+    names = (
+        list(r.get("superb") or {})  # type: ignore[call-overload]
+        if key == "overall"
+        else list(r.get("superb_tasks") or [])  # type: ignore[call-overload]
+    )
     total = 11 if key == "overall" else 10
-    return f"{format(r[f'superb_partial_{key}'], fmt)} (mean of {len(names)}/{total}: {', '.join(names)})"  # type: ignore[arg-type]
+    return (
+        f"{format(r[f'superb_partial_{key}'], fmt)} (mean of {len(names)}/{total}: "  # type: ignore[arg-type]
+        f"{', '.join(names)})"
+    )
 
 
 def build_report(
@@ -229,7 +236,8 @@ def format_report(report: Dict[str, Dict[str, object]]) -> str:
         rtf_s = (f" {r['rtf_cpu']:>7.4f}" if r.get("rtf_cpu") is not None else f" {'-':>7}") if has_rtf else ""
         asr = (f" {r['asr5k_wer']:>6.1f}%" if r.get("asr5k_wer") is not None else f" {'-':>7}") if has_asr5k else ""
         rows.append(
-            f"{name:<{width}} {params:>12} {macs:>9} {macs_c:>10} {rate:>8}{rtf_s} {pct(r.get('probe_per')):>10}{accs}{sups}{asr}  {r.get('source', '')}"
+            f"{name:<{width}} {params:>12} {macs:>9} {macs_c:>10} {rate:>8}{rtf_s} {pct(r.get('probe_per')):>10}"
+            f"{accs}{sups}{asr}  {r.get('source', '')}"
         )  # type: ignore[arg-type]
     return "\n".join(rows)
 
@@ -412,7 +420,8 @@ def write_markdown(
         "Params without pre-training heads; MACs per second of speech (GMACs-C: without the CNN front-end); "
         "RTF: seconds of compute per second of audio, 10 s utterance, batch 1. Probe: this package's in-process "
         "probes; SUPERB: s3prl's own runner (`bin/run_downstream`), Overall/General. over all 11 metrics / 10 tasks, "
-        "or the partial mean of the tasks named in the cell (missing ones are listed in report.json); ASR-5k: ESPnet (`bin/espnet_asr`).",
+        "or the partial mean of the tasks named in the cell (missing ones are listed in report.json); "
+        "ASR-5k: ESPnet (`bin/espnet_asr`).",
     ]
     lines += [""] + [f"- {n}" for n in notes] if notes else []
     base = os.path.dirname(os.path.abspath(path))

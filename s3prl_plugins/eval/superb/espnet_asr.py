@@ -356,7 +356,8 @@ def score(ref_text: str, hyp_text: str, out_json: Optional[str] = None) -> dict:
     extra = sorted(set(hyp) - set(ref))
     if extra:
         raise EspnetError(
-            f"{hyp_text}: {len(extra)} utterance(s) not in {ref_text} (e.g. {extra[0]}): a transcript that does not match"
+            f"{hyp_text}: {len(extra)} utterance(s) not in {ref_text} (e.g. {extra[0]}): "
+            "a transcript that does not match"
         )
     utts = sorted(ref)
     refs, hyps = [ref[u] for u in utts], [hyp.get(u, "") for u in utts]

@@ -36,8 +36,8 @@ on torch 2.8 and a CPU host, each one tested (``tests/eval/superb/test_superb_ru
   layer count does not fit the upstream gets an error naming both.
 
 Metrics: the stock experts print ``<split> wer: X`` (asr), ``<split> acc: X`` (speech_commands,
-voxceleb1), ``<split> per: X`` (ctc; fractions except asr's WER); :func:`run` keeps what was printed and, for ``-m evaluate``,
-writes ``<expdir>/superb_<split>.json`` with the metric in SUPERB's units (%).
+voxceleb1), ``<split> per: X`` (ctc; fractions except asr's WER); :func:`run` keeps what was printed and,
+for ``-m evaluate``, writes ``<expdir>/superb_<split>.json`` with the metric in SUPERB's units (%).
 """
 
 from __future__ import annotations

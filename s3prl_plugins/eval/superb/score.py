@@ -227,7 +227,8 @@ def check_metrics(metrics: dict, source: str = "the results", fractions: bool = 
         shown = ", ".join(f"{k} = {v:g}" for k, v in accs.items())
         raise ValueError(
             f"{source}: {shown}: every accuracy lies in [0, 1] -- a fraction, as s3prl prints `test acc:`, not a "
-            f"percentage as SUPERB reports it. Give percentages ({', '.join(f'{k}: {100 * v:g}' for k, v in accs.items())}), "
+            "percentage as SUPERB reports it. "
+            f"Give percentages ({', '.join(f'{k}: {100 * v:g}' for k, v in accs.items())}), "
             "or pass --fractions (fractions=True in Python) to convert them"
         )
     return out
@@ -377,9 +378,9 @@ def read_results(paths: Sequence[str], text: Optional[str] = None) -> Tuple[Dict
                 )
             if not own:
                 raise ValueError(
-                    f"{path}: no SUPERB result in it or below it (looked for superb_test.json / superb_test-clean.json, "
-                    "which `python -m s3prl_plugins.bin.run_downstream -m evaluate` writes into each task's experiment, "
-                    "and a submission's results.json)"
+                    f"{path}: no SUPERB result in it or below it (looked for superb_test.json / "
+                    "superb_test-clean.json, which `python -m s3prl_plugins.bin.run_downstream -m evaluate` writes "
+                    "into each task's experiment, and a submission's results.json)"
                 )
             for p in own:
                 add(read(p), p)

@@ -194,9 +194,9 @@ def model_card(
                 "params": profile["params"],
                 "macs_superb": profile["macs_total"],
                 "macs_per_second": profile["macs_per_second"],
-                "macs_protocol": f"{profile['num_utterances']} utterances, {profile['seconds']:.2f} s in total, batch 1: the "
-                "lengths of SUPERB@SLT's 32 LibriSpeech test-clean utterances (1-20 s, 224.86 s); MACs of a "
-                "fixed-rate model depend on the lengths only",
+                "macs_protocol": f"{profile['num_utterances']} utterances, {profile['seconds']:.2f} s in total, "
+                "batch 1: the lengths of SUPERB@SLT's 32 LibriSpeech test-clean utterances (1-20 s, 224.86 s); "
+                "MACs of a fixed-rate model depend on the lengths only",
             }
         )
     return card
@@ -246,7 +246,8 @@ def build_submission(out: str, experiments: Dict[str, str], card: dict) -> dict:
         folds = [t for t in included if t.startswith("er_fold")]
         if 0 < len(folds) < 5:
             warnings.append(
-                f"ER has {len(folds)} of 5 folds ({', '.join(sorted(folds))}): the leaderboard scores ER only with all five"
+                f"ER has {len(folds)} of 5 folds ({', '.join(sorted(folds))}): "
+                "the leaderboard scores ER only with all five"
             )
         with zipfile.ZipFile(os.path.join(tmp, "predict.zip"), "w", zipfile.ZIP_DEFLATED) as z:
             for path in sorted(glob.glob(os.path.join(tmp, "predict", "**", "*"), recursive=True)):
@@ -283,7 +284,8 @@ def _readme(card: dict, included: Dict[str, int], results: Dict[str, float], war
         f"| checkpoint | `{fmt(card.get('checkpoint'))}` (sha256 `{fmt(card.get('checkpoint_sha256'))}`) |",
         f"| parameters | {fmt(card.get('params'))} |",
         f"| MACs (SUPERB@SLT protocol) | {fmt(card.get('macs_superb'))} |",
-        f"| MACs per second of speech | {fmt(None if card.get('macs_per_second') is None else round(card['macs_per_second']))} |",
+        "| MACs per second of speech | "
+        f"{fmt(None if card.get('macs_per_second') is None else round(card['macs_per_second']))} |",
         f"| MAC protocol | {fmt(card.get('macs_protocol'))} |",
         f"| stride | {fmt(card.get('stride_samples'))} samples ({fmt(card.get('stride_ms'))} ms) |",
         f"| input | {card['input']} |",

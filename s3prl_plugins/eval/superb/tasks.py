@@ -24,11 +24,12 @@ files come from an interactive script missing from it. :func:`prepare` writes th
 
 Each task's ``config.yaml`` carries SUPERB's hyper-parameters (written here from the SUPERB paper's
 protocol and s3prl's documented recipe, not copied): PR Adam 1e-2 with s3prl's linear warm-up schedule
-(5% warm-up), a linear CTC head over a 256-d projection, 100k steps, batch 16 with 2x accumulation; ASR Adam 1e-4, a 2-layer 1024-unit BLSTM over a
-1024-d projection, CTC on characters, SpecAugment, 200k steps, batch 32; KS and SID Adam 1e-4 over a
-256-d projection with mean pooling and a linear classifier, 200k steps, batch 32 (KS) and 8 with 4x
-gradient accumulation (SID). ``steps`` overrides the step counts (eval/save intervals follow); any
-field can also be overridden at run time with s3prl's own ``-o "config.runner.total_steps=20"``.
+(5% warm-up), a linear CTC head over a 256-d projection, 100k steps, batch 16 with 2x accumulation; ASR
+Adam 1e-4, a 2-layer 1024-unit BLSTM over a 1024-d projection, CTC on characters, SpecAugment, 200k steps,
+batch 32; KS and SID Adam 1e-4 over a 256-d projection with mean pooling and a linear classifier, 200k
+steps, batch 32 (KS) and 8 with 4x gradient accumulation (SID). ``steps`` overrides the step counts
+(eval/save intervals follow); any field can also be overridden at run time with s3prl's own
+``-o "config.runner.total_steps=20"``.
 Everything is written into ``<out>.tmp`` and renamed at the end: a failed preparation leaves nothing.
 """
 
@@ -187,7 +188,8 @@ def prepare_asr(
             if unknown:
                 raise TaskDataError(
                     f"{dirs[role]}/text: {utt} has characters the training text never has: {' '.join(unknown)} "
-                    f"(the dictionary is {train}'s characters and A-Z, '; normalise the text or add training data that has them)"
+                    f"(the dictionary is {train}'s characters and A-Z, '; "
+                    "normalise the text or add training data that has them)"
                 )
     with open(os.path.join(out, "char.dict"), "w", encoding="utf-8") as f:
         for ch in alphabet:
@@ -370,7 +372,8 @@ def prepare_sid(train: str, dev: str, test: str, out: str, steps: int = 200000, 
 def prepare_ks(
     speech_commands: str, out: str, steps: int = 200000, num_workers: int = 4, test_root: Optional[str] = None
 ) -> dict:
-    """``speech_commands``: the folder holding ``speech_commands_v0.01`` (and ``..._test_set_v0.01``), or the train root itself."""
+    """``speech_commands``: the folder holding ``speech_commands_v0.01`` (and ``..._test_set_v0.01``), or the
+    train root itself."""
     root = speech_commands
     if os.path.isdir(os.path.join(root, "speech_commands_v0.01")):
         test_root = test_root or os.path.join(root, "speech_commands_test_set_v0.01")
@@ -416,7 +419,8 @@ def prepare(task: str, out: str, **kwargs) -> str:
         text = yaml.safe_dump(config, sort_keys=False).replace(tmp, out)
         with open(os.path.join(tmp, "config.yaml"), "w", encoding="utf-8") as f:
             f.write(
-                f"# SUPERB {task.upper()} for s3prl's run_downstream -d {DOWNSTREAM[task]} (written by s3prl_plugins)\n{text}"
+                f"# SUPERB {task.upper()} for s3prl's run_downstream -d {DOWNSTREAM[task]} "
+                f"(written by s3prl_plugins)\n{text}"
             )
     return os.path.join(out, "config.yaml")
 

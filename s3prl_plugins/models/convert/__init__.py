@@ -1,6 +1,7 @@
 """Converters from reference checkpoints (s3prl, fairseq, Hugging Face ``transformers``, torchaudio) to
-our :class:`~s3prl_plugins.models.SSLModel` (and the published STaRHuBERT Lightning format, :mod:`.star_lightning`). Each returns ``(config, state_dict)``; keys are mapped
-explicitly (see :mod:`.keymap`) and unknown keys raise :class:`ConversionError`."""
+our :class:`~s3prl_plugins.models.SSLModel` (and the published STaRHuBERT Lightning format,
+:mod:`.star_lightning`). Each returns ``(config, state_dict)``; keys are mapped explicitly (see
+:mod:`.keymap`) and unknown keys raise :class:`ConversionError`."""
 
 from s3prl_plugins.models.convert.detect import detect_format
 from s3prl_plugins.models.convert.from_fairseq import from_fairseq

@@ -24,7 +24,9 @@ def _fairseq_backbone_keys(conv_norm: str) -> Dict[str, str]:
         r"encoder\.pos_conv\.conv\.parametrizations\.weight\.original0": "encoder.pos_conv.0.weight_g",
         r"encoder\.pos_conv\.conv\.parametrizations\.weight\.original1": "encoder.pos_conv.0.weight_v",
         r"encoder\.layer_norm\.(weight|bias)": r"encoder.layer_norm.\1",
-        r"encoder\.layers\.(\d+)\.attention\.(q|k|v|out)_proj\.(weight|bias)": r"encoder.layers.\1.self_attn.\2_proj.\3",
+        r"encoder\.layers\.(\d+)\.attention\.(q|k|v|out)_proj\.(weight|bias)": (
+            r"encoder.layers.\1.self_attn.\2_proj.\3"
+        ),
         r"encoder\.layers\.(\d+)\.attention_layer_norm\.(weight|bias)": r"encoder.layers.\1.self_attn_layer_norm.\2",
         r"encoder\.layers\.(\d+)\.feed_forward\.(fc1|fc2)\.(weight|bias)": r"encoder.layers.\1.\2.\3",
         r"encoder\.layers\.(\d+)\.final_layer_norm\.(weight|bias)": r"encoder.layers.\1.final_layer_norm.\2",

@@ -219,7 +219,8 @@ TINY = {  # a few steps of each task, small heads: the stock code path, not SUPE
     "config.downstream_expert.modelrc.RNNs.dim=[16],,config.downstream_expert.modelrc.RNNs.dropout=[0.0],,"
     "config.downstream_expert.modelrc.RNNs.layer_norm=[False],,config.downstream_expert.modelrc.RNNs.proj=[False],,"
     "config.downstream_expert.modelrc.RNNs.sample_rate=[1],,config.downstream_expert.datarc.batch_size=4",
-    "sid": "config.runner.total_steps=6,,config.runner.gradient_accumulate_steps=2,,config.downstream_expert.datarc.train_batch_size=4",
+    "sid": "config.runner.total_steps=6,,config.runner.gradient_accumulate_steps=2,,"
+    "config.downstream_expert.datarc.train_batch_size=4",
     "ks": "config.runner.total_steps=6,,config.downstream_expert.datarc.batch_size=8",
 }
 
