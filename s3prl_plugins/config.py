@@ -230,7 +230,8 @@ def check_range(value: Any, meta: Mapping[str, Any], key: str) -> None:
         return
     if "choices" in meta and value not in meta["choices"]:
         raise ConfigError(
-            f"{key}: must be one of {', '.join(map(str, meta['choices']))}, not {value!r}{nearest(value, map(str, meta['choices']))}"
+            f"{key}: must be one of {', '.join(map(str, meta['choices']))}, "
+            f"not {value!r}{nearest(value, map(str, meta['choices']))}"
         )
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return

@@ -5,7 +5,7 @@ Usage::
     python -m s3prl_plugins.bin.inspect conf/star.yaml --key trainer.exp_dir --default exp/star   # YAML / JSON
     python -m s3prl_plugins.bin.inspect exp/star/model.pt --key model_config.embed_dim          # a checkpoint
     python -m s3prl_plugins.bin.inspect data/train_clean_100                                       # a Kaldi data dir
-    python -m s3prl_plugins.bin.inspect hubert_base --load                                         # any load_pretrained source
+    python -m s3prl_plugins.bin.inspect hubert_base --load              # any load_pretrained source
     python -m s3prl_plugins.bin.inspect --downstream ks       # s3prl's downstream of a SUPERB task
     python -m s3prl_plugins.bin.inspect --mfa                 # exit 0 when Montreal Forced Aligner runs here
     python -m s3prl_plugins.bin.inspect exp/star/model.pt --upstream    # the s3prl hub entry that loads it
