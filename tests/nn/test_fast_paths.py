@@ -226,8 +226,10 @@ def test_model_fast_paths_under_bf16_autocast_match_float32_as_well_as_the_plain
 
 
 def test_distillation_step_under_bf16_autocast_fast_vs_plain():
-    """One STaR update's loss and gradients under the CPU's bf16 autocast: the fast paths give what the
-    plain forms give, within bf16 rounding."""
+    """One STaR update's loss and gradients under the CPU's bf16 autocast, each measured against the same
+    update in float32: the fast paths are within bf16 rounding of it and no further from it than the plain
+    forms. (On CPUs with AMX the plain forms drift by ~4 % in the loss, mostly through the bf16 positional
+    convolution that the fast path keeps in float32; the fast path stays within 0.2 %.)"""
     torch.manual_seed(0)
     teacher = SSLModel(_tiny())
     student_cfg = star_hubert_config(
@@ -243,19 +245,27 @@ def test_distillation_step_under_bf16_autocast_fast_vs_plain():
     )
     student = SSLModel(student_cfg)
     wavs, lengths = _wavs()
-    results = []
-    for options in (SPEED_OPTIONS, SPEED_OPTIONS_OFF):
+    results = {}
+    for name, options, bf16 in (
+        ("fp32", SPEED_OPTIONS_OFF, False),
+        ("fast", SPEED_OPTIONS, True),
+        ("plain", SPEED_OPTIONS_OFF, True),
+    ):
         teacher.set_speed_options(**options)
         student.set_speed_options(**options)
         task = DistillationTask(teacher, student, {"layer_wise": 1.0, "intra_layer": 1.0}, method="direct")
         student.zero_grad()
-        with torch.autocast(**BF16):
+        with torch.autocast(**BF16, enabled=bf16):
             loss, _ = task({"wavs": wavs, "lengths": lengths})
         loss.backward()
-        results.append((loss.item(), torch.cat([p.grad.flatten() for p in student.parameters()])))
-    (l_fast, g_fast), (l_plain, g_plain) = results
-    assert abs(l_fast / l_plain - 1) < 1e-2
-    assert F.cosine_similarity(g_fast, g_plain, dim=0) > 0.99
+        results[name] = (loss.item(), torch.cat([p.grad.flatten() for p in student.parameters()]))
+    l_ref, g_ref = results["fp32"]
+    loss_err = {k: abs(results[k][0] / l_ref - 1) for k in ("fast", "plain")}
+    cos = {k: F.cosine_similarity(results[k][1], g_ref, dim=0).item() for k in ("fast", "plain")}
+    assert loss_err["fast"] < 1e-2, loss_err
+    assert cos["fast"] > 0.99, cos
+    assert loss_err["fast"] <= 1.5 * loss_err["plain"] + 2e-3, loss_err
+    assert 1 - cos["fast"] <= 1.5 * (1 - cos["plain"]) + 1e-3, cos
 
 
 # --- the checkpoint format ------------------------------------------------------------------------------------
