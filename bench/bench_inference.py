@@ -1,8 +1,11 @@
 """CPU inference benchmark (batch 1, warmed up, median of runs).
 
-1. Ours vs s3prl's implementation of the same architecture, same weights (outputs checked identical):
+1. Ours vs s3prl's implementation of the same architecture, same weights (outputs checked equal):
    HuBERT BASE (s3prl ``hubert`` expert) and DistilHuBERT (s3prl ``distiller`` expert).
 2. Students vs HuBERT BASE (ours): DistilHuBERT, STaRHuBERT, STaRHuBERT-L.
+3. The CPU fast path (``cpu_fast_path``: chunked CNN with the GroupNorm folded, FFT positional
+   convolution) against the plain forms, per preset, with where the time goes (CNN, positional
+   convolution, transformer layers) in each.
 
 Reports ratios measured in the same run (>1 means faster than the baseline). Usage:
     python bench/bench_inference.py [--seconds 10] [--repeats 7] [--threads 2]
@@ -30,18 +33,52 @@ from s3prl_plugins.models.loading import load_pretrained  # noqa: E402
 HUBERT_CONV = "[(512,10,5)] + [(512,3,2)] * 4 + [(512,2,2)] * 2"
 
 
-def interleaved(fns, repeats, warmup=2):
-    """Median time of each function, run in turn (A B A B ...) so that drifts of a shared machine hit
-    every candidate alike."""
+def interleaved(fns, repeats, warmup=1, burst=3):
+    """Median time of each function, run in turns of ``burst`` calls (AAA BBB AAA ...) so that drifts of
+    a shared machine hit every candidate alike while each turn runs warm, as a user's repeated calls do
+    (alternating single calls gives each the other's allocator and cache state). The first call of each
+    turn is not timed."""
     times = [[] for _ in fns]
     with torch.inference_mode():
-        for i in range(warmup + repeats):
+        for i in range(warmup + -(-repeats // burst)):
             for j, fn in enumerate(fns):
-                t0 = time.perf_counter()
                 fn()
-                if i >= warmup:
-                    times[j].append(time.perf_counter() - t0)
+                for _ in range(burst):
+                    t0 = time.perf_counter()
+                    fn()
+                    if i >= warmup:
+                        times[j].append(time.perf_counter() - t0)
     return [statistics.median(t) for t in times]
+
+
+def breakdown(model, wav, repeats):
+    """Seconds per call in the CNN (or log-Mel front-end), the positional convolution and the transformer
+    layers (forward hooks; median over ``repeats`` calls)."""
+    parts = {"frontend": [model.frontend], "pos_conv": [model.encoder.pos_conv], "layers": list(model.encoder.layers)}
+    spent = {k: 0.0 for k in parts}
+    handles = []
+    for name, modules in parts.items():
+        for m in modules:
+            if m is None:
+                continue
+            handles.append(m.register_forward_pre_hook(lambda m, i: setattr(m, "_t0", time.perf_counter())))
+            handles.append(
+                m.register_forward_hook(
+                    lambda m, i, o, name=name: spent.__setitem__(name, spent[name] + time.perf_counter() - m._t0)
+                )
+            )
+    samples = {k: [] for k in parts}
+    with torch.inference_mode():
+        model(wav)
+        for _ in range(repeats):
+            for k in spent:
+                spent[k] = 0.0
+            model(wav)
+            for k in spent:
+                samples[k].append(spent[k])
+    for h in handles:
+        h.remove()
+    return {k: statistics.median(v) for k, v in samples.items()}
 
 
 def main():
@@ -91,10 +128,42 @@ def main():
             "speedup": t["hubert_base"] / t[n],
         }
 
+    fast = {}
+    for n in ("hubert_base", "distilhubert", "star_hubert", "star_hubert_l", "melhubert_base_20ms"):
+        model = models.get(n) or build_model(preset_config(n)).eval()
+        on, off = (
+            (lambda: model.set_speed_options(cpu_fast_path=True)),
+            (lambda: model.set_speed_options(cpu_fast_path=False)),
+        )
+        with torch.inference_mode():
+            a = on()(wav[None]).hidden_states
+            b = off()(wav[None]).hidden_states
+            rel = max(((x - y).abs().max() / y.abs().max()).item() for x, y in zip(a, b))
+        t_fast, t_plain = interleaved([lambda: on()(wav[None]), lambda: off()(wav[None])], args.repeats)
+        parts = {"fast": breakdown(on(), wav[None], args.repeats), "plain": breakdown(off(), wav[None], args.repeats)}
+        on()
+        fast[n] = {
+            "fast_s": t_fast,
+            "plain_s": t_plain,
+            "speedup": t_plain / t_fast,
+            "max_rel_diff": rel,
+            "parts": parts,
+        }
+    results["cpu_fast_path"] = fast
+
     print(f"CPU, {args.threads} threads, batch 1, {args.seconds:.0f} s utterance, median of {args.repeats}")
     for k, v in results.items():
+        if k == "cpu_fast_path":
+            continue
         extra = f"  (outputs max |diff| {v['max_abs_diff']:.1e})" if "max_abs_diff" in v else ""
         print(f"{k:<32} speedup {v['speedup']:.2f}x{extra}")
+    print("cpu_fast_path vs plain forms (ms per call: total | CNN, positional conv, layers)")
+    for n, v in fast.items():
+        cells = " / ".join(
+            f"{v[k + '_s'] * 1e3:.0f} | " + ", ".join(f"{t * 1e3:.0f}" for t in v["parts"][k].values())
+            for k in ("plain", "fast")
+        )
+        print(f"  {n:<16} {v['speedup']:.2f}x  plain / fast: {cells}  (max rel diff {v['max_rel_diff']:.1e})")
     if args.json:
         with open(args.json, "w") as f:
             json.dump(results, f, indent=2)

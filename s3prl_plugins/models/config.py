@@ -15,8 +15,18 @@ from typing import Any, Dict, List, Optional, Tuple
 from s3prl_plugins.nn.transformer import POS_CONV_PRECISIONS
 
 # speed options of SSLModelConfig and their defaults (the fast paths); SPEED_OPTIONS_OFF: the plain forms
-SPEED_OPTIONS: Dict[str, Any] = {"pos_conv_precision": "fp32_forward", "fast_conv_norm": True, "batched_fbank": True}
-SPEED_OPTIONS_OFF: Dict[str, Any] = {"pos_conv_precision": "autocast", "fast_conv_norm": False, "batched_fbank": False}
+SPEED_OPTIONS: Dict[str, Any] = {
+    "pos_conv_precision": "fp32_forward",
+    "fast_conv_norm": True,
+    "batched_fbank": True,
+    "cpu_fast_path": True,
+}
+SPEED_OPTIONS_OFF: Dict[str, Any] = {
+    "pos_conv_precision": "autocast",
+    "fast_conv_norm": False,
+    "batched_fbank": False,
+    "cpu_fast_path": False,
+}
 
 HUBERT_CONV: List[Tuple[int, int, int]] = [(512, 10, 5)] + [(512, 3, 2)] * 4 + [(512, 2, 2)] * 2
 
@@ -76,11 +86,17 @@ class SSLModelConfig:
             (memory-bound: half the traffic). A speed option.
         batched_fbank: the log-Mel front-end computes the batch's filterbanks at once (equal, frame by frame,
             to Kaldi's per-utterance ``fbank``) instead of one utterance at a time. A speed option.
+        cpu_fast_path: in CPU inference (:func:`s3prl_plugins.nn.frontends.cpu_inference`) the waveform CNN
+            runs over chunks of time with its first layer's GroupNorm folded into that layer's weights
+            (:meth:`~s3prl_plugins.nn.frontends.ConvFeatureExtractor.forward_chunked`), and the positional
+            convolution runs by FFT (:meth:`~s3prl_plugins.nn.transformer.ConvPositionalEmbedding.fft_conv`);
+            the same outputs up to float rounding. A speed option.
 
     The speed options (:data:`SPEED_OPTIONS`) are left out of :meth:`to_dict` when at their default,
-    so checkpoints and saved configs are what they were before the options existed. They take effect on
-    the devices of :data:`s3prl_plugins.nn.frontends.FAST_PATH_DEVICES` (CUDA: on a CPU the plain forms
-    were faster); elsewhere the plain forms run whatever the options say.
+    so checkpoints and saved configs are what they were before the options existed. The first three take
+    effect on the devices of :data:`s3prl_plugins.nn.frontends.FAST_PATH_DEVICES` (CUDA: on a CPU the
+    plain forms were faster), ``cpu_fast_path`` in CPU inference only; elsewhere the plain forms run
+    whatever the options say.
     """
 
     frontend: str = "conv"
@@ -121,6 +137,7 @@ class SSLModelConfig:
     pos_conv_precision: str = "fp32_forward"
     fast_conv_norm: bool = True
     batched_fbank: bool = True
+    cpu_fast_path: bool = True
 
     def __post_init__(self) -> None:
         self.conv_layers = [tuple(int(v) for v in spec) for spec in self.conv_layers]  # type: ignore[misc]

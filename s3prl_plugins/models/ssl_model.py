@@ -67,7 +67,12 @@ class SSLModel(nn.Module):
         self.config = config
         if config.frontend == "conv":
             self.frontend: nn.Module = ConvFeatureExtractor(
-                config.conv_layers, config.conv_norm, config.conv_bias, config.conv_dropout, config.fast_conv_norm
+                config.conv_layers,
+                config.conv_norm,
+                config.conv_bias,
+                config.conv_dropout,
+                config.fast_conv_norm,
+                config.cpu_fast_path,
             )
         else:
             self.frontend = LogMelFrontend(
@@ -102,6 +107,7 @@ class SSLModel(nn.Module):
             conv_heads=config.conv_heads,
             conv_kernel=config.head_conv_kernel,
             pos_conv_precision=config.pos_conv_precision,
+            pos_conv_fft=config.cpu_fast_path,
         )
         self.head = build_head(config.embed_dim, config.head) if config.head else None
         spec = config.subsampling or {}
@@ -115,7 +121,7 @@ class SSLModel(nn.Module):
         return self.config.downsample_rate
 
     def set_speed_options(self, **options) -> "SSLModel":
-        """Switch speed options (``pos_conv_precision``, ``fast_conv_norm``, ``batched_fbank``; see
+        """Switch speed options (``pos_conv_precision``, ``fast_conv_norm``, ``batched_fbank``, ``cpu_fast_path``; see
         :class:`SSLModelConfig`) on a built model, in place; the config records them. The weights are untouched.
         Returns self."""
         unknown = sorted(set(options) - set(SPEED_OPTIONS))
@@ -124,9 +130,11 @@ class SSLModel(nn.Module):
         config = dataclasses.replace(self.config, **options)  # validated in __post_init__
         if self.encoder.pos_conv is not None:
             self.encoder.pos_conv.precision = config.pos_conv_precision
+            self.encoder.pos_conv.fft = bool(config.cpu_fast_path)
         if isinstance(self.frontend, ConvFeatureExtractor):
             for layer in self.frontend.conv_layers:
                 layer.fast_norm = bool(config.fast_conv_norm)
+            self.frontend.chunked = bool(config.cpu_fast_path)
         else:
             self.frontend.batched = bool(config.batched_fbank)
         self.config = config

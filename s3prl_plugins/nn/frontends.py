@@ -42,6 +42,19 @@ def fast_path_on(x: Tensor) -> bool:
     return x.device.type in FAST_PATH_DEVICES
 
 
+def cpu_inference(x: Tensor, module: nn.Module) -> bool:
+    """Whether ``module`` runs inference on the CPU here: a CPU tensor, no gradient, eval mode, no autocast,
+    and not inside an ONNX export, a trace or ``torch.compile`` (their graphs must hold the plain ops).
+    The CPU inference fast paths (:meth:`ConvFeatureExtractor.forward` with ``chunked``) run only then."""
+    if x.device.type != "cpu" or module.training or torch.is_grad_enabled() and x.requires_grad:
+        return False
+    if torch.is_grad_enabled() and any(p.requires_grad for p in module.parameters()):
+        return False
+    if autocast_dtype("cpu") is not None or torch.jit.is_tracing() or torch.jit.is_scripting():
+        return False
+    return not (torch.onnx.is_in_onnx_export() or torch.compiler.is_compiling())
+
+
 def autocast_dtype(device_type: str) -> Optional[torch.dtype]:
     """The dtype autocast computes in on this device type, or None when autocast is off there (or the
     device has no autocast: the meta device of MAC counting)."""
@@ -140,7 +153,15 @@ class ConvFeatureExtractor(nn.Module):
         dropout: dropout after each convolution (training only).
         fast_norm: compute the first layer's GroupNorm with :func:`channel_group_norm` (equal; faster on a
             GPU, :data:`FAST_PATH_DEVICES` only).
+        chunked: in CPU inference (:func:`cpu_inference`) run the CNN over chunks of time (equal; see
+            :meth:`forward_chunked`).
     """
+
+    # Largest activation one chunk may hold (batch x channels x frames x bytes, any layer). The plain
+    # forward writes HuBERT's first-layer output (64 MB per 10 s) to fresh pages that the CPU faults in
+    # every call and reads it back from memory; chunks of this size stay in the caches and are reused by
+    # the allocator. 12 MiB was the fastest of 1.5-32 MiB on 2 cores (bench/RESULTS.md, CPU fast path).
+    CHUNK_BYTES = 12 * 2**20
 
     def __init__(
         self,
@@ -149,8 +170,10 @@ class ConvFeatureExtractor(nn.Module):
         bias: bool = False,
         dropout: float = 0.0,
         fast_norm: bool = True,
+        chunked: bool = True,
     ):
         super().__init__()
+        self.chunked = chunked
         if norm not in ("group_norm", "layer_norm", "none"):
             raise ValueError(f"conv norm must be group_norm, layer_norm or none, not {norm!r}")
         self.specs: List[ConvSpec] = [tuple(int(v) for v in s) for s in specs]  # type: ignore[misc]
@@ -175,13 +198,73 @@ class ConvFeatureExtractor(nn.Module):
         Returns:
             features (batch, frames, channels) and (batch,) valid frames (None if ``lengths`` is None).
         """
+        if lengths is not None:
+            lengths = conv_output_lengths(lengths, self.specs)
+        if self.chunked and cpu_inference(waveforms, self):
+            frames = waveforms.size(1)
+            for _, kernel, stride in self.specs:
+                frames = max(0, (frames - kernel) // stride + 1)
+            if frames > 0:
+                return self.forward_chunked(waveforms, frames).transpose(1, 2), lengths
         x = waveforms.unsqueeze(1)
         for layer in self.conv_layers:
             x = layer(x)
-        x = x.transpose(1, 2)
-        if lengths is not None:
-            lengths = conv_output_lengths(lengths, self.specs)
-        return x, lengths
+        return x.transpose(1, 2), lengths
+
+    def forward_chunked(self, waveforms: Tensor, frames: int) -> Tensor:
+        """The CNN's output (batch, channels, frames) computed over chunks of output frames, each from the
+        samples of its receptive field (no padding anywhere: every output is the dot products the plain
+        forward computes), so that no layer's whole-utterance activation is ever materialised.
+
+        The first layer's GroupNorm (one group per channel, statistics over all the frames of an
+        utterance, padding included as in the plain form) needs the whole utterance; it is folded into
+        that layer's weights instead. The layer is linear in the unfolded input ``u_t`` (the ``kernel``
+        samples under frame ``t``): ``y_ct = w_c . u_t + b_c``, so its mean is ``w_c . m + b_c`` and its
+        (biased) variance ``w_c^T S w_c``, with ``m`` and ``S`` the mean and covariance of ``u_t`` over
+        the frames (a kernel x kernel matrix, computed in float64). GroupNorm then becomes one affine map
+        per channel, ``gamma_c (y_ct - mean_c) / sqrt(var_c + eps) + beta_c = w'_c . u_t + b'_c``, applied
+        chunk by chunk as one batched matrix product.
+        """
+        waveforms = waveforms.contiguous()
+        batch, samples = waveforms.shape
+        first = self.conv_layers[0]
+        channels, kernel, stride = self.specs[0]
+        fold = first.norm_kind == "group_norm"  # else the first layer is local in time too (or LayerNorm)
+        if fold:
+            w = first.conv.weight[:, 0]  # (C, K); a conv bias shifts y and its mean alike: it cancels
+            t0 = (samples - kernel) // stride + 1
+            u = waveforms.as_strided((batch, kernel, t0), (waveforms.stride(0), 1, stride)).double()
+            mean = u.mean(2)  # (B, K)
+            centred = u - mean[:, :, None]
+            cov = centred @ centred.transpose(1, 2) / t0  # (B, K, K)
+            wd = w.double()
+            wm = mean @ wd.T  # (B, C): the mean of y_ct less the bias, which GroupNorm removes with it
+            y_var = torch.einsum("ck,bkj,cj->bc", wd, cov, wd)
+            scale = first.norm.weight.double() / torch.sqrt(y_var + first.norm.eps)  # (B, C)
+            w_fold = (wd * scale[:, :, None]).to(waveforms.dtype)  # (B, C, K)
+            b_fold = (first.norm.bias.double() - wm * scale).to(waveforms.dtype)[:, :, None]  # (B, C, 1)
+        # output frames per final frame at each layer -> chunk size within CHUNK_BYTES
+        per_frame, rate = 0, 1
+        for c, _, s in reversed(self.specs):
+            per_frame = max(per_frame, c * rate)
+            rate *= s
+        chunk = max(16, self.CHUNK_BYTES // (batch * per_frame * waveforms.element_size()))
+        out = waveforms.new_empty(batch, self.output_dim, frames)
+        for n0 in range(0, frames, chunk):
+            n1 = min(frames, n0 + chunk)
+            start, end = n0, n1  # the input range of each layer, from the last back to the samples
+            for _, k, s in reversed(self.specs[1:]):
+                start, end = start * s, (end - 1) * s + k
+            if fold:
+                view = waveforms[:, start * stride :]
+                u = view.as_strided((batch, kernel, end - start), (waveforms.stride(0), 1, stride))
+                x = gelu(torch.baddbmm(b_fold, w_fold, u))
+            else:
+                x = first(waveforms[:, start * stride : (end - 1) * stride + kernel].unsqueeze(1))
+            for layer in self.conv_layers[1:]:
+                x = layer(x)
+            out[:, :, n0:n1] = x
+        return out
 
 
 class LogMelFrontend(nn.Module):
