@@ -14,6 +14,7 @@ Reports ratios measured in the same run (>1 means faster than the baseline). Usa
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import statistics
@@ -131,10 +132,8 @@ def main():
     fast = {}
     for n in ("hubert_base", "distilhubert", "star_hubert", "star_hubert_l", "melhubert_base_20ms"):
         model = models.get(n) or build_model(preset_config(n)).eval()
-        on, off = (
-            (lambda: model.set_speed_options(cpu_fast_path=True)),
-            (lambda: model.set_speed_options(cpu_fast_path=False)),
-        )
+        on = functools.partial(model.set_speed_options, cpu_fast_path=True)
+        off = functools.partial(model.set_speed_options, cpu_fast_path=False)
         with torch.inference_mode():
             a = on()(wav[None]).hidden_states
             b = off()(wav[None]).hidden_states

@@ -20,7 +20,7 @@ def main(argv=None) -> int:
         "--subsampling", nargs="*", default=[], help="the recipe's subsampled students (distilhubert_tiny_<name>)"
     )
     args = p.parse_args(argv)
-    mini_report(args.subsampling)
+    print("\n".join(mini_report(args.subsampling)))
     return 0
 
 

@@ -153,9 +153,8 @@ class ConvPositionalEmbedding(nn.Module):
         by FFT (overlap-save): each block of ``n - kernel + 1`` output frames is the inverse FFT of the
         input block's spectrum times the conjugate spectra of the filters, summed over each group's input
         channels (one complex matrix product per frequency and group). Equal to :attr:`conv` up to float
-        rounding (~1e-6 relative in float32); 1/32 of its multiply-adds at kernel 128 (bench/RESULTS.md:
-        7x faster on 2 CPU cores). The filters' spectra are computed once and kept while the weights are
-        unchanged (36 MiB for HuBERT BASE's 768 channels, 11 MiB for STaRHuBERT's 432)."""
+        rounding, with 1/32 of its multiply-adds at kernel 128 (figures: bench/RESULTS.md). The filters'
+        spectra are kept while the weights are unchanged (36 MiB at 768 channels)."""
         conv = self.conv
         batch, dim, frames = x.shape
         kernel, groups = conv.kernel_size[0], conv.groups

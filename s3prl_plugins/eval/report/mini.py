@@ -4,7 +4,7 @@
 import glob
 import json
 import os
-from typing import Sequence
+from typing import List, Sequence
 
 from s3prl_plugins.eval.report.report import (
     build_report,
@@ -17,18 +17,20 @@ from s3prl_plugins.eval.report.report import (
 )
 
 
-def mini_report(subsampling: Sequence[str] = ()) -> None:
-    """Print the report (stdout) and write ``exp/report.json``, ``exp/report.md`` and the PNG plots;
-    ``subsampling``: the recipe's subsampled students (``distilhubert_tiny_<v>``)."""
+def mini_report(subsampling: Sequence[str] = ()) -> List[str]:
+    """Write ``exp/report.json``, ``exp/report.md`` and the PNG plots and return the summary's lines (what
+    each stage made, the probes' table), which ``bin.mini_report`` prints; ``subsampling``: the recipe's
+    subsampled students (``distilhubert_tiny_<v>``)."""
+    lines: List[str] = []
 
     def load(p):
         return json.load(open(p)) if os.path.isfile(p) else None
 
-    print("corpus:        data/mini_corpus (LibriSpeech layout), data dirs in data/{train,dev,test}")
+    lines.append("corpus:        data/mini_corpus (LibriSpeech layout), data dirs in data/{train,dev,test}")
     rep = load("exp/align/report.json")
     if rep:
         t = rep["dirs"].get("test", {})
-        print(
+        lines.append(
             f"alignments:    exp/align/{{train,dev,test}}/*.TextGrid ({rep['method']}); test word-boundary error "
             f"{t.get('mean_abs_boundary_ms', float('nan')):.1f} ms mean, {t.get('failed', 0)} failed"
         )
@@ -50,11 +52,11 @@ def mini_report(subsampling: Sequence[str] = ()) -> None:
     models = {}
     for name, line in where.items():
         if os.path.isfile(f"exp/{name}/model.pt"):
-            print(line)
+            lines.append(line)
             models[name] = f"exp/{name}/model.pt"
     for name in list(models):  # the deployed graphs (stage 5's --int8), each beside its source
         if os.path.isfile(f"exp/{name}_int8.onnx"):
-            print(f"deployed:      exp/{name}_int8.onnx (int8 ONNX of {name}; onnxruntime, s3prl onnx_local)")
+            lines.append(f"deployed:      exp/{name}_int8.onnx (int8 ONNX of {name}; onnxruntime, s3prl onnx_local)")
             models[f"{name}_int8"] = f"exp/{name}_int8.onnx"
             where[f"{name}_int8"] = ""
     names = ["fbank"] + list(where)
@@ -74,22 +76,22 @@ def mini_report(subsampling: Sequence[str] = ()) -> None:
     with open("exp/report.json.tmp", "w") as f:
         json.dump(report, f, indent=2)
     os.replace("exp/report.json.tmp", "exp/report.json")
-    print(
+    lines.append(
         "\nprobes on frozen features -> exp/report.json: phone error rate (linear CTC, test);"
         " KS/SID accuracy (mean+std pooling, logistic regression, test)"
     )
-    print(format_report(report))
+    lines.append(format_report(report))
     students = {k: v for k, v in report.items() if k.startswith("distilhubert_tiny")}
     if plot_rate_tradeoff(
         students, "exp/subsampling.png", "mini corpus: DistilHuBERT-style students by sequence subsampling"
     ):
-        print(
+        lines.append(
             "plot:          exp/subsampling.png (phone error vs frame rate and GMACs-C/s of the "
             "DistilHuBERT-style students)"
         )
     rates = load("exp/unit_rates.json")
     if rates:
-        print(
+        lines.append(
             "unit rates:    exp/unit_rates.png (dev, units per second: "
             + ", ".join(f"{k} {v:.1f}" for k, v in rates["rates"].items())
             + ")"
@@ -111,4 +113,5 @@ def mini_report(subsampling: Sequence[str] = ()) -> None:
         for n in asr5k
     ]
     write_markdown(report, "exp/report.md", "mini corpus report", plots, notes)
-    print("report:        exp/report.md (table + exp/report_tradeoff.png, exp/report_losses.png)")
+    lines.append("report:        exp/report.md (table + exp/report_tradeoff.png, exp/report_losses.png)")
+    return lines
