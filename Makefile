@@ -1,6 +1,8 @@
 # s3prl-plugins -- every target installs what it needs first (tools/setup_env.sh, reused when unchanged).
 SHELL := /bin/bash
-PY = $(shell bash tools/setup_env.sh)
+# Each target's first command sets the environment up (tools/setup_env.sh, reused when unchanged) and stops the
+# target with the set-up's own error when it fails ($(shell ...) would swallow it and leave an empty $(PY)).
+PY = py=$$(bash tools/setup_env.sh) && "$$py"
 # This clone's code first, whatever the shared environment's editable install points at (tools/setup_env.sh).
 export PYTHONPATH := $(CURDIR)$(if $(PYTHONPATH),:$(PYTHONPATH))
 
@@ -20,10 +22,10 @@ test:              ## the default test suite (CPU, a few minutes)
 	$(PY) -m pytest -q tests
 
 lint:              ## the formatter and linter (ruff, configured in pyproject.toml); `make format` applies the formatter
-	$(PY) -m ruff check . && $(PY) -m ruff format --check .
+	$(PY) -m ruff check . && "$$py" -m ruff format --check .
 
 format:
-	$(PY) -m ruff check --fix . && $(PY) -m ruff format .
+	$(PY) -m ruff check --fix . && "$$py" -m ruff format .
 
 test-slow:         ## only the long end-to-end tests (the mini recipe, the stock runner per task, ESPnet, the chain); CI runs them after `make test`
 	$(PY) -m pytest -q tests --runslow -m slow
@@ -38,4 +40,4 @@ bench:             ## CPU inference benchmark: ours vs s3prl's implementations, 
 	$(PY) bench/bench_inference.py
 
 bench-gpu:         ## the GPU benchmark (issue 23): updates, profiler split, inference, pruned models, transformers side by side, before/after the speed options; < 6 min on an H200; JSON in bench/results/bench_gpu.json
-	mkdir -p bench/results && $(PY) bench/bench_gpu.py --json bench/results/bench_gpu.json
+	$(PY) bench/bench_gpu.py --json bench/results/bench_gpu.json

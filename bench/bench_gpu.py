@@ -731,6 +731,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     res = run(settings, device)
     print(format_report(res))
     if args.json:
+        os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
         with open(args.json, "w") as f:
             json.dump(res, f, indent=1)
     return 0

@@ -15,6 +15,24 @@ root=${S3PRL_PLUGINS_VENV_ROOT:-$HOME/.cache/s3prl-plugins}
 venv="$root/venv-$hash"
 
 log() { echo "[setup_env] $*" >&2; }
+fail() { log "error: $*"; exit 1; }
+# any failing step: the command's own message is above; this line says what it means
+trap 'log "error: setting up $venv failed (tools/setup_env.sh line $LINENO); it is not marked complete, so the next run builds it again"' ERR
+
+# One set-up at a time per environment: a second caller (another clone's make, a parallel CI job) waits here and
+# then reuses what the first built. The kernel releases the lock however its holder ends, and an environment
+# whose build was interrupted lacks its .complete marker, so it never looks finished and is rebuilt.
+mkdir -p "$root" 2>/dev/null || fail "cannot create $root: set S3PRL_PLUGINS_VENV_ROOT to a writable folder"
+[ -w "$root" ] || fail "$root is not writable: set S3PRL_PLUGINS_VENV_ROOT to a writable folder"
+if command -v flock >/dev/null 2>&1; then
+  exec 9>>"$root/.lock-$hash"
+  if ! flock -n 9; then
+    log "waiting for another set-up of $venv to finish (another clone or make target builds it)"
+    flock 9
+  fi
+else
+  log "warning: no flock (util-linux): two set-ups at once on this machine could build $venv at the same time"
+fi
 
 # libsox-dev: torchaudio.sox_effects (s3prl's SUPERB KS loader) dlopens the unversioned libsox.so, which only
 # the -dev package provides (libsox3 alone has libsox.so.3).
@@ -34,17 +52,19 @@ if [ ${#missing[@]} -gt 0 ]; then
   fi
 fi
 
-# Editable installs do not carry our start-up .pth (wheels do, see setup.py): put it in site-packages.
+# Editable installs do not carry our start-up .pth (wheels do, see setup.py): put it in site-packages -- only
+# when it differs, and by a rename, so that a python starting in another clone never reads half a file.
 install_pth() {
-  local site
+  local site pth=s3prl_plugins-autoload.pth
   site=$("$venv/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
-  cp "$here/s3prl_plugins-autoload.pth" "$site/"
+  cmp -s "$here/$pth" "$site/$pth" && return 0
+  cp "$here/$pth" "$site/.$pth.$$"
+  mv -f "$site/.$pth.$$" "$site/$pth"
 }
 
 if [ ! -f "$venv/.complete" ]; then
   log "creating $venv (first run downloads ~4 GB; later runs reuse it)"
-  rm -rf "$venv"
-  mkdir -p "$root"
+  rm -rf "$venv"   # an earlier build that was interrupted (this process holds the lock: nobody else's)
   python3 -m venv "$venv"
   "$venv/bin/python" -m pip install -q "$(grep -E "^pip==" "$req")" >&2
   # torch first, alone: every later package then sees torch==2.8.0 as already satisfied.
