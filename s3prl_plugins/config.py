@@ -235,6 +235,8 @@ def check_range(value: Any, meta: Mapping[str, Any], key: str) -> None:
         )
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return
+    if value != value:  # NaN compares false with every bound: it would pass them all
+        raise ConfigError(f"{key}: must be a number, not NaN")
     if "min" in meta and value < meta["min"]:
         raise ConfigError(f"{key}: must be >= {meta['min']}, not {value}")
     if "gt" in meta and value <= meta["gt"]:

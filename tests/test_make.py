@@ -110,4 +110,3 @@ def test_an_interrupted_set_up_never_looks_complete(fake_python):
     assert r.returncode == 0, stderr
     assert [line.split()[0] for line in log.read_text().splitlines()].count("venv") == 2  # built again
     assert "creating" in stderr
-

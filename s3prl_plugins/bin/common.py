@@ -4,24 +4,51 @@ errors as one line (exit 2) and the torchrun process group left cleanly."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
+import signal
 import sys
-from typing import Any, Callable, Dict, Optional, Sequence
+from typing import Any, Callable, Dict, Iterator, Optional, Sequence
 
 from s3prl_plugins.config import apply_overrides, load_config
 from s3prl_plugins.data.config_paths import check_input_paths
 from s3prl_plugins.models.checkpoint import CheckpointError, DiskFullError
 from s3prl_plugins.models.loading import OfflineError
+from s3prl_plugins.train.lock import ExperimentLocked
 from s3prl_plugins.train.trainer import TrainingError
 
 RESTART_HELP = (
-    "start over although trainer.exp_dir holds checkpoints (they are moved aside to checkpoints.before-restart-*, "
-    "not deleted); without it a run resumes from the newest readable checkpoint, or refuses when none can be read"
+    "start over although trainer.exp_dir holds an earlier run (its checkpoints, TensorBoard logs and model are "
+    "moved aside to before-restart-<time>/, not deleted); without it a run resumes from the newest readable "
+    "checkpoint, or refuses when none can be read"
 )
 # what a training CLI reports as one line (exit 2) instead of a traceback
-USER_ERRORS = (TrainingError, ValueError, CheckpointError, DiskFullError, OfflineError)
+USER_ERRORS = (TrainingError, ValueError, CheckpointError, DiskFullError, OfflineError, ExperimentLocked)
+
+
+_TERMINATED = []  # set by the SIGTERM handler: the exit status a KeyboardInterrupt maps to is then 143
+
+
+@contextlib.contextmanager
+def sigterm_raises(as_interrupt: bool = False) -> Iterator[None]:
+    """Within the block, SIGTERM (``kill``, a job scheduler's cancel, the recipe stopping its jobs) ends the
+    process through an exception, so that ``finally`` blocks run and remove what it was writing --
+    ``SystemExit(143)``, or with ``as_interrupt`` a ``KeyboardInterrupt`` (a training then says where its last
+    checkpoint is, as on Ctrl-C); the default action would end it at once. The previous handler comes back after."""
+
+    def _raise(signum, frame):
+        _TERMINATED.append(signum)
+        if as_interrupt:
+            raise KeyboardInterrupt
+        raise SystemExit(128 + signum)
+
+    before = signal.signal(signal.SIGTERM, _raise)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, before)
 
 
 def leave_process_group() -> None:
@@ -49,13 +76,17 @@ def training_main(
         format=f"%(asctime)s [rank {rank}] %(levelname)s %(name)s: %(message)s",
     )
     try:
-        config = apply_overrides(load_config(args.config), args.set)
-        config = check_input_paths(config, args.config, command)
-        result = run(config, restart=args.restart)
-        leave_process_group()
+        with sigterm_raises(as_interrupt=True):
+            config = apply_overrides(load_config(args.config), args.set)
+            config = check_input_paths(config, args.config, command)
+            result = run(config, restart=args.restart)
+            leave_process_group()
     except USER_ERRORS as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt as e:  # Ctrl-C or SIGTERM: one line (TrainingInterrupted: where the last checkpoint is)
+        print(f"{command}: {e or 'interrupted'}", file=sys.stderr)
+        return 128 + signal.SIGTERM if _TERMINATED else 130
     if rank == 0:
         print(json.dumps(result))
     return 0

@@ -36,12 +36,12 @@ def main(argv=None) -> int:
         return 2
     try:
         model = load_pretrained(args.source, keep_head=args.keep_head, model_config=args.config)
-    except (ValueError, RuntimeError, OSError) as e:
+        save_checkpoint(
+            args.out, model, converted_from=os.path.abspath(args.source) if os.path.exists(args.source) else args.source
+        )
+    except (ValueError, RuntimeError, OSError) as e:  # a bad source, or --out on a full / read-only folder
         print(f"error: {e}", file=sys.stderr)
         return 2
-    save_checkpoint(
-        args.out, model, converted_from=os.path.abspath(args.source) if os.path.exists(args.source) else args.source
-    )
     c = model.config
     print(
         f"wrote {args.out}: {c.name or 'model'}, {c.num_layers} layers, width {c.embed_dim}, FFN {c.ffn_dims[0]}, "

@@ -83,9 +83,10 @@ def main(argv=None) -> int:
     want = lambda n: args.stage <= n <= args.stop_stage  # noqa: E731
     try:
         if want(1):
+            # the upstream first: an unregistered entry or a bad checkpoint is refused before dump/ is written
+            resolve_config(args.config, args.upstream, args.ckpt, config)
             for d in [args.train, args.valid, *args.test]:
                 ea.prepare_dump(d, dump(d))
-            resolve_config(args.config, args.upstream, args.ckpt, config)
         if want(2):
             bpe = ea.train_bpe(
                 args.bpe_train_text or os.path.join(dump(args.train), "text"), os.path.join(w, "bpe"), args.nbpe

@@ -19,9 +19,10 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import shutil
 import sys
-import tempfile
 
+from s3prl_plugins.bin.common import sigterm_raises
 from s3prl_plugins.models import count_parameters
 from s3prl_plugins.models.loading import load_pretrained
 
@@ -53,8 +54,8 @@ def main(argv=None) -> int:
     p.add_argument("--config", help="the published .yaml of a STaRHuBERT Lightning .ckpt")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    from s3prl_plugins.deploy.graph import quantize_int8
-    from s3prl_plugins.deploy.hf import to_hf
+    from s3prl_plugins.deploy.graph import check_onnx_out, quantize_int8, remove_stale_work, work_folder
+    from s3prl_plugins.deploy.hf import check_hf_out, to_hf
     from s3prl_plugins.deploy.onnx import to_onnx
 
     if args.format == "hf" and (args.int8 or args.per_tensor):
@@ -68,27 +69,44 @@ def main(argv=None) -> int:
     if os.path.exists(args.source) and os.path.abspath(args.out) == os.path.abspath(args.source):
         print("error: --out must not overwrite the source", file=sys.stderr)
         return 2
-    try:
-        model = load_pretrained(args.source, model_config=args.config)
-        if args.format == "hf":
-            to_hf(model, args.out)
-            print(
-                f"wrote {args.out}: transformers HubertModel, {model.config.num_layers} layers, "
-                f"width {model.config.embed_dim}"
-            )
-            return 0
-        if not args.int8:
-            to_onnx(model, args.out, args.output_rate)
-        else:
-            with tempfile.TemporaryDirectory() as tmp:
-                fp32 = os.path.join(tmp, "float32.onnx")
-                to_onnx(model, fp32, args.output_rate)
-                fp32_size = os.path.getsize(fp32)
-                quantize_int8(fp32, args.out, per_channel=not args.per_tensor)
-            logger.info("float32 graph %.1f MB -> int8 %.1f MB", fp32_size / 1e6, os.path.getsize(args.out) / 1e6)
-    except (ValueError, RuntimeError, OSError) as e:  # ExportError, CheckpointError, OfflineError, ...
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    with sigterm_raises():  # a killed export (SIGTERM) removes its work folder; SIGKILL's: the next export
+        try:
+            # --out refused before the model is loaded: a folder for ONNX, a folder of someone else's files for hf
+            if args.format == "hf":
+                check_hf_out(args.out)
+            else:
+                check_onnx_out(args.out)
+            model = load_pretrained(args.source, model_config=args.config)
+            if args.format == "hf":
+                to_hf(model, args.out, source=args.source)
+                print(
+                    f"wrote {args.out}: transformers HubertModel, {model.config.num_layers} layers, "
+                    f"width {model.config.embed_dim}"
+                )
+                return 0
+            if not args.int8:
+                to_onnx(model, args.out, args.output_rate)
+            else:
+                work = work_folder(args.out)  # the float32 graph beside --out, never in the system's temporary folder
+                try:
+                    fp32 = os.path.join(work, "float32.onnx")
+                    to_onnx(model, fp32, args.output_rate)
+                    fp32_size = os.path.getsize(fp32)
+                    quantize_int8(fp32, args.out, per_channel=not args.per_tensor)
+                finally:
+                    shutil.rmtree(work, ignore_errors=True)
+                logger.info("float32 graph %.1f MB -> int8 %.1f MB", fp32_size / 1e6, os.path.getsize(args.out) / 1e6)
+        except (ValueError, RuntimeError, OSError) as e:  # ExportError, CheckpointError, OfflineError, ...
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+        except KeyboardInterrupt:
+            print(f"interrupted: the export stopped, no partial file is left beside {args.out}", file=sys.stderr)
+            return 130
+        except SystemExit:  # SIGTERM (sigterm_raises)
+            print(f"terminated: the export stopped, no partial file is left beside {args.out}", file=sys.stderr)
+            raise
+        finally:  # an interrupted export's work folders, wherever the signal came (even between mkdtemp and its try)
+            remove_stale_work(os.path.dirname(os.path.abspath(args.out)), own=True)
     print(
         f"wrote {args.out}: {model.config.name or 'model'}, "
         f"{count_parameters(model, include_head=False):,} parameters, {os.path.getsize(args.out) / 1e6:.1f} MB"

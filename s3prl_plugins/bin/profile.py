@@ -30,7 +30,11 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
 
-    durations = durations_from_wav_list(args.wav_list) if args.wav_list else None
+    try:
+        durations = durations_from_wav_list(args.wav_list) if args.wav_list else None
+    except (ValueError, OSError) as e:  # a missing list, an unreadable file in it (named, with its line)
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     profiles = []
     for name in args.models:
         try:

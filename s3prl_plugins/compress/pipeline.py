@@ -72,6 +72,7 @@ from s3prl_plugins.models.checkpoint import load_checkpoint, save_checkpoint
 from s3prl_plugins.models.ssl_model import SSLModel, count_parameters
 from s3prl_plugins.tasks.distillation import OBJECTIVES, DistillationTask
 from s3prl_plugins.tasks.masked_prediction import MaskedPredictionTask
+from s3prl_plugins.train.lock import experiment_lock
 from s3prl_plugins.train.trainer import TrainerConfig
 
 logger = logging.getLogger(__name__)
@@ -341,7 +342,9 @@ class Chain:
         trainer = Trainer(
             cfg, wrapped, self.loader_data(train, True, cfg.seed), self.loader_data(valid, False) if valid else None
         )
-        last = trainer.train()
+        # what a recovery killed before its first checkpoint left (its logs) is the chain's own, redone from the
+        # start: moved aside (trainer's --restart), where a user's training with no checkpoint would be refused
+        last = trainer.train(restart=not trainer.checkpoints() and bool(trainer.outputs()))
         model.eval()
         return model, last, trainer.step
 
@@ -535,4 +538,6 @@ def _plain_objective(objective: Dict[str, Any]) -> Dict[str, Any]:
 
 def run_compress(config: Dict[str, Any], measures: Optional[Measures] = None) -> List[Dict[str, Any]]:
     """Run a compression config; returns the trajectory rows (``measures``: see :class:`Measures`)."""
-    return Chain(copy.deepcopy(config), measures).run()
+    chain = Chain(copy.deepcopy(config), measures)
+    with experiment_lock(chain.exp_dir, "compression"):  # one writer per chain folder
+        return chain.run()

@@ -161,6 +161,14 @@ class WeightPruning(Step):
             check_type(kind, str, f"{where}.trigger.type"), {"choices": tuple(self.TRIGGERS)}, f"{where}.trigger.type"
         )
         check_section(trig, self.TRIGGERS[kind], f"{where}.trigger")
+        # a schedule goes down (each iteration prunes more); refused here, before iteration 1 runs
+        ds = [float(d) for d in step.get("densities") or []]
+        if any(b >= a for a, b in zip(ds, ds[1:])):
+            raise ConfigError(
+                f"{where}.densities: each density must be below the one before (e.g. [0.8, 0.6]), not {ds}"
+            )
+        if "start" in step and "stop" in step and float(step["stop"]) >= float(step["start"]):
+            raise ConfigError(f"{where}.stop ({step['stop']}) must be below {where}.start ({step['start']})")
 
     def iterations(self, step, model):
         if step.get("densities"):

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import tempfile
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional
 
@@ -105,29 +106,65 @@ def validate(d: DataDir, name: str = "data dir", check_files: bool = True) -> No
                 raise DataDirError(f"{name}: wav.scp names a missing file for {utt}: {path}")
 
 
+DIR_MARKER = ".s3prl_plugins"  # in every folder atomic_dir builds: the one kind of non-empty folder it replaces
+KALDI_FILES = frozenset(
+    {"wav.scp", "utt2spk", "spk2utt", "text", "utt2dur", "segments", "reco2dur", "feats.scp", "cmvn.scp", "phones"}
+)
+
+
+class NotOurFolder(DataDirError):
+    """A command was asked to replace a folder that holds files it did not write."""
+
+
+def check_replaceable(path: str, legacy: frozenset = frozenset()) -> None:
+    """Refuse ``path`` unless it is absent, empty, built by :func:`atomic_dir` (its :data:`DIR_MARKER`), or holds
+    only ``legacy`` names (what the builder wrote before folders were marked). Nothing is written."""
+    if not os.path.lexists(path):
+        return
+    if os.path.islink(path) or not os.path.isdir(path):
+        raise NotOurFolder(f"{path} exists and is not a folder; choose another output")
+    found = sorted(os.listdir(path))
+    if found and DIR_MARKER not in found and not set(found) <= legacy:
+        shown = ", ".join(found[:5]) + (f" and {len(found) - 5} more" if len(found) > 5 else "")
+        raise NotOurFolder(
+            f"{path} holds files this command did not write ({shown}); it replaces only an empty folder or one it "
+            "wrote. Choose another output folder; nothing was changed"
+        )
+
+
 @contextlib.contextmanager
-def atomic_dir(path: str):
-    """Build a folder atomically: yields ``<path>.tmp`` (fresh), which replaces ``path`` when the block
-    succeeds and is removed when it raises -- a failure leaves neither a half-written folder nor the old one
-    touched."""
+def atomic_dir(path: str, legacy: frozenset = frozenset()):
+    """Build a folder atomically: yields a fresh temporary folder beside ``path``, which replaces ``path`` when
+    the block succeeds and is removed when it raises -- a failure leaves neither a half-written folder nor the
+    old one touched. ``path`` must be absent, empty or one this function built (:func:`check_replaceable`,
+    checked before the block runs and again before the replacement): nothing of anyone else's is deleted."""
     path = path.rstrip("/")
-    tmp = path + ".tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    os.makedirs(tmp)
+    check_replaceable(path, legacy)
+    parent = os.path.dirname(os.path.abspath(path))
+    os.makedirs(parent, exist_ok=True)
+    from s3prl_plugins.models.checkpoint import current_umask
+
+    tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(path)}.tmp-", dir=parent)
+    os.chmod(tmp, 0o777 & ~current_umask())  # mkdtemp's 0700 would hide a shared data dir from colleagues
     try:
         yield tmp
-    except BaseException:
+        open(os.path.join(tmp, DIR_MARKER), "w").close()
+        check_replaceable(path, legacy)
+        if os.path.isdir(path):  # ours (or empty): out of the way, removed once the new one is in place
+            old = tempfile.mkdtemp(prefix=f".{os.path.basename(path)}.old-", dir=parent)
+            os.replace(path, os.path.join(old, "d"))
+            os.replace(tmp, path)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, path)
+    finally:
         shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    if os.path.isdir(path):
-        shutil.rmtree(path)
-    os.replace(tmp, path)
 
 
 def write_data_dir(d: DataDir, path: str) -> None:
     """Validate, then write ``path`` atomically (a temporary folder renamed into place)."""
     validate(d, path, check_files=False)
-    with atomic_dir(path) as tmp:
+    with atomic_dir(path, legacy=KALDI_FILES) as tmp:
         _dump_data_dir(d, tmp)
 
 

@@ -10,11 +10,13 @@ accuracy; facebookresearch/fairseq#4640). Weights are quantised per output chann
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import shutil
+import socket
 import tempfile
-from typing import Dict, List
+from typing import Dict, Iterator, List
 
 from s3prl_plugins.deploy.graph_model import ExportError
 
@@ -28,7 +30,16 @@ QUANTIZED_OPS = ("MatMul", "Gemm")
 PROTOBUF_LIMIT = 2**31 - 2**26
 
 
+def check_onnx_out(out: str) -> None:
+    """Refuse an ``out`` that is a folder (before anything is loaded or written)."""
+    if os.path.isdir(out):
+        raise ExportError(
+            f"{out} is a folder: --out names the .onnx file to write (e.g. {os.path.join(out, 'model.onnx')})"
+        )
+
+
 def _writable_folder(out: str) -> str:
+    check_onnx_out(out)
     folder = os.path.dirname(os.path.abspath(out)) or "."
     if not os.path.isdir(folder):
         raise ExportError(f"{out}: the folder {folder} does not exist; create it first")
@@ -37,9 +48,82 @@ def _writable_folder(out: str) -> str:
     return folder
 
 
+WORK_PREFIX = ".tmp-export-"
+
+
+def disk_full_error(out: str) -> ExportError:
+    """What a full disk (or quota) while writing ``out`` or its work files is reported as: the folder and its
+    free space, instead of the writer's own words about a temporary name."""
+    folder = os.path.dirname(os.path.abspath(out)) or "."
+    return ExportError(
+        f"no space left on {folder} while writing {os.path.basename(out)} "
+        f"({shutil.disk_usage(folder).free / 2**20:.1f} MiB free); nothing was written: free space and export again"
+    )
+
+
+@contextlib.contextmanager
+def naming_a_full_disk(out: str) -> Iterator[None]:
+    """:func:`disk_full_error` for a full disk within the block; other errors pass unchanged."""
+    from s3prl_plugins.models.checkpoint import is_disk_full
+
+    try:
+        yield
+    except (OSError, RuntimeError) as e:
+        if not is_disk_full(e):
+            raise
+        raise disk_full_error(out) from e
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's live process
+        return True
+    return True
+
+
+def remove_stale_work(folder: str, own: bool = False) -> None:
+    """Remove the work folders of exports on this host whose process has ended (killed: SIGKILL, an out-of-memory
+    kill) -- ``.tmp-export-<host>-<pid>-*``; another host's or a live process's are left alone. ``own``: this
+    process's instead (what an interrupted export calls on its way out, whatever line the signal reached)."""
+    if not os.path.isdir(folder):
+        return
+    prefix = f"{WORK_PREFIX}{socket.gethostname()}-"
+    for name in os.listdir(folder):
+        if not name.startswith(prefix):
+            continue
+        pid = name[len(prefix) :].split("-", 1)[0]
+        if pid.isdigit() and (int(pid) == os.getpid() if own else not _alive(int(pid))):
+            shutil.rmtree(os.path.join(folder, name), ignore_errors=True)
+            if not own:
+                logger.info("removed %s (left by an export that was killed)", os.path.join(folder, name))
+
+
 def work_folder(out: str) -> str:
-    """A temporary folder beside ``out`` (checked writable) for a graph and its external data; remove it after."""
-    return tempfile.mkdtemp(prefix=".tmp-export-", dir=_writable_folder(out))
+    """A temporary folder beside the file ``out`` (checked writable) for a graph and its external data: remove it
+    after (:func:`work_folder_in`)."""
+    return work_folder_in(_writable_folder(out))
+
+
+def work_folder_in(folder: str) -> str:
+    """A temporary folder in ``folder``, named after this host and pid, so that one left by a killed export is
+    removed by the next (:func:`remove_stale_work`)."""
+    remove_stale_work(folder)
+    return tempfile.mkdtemp(prefix=f"{WORK_PREFIX}{socket.gethostname()}-{os.getpid()}-", dir=folder)
+
+
+@contextlib.contextmanager
+def temp_files_in(folder: str) -> Iterator[None]:
+    """Route ``tempfile``'s default folder (what onnxruntime's quantiser uses for its ``ort.quant.*``
+    copies) into ``folder`` for the block, so that everything an export writes lies in its work folder."""
+    before = tempfile.tempdir
+    tempfile.tempdir = folder
+    try:
+        yield
+    finally:
+        tempfile.tempdir = before
 
 
 def weight_bytes(proto) -> int:
@@ -56,12 +140,13 @@ def save_graph(proto, out: str) -> List[str]:
     work = work_folder(out)
     try:
         graph = os.path.join(work, name)
-        if weight_bytes(proto) >= PROTOBUF_LIMIT:
-            onnx.save_model(
-                proto, graph, save_as_external_data=True, all_tensors_to_one_file=True, location=name + ".data"
-            )
-        else:
-            onnx.save_model(proto, graph)
+        with naming_a_full_disk(out):
+            if weight_bytes(proto) >= PROTOBUF_LIMIT:
+                onnx.save_model(
+                    proto, graph, save_as_external_data=True, all_tensors_to_one_file=True, location=name + ".data"
+                )
+            else:
+                onnx.save_model(proto, graph)
         check(graph)
         written = []
         for f in sorted(os.listdir(work), key=lambda f: f == name):  # the weights first, the graph last
@@ -141,16 +226,17 @@ def quantize_int8(src: str, out: str, per_channel: bool = True) -> str:
         # the quantiser logs one INFO line per activation and advises shape pre-processing (for static
         # quantisation) on the root logger; neither says anything about this graph
         root.setLevel(max(level, logging.ERROR))
-        quantize_dynamic(
-            src,
-            tmp,
-            op_types_to_quantize=list(QUANTIZED_OPS),
-            nodes_to_exclude=exclude,
-            per_channel=per_channel,
-            weight_type=QuantType.QInt8,
-            extra_options={"MatMulConstBOnly": True},
-            use_external_data_format=weight_bytes(proto) >= PROTOBUF_LIMIT,
-        )
+        with temp_files_in(work):
+            quantize_dynamic(
+                src,
+                tmp,
+                op_types_to_quantize=list(QUANTIZED_OPS),
+                nodes_to_exclude=exclude,
+                per_channel=per_channel,
+                weight_type=QuantType.QInt8,
+                extra_options={"MatMulConstBOnly": True},
+                use_external_data_format=weight_bytes(proto) >= PROTOBUF_LIMIT,
+            )
         root.setLevel(level)
         q = onnx.load(tmp)
         meta.update({"s3prl_plugins.int8": "per_channel" if per_channel else "per_tensor"})

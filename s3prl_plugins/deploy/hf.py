@@ -14,15 +14,16 @@ inverse of :data:`s3prl_plugins.models.convert.keymap.HF_RULES`, and loaded stri
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import re
 import shutil
-import tempfile
 from typing import Dict, List
 
 import torch
 
+from s3prl_plugins.deploy.graph import naming_a_full_disk, work_folder_in
 from s3prl_plugins.deploy.graph_model import ExportError
 from s3prl_plugins.models.ssl_model import SSLModel
 
@@ -126,11 +127,44 @@ def hf_state(model: SSLModel) -> Dict[str, torch.Tensor]:
     return out
 
 
-def to_hf(model: SSLModel, out: str) -> str:
-    """Write ``model`` as a transformers ``HubertModel`` folder ``out`` (replaced atomically).
+MARKER = "s3prl_plugins_export.json"  # in every folder --format hf writes: the one kind of folder it replaces
+
+
+def check_hf_out(out: str) -> None:
+    """Refuse an ``out`` that :func:`to_hf` must not replace: a file, or a folder that holds anything but a previous
+    export of ours (:data:`MARKER`). Nothing is written."""
+    if not os.path.lexists(out):
+        return
+    if os.path.islink(out) or not os.path.isdir(out):
+        raise ExportError(f"--format hf: {out} exists and is not a folder; choose another --out")
+    found = sorted(os.listdir(out))
+    if found and MARKER not in found:
+        shown = ", ".join(found[:5]) + (f" and {len(found) - 5} more" if len(found) > 5 else "")
+        raise ExportError(
+            f"--format hf: {out} holds files this command did not write ({shown}); it replaces only an empty folder "
+            f"or an earlier export (one with {MARKER}). Choose another --out; nothing was changed"
+        )
+
+
+def _share(folder: str) -> None:
+    """The umask's modes for ``folder`` and its files (``mkdtemp`` makes 0700, some writers 0600)."""
+    from s3prl_plugins.models.checkpoint import current_umask
+
+    mask = current_umask()
+    os.chmod(folder, 0o777 & ~mask)
+    for name in os.listdir(folder):
+        path = os.path.join(folder, name)
+        if os.path.isfile(path) and not os.path.islink(path):
+            os.chmod(path, 0o666 & ~mask)
+
+
+def to_hf(model: SSLModel, out: str, source: str = "") -> str:
+    """Write ``model`` as a transformers ``HubertModel`` folder ``out``: a new folder, or one that holds an
+    earlier export of ours (replaced); anything else is refused before anything is written.
 
     Raises:
-        ExportError: the model's shape is not expressible (every reason listed), or ``out``'s folder is not writable.
+        ExportError: the model's shape is not expressible (every reason listed), ``out`` holds files this
+            function did not write, or ``out``'s folder is not writable.
     """
     from transformers import HubertModel, Wav2Vec2FeatureExtractor
 
@@ -141,6 +175,7 @@ def to_hf(model: SSLModel, out: str) -> str:
             + "; ".join(why)
             + ". Export to ONNX instead (the default format), which takes every model"
         )
+    check_hf_out(out)
     parent = os.path.dirname(os.path.abspath(out)) or "."
     if not os.path.isdir(parent) or not os.access(parent, os.W_OK):
         raise ExportError(f"{out}: the folder {parent} does not exist or is not writable; choose another --out")
@@ -154,22 +189,27 @@ def to_hf(model: SSLModel, out: str) -> str:
         raise ExportError(
             f"--format hf: transformers' HubertModel has keys {missing} we do not, and we have {unexpected} it does not"
         )
-    tmp = tempfile.mkdtemp(prefix=".tmp-", dir=parent)
+    work = work_folder_in(parent)
     try:
-        hf.save_pretrained(tmp)
-        Wav2Vec2FeatureExtractor(
-            feature_size=1,
-            sampling_rate=16000,
-            padding_value=0.0,
-            do_normalize=bool(model.config.normalize_waveform),
-            return_attention_mask=bool(model.config.normalize_waveform),
-        ).save_pretrained(tmp)
-        if os.path.isdir(out):
-            shutil.rmtree(out)
+        tmp = os.path.join(work, "new")
+        with naming_a_full_disk(out):
+            hf.save_pretrained(tmp)
+            Wav2Vec2FeatureExtractor(
+                feature_size=1,
+                sampling_rate=16000,
+                padding_value=0.0,
+                do_normalize=bool(model.config.normalize_waveform),
+                return_attention_mask=bool(model.config.normalize_waveform),
+            ).save_pretrained(tmp)
+            with open(os.path.join(tmp, MARKER), "w") as f:
+                json.dump({"written_by": "s3prl_plugins.bin.export --format hf", "source": source}, f, indent=2)
+        _share(tmp)
+        check_hf_out(out)  # again: something may have appeared there while the weights were written
+        if os.path.isdir(out):  # empty, or our earlier export: out of the way first, removed once the new is in
+            os.replace(out, os.path.join(work, "old"))
         os.replace(tmp, out)
     finally:
-        if os.path.isdir(tmp):
-            shutil.rmtree(tmp)
+        shutil.rmtree(work, ignore_errors=True)
     logger.info(
         "wrote %s (transformers HubertModel, %d layers, width %d)", out, model.config.num_layers, model.config.embed_dim
     )

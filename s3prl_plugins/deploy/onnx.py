@@ -26,8 +26,9 @@ from typing import Dict, Optional
 
 import torch
 
-from s3prl_plugins.deploy.graph import save_graph, set_metadata, work_folder
+from s3prl_plugins.deploy.graph import disk_full_error, save_graph, set_metadata, work_folder
 from s3prl_plugins.deploy.graph_model import ExportableModel, ExportError
+from s3prl_plugins.models.checkpoint import is_disk_full
 from s3prl_plugins.models.ssl_model import SSLModel
 
 logger = logging.getLogger(__name__)
@@ -95,6 +96,8 @@ def to_onnx(model: SSLModel, out: str, output_rate: str = "auto", metadata: Opti
                     dynamo=False,
                 )
             except Exception as e:  # noqa: BLE001 - name the op and the model
+                if is_disk_full(e):
+                    raise disk_full_error(out) from e
                 raise ExportError(
                     f"{model.config.name or 'model'}: torch.onnx.export failed: {type(e).__name__}: {e}"
                 ) from e

@@ -35,19 +35,22 @@ def atomic_save(obj: Any, path: str) -> None:
     A crash at any point leaves either the old file or the new one, never half of one.
     """
     folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".pt", dir=folder)
+    try:
+        os.makedirs(folder, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".pt", dir=folder)
+    except OSError as e:  # a read-only or missing folder: name what was to be written, not a temporary name
+        raise type(e)(e.errno, f"cannot write {path}: {e.strerror} ({folder}); choose another folder") from e
     try:
         with os.fdopen(fd, "wb") as f:
             torch.save(obj, f)
             f.flush()
             os.fsync(f.fileno())
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp's 0600 would make a shared model.pt unreadable to colleagues
+        os.chmod(tmp, 0o666 & ~current_umask())  # mkstemp's 0600 would make a shared model.pt unreadable to colleagues
         os.replace(tmp, path)
     except BaseException as e:
         if os.path.exists(tmp):
             os.unlink(tmp)
-        if _disk_full(e):
+        if is_disk_full(e):
             raise DiskFullError(
                 errno.ENOSPC,
                 f"no space left on {folder} while writing {os.path.basename(path)} "
@@ -61,13 +64,13 @@ class DiskFullError(OSError):
     """A checkpoint could not be written for lack of space (nothing was replaced)."""
 
 
-def _umask() -> int:
+def current_umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
 
 
-def _disk_full(e: BaseException) -> bool:
+def is_disk_full(e: BaseException) -> bool:
     """ENOSPC, or torch's zip writer's own words for it, raised as RuntimeError: "file write failed", or
     "unexpected pos N vs M" (seen on a full tmpfs: the writer's position check fails first)."""
     if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):

@@ -53,7 +53,7 @@ class MaskedPredictionTask(nn.Module):
 
     # the legal values of the keyword arguments (what configs are checked against)
     RANGES = {
-        "mask_prob": {"min": 0, "max": 1},
+        "mask_prob": {"gt": 0, "max": 1},  # 0 masks nothing: a loss of 0 and nothing learnt
         "mask_length": {"min": 1},
         "max_label_mismatch": {"min": 0},
         "unmasked_weight": {"min": 0},

@@ -51,6 +51,7 @@ from s3prl_plugins.models.checkpoint import save_checkpoint
 from s3prl_plugins.models.loading import load_pretrained
 from s3prl_plugins.models.ssl_model import SSLModel
 from s3prl_plugins.tasks.distillation import OBJECTIVES, DistillationTask, student_without_head
+from s3prl_plugins.train.lock import rank0_lock
 from s3prl_plugins.train.pretrain import build_from_section, check_model_section
 from s3prl_plugins.train.trainer import Trainer, TrainerConfig
 
@@ -306,6 +307,12 @@ def run_distill(config: Dict[str, Any], stop_at: Optional[int] = None, restart: 
     over in an experiment that holds checkpoints (they are moved aside)."""
     config = check_distill_config(config)
     tcfg = TrainerConfig(**config["trainer"])
+    # the experiment's one writer, before anything is built or written (the trainer takes it again)
+    with rank0_lock(tcfg.exp_dir):
+        return _distill(config, tcfg, stop_at, restart)
+
+
+def _distill(config: Dict[str, Any], tcfg: TrainerConfig, stop_at: Optional[int], restart: bool) -> Dict[str, float]:
     torch.manual_seed(tcfg.seed)  # the same initial student on every rank
     task = build_task(config)
     student = task.student

@@ -31,6 +31,7 @@ from s3prl_plugins.models.checkpoint import atomic_save, save_checkpoint
 from s3prl_plugins.models.config import SSLModelConfig
 from s3prl_plugins.models.ssl_model import SSLModel
 from s3prl_plugins.tasks.masked_prediction import MaskedPredictionTask
+from s3prl_plugins.train.lock import rank0_lock
 from s3prl_plugins.train.trainer import Trainer, TrainerConfig
 
 logger = logging.getLogger(__name__)
@@ -203,6 +204,12 @@ def run_pretrain(config: Dict[str, Any], stop_at: Optional[int] = None, restart:
     over in an experiment that holds checkpoints (they are moved aside)."""
     config = check_pretrain_config(config)
     tcfg = TrainerConfig(**config["trainer"])
+    # the experiment's one writer, before anything is built or written (the trainer takes it again)
+    with rank0_lock(tcfg.exp_dir):
+        return _pretrain(config, tcfg, stop_at, restart)
+
+
+def _pretrain(config: Dict[str, Any], tcfg: TrainerConfig, stop_at: Optional[int], restart: bool) -> Dict[str, float]:
     torch.manual_seed(tcfg.seed)  # the same initial weights on every rank
     model = build_from_section(config["model"])
     data = config["data"]

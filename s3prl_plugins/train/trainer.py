@@ -21,6 +21,7 @@ import math
 import os
 import random
 import sys
+import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
@@ -32,14 +33,22 @@ from torch.utils.data import DataLoader, Sampler
 
 from s3prl_plugins.config import check_fields, config_changes, from_dict, to_plain
 from s3prl_plugins.models.checkpoint import CheckpointError, atomic_save, read_checkpoint
+from s3prl_plugins.train.lock import experiment_lock
 
 logger = logging.getLogger(__name__)
 
 Logs = Dict[str, Tuple[float, float]]
+# updates in a row whose loss is exactly 0 with an all-zero gradient before training stops: such a run learns
+# nothing and would export its initial weights as if trained (e.g. masked prediction that masks no frame)
+IDLE_UPDATES = 20
 
 
 class TrainingError(RuntimeError):
     """Training cannot go on (e.g. the loss stayed NaN/Inf)."""
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """Ctrl-C during training; the message says where the last checkpoint is."""
 
 
 @dataclass
@@ -203,6 +212,11 @@ class Trainer:
         fixed_keys: dotted prefixes of ``run_config`` that a resumed run may not change.
     """
 
+    # what a run writes into exp_dir: what --restart moves aside, and what a run with no checkpoint to resume
+    # from refuses to write over (``hubert_local.pt`` / ``distiller_local.pt``: the exports in s3prl's formats
+    # that pre-training / distillation write beside model.pt)
+    OUTPUTS = ("checkpoints", "tensorboard", "model.pt", "hubert_local.pt", "distiller_local.pt")
+
     def __init__(
         self,
         config: TrainerConfig,
@@ -259,8 +273,10 @@ class Trainer:
         self.bad_steps = 0
         self.skipped_utterances = 0  # unreadable audio collate left out (named in the log as it happens)
         self.consecutive_bad = 0
+        self.consecutive_idle = 0  # updates in a row with a loss of exactly 0 and a zero gradient
         self.ckpt_dir = os.path.join(config.exp_dir, "checkpoints")
         self.writer = None
+        self._bar = None
 
     # ------------------------------------------------------------------ helpers
     def _default_filter(self) -> Callable[[str], bool]:
@@ -341,9 +357,12 @@ class Trainer:
             dist.all_gather_object(rngs, self._rng_state())
         if self._is_main():
             atomic_save(self.state(rngs), path)
-            with open(os.path.join(self.ckpt_dir, "last.txt.tmp"), "w") as f:
+            # a name of this process's own (the experiment lock makes it the only writer; a unique name keeps
+            # even two writers from renaming each other's half-written marker)
+            fd, tmp = tempfile.mkstemp(prefix=".tmp-last-", suffix=".txt", dir=self.ckpt_dir)
+            with os.fdopen(fd, "w") as f:
                 f.write(os.path.basename(path) + "\n")
-            os.replace(os.path.join(self.ckpt_dir, "last.txt.tmp"), os.path.join(self.ckpt_dir, "last.txt"))
+            os.replace(tmp, os.path.join(self.ckpt_dir, "last.txt"))
             old = sorted(p for p in os.listdir(self.ckpt_dir) if p.startswith("step") and p.endswith(".pt"))
             for name in old[: -self.config.keep_last]:
                 os.remove(os.path.join(self.ckpt_dir, name))
@@ -375,22 +394,40 @@ class Trainer:
         """Whether the experiment already holds training state (checkpoints, or the marker of one)."""
         return bool(self.checkpoints()) or os.path.isfile(os.path.join(self.ckpt_dir, "last.txt"))
 
+    def outputs(self) -> List[str]:
+        """What a run of this trainer has written into ``exp_dir`` (:data:`OUTPUTS`, the ones there)."""
+        return [n for n in self.OUTPUTS if os.path.lexists(os.path.join(self.config.exp_dir, n))]
+
     def _clean_orphans(self) -> None:
-        """Remove the temporary files of saves that a kill interrupted (``.tmp-*.pt``, ``last.txt.tmp``)."""
+        """Remove the temporary files of saves that a kill interrupted (``.tmp-*.pt``, ``.tmp-last-*``,
+        ``last.txt.tmp`` of older versions); the experiment lock makes them nobody's."""
         for folder in (self.ckpt_dir, self.config.exp_dir):
             if not os.path.isdir(folder):
                 continue
             for name in os.listdir(folder):
-                if (name.startswith(".tmp-") and name.endswith(".pt")) or name == "last.txt.tmp":
+                if (
+                    (name.startswith(".tmp-") and name.endswith(".pt"))
+                    or name.startswith(".tmp-last-")
+                    or (name == "last.txt.tmp")
+                ):
                     os.remove(os.path.join(folder, name))
                     logger.info("removed %s (left by a save that was interrupted)", os.path.join(folder, name))
 
     def _restart(self) -> None:
-        """Move the experiment's checkpoints aside (nothing is deleted) so that training starts over."""
-        if self._is_main() and os.path.isdir(self.ckpt_dir):
-            aside = f"{self.ckpt_dir}.before-restart-{time.strftime('%Y%m%d-%H%M%S')}"
-            os.replace(self.ckpt_dir, aside)
-            logger.warning("restart: the previous checkpoints were moved to %s; training starts at step 0", aside)
+        """Move everything the trainer wrote (:data:`OUTPUTS`) into ``exp_dir/before-restart-<time>/``
+        (nothing is deleted), so that training starts over."""
+        if self._is_main():
+            found = self.outputs()
+            if found:
+                stamp = time.strftime("%Y%m%d-%H%M%S")
+                aside, n = os.path.join(self.config.exp_dir, f"before-restart-{stamp}"), 1
+                while os.path.lexists(aside):
+                    n += 1
+                    aside = os.path.join(self.config.exp_dir, f"before-restart-{stamp}-{n}")
+                os.makedirs(aside)
+                for name in found:
+                    os.replace(os.path.join(self.config.exp_dir, name), os.path.join(aside, name))
+                logger.warning("restart: %s moved to %s; training starts at step 0", ", ".join(found), aside)
         if self.world > 1:
             dist.barrier()
 
@@ -399,12 +436,12 @@ class Trainer:
 
         An unreadable checkpoint (truncated, corrupt, not a training state) is skipped, saying which and
         why, and the next older one is tried. An experiment that holds training state of which nothing
-        loads is refused (:class:`TrainingError`) rather than silently started over -- unless ``restart``,
-        which moves the old checkpoints aside first.
+        loads, or outputs of an earlier run (a finished ``model.pt``, TensorBoard logs) but no checkpoint,
+        is refused (:class:`TrainingError`) rather than silently started over on top of them -- unless
+        ``restart``, which moves them aside first.
         """
         if restart:
-            if self._holds_state():
-                self._restart()
+            self._restart()
             return None
         skipped = []
         for path in self.checkpoints():
@@ -426,8 +463,15 @@ class Trainer:
             )
             raise TrainingError(
                 f"{self.config.exp_dir} holds training state but no checkpoint can be loaded ({why}). Restore a "
-                f"checkpoint into {self.ckpt_dir}, or start over with --restart (the old checkpoints are moved "
-                "aside, not deleted), or train into another trainer.exp_dir."
+                f"checkpoint into {self.ckpt_dir}, or start over with --restart (what the run wrote is moved "
+                "aside to before-restart-<time>/, not deleted), or train into another trainer.exp_dir."
+            )
+        found = [n for n in self.outputs() if n != "checkpoints"]
+        if found:
+            raise TrainingError(
+                f"{self.config.exp_dir} holds {', '.join(found)} of an earlier run but no checkpoint to resume "
+                f"from: starting at step 0 would overwrite them. Start over with --restart (they are moved aside "
+                "to before-restart-<time>/, not deleted), or train into another trainer.exp_dir."
             )
         return None
 
@@ -597,11 +641,28 @@ class Trainer:
 
     def train(self, resume: bool = True, stop_at: Optional[int] = None, restart: bool = False) -> Dict[str, float]:
         """Run until ``max_steps`` updates; resume from the newest readable checkpoint when there is one
-        (:meth:`resume`; ``restart``: move the experiment's checkpoints aside and start over).
+        (:meth:`resume`; ``restart``: move what the experiment's earlier run wrote aside and start over).
 
         ``stop_at`` interrupts the run after that many updates (a checkpoint is written), as a kill
-        would -- the schedule still spans ``max_steps``.
+        would -- the schedule still spans ``max_steps``. Rank 0 holds ``exp_dir``'s writer lock
+        (:func:`~s3prl_plugins.train.lock.experiment_lock`) throughout.
+
+        Raises:
+            TrainingInterrupted: Ctrl-C (a ``KeyboardInterrupt`` that says where the last checkpoint is).
         """
+        lock = experiment_lock(self.config.exp_dir) if self._is_main() else contextlib.nullcontext()
+        with lock:
+            try:
+                return self._train(resume, stop_at, restart)
+            except KeyboardInterrupt:
+                if self._bar is not None:
+                    self._bar.close()  # its last line before the message, not after
+                raise TrainingInterrupted(
+                    f"interrupted at step {self.step}; the last checkpoint is {self.latest_checkpoint() or 'none'} "
+                    "(run the same command again to resume from it)"
+                ) from None
+
+    def _train(self, resume: bool, stop_at: Optional[int], restart: bool) -> Dict[str, float]:
         from tqdm import tqdm
 
         cfg = self.config
@@ -612,7 +673,7 @@ class Trainer:
         if self._is_main():
             os.makedirs(cfg.exp_dir, exist_ok=True)
         self.task.train()
-        bar = tqdm(
+        bar = self._bar = tqdm(
             total=cfg.max_steps,
             initial=self.step,
             desc="training",
@@ -633,6 +694,7 @@ class Trainer:
             it = iter(self._loader(self.train_data, self.epoch, skip=self.batch_in_epoch))
             micro = 0
             finite = True
+            zero = True  # every micro-batch's loss exactly 0 (checked with the gradient: nothing to learn from)
             for batch in it:
                 self.batch_in_epoch += 1
                 self.skipped_utterances += len(batch.pop("skipped", ()))
@@ -642,6 +704,7 @@ class Trainer:
                 with ctx:
                     loss, logs = self._forward(batch)
                     finite = finite and bool(torch.isfinite(loss.detach()).all())
+                    zero = zero and bool((loss.detach() == 0).all())
                     self.scaler.scale(loss / cfg.grad_accum).backward()
                 for k, (s, n) in logs.items():
                     acc = running.setdefault(k, [0.0, 0.0])
@@ -659,7 +722,7 @@ class Trainer:
                     self.optimizer.zero_grad(set_to_none=True)
                     self.bad_steps += 1
                     self.consecutive_bad += 1
-                    finite = True
+                    finite = zero = True
                     logger.warning("step %d: non-finite loss, update skipped (%d so far)", self.step, self.bad_steps)
                     if self.consecutive_bad >= cfg.max_bad_steps:
                         raise TrainingError(
@@ -675,6 +738,17 @@ class Trainer:
                     if cfg.clip_norm
                     else torch.tensor(0.0)
                 )
+                idle = zero and all(p.grad is None or not p.grad.any() for p in self.task.parameters())
+                self.consecutive_idle = self.consecutive_idle + 1 if not self._any_rank(not idle) else 0
+                zero = True
+                if self.consecutive_idle >= IDLE_UPDATES:
+                    raise TrainingError(
+                        f"the loss was exactly 0 with a zero gradient for {self.consecutive_idle} updates in a row "
+                        f"(at step {self.step}): nothing is being learnt. A task that masks no frame (task.mask_prob "
+                        "too small for these utterances' lengths), an objective of weight 0 or labels that are all "
+                        "ignored give this; fix the config. The last checkpoint is "
+                        f"{self.latest_checkpoint() or 'none'}"
+                    )
                 self.scaler.step(self.optimizer)
                 self.scaler.update()
                 self.optimizer.zero_grad(set_to_none=True)

@@ -9,6 +9,7 @@ provider, with the expert contract of :class:`~s3prl_plugins.upstream.expert.Ups
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from typing import Any, Dict, List, Optional
@@ -17,11 +18,23 @@ import torch
 from torch import Tensor, nn
 
 from s3prl_plugins.models.ssl_model import pad_waveforms
-from s3prl_plugins.upstream.expert import HIDDEN_STATES, check_waveforms, read_expert_options
+from s3prl_plugins.upstream.expert import HIDDEN_STATES, InputError, check_waveforms, read_expert_options
 
 logger = logging.getLogger(__name__)
 
-ONNX_OPTIONS = {"hidden_states", "num_layers", "threads"}
+ONNX_OPTIONS = {"hidden_states", "num_layers", "threads", "window_seconds", "context_seconds"}
+
+# Long inputs. The graph's attention holds (heads, frames, frames) per layer: its memory grows with the square of
+# the input's length (a 10-minute clip through a HuBERT BASE graph asked onnxruntime for ~20 GB). An utterance
+# longer than WINDOW_SECONDS + 2 CONTEXT_SECONDS therefore runs in windows: each keeps WINDOW_SECONDS of frames
+# and sees CONTEXT_SECONDS of audio on either side, so that memory is that of a 40 s input however long the
+# clip (as transformers' pipelines chunk wav2vec 2.0 with a stride). Windows start on a multiple of the frame
+# stride, so frame k of a window is frame start / stride + k of the whole utterance, and the stitched states
+# have exactly the whole utterance's frames. They differ from the whole utterance's states by what a window
+# cannot see: attention beyond its context, and the first CNN layer's GroupNorm / waveform normalisation over
+# the window instead of the clip (tests/upstream/test_long_inputs.py measures it).
+WINDOW_SECONDS = 30.0
+CONTEXT_SECONDS = 5.0
 
 
 class OnnxUpstreamExpert(nn.Module):
@@ -34,6 +47,8 @@ class OnnxUpstreamExpert(nn.Module):
             states; the graph still runs them all), ``threads`` (onnxruntime intra-op threads; default
             torch's thread count).
         hidden_states, threads: as the options (a keyword wins over the YAML).
+        window_seconds, context_seconds: long inputs in windows (:data:`WINDOW_SECONDS`); ``window_seconds=0``
+            runs every input whole (memory grows with the square of its length).
     """
 
     def __init__(
@@ -42,6 +57,8 @@ class OnnxUpstreamExpert(nn.Module):
         model_config: Optional[str] = None,
         hidden_states: Optional[str] = None,
         threads: Optional[int] = None,
+        window_seconds: Optional[float] = None,
+        context_seconds: Optional[float] = None,
         **kwargs: Any,
     ):
         super().__init__()
@@ -75,6 +92,17 @@ class OnnxUpstreamExpert(nn.Module):
         if layout not in HIDDEN_STATES:
             raise ValueError(f"hidden_states={layout!r}: choose one of {HIDDEN_STATES}")
         self.hidden_states_layout = layout
+        self.window_seconds = float(
+            window_seconds if window_seconds is not None else opts.get("window_seconds", WINDOW_SECONDS)
+        )
+        self.context_seconds = float(
+            context_seconds if context_seconds is not None else opts.get("context_seconds", CONTEXT_SECONDS)
+        )
+        if self.window_seconds < 0 or self.context_seconds < 0:
+            raise ValueError("window_seconds and context_seconds must be >= 0 (window_seconds=0: inputs whole)")
+        # CIF's frames follow the content (a variable rate): windows of it could not be stitched frame by frame
+        subsampling = json.loads(meta.get("s3prl_plugins.config", "{}")).get("subsampling") or {}
+        self.rate_varies = subsampling.get("type") == "cif"
         self.path = str(ckpt)
         if kwargs:
             logger.debug("ignoring s3prl options %s", sorted(kwargs))
@@ -82,14 +110,50 @@ class OnnxUpstreamExpert(nn.Module):
     def get_downsample_rates(self, key: str) -> int:
         return self.downsample_rate
 
-    def forward(self, wavs: List[Tensor]) -> Dict[str, Any]:
-        wavs = check_waveforms(wavs, self.min_samples)
+    def _run(self, wavs: List[Tensor]) -> Tensor:
+        """The graph on a padded batch: (layers + 1, batch, frames, dim) float32 on the CPU."""
         x, lengths = pad_waveforms(wavs)
-        device = x.device
         states, _ = self.session.run(
             None, {"waveforms": x.detach().float().cpu().numpy(), "lengths": lengths.cpu().numpy()}
         )
-        states = torch.from_numpy(states).to(device)
+        return torch.from_numpy(states)
+
+    def _run_long(self, wav: Tensor) -> Tensor:
+        """One long utterance in windows (:data:`WINDOW_SECONDS`): (layers + 1, frames, dim). The last window
+        ends at the utterance's end, so its frame count gives the whole utterance's, whatever the front-end."""
+        stride = self.downsample_rate
+        keep = max(1, round(self.window_seconds * 16000 / stride))  # frames each window keeps
+        context = round(self.context_seconds * 16000 / stride)  # frames of audio seen on either side
+        n, a, pieces = wav.numel(), 0, []
+        while True:
+            start = max(0, a - context)  # in frames: the window's audio starts on a frame boundary
+            end = min(n, (a + keep + context) * stride + self.min_samples)
+            out = self._run([wav[start * stride : end]])[:, 0]
+            if end == n:
+                pieces.append(out[:, a - start :])
+                return torch.cat(pieces, dim=1)
+            pieces.append(out[:, a - start : a - start + keep])
+            a += keep
+
+    def forward(self, wavs: List[Tensor]) -> Dict[str, Any]:
+        wavs = check_waveforms(wavs, self.min_samples)
+        device = wavs[0].device
+        limit = (self.window_seconds + 2 * self.context_seconds) * 16000
+        long = [i for i, w in enumerate(wavs) if self.window_seconds and w.numel() > limit]
+        if long and self.rate_varies:
+            raise InputError(
+                f"waveform {long[0]} is {wavs[long[0]].numel() / 16000:.1f} s: a CIF graph's frame rate varies, so "
+                f"it cannot run in windows, and whole its attention memory grows with the square of the length. "
+                f"Cut the audio into pieces of at most {limit / 16000:.0f} s, or pass window_seconds=0 to run it whole"
+            )
+        if not long:
+            states = self._run(wavs)
+        else:  # each long utterance in windows, the others whole; padded to the longest as the graph pads
+            parts = [self._run_long(w) if i in long else self._run([w])[:, 0] for i, w in enumerate(wavs)]
+            states = torch.zeros(parts[0].shape[0], len(parts), max(p.shape[1] for p in parts), parts[0].shape[-1])
+            for i, p in enumerate(parts):
+                states[:, i, : p.shape[1]] = p
+        states = states.to(device)
         if self.num_layers is not None:
             states = states[: self.num_layers + 1]
         hidden = list(states.unbind(0))

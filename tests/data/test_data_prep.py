@@ -161,3 +161,29 @@ def test_wav_beside_the_transcripts_is_read_and_other_types_are_named(tmp_path):
         list(reasons) == ["19-198-0002"]
         and "19-198-0002.mp3: this file type is not read (use .flac or .wav)" in reasons["19-198-0002"]
     )
+
+
+def test_a_data_dir_replaces_only_a_folder_it_wrote(tmp_path):
+    """write_data_dir (and every folder built by atomic_dir: SUPERB task data, submissions) replaces an empty
+    folder, its own earlier output or a plain Kaldi data dir; a folder holding anything else is refused, untouched."""
+    from s3prl_plugins.data.kaldi import DIR_MARKER, DataDir, NotOurFolder
+    from s3prl_plugins.models.checkpoint import current_umask
+
+    d = DataDir(wav={"s1-u1": "/a.wav"}, utt2spk={"s1-u1": "s1"})
+    out = tmp_path / "data"
+    write_data_dir(d, str(out))
+    assert DIR_MARKER in os.listdir(out)
+    assert oct(os.stat(out).st_mode & 0o777) == oct(0o777 & ~current_umask())
+    write_data_dir(d, str(out))  # its own: replaced
+    (tmp_path / "kaldi").mkdir()  # a Kaldi data dir written before folders were marked: replaced
+    for name in ("wav.scp", "utt2spk", "spk2utt"):
+        (tmp_path / "kaldi" / name).write_text("")
+    write_data_dir(d, str(tmp_path / "kaldi"))
+    assert read_data_dir(str(tmp_path / "kaldi"), check_files=False).utts == ["s1-u1"]
+    exp = tmp_path / "exp"
+    (exp / "checkpoints").mkdir(parents=True)
+    (exp / "model.pt").write_text("weights")
+    with pytest.raises(NotOurFolder, match="did not write .*checkpoints, model.pt"):
+        write_data_dir(d, str(exp))
+    assert sorted(os.listdir(exp)) == ["checkpoints", "model.pt"] and (exp / "model.pt").read_text() == "weights"
+    assert sorted(os.listdir(tmp_path)) == ["data", "exp", "kaldi"]  # no temporary folder left

@@ -3,7 +3,7 @@ every other command is a job that is traced, sleeps, writes a placeholder output
 
 STUB = """#!{python}
 # a stand-in for python: the template's queries (bin/inspect) go to the real one; every other command is a
-# job, traced as "start NAME t threads" / "end NAME t" and failing when its module is in $FAIL
+# job, traced as "start NAME t threads pid" / "end NAME t" and failing when its module is in $FAIL
 import os, sys, time
 if sys.argv[1:3] == ["-m", "s3prl_plugins.bin.inspect"]:
     os.execv({python!r}, [{python!r}] + sys.argv[1:])
@@ -13,7 +13,7 @@ out = next((a.split("=", 1)[1] for a in sys.argv if a.startswith(("trainer.exp_d
 name = module + ":" + str(out)
 trace = os.environ["TRACE"]
 with open(trace, "a") as f:
-    f.write(f"start {{name}} {{time.time()}} {{os.environ.get('OMP_NUM_THREADS', '-')}}\\n")
+    f.write(f"start {{name}} {{time.time()}} {{os.environ.get('OMP_NUM_THREADS', '-')}} {{os.getpid()}}\\n")
 print("the stand-in runs", name)
 time.sleep(float(os.environ.get("SLEEP", "1")))
 if module in os.environ.get("FAIL", "").split():

@@ -193,7 +193,7 @@ def test_espnet_asr_bad_input(tiny_corpus, tmp_path):
         timeout=300,
     )
     assert r.returncode == 2 and "'no_such_upstream_local' is not an s3prl.hub entry" in r.stderr
-    assert not (tmp_path / "w" / "config.yaml").exists()
+    assert not (tmp_path / "w" / "config.yaml").exists() and not (tmp_path / "w" / "dump").exists()
 
 
 def test_mini_asr5k_recipe_sequences_the_stages(tiny_corpus, tmp_path):

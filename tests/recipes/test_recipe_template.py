@@ -4,6 +4,7 @@ waits for the jobs that write what it reads, --jobs of them side by side, a fail
 finished jobs are skipped, missing inputs are refused before anything runs, and cmd.sh's lines work as written."""
 
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -191,26 +192,59 @@ def test_a_recipe_log_redirected_to_a_file_keeps_every_line(recipe):
     assert [text.index(x) for x in lines] == sorted(text.index(x) for x in lines), text
 
 
-def test_interrupting_the_recipe_stops_its_jobs(recipe):
-    """Ctrl-C (SIGINT to the process group): make stops the running jobs and leaves no stamp for them."""
+def _started_pids(work):
+    return [int(line.split()[4]) for line in (work / "trace").read_text().splitlines() if line.startswith("start")]
+
+
+def _all_ended(pids, seconds=30):
+    """Whether every one of ``pids`` has ended (orphans are reaped by init: allow it a moment)."""
+    end = time.time() + seconds
+    while time.time() < end:
+        alive = []
+        for pid in pids:
+            try:
+                os.kill(pid, 0)
+                alive.append(pid)
+            except ProcessLookupError:
+                pass
+        if not alive:
+            return True
+        time.sleep(0.1)
+    return False
+
+
+@pytest.mark.parametrize("how", ["ctrl-c", "sigterm"])
+def test_interrupting_the_recipe_stops_its_jobs(recipe, how):
+    """Ctrl-C (SIGINT to the recipe's process group) or SIGTERM to ssl.sh alone (kill, a scheduler's cancel):
+    make and every running job end before ssl.sh exits (130 / 143), and no stamp is left for them."""
     env = dict(os.environ, S3PRL_PLUGINS_PYTHON=str(recipe / "bin" / "python"), TRACE=str(recipe / "trace"), SLEEP="30")
     p = subprocess.Popen(
         ["./ssl.sh", *GRAPH, "--jobs", "2"],
         cwd=recipe,
         env=env,
-        stdout=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
+        text=True,
         start_new_session=True,
     )
-    for _ in range(300):
+    for _ in range(600):
         if (recipe / "trace").exists():
             break
         time.sleep(0.1)
-    time.sleep(0.5)
-    os.killpg(p.pid, 2)
-    p.wait(timeout=60)
-    assert p.returncode != 0
+    assert (recipe / "trace").exists(), "no job started"
+    if how == "ctrl-c":
+        os.killpg(p.pid, signal.SIGINT)
+    else:
+        p.send_signal(signal.SIGTERM)
+    try:
+        _, err = p.communicate(timeout=60)
+    finally:
+        if p.poll() is None:
+            os.killpg(p.pid, signal.SIGKILL)
+    assert p.returncode == {"ctrl-c": 130, "sigterm": 143}[how], err
+    assert _all_ended(_started_pids(recipe)), "a job outlived the recipe"
     assert not list((recipe / "exp").glob(".done.targets_*")) and not (recipe / "exp" / ".done.teacher").exists()
+    assert "stopping the jobs" in err
 
 
 def test_an_int8_export_is_probed_after_its_model_is_trained(recipe):

@@ -508,8 +508,9 @@ def test_an_experiment_whose_checkpoints_are_lost_refuses_to_start_over(tmp_path
         timeout=300,
     )
     assert out.returncode == 0, out.stderr[-2000:]
-    aside = [d for d in os.listdir(exp) if d.startswith("checkpoints.before-restart-")]
-    assert len(aside) == 1 and sorted(os.listdir(os.path.join(exp, aside[0]))) == ["last.txt", "step00000002.pt"]
+    aside = [d for d in os.listdir(exp) if d.startswith("before-restart-")]
+    assert len(aside) == 1 and "checkpoints" in os.listdir(os.path.join(exp, aside[0]))
+    assert sorted(os.listdir(os.path.join(exp, aside[0], "checkpoints"))) == ["last.txt", "step00000002.pt"]
     assert os.path.isfile(os.path.join(exp, "model.pt"))
 
 
@@ -556,3 +557,23 @@ def test_changed_settings_on_resume_are_applied_or_refused_by_name(tmp_path, tin
     assert "trainer.max_steps changed: 8 -> 6 (applied)" in caplog.text
     state = torch.load(os.path.join(cfg["trainer"]["exp_dir"], "checkpoints", "step00000003.pt"), weights_only=True)
     assert state["optimizer"]["param_groups"][0]["lr"] == 0.5 and state["config"]["lr"] == 0.5
+
+
+def test_degenerate_training_is_refused(tmp_path, tiny):
+    """Masking nothing is refused up front; a run whose loss is exactly 0 with a zero gradient (here: a
+    mask_prob so small that no frame is masked) stops with a message instead of exporting its initial weights;
+    a NaN setting names its key."""
+    from s3prl_plugins.config import ConfigError
+
+    cfg = tiny_pretrain_config(str(tmp_path / "a"), *tiny, max_steps=60, save_every=1000, valid_every=1000)
+    cfg["task"]["mask_prob"] = 0
+    with pytest.raises(ConfigError, match=r"task\.mask_prob: must be > 0"):
+        run_pretrain(copy.deepcopy(cfg))
+    cfg["task"]["mask_prob"] = 1e-9
+    with pytest.raises(TrainingError, match="exactly 0 with a zero gradient for 20 updates"):
+        run_pretrain(copy.deepcopy(cfg))
+    assert not os.path.exists(os.path.join(cfg["trainer"]["exp_dir"], "model.pt"))
+    cfg = tiny_pretrain_config(str(tmp_path / "b"), *tiny, lr=float("nan"))
+    with pytest.raises(ConfigError, match=r"trainer\.lr: must be a number, not NaN"):
+        run_pretrain(copy.deepcopy(cfg))
+    assert not os.path.exists(cfg["trainer"]["exp_dir"])  # refused before anything was written

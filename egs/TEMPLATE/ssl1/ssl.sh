@@ -370,5 +370,31 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 command -v make > /dev/null || { log "the jobs run with GNU make, which is not installed here (apt-get install make)"; exit 1; }
 log "Stages 3-8: ${#__order[@]} jobs (exp/jobs/*.sh, exp/jobs.mk), ${jobs} side by side; logs in exp/log/"
-JOBS=${jobs} make --no-print-directory -k -j "${jobs}" -f exp/jobs.mk all
+# make and its jobs run in a session of their own, so that a signal to this script reaches all of them: Ctrl-C
+# (SIGINT, sent to this script's process group) and SIGTERM (kill, a scheduler's cancel) are passed on to the
+# whole job tree as SIGTERM -- make removes the stamps of the jobs it stops, each training ends at its last
+# checkpoint -- and this script waits for them to end before it exits (130 / 143). (In the foreground, bash
+# would run its trap only after make ended; a job started with & ignores SIGINT, hence SIGTERM for both.)
+stop_jobs() {
+  trap '' INT TERM
+  local pid=${make_pid:-$!} n=0   # $!: a signal between make's start and make_pid=$!
+  [ -n "${pid}" ] || exit "$2"    # before make started: nothing runs
+  log "stopping the jobs (SIG$1): make and every running job get SIGTERM; waiting for them to end"
+  kill -TERM -- "-${pid}" 2> /dev/null || kill -TERM "${pid}" 2> /dev/null || true
+  wait "${pid}" 2> /dev/null || true
+  while kill -0 -- "-${pid}" 2> /dev/null; do   # jobs that outlive make; after 60 s, SIGKILL
+    n=$((n + 1)); [ "${n}" -lt 300 ] || kill -KILL -- "-${pid}" 2> /dev/null || true
+    sleep 0.2
+  done
+  exit "$2"
+}
+trap 'stop_jobs INT 130' INT
+trap 'stop_jobs TERM 143' TERM
+session=(setsid); command -v setsid > /dev/null || session=()   # util-linux; without it make shares our group
+JOBS=${jobs} ${session[@]+"${session[@]}"} make --no-print-directory -k -j "${jobs}" -f exp/jobs.mk all &
+make_pid=$!
+make_rc=0
+wait "${make_pid}" || make_rc=$?
+trap - INT TERM
+[ "${make_rc}" -eq 0 ] || exit "${make_rc}"
 if in_stages 8 && [ -f exp/report.txt ]; then cat exp/report.txt; fi

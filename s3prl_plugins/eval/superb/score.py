@@ -291,6 +291,8 @@ def _load_json(path: str):
             return json.load(f)
     except json.JSONDecodeError as e:
         raise ValueError(f"{path} is not JSON ({e})") from None
+    except UnicodeDecodeError:
+        raise ValueError(f"{path} is not JSON (a binary file: not UTF-8 text)") from None
 
 
 def _metrics_of(data, source: str) -> Dict[str, float]:

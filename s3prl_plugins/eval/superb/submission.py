@@ -213,7 +213,9 @@ def build_submission(out: str, experiments: Dict[str, str], card: dict) -> dict:
     included: Dict[str, int] = {}
     results: Dict[str, float] = {}
     warnings: List[str] = []
-    with atomic_dir(out) as tmp:
+    # a folder written before folders were marked (kaldi.DIR_MARKER) holds these only, and is still replaced
+    legacy = frozenset({"predict", "predict.zip", "README.md", "results.json", "model.json"})
+    with atomic_dir(out, legacy=legacy) as tmp:
         os.makedirs(os.path.join(tmp, "predict"))
         for task, expdir in sorted(experiments.items()):
             folder, src_name, dst_name = FILES[task]

@@ -38,7 +38,7 @@ from __future__ import annotations
 import collections
 import os
 import re
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import yaml
 
@@ -332,9 +332,17 @@ def prepare_sid(train: str, dev: str, test: str, out: str, steps: int = 200000, 
         raise TaskDataError(f"{train}: {len(speakers)} speakers; s3prl's voxceleb1 expert has 1251 outputs")
     ids = {s: f"id{10001 + i}" for i, s in enumerate(speakers)}
     lines: List[str] = []
+    links: List[Tuple[str, str]] = []
+    seen: Dict[str, str] = {}
     for index, (role, d) in enumerate((("train", train), ("dev", dev), ("test", test)), start=1):
         for utt in data[role].utts:
             _check_utt_id(d, utt)
+            if utt in seen:  # s3prl's split file lists each file once, under one split
+                raise TaskDataError(
+                    f"{utt} is in {seen[utt]} and in {d}: an utterance belongs to one of train, dev and test; "
+                    "remove it from one of them"
+                )
+            seen[utt] = d
             spk = data[role].utt2spk.get(utt)
             if spk not in ids:
                 raise TaskDataError(
@@ -345,8 +353,10 @@ def prepare_sid(train: str, dev: str, test: str, out: str, steps: int = 200000, 
             m = _LIBRI_ID.match(utt)
             video = m.group(2) if m else "v0"
             rel = f"{ids[spk]}/{video}/{utt}{os.path.splitext(path)[1] or '.wav'}"
-            _link(path, os.path.join(out, "VoxCeleb1", "dev", "wav", rel))
+            links.append((path, os.path.join(out, "VoxCeleb1", "dev", "wav", rel)))
             lines.append(f"{index} {rel}")
+    for src, dst in links:  # after every utterance is checked: a refusal writes nothing
+        _link(src, dst)
     with open(os.path.join(out, "iden_split.txt"), "w", encoding="utf-8") as f:
         f.write("\n".join(lines) + "\n")
     with open(os.path.join(out, "speakers.txt"), "w", encoding="utf-8") as f:
@@ -409,12 +419,19 @@ def prepare_ks(
     }
 
 
+# what prepare() wrote before its folders were marked (kaldi.DIR_MARKER): such a folder is still replaced
+PREPARED_FILES = frozenset(
+    {"config.yaml", "audio", "len_for_bucket", "char.dict", "lexicon.txt", "phones.txt", "VoxCeleb1"}
+    | {"iden_split.txt", "speakers.txt"}
+)
+
+
 def prepare(task: str, out: str, **kwargs) -> str:
     """Write the task's data files and ``config.yaml`` under ``out`` (atomically); return the config's path."""
     if task not in TASKS:
         raise TaskDataError(f"unknown task {task!r}; the tasks are {', '.join(TASKS)} (PR runs from an s3prl checkout)")
     out = os.path.abspath(out)
-    with atomic_dir(out) as tmp:
+    with atomic_dir(out, legacy=PREPARED_FILES) as tmp:
         config = {"asr": prepare_asr, "sid": prepare_sid, "ks": prepare_ks, "pr": prepare_pr}[task](out=tmp, **kwargs)
         text = yaml.safe_dump(config, sort_keys=False).replace(tmp, out)
         with open(os.path.join(tmp, "config.yaml"), "w", encoding="utf-8") as f:

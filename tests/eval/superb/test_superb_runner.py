@@ -355,6 +355,18 @@ def test_task_preparation_refuses_bad_corpora(corpus, tmp_path):
             dev=os.path.join(data, "dev"),
             test=os.path.join(data, "test"),
         )
+    # one utterance in two splits: named with both data dirs, before anything is linked
+    write_data_dir(read_data_dir(os.path.join(data, "train")), str(tmp_path / "dup_dev"))
+    first = read_data_dir(os.path.join(data, "train")).utts[0]
+    with pytest.raises(TaskDataError, match=f"{first} is in {os.path.join(data, 'train')} and in .*dup_dev"):
+        prepare(
+            "sid",
+            str(tmp_path / "sid"),
+            train=os.path.join(data, "train"),
+            dev=str(tmp_path / "dup_dev"),
+            test=os.path.join(data, "test"),
+        )
+    assert not os.path.exists(tmp_path / "sid")
     with pytest.raises(TaskDataError, match="_background_noise_"):
         prepare("ks", str(tmp_path / "ks"), speech_commands=data)
     # PR: phones that do not match the transcript, and words the lexicon lacks

@@ -1,0 +1,86 @@
+"""Every CLI failure named in one line, no traceback, nothing written: a read-only/missing output folder,
+a missing file in a list, a binary results file, a full disk under export, a weight-pruning schedule that
+rises (refused before its first iteration)."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from s3prl_plugins.models import build_model
+from s3prl_plugins.models.checkpoint import save_checkpoint
+from s3prl_plugins.models.factories import hubert_config
+
+
+def _cli(module, *args):
+    return subprocess.run(
+        [sys.executable, "-m", f"s3prl_plugins.bin.{module}", *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+def _tiny():
+    return build_model(
+        hubert_config(
+            num_layers=1,
+            num_heads=2,
+            ffn_dim=32,
+            conv_layers=[(16, 10, 5), (16, 3, 2)],
+            with_head=False,
+            embed_dim=16,
+            pos_conv_kernel=4,
+            pos_conv_groups=2,
+        )
+    ).eval()
+
+
+def test_convert_into_a_folder_it_cannot_write(tmp_path):
+    src = tmp_path / "m.pt"
+    save_checkpoint(str(src), _tiny())
+    r = _cli("convert", src, "--out", "/proc/no/m.pt")
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
+    assert "cannot write /proc/no/m.pt" in r.stderr
+
+
+def test_profile_names_a_missing_file_of_its_wav_list(tmp_path):
+    (tmp_path / "wav.scp").write_text(f"u1 {tmp_path}/gone.wav\n")
+    r = _cli("profile", "distilhubert", "--wav-list", tmp_path / "wav.scp")
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
+    assert f"wav.scp:1: cannot read {tmp_path}/gone.wav" in r.stderr
+
+
+def test_superb_score_names_a_binary_file(tmp_path):
+    (tmp_path / "r.json").write_bytes(bytes(range(256)))
+    r = _cli("superb_score", tmp_path / "r.json")
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert f"{tmp_path / 'r.json'} is not JSON" in r.stderr
+
+
+@pytest.mark.parametrize("error", [OSError(28, "No space left on device"), RuntimeError("file write failed")])
+def test_export_on_a_full_disk_names_the_folder(tmp_path, monkeypatch, error):
+    import onnx
+
+    from s3prl_plugins.deploy.graph_model import ExportError
+    from s3prl_plugins.deploy.onnx import to_onnx
+
+    def full(*a, **k):
+        raise error
+
+    monkeypatch.setattr(onnx, "save_model", full)
+    with pytest.raises(ExportError, match=f"no space left on {tmp_path} while writing m.onnx"):
+        to_onnx(_tiny(), str(tmp_path / "m.onnx"))
+    assert os.listdir(tmp_path) == []
+
+
+def test_a_rising_weight_pruning_schedule_is_refused_before_iteration_1():
+    from s3prl_plugins.compress.steps import check_step
+    from s3prl_plugins.config import ConfigError
+
+    with pytest.raises(ConfigError, match=r"steps\.0\.densities: each density must be below the one before"):
+        check_step({"method": "weight", "densities": [0.8, 0.9]}, "steps.0", lambda section, where: None)
+    with pytest.raises(ConfigError, match=r"steps\.0\.stop \(0\.9\) must be below steps\.0\.start"):
+        check_step({"method": "weight", "start": 0.5, "stop": 0.9}, "steps.0", lambda section, where: None)
+    check_step({"method": "weight", "densities": [0.8, 0.6]}, "steps.0", lambda section, where: None)
