@@ -136,20 +136,33 @@ def _wait_for(predicate, seconds=120):
     return False
 
 
+def _as_from_a_terminal():
+    """Ctrl-C reaches the child: a suite started in the background (nohup, a CI runner) passes SIGINT ignored to
+    its children, and a Python started so never turns it into KeyboardInterrupt."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+def _export_until_its_work_folder(model_pt, out, env=None):
+    """An int8 export into ``out``, returned once its work folder is there (the export is under way)."""
+    p = subprocess.Popen(
+        [sys.executable, "-m", "s3prl_plugins.bin.export", str(model_pt), "--out", str(out / "m.onnx"), "--int8"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+        preexec_fn=_as_from_a_terminal,
+    )
+    assert _wait_for(lambda: any(f.startswith(".tmp-export-") for f in os.listdir(out)) or p.poll() is not None)
+    return p
+
+
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
 def test_a_killed_export_leaves_nothing_behind(tmp_path, model_pt, sig):
     tmp = tmp_path / "tmp"
     tmp.mkdir()
     out = tmp_path / "out"
     out.mkdir()
-    p = subprocess.Popen(
-        [sys.executable, "-m", "s3prl_plugins.bin.export", str(model_pt), "--out", str(out / "m.onnx"), "--int8"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=dict(os.environ, TMPDIR=str(tmp)),
-    )
-    assert _wait_for(lambda: any(f.startswith(".tmp-export-") for f in os.listdir(out)) or p.poll() is not None)
+    p = _export_until_its_work_folder(model_pt, out, env=dict(os.environ, TMPDIR=str(tmp)))
     p.send_signal(sig)
     _, err = p.communicate(timeout=120)
     if p.returncode == 0:
@@ -161,14 +174,9 @@ def test_a_killed_export_leaves_nothing_behind(tmp_path, model_pt, sig):
 def test_the_work_folder_of_a_sigkilled_export_is_removed_by_the_next(tmp_path, model_pt):
     out = tmp_path / "out"
     out.mkdir()
-    p = subprocess.Popen(
-        [sys.executable, "-m", "s3prl_plugins.bin.export", str(model_pt), "--out", str(out / "m.onnx"), "--int8"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    assert _wait_for(lambda: any(f.startswith(".tmp-export-") for f in os.listdir(out)) or p.poll() is not None)
+    p = _export_until_its_work_folder(model_pt, out)
     p.kill()
-    p.wait(timeout=60)
+    p.communicate(timeout=60)
     # another live process's work folder (this test's own pid) is not touched
     live = out / f".tmp-export-{socket.gethostname()}-{os.getpid()}-x"
     live.mkdir()
@@ -241,6 +249,7 @@ def test_ctrl_c_in_training_ends_with_one_line_naming_the_last_checkpoint(tmp_pa
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        preexec_fn=_as_from_a_terminal,
     )
     last = os.path.join(cfg["trainer"]["exp_dir"], "checkpoints", "last.txt")
     assert _wait_for(lambda: os.path.exists(last) or p.poll() is not None)

@@ -58,6 +58,14 @@ def main(argv=None) -> int:
     from s3prl_plugins.deploy.hf import check_hf_out, to_hf
     from s3prl_plugins.deploy.onnx import to_onnx
 
+    # the C extensions an ONNX export uses, imported before anything is written: an import interrupted by Ctrl-C
+    # can crash the interpreter (seen: SIGSEGV in `import onnx`), and no finally block runs after a crash
+    if args.format == "onnx":
+        import onnx  # noqa: F401
+
+        if args.int8:
+            import onnxruntime.quantization  # noqa: F401
+
     if args.format == "hf" and (args.int8 or args.per_tensor):
         print(
             "error: --int8 / --per-tensor apply to ONNX; a transformers folder holds float32 weights", file=sys.stderr

@@ -120,19 +120,23 @@ class OnnxUpstreamExpert(nn.Module):
 
     def _run_long(self, wav: Tensor) -> Tensor:
         """One long utterance in windows (:data:`WINDOW_SECONDS`): (layers + 1, frames, dim). The last window
-        ends at the utterance's end, so its frame count gives the whole utterance's, whatever the front-end."""
+        ends at the utterance's end, so its frame count gives the whole utterance's, whatever the front-end.
+        The states are written into one tensor as they come (sized for at most a frame per stride of samples,
+        then narrowed): one copy of the output, whatever the number of windows."""
         stride = self.downsample_rate
         keep = max(1, round(self.window_seconds * 16000 / stride))  # frames each window keeps
         context = round(self.context_seconds * 16000 / stride)  # frames of audio seen on either side
-        n, a, pieces = wav.numel(), 0, []
+        n, a, states = wav.numel(), 0, None
         while True:
             start = max(0, a - context)  # in frames: the window's audio starts on a frame boundary
             end = min(n, (a + keep + context) * stride + self.min_samples)
             out = self._run([wav[start * stride : end]])[:, 0]
+            if states is None:
+                states = out.new_empty(out.shape[0], n // stride + 1, out.shape[-1])
+            piece = out[:, a - start :] if end == n else out[:, a - start : a - start + keep]
+            states[:, a : a + piece.shape[1]] = piece
             if end == n:
-                pieces.append(out[:, a - start :])
-                return torch.cat(pieces, dim=1)
-            pieces.append(out[:, a - start : a - start + keep])
+                return states[:, : a + piece.shape[1]]
             a += keep
 
     def forward(self, wavs: List[Tensor]) -> Dict[str, Any]:
@@ -148,11 +152,14 @@ class OnnxUpstreamExpert(nn.Module):
             )
         if not long:
             states = self._run(wavs)
+        elif len(wavs) == 1:
+            states = self._run_long(wavs[0]).unsqueeze(1)
         else:  # each long utterance in windows, the others whole; padded to the longest as the graph pads
             parts = [self._run_long(w) if i in long else self._run([w])[:, 0] for i, w in enumerate(wavs)]
             states = torch.zeros(parts[0].shape[0], len(parts), max(p.shape[1] for p in parts), parts[0].shape[-1])
             for i, p in enumerate(parts):
                 states[:, i, : p.shape[1]] = p
+            del parts
         states = states.to(device)
         if self.num_layers is not None:
             states = states[: self.num_layers + 1]

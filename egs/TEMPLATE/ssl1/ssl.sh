@@ -381,11 +381,15 @@ stop_jobs() {
   [ -n "${pid}" ] || exit "$2"    # before make started: nothing runs
   log "stopping the jobs (SIG$1): make and every running job get SIGTERM; waiting for them to end"
   kill -TERM -- "-${pid}" 2> /dev/null || kill -TERM "${pid}" 2> /dev/null || true
-  wait "${pid}" 2> /dev/null || true
-  while kill -0 -- "-${pid}" 2> /dev/null; do   # jobs that outlive make; after 60 s, SIGKILL
-    n=$((n + 1)); [ "${n}" -lt 300 ] || kill -KILL -- "-${pid}" 2> /dev/null || true
+  # until the whole group has ended: SIGTERM again every second (a job make forked just as the first one went
+  # out never got it), SIGKILL after 30 s
+  while kill -0 -- "-${pid}" 2> /dev/null || kill -0 "${pid}" 2> /dev/null; do
+    n=$((n + 1))
+    if [ "${n}" -ge 150 ]; then kill -KILL -- "-${pid}" 2> /dev/null || true
+    elif [ $((n % 5)) -eq 0 ]; then kill -TERM -- "-${pid}" 2> /dev/null || true; fi
     sleep 0.2
   done
+  wait "${pid}" 2> /dev/null || true
   exit "$2"
 }
 trap 'stop_jobs INT 130' INT
