@@ -22,10 +22,10 @@ test:              ## the default test suite (CPU, a few minutes)
 	$(PY) -m pytest -q tests
 
 lint:              ## the formatter and linter (ruff, configured in pyproject.toml); `make format` applies the formatter
-	$(PY) -m ruff check . && "$$py" -m ruff format --check .
+	$(PY) -m ruff check . && $(PY) -m ruff format --check .
 
 format:
-	$(PY) -m ruff check --fix . && "$$py" -m ruff format .
+	$(PY) -m ruff check --fix . && $(PY) -m ruff format .
 
 test-slow:         ## only the long end-to-end tests (the mini recipe, the stock runner per task, ESPnet, the chain); CI runs them after `make test`
 	$(PY) -m pytest -q tests --runslow -m slow

@@ -17,7 +17,7 @@ venv="$root/venv-$hash"
 log() { echo "[setup_env] $*" >&2; }
 fail() { log "error: $*"; exit 1; }
 # any failing step: the command's own message is above; this line says what it means
-trap 'log "error: setting up $venv failed (tools/setup_env.sh line $LINENO); it is not marked complete, so the next run builds it again"' ERR
+trap 'log "error: setting up $venv failed (tools/setup_env.sh line $LINENO); a build that did not finish is not marked complete, and the next run builds it again"' ERR
 
 # One set-up at a time per environment: a second caller (another clone's make, a parallel CI job) waits here and
 # then reuses what the first built. The kernel releases the lock however its holder ends, and an environment
@@ -26,6 +26,7 @@ mkdir -p "$root" 2>/dev/null || fail "cannot create $root: set S3PRL_PLUGINS_VEN
 [ -w "$root" ] || fail "$root is not writable: set S3PRL_PLUGINS_VENV_ROOT to a writable folder"
 if command -v flock >/dev/null 2>&1; then
   exec 9>>"$root/.lock-$hash"
+  chmod a+rw "$root/.lock-$hash" 2>/dev/null || true   # a cache folder shared by several users: each may lock it
   if ! flock -n 9; then
     log "waiting for another set-up of $venv to finish (another clone or make target builds it)"
     flock 9

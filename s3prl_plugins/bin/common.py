@@ -40,6 +40,7 @@ def sigterm_raises(as_interrupt: bool = False) -> Iterator[None]:
 
     def _raise(signum, frame):
         _TERMINATED.append(signum)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # once: a repeated SIGTERM must not cut the clean-up short
         if as_interrupt:
             raise KeyboardInterrupt
         raise SystemExit(128 + signum)
@@ -51,12 +52,15 @@ def sigterm_raises(as_interrupt: bool = False) -> Iterator[None]:
         signal.signal(signal.SIGTERM, before)
 
 
-def leave_process_group() -> None:
+def leave_process_group(interrupted: bool = False) -> None:
     """Destroy a torchrun process group before exit: a gloo group left alive can abort the process at
-    interpreter shutdown ("terminate called without an active exception", seen once in CI-like runs)."""
+    interpreter shutdown ("terminate called without an active exception", seen once in CI-like runs).
+    ``interrupted``: only a gloo group (tearing down NCCL while other ranks may be mid-collective can hang)."""
     import torch.distributed as dist
 
     if dist.is_available() and dist.is_initialized():
+        if interrupted and dist.get_backend() != "gloo":
+            return
         dist.destroy_process_group()
 
 
@@ -85,7 +89,9 @@ def training_main(
         print(f"error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt as e:  # Ctrl-C or SIGTERM: one line (TrainingInterrupted: where the last checkpoint is)
-        print(f"{command}: {e or 'interrupted'}", file=sys.stderr)
+        leave_process_group(interrupted=True)
+        if rank == 0:
+            print(f"{command}: {e or 'interrupted'}", file=sys.stderr)
         return 128 + signal.SIGTERM if _TERMINATED else 130
     if rank == 0:
         print(json.dumps(result))

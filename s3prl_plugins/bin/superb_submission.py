@@ -24,6 +24,7 @@ import argparse
 import logging
 import sys
 
+from s3prl_plugins.data.kaldi import DataDirError
 from s3prl_plugins.eval.superb.submission import (
     FILES,
     SubmissionError,
@@ -67,7 +68,7 @@ def main(argv=None) -> int:
         corpus = args.corpus or corpus_from_training(args.train_config)
         card = model_card(args.upstream, args.ckpt, corpus, args.name or args.upstream, profile, stride)
         summary = build_submission(args.out, experiments, card)
-    except (SubmissionError, OSError) as e:
+    except (SubmissionError, DataDirError, OSError) as e:  # DataDirError: --out holds files it did not write
         print(f"error: {e}", file=sys.stderr)
         return 2
     for w in summary["warnings"]:

@@ -342,9 +342,7 @@ class Chain:
         trainer = Trainer(
             cfg, wrapped, self.loader_data(train, True, cfg.seed), self.loader_data(valid, False) if valid else None
         )
-        # what a recovery killed before its first checkpoint left (its logs) is the chain's own, redone from the
-        # start: moved aside (trainer's --restart), where a user's training with no checkpoint would be refused
-        last = trainer.train(restart=not trainer.checkpoints() and bool(trainer.outputs()))
+        last = trainer.train()
         model.eval()
         return model, last, trainer.step
 

@@ -117,18 +117,24 @@ class NotOurFolder(DataDirError):
 
 
 def check_replaceable(path: str, legacy: frozenset = frozenset()) -> None:
-    """Refuse ``path`` unless it is absent, empty, built by :func:`atomic_dir` (its :data:`DIR_MARKER`), or holds
-    only ``legacy`` names (what the builder wrote before folders were marked). Nothing is written."""
+    """Refuse ``path`` unless it is absent or holds only what :func:`atomic_dir` wrote there (the names its
+    :data:`DIR_MARKER` lists) and ``legacy`` names (what the builder writes, and folders of before the marker
+    hold). Nothing is written."""
     if not os.path.lexists(path):
         return
     if os.path.islink(path) or not os.path.isdir(path):
         raise NotOurFolder(f"{path} exists and is not a folder; choose another output")
     found = sorted(os.listdir(path))
-    if found and DIR_MARKER not in found and not set(found) <= legacy:
-        shown = ", ".join(found[:5]) + (f" and {len(found) - 5} more" if len(found) > 5 else "")
+    ours = set(legacy)  # what the builder writes, and what our other commands add (a data dir's phones)
+    if DIR_MARKER in found:  # ours: it lists what it wrote; anything else added since is somebody's
+        with open(os.path.join(path, DIR_MARKER), encoding="utf-8") as f:
+            ours |= {DIR_MARKER, *f.read().split()}
+    foreign = [n for n in found if n not in ours]
+    if foreign:
+        shown = ", ".join(foreign[:5]) + (f" and {len(foreign) - 5} more" if len(foreign) > 5 else "")
         raise NotOurFolder(
             f"{path} holds files this command did not write ({shown}); it replaces only an empty folder or one it "
-            "wrote. Choose another output folder; nothing was changed"
+            "wrote. Move them out or choose another output folder; nothing was changed"
         )
 
 
@@ -148,7 +154,8 @@ def atomic_dir(path: str, legacy: frozenset = frozenset()):
     os.chmod(tmp, 0o777 & ~current_umask())  # mkdtemp's 0700 would hide a shared data dir from colleagues
     try:
         yield tmp
-        open(os.path.join(tmp, DIR_MARKER), "w").close()
+        with open(os.path.join(tmp, DIR_MARKER), "w", encoding="utf-8") as f:  # what it wrote (one name a line)
+            f.write("".join(f"{n}\n" for n in sorted(os.listdir(tmp))))
         check_replaceable(path, legacy)
         if os.path.isdir(path):  # ours (or empty): out of the way, removed once the new one is in place
             old = tempfile.mkdtemp(prefix=f".{os.path.basename(path)}.old-", dir=parent)

@@ -138,11 +138,20 @@ def check_hf_out(out: str) -> None:
     if os.path.islink(out) or not os.path.isdir(out):
         raise ExportError(f"--format hf: {out} exists and is not a folder; choose another --out")
     found = sorted(os.listdir(out))
-    if found and MARKER not in found:
-        shown = ", ".join(found[:5]) + (f" and {len(found) - 5} more" if len(found) > 5 else "")
+    ours = set()
+    if MARKER in found:  # an earlier export: it lists what it wrote; anything added since (a model card) is not ours
+        try:
+            with open(os.path.join(out, MARKER), encoding="utf-8") as f:
+                ours = set(json.load(f).get("files", [])) | {MARKER}
+        except (OSError, ValueError, AttributeError):
+            ours = set()
+    foreign = [n for n in found if n not in ours]
+    if foreign:
+        shown = ", ".join(foreign[:5]) + (f" and {len(foreign) - 5} more" if len(foreign) > 5 else "")
         raise ExportError(
             f"--format hf: {out} holds files this command did not write ({shown}); it replaces only an empty folder "
-            f"or an earlier export (one with {MARKER}). Choose another --out; nothing was changed"
+            f"or an earlier export of its own (listed in {MARKER}). Move them out or choose another --out; nothing "
+            "was changed"
         )
 
 
@@ -201,13 +210,24 @@ def to_hf(model: SSLModel, out: str, source: str = "") -> str:
                 do_normalize=bool(model.config.normalize_waveform),
                 return_attention_mask=bool(model.config.normalize_waveform),
             ).save_pretrained(tmp)
+            files = sorted(os.listdir(tmp))
             with open(os.path.join(tmp, MARKER), "w") as f:
-                json.dump({"written_by": "s3prl_plugins.bin.export --format hf", "source": source}, f, indent=2)
+                json.dump(
+                    {"written_by": "s3prl_plugins.bin.export --format hf", "source": source, "files": files},
+                    f,
+                    indent=2,
+                )
         _share(tmp)
         check_hf_out(out)  # again: something may have appeared there while the weights were written
         if os.path.isdir(out):  # empty, or our earlier export: out of the way first, removed once the new is in
             os.replace(out, os.path.join(work, "old"))
-        os.replace(tmp, out)
+            try:
+                os.replace(tmp, out)
+            except BaseException:  # interrupted between the two renames: the earlier export goes back
+                os.replace(os.path.join(work, "old"), out)
+                raise
+        else:
+            os.replace(tmp, out)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     logger.info(

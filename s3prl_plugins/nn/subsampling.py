@@ -352,6 +352,7 @@ class Subsampled:
 
 
 SUBSAMPLING_TYPES = ("avg", "conv", "cif", "segments")
+FIXED_SUBSAMPLING = ("avg", "conv")  # a fixed frame rate; the others follow the content (Subsampler.variable)
 SUBSAMPLING_KEYS = {"type", "stride", "upsample", "kernel", "tail_threshold"}
 
 
@@ -403,7 +404,7 @@ class Subsampler(nn.Module):
         self.kind = str(spec["type"])
         self.stride = spec.get("stride", 1)
         self.tail_threshold = float(spec.get("tail_threshold", 0.5))
-        self.fixed = FixedSubsampler(self.kind, int(self.stride), channels) if self.kind in ("avg", "conv") else None
+        self.fixed = FixedSubsampler(self.kind, int(self.stride), channels) if self.kind in FIXED_SUBSAMPLING else None
         self.weights = CIFWeights(channels, int(spec.get("kernel", 5))) if self.kind == "cif" else None
 
     def _threshold(self, alpha: Tensor, lengths: Optional[Tensor]) -> Tensor:

@@ -58,16 +58,20 @@ def experiment_lock(folder: str, what: str = "training") -> Iterator[None]:
     path = os.path.join(folder, LOCK_NAME)
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
     try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as e:
-            if e.errno not in (errno.EAGAIN, errno.EACCES):
-                raise
-            holder = _holder(os.pread(fd, 4096, 0).decode(errors="replace"))
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as e:
+        text = os.pread(fd, 4096, 0).decode(errors="replace")
+        os.close(fd)
+        if e.errno in (errno.EAGAIN, errno.EACCES):
             raise ExperimentLocked(
-                f"{folder} is being written by another process ({holder}): one experiment folder has one writer. "
-                "Wait for it to finish, stop it, or write into another folder"
+                f"{folder} is being written by another process ({_holder(text)}): one experiment folder has one "
+                "writer. Wait for it to finish, stop it, or write into another folder"
             ) from None
+        # a file system without flock (Lustre mounted without it, some FUSE/SMB shares): run, and say so
+        logger.warning("%s cannot be locked (%s): a second writer of it would not be refused", folder, e.strerror)
+        yield
+        return
+    try:
         previous = os.pread(fd, 4096, 0).decode(errors="replace").strip()
         me = f"pid={os.getpid()} host={socket.gethostname()} what={what}"
         if previous:
@@ -85,8 +89,9 @@ def experiment_lock(folder: str, what: str = "training") -> Iterator[None]:
         fd, depth = _held.pop(key)
         try:
             os.ftruncate(fd, 0)  # an empty lock file: nobody's
+            fcntl.flock(fd, fcntl.LOCK_UN)  # for every process sharing the descriptor (forked DataLoader workers)
         finally:
-            os.close(fd)  # releases the flock
+            os.close(fd)
 
 
 def rank0_lock(folder: str, what: str = "training"):

@@ -467,7 +467,14 @@ class Trainer:
                 "aside to before-restart-<time>/, not deleted), or train into another trainer.exp_dir."
             )
         found = [n for n in self.outputs() if n != "checkpoints"]
-        if found:
+        if self._any_rank(found == ["tensorboard"]):  # decided together: every rank meets _restart's barrier
+            # logs of a run stopped before its first checkpoint: nothing to resume and nothing else to lose, so
+            # it starts over, its logs moved aside (not deleted) so that the curves do not mix
+            logger.warning(
+                "%s has TensorBoard logs but no checkpoint (a run stopped before its first save)", self.config.exp_dir
+            )
+            self._restart()
+        elif found:
             raise TrainingError(
                 f"{self.config.exp_dir} holds {', '.join(found)} of an earlier run but no checkpoint to resume "
                 f"from: starting at step 0 would overwrite them. Start over with --restart (they are moved aside "
@@ -657,9 +664,13 @@ class Trainer:
             except KeyboardInterrupt:
                 if self._bar is not None:
                     self._bar.close()  # its last line before the message, not after
+                last = self.latest_checkpoint()
                 raise TrainingInterrupted(
-                    f"interrupted at step {self.step}; the last checkpoint is {self.latest_checkpoint() or 'none'} "
-                    "(run the same command again to resume from it)"
+                    f"interrupted at step {self.step}; the last checkpoint is {last} (run the same command, without "
+                    "--restart, to resume from it)"
+                    if last
+                    else f"interrupted at step {self.step}, before the first checkpoint (trainer.save_every="
+                    f"{self.config.save_every}): the same command starts over"
                 ) from None
 
     def _train(self, resume: bool, stop_at: Optional[int], restart: bool) -> Dict[str, float]:

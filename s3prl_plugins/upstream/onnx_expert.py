@@ -18,6 +18,7 @@ import torch
 from torch import Tensor, nn
 
 from s3prl_plugins.models.ssl_model import pad_waveforms
+from s3prl_plugins.nn.subsampling import FIXED_SUBSAMPLING
 from s3prl_plugins.upstream.expert import HIDDEN_STATES, InputError, check_waveforms, read_expert_options
 
 logger = logging.getLogger(__name__)
@@ -100,9 +101,10 @@ class OnnxUpstreamExpert(nn.Module):
         )
         if self.window_seconds < 0 or self.context_seconds < 0:
             raise ValueError("window_seconds and context_seconds must be >= 0 (window_seconds=0: inputs whole)")
-        # CIF's frames follow the content (a variable rate): windows of it could not be stitched frame by frame
+        # CIF's (or given segments') frames follow the content, a variable rate (nn.subsampling.Subsampler.variable:
+        # anything but fixed pooling): windows of it could not be stitched frame by frame
         subsampling = json.loads(meta.get("s3prl_plugins.config", "{}")).get("subsampling") or {}
-        self.rate_varies = subsampling.get("type") == "cif"
+        self.rate_varies = bool(subsampling) and subsampling.get("type") not in FIXED_SUBSAMPLING
         self.path = str(ckpt)
         if kwargs:
             logger.debug("ignoring s3prl options %s", sorted(kwargs))

@@ -180,6 +180,13 @@ def test_a_data_dir_replaces_only_a_folder_it_wrote(tmp_path):
         (tmp_path / "kaldi" / name).write_text("")
     write_data_dir(d, str(tmp_path / "kaldi"))
     assert read_data_dir(str(tmp_path / "kaldi"), check_files=False).utts == ["s1-u1"]
+    (out / "notes.txt").write_text("mine")  # a file a user added to a data dir it wrote: not replaced
+    with pytest.raises(NotOurFolder, match="did not write \\(notes.txt\\)"):
+        write_data_dir(d, str(out))
+    assert (out / "notes.txt").read_text() == "mine"
+    (out / "phones").write_text("")  # what our own make_phones adds: still ours
+    (out / "notes.txt").unlink()
+    write_data_dir(d, str(out))
     exp = tmp_path / "exp"
     (exp / "checkpoints").mkdir(parents=True)
     (exp / "model.pt").write_text("weights")

@@ -4,7 +4,7 @@ every other command is a job that is traced, sleeps, writes a placeholder output
 STUB = """#!{python}
 # a stand-in for python: the template's queries (bin/inspect) go to the real one; every other command is a
 # job, traced as "start NAME t threads pid" / "end NAME t" and failing when its module is in $FAIL
-import os, sys, time
+import os, signal, sys, time
 if sys.argv[1:3] == ["-m", "s3prl_plugins.bin.inspect"]:
     os.execv({python!r}, [{python!r}] + sys.argv[1:])
 module = sys.argv[2].rsplit(".", 1)[-1]
@@ -14,7 +14,15 @@ name = module + ":" + str(out)
 trace = os.environ["TRACE"]
 with open(trace, "a") as f:
     f.write(f"start {{name}} {{time.time()}} {{os.environ.get('OMP_NUM_THREADS', '-')}} {{os.getpid()}}\\n")
-print("the stand-in runs", name)
+print("the stand-in runs", name, flush=True)
+
+
+def stop(signum, frame):  # a stopped job's last words, as a training's "interrupted at step N ..."
+    print("the stand-in stops", name, flush=True)
+    sys.exit(143)
+
+
+signal.signal(signal.SIGTERM, stop)
 time.sleep(float(os.environ.get("SLEEP", "1")))
 if module in os.environ.get("FAIL", "").split():
     print("the reason it broke", file=sys.stderr)

@@ -213,17 +213,18 @@ def _all_ended(pids, seconds=30):
     return False
 
 
-@pytest.mark.parametrize("how", ["ctrl-c", "sigterm"])
-def test_interrupting_the_recipe_stops_its_jobs(recipe, how):
+@pytest.mark.parametrize("how,jobs", [("ctrl-c", 2), ("sigterm", 2), ("ctrl-c", 1)])
+def test_interrupting_the_recipe_stops_its_jobs(recipe, how, jobs):
     """Ctrl-C (SIGINT to the recipe's process group) or SIGTERM to ssl.sh alone (kill, a scheduler's cancel):
-    make and every running job end before ssl.sh exits (130 / 143), and no stamp is left for them."""
+    make and every running job end before ssl.sh ends (by the same signal, as an interrupted program does), no
+    stamp is left for them, and a stopped job's last words reach its log (and, with --jobs 1, the terminal)."""
     env = dict(os.environ, S3PRL_PLUGINS_PYTHON=str(recipe / "bin" / "python"), TRACE=str(recipe / "trace"), SLEEP="30")
     p = subprocess.Popen(
-        ["./ssl.sh", *GRAPH, "--jobs", "2"],
+        ["./ssl.sh", *GRAPH, "--jobs", str(jobs)],
         cwd=recipe,
         env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
         text=True,
         start_new_session=True,
         # as from a terminal: a process started in the background (nohup, `cmd &` in a script, some CI runners)
@@ -241,16 +242,20 @@ def test_interrupting_the_recipe_stops_its_jobs(recipe, how):
     else:
         p.send_signal(signal.SIGTERM)
     try:
-        _, err = p.communicate(timeout=60)
+        err, _ = p.communicate(timeout=60)
     except subprocess.TimeoutExpired:
         ps = subprocess.run(["ps", "-eo", "pid,ppid,pgid,stat,etime,args"], capture_output=True, text=True).stdout
         os.killpg(p.pid, signal.SIGKILL)
-        _, err = p.communicate()
+        err, _ = p.communicate()
         pytest.fail(f"ssl.sh still runs 60 s after the signal; its stderr:\n{err}\nprocesses:\n{ps}")
-    assert p.returncode == {"ctrl-c": 130, "sigterm": 143}[how], err
+    assert p.returncode == {"ctrl-c": -signal.SIGINT, "sigterm": -signal.SIGTERM}[how], err
     assert _all_ended(_started_pids(recipe)), "a job outlived the recipe"
     assert not list((recipe / "exp").glob(".done.targets_*")) and not (recipe / "exp" / ".done.teacher").exists()
     assert "stopping the jobs" in err
+    logs = "".join(f.read_text() for f in (recipe / "exp" / "log").glob("*.log"))
+    assert "the stand-in stops" in logs, logs
+    if jobs == 1:
+        assert "the stand-in stops" in err, err
 
 
 def test_an_int8_export_is_probed_after_its_model_is_trained(recipe):

@@ -376,29 +376,34 @@ log "Stages 3-8: ${#__order[@]} jobs (exp/jobs/*.sh, exp/jobs.mk), ${jobs} side 
 # checkpoint -- and this script waits for them to end before it exits (130 / 143). (In the foreground, bash
 # would run its trap only after make ended; a job started with & ignores SIGINT, hence SIGTERM for both.)
 stop_jobs() {
-  trap '' INT TERM
-  local pid=${make_pid:-$!} n=0   # $!: a signal between make's start and make_pid=$!
-  [ -n "${pid}" ] || exit "$2"    # before make started: nothing runs
-  log "stopping the jobs (SIG$1): make and every running job get SIGTERM; waiting for them to end"
-  kill -TERM -- "-${pid}" 2> /dev/null || kill -TERM "${pid}" 2> /dev/null || true
-  # until the whole group has ended: SIGTERM again every second (a job make forked just as the first one went
-  # out never got it), SIGKILL after 30 s
-  while kill -0 -- "-${pid}" 2> /dev/null || kill -0 "${pid}" 2> /dev/null; do
-    n=$((n + 1))
-    if [ "${n}" -ge 150 ]; then kill -KILL -- "-${pid}" 2> /dev/null || true
-    elif [ $((n % 5)) -eq 0 ]; then kill -TERM -- "-${pid}" 2> /dev/null || true; fi
-    sleep 0.2
-  done
-  wait "${pid}" 2> /dev/null || true
+  trap '' INT TERM HUP
+  local pid=${make_pid:-${!:-}} n=0   # $!: a signal between make's start and make_pid=$!
+  if [ -n "${pid}" ]; then          # else make has not started: nothing runs
+    log "stopping the jobs (SIG$1): make and every running job get SIGTERM; waiting for them to end"
+    kill -TERM -- "-${pid}" 2> /dev/null || kill -TERM "${pid}" 2> /dev/null || true
+    # until the whole group has ended: SIGTERM once more after 5 s (a job make forked as the first one went out
+    # never got it; sooner would cut short the clean-up of those that did), SIGKILL after 30 s
+    while kill -0 -- "-${pid}" 2> /dev/null || kill -0 "${pid}" 2> /dev/null; do
+      n=$((n + 1))
+      if [ "${n}" -ge 150 ]; then kill -KILL -- "-${pid}" 2> /dev/null || true
+      elif [ "${n}" -eq 25 ]; then kill -TERM -- "-${pid}" 2> /dev/null || true; fi
+      sleep 0.2
+    done
+    wait "${pid}" 2> /dev/null || true
+  fi
+  # end by the signal itself, as an interrupted program does, so that a caller's loop stops too
+  trap - "$1"
+  kill -s "$1" $$
   exit "$2"
 }
 trap 'stop_jobs INT 130' INT
 trap 'stop_jobs TERM 143' TERM
+trap 'stop_jobs HUP 129' HUP   # the terminal closed: make's own session would not hear it
 session=(setsid); command -v setsid > /dev/null || session=()   # util-linux; without it make shares our group
 JOBS=${jobs} ${session[@]+"${session[@]}"} make --no-print-directory -k -j "${jobs}" -f exp/jobs.mk all &
 make_pid=$!
 make_rc=0
 wait "${make_pid}" || make_rc=$?
-trap - INT TERM
+trap - INT TERM HUP
 [ "${make_rc}" -eq 0 ] || exit "${make_rc}"
 if in_stages 8 && [ -f exp/report.txt ]; then cat exp/report.txt; fi

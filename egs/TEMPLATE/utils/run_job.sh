@@ -34,7 +34,8 @@ elif [ "${jobs}" -gt 1 ]; then
   ${cmd[@]+"${cmd[@]}"} bash "${script}" > "${logfile}" 2>&1 || rc=$?
 else
   set +e
-  ${cmd[@]+"${cmd[@]}"} bash "${script}" 2>&1 | tee "${logfile}"
+  # tee outlives a stop (ssl.sh sends SIGTERM to the job's group): the job's last words reach the terminal and log
+  ${cmd[@]+"${cmd[@]}"} bash "${script}" 2>&1 | ( trap '' INT TERM; exec tee "${logfile}" )
   rc=${PIPESTATUS[0]}
   set -e
 fi

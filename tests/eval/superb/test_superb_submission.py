@@ -188,6 +188,11 @@ def test_the_corpus_is_given_or_counted_never_a_default(tmp_path, experiments):
     (tmp_path / "egs" / "conf" / "bad.yaml").write_text("data:\n  train: data/nowhere\n")
     r = _submit("--out", "sub3", "--train-config", "egs/conf/bad.yaml", *common, cwd=tmp_path)
     assert r.returncode == 2 and "data/nowhere is not here" in r.stderr and "--corpus" in r.stderr
+    # --out naming a folder of someone else's (here the recipe's egs/): one line, untouched
+    before = sorted(os.listdir(tmp_path / "egs"))
+    r = _submit("--out", "egs", "--corpus", "c", *common, cwd=tmp_path)
+    assert r.returncode == 2 and "did not write" in r.stderr and "Traceback" not in r.stderr, r.stderr
+    assert sorted(os.listdir(tmp_path / "egs")) == before
 
 
 def test_what_readme_commands_write_is_ignored_by_git():
