@@ -84,3 +84,15 @@ def test_a_rising_weight_pruning_schedule_is_refused_before_iteration_1():
     with pytest.raises(ConfigError, match=r"steps\.0\.stop \(0\.9\) must be below steps\.0\.start"):
         check_step({"method": "weight", "start": 0.5, "stop": 0.9}, "steps.0", lambda section, where: None)
     check_step({"method": "weight", "densities": [0.8, 0.6]}, "steps.0", lambda section, where: None)
+
+
+def test_ctrl_c_in_a_compression_chain_is_one_line(monkeypatch, capsys):
+    from s3prl_plugins.bin import compress
+
+    def interrupted(path):
+        raise KeyboardInterrupt("interrupted at step 7; the last checkpoint is exp/c/01_heads1/checkpoints/x.pt")
+
+    monkeypatch.setattr(compress, "load_config", interrupted)
+    assert compress.main(["--config", "c.yaml"]) == 130
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "interrupted at step 7" in err[0] and "a rerun keeps the finished iterations" in err[0]

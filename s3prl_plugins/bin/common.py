@@ -52,6 +52,11 @@ def sigterm_raises(as_interrupt: bool = False) -> Iterator[None]:
         signal.signal(signal.SIGTERM, before)
 
 
+def interrupt_status() -> int:
+    """The exit status after a KeyboardInterrupt: 143 when SIGTERM raised it (:func:`sigterm_raises`), else 130."""
+    return 128 + signal.SIGTERM if _TERMINATED else 130
+
+
 def leave_process_group(interrupted: bool = False) -> None:
     """Destroy a torchrun process group before exit: a gloo group left alive can abort the process at
     interpreter shutdown ("terminate called without an active exception", seen once in CI-like runs).
@@ -92,7 +97,7 @@ def training_main(
         leave_process_group(interrupted=True)
         if rank == 0:
             print(f"{command}: {e or 'interrupted'}", file=sys.stderr)
-        return 128 + signal.SIGTERM if _TERMINATED else 130
+        return interrupt_status()
     if rank == 0:
         print(json.dumps(result))
     return 0

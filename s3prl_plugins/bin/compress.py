@@ -19,7 +19,7 @@ import json
 import logging
 import sys
 
-from s3prl_plugins.bin.common import USER_ERRORS
+from s3prl_plugins.bin.common import USER_ERRORS, interrupt_status, sigterm_raises
 from s3prl_plugins.compress.pipeline import run_compress
 from s3prl_plugins.compress.structured import PruningError
 from s3prl_plugins.config import apply_overrides, load_config, merge
@@ -35,14 +35,21 @@ def main(argv=None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     config: dict = {}
     try:
-        for path in args.config:
-            config = merge(config, load_config(path))
-        config = apply_overrides(config, args.set)
-        config = check_input_paths(config, args.config[0], "python -m s3prl_plugins.bin.compress")
-        rows = run_compress(config, ProfileAndProbes(config.get("measure")))
+        with sigterm_raises(as_interrupt=True):
+            for path in args.config:
+                config = merge(config, load_config(path))
+            config = apply_overrides(config, args.set)
+            config = check_input_paths(config, args.config[0], "python -m s3prl_plugins.bin.compress")
+            rows = run_compress(config, ProfileAndProbes(config.get("measure")))
     except (PruningError, *USER_ERRORS) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt as e:  # Ctrl-C / SIGTERM: one line; a rerun goes on from the finished iterations
+        print(
+            f"python -m s3prl_plugins.bin.compress: {e or 'interrupted'} (a rerun keeps the finished iterations)",
+            file=sys.stderr,
+        )
+        return interrupt_status()
     keys = ("name", "params", "macs_per_second", "weight_density", "loss", "per")
     for r in rows:
         print(json.dumps({k: r.get(k) for k in keys}))
