@@ -249,16 +249,20 @@ def test_a_lock_left_by_a_dead_process_is_taken_over_with_a_message(tmp_path, ti
     assert "taking over the lock of pid 4194000 on host node7" in r.stderr
 
 
-def test_ctrl_c_in_training_ends_with_one_line_naming_the_last_checkpoint(tmp_path, tiny):
-    cfg = tiny_pretrain_config(str(tmp_path), *tiny, max_steps=100000, save_every=2, valid_every=10**6)
-    conf = _write(cfg, tmp_path / "c.yaml")
-    p = subprocess.Popen(
+def _start_pretrain(conf):
+    return subprocess.Popen(
         [sys.executable, "-m", "s3prl_plugins.bin.pretrain", "--config", str(conf)],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
         preexec_fn=_as_from_a_terminal,
     )
+
+
+def test_ctrl_c_in_training_ends_with_one_line_naming_the_last_checkpoint(tmp_path, tiny):
+    cfg = tiny_pretrain_config(str(tmp_path), *tiny, max_steps=100000, save_every=2, valid_every=10**6)
+    conf = _write(cfg, tmp_path / "c.yaml")
+    p = _start_pretrain(conf)
     last = os.path.join(cfg["trainer"]["exp_dir"], "checkpoints", "last.txt")
     assert _wait_for(lambda: os.path.exists(last) or p.poll() is not None)
     p.send_signal(signal.SIGINT)
@@ -272,13 +276,7 @@ def test_ctrl_c_in_training_ends_with_one_line_naming_the_last_checkpoint(tmp_pa
 def test_a_run_stopped_before_its_first_checkpoint_starts_over_with_its_logs_moved_aside(tmp_path, tiny):
     cfg = tiny_pretrain_config(str(tmp_path), *tiny, max_steps=100000, save_every=10**6, log_every=1)
     conf = _write(cfg, tmp_path / "c.yaml")
-    p = subprocess.Popen(
-        [sys.executable, "-m", "s3prl_plugins.bin.pretrain", "--config", str(conf)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        preexec_fn=_as_from_a_terminal,
-    )
+    p = _start_pretrain(conf)
     tb = os.path.join(cfg["trainer"]["exp_dir"], "tensorboard")
     assert _wait_for(lambda: os.path.isdir(tb) and os.listdir(tb) or p.poll() is not None)
     p.send_signal(signal.SIGINT)
