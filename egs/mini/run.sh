@@ -7,7 +7,7 @@
 #               of --distill-teacher's layer --dp-layer for the cif_dp variants -> exp/segments/dp<rate>
 #   4 train     the MelHuBERT teacher (+ the waveform HuBERT with --hubert true), the STaR and DistilHuBERT-style
 #               students of --distill-teacher, one subsampled student per --subsampling variant -> exp/<name>
-#   5 compress  --int8 models as ONNX with int8 matrix multiplications -> exp/<name>_int8.onnx; chains of the
+#   5 compress  --int8 models as int8 ONNX (calibrated on data/dev) -> exp/<name>_int8.onnx; chains of the
 #               MelHuBERT teacher (Lin et al. 2024), one per --compress entry -> exp/compress
 #   6 probe     phone probe of log-Mel and every model; KS/SID utterance probes of the teachers and students
 #   7 superb    --superb tasks through s3prl's own runner on --superb-model (+ ESPnet ASR with --asr5k true)
@@ -43,7 +43,7 @@ s3prl_root="${S3PRL_ROOT:-}"
 asr5k=false                 # ESPnet ASR-5k (CTC over BPE) on --superb-model (~10 min)
 asr5k_nbpe=100
 asr5k_epochs=15
-int8="star_tiny"            # exported as ONNX with int8 matrix multiplications, probed beside their source ("" for none)
+int8="star_tiny"            # exported as int8 ONNX (bin/export --int8 auto), probed beside their source ("" for none)
 compress="heads"            # all (~50 min): "weight heads heads_l1 ffn kd first_k combined identity conv"
 compress_updates=""         # cap every recovery at this many updates (quick checks)
 compress_probe_steps=""     # phone-probe updates per iteration (default: the configs' 1,000)

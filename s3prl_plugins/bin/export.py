@@ -3,7 +3,8 @@
 Usage::
 
     python -m s3prl_plugins.bin.export exp/star/model.pt --out star.onnx            # float32 ONNX
-    python -m s3prl_plugins.bin.export exp/star/model.pt --out star.int8.onnx --int8 # int8 matmuls
+    python -m s3prl_plugins.bin.export exp/star/model.pt --out star.int8.onnx --int8 --calibration data/dev
+    python -m s3prl_plugins.bin.export exp/star/model.pt --out star.int8.onnx --int8 matmul  # no audio needed
     python -m s3prl_plugins.bin.export exp/star/model.pt --out star_hf --format hf   # HubertModel folder
 
 SOURCE is anything ``load_pretrained`` reads: our checkpoints (trained, pruned, KD, first-k, head-replaced,
@@ -23,6 +24,8 @@ import shutil
 import sys
 
 from s3prl_plugins.bin.common import sigterm_raises
+from s3prl_plugins.data.audio import audio_sample
+from s3prl_plugins.deploy.quantize import CALIBRATION_SECONDS, CALIBRATION_UTTERANCES, INT8_MODES, MIN_COSINE
 from s3prl_plugins.models import count_parameters
 from s3prl_plugins.models.loading import load_pretrained
 
@@ -38,9 +41,26 @@ def main(argv=None) -> int:
     )
     p.add_argument(
         "--int8",
-        action="store_true",
-        help="dynamic int8 of the transformer's matrix multiplications (CNN, "
-        "positional convolution and front-end stay float32)",
+        nargs="?",
+        const="auto",
+        choices=INT8_MODES,
+        metavar="MODE",
+        help="int8 graph: matmul (dynamic int8 of the transformer's matrix multiplications), all (also the CNN's "
+        "convolutions, static int8 calibrated on --calibration audio, any that costs accuracy kept float32) or "
+        "auto (the default: all where --calibration is given and it measures faster here, else matmul)",
+    )
+    p.add_argument(
+        "--calibration",
+        metavar="DATA",
+        help="with --int8 all/auto: 16 kHz calibration audio -- a Kaldi data dir (the recipe's dev set, e.g. "
+        f"data/dev; its first {CALIBRATION_UTTERANCES} utterances), a folder of audio files or one file",
+    )
+    p.add_argument(
+        "--min-cosine",
+        type=float,
+        default=MIN_COSINE,
+        help="with --int8 all/auto: the lowest per-layer cosine to float32 on the calibration audio that int8 "
+        "convolutions may cost (default %(default)s)",
     )
     p.add_argument(
         "--per-tensor", action="store_true", help="with --int8: one scale per weight matrix instead of per channel"
@@ -54,9 +74,11 @@ def main(argv=None) -> int:
     p.add_argument("--config", help="the published .yaml of a STaRHuBERT Lightning .ckpt")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    from s3prl_plugins.deploy.graph import check_onnx_out, quantize_int8, remove_stale_work, work_folder
+    from s3prl_plugins.deploy.graph import check_onnx_out, remove_stale_work, work_folder
+    from s3prl_plugins.deploy.graph_model import ExportError
     from s3prl_plugins.deploy.hf import check_hf_out, to_hf
     from s3prl_plugins.deploy.onnx import to_onnx
+    from s3prl_plugins.deploy.quantize import quantize_int8
 
     # the C extensions an ONNX export uses, imported before anything is written: an import interrupted by Ctrl-C
     # can crash the interpreter (seen: SIGSEGV in `import onnx`), and no finally block runs after a crash
@@ -66,13 +88,14 @@ def main(argv=None) -> int:
         if args.int8:
             import onnxruntime.quantization  # noqa: F401
 
-    if args.format == "hf" and (args.int8 or args.per_tensor):
+    if args.format == "hf" and (args.int8 or args.per_tensor or args.calibration):
         print(
-            "error: --int8 / --per-tensor apply to ONNX; a transformers folder holds float32 weights", file=sys.stderr
+            "error: --int8 / --per-tensor / --calibration apply to ONNX; a transformers folder holds float32 weights",
+            file=sys.stderr,
         )
         return 2
-    if args.per_tensor and not args.int8:
-        print("error: --per-tensor only means something with --int8", file=sys.stderr)
+    if (args.per_tensor or args.calibration) and not args.int8:
+        print("error: --per-tensor and --calibration only mean something with --int8", file=sys.stderr)
         return 2
     if os.path.exists(args.source) and os.path.abspath(args.out) == os.path.abspath(args.source):
         print("error: --out must not overwrite the source", file=sys.stderr)
@@ -84,6 +107,14 @@ def main(argv=None) -> int:
                 check_hf_out(args.out)
             else:
                 check_onnx_out(args.out)
+            calibration = None
+            if args.int8 == "all" and not args.calibration:
+                raise ExportError(
+                    "--int8 all quantises the CNN's convolutions with activation ranges measured on audio: give "
+                    "--calibration DATA_DIR (the recipe's dev set, e.g. data/dev), or use --int8 matmul"
+                )
+            if args.calibration:  # read (and refused) before the model is loaded and anything is written
+                calibration = audio_sample(args.calibration, CALIBRATION_UTTERANCES, CALIBRATION_SECONDS)
             model = load_pretrained(args.source, model_config=args.config)
             if args.format == "hf":
                 to_hf(model, args.out, source=args.source)
@@ -100,7 +131,14 @@ def main(argv=None) -> int:
                     fp32 = os.path.join(work, "float32.onnx")
                     to_onnx(model, fp32, args.output_rate)
                     fp32_size = os.path.getsize(fp32)
-                    quantize_int8(fp32, args.out, per_channel=not args.per_tensor)
+                    report = quantize_int8(
+                        fp32,
+                        args.out,
+                        per_channel=not args.per_tensor,
+                        mode=args.int8,
+                        calibration=calibration,
+                        min_cosine=args.min_cosine,
+                    )
                 finally:
                     shutil.rmtree(work, ignore_errors=True)
                 logger.info("float32 graph %.1f MB -> int8 %.1f MB", fp32_size / 1e6, os.path.getsize(args.out) / 1e6)
@@ -118,9 +156,16 @@ def main(argv=None) -> int:
     print(
         f"wrote {args.out}: {model.config.name or 'model'}, "
         f"{count_parameters(model, include_head=False):,} parameters, {os.path.getsize(args.out) / 1e6:.1f} MB"
-        f"{' (int8 matmuls, ' + ('per tensor' if args.per_tensor else 'per channel') + ')' if args.int8 else ''}"
+        f"{_int8_summary(report, args.per_tensor) if args.int8 else ''}"
     )
     return 0
+
+
+def _int8_summary(report, per_tensor: bool) -> str:
+    what = "matmuls" if report.mode == "matmul" else f"matmuls and {len(report.int8_convs)} CNN convolutions"
+    kept = f"; float32: {', '.join(report.float_convs)}" if report.float_convs else ""
+    cos = f"; lowest layer cosine to float32 {report.cosine:.4f}" if report.cosine is not None else ""
+    return f" (int8 {what}, {'per tensor' if per_tensor else 'per channel'}{kept}{cos})"
 
 
 if __name__ == "__main__":

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import logging
 import os
+from typing import List
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -107,3 +109,44 @@ def check_audio_file(path: str, tail_seconds: float = 0.1) -> float:
             "copy it again"
         )
     return frames / rate
+
+
+AUDIO_EXTENSIONS = ("wav", "flac", "ogg", "sph", "mp3")
+
+
+def audio_sample(path: str, utterances: int, seconds: float, option: str = "--calibration") -> List[np.ndarray]:
+    """A few utterances of 16 kHz audio as float32 arrays, for measuring a model on (int8 calibration): the
+    first ``utterances`` of a Kaldi data dir (by utterance id), of a folder of audio files (by name) or one
+    file, each cut to ``seconds``. Another sample rate is refused, not resampled (the measurement would be
+    of audio the model is never given).
+
+    Raises:
+        AudioError: nothing there, a file that cannot be read, or a rate other than 16 kHz -- naming
+            ``option``, the file and the fix.
+    """
+    from s3prl_plugins.data.kaldi import DataDirError, read_data_dir
+
+    if not os.path.exists(path):
+        raise AudioError(f"{option} {path}: no such data dir or audio file (give the recipe's dev set, e.g. data/dev)")
+    if os.path.isdir(path) and os.path.isfile(os.path.join(path, "wav.scp")):
+        try:
+            d = read_data_dir(path)
+        except DataDirError as e:
+            raise AudioError(f"{option} {path}: {e}") from e
+        files = [d.wav[u] for u in d.utts]
+    elif os.path.isdir(path):
+        files = sorted(
+            os.path.join(path, f) for f in os.listdir(path) if f.rsplit(".", 1)[-1].lower() in AUDIO_EXTENSIONS
+        )
+    else:
+        files = [path]
+    if not files:
+        raise AudioError(f"{option} {path}: holds no wav.scp and no audio files (.{', .'.join(AUDIO_EXTENSIONS)})")
+    out = []
+    for f in files[:utterances]:
+        try:
+            wav = load_audio(f, resample=False, min_samples=400)
+        except AudioError as e:
+            raise AudioError(f"{option}: {e}; {option} takes 16 kHz audio only (resample the data dir first)") from e
+        out.append(wav[: int(seconds * SAMPLE_RATE)].numpy())
+    return out

@@ -1,11 +1,5 @@
-"""ONNX graph utilities: check, metadata, int8 dynamic quantisation of the matrix multiplications.
-
-Dynamic int8 (onnxruntime's ``quantize_dynamic``) quantises only ``MatMul`` / ``Gemm`` nodes with a
-constant weight inside the transformer layers: the waveform CNN, the positional convolution, the log-Mel
-front-end's DFT products and the feature projection stay float32. Quantising the convolutions too is
-the known failure of dynamic int8 on wav2vec 2.0 (espnet/espnet_onnx#25: RTF 0.146 -> 2.67, and worse
-accuracy; facebookresearch/fairseq#4640). Weights are quantised per output channel by default
-(``per_channel``); per tensor on request.
+"""ONNX graph utilities: check, metadata, atomic writes and work folders, the layers' weight matmuls
+(int8 itself: :mod:`s3prl_plugins.deploy.quantize`).
 """
 
 from __future__ import annotations
@@ -197,59 +191,3 @@ def weight_matmuls(proto) -> List[str]:
             if node.input[1] in inits or node.input[1] in consts:
                 names.append(node.name)
     return names
-
-
-def quantize_int8(src: str, out: str, per_channel: bool = True) -> str:
-    """Dynamic int8 of ``src``'s transformer matrix multiplications into ``out`` (atomic); returns ``out``.
-
-    Raises:
-        ExportError: the graph has no weight matrix multiplications in its layers (e.g. every head and
-            FFN unit pruned), or ``out`` cannot be written.
-    """
-    import onnx
-    from onnxruntime.quantization import QuantType, quantize_dynamic
-
-    proto = onnx.load(src)
-    nodes = weight_matmuls(proto)
-    if not nodes:
-        raise ExportError(
-            f"{src}: no matrix multiplication with a weight is left in the transformer layers (every head and FFN "
-            "unit pruned?): int8 has nothing to quantise; deploy the float32 graph"
-        )
-    meta = {p.key: p.value for p in proto.metadata_props}
-    exclude = [n.name for n in proto.graph.node if n.op_type in QUANTIZED_OPS and n.name not in set(nodes)]
-    work = work_folder(out)
-    tmp = os.path.join(work, "int8.onnx")
-    root = logging.getLogger()
-    level = root.level
-    try:
-        # the quantiser logs one INFO line per activation and advises shape pre-processing (for static
-        # quantisation) on the root logger; neither says anything about this graph
-        root.setLevel(max(level, logging.ERROR))
-        with temp_files_in(work):
-            quantize_dynamic(
-                src,
-                tmp,
-                op_types_to_quantize=list(QUANTIZED_OPS),
-                nodes_to_exclude=exclude,
-                per_channel=per_channel,
-                weight_type=QuantType.QInt8,
-                extra_options={"MatMulConstBOnly": True},
-                use_external_data_format=weight_bytes(proto) >= PROTOBUF_LIMIT,
-            )
-        root.setLevel(level)
-        q = onnx.load(tmp)
-        meta.update({"s3prl_plugins.int8": "per_channel" if per_channel else "per_tensor"})
-        set_metadata(q, meta)
-        save_graph(q, out)
-    finally:
-        root.setLevel(level)
-        shutil.rmtree(work, ignore_errors=True)
-    logger.info(
-        "int8: %d matrix multiplications quantised; %s (%.1f MB, float32 %.1f MB)",
-        len(nodes),
-        out,
-        os.path.getsize(out) / 1e6,
-        os.path.getsize(src) / 1e6,
-    )
-    return out

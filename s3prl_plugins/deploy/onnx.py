@@ -1,7 +1,9 @@
 """Export an :class:`SSLModel` to ONNX: waveform in, every hidden state out.
 
-The graph (``torch.onnx.export``'s TorchScript-based exporter, opset 17: torch 2.8's dynamo exporter needs
-``onnxscript``, which the project does not install, and traces our model no better):
+The graph (``torch.onnx.export``'s TorchScript-based exporter, opset 20: torch 2.8's dynamo exporter needs
+``onnxscript``, which the project does not install, and traces our model no better; opset 20 writes GELU as
+one ``Gelu`` node, which int8 of the CNN needs -- :mod:`s3prl_plugins.deploy.quantize` -- and onnxruntime
+>= 1.16 runs):
 
 * inputs ``waveforms`` float32 (batch, samples) zero-padded 16 kHz audio, ``lengths`` int64 (batch,)
   valid samples;
@@ -33,7 +35,7 @@ from s3prl_plugins.models.ssl_model import SSLModel
 
 logger = logging.getLogger(__name__)
 
-OPSET = 17
+OPSET = 20
 INPUT_NAMES = ("waveforms", "lengths")
 OUTPUT_NAMES = ("hidden_states", "output_lengths")
 METADATA_KEYS = (

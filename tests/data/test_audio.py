@@ -46,3 +46,33 @@ def test_bad_files(tmp_path):
     sf.write(tmp_path / "short.wav", np.zeros(100, dtype="float32"), 16000)
     with pytest.raises(AudioError, match="shorter than the 400"):
         load_audio(str(tmp_path / "short.wav"), min_samples=400)
+
+
+def _tones(n, seconds):
+    t = np.arange(int(16000 * seconds)) / 16000
+    return [(0.1 * np.sin(2 * np.pi * (150 + 90 * i) * t)).astype(np.float32) for i in range(n)]
+
+
+def test_an_audio_sample_from_a_data_dir_a_folder_or_a_file(tmp_path):
+    """What int8 calibration reads (bin/export --calibration): the first utterances, cut; 16 kHz only."""
+    from s3prl_plugins.data.audio import audio_sample
+
+    (tmp_path / "wavs").mkdir()
+    for i, a in enumerate(_tones(3, seconds=2.0)):
+        sf.write(str(tmp_path / "wavs" / f"u{i}.wav"), a, 16000)
+    (tmp_path / "dev").mkdir()
+    (tmp_path / "dev" / "wav.scp").write_text("".join(f"s-u{i} {tmp_path}/wavs/u{i}.wav\n" for i in (2, 0, 1)))
+    (tmp_path / "dev" / "utt2spk").write_text("".join(f"s-u{i} s\n" for i in (2, 0, 1)))
+    got = audio_sample(str(tmp_path / "dev"), utterances=2, seconds=1.5)
+    assert [a.size for a in got] == [24000, 24000]
+    np.testing.assert_allclose(got[0], _tones(3, seconds=2.0)[0][:24000], atol=1e-4)  # sorted ids: u0 first
+    assert len(audio_sample(str(tmp_path / "wavs"), 8, 10.0)) == 3
+    assert len(audio_sample(str(tmp_path / "wavs" / "u1.wav"), 8, 10.0)) == 1
+    sf.write(str(tmp_path / "wavs" / "u3.wav"), np.zeros(8000, np.float32), 8000)
+    with pytest.raises(AudioError, match=r"u3.wav: sample rate 8000 Hz.*16 kHz"):
+        audio_sample(str(tmp_path / "wavs"), 8, 10.0)
+    with pytest.raises(AudioError, match="no such data dir"):
+        audio_sample(str(tmp_path / "nope"), 8, 10.0)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(AudioError, match="no wav.scp and no audio files"):
+        audio_sample(str(tmp_path / "empty"), 8, 10.0)

@@ -189,13 +189,15 @@ def test_exportable_fbank_equals_torchaudio():
 
 
 def test_int8_quantises_only_the_layers_matmuls(exported, tmp_path):
-    from s3prl_plugins.deploy.graph import quantize_int8, weight_matmuls
+    from s3prl_plugins.deploy.graph import weight_matmuls
+    from s3prl_plugins.deploy.quantize import quantize_int8
 
     model, path = exported["hubert"]
     n_weights = len(weight_matmuls(onnx.load(path)))
     assert n_weights == 2 * 6  # q, k, v, out, fc1, fc2 per layer
     for per_channel in (True, False):
-        out = quantize_int8(path, str(tmp_path / f"q{per_channel}.onnx"), per_channel=per_channel)
+        out = str(tmp_path / f"q{per_channel}.onnx")
+        assert quantize_int8(path, out, per_channel=per_channel).mode == "matmul"
         proto = onnx.load(out)
         ops = [n.op_type for n in proto.graph.node]
         assert "ConvInteger" not in ops and ops.count("Conv") >= len(CONV) + 1  # CNN and positional conv stay float
@@ -208,8 +210,8 @@ def test_int8_quantises_only_the_layers_matmuls(exported, tmp_path):
 
 
 def test_int8_refused_without_matmuls(tmp_path):
-    from s3prl_plugins.deploy.graph import quantize_int8
     from s3prl_plugins.deploy.onnx import to_onnx
+    from s3prl_plugins.deploy.quantize import quantize_int8
 
     cfg = SSLModelConfig(conv_layers=CONV, num_layers=1, num_heads=[0], head_dim=8, ffn_dims=[0], **TINY)
     path = to_onnx(build_model(cfg).eval(), str(tmp_path / "empty.onnx"))
@@ -367,15 +369,16 @@ def test_hf_export_refuses_a_key_transformers_does_not_have(tmp_path, monkeypatc
 def test_the_report_has_a_row_for_an_exported_graph_beside_its_source(tmp_path):
     """bin/report (and the mini recipe's report) summarise an .onnx like a checkpoint: the same parameters and
     MACs as its source (read from the graph's metadata), onnxruntime's real-time factor and the file's size."""
-    from s3prl_plugins.deploy.graph import quantize_int8
     from s3prl_plugins.deploy.onnx import to_onnx
+    from s3prl_plugins.deploy.quantize import quantize_int8
     from s3prl_plugins.eval.report.report import build_report
 
     torch.manual_seed(0)
     model = build_model(_config("star")).eval()
     ckpt = str(tmp_path / "model.pt")
     save_checkpoint(ckpt, model)
-    int8 = quantize_int8(to_onnx(model, str(tmp_path / "m.onnx")), str(tmp_path / "m.int8.onnx"))
+    int8 = str(tmp_path / "m.int8.onnx")
+    quantize_int8(to_onnx(model, str(tmp_path / "m.onnx")), int8)
     report = build_report({"torch": ckpt, "int8": int8}, {}, rtf=True)
     src, dep = report["torch"], report["int8"]
     for key in ("params", "gmacs_per_second", "gmacs_c_per_second", "frame_rate_hz", "layers", "width"):
@@ -392,8 +395,8 @@ def test_a_graph_past_protobufs_limit_is_written_with_its_weights_beside_it(tmp_
     """Weights near 2 GiB go to FILE.onnx.data (ONNX external data; the limit lowered here to a few bytes):
     onnxruntime, onnx_local and int8 read it from the graph's folder, and nothing else is left behind."""
     from s3prl_plugins.deploy import graph
-    from s3prl_plugins.deploy.graph import quantize_int8
     from s3prl_plugins.deploy.onnx import to_onnx
+    from s3prl_plugins.deploy.quantize import quantize_int8
     from s3prl_plugins.upstream.onnx_expert import OnnxUpstreamExpert
 
     torch.manual_seed(0)
@@ -409,7 +412,8 @@ def test_a_graph_past_protobufs_limit_is_written_with_its_weights_beside_it(tmp_
     got = ort.InferenceSession(out, providers=["CPUExecutionProvider"]).run(None, feed)
     for a, b in zip(ref, got):
         np.testing.assert_array_equal(a, b)  # the same graph, its weights read from beside it
-    int8 = quantize_int8(out, str(tmp_path / "big.int8.onnx"))
+    int8 = str(tmp_path / "big.int8.onnx")
+    quantize_int8(out, int8)
     assert os.path.exists(int8 + ".data") and not [f for f in os.listdir(tmp_path) if f.startswith(".tmp")]
     assert len(OnnxUpstreamExpert(ckpt=int8)([torch.randn(16000) * 0.1])["hidden_states"]) == 3
     # rewritten below the limit: one file, the stale weights removed

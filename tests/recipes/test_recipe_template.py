@@ -279,7 +279,8 @@ def test_an_int8_export_is_probed_after_its_model_is_trained(recipe):
     student, export = s["distill:exp/student"], s["export:exp/student_int8.onnx"]
     assert student["end"] <= export["start"] and export["end"] <= s["probe:exp/probe/student_int8"]["start"]
     job = (recipe / "exp" / "jobs" / "export_student_int8.sh").read_text()
-    assert "s3prl_plugins.bin.export exp/student/model.pt --out exp/student_int8.onnx --int8" in job
+    assert "s3prl_plugins.bin.export exp/student/model.pt --out exp/student_int8.onnx --int8 auto" in job
+    assert "--calibration data/dev" in job  # the CNN's int8 ranges measured on the recipe's own dev audio
     assert "--features exp/student_int8.onnx" in (recipe / "exp" / "jobs" / "probe_student_int8.sh").read_text()
 
 

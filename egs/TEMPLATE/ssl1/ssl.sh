@@ -12,7 +12,7 @@
 #               Kamper and van Niekerk's DP) -> exp/segments/NAME
 #   4 train     one job per --train config conf/NAME.yaml -> its trainer.exp_dir: bin/pretrain, or bin/distill
 #               when the config has a teacher (--teacher, --pretrain-args, --distill-args: overrides)
-#   5 compress  one job per --int8 model: ONNX with int8 matrix multiplications (bin/export) -> exp/NAME_int8.onnx;
+#   5 compress  one job per --int8 model: int8 ONNX (bin/export --int8 MODE --calibration DEV) -> exp/NAME_int8.onnx;
 #               one job per --compress chain (conf/compress/common.yaml + conf/compress/CHAIN.yaml, overrides
 #               --compress-args) -> ${compress_dir}/CHAIN; then their report -> ${compress_dir}/report
 #   6 probe     phone probe (--probe-train -> --probe-test) of each of --probe (fbank, exp/NAME/model.pt, or any
@@ -63,8 +63,9 @@ effective_batch=""        # utterances per update (with --epochs: grad_accum = i
 compress=""               # stage 5: chains conf/compress/CHAIN.yaml ...
 compress_args=""          # --set overrides of every chain
 compress_dir=exp/compress
-int8=""                   # stage 5: models (NAME or a checkpoint) exported as ONNX with int8 matrix multiplications
-                          # -> exp/NAME_int8.onnx (probe and report it as NAME_int8)
+int8=""                   # stage 5: models (NAME or a checkpoint) exported as int8 ONNX -> exp/NAME_int8.onnx
+                          # (probe and report it as NAME_int8)
+int8_mode=auto            # matmul | all | auto: bin/export --int8 MODE, calibrated on --dev-data's audio
 probe=""                  # stage 6: fbank, NAME (exp/NAME/model.pt) or a model source (hubert_base) ...
 probe_train=""            # default: --train-data
 probe_test=""             # default: --test-data
@@ -227,7 +228,8 @@ for name in ${int8}; do   # the deployed graphs, probed and reported as NAME_int
   n=$(short_name "${name}")_int8; __model[${n}]=exp/${n}.onnx
   if in_stages 5; then
     src=$(model_path "${name}")
-    job "export_${n}" "exp/${n}.onnx" "${src}" python -m s3prl_plugins.bin.export "${src}" --out "exp/${n}.onnx" --int8
+    job "export_${n}" "exp/${n}.onnx" "${src}" python -m s3prl_plugins.bin.export "${src}" --out "exp/${n}.onnx" \
+      --int8 "${int8_mode}" --calibration "${dev_data}"
   fi
 done
 if in_stages 5 && [ -n "${compress}" ]; then

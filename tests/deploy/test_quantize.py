@@ -1,0 +1,164 @@
+"""int8 modes of an exported graph: static int8 of the CNN's convolutions calibrated on audio, the
+accuracy-aware exclusion, ``auto``'s choice by measured speed, calibration audio checks and the CLI."""
+
+import logging
+import os
+
+import numpy as np
+import pytest
+import torch
+
+from s3prl_plugins.deploy.graph_model import ExportError
+from s3prl_plugins.models import build_model, star_hubert_config
+from s3prl_plugins.models.checkpoint import save_checkpoint
+
+onnx = pytest.importorskip("onnx")
+ort = pytest.importorskip("onnxruntime")
+sf = pytest.importorskip("soundfile")
+
+CONV = [(16, 10, 5), (32, 1, 1), (32, 3, 2), (32, 2, 2)]
+
+
+def _model(seed=0):
+    torch.manual_seed(seed)
+    cfg = star_hubert_config(
+        num_layers=2, num_heads=4, ffn_dim=48, conv_layers=CONV, embed_dim=32, pos_conv_kernel=8, pos_conv_groups=4
+    )
+    return build_model(cfg).eval()
+
+
+def _audio(n, seconds=1.0, seed=0):
+    g = np.random.default_rng(seed)
+    t = np.arange(int(16000 * seconds)) / 16000
+    return [
+        (
+            0.1 * np.sin(2 * np.pi * (150 + 90 * i) * t) * (1 + 0.5 * np.sin(6 * t)) + 0.02 * g.standard_normal(t.size)
+        ).astype(np.float32)
+        for i in range(n)
+    ]
+
+
+@pytest.fixture(scope="module")
+def graph(tmp_path_factory):
+    from s3prl_plugins.deploy.onnx import to_onnx
+
+    folder = tmp_path_factory.mktemp("q")
+    model = _model()
+    return model, to_onnx(model, str(folder / "m.onnx"))
+
+
+def _states(path, wav):
+    s = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+    return s.run(["hidden_states"], {"waveforms": wav[None], "lengths": np.array([wav.size])})[0][:, 0]
+
+
+def test_the_gelu_between_convolutions_is_one_node(graph):
+    """Static int8 needs it (an erf GELU's two consumers make onnxruntime duplicate the DequantizeLinear and miss
+    the fusion: 114 vs 70 ms for STaRHuBERT's CNN), so the graph is opset 20, where Gelu is an ONNX op."""
+    proto = onnx.load(graph[1])
+    ops = [n.op_type for n in proto.graph.node]
+    assert "Erf" not in ops and ops.count("Gelu") >= len(CONV)
+    assert {o.domain: o.version for o in proto.opset_import}[""] == 20
+
+
+def test_all_quantises_the_cnn_convolutions_within_the_target(graph, tmp_path):
+    from s3prl_plugins.deploy.quantize import conv_candidates, lowest_layer_cosine, quantize_int8
+
+    _, path = graph
+    out = str(tmp_path / "all.onnx")
+    report = quantize_int8(path, out, mode="all", calibration=_audio(3), min_cosine=0.9)
+    assert report.mode == "all" and report.int8_convs == [f"conv_layers.{i}" for i in range(len(CONV))]
+    assert not report.float_convs and report.cosine >= 0.9
+    proto = onnx.load(out)
+    candidates = conv_candidates(onnx.load(path))
+    assert len(candidates) == len(CONV)  # the waveform CNN's, not the positional convolution
+    dq = {o for n in proto.graph.node if n.op_type == "DequantizeLinear" for o in n.output}
+    convs = [n for n in proto.graph.node if n.op_type == "Conv"]
+    assert sum(n.input[0] in dq and n.input[1] in dq for n in convs) == len(CONV)  # QDQ around each CNN conv
+    assert any(n.op_type in ("MatMulInteger", "DynamicQuantizeMatMul") for n in proto.graph.node)  # and the matmuls
+    meta = {p.key: p.value for p in proto.metadata_props}
+    assert meta["s3prl_plugins.int8_mode"] == "all" and meta["s3prl_plugins.int8_convs"].count("conv_layers") == 4
+    assert float(meta["s3prl_plugins.int8_cosine"]) == pytest.approx(report.cosine, abs=1e-5)
+    # on audio it was not calibrated on, the int8 states still follow float32's
+    wav = _audio(1, seconds=1.7, seed=5)[0]
+    assert lowest_layer_cosine([_states(out, wav)], [_states(path, wav)]) > 0.9
+    onnx.checker.check_model(out, full_check=True)
+
+
+def test_convolutions_that_cost_accuracy_go_back_to_float_worst_first(graph, tmp_path, caplog):
+    """OpenVINO's accuracy-aware loop: each convolution's int8 alone is measured, and the worst goes back to float32
+    until the target holds; an unreachable target leaves matmuls only, every convolution named with its figure."""
+    from s3prl_plugins.deploy.quantize import quantize_int8
+
+    _, path = graph
+    out = str(tmp_path / "q.onnx")
+    with caplog.at_level(logging.INFO, logger="s3prl_plugins.deploy.quantize"):
+        report = quantize_int8(path, out, mode="all", calibration=_audio(2), min_cosine=1.0)
+    assert report.mode == "matmul" and not report.int8_convs
+    solo = report.float_convs
+    assert sorted(solo) == [f"conv_layers.{i}" for i in range(len(CONV))] and all(0 < v < 1 for v in solo.values())
+    back = [
+        r.getMessage().split(": ")[1].split(" back")[0] for r in caplog.records if "back to float32" in r.getMessage()
+    ]
+    assert back == sorted(solo, key=solo.get)[: len(back)] and len(back) == len(CONV) - 1  # the last one: no trial left
+    assert "no CNN convolution can be int8" in caplog.text
+    meta = {p.key: p.value for p in onnx.load(out).metadata_props}
+    assert meta["s3prl_plugins.int8_mode"] == "matmul" and meta["s3prl_plugins.int8_convs"] == ""
+    assert sorted(x.split(":")[0] for x in meta["s3prl_plugins.int8_float_convs"].split(",")) == sorted(solo)
+    ops = [n.op_type for n in onnx.load(out).graph.node]
+    assert "DequantizeLinear" not in ops or all(
+        n.op_type != "Conv" or "DequantizeLinear" not in n.input[0] for n in onnx.load(out).graph.node
+    )
+
+
+def test_auto_keeps_the_convolutions_only_where_they_measure_faster(graph, tmp_path, monkeypatch, caplog):
+    from s3prl_plugins.deploy import quantize
+
+    _, path = graph
+    with caplog.at_level(logging.INFO, logger="s3prl_plugins.deploy.quantize"):
+        assert quantize.quantize_int8(path, str(tmp_path / "a.onnx"), mode="auto").mode == "matmul"
+    assert "--calibration" in caplog.text  # what would quantise the convolutions too
+    speeds = {}
+    monkeypatch.setattr(quantize, "_time_graph", lambda p, feeds: speeds["all" if "all" in p else "matmul"])
+    speeds.update(matmul=1.0, all=0.5)
+    r = quantize.quantize_int8(path, str(tmp_path / "b.onnx"), mode="auto", calibration=_audio(2), min_cosine=0.9)
+    assert r.mode == "all" and r.seconds == {"matmul": 1.0, "all": 0.5}
+    speeds.update(matmul=0.5, all=1.0)
+    r = quantize.quantize_int8(path, str(tmp_path / "c.onnx"), mode="auto", calibration=_audio(2), min_cosine=0.9)
+    assert r.mode == "matmul" and r.cosine is not None
+    meta = {p.key: p.value for p in onnx.load(str(tmp_path / "c.onnx")).metadata_props}
+    assert meta["s3prl_plugins.int8_mode"] == "matmul"
+
+
+def test_all_without_calibration_audio_is_named_and_writes_nothing(graph, tmp_path):
+    from s3prl_plugins.deploy.quantize import CalibrationError, quantize_int8
+
+    with pytest.raises(CalibrationError, match="--calibration DATA_DIR"):
+        quantize_int8(graph[1], str(tmp_path / "q.onnx"), mode="all")
+    with pytest.raises(ExportError, match="choose one of matmul, all, auto"):
+        quantize_int8(graph[1], str(tmp_path / "q.onnx"), mode="convs")
+    assert os.listdir(tmp_path) == []
+
+
+def test_cli_int8_modes_and_refusals(tmp_path, capsys):
+    from s3prl_plugins.bin.export import main
+
+    ckpt = str(tmp_path / "m.pt")
+    save_checkpoint(ckpt, _model())
+    (tmp_path / "cal").mkdir()
+    for i, a in enumerate(_audio(2)):
+        sf.write(str(tmp_path / "cal" / f"u{i}.wav"), a, 16000)
+    assert main([ckpt, "--out", str(tmp_path / "a.onnx"), "--int8", "all"]) == 2
+    assert "--calibration DATA_DIR" in capsys.readouterr().err
+    assert main([ckpt, "--out", str(tmp_path / "a.onnx"), "--calibration", str(tmp_path / "cal")]) == 2
+    assert "only mean something with --int8" in capsys.readouterr().err
+    sf.write(str(tmp_path / "cal8k.wav"), np.zeros(8000, np.float32), 8000)
+    assert main([ckpt, "--out", str(tmp_path / "a.onnx"), "--int8", "--calibration", str(tmp_path / "cal8k.wav")]) == 2
+    assert "8000 Hz" in capsys.readouterr().err
+    assert sorted(os.listdir(tmp_path)) == ["cal", "cal8k.wav", "m.pt"]  # refused before anything was written
+    args = [ckpt, "--out", str(tmp_path / "a.onnx"), "--int8", "all", "--calibration", str(tmp_path / "cal")]
+    assert main(args + ["--min-cosine", "0.9"]) == 0
+    out = capsys.readouterr().out
+    assert "int8 matmuls and 4 CNN convolutions" in out and "lowest layer cosine" in out
+    assert main([ckpt, "--out", str(tmp_path / "m.onnx"), "--int8", "matmul"]) == 0
+    assert "(int8 matmuls, per channel)" in capsys.readouterr().out
