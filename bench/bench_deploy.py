@@ -3,7 +3,7 @@ onnxruntime, float32 and int8 in each mode.
 
 For every preset (random weights; pass --checkpoints for trained students / pruned chains): file sizes and
 the real-time factor at batch 1 x 10 s on N threads (default 2) of torch float32 (``SSLModel`` in inference
-mode, ``cpu_fast_path``), torch bf16 (CPU autocast; only where the CPU reports AVX512-BF16 / AMX-BF16), ORT
+mode, ``cpu_fast_path``), torch bf16 (``cpu_bf16``: the layers under bf16 autocast; only where the CPU has bf16), ORT
 float32, ORT int8 ``matmul`` and ORT int8 ``all`` (s3prl_plugins.deploy.quantize: the CNN's convolutions
 too, calibrated on --calibration audio or speech-like stand-in audio, accuracy-aware), all in one process,
 interleaved, median of repeats; then where each graph's time goes (CNN, positional convolution, layers)
@@ -36,6 +36,7 @@ from s3prl_plugins.deploy.quantize import CALIBRATION_SECONDS, CALIBRATION_UTTER
 from s3prl_plugins.models import build_model, count_parameters  # noqa: E402
 from s3prl_plugins.models.factories import preset_config  # noqa: E402
 from s3prl_plugins.models.loading import load_pretrained  # noqa: E402
+from s3prl_plugins.nn.frontends import cpu_bf16_supported  # noqa: E402
 
 
 def _session(path, threads, profile=None):
@@ -49,16 +50,6 @@ def _session(path, threads, profile=None):
         so.enable_profiling = True
         so.profile_file_prefix = profile
     return ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
-
-
-def cpu_has_bf16() -> bool:
-    """Whether the CPU reports bfloat16 arithmetic (AVX512-BF16 or AMX-BF16), as /proc/cpuinfo lists it."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            flags = f.read()
-    except OSError:
-        return False
-    return " avx512_bf16" in flags or " amx_bf16" in flags
 
 
 def _part(node: str) -> str:
@@ -122,14 +113,14 @@ def bench_one(name, model, seconds, threads, repeats, folder, calibration, min_c
 
     def run_torch():
         with torch.inference_mode():
-            return model(wav).hidden_states[-1]
+            return model.set_speed_options(cpu_bf16="off")(wav).hidden_states[-1]
 
-    def run_bf16():
-        with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
-            return model(wav).hidden_states[-1]
+    def run_bf16():  # the layers under bf16 autocast (cpu_bf16), the CNN in the float32 fast path
+        with torch.inference_mode():
+            return model.set_speed_options(cpu_bf16="on")(wav).hidden_states[-1]
 
     runs = {"torch": run_torch}
-    if cpu_has_bf16():
+    if cpu_bf16_supported():
         runs["torch_bf16"] = run_bf16
     runs.update({k: (lambda s=s: s.run(None, feeds)[0]) for k, s in sessions.items()})
     times = {k: [] for k in runs}
@@ -186,7 +177,7 @@ def main() -> int:
     ]
     models += [(os.path.basename(c), lambda c=c: load_pretrained(c)) for c in args.checkpoints]
     print(f"batch 1 x {args.seconds:g} s, {args.threads} threads, median of {args.repeats}; RTF = time / audio")
-    print(f"bf16 (torch autocast): {'measured' if cpu_has_bf16() else 'not measured: the CPU reports no bf16'}")
+    print(f"torch bf16 (cpu_bf16): {'measured' if cpu_bf16_supported() else 'not measured: the CPU has no bf16'}")
     calibration = (
         audio_sample(args.calibration, CALIBRATION_UTTERANCES, CALIBRATION_SECONDS)
         if args.calibration

@@ -12,7 +12,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Tuple
 
-from s3prl_plugins.nn.transformer import POS_CONV_PRECISIONS
+from s3prl_plugins.nn.transformer import CPU_BF16, POS_CONV_PRECISIONS
 
 # speed options of SSLModelConfig and their defaults (the fast paths); SPEED_OPTIONS_OFF: the plain forms
 SPEED_OPTIONS: Dict[str, Any] = {
@@ -20,12 +20,14 @@ SPEED_OPTIONS: Dict[str, Any] = {
     "fast_conv_norm": True,
     "batched_fbank": True,
     "cpu_fast_path": True,
+    "cpu_bf16": "auto",
 }
 SPEED_OPTIONS_OFF: Dict[str, Any] = {
     "pos_conv_precision": "autocast",
     "fast_conv_norm": False,
     "batched_fbank": False,
     "cpu_fast_path": False,
+    "cpu_bf16": "off",
 }
 
 HUBERT_CONV: List[Tuple[int, int, int]] = [(512, 10, 5)] + [(512, 3, 2)] * 4 + [(512, 2, 2)] * 2
@@ -91,6 +93,11 @@ class SSLModelConfig:
             (:meth:`~s3prl_plugins.nn.frontends.ConvFeatureExtractor.forward_chunked`), and the positional
             convolution runs by FFT (:meth:`~s3prl_plugins.nn.transformer.ConvPositionalEmbedding.fft_conv`);
             the same outputs up to float rounding. A speed option.
+        cpu_bf16: in CPU inference, on a CPU with bfloat16 arithmetic (AVX512-BF16 / AMX), the transformer
+            layers run under bf16 autocast (the CNN, the positional convolution and the returned states
+            stay float32): ``"auto"`` from width 256 (:attr:`s3prl_plugins.nn.transformer.Encoder.BF16_MIN_WIDTH`;
+            narrower models gain nothing), ``"on"``, ``"off"``. States within a cosine of 0.99999 of float32's
+            on random weights (bench/RESULTS.md). A speed option.
 
     The speed options (:data:`SPEED_OPTIONS`) are left out of :meth:`to_dict` when at their default,
     so checkpoints and saved configs are what they were before the options existed. The first three take
@@ -138,6 +145,7 @@ class SSLModelConfig:
     fast_conv_norm: bool = True
     batched_fbank: bool = True
     cpu_fast_path: bool = True
+    cpu_bf16: str = "auto"
 
     def __post_init__(self) -> None:
         self.conv_layers = [tuple(int(v) for v in spec) for spec in self.conv_layers]  # type: ignore[misc]
@@ -157,6 +165,8 @@ class SSLModelConfig:
             raise ValueError(
                 f"pos_conv_precision must be one of {list(POS_CONV_PRECISIONS)}, not {self.pos_conv_precision!r}"
             )
+        if self.cpu_bf16 not in CPU_BF16:
+            raise ValueError(f"cpu_bf16 must be one of {list(CPU_BF16)}, not {self.cpu_bf16!r}")
         if self.frontend not in ("conv", "logmel"):
             raise ValueError(f"frontend must be 'conv' or 'logmel', not {self.frontend!r}")
         if self.frontend == "conv" and not self.conv_layers:

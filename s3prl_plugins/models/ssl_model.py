@@ -108,6 +108,7 @@ class SSLModel(nn.Module):
             conv_kernel=config.head_conv_kernel,
             pos_conv_precision=config.pos_conv_precision,
             pos_conv_fft=config.cpu_fast_path,
+            cpu_bf16=config.cpu_bf16,
         )
         self.head = build_head(config.embed_dim, config.head) if config.head else None
         spec = config.subsampling or {}
@@ -121,13 +122,14 @@ class SSLModel(nn.Module):
         return self.config.downsample_rate
 
     def set_speed_options(self, **options) -> "SSLModel":
-        """Switch speed options (``pos_conv_precision``, ``fast_conv_norm``, ``batched_fbank``, ``cpu_fast_path``; see
-        :class:`SSLModelConfig`) on a built model, in place; the config records them. The weights are untouched.
-        Returns self."""
+        """Switch speed options (``pos_conv_precision``, ``fast_conv_norm``, ``batched_fbank``, ``cpu_fast_path``,
+        ``cpu_bf16``; see :class:`SSLModelConfig`) on a built model, in place; the config records them. The weights
+        are untouched. Returns self."""
         unknown = sorted(set(options) - set(SPEED_OPTIONS))
         if unknown:
             raise ValueError(f"unknown speed option(s) {unknown}; known: {sorted(SPEED_OPTIONS)}")
         config = dataclasses.replace(self.config, **options)  # validated in __post_init__
+        self.encoder.cpu_bf16 = config.cpu_bf16
         if self.encoder.pos_conv is not None:
             self.encoder.pos_conv.precision = config.pos_conv_precision
             self.encoder.pos_conv.fft = bool(config.cpu_fast_path)

@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 from typing import List, Optional, Sequence, Tuple
 
 import torch
@@ -53,6 +54,17 @@ def cpu_inference(x: Tensor, module: nn.Module) -> bool:
     if autocast_dtype("cpu") is not None or torch.jit.is_tracing() or torch.jit.is_scripting():
         return False
     return not (torch.onnx.is_in_onnx_export() or torch.compiler.is_compiling())
+
+
+@functools.lru_cache(maxsize=None)
+def cpu_bf16_supported() -> bool:
+    """Whether this CPU reports bfloat16 arithmetic that oneDNN uses (AVX512-BF16 or AMX-BF16), as PyTorch
+    itself checks it (``torch.ops.mkldnn._is_mkldnn_bf16_supported``; without those instructions oneDNN
+    emulates bf16, which is slower than float32)."""
+    try:
+        return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):  # a build without oneDNN, or without the query
+        return False
 
 
 def autocast_dtype(device_type: str) -> Optional[torch.dtype]:

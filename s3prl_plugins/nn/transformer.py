@@ -10,6 +10,9 @@ average is accumulated, never a (batch, heads, frames, frames) tensor of every h
 
 from __future__ import annotations
 
+import contextlib
+import functools
+import logging
 import math
 from typing import List, Optional, Sequence, Tuple
 
@@ -17,9 +20,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from s3prl_plugins.nn.frontends import autocast_dtype, cpu_inference, fast_path_on, gelu
+from s3prl_plugins.nn.frontends import autocast_dtype, cpu_bf16_supported, cpu_inference, fast_path_on, gelu
+
+logger = logging.getLogger(__name__)
 
 POS_CONV_PRECISIONS = ("fp32_forward", "fp32", "autocast")
+CPU_BF16 = ("auto", "on", "off")
 
 
 class _Fp32ForwardConv1d(torch.autograd.Function):
@@ -530,7 +536,18 @@ class Encoder(nn.Module):
         conv_kernel: taps of the convolution heads.
         pos_conv_precision: see :class:`ConvPositionalEmbedding`.
         pos_conv_fft: see :class:`ConvPositionalEmbedding` ``fft``.
+        cpu_bf16: in CPU inference (:func:`~s3prl_plugins.nn.frontends.cpu_inference`) run the layers under
+            bfloat16 autocast on a CPU that has bf16 arithmetic (:func:`cpu_bf16_supported`): ``"auto"``
+            where the width is at least :attr:`BF16_MIN_WIDTH`, ``"on"`` at any width, ``"off"`` never.
+            The positional convolution, the residual stream's input and the returned states stay
+            float32. A speed option (figures: bench/RESULTS.md, ``bench_inference.py``).
     """
+
+    # The narrowest width "auto" runs in bf16: measured on a 2-core Xeon with AMX (2 threads, 10 s, the whole
+    # model with its layers under bf16 autocast against float32): width 768 (HuBERT BASE) 1.54x, 432 (STaRHuBERT)
+    # 1.29x, 256 (12 layers) 1.09x, 96 (12 layers; the mini recipe's students are 96 wide) 0.99x -- too small a
+    # product for the conversions to pay.
+    BF16_MIN_WIDTH = 256
 
     def __init__(
         self,
@@ -552,8 +569,11 @@ class Encoder(nn.Module):
         conv_kernel: int = 21,
         pos_conv_precision: str = "fp32_forward",
         pos_conv_fft: bool = True,
+        cpu_bf16: str = "auto",
     ):
         super().__init__()
+        self.embed_dim = embed_dim
+        self.cpu_bf16 = cpu_bf16
         if len(num_heads) != len(ffn_dims):
             raise ValueError(f"{len(num_heads)} head counts for {len(ffn_dims)} FFN widths")
         identity_heads = list(identity_heads or [0] * len(num_heads))
@@ -618,11 +638,47 @@ class Encoder(nn.Module):
         attns: List[Tensor] = []
         position_bias = None
         layers = self.layers if num_layers is None else self.layers[:num_layers]
-        for layer in layers:
-            x, attn, position_bias = layer(x, padding_mask, position_bias, need_weights)
-            states.append(x)
-            if attn is not None:
-                attns.append(attn)
+        bf16 = self.bf16_inference(x)
+        with torch.autocast("cpu", dtype=torch.bfloat16) if bf16 else contextlib.nullcontext():
+            for layer in layers:
+                x, attn, position_bias = layer(x, padding_mask, position_bias, need_weights)
+                states.append(x)
+                if attn is not None:
+                    attns.append(attn)
+        if bf16:  # the states as float32 ever returns them
+            states = [h.to(states[0].dtype) for h in states]
+            attns = [a.to(states[0].dtype) for a in attns]
         if self.layer_norm_first:
             states[-1] = self.layer_norm(states[-1])
         return states, attns
+
+    @property
+    def cpu_bf16(self) -> str:
+        return self._cpu_bf16
+
+    @cpu_bf16.setter
+    def cpu_bf16(self, value: str) -> None:
+        if value not in CPU_BF16:
+            raise ValueError(f"cpu_bf16 must be one of {list(CPU_BF16)}, not {value!r}")
+        self._cpu_bf16 = value
+
+    def bf16_inference(self, x: Tensor) -> bool:
+        """Whether the layers run under bf16 autocast here (:attr:`cpu_bf16`); ``"on"`` on a CPU without bf16
+        arithmetic says so once and runs float32 (emulated bf16 would be slower)."""
+        if self._cpu_bf16 == "off" or x.dtype != torch.float32 or not cpu_inference(x, self):
+            return False
+        if self._cpu_bf16 == "auto" and self.embed_dim < self.BF16_MIN_WIDTH:
+            return False
+        if not cpu_bf16_supported():
+            if self._cpu_bf16 == "on":
+                _warn_no_bf16()
+            return False
+        return True
+
+
+@functools.lru_cache(maxsize=None)
+def _warn_no_bf16() -> None:
+    logger.warning(
+        "cpu_bf16='on': this CPU reports no bfloat16 arithmetic (AVX512-BF16 / AMX-BF16), where bf16 would be "
+        "slower than float32: the layers run in float32"
+    )
