@@ -189,6 +189,11 @@ class _StaticConvs:
             def get_next(self):
                 return next(feeds, None)
 
+        import onnx
+
+        proto = onnx.load(self.src, load_external_data=False)  # a graph written with its weights beside it stays so
+        big = any(t.data_location == onnx.TensorProto.EXTERNAL for t in proto.graph.initializer)
+        big = big or weight_bytes(proto) >= graph.PROTOBUF_LIMIT
         with _quiet_quantizer(), temp_files_in(self.work):
             quantize_static(
                 self.src,
@@ -201,6 +206,7 @@ class _StaticConvs:
                 activation_type=QuantType.QUInt8,
                 weight_type=QuantType.QInt8,
                 calibration_cache_path=self.cache,
+                use_external_data_format=big,
             )
         self.trials += 1
         return out
@@ -249,23 +255,23 @@ def quantize_int8(
         raise ExportError(f"int8 mode {mode!r}: choose one of {', '.join(INT8_MODES)}")
     if not 0 < min_cosine <= 1:
         raise ExportError(f"min_cosine {min_cosine}: must be in (0, 1]")
-    if mode == "all" and not calibration:
-        raise CalibrationError(
-            f"{src}: --int8 all quantises the CNN's convolutions with activation ranges measured on audio; "
-            "give it with --calibration DATA_DIR (the recipe's dev set, e.g. data/dev), or use --int8 matmul"
-        )
     proto = onnx.load(src, load_external_data=False)
     meta = {p.key: p.value for p in proto.metadata_props}
     candidates = conv_candidates(proto)
     del proto
+    if mode == "all" and not calibration and candidates:
+        raise CalibrationError(
+            f"{src}: --int8 all quantises the CNN's convolutions with activation ranges measured on audio; "
+            "give it with --calibration DATA_DIR (the recipe's dev set, e.g. data/dev), or use --int8 matmul"
+        )
     work = work_folder(out)
     try:
         matmul = os.path.join(work, "matmul.onnx")
         count = _dynamic_matmuls(src, matmul, per_channel)
         report = Int8Report(mode="matmul")
         chosen = matmul
-        if mode != "matmul" and calibration and not candidates:
-            logger.info("int8: the model has no waveform CNN (log-Mel front-end): matmuls only")
+        if mode != "matmul" and not candidates:
+            logger.info("int8 %s: the model has no waveform CNN (a log-Mel front-end): matmuls only", mode)
         elif mode == "auto" and not calibration:
             logger.info(
                 "int8 auto: no calibration audio, so the CNN's convolutions stay float32 (matmuls only); give "

@@ -162,3 +162,31 @@ def test_cli_int8_modes_and_refusals(tmp_path, capsys):
     assert "int8 matmuls and 4 CNN convolutions" in out and "lowest layer cosine" in out
     assert main([ckpt, "--out", str(tmp_path / "m.onnx"), "--int8", "matmul"]) == 0
     assert "(int8 matmuls, per channel)" in capsys.readouterr().out
+
+
+def test_all_on_a_graph_with_its_weights_beside_it(tmp_path, monkeypatch):
+    """A graph past protobuf's limit (lowered here) keeps its weights in FILE.onnx.data through static int8 too."""
+    from s3prl_plugins.deploy import graph
+    from s3prl_plugins.deploy.onnx import to_onnx
+    from s3prl_plugins.deploy.quantize import quantize_int8
+
+    monkeypatch.setattr(graph, "PROTOBUF_LIMIT", 1000)
+    src = to_onnx(_model(), str(tmp_path / "big.onnx"))
+    out = str(tmp_path / "big.int8.onnx")
+    assert quantize_int8(src, out, mode="all", calibration=_audio(2), min_cosine=0.5).mode == "all"
+    assert os.path.exists(out + ".data") and not [f for f in os.listdir(tmp_path) if f.startswith(".tmp")]
+    wav = _audio(1, seed=3)[0]
+    assert _states(out, wav).shape == _states(src, wav).shape
+
+
+def test_a_log_mel_model_has_no_cnn_to_quantise(tmp_path, caplog):
+    from s3prl_plugins.deploy.onnx import to_onnx
+    from s3prl_plugins.deploy.quantize import quantize_int8
+    from s3prl_plugins.models import melhubert_config
+
+    torch.manual_seed(0)
+    cfg = melhubert_config(embed_dim=32, num_layers=1, num_heads=4, ffn_dim=32, num_clusters=None)
+    src = to_onnx(build_model(cfg).eval(), str(tmp_path / "mel.onnx"))
+    with caplog.at_level(logging.INFO, logger="s3prl_plugins.deploy.quantize"):
+        report = quantize_int8(src, str(tmp_path / "q.onnx"), mode="all")  # no calibration needed: nothing to calibrate
+    assert report.mode == "matmul" and "no waveform CNN" in caplog.text
