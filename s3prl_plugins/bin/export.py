@@ -58,9 +58,8 @@ def main(argv=None) -> int:
     p.add_argument(
         "--min-cosine",
         type=float,
-        default=MIN_COSINE,
         help="with --int8 all/auto: the lowest per-layer cosine to float32 on the calibration audio that int8 "
-        "convolutions may cost (default %(default)s)",
+        f"convolutions may cost (default {MIN_COSINE})",
     )
     p.add_argument(
         "--per-tensor", action="store_true", help="with --int8: one scale per weight matrix instead of per channel"
@@ -94,8 +93,12 @@ def main(argv=None) -> int:
             file=sys.stderr,
         )
         return 2
-    if (args.per_tensor or args.calibration) and not args.int8:
-        print("error: --per-tensor and --calibration only mean something with --int8", file=sys.stderr)
+    if (args.per_tensor or args.calibration or args.min_cosine is not None) and not args.int8:
+        print("error: --per-tensor, --calibration and --min-cosine only mean something with --int8", file=sys.stderr)
+        return 2
+    if args.min_cosine is not None and (args.int8 == "matmul" or not 0 < args.min_cosine <= 1):
+        what = "in (0, 1]" if args.int8 != "matmul" else "used by --int8 all/auto (matmul quantises no convolution)"
+        print(f"error: --min-cosine {args.min_cosine}: {what}", file=sys.stderr)
         return 2
     if os.path.exists(args.source) and os.path.abspath(args.out) == os.path.abspath(args.source):
         print("error: --out must not overwrite the source", file=sys.stderr)
@@ -137,7 +140,7 @@ def main(argv=None) -> int:
                         per_channel=not args.per_tensor,
                         mode=args.int8,
                         calibration=calibration,
-                        min_cosine=args.min_cosine,
+                        min_cosine=MIN_COSINE if args.min_cosine is None else args.min_cosine,
                     )
                 finally:
                     shutil.rmtree(work, ignore_errors=True)

@@ -115,10 +115,11 @@ AUDIO_EXTENSIONS = ("wav", "flac", "ogg", "sph", "mp3")
 
 
 def audio_sample(path: str, utterances: int, seconds: float, option: str = "--calibration") -> List[np.ndarray]:
-    """A few utterances of 16 kHz audio as float32 arrays, for measuring a model on (int8 calibration): the
-    first ``utterances`` of a Kaldi data dir (by utterance id), of a folder of audio files (by name) or one
-    file, each cut to ``seconds``. Another sample rate is refused, not resampled (the measurement would be
-    of audio the model is never given).
+    """A few utterances of 16 kHz audio as float32 arrays, for measuring a model on (int8 calibration): from a
+    Kaldi data dir (its speakers in turn, so that one speaker's voice does not set the ranges), a folder of
+    audio files (by name) or one file, each cut to ``seconds``; utterances shorter than a HuBERT frame (400
+    samples) are skipped. Another sample rate is refused, not resampled: a deployed graph takes 16 kHz audio,
+    and ranges measured through a resampler are not those of what it is given.
 
     Raises:
         AudioError: nothing there, a file that cannot be read, or a rate other than 16 kHz -- naming
@@ -133,7 +134,9 @@ def audio_sample(path: str, utterances: int, seconds: float, option: str = "--ca
             d = read_data_dir(path)
         except DataDirError as e:
             raise AudioError(f"{option} {path}: {e}") from e
-        files = [d.wav[u] for u in d.utts]
+        by_speaker = list(d.spk2utt.values())
+        turns = max(len(u) for u in by_speaker)
+        files = [d.wav[u[i]] for i in range(turns) for u in by_speaker if i < len(u)]  # speakers in turn
     elif os.path.isdir(path):
         files = sorted(
             os.path.join(path, f) for f in os.listdir(path) if f.rsplit(".", 1)[-1].lower() in AUDIO_EXTENSIONS
@@ -143,10 +146,25 @@ def audio_sample(path: str, utterances: int, seconds: float, option: str = "--ca
     if not files:
         raise AudioError(f"{option} {path}: holds no wav.scp and no audio files (.{', .'.join(AUDIO_EXTENSIONS)})")
     out = []
-    for f in files[:utterances]:
+    for f in files:
+        if len(out) == utterances:
+            break
+        import soundfile as sf
+
         try:
-            wav = load_audio(f, resample=False, min_samples=400)
-        except AudioError as e:
-            raise AudioError(f"{option}: {e}; {option} takes 16 kHz audio only (resample the data dir first)") from e
+            rate = sf.info(f).samplerate
+        except Exception as e:  # noqa: BLE001 - libsndfile's errors become one message with the file name
+            raise AudioError(f"{option}: {f}: cannot decode audio ({e}); is the file corrupt or truncated?") from e
+        if rate != SAMPLE_RATE:
+            raise AudioError(
+                f"{option}: {f}: sample rate {rate} Hz; {option} takes {SAMPLE_RATE // 1000} kHz audio, what the "
+                "model is given (resample the data dir first, e.g. with sox)"
+            )
+        wav = load_audio(f, resample=False)
+        if wav.numel() < 400:
+            logger.info("%s: %s is %d samples, shorter than a frame: skipped", option, f, wav.numel())
+            continue
         out.append(wav[: int(seconds * SAMPLE_RATE)].numpy())
+    if not out:
+        raise AudioError(f"{option} {path}: every utterance is shorter than a frame (400 samples)")
     return out

@@ -2,8 +2,8 @@
 
 The graph (``torch.onnx.export``'s TorchScript-based exporter, opset 20: torch 2.8's dynamo exporter needs
 ``onnxscript``, which the project does not install, and traces our model no better; opset 20 writes GELU as
-one ``Gelu`` node, which int8 of the CNN needs -- :mod:`s3prl_plugins.deploy.quantize` -- and onnxruntime
->= 1.16 runs):
+one ``Gelu`` node, which int8 of the CNN needs -- :mod:`s3prl_plugins.deploy.quantize` -- and which
+onnxruntime runs from 1.17):
 
 * inputs ``waveforms`` float32 (batch, samples) zero-padded 16 kHz audio, ``lengths`` int64 (batch,)
   valid samples;

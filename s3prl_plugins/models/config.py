@@ -157,6 +157,8 @@ class SSLModelConfig:
         self.ffn_dims = [int(f) for f in self.ffn_dims]
         self.identity_heads = [int(h) for h in self.identity_heads] or [0] * self.num_layers
         self.conv_heads = [int(h) for h in self.conv_heads] or [0] * self.num_layers
+        if isinstance(self.cpu_bf16, bool):  # YAML 1.1 reads on / off as booleans
+            self.cpu_bf16 = "on" if self.cpu_bf16 else "off"
         self.validate()
 
     def validate(self) -> None:

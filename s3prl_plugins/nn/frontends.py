@@ -58,12 +58,12 @@ def cpu_inference(x: Tensor, module: nn.Module) -> bool:
 
 @functools.lru_cache(maxsize=None)
 def cpu_bf16_supported() -> bool:
-    """Whether this CPU reports bfloat16 arithmetic that oneDNN uses (AVX512-BF16 or AMX-BF16), as PyTorch
-    itself checks it (``torch.ops.mkldnn._is_mkldnn_bf16_supported``; without those instructions oneDNN
-    emulates bf16, which is slower than float32)."""
+    """Whether this CPU has native bfloat16 arithmetic: AVX512-BF16 or AMX (``torch.cpu``'s own queries).
+    Not ``torch.ops.mkldnn._is_mkldnn_bf16_supported``: that is also true on any AVX-512 CPU, where oneDNN
+    emulates bf16 -- slower than float32."""
     try:
-        return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except (AttributeError, RuntimeError):  # a build without oneDNN, or without the query
+        return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
+    except (AttributeError, RuntimeError):  # a torch without the queries
         return False
 
 

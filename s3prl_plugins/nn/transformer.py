@@ -536,8 +536,9 @@ class Encoder(nn.Module):
         conv_kernel: taps of the convolution heads.
         pos_conv_precision: see :class:`ConvPositionalEmbedding`.
         pos_conv_fft: see :class:`ConvPositionalEmbedding` ``fft``.
-        cpu_bf16: in CPU inference (:func:`~s3prl_plugins.nn.frontends.cpu_inference`) run the layers under
-            bfloat16 autocast on a CPU that has bf16 arithmetic (:func:`cpu_bf16_supported`): ``"auto"``
+        cpu_bf16: in CPU inference (:func:`~s3prl_plugins.nn.frontends.cpu_inference`, no gradient recorded, no
+            attention maps asked for) run the layers under bfloat16 autocast on a CPU that has bf16 arithmetic
+            (:func:`cpu_bf16_supported`): ``"auto"``
             where the width is at least :attr:`BF16_MIN_WIDTH`, ``"on"`` at any width, ``"off"`` never.
             The positional convolution, the residual stream's input and the returned states stay
             float32. A speed option (figures: bench/RESULTS.md, ``bench_inference.py``).
@@ -638,7 +639,7 @@ class Encoder(nn.Module):
         attns: List[Tensor] = []
         position_bias = None
         layers = self.layers if num_layers is None else self.layers[:num_layers]
-        bf16 = self.bf16_inference(x)
+        bf16 = not need_weights and self.bf16_inference(x)  # attention maps (STaR's targets) stay float32
         with torch.autocast("cpu", dtype=torch.bfloat16) if bf16 else contextlib.nullcontext():
             for layer in layers:
                 x, attn, position_bias = layer(x, padding_mask, position_bias, need_weights)
@@ -663,9 +664,13 @@ class Encoder(nn.Module):
         self._cpu_bf16 = value
 
     def bf16_inference(self, x: Tensor) -> bool:
-        """Whether the layers run under bf16 autocast here (:attr:`cpu_bf16`); ``"on"`` on a CPU without bf16
-        arithmetic says so once and runs float32 (emulated bf16 would be slower)."""
-        if self._cpu_bf16 == "off" or x.dtype != torch.float32 or not cpu_inference(x, self):
+        """Whether the layers run under bf16 autocast here (:attr:`cpu_bf16`): CPU inference with no gradient
+        recorded at all (a backward pass through anything -- e.g. the head gates of gradient-based pruning
+        scores -- keeps float32); ``"on"`` on a CPU without bf16 arithmetic says so once and runs float32
+        (emulated bf16 would be slower)."""
+        if self._cpu_bf16 == "off" or x.dtype != torch.float32 or torch.is_grad_enabled():
+            return False
+        if not cpu_inference(x, self):
             return False
         if self._cpu_bf16 == "auto" and self.embed_dim < self.BF16_MIN_WIDTH:
             return False

@@ -118,7 +118,8 @@ class DistillationTask(nn.Module):
         self.temperature = float(temperature)
         self.normalize, self.method, self.cos_weight, self.max_mismatch = normalize, method, cos_weight, max_mismatch
         teacher.requires_grad_(False)
-        self.teacher = teacher.eval()
+        # the targets in float32 on a CPU too (cpu_bf16 would run a wide teacher's layers in bf16 there)
+        self.teacher = teacher.eval().set_speed_options(cpu_bf16="off")
         self.student = student
         self.teacher_states_read = sorted({i for o in self.objectives for i in o.teacher_layers(self)})
         self.teacher_layers_needed = max(self.teacher_states_read, default=0)

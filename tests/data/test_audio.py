@@ -54,22 +54,26 @@ def _tones(n, seconds):
 
 
 def test_an_audio_sample_from_a_data_dir_a_folder_or_a_file(tmp_path):
-    """What int8 calibration reads (bin/export --calibration): the first utterances, cut; 16 kHz only."""
+    """What int8 calibration reads (bin/export --calibration): utterances of each speaker in turn, cut, those
+    shorter than a frame skipped; 16 kHz only."""
     from s3prl_plugins.data.audio import audio_sample
 
     (tmp_path / "wavs").mkdir()
     for i, a in enumerate(_tones(3, seconds=2.0)):
         sf.write(str(tmp_path / "wavs" / f"u{i}.wav"), a, 16000)
     (tmp_path / "dev").mkdir()
-    (tmp_path / "dev" / "wav.scp").write_text("".join(f"s-u{i} {tmp_path}/wavs/u{i}.wav\n" for i in (2, 0, 1)))
-    (tmp_path / "dev" / "utt2spk").write_text("".join(f"s-u{i} s\n" for i in (2, 0, 1)))
+    utts = {"a-u0": 0, "a-u1": 1, "b-u2": 2}  # two speakers: one utterance of each before a second of either
+    (tmp_path / "dev" / "wav.scp").write_text("".join(f"{u} {tmp_path}/wavs/u{i}.wav\n" for u, i in utts.items()))
+    (tmp_path / "dev" / "utt2spk").write_text("".join(f"{u} {u[0]}\n" for u in utts))
     got = audio_sample(str(tmp_path / "dev"), utterances=2, seconds=1.5)
     assert [a.size for a in got] == [24000, 24000]
-    np.testing.assert_allclose(got[0], _tones(3, seconds=2.0)[0][:24000], atol=1e-4)  # sorted ids: u0 first
-    assert len(audio_sample(str(tmp_path / "wavs"), 8, 10.0)) == 3
+    np.testing.assert_allclose(got[0], _tones(3, seconds=2.0)[0][:24000], atol=1e-4)
+    np.testing.assert_allclose(got[1], _tones(3, seconds=2.0)[2][:24000], atol=1e-4)  # b's, not a's second
+    sf.write(str(tmp_path / "wavs" / "short.wav"), np.zeros(300, np.float32), 16000)
+    assert len(audio_sample(str(tmp_path / "wavs"), 8, 10.0)) == 3  # short.wav skipped
     assert len(audio_sample(str(tmp_path / "wavs" / "u1.wav"), 8, 10.0)) == 1
     sf.write(str(tmp_path / "wavs" / "u3.wav"), np.zeros(8000, np.float32), 8000)
-    with pytest.raises(AudioError, match=r"u3.wav: sample rate 8000 Hz.*16 kHz"):
+    with pytest.raises(AudioError, match=r"u3.wav: sample rate 8000 Hz; --calibration takes 16 kHz audio"):
         audio_sample(str(tmp_path / "wavs"), 8, 10.0)
     with pytest.raises(AudioError, match="no such data dir"):
         audio_sample(str(tmp_path / "nope"), 8, 10.0)

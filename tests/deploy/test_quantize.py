@@ -3,6 +3,7 @@ accuracy-aware exclusion, ``auto``'s choice by measured speed, calibration audio
 
 import logging
 import os
+import re
 
 import numpy as np
 import pytest
@@ -85,30 +86,65 @@ def test_all_quantises_the_cnn_convolutions_within_the_target(graph, tmp_path):
     onnx.checker.check_model(out, full_check=True)
 
 
-def test_convolutions_that_cost_accuracy_go_back_to_float_worst_first(graph, tmp_path, caplog):
+def _fake_costs(monkeypatch, cost):
+    """Each trial graph's "cosine": 1 - the made-up costs of the CNN convolutions it holds in int8 (read back from
+    the trial's file), so the loop's choices can be checked exactly."""
+    from s3prl_plugins.deploy import quantize
+
+    def int8_convs(p):
+        proto = onnx.load(p)
+        dq = {o for n in proto.graph.node if n.op_type == "DequantizeLinear" for o in n.output}
+        names = [n.input[1] for n in proto.graph.node if n.op_type == "Conv" and n.input[1] in dq]
+        return [re.search(r"(conv_layers\.\d+)\.", w).group(1) for w in names if "conv_layers." in w]
+
+    monkeypatch.setattr(quantize, "_run", lambda p, feeds: p)
+    monkeypatch.setattr(quantize, "lowest_layer_cosine", lambda p, ref: 1.0 - sum(cost[c] for c in int8_convs(p)))
+
+
+def test_convolutions_that_cost_accuracy_go_back_to_float_worst_first(graph, tmp_path, monkeypatch, caplog):
     """OpenVINO's accuracy-aware loop: each convolution's int8 alone is measured, and the worst goes back to float32
-    until the target holds; an unreachable target leaves matmuls only, every convolution named with its figure."""
+    until the target holds; an unreachable one leaves matmuls only, every convolution named with its figure."""
     from s3prl_plugins.deploy.quantize import quantize_int8
 
-    _, path = graph
+    cost = {"conv_layers.0": 0.01, "conv_layers.1": 0.02, "conv_layers.2": 0.015, "conv_layers.3": 0.005}
+    _fake_costs(monkeypatch, cost)
     out = str(tmp_path / "q.onnx")
     with caplog.at_level(logging.INFO, logger="s3prl_plugins.deploy.quantize"):
-        report = quantize_int8(path, out, mode="all", calibration=_audio(2), min_cosine=1.0)
-    assert report.mode == "matmul" and not report.int8_convs
-    solo = report.float_convs
-    assert sorted(solo) == [f"conv_layers.{i}" for i in range(len(CONV))] and all(0 < v < 1 for v in solo.values())
+        report = quantize_int8(graph[1], out, mode="all", calibration=_audio(1), min_cosine=0.999)
+    assert report.mode == "matmul" and not report.int8_convs and report.cosine == 1.0
+    assert report.float_convs == {k: pytest.approx(1 - v) for k, v in cost.items()}
     back = [
         r.getMessage().split(": ")[1].split(" back")[0] for r in caplog.records if "back to float32" in r.getMessage()
     ]
-    assert back == sorted(solo, key=solo.get)[: len(back)] and len(back) == len(CONV) - 1  # the last one: no trial left
+    assert back == ["conv_layers.1", "conv_layers.2", "conv_layers.0"]  # worst first; the last has no trial left
     assert "no CNN convolution can be int8" in caplog.text
-    meta = {p.key: p.value for p in onnx.load(out).metadata_props}
+    proto = onnx.load(out)
+    meta = {p.key: p.value for p in proto.metadata_props}
     assert meta["s3prl_plugins.int8_mode"] == "matmul" and meta["s3prl_plugins.int8_convs"] == ""
-    assert sorted(x.split(":")[0] for x in meta["s3prl_plugins.int8_float_convs"].split(",")) == sorted(solo)
-    ops = [n.op_type for n in onnx.load(out).graph.node]
-    assert "DequantizeLinear" not in ops or all(
-        n.op_type != "Conv" or "DequantizeLinear" not in n.input[0] for n in onnx.load(out).graph.node
-    )
+    assert sorted(x.split(":")[0] for x in meta["s3prl_plugins.int8_float_convs"].split(",")) == sorted(cost)
+    assert "DequantizeLinear" not in [n.op_type for n in proto.graph.node]  # the matmul graph, no QDQ left
+
+
+def test_the_loop_stops_once_the_target_holds(graph, tmp_path, monkeypatch):
+    """Partial exclusion, the path real exports take: the worst go back until the target holds, no further."""
+    from s3prl_plugins.deploy.quantize import quantize_int8
+
+    cost = {"conv_layers.0": 4e-4, "conv_layers.1": 1e-4, "conv_layers.2": 3e-4, "conv_layers.3": 2e-4}
+    _fake_costs(monkeypatch, cost)
+    r = quantize_int8(graph[1], str(tmp_path / "q.onnx"), mode="all", calibration=_audio(1), min_cosine=1 - 4.5e-4)
+    assert r.mode == "all" and r.int8_convs == ["conv_layers.1", "conv_layers.3"]  # 0 then 2 went back: 3e-4 left
+    assert r.float_convs == {"conv_layers.0": pytest.approx(1 - 4e-4), "conv_layers.2": pytest.approx(1 - 3e-4)}
+    assert r.cosine == pytest.approx(1 - 3e-4)
+    assert not [f for f in os.listdir(tmp_path) if f != "q.onnx"]  # the trials' graphs went with the work folder
+
+
+def test_matmuls_that_already_miss_the_target_are_named(graph, tmp_path, caplog):
+    from s3prl_plugins.deploy.quantize import quantize_int8
+
+    with caplog.at_level(logging.INFO, logger="s3prl_plugins.deploy.quantize"):
+        r = quantize_int8(graph[1], str(tmp_path / "q.onnx"), mode="all", calibration=_audio(1), min_cosine=1.0)
+    assert r.mode == "matmul" and not r.float_convs and r.cosine < 1.0
+    assert "the matmuls' int8 alone gives" in caplog.text and "alone in int8" not in caplog.text  # no conv trials
 
 
 def test_auto_keeps_the_convolutions_only_where_they_measure_faster(graph, tmp_path, monkeypatch, caplog):
@@ -119,15 +155,20 @@ def test_auto_keeps_the_convolutions_only_where_they_measure_faster(graph, tmp_p
         assert quantize.quantize_int8(path, str(tmp_path / "a.onnx"), mode="auto").mode == "matmul"
     assert "--calibration" in caplog.text  # what would quantise the convolutions too
     speeds = {}
-    monkeypatch.setattr(quantize, "_time_graph", lambda p, feeds: speeds["all" if "all" in p else "matmul"])
-    speeds.update(matmul=1.0, all=0.5)
+    which = lambda p: "all" if os.path.basename(p).startswith("all") else "matmul"  # noqa: E731
+    monkeypatch.setattr(quantize, "_time_graph", lambda p, feeds: speeds[which(p)])
+    speeds.update(matmul=1.0, all=0.9)
     r = quantize.quantize_int8(path, str(tmp_path / "b.onnx"), mode="auto", calibration=_audio(2), min_cosine=0.9)
-    assert r.mode == "all" and r.seconds == {"matmul": 1.0, "all": 0.5}
-    speeds.update(matmul=0.5, all=1.0)
+    assert r.mode == "all" and r.seconds == {"matmul": 1.0, "all": 0.9}
+    speeds.update(matmul=1.0, all=0.97)  # within the margin: not worth a graph that differs more from float32
     r = quantize.quantize_int8(path, str(tmp_path / "c.onnx"), mode="auto", calibration=_audio(2), min_cosine=0.9)
-    assert r.mode == "matmul" and r.cosine is not None
+    matmul_only = quantize.quantize_int8(path, str(tmp_path / "d.onnx"), mode="matmul", calibration=_audio(2))
+    assert r.mode == "matmul" and r.cosine == pytest.approx(matmul_only.cosine, abs=1e-6)  # the graph it wrote
     meta = {p.key: p.value for p in onnx.load(str(tmp_path / "c.onnx")).metadata_props}
-    assert meta["s3prl_plugins.int8_mode"] == "matmul"
+    assert (
+        meta["s3prl_plugins.int8_mode"] == "matmul"
+        and meta["s3prl_plugins.int8_auto_seconds"] == "matmul:1.0000,all:0.9700"
+    )
 
 
 def test_all_without_calibration_audio_is_named_and_writes_nothing(graph, tmp_path):
@@ -160,6 +201,14 @@ def test_cli_int8_modes_and_refusals(tmp_path, capsys):
     assert main(args + ["--min-cosine", "0.9"]) == 0
     out = capsys.readouterr().out
     assert "int8 matmuls and 4 CNN convolutions" in out and "lowest layer cosine" in out
+    for bad, says in (
+        (["--int8", "matmul", "--min-cosine", "0.99"], "matmul quantises no convolution"),
+        (["--int8", "all", "--calibration", str(tmp_path / "cal"), "--min-cosine", "1.5"], "in (0, 1]"),
+        (["--min-cosine", "0.99"], "only mean something with --int8"),
+    ):
+        assert main([ckpt, "--out", str(tmp_path / "x.onnx"), *bad]) == 2
+        assert says in capsys.readouterr().err
+    assert not (tmp_path / "x.onnx").exists()
     assert main([ckpt, "--out", str(tmp_path / "m.onnx"), "--int8", "matmul"]) == 0
     assert "(int8 matmuls, per channel)" in capsys.readouterr().out
 

@@ -40,13 +40,15 @@ def _ran_bf16(monkeypatch):
 
 
 @pytest.mark.skipif(not frontends.cpu_bf16_supported(), reason="this CPU has no bf16 arithmetic")
-def test_bf16_layers_are_close_to_float32_and_return_float32():
+def test_bf16_layers_are_close_to_float32_and_return_float32(monkeypatch):
+    seen = _ran_bf16(monkeypatch)
     model = _model(width=64, cpu_bf16="on")
     wavs, lengths = _batch()
     with torch.inference_mode():
         got = model(wavs, lengths)
         ref64 = model.double().set_speed_options(cpu_bf16="off")(wavs.double(), lengths)
         ref32 = model.float()(wavs, lengths)
+    assert seen == [True, False, False]
     assert all(h.dtype == torch.float32 for h in got.hidden_states)
     for a, b, c in zip(got.hidden_states, ref64.hidden_states, ref32.hidden_states):
         for i, n in enumerate(got.lengths.tolist()):  # valid frames of each utterance
@@ -54,6 +56,7 @@ def test_bf16_layers_are_close_to_float32_and_return_float32():
             assert float(cos.min()) > 0.999  # bf16 keeps 8 bits of mantissa: ~3e-3 per product
             assert float((c[i, :n].double() - b[i, :n]).abs().max()) < 1e-4  # float32 is float32
     assert torch.equal(got.hidden_states[0], ref32.hidden_states[0])  # the layers' input is float32 as before
+    assert not torch.equal(got.hidden_states[-1], ref32.hidden_states[-1])  # and the layers did run in bf16
 
 
 def test_auto_runs_bf16_from_the_minimum_width_on_a_cpu_that_has_it(monkeypatch):
@@ -70,13 +73,28 @@ def test_auto_runs_bf16_from_the_minimum_width_on_a_cpu_that_has_it(monkeypatch)
     seen.clear()
     wide.set_speed_options(cpu_bf16="auto")
     wide(wavs, lengths)  # gradients for the parameters: training, never bf16 here
+    wide.requires_grad_(False)
+    wide(wavs, lengths)  # frozen, but a gradient is recorded (e.g. through gradient-based pruning's head gates)
+    wide.requires_grad_(True)
     with torch.no_grad():
         wide.train()(wavs, lengths)
         wide.eval()
         with torch.autocast("cpu", dtype=torch.bfloat16):
             wide(wavs, lengths)  # the caller's autocast decides
         wide.double()(wavs.double(), lengths)  # float64 stays float64
-    assert seen == [False, False, False, False]
+    assert seen == [False] * 5
+
+
+def test_attention_maps_stay_float32(monkeypatch):
+    """Maps asked for (STaR's attention targets) come from float32 layers: bf16's softmax would round them."""
+    monkeypatch.setattr(transformer, "cpu_bf16_supported", lambda: True)
+    model = _model(width=Encoder.BF16_MIN_WIDTH)
+    wavs, lengths = _batch()
+    with torch.inference_mode():
+        ref = model.set_speed_options(cpu_bf16="off")(wavs, lengths, need_attention=True)
+        got = model.set_speed_options(cpu_bf16="on")(wavs, lengths, need_attention=True)
+    for a, b in zip(ref.hidden_states + ref.attentions, got.hidden_states + got.attentions):
+        assert torch.equal(a, b)
 
 
 def test_a_cpu_without_bf16_runs_float32_and_says_so_for_on(monkeypatch, caplog):
@@ -103,5 +121,4 @@ def test_cpu_bf16_is_a_speed_option_checked_by_name():
     assert model.set_speed_options(cpu_bf16="off").config.to_dict()["cpu_bf16"] == "off"
     with pytest.raises(ValueError, match="cpu_bf16 must be one of"):
         model.set_speed_options(cpu_bf16="yes")
-    with pytest.raises(ValueError, match="cpu_bf16 must be one of"):
-        _model(cpu_bf16=True)
+    assert _model(cpu_bf16=False).config.cpu_bf16 == "off" and _model(cpu_bf16=True).config.cpu_bf16 == "on"  # YAML

@@ -84,6 +84,21 @@ def test_teacher_outputs_are_those_of_the_loaded_model(tiny):
         assert torch.equal(a, r) and not a.is_inference()
 
 
+def test_teacher_targets_stay_float32_where_bf16_would_run(tiny, monkeypatch):
+    """cpu_bf16 runs a wide model's layers in bf16 in CPU inference; a teacher's targets stay float32."""
+    from s3prl_plugins.nn import transformer
+
+    monkeypatch.setattr(transformer, "cpu_bf16_supported", lambda: True)
+    reference = load_pretrained(tiny[1]).set_speed_options(cpu_bf16="off")
+    teacher = load_pretrained(tiny[1]).set_speed_options(cpu_bf16="on")
+    task = DistillationTask(teacher, build_student(tiny_distill_config("x", *tiny)["student"]), {"layer_wise": 1})
+    b = _batch()
+    states, _, _ = task.teacher_outputs(b["wavs"], b["lengths"])
+    with torch.inference_mode():
+        ref = reference(b["wavs"], b["lengths"]).hidden_states
+    assert all(torch.equal(a, r) for a, r in zip(states, ref))
+
+
 def test_configuration_errors(tmp_path, tiny):
     base = tiny_distill_config(str(tmp_path), *tiny)
     bad_rate = copy.deepcopy(base)

@@ -228,8 +228,9 @@ for name in ${int8}; do   # the deployed graphs, probed and reported as NAME_int
   n=$(short_name "${name}")_int8; __model[${n}]=exp/${n}.onnx
   if in_stages 5; then
     src=$(model_path "${name}")
+    calibration=(--calibration "${dev_data}"); [ "${int8_mode}" != matmul ] || calibration=()
     job "export_${n}" "exp/${n}.onnx" "${src}" python -m s3prl_plugins.bin.export "${src}" --out "exp/${n}.onnx" \
-      --int8 "${int8_mode}" --calibration "${dev_data}"
+      --int8 "${int8_mode}" ${calibration[@]+"${calibration[@]}"}
   fi
 done
 if in_stages 5 && [ -n "${compress}" ]; then
