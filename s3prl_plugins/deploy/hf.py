@@ -1,10 +1,12 @@
 """``--format hf``: a folder that Hugging Face ``transformers`` loads with ``HubertModel.from_pretrained``.
 
 transformers' HuBERT has one head count and one FFN width for every layer, a waveform CNN, a feature
-projection and a positional convolution: HuBERT, DistilHuBERT, STaRHuBERT and their uniform prunings
-(fewer layers, the same heads and FFN units removed from every layer) fit; per-layer head counts or FFN
-widths, heads replaced by the identity or a convolution, sequence subsampling (CIF or fixed), the
-log-Mel front-end, WavLM's relative position bias and a CNN without normalisation do not, and are
+projection and a positional convolution, and it derives the head size from the width (width / heads):
+HuBERT, DistilHuBERT, STaRHuBERT, their first layers (first-k) and FFN units removed alike from every layer
+fit. Removing heads does not, even the same number from every layer: the heads left are narrower together
+than the width (10 heads x 36 != 432), which transformers cannot express. Per-layer head counts or FFN
+widths, heads replaced by the identity or a convolution, sequence subsampling (CIF or fixed), the log-Mel
+front-end, WavLM's relative position bias and a CNN without normalisation do not fit either; each is
 refused with the reason. The folder holds ``config.json``, ``model.safetensors`` and
 ``preprocessor_config.json`` (a ``Wav2Vec2FeatureExtractor`` whose ``do_normalize`` is the model's
 waveform normalisation -- with variance epsilon 1e-7 where fairseq's ``F.layer_norm`` uses 1e-5, a

@@ -58,6 +58,16 @@ def example_input(model: SSLModel, seconds: float = 1.0, batch: int = 2):
     return wav, lengths
 
 
+def _declare_states_shape(proto, layers: int, dim: int) -> None:
+    """``hidden_states``' declared shape (layers + 1, batch, frames, dim): the trace leaves the layer count and
+    the width symbolic where the states pass through a gather (a CIF model's segment-to-frame expansion), so
+    a client reading the graph's signature would not learn them."""
+    shape = proto.graph.output[0].type.tensor_type.shape
+    for i, value in ((0, layers), (3, dim)):
+        shape.dim[i].ClearField("dim_param")
+        shape.dim[i].dim_value = value
+
+
 def to_onnx(model: SSLModel, out: str, output_rate: str = "auto", metadata: Optional[Dict[str, str]] = None) -> str:
     """Write ``model`` (eval mode, float32) to ``out`` as ONNX, checked by ``onnx.checker``; atomic.
 
@@ -104,6 +114,7 @@ def to_onnx(model: SSLModel, out: str, output_rate: str = "auto", metadata: Opti
                     f"{model.config.name or 'model'}: torch.onnx.export failed: {type(e).__name__}: {e}"
                 ) from e
         proto = onnx.load(tmp)
+        _declare_states_shape(proto, model.config.num_layers + 1, model.config.embed_dim)
         meta = {
             "s3prl_plugins.downsample_rate": str(wrapper.downsample_rate),
             "s3prl_plugins.min_samples": str(model.min_samples),

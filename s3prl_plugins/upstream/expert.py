@@ -53,7 +53,7 @@ def check_waveforms(wavs: Sequence[Tensor], min_samples: int) -> List[Tensor]:
                 f"waveform {i} has {w.numel()} samples, fewer than the {min_samples} "
                 f"({min_samples / 16:.1f} ms at 16 kHz) the model needs for one frame"
             )
-        peak = float(w.abs().max())  # one pass: a NaN or Inf anywhere makes the peak non-finite
+        peak = float(w.detach().abs().max())  # one pass: a NaN or Inf anywhere makes the peak non-finite
         if not math.isfinite(peak):
             raise InputError(f"waveform {i} contains NaN or Inf samples")
         if peak > PEAK_LIMIT and not _warned_peak:

@@ -188,6 +188,15 @@ def test_exportable_fbank_equals_torchaudio():
         assert float((feats - ref).abs().max()) < 1e-3  # log-Mel values up to ~50: float32 rounding of the DFT
 
 
+def test_every_graph_declares_its_states_shape(exported):
+    """A client reads (layers + 1, batch, frames, dim) from the graph's signature, CIF's included (its states pass
+    a gather, where the trace left the layer count and the width symbolic)."""
+    for family, (model, path) in exported.items():
+        out = onnx.load(path).graph.output[0]
+        dims = [d.dim_value or d.dim_param for d in out.type.tensor_type.shape.dim]
+        assert dims == [model.config.num_layers + 1, "batch", "frames", model.config.embed_dim], family
+
+
 def test_int8_quantises_only_the_layers_matmuls(exported, tmp_path):
     from s3prl_plugins.deploy.graph import weight_matmuls
     from s3prl_plugins.deploy.quantize import quantize_int8
@@ -274,6 +283,23 @@ def test_hf_refusals_say_why(tmp_path, family, reason):
     with pytest.raises(ExportError, match=reason):
         to_hf(_model(family), str(tmp_path / "hf"))
     assert not (tmp_path / "hf").exists()
+
+
+def test_hf_takes_uniform_ffn_pruning_and_refuses_heads_removed_alike(tmp_path):
+    """What README promises: FFN units removed alike from every layer export; heads removed alike do not
+    (transformers derives the head size from width / heads, which the heads left no longer fill)."""
+    from transformers import HubertModel
+
+    from s3prl_plugins.deploy.hf import to_hf
+
+    torch.manual_seed(0)
+    ffn = build_model(hubert_config(num_layers=2, num_heads=4, ffn_dim=24, conv_layers=CONV, with_head=False, **TINY))
+    to_hf(ffn.eval(), str(tmp_path / "ffn"))
+    assert HubertModel.from_pretrained(str(tmp_path / "ffn")).config.intermediate_size == 24
+    heads = SSLModelConfig(conv_layers=CONV, num_layers=2, num_heads=[2, 2], head_dim=8, ffn_dims=[64, 64], **TINY)
+    with pytest.raises(ExportError, match=r"2 heads x 8 != width 32 \(transformers derives the head size"):
+        to_hf(build_model(heads).eval(), str(tmp_path / "heads"))
+    assert not (tmp_path / "heads").exists()
 
 
 def _cli(*args):

@@ -291,3 +291,17 @@ def test_int16_range_samples_passed_as_float_are_warned_about_with_the_fix(mel_c
     with caplog.at_level(logging.WARNING), torch.no_grad():
         model([wav * 32768])
     assert "peaks" not in caplog.text  # once per process, not per batch
+
+
+def test_a_waveform_that_requires_grad_is_checked_without_a_warning():
+    """s3prl's upstream test passes inputs that require grad: the checks read them without torch's "converting a
+    tensor with requires_grad=True to a scalar" warning (and leave the gradient path alone)."""
+    import warnings
+
+    from s3prl_plugins.upstream.expert import check_waveforms
+
+    w = (torch.randn(800) * 0.1).requires_grad_()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        (out,) = check_waveforms([w], 400)
+    assert out is w
