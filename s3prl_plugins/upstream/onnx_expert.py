@@ -5,6 +5,12 @@ deployed: the graph of :mod:`s3prl_plugins.deploy.onnx` (float32 or int8) under 
 provider, with the expert contract of :class:`~s3prl_plugins.upstream.expert.UpstreamExpert`
 (``forward(list of 1-D waveforms)`` -> ``{"hidden_states": [...], "last_hidden_state": ...}``,
 ``get_downsample_rates``). The stride and the shortest input come from the file's metadata.
+
+Inference only: onnxruntime computes no gradient, so the states carry none, and waveforms that require
+grad while gradients are recorded are refused, naming the torch entry to fine-tune with. A backward pass
+through the states is not refused: a weighted sum trained on top of them (s3prl's Featurizer, ESPnet's
+front-end) backpropagates into them and must stop there silently; a loss whose only inputs are the states
+fails in torch ("does not require grad").
 """
 
 from __future__ import annotations
@@ -103,8 +109,17 @@ class OnnxUpstreamExpert(nn.Module):
             raise ValueError("window_seconds and context_seconds must be >= 0 (window_seconds=0: inputs whole)")
         # CIF's (or given segments') frames follow the content, a variable rate (nn.subsampling.Subsampler.variable:
         # anything but fixed pooling): windows of it could not be stitched frame by frame
-        subsampling = json.loads(meta.get("s3prl_plugins.config", "{}")).get("subsampling") or {}
+        config = json.loads(meta.get("s3prl_plugins.config", "{}"))
+        subsampling = config.get("subsampling") or {}
         self.rate_varies = bool(subsampling) and subsampling.get("type") not in FIXED_SUBSAMPLING
+        # the torch entry of the checkpoint this graph was exported from: what fine-tunes it
+        self.torch_entry = (
+            "melhubert_local"
+            if config.get("frontend") == "logmel"
+            else "distilhubert_cif_local"
+            if self.rate_varies
+            else "star_hubert_local"
+        )
         self.path = str(ckpt)
         if kwargs:
             logger.debug("ignoring s3prl options %s", sorted(kwargs))
@@ -142,6 +157,14 @@ class OnnxUpstreamExpert(nn.Module):
             a += keep
 
     def forward(self, wavs: List[Tensor]) -> Dict[str, Any]:
+        # a gradient asked of the input (s3prl's own pseudo-waveforms require grad, but come under no_grad)
+        if torch.is_grad_enabled() and any(isinstance(w, Tensor) and w.requires_grad for w in wavs):
+            raise InputError(
+                f"onnx_local runs an exported graph under onnxruntime: inference only, no gradient reaches its "
+                f"input or its weights. To fine-tune, load the checkpoint it was exported from with "
+                f"{self.torch_entry} (s3prl.hub.{self.torch_entry}(ckpt=model.pt)); to extract features, pass "
+                "waveforms that do not require grad"
+            )
         wavs = check_waveforms(wavs, self.min_samples)
         device = wavs[0].device
         limit = (self.window_seconds + 2 * self.context_seconds) * 16000

@@ -141,3 +141,20 @@ def test_espnet_frontend_output_size_and_backward(entry, checkpoints):
     assert feats.shape == (2, 50, config.embed_dim) and lens.tolist() == [50, 35]
     feats.sum().backward()
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in fe.upstream.parameters())
+
+
+def test_onnx_local_refuses_inputs_that_require_grad_naming_the_torch_entry(checkpoints):
+    path = checkpoints["onnx_local"][0]
+    up = _upstream("onnx_local", path)
+    x, n = _padded(_wavs([16000]))
+    with pytest.raises(ValueError, match=r"inference only.*fine-tune.*star_hubert_local"):
+        up(x.requires_grad_(), n)
+    with torch.no_grad():  # what S3PRLUpstream itself passes when it is built: inputs that require grad, no_grad
+        assert len(up(x, n)[0]) == 3
+    # a weighted sum on top of the frozen states trains: the backward stops at the states
+    from s3prl.nn import Featurizer
+
+    fz = Featurizer(up)
+    feats, _ = fz(*up(x.detach(), n))
+    feats.sum().backward()
+    assert fz.weights.grad is not None and torch.isfinite(fz.weights.grad).all()
