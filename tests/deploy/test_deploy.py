@@ -446,3 +446,48 @@ def test_a_graph_past_protobufs_limit_is_written_with_its_weights_beside_it(tmp_
     monkeypatch.setattr(graph, "PROTOBUF_LIMIT", 2**31)
     to_onnx(model, out)
     assert sorted(os.listdir(tmp_path)) == ["big.int8.onnx", "big.int8.onnx.data", "big.onnx", "one"]
+
+
+def test_transformers_standard_padded_path_gives_our_states(tmp_path):
+    """AutoFeatureExtractor(..., padding=True) then AutoModel, in a process that never imports this package:
+    the folder's preprocessor asks for the attention mask, so a padded utterance's states are ours (without
+    it transformers attends to the padding: 24-28 % off)."""
+    import json
+
+    from s3prl_plugins.deploy.hf import to_hf
+
+    for family in ("hubert", "star"):
+        torch.manual_seed(0)
+        model = _model(family)
+        folder = tmp_path / family
+        to_hf(model, str(folder))
+        assert json.loads((folder / "preprocessor_config.json").read_text())["return_attention_mask"] is True
+        g = torch.Generator().manual_seed(1)
+        wavs = [torch.randn(6400, generator=g) * 0.1, torch.randn(4100, generator=g) * 0.1]
+        np.save(tmp_path / "wavs.npy", np.array([np.pad(w.numpy(), (0, 6400 - w.numel())) for w in wavs]))
+        code = f"""
+import sys, numpy as np, torch
+from transformers import AutoFeatureExtractor, AutoModel
+folder = {str(folder)!r}
+x = np.load({str(tmp_path / "wavs.npy")!r})
+wavs = [x[0], x[1][:4100]]
+fe = AutoFeatureExtractor.from_pretrained(folder)
+inputs = fe(wavs, sampling_rate=16000, padding=True, return_tensors="pt")
+with torch.no_grad():
+    out = AutoModel.from_pretrained(folder).eval()(**inputs, output_hidden_states=True)
+np.save({str(tmp_path / "theirs.npy")!r}, torch.stack(out.hidden_states).numpy())
+ours = [m for m in sys.modules if m.startswith("s3prl_plugins.") and m != "s3prl_plugins._autoload"]
+assert not ours, ours  # only the start-up hook of the environment's .pth (switched off), none of our code
+"""
+        env = dict(os.environ, S3PRL_PLUGINS_NO_AUTOLOAD="1", PYTHONPATH="")  # not even the s3prl hook
+        r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd="/", timeout=300, env=env)
+        assert r.returncode == 0, r.stderr[-2000:]
+        theirs = torch.from_numpy(np.load(tmp_path / "theirs.npy"))
+        x = torch.nn.utils.rnn.pad_sequence(wavs, batch_first=True)
+        with torch.no_grad():
+            out = model.eval()(x, torch.tensor([6400, 4100]))
+        ours = torch.stack(out.hidden_states)
+        n = int(out.lengths[1])
+        for i, frames in ((0, ours.shape[2]), (1, n)):  # the valid frames of each utterance
+            a, b = ours[:, i, :frames], theirs[:, i, :frames]
+            assert float((a - b).abs().max() / a.abs().max()) < 1e-4, (family, i)
