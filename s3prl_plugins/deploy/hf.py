@@ -8,12 +8,13 @@ than the width (10 heads x 36 != 432), which transformers cannot express. Per-la
 widths, heads replaced by the identity or a convolution, sequence subsampling (CIF or fixed), the log-Mel
 front-end, WavLM's relative position bias and a CNN without normalisation do not fit either; each is
 refused with the reason. The folder holds ``config.json``, ``model.safetensors`` and
-``preprocessor_config.json`` (a ``Wav2Vec2FeatureExtractor`` that returns the attention mask -- so the
+``preprocessor_config.json``: a ``Wav2Vec2FeatureExtractor`` that returns the attention mask -- so the
 standard padded path, ``AutoFeatureExtractor(..., padding=True)`` then ``AutoModel``, masks the padding as
-we do; transformers' default for group-norm HuBERTs is no mask, which leaves a padded utterance's states
-~22-28 % off -- and whose ``do_normalize`` is the model's waveform normalisation -- with variance epsilon 1e-7 where fairseq's ``F.layer_norm`` uses 1e-5, a
-relative difference of ~1e-4 on quiet audio). The mapping is explicit (our key -> transformers key, :data:`TO_HF`), the
-inverse of :data:`s3prl_plugins.models.convert.keymap.HF_RULES`, and loaded strictly.
+we do (transformers' default for group-norm HuBERTs is no mask, which leaves a padded utterance's states
+~22-28 % off) -- and whose ``do_normalize`` is the model's waveform normalisation (with variance epsilon
+1e-7 where fairseq's ``F.layer_norm`` uses 1e-5, a relative difference of ~1e-4 on quiet audio). The
+mapping is explicit (our key -> transformers key, :data:`TO_HF`), the inverse of
+:data:`s3prl_plugins.models.convert.keymap.HF_RULES`, and loaded strictly.
 """
 
 from __future__ import annotations
