@@ -243,18 +243,19 @@ def format_report(report: Dict[str, Dict[str, object]]) -> str:
 
 
 def _scatter_labelled(ax, points, colors: Dict[str, str]) -> None:
-    """One dot per (name, x, y) in the model's colour; a label that would sit on an earlier one (within 12% of
-    the x range and 6% of the y range) goes below its dot instead of above."""
+    """One dot per (name, x, y) in the model's colour, its label beside it; labels of dots that (nearly) coincide
+    -- within 12% of the x range and 6% of the y range, e.g. students of one size on the parameter axis --
+    are stacked downwards one line each instead of printed over each other."""
     if not points:
         return
     xs, ys = [p[1] for p in points], [p[2] for p in points]
     dx, dy = (max(xs) - min(xs)) or 1.0, (max(ys) - min(ys)) or 1.0
-    placed = []
-    for n, x, y in sorted(points, key=lambda p: p[1]):
+    placed: List[Tuple[float, float]] = []
+    for n, x, y in sorted(points, key=lambda p: (p[1], -p[2])):
         ax.scatter(x, y, s=36, color=colors[n])
-        below = any(abs(x - px) < 0.12 * dx and abs(y - py) < 0.06 * dy and not pb for px, py, pb in placed)
-        ax.annotate(n, (x, y), textcoords="offset points", xytext=(4, -11 if below else 4), fontsize=8)
-        placed.append((x, y, below))
+        near = sum(abs(x - px) < 0.12 * dx and abs(y - py) < 0.06 * dy for px, py in placed)
+        ax.annotate(n, (x, y), textcoords="offset points", xytext=(4, 4 - 11 * near), fontsize=8)
+        placed.append((x, y))
 
 
 def plot_rate_tradeoff(report: Dict[str, Dict[str, object]], path: str, title: str = "") -> Optional[str]:
@@ -298,8 +299,9 @@ def _metric_points(report, key):
 
 
 def plot_tradeoff(report: Dict[str, Dict[str, object]], path: str, title: str = "") -> Optional[str]:
-    """Each metric of the report (rows) against GMACs per second and against parameters (columns), one point
-    per model: the recipe's comparison on one page. Returns the path, or None when no metric has two models."""
+    """Each metric of the report (rows) against GMACs per second, parameters and -- where measured -- the CPU
+    real-time factor (columns), one point per model: the recipe's comparison on one page. Returns the path, or
+    None when no metric has two models."""
     from s3prl_plugins.eval.report.plots import colors_by_name, pyplot, save_png
 
     keys = [k for k in METRICS if len(_metric_points(report, k)) >= 2]
@@ -307,17 +309,21 @@ def plot_tradeoff(report: Dict[str, Dict[str, object]], path: str, title: str = 
         return None
     plt = pyplot()
     colors = colors_by_name(report)
-    fig, axes = plt.subplots(len(keys), 2, figsize=(11, 3.6 * len(keys)), squeeze=False)
+    columns = [
+        ("gmacs_per_second", "GMACs per second of speech", 1.0),
+        ("params", "parameters (millions, without heads)", 1e-6),
+    ]
+    if sum(r.get("rtf_cpu") is not None for r in report.values()) >= 2:
+        # measured latency: where a deployed graph (int8, ...) differs from its source, which MACs and
+        # parameters cannot show
+        columns.append(("rtf_cpu", "CPU real-time factor (time / audio; measured)", 1.0))
+    fig, axes = plt.subplots(len(keys), len(columns), figsize=(5.5 * len(columns), 3.6 * len(keys)), squeeze=False)
     for row, key in enumerate(keys):
         pts = _metric_points(report, key)
-        for col, (x_key, x_label, x_scale) in enumerate(
-            (
-                ("gmacs_per_second", "GMACs per second of speech", 1.0),
-                ("params", "parameters (millions, without heads)", 1e-6),
-            )
-        ):
+        for col, (x_key, x_label, x_scale) in enumerate(columns):
             ax = axes[row][col]
-            _scatter_labelled(ax, [(n, float(r[x_key]) * x_scale, y) for n, r, y in pts], colors)
+            xy = [(n, float(r[x_key]) * x_scale, y) for n, r, y in pts if r.get(x_key) is not None]
+            _scatter_labelled(ax, xy, colors)
             ax.set_xlabel(x_label)
             ax.set_ylabel(METRICS[key][0] + (" - lower is better" if METRICS[key][2] else " - higher is better"))
             ax.grid(alpha=0.3)

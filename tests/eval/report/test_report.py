@@ -123,3 +123,34 @@ def test_a_model_keeps_its_colour_in_every_panel():
     assert by_name(a) == by_name(b)
     assert len(set(by_name(a).values())) == 3
     plt.close(fig)
+
+
+def test_labels_of_coinciding_points_are_stacked_and_latency_is_a_column(tmp_path):
+    """Three students of one size sit on one point of the parameter axis: their labels go one line apart, not over
+    each other; a report with measured RTFs gets a latency column, where an int8 graph differs from its source."""
+    from s3prl_plugins.eval.report.plots import colors_by_name, pyplot
+    from s3prl_plugins.eval.report.report import _scatter_labelled
+
+    plt = pyplot()
+    fig, ax = plt.subplots()
+    names = ["star_tiny", "distilhubert_tiny", "star_tiny_int8", "teacher"]
+    _scatter_labelled(
+        ax,
+        [
+            ("star_tiny", 0.48, 30.6),
+            ("distilhubert_tiny", 0.48, 30.5),
+            ("star_tiny_int8", 0.48, 30.4),
+            ("teacher", 2.0, 26.0),
+        ],
+        colors_by_name(names),
+    )
+    offsets = {t.get_text(): t.xyann for t in ax.texts}
+    assert len({offsets[n] for n in names[:3]}) == 3 and offsets["teacher"] == (4, 4)
+    plt.close(fig)
+    row = dict(params=480_000, gmacs_per_second=0.1, gmacs_c_per_second=0.05, frame_rate_hz=50.0, probe_per=0.3)
+    report = {"star": dict(row, rtf_cpu=0.02), "star_int8": dict(row, rtf_cpu=0.012, probe_per=0.302)}
+    png = plot_tradeoff(report, str(tmp_path / "t.png"))
+    from PIL import Image
+
+    width, height = Image.open(png).size
+    assert width / height > 4  # three panels side by side: 16.5 x 3.6 inches (two were 11 x 3.6)
