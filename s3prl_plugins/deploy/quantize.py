@@ -185,6 +185,11 @@ class _StaticConvs:
         self.src, self.work, self.audio, self.per_channel = src, work, audio, per_channel
         self.cache = os.path.join(work, "calibration.json")
         self.trials = 0
+        import onnx
+
+        proto = onnx.load(src, load_external_data=False)  # a graph written with its weights beside it stays so
+        self.big = any(t.data_location == onnx.TensorProto.EXTERNAL for t in proto.graph.initializer)
+        self.big = self.big or weight_bytes(proto) >= graph.PROTOBUF_LIMIT
 
     def write(self, nodes: Sequence[str], out: str) -> str:
         from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
@@ -195,11 +200,6 @@ class _StaticConvs:
             def get_next(self):
                 return next(feeds, None)
 
-        import onnx
-
-        proto = onnx.load(self.src, load_external_data=False)  # a graph written with its weights beside it stays so
-        big = any(t.data_location == onnx.TensorProto.EXTERNAL for t in proto.graph.initializer)
-        big = big or weight_bytes(proto) >= graph.PROTOBUF_LIMIT
         with _quiet_quantizer(), temp_files_in(self.work):
             quantize_static(
                 self.src,
@@ -212,7 +212,7 @@ class _StaticConvs:
                 activation_type=QuantType.QUInt8,
                 weight_type=QuantType.QInt8,
                 calibration_cache_path=self.cache,
-                use_external_data_format=big,
+                use_external_data_format=self.big,
             )
         self.trials += 1
         return out
