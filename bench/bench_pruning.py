@@ -1,12 +1,18 @@
 """Does structured pruning make the model faster in proportion to the work removed? (Lin et al. 2024 §V-B)
 
-MelHuBERT BASE (12 layers, width 768, 12 heads, FFN 3072; random weights), batch 1, 10 s of audio, CPU,
-one thread by default. In the same run, interleaved: the unpruned model, 50% and 75% of the heads
-removed (the same heads of every layer), 50% and 75% of the FFN units removed, and both at 50%. For each:
-the measured speed-up over the unpruned model, the ideal speed-up by MACs (``torch.utils.flop_counter``),
-and their ratio (the goal: >= 0.8).
+``--model melhubert`` (default): MelHuBERT BASE (12 layers, width 768, 12 heads, FFN 3072; random weights);
+variants: the unpruned model, 50% and 75% of the heads removed (the same heads of every layer), 50% and 75%
+of the FFN units removed, and both at 50%. ``--model hubert_base`` / ``star_hubert``: a waveform model;
+variants: 50% of every CNN layer's channels removed (``compress.prune_conv_channels``, issue 31), the same
+without the last layer (the features the transformer reads keep their width), and the CNN's 50% with heads
+and FFN at 50%; the CNN alone is timed too (its own speed-up against its own MACs).
 
-    python bench/bench_pruning.py [--seconds 10] [--repeats 7] [--threads 1] [--frame-ms 10] [--device cpu]
+Batch 1, 10 s of audio, CPU, one thread by default, the transformer in float32 (``--bf16`` for the default
+``cpu_bf16`` speed option), every variant interleaved in one run. For each: the measured speed-up over the
+unpruned model, the ideal speed-up by MACs (``torch.utils.flop_counter``), and their ratio (the goal: >= 0.8).
+
+    python bench/bench_pruning.py [--model melhubert|hubert_base|star_hubert] [--seconds 10] [--repeats 7]
+        [--threads 1] [--frame-ms 10] [--device cpu] [--bf16]
 """
 
 from __future__ import annotations
@@ -22,9 +28,10 @@ import torch
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-from s3prl_plugins.compress import prune_ffn, prune_heads  # noqa: E402
+from s3prl_plugins.compress import prune_conv_channels, prune_ffn, prune_heads  # noqa: E402
 from s3prl_plugins.eval.probe.profile import count_macs  # noqa: E402
 from s3prl_plugins.models import melhubert_config  # noqa: E402
+from s3prl_plugins.models.factories import hubert_base, star_hubert  # noqa: E402
 from s3prl_plugins.models.ssl_model import SSLModel  # noqa: E402
 
 
@@ -41,45 +48,42 @@ def variants(model: SSLModel):
     return {k: v.eval() for k, v in out.items()}
 
 
-def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--seconds", type=float, default=10.0)
-    p.add_argument("--repeats", type=int, default=7)
-    p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--frame-ms", type=int, default=10, choices=(10, 20))
-    p.add_argument("--device", default="cpu")
-    args = p.parse_args(argv)
-    torch.set_num_threads(args.threads)
-    torch.manual_seed(0)
-    model = SSLModel(melhubert_config(stack_frames=args.frame_ms // 10, num_clusters=None)).eval()
-    models = {k: v.to(args.device) for k, v in variants(model).items()}
-    wav = torch.randn(1, int(args.seconds * 16000), device=args.device) * 0.1
-    macs = {k: count_macs(lambda m=m: m(wav)) for k, m in models.items()}
+def cnn_variants(model: SSLModel):
+    """The waveform CNN's channels halved (every layer; every layer but the last), and with heads and FFN."""
+    c = model.config
+    half = {i: list(range(ch // 2)) for i, (ch, _, _) in enumerate(c.conv_layers)}
+    but_last = {i: v for i, v in half.items() if i < len(c.conv_layers) - 1}
+    layers = range(c.num_layers)
+    out = {"unpruned": model}
+    out["cnn -50%"] = prune_conv_channels(model, half)
+    out["cnn -50% but last"] = prune_conv_channels(model, but_last)
+    both = prune_heads(out["cnn -50%"], {i: list(range(c.num_heads[i] // 2)) for i in layers})
+    out["cnn, heads, ffn -50%"] = prune_ffn(both, {i: list(range(c.ffn_dims[i] // 2)) for i in layers})
+    return {k: v.eval() for k, v in out.items()}
+
+
+def _timed(models, run, repeats, sync):
     times = {k: [] for k in models}
-
-    def sync():
-        if args.device.startswith("cuda"):
-            torch.cuda.synchronize()
-
     with torch.inference_mode():
         for m in models.values():  # warm-up
-            m(wav)
-        for _ in range(args.repeats):  # interleaved, so that drift of the machine hits every variant alike
+            run(m)
+        for _ in range(repeats):  # interleaved, so that drift of the machine hits every variant alike
             for k, m in models.items():
                 sync()
                 t0 = time.perf_counter()
-                m(wav)
+                run(m)
                 sync()
                 times[k].append(time.perf_counter() - t0)
-    base_t, base_m = statistics.median(times["unpruned"]), macs["unpruned"]
+    return {k: statistics.median(v) for k, v in times.items()}
+
+
+def _table(title, models, macs, times):
+    base_t, base_m = times["unpruned"], macs["unpruned"]
     rows = []
-    print(
-        f"MelHuBERT BASE {args.frame_ms} ms, batch 1, {args.seconds:g} s, {args.device}, {args.threads} thread(s), "
-        f"median of {args.repeats}"
-    )
+    print(title)
     print(f"{'variant':<24}{'GMACs':>8}{'time s':>9}{'speed-up':>10}{'ideal':>8}{'ratio':>8}")
     for k in models:
-        t = statistics.median(times[k])
+        t = times[k]
         measured, ideal = base_t / t, base_m / macs[k]
         rows.append(
             {
@@ -91,7 +95,52 @@ def main(argv=None) -> int:
                 "ratio": measured / ideal,
             }
         )
-        print(f"{k:<24}{macs[k] / 1e9:>8.1f}{t:>9.3f}{measured:>10.2f}{ideal:>8.2f}{measured / ideal:>8.2f}")
+        print(f"{k:<24}{macs[k] / 1e9:>8.2f}{t:>9.3f}{measured:>10.2f}{ideal:>8.2f}{measured / ideal:>8.2f}")
+    return rows
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--seconds", type=float, default=10.0)
+    p.add_argument("--repeats", type=int, default=7)
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--frame-ms", type=int, default=10, choices=(10, 20))
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--model", default="melhubert", choices=("melhubert", "hubert_base", "star_hubert"))
+    p.add_argument("--bf16", action="store_true", help="the transformer under the default cpu_bf16 (auto)")
+    args = p.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    if args.model == "melhubert":
+        model = SSLModel(melhubert_config(stack_frames=args.frame_ms // 10, num_clusters=None))
+        name = f"MelHuBERT BASE {args.frame_ms} ms"
+    else:
+        model = SSLModel(hubert_base(with_head=False) if args.model == "hubert_base" else star_hubert())
+        name = {"hubert_base": "HuBERT BASE", "star_hubert": "STaRHuBERT"}[args.model]
+    found = variants(model.eval()) if args.model == "melhubert" else cnn_variants(model.eval())
+    models = {k: v.set_speed_options(cpu_bf16="auto" if args.bf16 else "off").to(args.device) for k, v in found.items()}
+    wav = torch.randn(1, int(args.seconds * 16000), device=args.device) * 0.1
+
+    def sync():
+        if args.device.startswith("cuda"):
+            torch.cuda.synchronize()
+
+    def whole(m):
+        return m(wav)
+
+    def cnn(m):
+        return m.frontend(wav)
+
+    setting = (
+        f"batch 1, {args.seconds:g} s, {args.device}, {args.threads} thread(s), median of {args.repeats}, "
+        f"transformer {'cpu_bf16 auto' if args.bf16 else 'float32'}"
+    )
+    macs = {k: count_macs(lambda m=m: whole(m)) for k, m in models.items()}
+    rows = _table(f"{name}, {setting}", models, macs, _timed(models, whole, args.repeats, sync))
+    if args.model != "melhubert":
+        macs = {k: count_macs(lambda m=m: cnn(m)) for k, m in models.items()}
+        cnn_rows = _table(f"\n{name}'s CNN alone", models, macs, _timed(models, cnn, args.repeats, sync))
+        rows += [{**r, "variant": f"CNN alone: {r['variant']}"} for r in cnn_rows]
     print(json.dumps(rows))
     return 0
 

@@ -1,6 +1,7 @@
 """Compression of any model of the zoo (Lin et al. 2024, "Compressing Transformer-Based Self-Supervised
 Models for Speech Processing"): weight, head and FFN pruning, knowledge distillation, first-k layers,
-diagonal-head replacement, chained as one pipeline (:mod:`s3prl_plugins.compress.pipeline`)."""
+diagonal-head replacement, and the waveform CNN's channels (:func:`prune_conv_channels`), chained as one
+pipeline (:mod:`s3prl_plugins.compress.pipeline`)."""
 
 from s3prl_plugins.compress.diagonal import diagonality, head_diagonality, mean_diagonality
 from s3prl_plugins.compress.scores import (
@@ -13,7 +14,9 @@ from s3prl_plugins.compress.scores import (
 )
 from s3prl_plugins.compress.structured import (
     PruningError,
+    conv_channel_masks,
     count_heads,
+    prune_conv_channels,
     prune_ffn,
     prune_heads,
     replace_heads,
@@ -26,6 +29,7 @@ __all__ = [
     "LossPlateau",
     "PruningError",
     "WeightMasks",
+    "conv_channel_masks",
     "count_heads",
     "density_schedule",
     "diagonality",
@@ -36,6 +40,7 @@ __all__ = [
     "mean_diagonality",
     "model_density",
     "normalize_within_layers",
+    "prune_conv_channels",
     "prune_ffn",
     "prune_heads",
     "replace_heads",

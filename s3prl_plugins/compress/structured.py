@@ -1,8 +1,9 @@
-"""Structured compression that changes a model's shape: heads, FFN units and layers physically removed,
-attention heads replaced by the identity or a 1-D convolution.
+"""Structured compression that changes a model's shape: heads, FFN units, layers and the waveform CNN's
+channels physically removed, attention heads replaced by the identity or a 1-D convolution.
 
 Every function takes an :class:`SSLModel` and returns a new one whose :class:`SSLModelConfig` describes
-the new shape (per-layer ``num_heads``, ``identity_heads``, ``conv_heads``, ``ffn_dims``, ``num_layers``),
+the new shape (per-layer ``num_heads``, ``identity_heads``, ``conv_heads``, ``ffn_dims``, ``num_layers``,
+the CNN's per-layer channels in ``conv_layers``),
 so the result saves with :func:`s3prl_plugins.models.checkpoint.save_checkpoint` and loads through
 every hub entry like any other model. Weights are copied, never re-initialised (new convolution heads
 start at the identity). Works for every model of the zoo (MelHuBERT, HuBERT, DistilHuBERT and STaR
@@ -15,6 +16,7 @@ heads, then its convolution heads (:class:`s3prl_plugins.nn.transformer.SelfAtte
 from __future__ import annotations
 
 import dataclasses
+import re
 from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
 import torch
@@ -226,3 +228,102 @@ def count_heads(model: SSLModel, kind: Optional[str] = None) -> int:
     c = model.config
     per = {ATTN: c.num_heads, IDENTITY: c.identity_heads, CONV: c.conv_heads}
     return sum(sum(v) for k, v in per.items() if kind in (None, k))
+
+
+_CONV_KEY = re.compile(r"frontend\.conv_layers\.(\d+)\.(conv|norm)\.(weight|bias)")
+
+
+def prune_conv_channels(model: SSLModel, channels: Mapping[int, Sequence[int]]) -> SSLModel:
+    """Remove output channels of the waveform CNN: ``{conv_layer_index: [output channel indices]}``.
+
+    Layer ``i``'s filters (rows of its convolution, its bias and its norm's per-channel affine) go, and with
+    them the matching input channels of layer ``i + 1``; for the last layer, the feature layer norm's
+    entries and the feature projection's input columns. The
+    model's width (``embed_dim``) and every stride stay, so downstream models and hub entries see the same
+    shapes; the per-layer channels are in the new config's ``conv_layers``.
+
+    The result equals the unpruned model with those channels gated to 0
+    (:attr:`s3prl_plugins.nn.frontends._ConvBlock.channel_mask`, whose LayerNorms take their statistics over
+    the channels left). Without such gates it is exact where the removed channels carry nothing downstream
+    (zero filters of the next layer); otherwise it is the starting point for recovery training, as
+    :func:`prune_heads` is. A model whose CNN feeds the encoder without a projection gets one that selects the
+    channels left (an identity's columns: exact).
+
+    Refused (:class:`PruningError`, nothing changed): a log-Mel front-end, a layer or channel that does not
+    exist, every channel of a layer (that would remove the layer and its stride, changing the frame rate),
+    and the last layer's channels under a ``conv`` or ``cif`` subsampler (built as wide as that layer).
+    """
+    c = model.config
+    if c.frontend != "conv":
+        raise PruningError(
+            "prune_conv_channels: this model has a log-Mel front-end, no waveform CNN (prune its heads, FFN units "
+            "or layers instead)"
+        )
+    n = len(c.conv_layers)
+    bad = [k for k in channels if not 0 <= int(k) < n]
+    if bad:
+        raise PruningError(f"prune_conv_channels: conv layer(s) {bad} do not exist (the CNN has layers 0..{n - 1})")
+    plan = {int(k): v for k, v in channels.items()}
+    keep: List[List[int]] = []
+    for i, (ch, _, stride) in enumerate(c.conv_layers):
+        drop = set(_indices(i, plan.get(i, ()), ch, "conv channels"))
+        if len(drop) == ch:
+            raise PruningError(
+                f"conv layer {i}: removing all its {ch} channels would remove the layer and its stride {stride} "
+                "(the frame rate would change): keep at least one"
+            )
+        keep.append([j for j in range(ch) if j not in drop])
+    last = keep[-1]
+    last_pruned = len(last) < c.conv_layers[-1][0]
+    sub = c.subsampling or {}
+    if last_pruned and sub.get("type") in ("conv", "cif"):
+        raise PruningError(
+            f"conv layer {n - 1}: the model's {sub['type']!r} subsampler is built as wide as the CNN's last layer "
+            f"({c.conv_layers[-1][0]} channels); prune the earlier layers' channels instead"
+        )
+    cfg = dataclasses.replace(
+        c,
+        conv_layers=[(len(k), kernel, stride) for k, (_, kernel, stride) in zip(keep, c.conv_layers)],
+        # fairseq's rule (a projection when the widths differ) must not drop one when they now agree
+        feature_projection=True if (c.has_projection or last_pruned) else c.feature_projection,
+    )
+    cfg = type(c).from_dict(cfg.to_dict())  # re-validated
+    old = model.state_dict()
+    new_model = SSLModel(cfg)
+    rows_last = torch.tensor(last, dtype=torch.long)
+    out: Dict[str, Tensor] = {}
+    for key, value in new_model.state_dict().items():
+        m = _CONV_KEY.fullmatch(key)
+        if m:
+            i = int(m.group(1))
+            t = old[key][torch.tensor(keep[i], dtype=torch.long)]
+            if m.group(2) == "conv" and m.group(3) == "weight" and i > 0:
+                t = t[:, torch.tensor(keep[i - 1], dtype=torch.long)]
+        elif key.startswith("feature_layer_norm."):
+            t = old[key][rows_last]
+        elif key == "feature_projection.weight":
+            full = old[key] if key in old else torch.eye(c.embed_dim, c.frontend_dim)
+            t = full[:, rows_last]
+        elif key == "feature_projection.bias":
+            t = old[key] if key in old else torch.zeros(c.embed_dim)
+        else:
+            t = old[key]
+        out[key] = t.clone().to(value.dtype)
+    new_model.load_state_dict(out, strict=True)
+    new_model.train(model.training)
+    return new_model.to(next(model.parameters()).device)
+
+
+def conv_channel_masks(model: SSLModel, channels: Mapping[int, Sequence[int]]) -> None:
+    """Gate the channels :func:`prune_conv_channels` would remove to 0, in place (``channel_mask`` of each
+    CNN layer; the others 1): the unpruned model then computes what the pruned one does. ``{}`` clears the
+    gates."""
+    layers = model.frontend.conv_layers
+    for i, layer in enumerate(layers):
+        idx = [int(j) for j in channels.get(i, ())]
+        if not channels:
+            layer.channel_mask = None
+            continue
+        mask = torch.ones(layer.conv.out_channels, device=layer.conv.weight.device)
+        mask[idx] = 0.0
+        layer.channel_mask = mask

@@ -13,6 +13,7 @@ from torch import Tensor, nn
 from s3prl_plugins.models.config import SPEED_OPTIONS, SSLModelConfig
 from s3prl_plugins.models.heads import build_head
 from s3prl_plugins.nn import ConvFeatureExtractor, Encoder, LogMelFrontend
+from s3prl_plugins.nn.frontends import kept_layer_norm
 from s3prl_plugins.nn.subsampling import Subsampled, Upsampler, build_subsampler
 
 
@@ -208,7 +209,8 @@ class SSLModel(nn.Module):
         if frame_lengths is None:
             frame_lengths = torch.full((x.size(0),), x.size(1), dtype=torch.long, device=x.device)
         if self.feature_layer_norm is not None:
-            x = self.feature_layer_norm(x)
+            keep = self.frontend.output_keep if isinstance(self.frontend, ConvFeatureExtractor) else None
+            x = kept_layer_norm(x, self.feature_layer_norm, keep)  # gated CNN channels outside its statistics
         if self.feature_projection is not None:
             x = self.feature_projection(x)
         return self.feature_dropout(x), frame_lengths

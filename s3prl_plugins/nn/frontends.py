@@ -125,10 +125,35 @@ def receptive_field(specs: Sequence[ConvSpec]) -> int:
     return field
 
 
+def kept_layer_norm(x: Tensor, norm: nn.LayerNorm, keep: Optional[Tensor]) -> Tensor:
+    """``norm`` (a LayerNorm over the last axis) of ``x`` with its statistics over the channels ``keep``
+    (bool, (channels,)) only; the others come out 0. With ``keep`` None: ``norm(x)``.
+
+    What a model whose channels are gated to 0 (:attr:`_ConvBlock.channel_mask`) computes, so that it
+    equals the model with those channels removed (a LayerNorm over the remaining channels:
+    :func:`s3prl_plugins.compress.prune_conv_channels`) -- a LayerNorm over every channel would count the
+    gated zeros in its mean and variance."""
+    if keep is None or bool(keep.all()):
+        return norm(x)
+    idx = keep.nonzero().flatten()
+    weight = norm.weight.index_select(0, idx) if norm.weight is not None else None
+    bias = norm.bias.index_select(0, idx) if norm.bias is not None else None
+    y = F.layer_norm(x.index_select(-1, idx), (idx.numel(),), weight, bias, norm.eps)
+    return x.new_zeros(x.shape).index_copy(-1, idx, y.to(x.dtype))
+
+
 class _ConvBlock(nn.Module):
+    """One layer of the waveform CNN: convolution -> (norm) -> GELU.
+
+    ``channel_mask`` (None, or a (channels,) tensor set from outside: a pruning method that learns which
+    channels to remove, e.g. the ``dp`` step's HardConcrete gates) multiplies the block's output channels;
+    channels at 0 are also left out of a LayerNorm's statistics (:func:`kept_layer_norm`), so the block with
+    a 0/1 mask computes what the block with those channels removed computes."""
+
     def __init__(self, in_channels: int, spec: ConvSpec, norm: str, bias: bool, dropout: float, fast_norm: bool = True):
         super().__init__()
         self.fast_norm = fast_norm  # group_norm through channel_group_norm (equal; a speed option)
+        self.channel_mask: Optional[Tensor] = None
         channels, kernel, stride = spec
         self.conv = nn.Conv1d(in_channels, channels, kernel, stride=stride, bias=bias)
         if norm == "group_norm":
@@ -141,6 +166,7 @@ class _ConvBlock(nn.Module):
         self.dropout = nn.Dropout(dropout)
 
     def forward(self, x: Tensor) -> Tensor:
+        mask = self.channel_mask
         x = self.dropout(self.conv(x))
         if self.norm_kind == "group_norm":
             if self.fast_norm and fast_path_on(x):
@@ -148,8 +174,10 @@ class _ConvBlock(nn.Module):
             else:
                 x = self.norm(x)
         elif self.norm_kind == "layer_norm":
-            x = self.norm(x.transpose(1, 2)).transpose(1, 2)
-        return gelu(x)
+            keep = None if mask is None else mask > 0
+            x = kept_layer_norm(x.transpose(1, 2), self.norm, keep).transpose(1, 2)
+        x = gelu(x)
+        return x if mask is None else x * mask.to(x.dtype)[:, None]
 
 
 class ConvFeatureExtractor(nn.Module):
@@ -212,7 +240,7 @@ class ConvFeatureExtractor(nn.Module):
         """
         if lengths is not None:
             lengths = conv_output_lengths(lengths, self.specs)
-        if self.chunked and cpu_inference(waveforms, self):
+        if self.chunked and not self.masked and cpu_inference(waveforms, self):
             frames = waveforms.size(1)
             for _, kernel, stride in self.specs:
                 frames = max(0, (frames - kernel) // stride + 1)
@@ -222,6 +250,18 @@ class ConvFeatureExtractor(nn.Module):
         for layer in self.conv_layers:
             x = layer(x)
         return x.transpose(1, 2), lengths
+
+    @property
+    def masked(self) -> bool:
+        """Whether any layer's output channels are gated (:attr:`_ConvBlock.channel_mask`)."""
+        return any(layer.channel_mask is not None for layer in self.conv_layers)
+
+    @property
+    def output_keep(self) -> Optional[Tensor]:
+        """The last layer's channels that are not gated to 0 (bool), or None when nothing is gated: what a
+        LayerNorm over the CNN's output takes its statistics over (:func:`kept_layer_norm`)."""
+        mask = self.conv_layers[-1].channel_mask
+        return None if mask is None else mask > 0
 
     def forward_chunked(self, waveforms: Tensor, frames: int) -> Tensor:
         """The CNN's output (batch, channels, frames) computed over chunks of output frames, each from the

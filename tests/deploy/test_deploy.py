@@ -95,10 +95,14 @@ def _config(family: str) -> SSLModelConfig:
     raise KeyError(family)
 
 
-FAMILIES = ["hubert", "star", "pruned", "cif", "avg", "melhubert", "wav2vec2_large_like", "wavlm"]
+FAMILIES = ["hubert", "star", "pruned", "conv_pruned", "cif", "avg", "melhubert", "wav2vec2_large_like", "wavlm"]
 
 
 def _model(family):
+    if family == "conv_pruned":  # CNN channels removed (issue 31): uneven widths, a projection gained by pruning
+        from s3prl_plugins.compress import prune_conv_channels
+
+        return prune_conv_channels(build_model(_config("star")), {0: [1, 2], 1: [0], 2: list(range(0, 32, 4))}).eval()
     model = build_model(_config(family)).eval()
     if family == "melhubert":
         model.frontend.set_stats(torch.randn(40), torch.rand(40) + 0.5)
@@ -245,7 +249,7 @@ def test_cif_segment_rate_refused_with_what_is_supported():
         ExportableModel(build_model(seg))
 
 
-@pytest.mark.parametrize("family", ["hubert", "star", "wav2vec2_large_like"])
+@pytest.mark.parametrize("family", ["hubert", "star", "conv_pruned", "wav2vec2_large_like"])
 def test_hf_folder_loads_in_transformers_with_equal_states(tmp_path, family):
     from transformers import HubertModel, Wav2Vec2FeatureExtractor
 

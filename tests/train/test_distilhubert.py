@@ -126,12 +126,19 @@ def test_init_from_teacher_through_the_distillation_config(tmp_path):
         build_task(cfg)
 
 
-@pytest.mark.parametrize("pred", [(2, 4), (4,)], ids=["three_heads_style", "one_head"])
-def test_stock_distiller_local_gives_our_hidden_states(tmp_path, pred):
-    """s3prl's own DistillerModel, from our export: projected features, every layer and every head agree."""
+@pytest.mark.parametrize(
+    "pred, cnn_pruned", [((2, 4), False), ((4,), False), ((2, 4), True)], ids=["three_heads_style", "one_head", "cnn"]
+)
+def test_stock_distiller_local_gives_our_hidden_states(tmp_path, pred, cnn_pruned):
+    """s3prl's own DistillerModel, from our export: projected features, every layer and every head agree --
+    also with the CNN's channels pruned (per-layer widths in s3prl's conv spec string)."""
     import s3prl.hub as hub
 
+    from s3prl_plugins.compress import prune_conv_channels
+
     student = _student(pred).eval()
+    if cnn_pruned:
+        student = prune_conv_channels(student, {0: [0, 5], 3: list(range(10)), 6: [1, 2, 3]}).eval()
     path = str(tmp_path / "distiller_local.pt")
     torch.save(to_s3prl_distiller(student), path)
     stock = hub.distiller_local(ckpt=path).eval()
