@@ -225,7 +225,7 @@ def _wrong(value: Any, tp: Any, key: str) -> ConfigError:
 
 
 def check_range(value: Any, meta: Mapping[str, Any], key: str) -> None:
-    """The constraints of a field's metadata: ``choices``, ``min``, ``gt``, ``max``."""
+    """The constraints of a field's metadata: ``choices``, ``min``, ``gt``, ``max``, ``lt``."""
     if value is None:
         return
     if "choices" in meta and value not in meta["choices"]:
@@ -243,6 +243,8 @@ def check_range(value: Any, meta: Mapping[str, Any], key: str) -> None:
         raise ConfigError(f"{key}: must be > {meta['gt']}, not {value}")
     if "max" in meta and value > meta["max"]:
         raise ConfigError(f"{key}: must be <= {meta['max']}, not {value}")
+    if "lt" in meta and value >= meta["lt"]:
+        raise ConfigError(f"{key}: must be < {meta['lt']}, not {value}")
 
 
 def check_section(

@@ -22,6 +22,8 @@ Config::
       - {method: first_k, layers: 2}                                # no training
       - {method: replace_heads, kind: identity | conv, remove: 2, iterations: 3, kernel: 21,
          utterances: 100, updates: 200}
+      - {method: dp, target_macs: 0.3, units: [conv, heads, ffn, layers], updates: 2000, warmup: 700,
+         reg_lr: 0.02, objectives: {layer_wise: 1, intra_layer: 1}, final_updates: 1000}   # distil + prune
       - {method: train, iterations: 3, updates: 200}   # the control: the same updates, nothing removed
     measure: {diagonality: 100, rtf_seconds: 10, probe: {train, valid, test, max_steps, max_train_utts},
               sid: {train, test}}
@@ -320,9 +322,12 @@ class Chain:
         step: Dict[str, Any],
         masks=None,
         plateau=None,
+        wrap=None,
     ) -> Tuple[SSLModel, Dict[str, float], int]:
         """Train ``model`` for ``updates`` updates (or until ``plateau``) with ``objective``; returns the
-        model, the last validation statistics and the updates run."""
+        model, the last validation statistics and the updates run. ``wrap(task, model)`` builds the trainer's
+        task around the objective (default: :class:`RecoveryTask`, with ``masks`` and ``plateau``; a step that
+        trains something of its own, e.g. ``dp``'s gates, passes its own)."""
         from s3prl_plugins.train.trainer import Trainer, TrainerConfig
 
         tcfg = {
@@ -332,11 +337,14 @@ class Chain:
             **dict(step.get("trainer") or {}),
         }
         tcfg["exp_dir"] = out_dir
+        cap = self.config.get("updates_cap")  # quick checks: at most this many updates per training run
+        if cap is not None:
+            updates = min(updates, int(cap))
         tcfg["max_steps"] = max(1, updates)
         tcfg["valid_every"] = min(int(tcfg["valid_every"]), tcfg["max_steps"])
         cfg = TrainerConfig(**tcfg)
         task = self.build_task(model, objective)
-        wrapped = RecoveryTask(task, model, masks=masks, plateau=plateau)
+        wrapped = RecoveryTask(task, model, masks=masks, plateau=plateau) if wrap is None else wrap(task, model)
         train = self.dataset("train", model, objective)
         valid = self.dataset("valid", model, objective)
         trainer = Trainer(
@@ -518,11 +526,9 @@ class Chain:
         if masks is not None:
             masks.apply(model)
         row["loss_pruned"] = self.valid_loss(model, objective)  # before recovery: how much there is to recover
-        updates = done.updates
-        cap = self.config.get("updates_cap")  # quick checks: at most this many updates per recovery run
-        if cap is not None:
-            updates = min(updates, int(cap))
-        model, last, ran = self.recover(model, out_dir, updates, objective, step, masks=masks, plateau=done.plateau)
+        model, last, ran = self.recover(
+            model, out_dir, done.updates, objective, step, masks=masks, plateau=done.plateau
+        )
         row["loss"] = last.get("loss")
         row["updates"] = ran
         if masks is not None:

@@ -10,6 +10,7 @@ step -> recover -> measure -> trajectory. A new method is one class here, regist
 
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import dataclass
 from typing import Any, Callable, ClassVar, Dict, Iterator, List, Optional, Tuple, Type
@@ -17,6 +18,7 @@ from typing import Any, Callable, ClassVar, Dict, Iterator, List, Optional, Tupl
 import torch
 
 from s3prl_plugins.compress import diagonal, scores
+from s3prl_plugins.compress.dp import UNITS, ExpectedMacs, Gates, PruneTask, backbone, describe, prune_gated
 from s3prl_plugins.compress.structured import (
     PruningError,
     count_heads,
@@ -30,6 +32,7 @@ from s3prl_plugins.config import ConfigError, check_keys, check_mapping, check_r
 from s3prl_plugins.models.checkpoint import save_checkpoint
 from s3prl_plugins.models.ssl_model import SSLModel
 from s3prl_plugins.nn.frontends import LogMelFrontend
+from s3prl_plugins.tasks.objectives import OBJECTIVES
 
 Keys = Dict[str, Tuple[Any, Dict[str, Any]]]
 
@@ -351,6 +354,106 @@ class HeadReplacement(Step):
         return Applied(
             replace_heads(model, plan, step.get("kind", "identity")), objective, int(step.get("updates", 200))
         )
+
+
+@register_step
+class DistilPrune(Step):
+    """Distil and prune at once to a MACs budget (DPHuBERT's two stages, :mod:`s3prl_plugins.compress.dp`):
+    HardConcrete gates over ``units`` (CNN channels, heads, FFN units, whole sublayers) learned with a
+    distillation objective under a Lagrangian on the expected MACs for ``updates`` updates (in ``<iteration>/prune/``),
+    the gated units removed, then ``final_updates`` of distillation of the pruned model (the recovery).
+
+    The objective: the chain's, where it is a distillation (the same teacher, e.g. a STaR student pruned further);
+    else the model before the step is the teacher (saved as ``<NN>_teacher.pt``, as ``kd`` does) -- DPHuBERT
+    distils the pruned model from its unpruned self. ``objectives`` / ``loss`` replace the distillation's terms
+    and settings (default STaR's layer-wise + intra-layer TGM, layer to layer)."""
+
+    name = "dp"
+    keys = {
+        "target_macs": (float, {"gt": 0, "lt": 1}),
+        "units": (List[str], {"choices": UNITS}),
+        "updates": (int, {"min": 1}),
+        "warmup": (int, {"min": 0}),
+        "reg_lr": (float, {"gt": 0}),
+        "objectives": (Optional[Dict[str, Any]], {}),
+        "loss": (Optional[Dict[str, Any]], {}),
+        "final_updates": (int, {"min": 0}),
+        "trainer": (Optional[Dict[str, Any]], {}),
+    }
+    columns = ("target_macs", "macs_kept_expected", "shape")
+    DEFAULT_OBJECTIVES = {"layer_wise": 1.0, "intra_layer": 1.0}
+
+    def check(self, step, where):
+        if "target_macs" not in step:
+            raise ConfigError(f"{where}.target_macs: missing (the fraction of the model's MACs to keep, e.g. 0.25)")
+        for name in step.get("objectives") or {}:
+            check_keys({name: 1}, OBJECTIVES, f"{where}.objectives")
+
+    def iterations(self, step, model):
+        gates = Gates(model, step.get("units", list(UNITS)))
+        macs = ExpectedMacs(model)
+        least = macs.smallest(gates) / macs.total
+        target = float(step["target_macs"])
+        if target < least:
+            raise PruningError(
+                f"dp: target_macs {target:g} cannot be reached by gating {list(step.get('units', UNITS))}: the "
+                f"smallest this model can reach is {least:.4f} of its MACs (what no unit gates -- e.g. the "
+                "positional convolution, or a CNN layer's last channel -- stays)"
+            )
+        yield {"target_macs": target}
+
+    def apply(self, ctx, model, step, action, objective, row):
+        chain = ctx.chain
+        if objective["type"] == "distillation":
+            objective = dict(objective)
+        else:
+            teacher_path = os.path.join(os.path.dirname(ctx.out_dir), f"{ctx.iteration - 1:02d}_teacher.pt")
+            save_checkpoint(teacher_path, model.cpu().eval(), kind="compression_teacher")
+            objective = {"type": "distillation", "teacher": teacher_path, "objectives": dict(self.DEFAULT_OBJECTIVES)}
+            model = backbone(model)  # a distilled student: no masked-prediction head or mask embedding
+        if step.get("objectives"):
+            objective["objectives"] = dict(step["objectives"])
+        if step.get("loss") is not None:
+            objective["loss"] = dict(step["loss"])
+        model.train()
+        gates = Gates(model, step.get("units", list(UNITS)))
+        macs = ExpectedMacs(model)
+        holder = {}
+
+        def wrap(task, m):
+            holder["task"] = PruneTask(
+                task,
+                m,
+                gates,
+                macs,
+                action["target_macs"],
+                int(step.get("warmup", max(1, int(step["updates"]) // 3))),
+                float(step.get("reg_lr", 0.02)),
+            )
+            return holder["task"]
+
+        model, last, ran = chain.recover(
+            model, os.path.join(ctx.out_dir, "prune"), int(step["updates"]), objective, step, wrap=wrap
+        )
+        gates.eval()
+        values = gates.deterministic()
+        row["target_macs"] = action["target_macs"]
+        row["macs_kept_expected"] = round(float(macs(gates.keep_probabilities()) / macs.total), 6)
+        row["macs_kept_gated"] = round(float(macs(values) / macs.total), 6)
+        row["prune_updates"] = ran
+        row["prune_loss"] = last.get("loss")
+        pruned = prune_gated(model, values)
+        row["shape"] = describe(pruned)
+        row["objective_after"] = objective
+        logging.getLogger(__name__).info(
+            "%s: gates keep %.3f of the MACs (target %.3f): %s",
+            ctx.name,
+            row["macs_kept_gated"],
+            action["target_macs"],
+            row["shape"],
+        )
+        updates = int(step.get("final_updates", step["updates"]))
+        return Applied(pruned, objective, updates, train=updates > 0)
 
 
 @register_step

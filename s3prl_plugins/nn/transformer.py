@@ -297,8 +297,11 @@ class SelfAttention(nn.Module):
             self.gru_rel_pos_linear = nn.Linear(head_dim, 8)
             self.gru_rel_pos_const = nn.Parameter(torch.ones(1, num_heads, 1, 1))
         # (batch, total_heads) multiplier of each head's output J_h, set only while head importance is
-        # computed (s3prl_plugins.compress.scores.head_gradient_scores: dL/d gate = <dL/dJ_h, J_h>)
+        # computed (s3prl_plugins.compress.scores.head_gradient_scores: dL/d gate = <dL/dJ_h, J_h>) or heads
+        # are learned away (the dp step's HardConcrete gates, s3prl_plugins.compress.dp)
         self.head_gate: Optional[Tensor] = None
+        # a scalar multiplier of the whole output (bias included): the dp step's gate of the attention sublayer
+        self.output_gate: Optional[Tensor] = None
 
     def _gated_bias(self, x: Tensor, position_bias: Tensor) -> Tensor:
         batch, frames, _ = x.shape
@@ -365,7 +368,7 @@ class SelfAttention(nn.Module):
             # a sum, not a view: a no-grad view of a parameter trips torch's module hooks (FlopCounterMode)
             out = x.new_zeros(batch, frames, self.out_bias.numel()) + self.out_bias
             avg = x.new_zeros(batch, frames, frames) if need_weights else None
-            return out, avg, position_bias
+            return self._gated(out), avg, position_bias
 
         v = self._heads(self.v_proj(x), self.total_heads)
         parts = []
@@ -400,7 +403,10 @@ class SelfAttention(nn.Module):
         if self.head_gate is not None:
             out = out * self.head_gate[:, :, None, None].to(out.dtype)
         out = out.transpose(1, 2).reshape(batch, frames, self.total_heads * self.head_dim)
-        return self.out_proj(out), avg, position_bias
+        return self._gated(self.out_proj(out)), avg, position_bias
+
+    def _gated(self, out: Tensor) -> Tensor:
+        return out if self.output_gate is None else out * self.output_gate.to(out.dtype)
 
 
 def sdpa(q: Tensor, k: Tensor, v: Tensor, bias: Optional[Tensor], dropout_p: float) -> Tensor:
@@ -433,10 +439,16 @@ def padded_sdpa(q: Tensor, k: Tensor, v: Tensor, bias: Optional[Tensor], dropout
 
 
 class FeedForward(nn.Module):
-    """Position-wise FFN ``fc2(dropout(gelu(fc1(x))))`` with a per-layer width (0: only fc2's bias)."""
+    """Position-wise FFN ``fc2(dropout(gelu(fc1(x))))`` with a per-layer width (0: only fc2's bias).
+
+    ``unit_gate`` ((ffn_dim,), multiplies the hidden units) and ``output_gate`` (a scalar, multiplies the whole
+    output, bias included) are None except while a pruning method learns which units go (the dp step's
+    HardConcrete gates, :mod:`s3prl_plugins.compress.dp`)."""
 
     def __init__(self, embed_dim: int, ffn_dim: int, activation_dropout: float = 0.0):
         super().__init__()
+        self.unit_gate: Optional[Tensor] = None
+        self.output_gate: Optional[Tensor] = None
         self.ffn_dim = ffn_dim
         if ffn_dim > 0:
             self.fc1 = nn.Linear(embed_dim, ffn_dim)
@@ -447,8 +459,13 @@ class FeedForward(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         if self.ffn_dim == 0:
-            return torch.zeros_like(x) + self.out_bias  # a sum, not a view (see SelfAttention.forward)
-        return self.fc2(self.activation_dropout(gelu(self.fc1(x))))
+            out = torch.zeros_like(x) + self.out_bias  # a sum, not a view (see SelfAttention.forward)
+        else:
+            h = gelu(self.fc1(x))
+            if self.unit_gate is not None:
+                h = h * self.unit_gate.to(h.dtype)
+            out = self.fc2(self.activation_dropout(h))
+        return out if self.output_gate is None else out * self.output_gate.to(out.dtype)
 
 
 class EncoderLayer(nn.Module):

@@ -243,17 +243,11 @@ class Trainer:
         random.seed(config.seed + self.rank)
         self.task = task.to(self.device)
         self.state_filter = state_filter or self._default_filter()
-        params = [p for p in task.parameters() if p.requires_grad]
-        if not params:
-            raise ValueError("the task has no trainable parameters")
-        if config.optimizer == "adamw":
-            self.optimizer: torch.optim.Optimizer = torch.optim.AdamW(
-                params, lr=config.lr, betas=config.betas, eps=config.eps, weight_decay=config.weight_decay
-            )
-        else:
-            self.optimizer = torch.optim.Adam(
-                params, lr=config.lr, betas=config.betas, eps=config.eps, weight_decay=config.weight_decay
-            )
+        groups = self._param_groups(task)
+        optimizer = torch.optim.AdamW if config.optimizer == "adamw" else torch.optim.Adam
+        self.optimizer: torch.optim.Optimizer = optimizer(
+            groups, lr=config.lr, betas=config.betas, eps=config.eps, weight_decay=config.weight_decay
+        )
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lr_lambda(config.schedule, config.warmup_steps, config.max_steps)
         )
@@ -279,6 +273,32 @@ class Trainer:
         self._bar = None
 
     # ------------------------------------------------------------------ helpers
+    @staticmethod
+    def _param_groups(task: nn.Module) -> List[Dict[str, Any]]:
+        """The optimiser's parameter groups: every trainable parameter at ``config.lr``, or what the task declares
+        with ``param_groups()`` -- a list of ``{"params": [...], "fixed_lr": float, "fixed_weight_decay": float}``
+        (the last two optional: a group's own peak learning rate and weight decay, e.g. pruning gates and
+        Lagrange multipliers; the schedule scales every group alike). A trainable parameter in no group is
+        refused by name."""
+        params = [p for p in task.parameters() if p.requires_grad]
+        if not params:
+            raise ValueError("the task has no trainable parameters")
+        declare = getattr(task, "param_groups", None)
+        if declare is None:
+            return [{"params": params}]
+        groups = [dict(g) for g in declare()]
+        seen = {id(p) for g in groups for p in g["params"]}
+        missing = [n for n, p in task.named_parameters() if p.requires_grad and id(p) not in seen]
+        if missing:
+            raise ValueError(f"the task's param_groups() leave out trainable parameters {missing[:5]}")
+        for g in groups:
+            g["params"] = [p for p in g["params"] if p.requires_grad]
+            if g.get("fixed_lr") is not None:
+                g["lr"] = float(g["fixed_lr"])
+            if g.get("fixed_weight_decay") is not None:
+                g["weight_decay"] = float(g["fixed_weight_decay"])
+        return [g for g in groups if g["params"]]
+
     def _default_filter(self) -> Callable[[str], bool]:
         frozen_prefixes = []
         for name, module in self.task.named_modules():
@@ -518,9 +538,11 @@ class Trainer:
         ``base_lrs`` and param-group values would otherwise win); unchanged settings give the same values."""
         cfg = self.config
         for group in self.optimizer.param_groups:
-            group.update(betas=cfg.betas, eps=cfg.eps, weight_decay=cfg.weight_decay, initial_lr=cfg.lr)
+            base = cfg.lr if group.get("fixed_lr") is None else float(group["fixed_lr"])
+            decay = cfg.weight_decay if group.get("fixed_weight_decay") is None else float(group["fixed_weight_decay"])
+            group.update(betas=cfg.betas, eps=cfg.eps, weight_decay=decay, initial_lr=base)
         sched = self.scheduler
-        sched.base_lrs = [cfg.lr] * len(self.optimizer.param_groups)
+        sched.base_lrs = [g["initial_lr"] for g in self.optimizer.param_groups]
         sched.lr_lambdas = [lr_lambda(cfg.schedule, cfg.warmup_steps, cfg.max_steps)] * len(self.optimizer.param_groups)
         for group, base, fn in zip(self.optimizer.param_groups, sched.base_lrs, sched.lr_lambdas):
             group["lr"] = base * fn(sched.last_epoch)
