@@ -13,6 +13,8 @@ unpruned model, the ideal speed-up by MACs (``torch.utils.flop_counter``), and t
 
     python bench/bench_pruning.py [--model melhubert|hubert_base|star_hubert] [--seconds 10] [--repeats 7]
         [--threads 1] [--frame-ms 10] [--device cpu] [--bf16]
+    python bench/bench_pruning.py --model hubert_base --shape-of PRUNED.pt --shape-source TEACHER.pt --threads 2
+        # HuBERT BASE at the shape the dp step learned on a small teacher, beside BASE and STaRHuBERT
 """
 
 from __future__ import annotations
@@ -62,6 +64,32 @@ def cnn_variants(model: SSLModel):
     return {k: v.eval() for k, v in out.items()}
 
 
+def scaled_variants(base: SSLModel, pruned_path: str, source_path: str):
+    """HuBERT BASE with the shape a pruning learned on a small model: each CNN layer keeps the fraction of channels
+    the pruned model kept of its source's, each transformer layer (mapped onto the source's by depth) the
+    fraction of heads and FFN units -- a BASE-sized model of the learned shape (random weights: timing only)."""
+    from s3prl_plugins.models.checkpoint import load_checkpoint
+
+    pruned, source = load_checkpoint(pruned_path)[0].config, load_checkpoint(source_path)[0].config
+    c = base.config
+    if len(pruned.conv_layers) != len(c.conv_layers):
+        raise SystemExit(f"{pruned_path}: its CNN has {len(pruned.conv_layers)} layers, HuBERT BASE's 7")
+    conv = {}
+    for i, ((ch, _, _), (kept, _, _), (was, _, _)) in enumerate(
+        zip(c.conv_layers, pruned.conv_layers, source.conv_layers)
+    ):
+        conv[i] = list(range(ch - max(1, round(ch * kept / was))))
+    heads, ffn = {}, {}
+    for layer in range(c.num_layers):
+        j = layer * source.num_layers // c.num_layers
+        h = c.heads_per_layer()[layer]
+        heads[layer] = list(range(h - round(h * pruned.heads_per_layer()[j] / source.heads_per_layer()[j])))
+        u = c.ffn_dims[layer]
+        ffn[layer] = list(range(u - round(u * pruned.ffn_dims[j] / source.ffn_dims[j])))
+    scaled = prune_ffn(prune_heads(prune_conv_channels(base, conv), heads), ffn)
+    return {"unpruned": base, "learned shape": scaled.eval(), "STaRHuBERT": SSLModel(star_hubert()).eval()}
+
+
 def _timed(models, run, repeats, sync):
     times = {k: [] for k in models}
     with torch.inference_mode():
@@ -108,6 +136,8 @@ def main(argv=None) -> int:
     p.add_argument("--device", default="cpu")
     p.add_argument("--model", default="melhubert", choices=("melhubert", "hubert_base", "star_hubert"))
     p.add_argument("--bf16", action="store_true", help="the transformer under the default cpu_bf16 (auto)")
+    p.add_argument("--shape-of", metavar="PRUNED.pt", help="with --model hubert_base: BASE at the learned shape of")
+    p.add_argument("--shape-source", metavar="SOURCE.pt", help="... this pruned model relative to its source")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
@@ -117,7 +147,14 @@ def main(argv=None) -> int:
     else:
         model = SSLModel(hubert_base(with_head=False) if args.model == "hubert_base" else star_hubert())
         name = {"hubert_base": "HuBERT BASE", "star_hubert": "STaRHuBERT"}[args.model]
-    found = variants(model.eval()) if args.model == "melhubert" else cnn_variants(model.eval())
+    if args.shape_of:
+        if args.model != "hubert_base" or not args.shape_source:
+            raise SystemExit("--shape-of needs --model hubert_base and --shape-source")
+        found = scaled_variants(model.eval(), args.shape_of, args.shape_source)
+    elif args.model == "melhubert":
+        found = variants(model.eval())
+    else:
+        found = cnn_variants(model.eval())
     models = {k: v.set_speed_options(cpu_bf16="auto" if args.bf16 else "off").to(args.device) for k, v in found.items()}
     wav = torch.randn(1, int(args.seconds * 16000), device=args.device) * 0.1
 
@@ -137,7 +174,7 @@ def main(argv=None) -> int:
     )
     macs = {k: count_macs(lambda m=m: whole(m)) for k, m in models.items()}
     rows = _table(f"{name}, {setting}", models, macs, _timed(models, whole, args.repeats, sync))
-    if args.model != "melhubert":
+    if args.model != "melhubert" and not args.shape_of:
         macs = {k: count_macs(lambda m=m: cnn(m)) for k, m in models.items()}
         cnn_rows = _table(f"\n{name}'s CNN alone", models, macs, _timed(models, cnn, args.repeats, sync))
         rows += [{**r, "variant": f"CNN alone: {r['variant']}"} for r in cnn_rows]

@@ -8,7 +8,7 @@
 #   4 train     the MelHuBERT teacher (+ the waveform HuBERT with --hubert true), the STaR and DistilHuBERT-style
 #               students of --distill-teacher, one subsampled student per --subsampling variant -> exp/<name>
 #   5 compress  --int8 models as int8 ONNX (calibrated on data/dev) -> exp/<name>_int8.onnx; chains of the
-#               MelHuBERT teacher (Lin et al. 2024), one per --compress entry -> exp/compress
+#               MelHuBERT teacher (Lin et al. 2024) -- dp: of the waveform HuBERT --, one per --compress entry -> exp/compress
 #   6 probe     phone probe of log-Mel and every model; KS/SID utterance probes of the teachers and students
 #   7 superb    --superb tasks through s3prl's own runner on --superb-model (+ ESPnet ASR with --asr5k true)
 #   8 report    local/report.sh -> exp/report.{txt,json,md}, exp/*.png
@@ -44,14 +44,15 @@ asr5k=false                 # ESPnet ASR-5k (CTC over BPE) on --superb-model (~1
 asr5k_nbpe=100
 asr5k_epochs=15
 int8="star_tiny"            # exported as int8 ONNX (bin/export --int8 auto), probed beside their source ("" for none)
-compress="heads"            # all (~50 min): "weight heads heads_l1 ffn kd first_k combined identity conv"
+compress="heads"            # all (~50 min): "weight heads heads_l1 ffn kd first_k combined identity conv";
+                            # "dp": distil + prune the waveform HuBERT teacher to 0.3 of its MACs (trains it too)
 compress_updates=""         # cap every recovery at this many updates (quick checks)
 compress_probe_steps=""     # phone-probe updates per iteration (default: the configs' 1,000)
 
 . utils/parse_options.sh
 
 hub=""; [ "${hubert}" = false ] && [ "${distill_teacher}" != hubert_tiny ] && [ "${superb_model}" != hubert_tiny ] \
-  && [ ! -f exp/.done.hubert_tiny ] || hub=hubert_tiny
+  && [[ " ${compress} " != *" dp "* ]] && [ ! -f exp/.done.hubert_tiny ] || hub=hubert_tiny
 students="star_tiny distilhubert_tiny"
 variants=$(for v in ${subsampling}; do echo "distilhubert_tiny_${v}"; done)
 deployed=$(for m in ${int8}; do echo "${m}_int8"; done)

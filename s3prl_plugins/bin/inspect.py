@@ -11,6 +11,7 @@ Usage::
     python -m s3prl_plugins.bin.inspect exp/star/model.pt --upstream    # the s3prl hub entry that loads it
     python -m s3prl_plugins.bin.inspect common.yaml heads.yaml --set model=exp/m/model.pt --paths exp/
                                               # the paths under exp/ that configs (merged, overridden) read
+    python -m s3prl_plugins.bin.inspect common.yaml dp.yaml --key base_dir   # a value of merged configs
 
 ``--key`` walks mappings by dotted names; a missing, empty or null value prints ``--default`` (an error
 without one). Mappings and lists print as JSON.
@@ -104,15 +105,26 @@ def main(argv=None) -> int:
             return 0 if usable else 1
         if not args.source:
             p.error("give a SOURCE, --downstream or --mfa")
-        if len(args.source) > 1 and not args.paths:
-            p.error("several SOURCEs only with --paths (configs merged in order)")
-        if args.paths:
+        if len(args.source) > 1 and not (args.paths or args.key):
+            p.error("several SOURCEs only with --paths or --key (configs merged in order)")
+        if len(args.source) > 1:
             from s3prl_plugins.config import apply_overrides, merge
 
             doc: Any = {}
             for path in args.source:
                 doc = merge(doc, read(path))
-            for path in dict.fromkeys(paths_under(apply_overrides(doc, args.set), args.paths)):
+            doc = apply_overrides(doc, args.set)
+            if args.key:
+                value = lookup(doc, args.key, args.default, " + ".join(args.source))
+                print(json.dumps(value) if isinstance(value, (dict, list)) else value)
+                return 0
+            for path in dict.fromkeys(paths_under(doc, args.paths)):
+                print(path)
+            return 0
+        if args.paths:
+            from s3prl_plugins.config import apply_overrides
+
+            for path in dict.fromkeys(paths_under(apply_overrides(read(args.source[0]), args.set), args.paths)):
                 print(path)
             return 0
         source = args.source[0]

@@ -5,7 +5,7 @@ what is measured beyond the chain's own statistics is passed in (:class:`Measure
 
 Config::
 
-    model: exp/melhubert_tiny/model.pt          # our checkpoint to compress
+    model: exp/melhubert_tiny/model.pt          # our checkpoint to compress (or any load_pretrained source)
     objective:                                  # the model's own loss while it recovers
       type: masked_prediction                   # {mask_prob, mask_length, unmasked_weight}: needs data.*_labels
       # type: distillation                      # {teacher: CKPT, objectives: {...}, loss: {...}} (students)
@@ -240,7 +240,7 @@ class Chain:
     # ------------------------------------------------------------ the objective
     def _teacher(self, path: str) -> SSLModel:
         if path not in self._teachers:
-            self._teachers[path] = load_checkpoint(path)[0]
+            self._teachers[path] = load_source(path, keep_head=True)
         return self._teachers[path]
 
     def build_task(self, model: SSLModel, objective: Optional[Dict[str, Any]] = None) -> torch.nn.Module:
@@ -465,20 +465,26 @@ class Chain:
 
     def run(self) -> List[Dict[str, Any]]:
         torch.manual_seed(int((self.config.get("trainer") or {}).get("seed", 0)))
-        model, _ = load_checkpoint(str(self.config["model"]))
+        model = load_source(str(self.config["model"]), keep_head=self.objective["type"] == "masked_prediction")
         objective = dict(self.objective)
         history: List[Dict[str, Any]] = []
         it = 0
         # the uncompressed model's row; ``base_dir`` lets several chains of one model share its measurement
         base_dir = str(self.config.get("base_dir") or os.path.join(self.exp_dir, "00_base"))
         done = self._done(base_dir)
+        source = str(self.config["model"])
+        source = os.path.abspath(source) if os.path.exists(source) else source  # a file, or a hub name
+        if done and done[1].get("source", source) != source:
+            raise ConfigError(
+                f"base_dir {base_dir} holds the measurement of {done[1]['source']}, not of this chain's model "
+                f"{source}: give this chain a base_dir of its own"
+            )
         if done:
             self.rows.append(done[1])
             self.write_trajectory()
         else:
-            self._finish(
-                model, base_dir, {"iteration": 0, "name": "00_base", "method": "none", "updates": 0}, objective, history
-            )
+            row = {"iteration": 0, "name": "00_base", "method": "none", "updates": 0, "source": source}
+            self._finish(model, base_dir, row, objective, history)
             model = load_checkpoint(os.path.join(base_dir, "model.pt"))[0]
         for s, step in enumerate(self.config["steps"]):
             method = step["method"]
@@ -534,6 +540,23 @@ class Chain:
         if masks is not None:
             row["per_matrix_density"] = masks.per_matrix_density()
         return model, row, objective
+
+
+def load_source(source: str, keep_head: bool) -> SSLModel:
+    """The model a chain starts from (or distils from): one of our checkpoints as it was saved, heads and all;
+    any other :func:`~s3prl_plugins.models.loading.load_pretrained` source -- a hub name (``hubert_base``), a
+    fairseq / s3prl checkpoint, a transformers folder -- converted, with its pre-training head when
+    ``keep_head`` (masked prediction needs it; a distilled student has no use for it)."""
+    if os.path.isfile(source):
+        from s3prl_plugins.models.checkpoint import read_checkpoint
+        from s3prl_plugins.models.convert import detect_format
+
+        ckpt = read_checkpoint(source)
+        if detect_format(ckpt) == "ours":
+            return load_checkpoint(source, ckpt=ckpt)[0]
+    from s3prl_plugins.models.loading import load_pretrained
+
+    return load_pretrained(source, keep_head=keep_head)
 
 
 def _plain_objective(objective: Dict[str, Any]) -> Dict[str, Any]:

@@ -442,10 +442,22 @@ class DistilPrune(Step):
         row["macs_kept_gated"] = round(float(macs(values) / macs.total), 6)
         row["prune_updates"] = ran
         row["prune_loss"] = last.get("loss")
+        log = logging.getLogger(__name__)
+        for key, gate in gates.gates.items():  # what the gates would have removed whole, said
+            kind, i = key.rsplit("_", 1)
+            if kind == "conv" and float(gate.keep_probability().sum()) < 0.5:
+                log.warning(
+                    "%s: every gate of CNN layer %s closed; its most probable channel stays (a CNN layer cannot go: "
+                    "its stride sets the frame rate)",
+                    ctx.name,
+                    i,
+                )
+            elif kind == "heads" and not float(values[key].sum()):
+                log.info("%s: layer %s loses every head (its attention is its output bias from now on)", ctx.name, i)
         pruned = prune_gated(model, values)
         row["shape"] = describe(pruned)
         row["objective_after"] = objective
-        logging.getLogger(__name__).info(
+        log.info(
             "%s: gates keep %.3f of the MACs (target %.3f): %s",
             ctx.name,
             row["macs_kept_gated"],

@@ -271,3 +271,48 @@ def test_dp_refuses_an_unreachable_budget_and_bad_keys_by_name(dp_inputs):
         pipeline.check_config(_dp_config(root, data, labels, teacher, "x", target_macs=1.0))
     with pytest.raises(ConfigError, match=r"steps\[0\].objectives.star: unknown key; valid keys: avg_attn"):
         pipeline.check_config(_dp_config(root, data, labels, teacher, "x", objectives={"star": 1.0}))
+
+
+def test_a_chain_refuses_a_base_dir_measured_on_another_model(dp_inputs, tmp_path):
+    root, data, labels, teacher = dp_inputs
+    first = _dp_config(root, data, labels, teacher, "guard_a")
+    first.update(steps=[{"method": "first_k", "layers": 1}], base_dir=str(tmp_path / "base"))
+    pipeline.run_compress(first)
+    other = str(tmp_path / "other.pt")
+    save_checkpoint(other, load_checkpoint(teacher)[0])
+    second = dict(first, model=other, exp_dir=str(tmp_path / "guard_b"))
+    with pytest.raises(ConfigError, match=r"base_dir .*base holds the measurement of .*teacher.pt, not of .*other.pt"):
+        pipeline.run_compress(second)
+
+
+def test_the_librispeech_dphubert_config_is_a_valid_chain():
+    import yaml
+    from paths import REPO
+
+    from s3prl_plugins.train.trainer import TrainerConfig
+
+    with open(os.path.join(REPO, "egs/librispeech/star/conf/dphubert.yaml")) as f:
+        cfg = yaml.safe_load(f)
+    pipeline.check_config(cfg)
+    TrainerConfig(**cfg["trainer"])
+    (step,) = cfg["steps"]
+    # DPHuBERT's schedule (pyf98/DPHuBERT run.sh) and STaRHuBERT's MACs ratio to HuBERT BASE (463.5 / 1669 G)
+    assert (step["updates"], step["warmup"], step["reg_lr"], step["final_updates"]) == (50000, 5000, 0.02, 25000)
+    assert step["target_macs"] == round(463.5 / 1669, 3) and cfg["model"] == "hubert_base"
+
+
+def test_dp_distils_a_model_in_another_format_from_itself(dp_inputs, tmp_path):
+    """As the LibriSpeech config does with ``hubert_base``: the chain's model and teacher are any load_pretrained
+    source (here an s3prl HuBERT checkpoint file), converted; the model distils its pruned self."""
+    from refs import s3prl_hubert_ckpt
+
+    root, data, labels, _ = dp_inputs
+    source = str(tmp_path / "hubert_s3prl.pt")
+    torch.save(s3prl_hubert_ckpt(embed_dim=32, conv="[(32, 10, 5)] + [(32, 8, 4)] + [(32, 4, 4)] * 2"), source)
+    cfg = _dp_config(root, data, labels, source, "foreign", final_updates=1, updates=2)
+    cfg["objective"] = {"type": "distillation", "teacher": source, "objectives": {"layer_wise": 1.0}}
+    cfg["exp_dir"] = str(tmp_path / "chain")
+    rows = pipeline.run_compress(cfg)
+    assert rows[0]["source"] == source and rows[0]["loss"] == pytest.approx(0.0, abs=1e-6)  # itself: nothing to learn
+    assert rows[1]["prune_updates"] == 2 and rows[1]["objective_after"]["teacher"] == source
+    assert not os.path.exists(os.path.join(cfg["exp_dir"], "00_teacher.pt"))  # its own teacher: nothing saved

@@ -237,9 +237,12 @@ if in_stages 5 && [ -n "${compress}" ]; then
   chains=()
   for c in ${compress}; do
     [ -f "conf/compress/${c}.yaml" ] || { log "--compress ${c}: no conf/compress/${c}.yaml"; exit 1; }
+    # the uncompressed model's row, shared by the chains of one model (a chain of another model names its own)
+    base=${compress_dir}/$(basename "$(python -m s3prl_plugins.bin.inspect conf/compress/common.yaml \
+      "conf/compress/${c}.yaml" --key base_dir --default base)")
     # shellcheck disable=SC2206
-    over=(--set "exp_dir=${compress_dir}/${c}" "base_dir=${compress_dir}/base" ${compress_args})
-    job "compress_${c}" "${compress_dir}/${c} ${compress_dir}/base" "$(exp_inputs conf/compress/common.yaml "conf/compress/${c}.yaml" "${over[@]}")" \
+    over=(--set "exp_dir=${compress_dir}/${c}" "base_dir=${base}" ${compress_args})
+    job "compress_${c}" "${compress_dir}/${c} ${base}" "$(exp_inputs conf/compress/common.yaml "conf/compress/${c}.yaml" "${over[@]}")" \
       python -m s3prl_plugins.bin.compress --config conf/compress/common.yaml "conf/compress/${c}.yaml" "${over[@]}"
     chains+=("${compress_dir}/${c}")
   done
