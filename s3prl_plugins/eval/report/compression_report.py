@@ -16,25 +16,40 @@ iteration. This module puts several chains side by side:
 from __future__ import annotations
 
 import json
+import logging
 import os
 from typing import Dict, List, Optional, Sequence
 
 from s3prl_plugins.eval.report.plots import colors_by_name, pyplot, save_png
 
 Rows = List[Dict[str, object]]
+logger = logging.getLogger(__name__)
+
+
+def _not_a_chain(folder: str) -> bool:
+    """A folder beside the chains that is none: a shared base measurement (``base_dir``: its ``metrics.json``) or
+    a report (what :func:`write_report` writes) -- what ``--chains exp/compress/*`` also matches."""
+    return any(os.path.isfile(os.path.join(folder, n)) for n in ("metrics.json", "report.md", "tradeoff.png"))
 
 
 def load_chains(dirs: Sequence[str]) -> Dict[str, Rows]:
-    """``{chain name (its folder's name): rows}`` for every folder with a ``trajectory.json``."""
+    """``{chain name (its folder's name): rows}`` for every folder with a ``trajectory.json``; a base measurement
+    or a report folder among them is passed over (logged), any other folder is an error naming it."""
     out: Dict[str, Rows] = {}
     for d in dirs:
         path = os.path.join(d, "trajectory.json")
         if not os.path.isfile(path):
+            if _not_a_chain(d):
+                logger.info("%s: a base measurement or a report, not a chain: passed over", d)
+                continue
             raise FileNotFoundError(
-                f"{d}: no trajectory.json (run python -m s3prl_plugins.bin.compress --config ... there first)"
+                f"{d}: no trajectory.json, so not a compression chain's exp_dir (a chain writes it from its first "
+                "iteration on: python -m s3prl_plugins.bin.compress --config COMMON.yaml CHAIN.yaml)"
             )
         with open(path) as f:
             out[os.path.basename(os.path.normpath(d))] = json.load(f)
+    if not out:
+        raise FileNotFoundError(f"none of {list(dirs)} is a compression chain's exp_dir (no trajectory.json)")
     return out
 
 
@@ -240,8 +255,9 @@ def markdown_table(chains: Dict[str, Rows]) -> str:
 
 
 def write_report(dirs: Sequence[str], out: str) -> Dict[str, Optional[str]]:
-    """Every figure and ``report.md`` of the chains in ``dirs`` into the folder ``out``."""
-    chains = load_chains(dirs)
+    """Every figure and ``report.md`` of the chains in ``dirs`` into the folder ``out`` (``out`` itself, matched by
+    a glob such as ``exp/compress/*``, is not read as a chain)."""
+    chains = load_chains([d for d in dirs if os.path.abspath(d) != os.path.abspath(out)])
     os.makedirs(out, exist_ok=True)
     weight = next((rows for rows in chains.values() if any(r.get("method") == "weight" for r in rows)), None)
     files = {

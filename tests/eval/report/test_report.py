@@ -154,3 +154,44 @@ def test_labels_of_coinciding_points_are_stacked_and_latency_is_a_column(tmp_pat
 
     width, height = Image.open(png).size
     assert width / height > 4  # three panels side by side: 16.5 x 3.6 inches (two were 11 x 3.6)
+
+
+def test_compression_report_takes_the_glob_a_demo_leaves(tmp_path):
+    """Issue 33 item 8: after make demo, ``--chains exp/compress/*`` matches base/ (the shared measurement) and
+    report/ (the last report) too: both are passed over, a folder that is none of these is named."""
+    import glob
+
+    from s3prl_plugins.bin.compression_report import main
+
+    root = tmp_path / "compress"
+    (root / "heads").mkdir(parents=True)
+    rows = [
+        {
+            "iteration": 0,
+            "name": "00_base",
+            "method": "none",
+            "attention_heads": 16,
+            "per": 30.0,
+            "macs_nonzero_per_second": 2e8,
+            "params_nonzero": 1e6,
+        },
+        {
+            "iteration": 1,
+            "name": "01_heads1",
+            "method": "heads",
+            "attention_heads": 12,
+            "per": 31.0,
+            "macs_nonzero_per_second": 1.8e8,
+            "params_nonzero": 9e5,
+        },
+    ]
+    (root / "heads" / "trajectory.json").write_text(json.dumps(rows))
+    (root / "base").mkdir()
+    (root / "base" / "metrics.json").write_text(json.dumps(rows[0]))
+    out = str(root / "report")
+    assert main(["--chains", *sorted(glob.glob(str(root / "*"))), "--out", out]) == 0
+    assert os.path.isfile(os.path.join(out, "report.md"))
+    assert main(["--chains", *sorted(glob.glob(str(root / "*"))), "--out", out]) == 0  # report/ itself now matches
+    (root / "typo").mkdir()
+    assert main(["--chains", str(root / "heads"), str(root / "typo"), "--out", out]) == 2
+    assert main(["--chains", str(root / "base"), "--out", out]) == 2  # no chain at all
