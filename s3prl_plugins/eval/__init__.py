@@ -1,2 +1,3 @@
-"""Evaluation in three rooms: ``superb/`` (glue to s3prl's runner, SUPERB scoring and submission, ESPnet ASR),
-``probe/`` (the profiler and the probes) and ``report/`` (tables and plots)."""
+"""Evaluation: ``plots`` (the shared plotting helpers) and three rooms above it -- ``superb/`` (glue to s3prl's
+runner, SUPERB scoring and submission, ESPnet ASR) and ``probe/`` (the profiler and the probes), then ``report/``
+(tables and plots of what the other two measured), which alone may import them."""

@@ -56,9 +56,12 @@ class Profile:
         return asdict(self)
 
 
-def _rtf(
+def measure_rtf(
     run: Callable[[torch.Tensor], object], seconds: float, device: str, repeats: int = 5, warmup: int = 2
 ) -> float:
+    """The real-time factor of ``run(waveform)`` on ``seconds`` of noise at batch 1 (the median of ``repeats``
+    timed runs after ``warmup``): compute time / audio time. Also what the report times a checkpoint or an
+    exported graph with."""
     wav = torch.randn(1, int(seconds * SAMPLE_RATE), device=device) * 0.1
     times = []
     with torch.inference_mode():
@@ -123,13 +126,13 @@ def profile_model(
             )  # noqa: E731
     else:
         run_cpu = lambda w: model([w[0]])  # noqa: E731
-    rtf_cpu = _rtf(run_cpu, rtf_seconds, "cpu", rtf_repeats)
+    rtf_cpu = measure_rtf(run_cpu, rtf_seconds, "cpu", rtf_repeats)
     rtf_gpu = None
     if gpu is None:
         gpu = torch.cuda.is_available()
     if gpu:
         model.cuda()
-        rtf_gpu = _rtf(run_cpu, rtf_seconds, "cuda", rtf_repeats)
+        rtf_gpu = measure_rtf(run_cpu, rtf_seconds, "cuda", rtf_repeats)
         model.cpu()
     params = sum(p.numel() for p in model.parameters())
     sparse: Dict[str, object] = {}

@@ -103,7 +103,7 @@ def unit_rates(
 
 def plot_unit_rates(result: Dict[str, object], path: str, reference: Optional[Dict[str, float]] = None) -> str:
     """Fig. 2 as a bar chart (PNG), with the common encoder frame rates marked (50 / 25 / 12.5 / 6.25 Hz)."""
-    from s3prl_plugins.eval.report.plots import pyplot, save_png
+    from s3prl_plugins.eval.plots import pyplot, save_png
 
     plt = pyplot()
 

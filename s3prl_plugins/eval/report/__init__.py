@@ -1,1 +1,1 @@
-"""Reports: Markdown tables and PNG plots of the recipes' results (report, compression_report, plots)."""
+"""Reports: Markdown tables and PNG plots of the recipes' results (report, compression_report, mini)."""

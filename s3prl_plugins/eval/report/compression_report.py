@@ -20,7 +20,7 @@ import logging
 import os
 from typing import Dict, List, Optional, Sequence
 
-from s3prl_plugins.eval.report.plots import colors_by_name, pyplot, save_png
+from s3prl_plugins.eval.plots import colors_by_name, pyplot, save_png
 
 Rows = List[Dict[str, object]]
 logger = logging.getLogger(__name__)

@@ -40,10 +40,10 @@ def model_summary(
     if rtf:
         import torch
 
-        from s3prl_plugins.eval.probe.profile import _rtf
+        from s3prl_plugins.eval.probe.profile import measure_rtf
 
         model.eval()
-        rtf_cpu = _rtf(lambda w: model(w, torch.tensor([w.shape[1]])), seconds, "cpu", repeats=3, warmup=1)
+        rtf_cpu = measure_rtf(lambda w: model(w, torch.tensor([w.shape[1]])), seconds, "cpu", repeats=3, warmup=1)
     return dict(source=source, **summary, rtf_cpu=rtf_cpu)
 
 
@@ -89,7 +89,7 @@ def onnx_summary(
     if rtf:
         import onnxruntime as ort
 
-        from s3prl_plugins.eval.probe.profile import _rtf
+        from s3prl_plugins.eval.probe.profile import measure_rtf
 
         so = ort.SessionOptions()
         so.intra_op_num_threads = torch.get_num_threads()
@@ -98,7 +98,7 @@ def onnx_summary(
         def run(w):
             session.run(None, {"waveforms": w.numpy(), "lengths": np.array([w.shape[1]], dtype=np.int64)})
 
-        rtf_cpu = _rtf(run, seconds, "cpu", repeats=3, warmup=1)
+        rtf_cpu = measure_rtf(run, seconds, "cpu", repeats=3, warmup=1)
     return dict(source=source, **summary, rtf_cpu=rtf_cpu, file_mb=os.path.getsize(source) / 1e6)
 
 
@@ -262,7 +262,7 @@ def plot_rate_tradeoff(report: Dict[str, Dict[str, object]], path: str, title: s
     """Phone error against the encoder's average frame rate and against MACs-C per second (one PNG,
     two panels; Meng et al. 2022 Table 2's trade-off): every model with a probe PER. Returns the path,
     or None when fewer than two models have both."""
-    from s3prl_plugins.eval.report.plots import colors_by_name, pyplot, save_png
+    from s3prl_plugins.eval.plots import colors_by_name, pyplot, save_png
 
     plt = pyplot()
 
@@ -302,7 +302,7 @@ def plot_tradeoff(report: Dict[str, Dict[str, object]], path: str, title: str = 
     """Each metric of the report (rows) against GMACs per second, parameters and -- where measured -- the CPU
     real-time factor (columns), one point per model: the recipe's comparison on one page. Returns the path, or
     None when no metric has two models."""
-    from s3prl_plugins.eval.report.plots import colors_by_name, pyplot, save_png
+    from s3prl_plugins.eval.plots import colors_by_name, pyplot, save_png
 
     keys = [k for k in METRICS if len(_metric_points(report, k)) >= 2]
     if not keys:
@@ -355,7 +355,7 @@ def plot_loss_curves(
     curves: Dict[str, Dict[str, List[Tuple[int, float]]]], path: str, title: str = ""
 ) -> Optional[str]:
     """One panel per model: its loss series against the training step."""
-    from s3prl_plugins.eval.report.plots import pyplot, save_png
+    from s3prl_plugins.eval.plots import pyplot, save_png
 
     curves = {n: c for n, c in curves.items() if c}
     if not curves:

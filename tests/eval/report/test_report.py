@@ -107,7 +107,7 @@ def test_markdown_table_and_tradeoff(tmp_path):
 
 def test_a_model_keeps_its_colour_in_every_panel():
     """The points are drawn sorted by x, so the order differs between panels; the colour must not."""
-    from s3prl_plugins.eval.report.plots import colors_by_name, pyplot
+    from s3prl_plugins.eval.plots import colors_by_name, pyplot
     from s3prl_plugins.eval.report.report import _scatter_labelled
 
     plt = pyplot()
@@ -128,7 +128,7 @@ def test_a_model_keeps_its_colour_in_every_panel():
 def test_labels_of_coinciding_points_are_stacked_and_latency_is_a_column(tmp_path):
     """Three students of one size sit on one point of the parameter axis: their labels go one line apart, not over
     each other; a report with measured RTFs gets a latency column, where an int8 graph differs from its source."""
-    from s3prl_plugins.eval.report.plots import colors_by_name, pyplot
+    from s3prl_plugins.eval.plots import colors_by_name, pyplot
     from s3prl_plugins.eval.report.report import _scatter_labelled
 
     plt = pyplot()
