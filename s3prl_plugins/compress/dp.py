@@ -334,10 +334,10 @@ class PruneTask(nn.Module):
         reg = self.lagrangian(kept.to(loss.dtype), target)
         logs = dict(logs)
         logs.update(
-            macs_kept=(float(kept), 1.0),
+            macs_kept=(float(kept.detach()), 1.0),
             macs_target=(target, 1.0),
-            lagrangian=(float(reg), 1.0),
-            lambda1=(float(self.lagrangian.lambda1), 1.0),
+            lagrangian=(float(reg.detach()), 1.0),
+            lambda1=(float(self.lagrangian.lambda1.detach()), 1.0),
         )
         return loss + reg, logs
 

@@ -89,7 +89,11 @@ def test_noise_and_reverb_options(tmp_path):
     spk, ch, _ = ref["utt"].split("-")
     wav, sr = sf.read(os.path.join(out, "LibriSpeech", "train", spk, ch, ref["utt"] + ".flac"))
     lead = wav[: round(ref["words"][0]["start"] * sr)]
-    assert np.abs(lead).mean() > 0  # noise fills the silences
+    # the noise is white at 10 dB under the utterance's power, so the silence before the first word holds
+    # 1 / (1 + 10) of the noisy utterance's power (both scaled alike by the peak normalisation)
+    assert lead.size > 1000
+    ratio = float(np.mean(lead**2)) / (float(np.mean(wav**2)) / (1 + 10 ** (10 / 10)))
+    assert 0.75 < ratio < 1.33, ratio
 
 
 def test_clean_phones_and_sentences():

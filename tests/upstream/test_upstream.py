@@ -153,9 +153,17 @@ def test_melhubert_local_through_s3prl_upstream(tmp_path, stack, rate, frames):
 def test_every_entry_builds_and_runs(star_ckpt, mel_ckpt):
     import s3prl.hub as hub
 
+    from s3prl_plugins.models.checkpoint import load_checkpoint
+
+    wav = torch.randn(8000) * 0.1
     for name, ckpt in [("distilhubert_cif_local", star_ckpt), ("melhubert_pruned_local", mel_ckpt)]:
-        out = getattr(hub, name)(ckpt=ckpt)([torch.randn(8000)])
-        assert len(out["hidden_states"]) >= 3
+        out = getattr(hub, name)(ckpt=ckpt).eval()([wav])
+        model = load_checkpoint(ckpt)[0]
+        with torch.no_grad():
+            ref = model(wav[None]).hidden_states
+        assert len(out["hidden_states"]) == model.config.num_layers + 1 == len(ref)
+        for got, want in zip(out["hidden_states"], ref):
+            torch.testing.assert_close(got, want, atol=1e-5, rtol=0)  # every layer, the model's own states
 
 
 def test_url_entry_offline_message(monkeypatch):
