@@ -49,6 +49,8 @@ compress="heads"            # all (~50 min): "weight heads heads_l1 ffn kd first
 compress_updates=""         # cap every recovery at this many updates (quick checks)
 compress_probe_steps=""     # phone-probe updates per iteration (default: the configs' 1,000)
 
+passthrough=()              # any other --option VALUE goes on to ./ssl.sh (as ESPnet's run.sh passes "$@" to asr.sh)
+passthrough_to=./ssl.sh
 . utils/parse_options.sh
 
 hub=""; [ "${hubert}" = false ] && [ "${distill_teacher}" != hubert_tiny ] && [ "${superb_model}" != hubert_tiny ] \
@@ -74,4 +76,4 @@ quick=""; [ -z "${compress_updates}" ] || quick="updates_cap=${compress_updates}
   --superb "${superb}" --superb-model "${superb_model}" --superb-steps "${superb_steps}" --s3prl-root "${s3prl_root}" \
   --speech-commands "${corpus_dir}/subsets" --asr5k "${asr5k}" --asr5k-nbpe "${asr5k_nbpe}" --asr5k-epochs "${asr5k_epochs}" \
   --superb-asr-args "config.downstream_expert.modelrc.project_dim=256,,config.downstream_expert.modelrc.RNNs.dim=[256,256],,config.downstream_expert.datarc.batch_size=16" \
-  --report-args "${subsampling}"
+  --report-args "${subsampling}" ${passthrough[@]+"${passthrough[@]}"}

@@ -126,8 +126,17 @@ def test_finished_stages_are_skipped_and_one_job_reruns(recipe):
 
 
 def test_bad_options_are_refused(recipe):
-    r = _run(recipe, "--no-such-option", "1")
-    assert r.returncode != 0 and "unknown option --no-such-option" in r.stderr
+    r = _run(recipe, "--no-such-option", "1")  # not run.sh's: passed on to ssl.sh, which knows it no more
+    assert r.returncode != 0 and "./ssl.sh: unknown option --no-such-option" in r.stderr
+
+
+def test_options_of_the_template_pass_through_run_sh(recipe):
+    """Issue 32 item 4: as ESPnet's run.sh passes "$@" to asr.sh, an option run.sh does not set itself reaches
+    ssl.sh (here the DP segmentation's, with a stage range that runs nothing)."""
+    r = _run(recipe, "--segment-args", "--sweep-utts 5", "--stage", "9", "--stop-stage", "8")
+    assert r.returncode == 0, r.stderr
+    r = _run(recipe, "--help")
+    assert "any other --option VALUE: passed on to ./ssl.sh" in r.stderr and "--passthrough" not in r.stderr
 
 
 def test_the_waveform_hubert_is_made_only_when_asked_for_or_needed(tmp_path):
@@ -145,3 +154,6 @@ def test_the_waveform_hubert_is_made_only_when_asked_for_or_needed(tmp_path):
     # its job is written; refused before anything runs for want of stage 1-3's data
     assert "trainer.max_steps=1" in (work / "exp" / "jobs" / "hubert_tiny.sh").read_text()
     assert r.returncode != 0 and "job hubert_tiny (exp/jobs/hubert_tiny.sh) reads exp/targets/mfcc/train.km" in r.stderr
+    (work / "exp" / "jobs" / "hubert_tiny.sh").unlink()
+    r = _run(work, "--stage", "4", "--stop-stage", "4", "--compress", "dp")  # the dp chain prunes it: made too
+    assert (work / "exp" / "jobs" / "hubert_tiny.sh").exists(), r.stderr[-2000:]

@@ -8,13 +8,22 @@
 # Then `--stage 3`, `--use-gpu true` (dashes become underscores) set those variables; `--config FILE`
 # sources FILE first; `--help` prints the defaults. An option with no default is an error, and so is
 # a boolean set to anything but true/false. Positional arguments stay in "$@".
+#
+# A recipe that hands the rest to the script it calls (ESPnet's run.sh -> asr.sh "$@") declares
+#   passthrough=()
+# first: an option it does not know then goes, with its value, into that array (the called script, parsing
+# them the same way, refuses what it does not know either), e.g. `./ssl.sh ... "${passthrough[@]}"`.
+
+__passing() { [[ "$(declare -p passthrough 2>/dev/null)" == "declare -a"* ]]; }
 
 __usage() {
   echo "usage: $0 [options] ${positional_help:-}" >&2
   echo "options (defaults):" >&2
   for __v in ${__option_names}; do
+    case "${__v}" in passthrough|passthrough_to) continue;; esac
     echo "  --${__v//_/-} ${!__v}" >&2
   done
+  if __passing; then echo "any other --option VALUE: passed on to ${passthrough_to:-the script this one calls}" >&2; fi
 }
 
 __option_names=$(set | sed -n 's/^\([a-z][a-z0-9_]*\)=.*/\1/p' | tr '\n' ' ')
@@ -41,7 +50,13 @@ while [ $# -gt 0 ]; do
       ;;
     --*)
       __name=${1#--}; __name=${__name//-/_}
-      if [ -z "${!__name+x}" ]; then
+      if [ -z "${!__name+x}" ] || [ "${__name}" = passthrough ]; then
+        if __passing; then
+          [ $# -ge 2 ] || { echo "$0: option $1 needs a value" >&2; exit 1; }
+          passthrough+=("$1" "$2")
+          shift 2
+          continue
+        fi
         echo "$0: unknown option $1 (see --help)" >&2
         exit 1
       fi
@@ -62,4 +77,5 @@ while [ $# -gt 0 ]; do
   esac
 done
 unset __name __value __old __option_names
+unset -f __passing __usage
 true

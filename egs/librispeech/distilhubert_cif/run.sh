@@ -37,6 +37,8 @@ s3prl_root="${S3PRL_ROOT:-}"   # an s3prl git checkout, for SUPERB PR (default: 
 report_exps=""             # students trained before (exp/<name>) to report beside this one
 
 . ./db.sh
+passthrough=()              # any other --option VALUE goes on to ./ssl.sh (as ESPnet's run.sh passes "$@" to asr.sh)
+passthrough_to=./ssl.sh
 . utils/parse_options.sh
 . ./path.sh    # after the options: --help installs nothing
 
@@ -58,4 +60,4 @@ superb=""; [ -z "${s3prl_root}" ] || [ "${seg}" = exp/segments/phones ] || super
   --probe "${student}" --probe-train data/train_clean_100 --probe-test data/test_clean \
   --probe-args "--max-steps ${probe_steps} --max-train-utts ${probe_train_utts}" \
   --superb "${superb}" --superb-model "${student}" --s3prl-root "${s3prl_root}" --librispeech "${LIBRISPEECH}" \
-  --report-args "${student} ${report_exps}"
+  --report-args "${student} ${report_exps}" ${passthrough[@]+"${passthrough[@]}"}

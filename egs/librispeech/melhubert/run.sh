@@ -30,6 +30,8 @@ s3prl_root="${S3PRL_ROOT:-}"   # an s3prl git checkout, for SUPERB PR (default: 
 superb_model=""            # with --s3prl-root: a model to run SUPERB PR on (e.g. exp/compress_10ms/heads/03_heads3/model.pt)
 
 . ./db.sh
+passthrough=()              # any other --option VALUE goes on to ./ssl.sh (as ESPnet's run.sh passes "$@" to asr.sh)
+passthrough_to=./ssl.sh
 . utils/parse_options.sh
 
 case "${frame}" in
@@ -48,4 +50,4 @@ mask=""; [ "${frame}" = 10 ] || mask="objective.mask_prob=0.14 objective.mask_le
   --compress "${chains}" --compress-dir "exp/compress_${F}" \
   --compress-args "model=exp/melhubert_${F}_it2/model.pt data.train_labels=exp/targets/it2_${F}/train.km data.valid_labels=exp/targets/it2_${F}/dev_clean.km measure.probe.max_train_utts=${probe_train_utts} ${mask}" \
   --superb "${s3prl_root:+${superb_model:+pr}}" --superb-model "${superb_model}" --s3prl-root "${s3prl_root}" \
-  --librispeech "${LIBRISPEECH}"
+  --librispeech "${LIBRISPEECH}" ${passthrough[@]+"${passthrough[@]}"}

@@ -33,6 +33,8 @@ probe_steps=3000
 s3prl_root="${S3PRL_ROOT:-}"   # an s3prl git checkout, for SUPERB PR (default: $S3PRL_ROOT)
 
 . ./db.sh
+passthrough=()              # any other --option VALUE goes on to ./ssl.sh (as ESPnet's run.sh passes "$@" to asr.sh)
+passthrough_to=./ssl.sh
 . utils/parse_options.sh
 . ./path.sh    # after the options: --help installs nothing
 
@@ -50,4 +52,4 @@ student=$(basename "${distill_config}" .yaml)
   --probe "${teacher} ${student}" --probe-train data/train_clean_100 --probe-test data/test_clean \
   --probe-args "--max-steps ${probe_steps} --max-train-utts ${probe_train_utts}" \
   --superb "${s3prl_root:+pr}" --superb-model "${student}" --s3prl-root "${s3prl_root}" \
-  --librispeech "${LIBRISPEECH}"
+  --librispeech "${LIBRISPEECH}" ${passthrough[@]+"${passthrough[@]}"}
