@@ -37,6 +37,9 @@ def main(argv=None) -> int:
     )
     p.add_argument("--pool", help="subsample the features first: avg:F or cat:F (Meng et al. 2022 Table 1)")
     p.add_argument("--segmentation", nargs="*", help=".seg files of the data dirs, for a segments-topline model")
+    p.add_argument(
+        "--seed", type=int, default=0, help="the probe's initialisation and batch order (a few give the PER's spread)"
+    )
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     print(
@@ -52,6 +55,7 @@ def main(argv=None) -> int:
                 args.probe,
                 args.pool,
                 args.segmentation,
+                args.seed,
             )
         )
     )

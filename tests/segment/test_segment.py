@@ -273,6 +273,14 @@ def test_linear_probe_reads_tones_from_log_mel(tmp_path):
         == 0
     )
     result = json.load(open(tmp_path / "p" / "result.json"))
-    assert result["probe"] == "linear" and result["per"] < 0.5, result
+    assert result["probe"] == "linear" and result["per"] < 0.5 and result["seed"] == 0, result
+    # another seed: another probe (initialisation, batch order) on the same features; the same seed: the same probe
+    args = ["--features", "fbank", "--train", data, "--test", data, "--max-steps", "40"]
+    runs = {}
+    for name, seed in (("a", "1"), ("b", "1"), ("c", "2")):
+        assert probe_main([*args, "--out", str(tmp_path / name), "--seed", seed]) == 0
+        runs[name] = json.load(open(tmp_path / name / "result.json"))
+    assert runs["a"] == {**runs["b"], "seed": 1} and runs["a"]["seed"] == 1
+    assert runs["c"]["layer_weights"] != runs["a"]["layer_weights"] or runs["c"]["per"] != runs["a"]["per"]
     linear = PhoneCTC(40, 9, num_layers_in=3, dilations=())
     assert sum(p.numel() for p in linear.parameters()) == 3 + 2 * 40 + 40 * 9 + 9  # weights, LN, one linear layer

@@ -341,16 +341,19 @@ def run_probe(
     probe: str = "linear",
     pool: str = None,
     segmentation=None,
+    seed: int = 0,
 ) -> dict:
     """Train the probe on ``train_dir`` (its first ``max_train_utts`` utterances with phones, in a
     seeded random order, when given: features of a large corpus are kept in memory) and score ``test_dir``.
 
     ``pool`` (``avg:F`` / ``cat:F``) subsamples the features first (Meng et al. 2022 Table 1);
-    ``segmentation`` (.seg files of the data dirs) is for a segments-topline model."""
+    ``segmentation`` (.seg files of the data dirs) is for a segments-topline model. ``seed``: the probe's
+    initialisation, batch order and training subset (the features are the model's, whatever the seed): probes of
+    a few seeds give the spread a PER is read against."""
     train_phones = read_phones(os.path.join(train_dir, "phones"))
     if max_train_utts and len(train_phones) > max_train_utts:
         keep = sorted(train_phones)
-        random.Random(0).shuffle(keep)
+        random.Random(seed).shuffle(keep)
         train_phones = {u: train_phones[u] for u in sorted(keep[:max_train_utts])}
     vocab = PhoneVocab([ph for ws in train_phones.values() for w in ws for ph in w])
 
@@ -386,6 +389,7 @@ def run_probe(
         len(vocab) + len(eos),
         os.path.join(out, "model"),
         max_steps=max_steps,
+        seed=seed,
         **settings,
     )
     ex.frames, ex.seconds = 0, 0.0  # the frame rate of the test set
@@ -399,6 +403,7 @@ def run_probe(
         "test": test_dir,
         "per": per,
         "steps": max_steps,
+        "seed": seed,
         "train_utts": len(feats),
         "probe": probe,
         "pool": pool,
