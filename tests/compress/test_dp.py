@@ -316,3 +316,22 @@ def test_dp_distils_a_model_in_another_format_from_itself(dp_inputs, tmp_path):
     assert rows[0]["source"] == source and rows[0]["loss"] == pytest.approx(0.0, abs=1e-6)  # itself: nothing to learn
     assert rows[1]["prune_updates"] == 2 and rows[1]["objective_after"]["teacher"] == source
     assert not os.path.exists(os.path.join(cfg["exp_dir"], "00_teacher.pt"))  # its own teacher: nothing saved
+
+
+def test_the_budget_alone_brings_the_expected_macs_to_the_target():
+    """The Lagrangian's min-max on its own (no distillation pulling the other way): the gates and multipliers,
+    at DPHuBERT's 0.02 under Adam, settle the expected fraction of MACs kept on the target and stay there."""
+    torch.manual_seed(0)
+    model = SSLModel(_models()["hubert"])
+    gates, lag = Gates(model, ["conv", "heads", "ffn", "layers"]), Lagrangian()
+    macs = ExpectedMacs(model, DURATIONS)
+    opt = torch.optim.Adam([*gates.parameters(), *lag.parameters()], lr=0.02)
+    kept_at = []
+    for step in range(900):
+        target = 1 - 0.5 * min(1.0, step / 300)
+        kept = macs(gates.keep_probabilities()) / macs.total
+        opt.zero_grad()
+        lag(kept.float(), target).backward()
+        opt.step()
+        kept_at.append(float(kept))
+    assert kept_at[0] > 0.99 and abs(kept_at[-1] - 0.5) < 0.01 and max(abs(k - 0.5) for k in kept_at[-100:]) < 0.02
