@@ -520,6 +520,8 @@ class Chain:
     ):
         """One iteration of a step (:mod:`s3prl_plugins.compress.steps`), then the recovery of its model."""
         row: Dict[str, Any] = {"iteration": it, "name": name, "method": step["method"]}
+        if STEPS[step["method"]].density_of:  # the field whose ratio to the first row is this step's density
+            row["density_of"] = STEPS[step["method"]].density_of
         done = STEPS[step["method"]].apply(StepContext(self, out_dir, it, name), model, step, action, objective, row)
         model, objective, masks = done.model, done.objective, done.masks
         if not done.train:

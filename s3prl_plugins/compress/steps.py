@@ -67,11 +67,16 @@ class Applied:
 
 
 class Step:
-    """One compression method. Subclasses set ``name`` and ``keys`` and implement ``apply``."""
+    """One compression method. Subclasses set ``name`` and ``keys`` and implement ``apply``; ``required`` names the
+    keys a config must give (checked with the rest, before anything is written), ``columns`` what the step adds to
+    each row of ``trajectory.csv``, ``density_of`` the row field whose ratio to the chain's first row is the
+    density the step leaves (the report's density axis; None: no such axis)."""
 
     name: ClassVar[str] = ""
     keys: ClassVar[Keys] = {}
+    required: ClassVar[Tuple[str, ...]] = ()
     columns: ClassVar[Tuple[str, ...]] = ()  # trajectory.csv columns the step adds (beside the measurements)
+    density_of: ClassVar[Optional[str]] = None
 
     def check(self, step: Dict[str, Any], where: str) -> None:
         """Checks beyond the keys' types and ranges (nested sections, combinations)."""
@@ -116,6 +121,9 @@ def check_step(step: Any, where: str, check_trainer: Callable[[Dict[str, Any], s
         )
     impl = STEPS[method]
     check_keys({k: v for k, v in step.items() if k != "method"}, impl.keys, f"{where} ({method})")
+    missing = [k for k in impl.required if step.get(k) is None]
+    if missing:
+        raise ConfigError(f"{where}.{missing[0]}: missing (the {method} step needs {', '.join(impl.required)})")
     for k, v in step.items():
         if k in ("method", "trainer"):
             continue
@@ -136,6 +144,8 @@ class WeightPruning(Step):
     next one when the loss plateaus (§IV-B) or after a fixed number of updates."""
 
     name = "weight"
+    columns = ("threshold",)
+    density_of = "weight_density"
     # the trigger: type -> key -> (type, range)
     TRIGGERS: ClassVar[Dict[str, Keys]] = {
         "fixed": {"type": (str, {}), "updates": (int, {"min": 0})},
@@ -203,6 +213,8 @@ class HeadPruning(Step):
     globally) or eq. 4's l1 score (per layer)."""
 
     name = "heads"
+    columns = ("removed",)
+    density_of = "attention_heads"
     keys = {
         "score": (str, {"choices": ("gradient", "l1")}),
         "remove": (int, {"min": 1}),
@@ -243,6 +255,7 @@ class FFNPruning(Step):
     ``iterations``, or until the widest layer is ``until`` units wide)."""
 
     name = "ffn"
+    density_of = "ffn_units"
     keys = {"remove": (int, {"min": 1}), **ITERATIONS, "until": (int, {"min": 1}), **UPDATES}
 
     def iterations(self, step, model):
@@ -266,6 +279,7 @@ class KnowledgeDistillation(Step):
     chain's objective is that distillation from then on."""
 
     name = "kd"
+    required = ("layers",)
     keys = {"layers": (int, {"min": 1}), "temperature": (float, {"gt": 0}), "seed": (int, {"min": 0}), **UPDATES}
 
     def iterations(self, step, model):
@@ -311,6 +325,7 @@ class FirstLayers(Step):
     """Keeps the first ``layers`` transformer layers (no training)."""
 
     name = "first_k"
+    required = ("layers",)
     keys = {"layers": (int, {"min": 1})}
 
     def iterations(self, step, model):
@@ -325,6 +340,8 @@ class HeadReplacement(Step):
     """Replaces the most diagonal attention heads (eq. 9) by the identity (eq. 10) or a 1-D convolution."""
 
     name = "replace_heads"
+    columns = ("replaced",)
+    density_of = "attention_heads"
     keys = {
         "kind": (str, {"choices": ("identity", "conv")}),
         "remove": (int, {"min": 1}),
@@ -369,6 +386,8 @@ class DistilPrune(Step):
     and settings (default STaR's layer-wise + intra-layer TGM, layer to layer)."""
 
     name = "dp"
+    required = ("target_macs", "updates")
+    density_of = "macs_per_second"
     keys = {
         "target_macs": (float, {"gt": 0, "lt": 1}),
         "units": (List[str], {"choices": UNITS}),
@@ -380,12 +399,10 @@ class DistilPrune(Step):
         "final_updates": (int, {"min": 0}),
         "trainer": (Optional[Dict[str, Any]], {}),
     }
-    columns = ("target_macs", "macs_kept_expected", "shape")
+    columns = ("target_macs", "macs_kept_expected", "macs_kept_gated", "shape")
     DEFAULT_OBJECTIVES = {"layer_wise": 1.0, "intra_layer": 1.0}
 
     def check(self, step, where):
-        if "target_macs" not in step:
-            raise ConfigError(f"{where}.target_macs: missing (the fraction of the model's MACs to keep, e.g. 0.25)")
         for name in step.get("objectives") or {}:
             check_keys({name: 1}, OBJECTIVES, f"{where}.objectives")
 

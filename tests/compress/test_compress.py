@@ -569,6 +569,18 @@ def test_the_chain_runs_every_method_keeps_weight_zeros_and_resumes(chain_inputs
     with open(os.path.join(cfg["exp_dir"], "trajectory.csv")) as f:
         table = list(csv.DictReader(f))
     assert [t["name"] for t in table] == names
+    # what each step adds (Step.columns) reaches the table; each row names the field its density is read from
+    assert float(table[1]["threshold"]) > 0 and table[3]["removed"].startswith("{") and table[6]["replaced"]
+    assert [r.get("density_of") for r in rows[:7]] == [None, "weight_density", "weight_density"] + [
+        "attention_heads",
+        "ffn_units",
+        "ffn_units",
+        "attention_heads",
+    ]
+    from s3prl_plugins.eval.report.compression_report import relative_density
+
+    dens = relative_density(rows)
+    assert dens[2] == pytest.approx(0.6, abs=1e-3) and dens[3] == pytest.approx(9 / 12) and dens[7] is None
     from s3prl_plugins.eval.report.compression_report import write_report
 
     files = write_report([cfg["exp_dir"]], str(root / "report"))
@@ -590,7 +602,13 @@ def test_the_chain_refuses_bad_steps_before_writing(chain_inputs):
         run_compress(_chain_config(root, data, labels, path, [{"method": "magic"}], "bad0"))
     with pytest.raises(ValueError, match=r"steps\[0\] \(heads\).heads: unknown key"):
         run_compress(_chain_config(root, data, labels, path, [{"method": "heads", "heads": 3}], "bad1"))
-    assert not os.path.exists(root / "bad0") and not os.path.exists(root / "bad1")
+    # a key the step cannot do without (issue 32 item 2: it was a KeyError after 00_base was written)
+    steps = [{"method": "ffn", "remove": 16, "updates": 1}, {"method": "kd", "updates": 1}]
+    with pytest.raises(ValueError, match=r"steps\[1\].layers: missing \(the kd step needs layers\)"):
+        run_compress(_chain_config(root, data, labels, path, steps, "bad1b"))
+    with pytest.raises(ValueError, match=r"steps\[0\].layers: missing \(the first_k step needs layers\)"):
+        run_compress(_chain_config(root, data, labels, path, [{"method": "first_k"}], "bad1c"))
+    assert not any(os.path.exists(root / n) for n in ("bad0", "bad1", "bad1b", "bad1c"))
     # a schedule that would take a whole layer's heads; a density the model is already below
     cfg = _chain_config(
         root, data, labels, path, [{"method": "heads", "score": "l1", "remove": 4, "updates": 1}], "bad2"

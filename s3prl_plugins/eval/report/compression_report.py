@@ -54,7 +54,22 @@ def load_chains(dirs: Sequence[str]) -> Dict[str, Rows]:
 
 
 def relative_density(rows: Rows) -> List[Optional[float]]:
-    """Each row's density relative to the chain's first row, by what the chain's iterations prune."""
+    """Each row's density relative to the chain's first row, by what the chain's iterations prune: the field a
+    row's step names (``density_of``, written by the chain); the base row takes the chain's first such field.
+    Trajectories written before steps named it are read by their method names."""
+    named = next((r["density_of"] for r in rows if r.get("density_of")), None)
+    if named is not None:
+        base = rows[0]
+        found: List[Optional[float]] = []
+        for r in rows:
+            field = r.get("density_of") or (named if r.get("method") == "none" else None)
+            if field is None:
+                found.append(None)
+            elif field == "weight_density":  # already a fraction of the dense model's weights
+                found.append(r.get(field))
+            else:
+                found.append(_ratio(r.get(field), base.get(field)))
+        return found
     base = rows[0]
     out: List[Optional[float]] = []
     for r in rows:
