@@ -9,7 +9,7 @@ from contextlib import redirect_stderr
 import pytest
 import torch
 import yaml
-from tiny_data import make_tiny_data, make_tiny_teacher, tiny_distill_config, tiny_pretrain_config
+from tiny_data import make_tiny_data, make_tiny_teacher, tiny_chain_config, tiny_distill_config, tiny_pretrain_config
 
 from s3prl_plugins.bin import compress as compress_cli
 from s3prl_plugins.bin import distill as distill_cli
@@ -108,35 +108,22 @@ def _configs(inputs, out):
     distill = tiny_distill_config(str(out), data, teacher)
     distill["loss"] = {"cos_weight": 1.0, "temperature": 1.0}
     distill["student"]["init_from_teacher"] = {"frontend": True, "layers": False}
-    compress = {
-        "model": mel,
-        "objective": {"type": "masked_prediction", "mask_prob": 0.1, "mask_length": 3, "unmasked_weight": 1.0},
-        "data": {
-            "train": data,
-            "valid": data,
-            "train_labels": labels,
-            "valid_labels": labels,
-            "max_seconds": 1.0,
-            "batch_seconds": 4.0,
-        },
-        "trainer": {"lr": 1e-3, "log_every": 1, "save_every": 2},
-        "measure": {
-            "diagonality": 4,
-            "rtf_seconds": 0.5,
-            "rtf_repeats": 1,
-            "probe": {"train": data, "test": data, "max_steps": 5},
-        },
-        "exp_dir": str(out / "exp"),
-        "steps": [
-            {"method": "heads", "score": "l1", "remove": 1, "updates": 1, "trainer": {"lr": 1e-4}},
-            {
-                "method": "weight",
-                "densities": [0.5],
-                "trigger": {"type": "plateau", "decay": 0.9, "window": 2, "tolerance": 0.1, "max_updates": 3},
-            },
-            {"method": "kd", "layers": 1, "temperature": 2.0, "updates": 1},
-        ],
+    measure = {
+        "diagonality": 4,
+        "rtf_seconds": 0.5,
+        "rtf_repeats": 1,
+        "probe": {"train": data, "test": data, "max_steps": 5},
     }
+    steps = [
+        {"method": "heads", "score": "l1", "remove": 1, "updates": 1, "trainer": {"lr": 1e-4}},
+        {
+            "method": "weight",
+            "densities": [0.5],
+            "trigger": {"type": "plateau", "decay": 0.9, "window": 2, "tolerance": 0.1, "max_updates": 3},
+        },
+        {"method": "kd", "layers": 1, "temperature": 2.0, "updates": 1},
+    ]
+    compress = tiny_chain_config(mel, data, labels, out / "exp", steps, measure)
     return {
         "pretrain": (pretrain_cli, pretrain),
         "distill": (distill_cli, distill),

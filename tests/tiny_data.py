@@ -36,6 +36,18 @@ def make_tiny_data(root, n_utts=12, seconds=(0.6, 1.4), stride=320, classes=8, s
     return os.path.join(root, "data"), os.path.join(root, "labels.km")
 
 
+def labelled_data(data_dir, labels, batch_seconds):
+    """The data section of a masked-prediction run on the tiny data: train = valid, their k-means codes, 1 s crops."""
+    return {
+        "train": data_dir,
+        "valid": data_dir,
+        "train_labels": labels,
+        "valid_labels": labels,
+        "max_seconds": 1.0,
+        "batch_seconds": batch_seconds,
+    }
+
+
 def tiny_pretrain_config(root, data_dir, labels, **trainer):
     t = dict(
         exp_dir=os.path.join(root, "exp"),
@@ -65,14 +77,7 @@ def tiny_pretrain_config(root, data_dir, labels, **trainer):
                 pos_conv_groups=4,
             ),
         },
-        "data": {
-            "train": data_dir,
-            "valid": data_dir,
-            "train_labels": labels,
-            "valid_labels": labels,
-            "max_seconds": 1.0,
-            "batch_seconds": 3.0,
-        },
+        "data": labelled_data(data_dir, labels, batch_seconds=3.0),
         "task": {"mask_prob": 0.1, "mask_length": 3},
         "trainer": t,
     }
@@ -135,6 +140,22 @@ def tiny_distill_config(root, data_dir, teacher, objectives=None, student_layers
         "data": {"train": data_dir, "valid": data_dir, "max_seconds": 1.0, "batch_seconds": 3.0},
         "trainer": t,
     }
+
+
+def tiny_chain_config(model, data_dir, labels, exp_dir, steps, measure=None):
+    """A compression chain (compress.pipeline) on the tiny data: the model's masked-prediction loss, 1 s crops,
+    a few updates per recovery; ``measure`` as bin/compress takes it (None: the chain's own statistics only)."""
+    config = {
+        "model": model,
+        "objective": {"type": "masked_prediction", "mask_prob": 0.1, "mask_length": 3, "unmasked_weight": 1.0},
+        "data": labelled_data(data_dir, labels, batch_seconds=4.0),
+        "trainer": {"lr": 1e-3, "log_every": 1, "save_every": 2},
+        "exp_dir": str(exp_dir),
+        "steps": steps,
+    }
+    if measure is not None:
+        config["measure"] = measure
+    return config
 
 
 def librispeech_layout(root, utts, subset="train-clean-100"):

@@ -496,22 +496,10 @@ def chain_inputs(tmp_path_factory):
 
 
 def _chain_config(root, data, labels, path, steps, name):
-    return {
-        "model": path,
-        "objective": {"type": "masked_prediction", "mask_prob": 0.1, "mask_length": 3, "unmasked_weight": 1.0},
-        "data": {
-            "train": data,
-            "valid": data,
-            "train_labels": labels,
-            "valid_labels": labels,
-            "max_seconds": 1.0,
-            "batch_seconds": 4.0,
-        },
-        "trainer": {"lr": 1e-3, "log_every": 1, "save_every": 2},
-        "measure": {"diagonality": 4, "rtf_seconds": 0.5, "rtf_repeats": 1},
-        "exp_dir": str(root / name),
-        "steps": steps,
-    }
+    from tiny_data import tiny_chain_config
+
+    measure = {"diagonality": 4, "rtf_seconds": 0.5, "rtf_repeats": 1}
+    return tiny_chain_config(path, data, labels, root / name, steps, measure)
 
 
 @pytest.mark.slow

@@ -190,21 +190,10 @@ def dp_inputs(tmp_path_factory):
 
 
 def _dp_config(root, data, labels, model, name, **step):
-    return {
-        "model": model,
-        "objective": {"type": "masked_prediction", "mask_prob": 0.1, "mask_length": 3},
-        "data": {
-            "train": data,
-            "valid": data,
-            "train_labels": labels,
-            "valid_labels": labels,
-            "max_seconds": 1.0,
-            "batch_seconds": 4.0,
-        },
-        "trainer": {"lr": 1e-3, "log_every": 1, "save_every": 2},
-        "exp_dir": str(root / name),
-        "steps": [{"method": "dp", "target_macs": 0.5, "updates": 10, "warmup": 2, "reg_lr": 2.0, **step}],
-    }
+    from tiny_data import tiny_chain_config
+
+    dp = {"method": "dp", "target_macs": 0.5, "updates": 10, "warmup": 2, "reg_lr": 2.0, **step}
+    return tiny_chain_config(model, data, labels, root / name, [dp])
 
 
 def test_dp_prunes_a_waveform_teacher_towards_the_budget_and_the_result_loads_as_star_hubert_local(dp_inputs):
