@@ -106,7 +106,9 @@ def _configs(inputs, out):
     pretrain = tiny_pretrain_config(str(out), data, labels)
     pretrain["trainer"]["exp_dir"] = str(out / "exp")
     distill = tiny_distill_config(str(out), data, teacher)
-    distill["loss"] = {"cos_weight": 1.0, "temperature": 1.0}
+    # an objective's own section (its settings fuzzed like every other key) and the task's own loss keys
+    distill["objectives"] = {"layer_wise": {"weight": 1.0, "normalize": "l2", "method": "auto"}, "intra_layer": 1.0}
+    distill["loss"] = {"max_mismatch": 2}
     distill["student"]["init_from_teacher"] = {"frontend": True, "layers": False}
     measure = {
         "diagonality": 4,

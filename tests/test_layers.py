@@ -21,7 +21,7 @@ ALLOWED = {
     "losses": {"nn"},
     "models": {"nn", "config"},
     "data": {"config", "models"},
-    "tasks": {"nn", "losses", "models"},
+    "tasks": {"nn", "losses", "models", "config"},
     "deploy": {"nn", "models", "config"},
     "upstream": {"nn", "models", "deploy", "config"},
     "segment": {"nn", "models", "data"},

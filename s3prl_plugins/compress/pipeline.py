@@ -72,8 +72,9 @@ from s3prl_plugins.config import (
 from s3prl_plugins.data.dataset import AudioDataset, BucketBatchSampler, collate, read_labels
 from s3prl_plugins.models.checkpoint import load_checkpoint, save_checkpoint
 from s3prl_plugins.models.ssl_model import SSLModel, count_parameters
-from s3prl_plugins.tasks.distillation import OBJECTIVES, DistillationTask
+from s3prl_plugins.tasks.distillation import DistillationTask, check_loss
 from s3prl_plugins.tasks.masked_prediction import MaskedPredictionTask
+from s3prl_plugins.tasks.objectives import check_objectives
 from s3prl_plugins.train.lock import experiment_lock
 from s3prl_plugins.train.trainer import TrainerConfig
 
@@ -196,18 +197,21 @@ def _check_objective(objective: Dict[str, Any]) -> None:
     if "teacher" not in objective:
         raise ConfigError("objective.teacher: missing (the checkpoint the student is distilled from)")
     check_type(objective["teacher"], str, "objective.teacher")
-    for name, weight in check_mapping(objective.get("objectives"), "objective.objectives").items():
-        check_keys({name: weight}, OBJECTIVES, "objective.objectives")
-        check_range(
-            check_type(weight, float, f"objective.objectives.{name}"), {"min": 0}, f"objective.objectives.{name}"
-        )
-    check_kwargs(
-        DistillationTask.__init__,
+    distillation_sections(objective)
+
+
+def distillation_sections(objective: Dict[str, Any], log: bool = True) -> Tuple[Dict[str, Any], Dict[str, Any]]:
+    """A distillation objective's ``objectives`` (default: MelHuBERT KD, ``cluster_kl``) and ``loss`` checked
+    and normalised, as :func:`s3prl_plugins.train.distill.check_task_sections` does for a distillation config
+    (an objective's setting given in ``loss`` by an older config moved to its section)."""
+    objectives, loss = check_objectives(
+        objective.get("objectives") or {"cluster_kl": 1.0},
         objective.get("loss"),
+        "objective.objectives",
         "objective.loss",
-        skip=("teacher", "student", "objectives"),
-        ranges=DistillationTask.RANGES,
+        log=log,
     )
+    return objectives, check_loss(loss, "objective.loss")
 
 
 class Measures(Protocol):
@@ -258,9 +262,8 @@ class Chain:
             }
             return MaskedPredictionTask(model, **opts)
         teacher = self._teacher(str(obj["teacher"]))
-        return DistillationTask(
-            teacher, model, obj.get("objectives", {"cluster_kl": 1.0}), **dict(obj.get("loss") or {})
-        )
+        objectives, loss = distillation_sections(obj, log=False)
+        return DistillationTask(teacher, model, objectives, **loss)
 
     def _needs_labels(self, objective: Dict[str, Any]) -> bool:
         return objective["type"] == "masked_prediction"

@@ -32,7 +32,7 @@ from s3prl_plugins.config import ConfigError, check_keys, check_mapping, check_r
 from s3prl_plugins.models.checkpoint import save_checkpoint
 from s3prl_plugins.models.ssl_model import SSLModel
 from s3prl_plugins.nn.frontends import LogMelFrontend
-from s3prl_plugins.tasks.objectives import OBJECTIVES
+from s3prl_plugins.tasks.objectives import check_objectives
 
 Keys = Dict[str, Tuple[Any, Dict[str, Any]]]
 
@@ -313,8 +313,7 @@ class KnowledgeDistillation(Step):
         objective = {
             "type": "distillation",
             "teacher": teacher_path,
-            "objectives": {"cluster_kl": 1.0},
-            "loss": {"temperature": float(step.get("temperature", 1.0))},
+            "objectives": {"cluster_kl": {"weight": 1.0, "temperature": float(step.get("temperature", 1.0))}},
         }
         row["objective_after"] = objective
         return Applied(student, objective, int(step.get("updates", 200)))
@@ -403,8 +402,9 @@ class DistilPrune(Step):
     DEFAULT_OBJECTIVES = {"layer_wise": 1.0, "intra_layer": 1.0}
 
     def check(self, step, where):
-        for name in step.get("objectives") or {}:
-            check_keys({name: 1}, OBJECTIVES, f"{where}.objectives")
+        check_objectives(
+            step.get("objectives") or self.DEFAULT_OBJECTIVES, step.get("loss"), f"{where}.objectives", f"{where}.loss"
+        )
 
     def iterations(self, step, model):
         gates = Gates(model, step.get("units", list(UNITS)))

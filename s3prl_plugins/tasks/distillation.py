@@ -1,16 +1,18 @@
 """Teacher -> student distillation as a trainer task, with pluggable objectives.
 
-Objectives (weights in the config's ``objectives`` mapping; a term with weight 0 or absent is off), each a
-class of :mod:`s3prl_plugins.tasks.objectives` that declares what it needs of the two models:
+Objectives (the config's ``objectives`` mapping: a weight, or the objective's own section of settings; a term
+with weight 0 or absent is off), each a class of :mod:`s3prl_plugins.tasks.objectives` that declares what it
+needs of the two models and takes its own settings:
 
 ==============  =================================================================================
-``layer_wise``  layer-wise TGM loss (STaR, Jang, Kim and Kim 2024 eq. 3-4)
+``layer_wise``  layer-wise TGM loss (STaR, Jang, Kim and Kim 2024 eq. 3-4); ``normalize``, ``method``
 ``intra_layer`` intra-layer TGM loss (STaR eq. 5-6); STaR's final loss = layer_wise + intra_layer
 ``avg_attn``    average attention map KL over all layers (STaR eq. 1)
 ``last_attn``   last layer's attention map KL (the paper's L_last-attn baseline)
 ``l1_cos``      DistilHuBERT's L1 + cosine loss of the student's prediction heads against the teacher
-                layers the heads name (Chang et al. 2022 eq. 1); the student needs a ``distil`` head
-``cardinality`` CIF cardinality guidance (Meng et al. 2022 eq. 3; K from ``frames_per_segment``)
+                layers the heads name (Chang et al. 2022 eq. 1); the student needs a ``distil`` head;
+                ``cos_weight`` (lambda)
+``cardinality`` CIF cardinality guidance (Meng et al. 2022 eq. 3; K from its ``frames_per_segment``)
 ``segment``     segment-based guidance from a given segmentation (eq. 4)
 ``frame``       frame-based guidance, α against 1 / segment length (eq. 5)
 ``cluster_kl``  KL between the teacher's and the student's cluster posteriors (Lin et al. 2024
@@ -32,61 +34,55 @@ use them next to the student's autograd graph. Only the layers the objectives us
 
 from __future__ import annotations
 
-from typing import Dict, List, Mapping, Optional, Sequence, Tuple, Union
+import inspect
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import Tensor, nn
 
+from s3prl_plugins.config import check_keys, check_kwargs, check_mapping
 from s3prl_plugins.losses import star
 from s3prl_plugins.models.ssl_model import SSLModel
 from s3prl_plugins.nn.subsampling import fit_segment_ids
-from s3prl_plugins.tasks.objectives import OBJECTIVES, Views, cluster_logits
+from s3prl_plugins.tasks.objectives import (
+    OBJECTIVES,
+    Objective,
+    Pairing,
+    Views,
+    build_objective,
+    cluster_logits,
+    setting_names,
+)
 
 
 class DistillationTask(nn.Module):
     """Args:
     teacher: a loaded :class:`SSLModel` (frozen here).
     student: the model to train.
-    objectives: weight per objective (see the module docstring).
+    objectives: objective name -> its weight, or its section (``{weight: 1.0, cos_weight: 0.5}``: the
+        objective's fields, :mod:`s3prl_plugins.tasks.objectives`), or a built :class:`Objective`.
     layer_map: student state -> teacher state (:func:`s3prl_plugins.losses.star.map_layers`); None
         needs equal depths.
-    normalize, method: passed to the TGM losses.
-    cos_weight: DistilHuBERT's lambda.
     max_mismatch: frames by which teacher and student lengths may differ.
-    frames_per_segment: the cardinality target K = T / frames_per_segment (default: the student's
-        ``subsampling.stride``).
     detach_teacher_alpha: pool the teacher's states with a detached α (the gradient then reaches α
         only through the student's side and the guidance).
-    temperature: of ``cluster_kl`` (both distributions).
     """
 
     # the legal values of the keyword arguments (what configs are checked against)
-    RANGES = {
-        "cos_weight": {"min": 0},
-        "max_mismatch": {"min": 0},
-        "frames_per_segment": {"gt": 0},
-        "temperature": {"gt": 0},
-    }
+    RANGES = {"max_mismatch": {"min": 0}}
 
     def __init__(
         self,
         teacher: SSLModel,
         student: SSLModel,
-        objectives: Mapping[str, float],
+        objectives: Mapping[str, Union[float, Mapping[str, Any], Objective]],
         layer_map: Union[None, str, Sequence[int]] = None,
-        normalize: str = "l2",
-        method: str = "auto",
-        cos_weight: float = 1.0,
         max_mismatch: int = 2,
-        frames_per_segment: Optional[float] = None,
         detach_teacher_alpha: bool = False,
-        temperature: float = 1.0,
     ):
         super().__init__()
-        unknown = sorted(set(objectives) - set(OBJECTIVES))
-        if unknown:
-            raise ValueError(f"unknown objective(s) {unknown}; choose from {list(OBJECTIVES)}")
-        self.weights = {k: float(v) for k, v in objectives.items() if float(v) != 0.0}
+        built = {name: build_objective(name, spec) for name, spec in objectives.items()}
+        self.weights = {k: float(o.weight) for k, o in built.items() if float(o.weight) != 0.0}
         if not self.weights:
             raise ValueError("no distillation objective has a non-zero weight")
         if teacher.downsample_rate != student.downsample_rate:
@@ -95,33 +91,31 @@ class DistillationTask(nn.Module):
                 f"{student.downsample_rate}: every objective matches frame by frame, so the student's "
                 "front-end must have the teacher's total stride"
             )
-        self.objectives = [o for k, o in OBJECTIVES.items() if k in self.weights]
+        # in the registry's order (the order the terms are summed in)
+        self.objectives: List[Objective] = [built[k] for k in OBJECTIVES if k in self.weights]
         sub = student.subsampler
         self.subsampler_kind = None if sub is None else sub.kind
         self.upsampled = student.upsampler is not None
-        self.frames_per_segment = float(frames_per_segment or (sub.stride if sub is not None else 1))
         self.detach_teacher_alpha = detach_teacher_alpha
         if student.mask_emb is not None:
             raise ValueError("the student has a mask embedding that distillation never trains: build it without one")
+        self.pair = Pairing(teacher, student, [], int(max_mismatch), self.upsampled, self.objectives)
         for o in self.objectives:
-            o.setup(self, teacher, student)
+            o.setup(self.pair)
         if student.head is not None and not any(o.trains_head for o in self.objectives):
             raise ValueError(
                 "the student has a prediction head that no objective trains: "
                 "build it without one or add l1_cos / cluster_kl"
             )
-        if temperature <= 0:
-            raise ValueError(f"temperature must be > 0, not {temperature}")
-        self.layer_map: List[int] = []
         if any(o.maps_layers for o in self.objectives):
-            self.layer_map = star.map_layers(teacher.config.num_layers, student.config.num_layers, layer_map)
-        self.temperature = float(temperature)
-        self.normalize, self.method, self.cos_weight, self.max_mismatch = normalize, method, cos_weight, max_mismatch
+            self.pair.layer_map = star.map_layers(teacher.config.num_layers, student.config.num_layers, layer_map)
+        self.layer_map, self.max_mismatch = self.pair.layer_map, self.pair.max_mismatch
+        self.keeps_head = any(o.keeps_head for o in self.objectives)
         teacher.requires_grad_(False)
         # the targets in float32 on a CPU too (cpu_bf16 would run a wide teacher's layers in bf16 there)
         self.teacher = teacher.eval().set_speed_options(cpu_bf16="off")
         self.student = student
-        self.teacher_states_read = sorted({i for o in self.objectives for i in o.teacher_layers(self)})
+        self.teacher_states_read = sorted({i for o in self.objectives for i in o.teacher_layers(self.pair)})
         self.teacher_layers_needed = max(self.teacher_states_read, default=0)
         self.need_attention = any(o.attention for o in self.objectives)
         self.need_logits = any(o.logits for o in self.objectives)
@@ -178,7 +172,7 @@ class DistillationTask(nn.Module):
             t_states = [t_pooled.get(i) for i in range(len(t_states))]
             t_lengths = t_len
         frames = torch.minimum(s_out.lengths, t_lengths)
-        views = Views(self, s_out, t_states, t_attns, t_lengths, frames, segment_ids, t_logits)
+        views = Views(self.pair, s_out, t_states, t_attns, t_lengths, frames, segment_ids, t_logits)
         terms: Dict[str, Tensor] = {o.name: o.term(views) for o in self.objectives}
         loss = sum(self.weights[k] * v for k, v in terms.items())
         batch_size = float(wavs.size(0))
@@ -191,6 +185,21 @@ class DistillationTask(nn.Module):
                 max(frames_in, 1.0),
             )
         return loss, logs
+
+
+def check_loss(loss: Any, where: str) -> Dict[str, Any]:
+    """The task's own settings (``layer_map``, ``max_mismatch``, ``detach_teacher_alpha``), defaults filled in;
+    a misspelt key is named with the nearest of these and of the objectives' settings (an older config's)."""
+    names = [n for n in inspect.signature(DistillationTask.__init__).parameters if n != "self"]
+    check_keys(check_mapping(loss, where), names + setting_names(), where)
+    return check_kwargs(
+        DistillationTask.__init__,
+        loss,
+        where,
+        skip=("teacher", "student", "objectives"),
+        defaults=True,
+        ranges=DistillationTask.RANGES,
+    )
 
 
 def student_without_head(task: DistillationTask) -> Optional[SSLModel]:

@@ -8,8 +8,8 @@ Config sections::
                 or {source: a checkpoint to continue from, model_config: ...};
                 init_from_teacher: true | {frontend, layers} (DistilHuBERT's initialisation)
     objectives: {layer_wise: 1.0, intra_layer: 1.0}          # see s3prl_plugins.tasks.distillation
-    loss:       {normalize: l2, method: auto, layer_map: null, cos_weight: 1.0, max_mismatch: 2,
-                 frames_per_segment (CIF cardinality target), detach_teacher_alpha}
+                or an objective's own section: {l1_cos: {weight: 1.0, cos_weight: 0.5}}
+    loss:       {layer_map: null, max_mismatch: 2, detach_teacher_alpha: false}   # how the two are paired
     data:       {train, valid, max_seconds, batch_seconds, batch_size (utterances per batch, optional),
                  train_segmentation, valid_segmentation: .seg files (s3prl_plugins.bin.segment) for CIF
                  guidance and the segments topline}
@@ -39,7 +39,6 @@ from s3prl_plugins.config import (
     ConfigError,
     check_fields,
     check_keys,
-    check_kwargs,
     check_mapping,
     check_type,
     from_dict,
@@ -50,23 +49,14 @@ from s3prl_plugins.models import factories
 from s3prl_plugins.models.checkpoint import save_checkpoint
 from s3prl_plugins.models.loading import load_pretrained
 from s3prl_plugins.models.ssl_model import SSLModel
-from s3prl_plugins.tasks.distillation import OBJECTIVES, DistillationTask, student_without_head
+from s3prl_plugins.tasks.distillation import DistillationTask, check_loss, student_without_head
+from s3prl_plugins.tasks.objectives import check_objectives
 from s3prl_plugins.train.lock import rank0_lock
 from s3prl_plugins.train.pretrain import build_from_section, check_model_section
 from s3prl_plugins.train.trainer import Trainer, TrainerConfig
 
 logger = logging.getLogger(__name__)
 
-LOSS_KEYS = (
-    "normalize",
-    "method",
-    "layer_map",
-    "cos_weight",
-    "max_mismatch",
-    "frames_per_segment",
-    "detach_teacher_alpha",
-    "temperature",
-)
 DISTILL_SECTIONS = ("teacher", "student", "objectives", "loss", "data", "trainer")
 
 
@@ -141,35 +131,29 @@ def check_student_section(section: Any) -> Dict[str, Any]:
     return out
 
 
-def check_objectives(section: Any) -> Dict[str, float]:
-    """``{objective: weight}``: names from :data:`OBJECTIVES`, weights numbers >= 0."""
-    section = check_mapping(section, "objectives")
-    check_keys(section, OBJECTIVES, "objectives")
-    out = {k: check_type(v, float, f"objectives.{k}") for k, v in section.items()}
-    for k, v in out.items():
-        if v < 0:
-            raise ConfigError(f"objectives.{k}: a weight must be >= 0, not {v}")
-    return out
-
-
-def check_task_sections(config: Dict[str, Any]) -> Dict[str, Any]:
-    """teacher, student, objectives and loss checked and normalised (what :func:`build_task` reads)."""
+def check_task_sections(config: Dict[str, Any], log: bool = True) -> Dict[str, Any]:
+    """teacher, student, objectives and loss checked and normalised (what :func:`build_task` reads); an
+    objective's settings given in ``loss`` by an older config are moved to its section."""
     for key in ("teacher", "student", "objectives"):
         if key not in config:
             raise ConfigError(f"config has no '{key}' section")
+    objectives, loss = check_objectives(config["objectives"], config.get("loss"), log=log)
     return {
         "teacher": check_teacher_section(config["teacher"]),
         "student": check_student_section(config["student"]),
-        "objectives": check_objectives(config["objectives"]),
-        "loss": check_kwargs(
-            DistillationTask.__init__,
-            config.get("loss"),
-            "loss",
-            skip=("teacher", "student", "objectives"),
-            defaults=True,
-            ranges=DistillationTask.RANGES,
-        ),
+        "objectives": objectives,
+        "loss": check_loss(loss, "loss"),
     }
+
+
+def migrate_run_config(saved: Dict[str, Any]) -> Dict[str, Any]:
+    """A saved run's config in today's form (an objective's settings in its own section), so that resuming
+    an experiment of an older release compares like with like; left as it is where it does not read."""
+    try:
+        objectives, loss = check_objectives(saved["objectives"], saved.get("loss"), log=False)
+        return {**saved, "objectives": objectives, "loss": check_loss(loss, "loss")}
+    except (KeyError, ValueError):
+        return saved
 
 
 def check_distill_config(config: Any) -> Dict[str, Any]:
@@ -240,7 +224,7 @@ def export_student(task: DistillationTask, path: str) -> None:
     ``distiller_local.pt`` beside it: s3prl's own DistilHuBERT format (``s3prl.hub.distiller_local``).
     A KD student (``cluster_kl``) keeps its cluster head W_hat (eq. 8): it is the student's own objective
     when it is compressed further (Lin et al. §VI-B); upstreams never read it."""
-    if "cluster_kl" in task.weights:
+    if task.keeps_head:
         save_checkpoint(
             path, copy.deepcopy(task.student).cpu().eval(), kind="distillation", objectives=dict(task.weights)
         )
@@ -378,5 +362,6 @@ def _distill(config: Dict[str, Any], tcfg: TrainerConfig, stop_at: Optional[int]
         export=export_student,
         run_config=run_config,
         fixed_keys=("teacher", "student", "objectives", "loss"),
+        migrate=migrate_run_config,
     )
     return trainer.train(stop_at=stop_at, restart=restart)

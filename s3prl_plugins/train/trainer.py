@@ -210,6 +210,8 @@ class Trainer:
             every key but ``TrainerConfig.FIXED_ON_RESUME``), a change under one of ``fixed_keys`` (the model's shape,
             the objective) is refused by name.
         fixed_keys: dotted prefixes of ``run_config`` that a resumed run may not change.
+        migrate: brings a checkpoint's stored ``run_config`` written by an older release into today's form
+            before the comparison (a setting that moved is then not a change).
     """
 
     # what a run writes into exp_dir: what --restart moves aside, and what a run with no checkpoint to resume
@@ -227,8 +229,10 @@ class Trainer:
         state_filter: Optional[Callable[[str], bool]] = None,
         run_config: Optional[Dict[str, Any]] = None,
         fixed_keys: Sequence[str] = (),
+        migrate: Optional[Callable[[Dict[str, Any]], Dict[str, Any]]] = None,
     ):
         self.config = config
+        self.migrate = migrate
         self.run_config = to_plain(run_config) if run_config is not None else None
         self.fixed_keys = tuple(fixed_keys)
         if config.device == "auto":
@@ -509,6 +513,8 @@ class Trainer:
         new_trainer = to_plain(asdict(self.config))
         old_run, new_run = ckpt.get("run_config"), self.run_config
         if old_run is not None and new_run is not None:
+            if self.migrate is not None:
+                old_run = to_plain(self.migrate(dict(old_run)))
             old = {**old_run, "trainer": old_trainer}
             new = {**new_run, "trainer": new_trainer}
         else:  # a checkpoint of an older release, or a run without a stored config: the trainer only

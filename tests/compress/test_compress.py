@@ -472,7 +472,7 @@ def test_kd_task_trains_a_student_on_the_teachers_posteriors():
     torch.manual_seed(0)
     teacher = SSLModel(_mel(layers=3))
     student = SSLModel(_mel(layers=1).replace(mask_embedding=False))
-    task = DistillationTask(teacher, student, {"cluster_kl": 1.0}, temperature=2.0)
+    task = DistillationTask(teacher, student, {"cluster_kl": {"temperature": 2.0}})
     wavs, lengths = _batch()
     loss, logs = task({"wavs": wavs, "lengths": lengths})
     loss.backward()

@@ -260,6 +260,12 @@ def test_dp_refuses_an_unreachable_budget_and_bad_keys_by_name(dp_inputs):
         pipeline.check_config(_dp_config(root, data, labels, teacher, "x", target_macs=1.0))
     with pytest.raises(ConfigError, match=r"steps\[0\].objectives.star: unknown key; valid keys: avg_attn"):
         pipeline.check_config(_dp_config(root, data, labels, teacher, "x", objectives={"star": 1.0}))
+    with pytest.raises(
+        ConfigError, match=r"steps\[0\].objectives.layer_wise.normalise: unknown key \(did you mean 'normalize'\?\)"
+    ):
+        pipeline.check_config(
+            _dp_config(root, data, labels, teacher, "x", objectives={"layer_wise": {"normalise": "l2"}})
+        )
 
 
 def test_a_chain_refuses_a_base_dir_measured_on_another_model(dp_inputs, tmp_path):

@@ -253,7 +253,9 @@ def test_distillation_step_under_bf16_autocast_fast_vs_plain():
     ):
         teacher.set_speed_options(**options)
         student.set_speed_options(**options)
-        task = DistillationTask(teacher, student, {"layer_wise": 1.0, "intra_layer": 1.0}, method="direct")
+        task = DistillationTask(
+            teacher, student, {"layer_wise": {"method": "direct"}, "intra_layer": {"method": "direct"}}
+        )
         student.zero_grad()
         with torch.autocast(**BF16, enabled=bf16):
             loss, _ = task({"wavs": wavs, "lengths": lengths})
