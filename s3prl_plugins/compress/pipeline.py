@@ -55,26 +55,29 @@ from typing import Any, Dict, List, Optional, Protocol, Tuple
 import torch
 
 from s3prl_plugins.compress import diagonal
-from s3prl_plugins.compress.recovery import RecoveryTask
+from s3prl_plugins.compress.recovery import RECOVERY_OBJECTIVES, RecoveryTask
 from s3prl_plugins.compress.steps import STEPS, StepContext, check_step
-from s3prl_plugins.compress.structured import PruningError, count_heads
+from s3prl_plugins.compress.structured import count_heads
 from s3prl_plugins.compress.weight import masks_from_model, model_density, per_layer_density
 from s3prl_plugins.config import (
     ConfigError,
     check_keys,
-    check_kwargs,
     check_mapping,
     check_range,
     check_section,
     check_type,
     nearest,
 )
-from s3prl_plugins.data.dataset import AudioDataset, BucketBatchSampler, collate, read_labels
+from s3prl_plugins.data.dataset import (
+    AudioDataset,
+    BucketBatchSampler,
+    batch_loader,
+    collate,
+    read_labels,
+    split_dataset,
+)
 from s3prl_plugins.models.checkpoint import load_checkpoint, save_checkpoint
 from s3prl_plugins.models.ssl_model import SSLModel, count_parameters
-from s3prl_plugins.tasks.distillation import DistillationTask, check_loss
-from s3prl_plugins.tasks.masked_prediction import MaskedPredictionTask
-from s3prl_plugins.tasks.objectives import check_objectives
 from s3prl_plugins.train.lock import experiment_lock
 from s3prl_plugins.train.trainer import TrainerConfig
 
@@ -116,10 +119,6 @@ DATA_KEYS = {
     "batch_size": int,
 }
 DATA_RANGES = {"max_seconds": {"gt": 0}, "batch_seconds": {"gt": 0}, "batch_size": {"min": 1}}
-OBJECTIVE_KEYS = {
-    "masked_prediction": {"type", "mask_prob", "mask_length", "unmasked_weight", "max_label_mismatch"},
-    "distillation": {"type", "teacher", "objectives", "loss"},
-}
 # measure: key -> (type, range); probe / sid: the data dirs of the probes
 MEASURE_KEYS = {
     "diagonality": (int, {"min": 0}),
@@ -164,15 +163,16 @@ def check_config(config: Dict[str, Any]) -> None:
     if measure.get("sid"):
         check_section(measure["sid"], SID_KEYS, "measure.sid", ("train", "test"))
     objective = check_mapping(config["objective"], "objective")
-    check_keys(objective, set().union(*OBJECTIVE_KEYS.values()), "objective")  # a misspelt key first, by name
+    every = set().union(*(r.keys() for r in RECOVERY_OBJECTIVES.values()))
+    check_keys(objective, every, "objective")  # a misspelt key first, by name
     kind = objective.get("type")
-    if not isinstance(kind, str) or kind not in OBJECTIVE_KEYS:
+    if not isinstance(kind, str) or kind not in RECOVERY_OBJECTIVES:
         raise ConfigError(
-            f"objective.type: must be masked_prediction or distillation, not {kind!r}"
-            f"{nearest(str(kind), OBJECTIVE_KEYS)}"
+            f"objective.type: must be one of {', '.join(RECOVERY_OBJECTIVES)}, not {kind!r}"
+            f"{nearest(str(kind), RECOVERY_OBJECTIVES)}"
         )
-    check_keys(objective, OBJECTIVE_KEYS[kind], "objective")
-    _check_objective(objective)
+    check_keys(objective, RECOVERY_OBJECTIVES[kind].keys(), "objective")
+    RECOVERY_OBJECTIVES[kind].check(objective)
     TrainerConfig.from_dict({**RECOVERY_TRAINER, **check_mapping(config.get("trainer"), "trainer")})
     steps = config["steps"]
     if not isinstance(steps, list):
@@ -184,34 +184,6 @@ def check_config(config: Dict[str, Any]) -> None:
             f"steps[{i}]",
             lambda section, where: TrainerConfig.from_dict({**RECOVERY_TRAINER, **trainer, **section}, where),
         )
-
-
-def _check_objective(objective: Dict[str, Any]) -> None:
-    """The recovery objective's settings, against the task that takes them."""
-    if objective["type"] == "masked_prediction":
-        opts = {k: v for k, v in objective.items() if k != "type"}
-        check_kwargs(
-            MaskedPredictionTask.__init__, opts, "objective", skip=("model",), ranges=MaskedPredictionTask.RANGES
-        )
-        return
-    if "teacher" not in objective:
-        raise ConfigError("objective.teacher: missing (the checkpoint the student is distilled from)")
-    check_type(objective["teacher"], str, "objective.teacher")
-    distillation_sections(objective)
-
-
-def distillation_sections(objective: Dict[str, Any], log: bool = True) -> Tuple[Dict[str, Any], Dict[str, Any]]:
-    """A distillation objective's ``objectives`` (default: MelHuBERT KD, ``cluster_kl``) and ``loss`` checked
-    and normalised, as :func:`s3prl_plugins.train.distill.check_task_sections` does for a distillation config
-    (an objective's setting given in ``loss`` by an older config moved to its section)."""
-    objectives, loss = check_objectives(
-        objective.get("objectives") or {"cluster_kl": 1.0},
-        objective.get("loss"),
-        "objective.objectives",
-        "objective.loss",
-        log=log,
-    )
-    return objectives, check_loss(loss, "objective.loss")
 
 
 class Measures(Protocol):
@@ -250,52 +222,20 @@ class Chain:
     def build_task(self, model: SSLModel, objective: Optional[Dict[str, Any]] = None) -> torch.nn.Module:
         """The model's own training objective as a trainer task."""
         obj = objective or self.objective
-        if obj["type"] == "masked_prediction":
-            if model.mask_emb is None or model.head is None:
-                raise PruningError(
-                    "objective masked_prediction needs a model with a mask embedding and a cluster head; this one "
-                    "(a distilled student?) has none: use objective {type: distillation, teacher: ..., "
-                    "objectives: {cluster_kl: 1.0}}"
-                )
-            opts = {
-                k: obj[k] for k in ("mask_prob", "mask_length", "unmasked_weight", "max_label_mismatch") if k in obj
-            }
-            return MaskedPredictionTask(model, **opts)
-        teacher = self._teacher(str(obj["teacher"]))
-        objectives, loss = distillation_sections(obj, log=False)
-        return DistillationTask(teacher, model, objectives, **loss)
-
-    def _needs_labels(self, objective: Dict[str, Any]) -> bool:
-        return objective["type"] == "masked_prediction"
+        return RECOVERY_OBJECTIVES[obj["type"]].build(model, obj, self._teacher)
 
     def dataset(self, split: str, model: SSLModel, objective: Dict[str, Any]) -> Optional[AudioDataset]:
-        if not self.data.get(split):
-            return None
+        impl = RECOVERY_OBJECTIVES[objective["type"]]
         labels = None
-        if self._needs_labels(objective):
+        if impl.needs_labels and self.data.get(split):
             key = f"{split}_labels"
             if not self.data.get(key):
-                raise ValueError(f"objective masked_prediction needs data.{key} (the k-means codes)")
+                raise ValueError(f"objective {impl.name} needs data.{key} (the k-means codes)")
             if key not in self._labels:
                 self._labels[key] = read_labels(self.data[key])
             labels = self._labels[key]
-        min_samples = model.min_samples
-        if objective["type"] == "distillation":
-            min_samples = max(min_samples, self._teacher(str(objective["teacher"])).min_samples)
-        max_s = self.data.get("max_seconds", 8.0) if split == "train" else None
-        return AudioDataset(
-            self.data[split], labels, max_s, frame_stride=model.downsample_rate, min_samples=min_samples
-        )
-
-    def loader_data(self, ds: AudioDataset, shuffle: bool, seed: int = 0):
-        sampler = BucketBatchSampler(
-            [ds.duration(i) for i in range(len(ds))],
-            self.data.get("batch_seconds", 60.0),
-            shuffle=shuffle,
-            seed=seed,
-            max_batch_size=int(self.data.get("batch_size", 1000)),
-        )
-        return (ds, sampler, collate)
+        min_samples = max(model.min_samples, impl.min_samples(objective, self._teacher))
+        return split_dataset(self.data, split, labels, frame_stride=model.downsample_rate, min_samples=min_samples)
 
     def batches(self, ds: AudioDataset, fraction: float = 1.0, seed: int = 0):
         """Batches of a random ``fraction`` of ``ds`` (scores, diagonality)."""
@@ -351,7 +291,10 @@ class Chain:
         train = self.dataset("train", model, objective)
         valid = self.dataset("valid", model, objective)
         trainer = Trainer(
-            cfg, wrapped, self.loader_data(train, True, cfg.seed), self.loader_data(valid, False) if valid else None
+            cfg,
+            wrapped,
+            batch_loader(train, self.data, shuffle=True, seed=cfg.seed, shard=False),  # the chain: one process
+            batch_loader(valid, self.data, shuffle=False, shard=False) if valid else None,
         )
         last = trainer.train()
         model.eval()
@@ -468,7 +411,7 @@ class Chain:
 
     def run(self) -> List[Dict[str, Any]]:
         torch.manual_seed(int((self.config.get("trainer") or {}).get("seed", 0)))
-        model = load_source(str(self.config["model"]), keep_head=self.objective["type"] == "masked_prediction")
+        model = load_source(str(self.config["model"]), keep_head=RECOVERY_OBJECTIVES[self.objective["type"]].keeps_head)
         objective = dict(self.objective)
         history: List[Dict[str, Any]] = []
         it = 0

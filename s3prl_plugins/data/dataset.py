@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import random
-from typing import Dict, Iterator, List, Optional, Sequence
+from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
 
 import torch
 from torch.utils.data import Dataset, Sampler
@@ -196,3 +197,47 @@ class BucketBatchSampler(Sampler[List[int]]):
 
     def __len__(self) -> int:
         return len(self._batches())
+
+
+# ----------------------------------------------------------------- the trainers' data, from a data section
+def split_dataset(
+    data: Mapping[str, Any],
+    split: str,
+    labels: Optional[Dict[str, List[int]]] = None,
+    *,
+    frame_stride: int,
+    min_samples: int,
+) -> Optional[AudioDataset]:
+    """``data[split]`` (a config's ``data`` section: Kaldi dirs under ``train`` / ``valid``) as a dataset:
+    ``train`` cropped to ``data.max_seconds`` (default 8; None: whole utterances), other splits whole;
+    ``labels``: per-utterance k-means codes or frame labels. None when the section has no such split. The
+    one builder of pre-training, distillation and the compression chain's recovery runs."""
+    if not data.get(split):
+        return None
+    max_seconds = data.get("max_seconds", 8.0) if split == "train" else None
+    return AudioDataset(str(data[split]), labels, max_seconds, frame_stride=frame_stride, min_samples=min_samples)
+
+
+def batch_loader(
+    dataset: AudioDataset,
+    data: Mapping[str, Any],
+    *,
+    shuffle: bool,
+    seed: int = 0,
+    shard: bool = True,
+) -> Tuple[AudioDataset, "BucketBatchSampler", Callable]:
+    """What the trainer takes for one split, ``(dataset, batch sampler, collate)``: batches of similar-length
+    utterances holding at most ``data.batch_seconds`` of audio (default 60) and ``data.batch_size``
+    utterances (default 1000), shuffled by ``seed`` or in order; one shard per torchrun rank (``RANK`` /
+    ``WORLD_SIZE``), or the whole split with ``shard=False`` (a job of one process)."""
+    rank, world = (int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))) if shard else (0, 1)
+    sampler = BucketBatchSampler(
+        [dataset.duration(i) for i in range(len(dataset))],
+        float(data.get("batch_seconds", 60.0)),
+        shuffle=shuffle,
+        seed=seed,
+        num_replicas=world,
+        rank=rank,
+        max_batch_size=int(data.get("batch_size", 1000)),
+    )
+    return dataset, sampler, collate

@@ -44,7 +44,7 @@ from s3prl_plugins.config import (
     from_dict,
     nearest,
 )
-from s3prl_plugins.data.dataset import AudioDataset, BucketBatchSampler, collate
+from s3prl_plugins.data.dataset import batch_loader, split_dataset
 from s3prl_plugins.models import factories
 from s3prl_plugins.models.checkpoint import save_checkpoint
 from s3prl_plugins.models.loading import load_pretrained
@@ -301,47 +301,11 @@ def _distill(config: Dict[str, Any], tcfg: TrainerConfig, stop_at: Optional[int]
     task = build_task(config)
     student = task.student
     data = config["data"]
-    min_samples = max(student.min_samples, task.teacher.min_samples)
-    rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
-    train_seg = _segment_labels(data, "train")
-    train = AudioDataset(
-        data["train"],
-        train_seg,
-        data.get("max_seconds", 8.0),
-        frame_stride=student.downsample_rate,
-        min_samples=min_samples,
-    )
-    batch_seconds = data.get("batch_seconds", 60.0)
-    sampler = BucketBatchSampler(
-        [train.duration(i) for i in range(len(train))],
-        batch_seconds,
-        shuffle=True,
-        seed=tcfg.seed,
-        num_replicas=world,
-        rank=rank,
-        max_batch_size=int(data.get("batch_size", 1000)),
-    )
-    valid = None
-    if data.get("valid"):
-        vset = AudioDataset(
-            data["valid"],
-            _segment_labels(data, "valid"),
-            None,
-            frame_stride=student.downsample_rate,
-            min_samples=min_samples,
-        )
-        valid = (
-            vset,
-            BucketBatchSampler(
-                [vset.duration(i) for i in range(len(vset))],
-                batch_seconds,
-                shuffle=False,
-                num_replicas=world,
-                rank=rank,
-                max_batch_size=int(data.get("batch_size", 1000)),
-            ),
-            collate,
-        )
+    # the teacher reads the student's input: the longer of the two shortest inputs
+    shape = {"frame_stride": student.downsample_rate, "min_samples": max(student.min_samples, task.teacher.min_samples)}
+    train = split_dataset(data, "train", _segment_labels(data, "train"), **shape)
+    vset = split_dataset(data, "valid", _segment_labels(data, "valid") if data.get("valid") else None, **shape)
+    valid = batch_loader(vset, data, shuffle=False) if vset is not None else None
     logger.info(
         "distilling %s (%d layers) -> student %s (%d layers, width %d); objectives %s",
         task.teacher.config.name,
@@ -357,7 +321,7 @@ def _distill(config: Dict[str, Any], tcfg: TrainerConfig, stop_at: Optional[int]
     trainer = Trainer(
         tcfg,
         task,
-        (train, sampler, collate),
+        batch_loader(train, data, shuffle=True, seed=tcfg.seed),
         valid,
         export=export_student,
         run_config=run_config,

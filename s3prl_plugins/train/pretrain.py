@@ -25,7 +25,7 @@ from typing import Any, Dict, List, Optional, Union
 import torch
 
 from s3prl_plugins.config import ConfigError, check_fields, check_keys, check_kwargs, check_mapping, from_dict, nearest
-from s3prl_plugins.data.dataset import AudioDataset, BucketBatchSampler, collate, read_labels
+from s3prl_plugins.data.dataset import AudioDataset, batch_loader, read_labels, split_dataset
 from s3prl_plugins.models import factories
 from s3prl_plugins.models.checkpoint import atomic_save, save_checkpoint
 from s3prl_plugins.models.config import SSLModelConfig
@@ -213,11 +213,8 @@ def _pretrain(config: Dict[str, Any], tcfg: TrainerConfig, stop_at: Optional[int
     torch.manual_seed(tcfg.seed)  # the same initial weights on every rank
     model = build_from_section(config["model"])
     data = config["data"]
-    stride = model.downsample_rate
-    train_labels = read_labels(data["train_labels"])
-    train = AudioDataset(
-        data["train"], train_labels, data.get("max_seconds", 8.0), frame_stride=stride, min_samples=model.min_samples
-    )
+    shape = {"frame_stride": model.downsample_rate, "min_samples": model.min_samples}
+    train = split_dataset(data, "train", read_labels(data["train_labels"]), **shape)
     if model.config.frontend == "logmel":
         mean, std = logmel_stats(model, train, int(data.get("stats_utts", 200)))
         model.frontend.set_stats(mean, std)
@@ -226,39 +223,14 @@ def _pretrain(config: Dict[str, Any], tcfg: TrainerConfig, stop_at: Optional[int
     except ValueError as e:
         raise ConfigError(f"task: {e}") from None
     # the process group is joined inside Trainer; torchrun's variables tell the shard already
-    rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
-    sampler = BucketBatchSampler(
-        [train.duration(i) for i in range(len(train))],
-        data.get("batch_seconds", 60.0),
-        shuffle=True,
-        seed=tcfg.seed,
-        num_replicas=world,
-        rank=rank,
-        max_batch_size=int(data.get("batch_size", 1000)),
-    )
-    valid = None
-    if data.get("valid"):
-        vset = AudioDataset(
-            data["valid"], read_labels(data["valid_labels"]), None, frame_stride=stride, min_samples=model.min_samples
-        )
-        valid = (
-            vset,
-            BucketBatchSampler(
-                [vset.duration(i) for i in range(len(vset))],
-                data.get("batch_seconds", 60.0),
-                shuffle=False,
-                num_replicas=world,
-                rank=rank,
-                max_batch_size=int(data.get("batch_size", 1000)),
-            ),
-            collate,
-        )
+    vset = split_dataset(data, "valid", read_labels(data["valid_labels"]) if data.get("valid") else None, **shape)
+    valid = batch_loader(vset, data, shuffle=False) if vset is not None else None
     # resuming compares the saved config with this one: the model's shape (its built config) and the task
     # are fixed, trainer settings are applied
     trainer = Trainer(
         tcfg,
         task,
-        (train, sampler, collate),
+        batch_loader(train, data, shuffle=True, seed=tcfg.seed),
         valid,
         export=export_model,
         run_config={**config, "model": model.config.to_dict()},
