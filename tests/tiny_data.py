@@ -109,6 +109,33 @@ def make_tiny_teacher(path, num_layers=2, seed=0):
     return path
 
 
+TINY_STUDENT_CONV = [(16, 10, 5), (16, 8, 4), (16, 4, 4), (16, 4, 4)]  # 320 samples per frame, as the teacher
+
+
+def tiny_student(subsampling=None, head=True):
+    """A one-layer student of :func:`make_tiny_teacher`'s frame rate (width 16), with DistilHuBERT heads
+    predicting the teacher's layers 1 and 2 at its width 32 unless ``head`` is false."""
+    from s3prl_plugins.models.config import SSLModelConfig
+    from s3prl_plugins.models.ssl_model import SSLModel
+
+    return SSLModel(
+        SSLModelConfig(
+            conv_layers=TINY_STUDENT_CONV,
+            conv_norm="layer_norm",
+            feature_layer_norm=False,
+            embed_dim=16,
+            num_layers=1,
+            num_heads=[2],
+            head_dim=8,
+            ffn_dims=[32],
+            pos_conv_kernel=8,
+            pos_conv_groups=4,
+            subsampling=subsampling,
+            head={"type": "distil", "layers": [1, 2], "out_dim": 32} if head else None,
+        )
+    )
+
+
 def tiny_distill_config(root, data_dir, teacher, objectives=None, student_layers=2, **trainer):
     t = dict(
         exp_dir=os.path.join(root, "exp"),

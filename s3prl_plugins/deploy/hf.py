@@ -30,6 +30,7 @@ import torch
 
 from s3prl_plugins.deploy.graph import naming_a_full_disk, work_folder_in
 from s3prl_plugins.deploy.graph_model import ExportError
+from s3prl_plugins.models.convert.common import uniform_hubert_refusals
 from s3prl_plugins.models.ssl_model import SSLModel
 
 logger = logging.getLogger(__name__)
@@ -58,28 +59,9 @@ TO_HF: Dict[str, str] = {
 def hf_refusals(model: SSLModel) -> List[str]:
     """Why transformers' ``HubertModel`` cannot express ``model`` (empty: it can)."""
     c = model.config
-    why = []
-    if c.frontend != "conv":
-        why.append("the log-Mel front-end (transformers' HuBERT takes the waveform CNN only)")
-    if c.conv_norm == "none":
-        why.append("a CNN without normalisation (transformers: feat_extract_norm 'group' or 'layer')")
-    if c.subsampling:
-        why.append(f"sequence subsampling ({c.subsampling['type']}: CIF or pooling has no transformers counterpart)")
-    if any(c.identity_heads) or any(c.conv_heads):
-        why.append(f"heads replaced by the identity {c.identity_heads} / a convolution {c.conv_heads}")
-    if len(set(c.num_heads)) > 1 or len(set(c.ffn_dims)) > 1:
-        why.append(
-            f"per-layer heads {c.num_heads} / FFN widths {c.ffn_dims} (transformers: one of each for all layers)"
-        )
-    elif c.num_heads[0] * c.head_dim != c.embed_dim:
-        why.append(
-            f"{c.num_heads[0]} heads x {c.head_dim} != width {c.embed_dim} "
-            "(transformers derives the head size from the width)"
-        )
-    elif c.ffn_dims[0] == 0:
+    why = uniform_hubert_refusals(c, "transformers")
+    if len(set(c.ffn_dims)) == 1 and c.ffn_dims[0] == 0:
         why.append("FFNs pruned to width 0")
-    if c.gated_relative_position:
-        why.append("WavLM's gated relative position bias (a WavLM model, not HuBERT)")
     if not c.pos_conv_kernel:
         why.append("no positional convolution (transformers' HuBERT always has one)")
     return why

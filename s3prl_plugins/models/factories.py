@@ -30,6 +30,23 @@ STAR_CONV: List[Tuple[int, int, int]] = (
 )
 
 
+def _uniform(
+    embed_dim: int, num_layers: int, num_heads: int, ffn_dim: int, overrides: Dict[str, Any], **fields: Any
+) -> SSLModelConfig:
+    """A config whose layers are all alike (``num_heads`` heads of ``embed_dim / num_heads``, ``ffn_dim``
+    units each), with the family's ``fields`` and then the caller's ``overrides`` over them."""
+    cfg = dict(
+        embed_dim=embed_dim,
+        num_layers=num_layers,
+        num_heads=[num_heads] * num_layers,
+        head_dim=embed_dim // num_heads,
+        ffn_dims=[ffn_dim] * num_layers,
+        **fields,
+    )
+    cfg.update(overrides)
+    return SSLModelConfig(**cfg)
+
+
 def hubert_config(
     embed_dim: int = 768,
     num_layers: int = 12,
@@ -42,20 +59,18 @@ def hubert_config(
     **overrides: Any,
 ) -> SSLModelConfig:
     """HuBERT (Hsu et al. 2021): waveform CNN, feature LayerNorm + projection, post-LN transformer."""
-    cfg = dict(
+    return _uniform(
+        embed_dim,
+        num_layers,
+        num_heads,
+        ffn_dim,
+        overrides,
         frontend="conv",
         conv_layers=list(conv_layers),
-        embed_dim=embed_dim,
-        num_layers=num_layers,
-        num_heads=[num_heads] * num_layers,
-        head_dim=embed_dim // num_heads,
-        ffn_dims=[ffn_dim] * num_layers,
         mask_embedding=with_head,
         head={"type": "hubert", "final_dim": final_dim, "num_classes": list(num_classes)} if with_head else None,
         name="hubert",
     )
-    cfg.update(overrides)
-    return SSLModelConfig(**cfg)
 
 
 def hubert_base(with_head: bool = True) -> SSLModelConfig:
@@ -82,20 +97,18 @@ def distilhubert_config(
 ) -> SSLModelConfig:
     """DistilHuBERT (Chang et al. 2022): HuBERT's CNN, no feature LayerNorm, a 2-layer transformer,
     prediction heads for teacher layers 4/8/12 (``pred_layers=None`` drops them)."""
-    cfg = dict(
+    return _uniform(
+        embed_dim,
+        num_layers,
+        num_heads,
+        ffn_dim,
+        overrides,
         frontend="conv",
         conv_layers=list(conv_layers),
         feature_layer_norm=False,
-        embed_dim=embed_dim,
-        num_layers=num_layers,
-        num_heads=[num_heads] * num_layers,
-        head_dim=embed_dim // num_heads,
-        ffn_dims=[ffn_dim] * num_layers,
         head={"type": "distil", "layers": list(pred_layers), "out_dim": out_dim} if pred_layers else None,
         name="distilhubert",
     )
-    cfg.update(overrides)
-    return SSLModelConfig(**cfg)
 
 
 def distilhubert(with_heads: bool = False) -> SSLModelConfig:
@@ -130,18 +143,16 @@ def star_hubert_config(
 ) -> SSLModelConfig:
     """STaRHuBERT-family student (Jang, Kim and Kim 2024, §3.1): the teacher's depth with a narrower attention
     width and FFN, and a slim CNN whose last width equals ``embed_dim`` (so no projection)."""
-    cfg = dict(
+    return _uniform(
+        embed_dim,
+        num_layers,
+        num_heads,
+        ffn_dim,
+        overrides,
         frontend="conv",
         conv_layers=list(conv_layers),
-        embed_dim=embed_dim,
-        num_layers=num_layers,
-        num_heads=[num_heads] * num_layers,
-        head_dim=embed_dim // num_heads,
-        ffn_dims=[ffn_dim] * num_layers,
         name="star_hubert",
     )
-    cfg.update(overrides)
-    return SSLModelConfig(**cfg)
 
 
 def star_hubert() -> SSLModelConfig:
@@ -164,24 +175,22 @@ def melhubert_config(
 ) -> SSLModelConfig:
     """MelHuBERT (Lin et al., §II-A): log-Mel input projected to the transformer width, the
     HuBERT transformer, and a linear cluster classifier (``num_clusters=None`` drops it)."""
-    cfg = dict(
+    return _uniform(
+        embed_dim,
+        num_layers,
+        num_heads,
+        ffn_dim,
+        overrides,
         frontend="logmel",
         conv_layers=[],
         n_mels=n_mels,
         stack_frames=stack_frames,
         feature_layer_norm=False,
         feature_projection=True,
-        embed_dim=embed_dim,
-        num_layers=num_layers,
-        num_heads=[num_heads] * num_layers,
-        head_dim=embed_dim // num_heads,
-        ffn_dims=[ffn_dim] * num_layers,
         mask_embedding=num_clusters is not None,
         head={"type": "cluster", "num_classes": num_clusters} if num_clusters else None,
         name="melhubert",
     )
-    cfg.update(overrides)
-    return SSLModelConfig(**cfg)
 
 
 def melhubert_base_10ms() -> SSLModelConfig:

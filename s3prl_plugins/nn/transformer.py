@@ -477,38 +477,16 @@ class EncoderLayer(nn.Module):
 
     def __init__(
         self,
-        embed_dim: int,
-        num_heads: int,
-        head_dim: int,
-        ffn_dim: int,
+        attention: SelfAttention,
+        feed_forward: FeedForward,
         dropout: float = 0.1,
-        attention_dropout: float = 0.1,
-        activation_dropout: float = 0.0,
         layer_norm_first: bool = False,
-        gated_relative_position: bool = False,
-        relative_position_bias: bool = False,
-        num_buckets: int = 320,
-        max_distance: int = 800,
-        identity_heads: int = 0,
-        conv_heads: int = 0,
-        conv_kernel: int = 21,
     ):
         super().__init__()
-        self.attention = SelfAttention(
-            embed_dim,
-            num_heads,
-            head_dim,
-            attention_dropout,
-            gated_relative_position=gated_relative_position,
-            relative_position_bias=relative_position_bias,
-            num_buckets=num_buckets,
-            max_distance=max_distance,
-            identity_heads=identity_heads,
-            conv_heads=conv_heads,
-            conv_kernel=conv_kernel,
-        )
+        embed_dim = attention.embed_dim
+        self.attention = attention  # built by the caller, as torchaudio's EncoderLayer takes it
         self.attention_layer_norm = nn.LayerNorm(embed_dim)
-        self.feed_forward = FeedForward(embed_dim, ffn_dim, activation_dropout)
+        self.feed_forward = feed_forward
         self.final_layer_norm = nn.LayerNorm(embed_dim)
         self.dropout = nn.Dropout(dropout)
         self.layer_norm_first = layer_norm_first
@@ -606,21 +584,22 @@ class Encoder(nn.Module):
         self.layer_norm_first = layer_norm_first
         self.layers = nn.ModuleList(
             EncoderLayer(
-                embed_dim,
-                h,
-                head_dim,
-                f,
+                SelfAttention(
+                    embed_dim,
+                    h,
+                    head_dim,
+                    attention_dropout,
+                    gated_relative_position=gated_relative_position,
+                    relative_position_bias=gated_relative_position and i == 0,
+                    num_buckets=num_buckets,
+                    max_distance=max_distance,
+                    identity_heads=identity_heads[i],
+                    conv_heads=conv_heads[i],
+                    conv_kernel=conv_kernel,
+                ),
+                FeedForward(embed_dim, f, activation_dropout),
                 dropout=dropout,
-                attention_dropout=attention_dropout,
-                activation_dropout=activation_dropout,
                 layer_norm_first=layer_norm_first,
-                gated_relative_position=gated_relative_position,
-                relative_position_bias=gated_relative_position and i == 0,
-                num_buckets=num_buckets,
-                max_distance=max_distance,
-                identity_heads=identity_heads[i],
-                conv_heads=conv_heads[i],
-                conv_kernel=conv_kernel,
             )
             for i, (h, f) in enumerate(zip(num_heads, ffn_dims))
         )

@@ -359,28 +359,30 @@ class Cardinality(_Guidance):
         return cif_losses.cardinality_loss(v.student.subsampled.alpha, v.student.frontend_lengths, self.rate)
 
 
+@dataclass
+class _GivenSegments(_Guidance):
+    segments = True
+
+    def term(self, v: Views) -> Tensor:
+        return self.loss(v.student.subsampled.alpha, v.segment_ids, v.student.frontend_lengths)
+
+
 @register_objective
 @dataclass
-class SegmentGuidance(_Guidance):
+class SegmentGuidance(_GivenSegments):
     """Segment-based guidance from a given segmentation (Meng et al. 2022 eq. 4)."""
 
     name = "segment"
-    segments = True
-
-    def term(self, v: Views) -> Tensor:
-        return cif_losses.segment_loss(v.student.subsampled.alpha, v.segment_ids, v.student.frontend_lengths)
+    loss = staticmethod(cif_losses.segment_loss)
 
 
 @register_objective
 @dataclass
-class FrameGuidance(_Guidance):
+class FrameGuidance(_GivenSegments):
     """Frame-based guidance: α against 1 / segment length (Meng et al. 2022 eq. 5)."""
 
     name = "frame"
-    segments = True
-
-    def term(self, v: Views) -> Tensor:
-        return cif_losses.frame_loss(v.student.subsampled.alpha, v.segment_ids, v.student.frontend_lengths)
+    loss = staticmethod(cif_losses.frame_loss)
 
 
 # --------------------------------------------------------------------------------------- MelHuBERT KD

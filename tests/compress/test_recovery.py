@@ -6,12 +6,10 @@ import inspect
 
 import pytest
 import torch
-from tiny_data import tiny_chain_config
+from tiny_data import tiny_chain_config, tiny_student
 
 from s3prl_plugins.compress import pipeline, recovery
 from s3prl_plugins.config import ConfigError
-from s3prl_plugins.models.config import SSLModelConfig
-from s3prl_plugins.models.ssl_model import SSLModel
 from s3prl_plugins.tasks.masked_prediction import MaskedPredictionTask
 
 
@@ -68,18 +66,7 @@ def test_a_new_recovery_objective_is_one_registered_class():
         with pytest.raises(ConfigError, match=r"objective.wieght: unknown key \(did you mean 'weight'\?\)"):
             pipeline.check_config(_config({"type": "reconstruction", "wieght": 0.5}))
         chain = pipeline.Chain(_config({"type": "reconstruction", "weight": 0.5}))
-        model = SSLModel(
-            SSLModelConfig(
-                conv_layers=[(8, 10, 5), (8, 8, 4)],
-                embed_dim=8,
-                num_layers=1,
-                num_heads=[2],
-                head_dim=4,
-                ffn_dims=[8],
-                pos_conv_kernel=4,
-                pos_conv_groups=2,
-            )
-        )
+        model = tiny_student(head=False)
         loss, _ = chain.build_task(model)({"wavs": torch.randn(1, 4000), "lengths": torch.tensor([4000])})
         assert loss.requires_grad and float(loss) > 0
     finally:

@@ -4,13 +4,11 @@ the segments topline) through the task."""
 
 import pytest
 import torch
-from tiny_data import make_tiny_teacher
+from tiny_data import make_tiny_teacher, tiny_student
 
 from s3prl_plugins.losses.cif import boundary_ends, cardinality_loss, frame_loss, segment_loss
 from s3prl_plugins.losses.distil import l1_cos_loss
-from s3prl_plugins.models.config import SSLModelConfig
 from s3prl_plugins.models.loading import load_pretrained
-from s3prl_plugins.models.ssl_model import SSLModel
 from s3prl_plugins.nn.subsampling import average_pool
 from s3prl_plugins.tasks.distillation import DistillationTask
 
@@ -75,8 +73,6 @@ def test_guidance_is_zero_for_the_target_alpha_and_has_gradients():
 
 # --- subsampled students through the distillation task ---------------------------------------------
 
-TINY_CONV = [(16, 10, 5), (16, 8, 4), (16, 4, 4), (16, 4, 4)]
-
 
 @pytest.fixture(scope="module")
 def teacher(tmp_path_factory):
@@ -85,22 +81,7 @@ def teacher(tmp_path_factory):
 
 
 def _student(spec, head=True):
-    return SSLModel(
-        SSLModelConfig(
-            conv_layers=TINY_CONV,
-            conv_norm="layer_norm",
-            feature_layer_norm=False,
-            embed_dim=16,
-            num_layers=1,
-            num_heads=[2],
-            head_dim=8,
-            ffn_dims=[32],
-            pos_conv_kernel=8,
-            pos_conv_groups=4,
-            subsampling=spec,
-            head={"type": "distil", "layers": [1, 2], "out_dim": 32} if head else None,
-        )
-    )
+    return tiny_student(spec, head)
 
 
 def _batch(with_segments=False):

@@ -12,15 +12,13 @@ from dataclasses import dataclass, field
 import pytest
 import torch
 import yaml
-from tiny_data import make_tiny_data, make_tiny_teacher, tiny_distill_config
+from tiny_data import make_tiny_data, make_tiny_teacher, tiny_distill_config, tiny_student
 
 from s3prl_plugins.bin import distill as distill_cli
 from s3prl_plugins.config import ConfigError
 from s3prl_plugins.losses import star
 from s3prl_plugins.losses.distil import l1_cos_loss
-from s3prl_plugins.models.config import SSLModelConfig
 from s3prl_plugins.models.loading import load_pretrained
-from s3prl_plugins.models.ssl_model import SSLModel
 from s3prl_plugins.tasks import objectives
 from s3prl_plugins.tasks.distillation import DistillationTask, check_loss
 from s3prl_plugins.tasks.objectives import check_objectives
@@ -46,21 +44,7 @@ def _batch():
 
 def _distil_student():
     torch.manual_seed(0)
-    return SSLModel(
-        SSLModelConfig(
-            conv_layers=[(16, 10, 5), (16, 8, 4), (16, 4, 4), (16, 4, 4)],
-            conv_norm="layer_norm",
-            feature_layer_norm=False,
-            embed_dim=16,
-            num_layers=1,
-            num_heads=[2],
-            head_dim=8,
-            ffn_dims=[32],
-            pos_conv_kernel=8,
-            pos_conv_groups=4,
-            head={"type": "distil", "layers": [1, 2], "out_dim": 32},
-        )
-    )
+    return tiny_student()
 
 
 def test_an_objective_is_its_weight_or_its_own_section():

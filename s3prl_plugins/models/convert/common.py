@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Dict, Mapping, Tuple
+from typing import Any, Dict, List, Mapping, Tuple
 
 from torch import Tensor
 
@@ -56,3 +56,28 @@ def fairseq_config(
         name=name,
         **extra,
     )
+
+
+def uniform_hubert_refusals(c: SSLModelConfig, target: str) -> List[str]:
+    """What a HuBERT-shaped format with one head count and one FFN width for every layer (transformers'
+    ``HubertModel``, s3prl's ``DistillerModel``) cannot express of ``c`` -- the reasons every such export
+    shares, each naming ``target``; an exporter adds its own after them."""
+    why = []
+    if c.frontend != "conv":
+        why.append(f"the log-Mel front-end ({target} takes the waveform CNN only)")
+    if c.conv_norm == "none":
+        why.append(f"a CNN without normalisation ({target}: group or layer norm)")
+    if c.subsampling:
+        why.append(f"sequence subsampling ({c.subsampling['type']}: {target} has no CIF or pooling)")
+    if any(c.identity_heads) or any(c.conv_heads):
+        why.append(f"heads replaced by the identity {c.identity_heads} / a convolution {c.conv_heads}")
+    if len(set(c.num_heads)) > 1 or len(set(c.ffn_dims)) > 1:
+        why.append(f"per-layer heads {c.num_heads} / FFN widths {c.ffn_dims} ({target}: one of each for all layers)")
+    elif c.num_heads[0] * c.head_dim != c.embed_dim:
+        why.append(
+            f"{c.num_heads[0]} heads x {c.head_dim} != width {c.embed_dim} ({target} derives the head size from "
+            "the width)"
+        )
+    if c.gated_relative_position:
+        why.append(f"WavLM's gated relative position bias (a WavLM model: {target} takes HuBERT's layers)")
+    return why
