@@ -30,11 +30,11 @@ STAR_CONV: List[Tuple[int, int, int]] = (
 )
 
 
-def _uniform(
-    embed_dim: int, num_layers: int, num_heads: int, ffn_dim: int, overrides: Dict[str, Any], **fields: Any
-) -> SSLModelConfig:
-    """A config whose layers are all alike (``num_heads`` heads of ``embed_dim / num_heads``, ``ffn_dim``
-    units each), with the family's ``fields`` and then the caller's ``overrides`` over them."""
+def _uniform(shape: Tuple[int, int, int, int], overrides: Dict[str, Any], **fields: Any) -> SSLModelConfig:
+    """A config whose layers are all alike -- ``shape`` = (embed_dim, num_layers, num_heads, ffn_dim): each
+    layer ``num_heads`` heads of ``embed_dim / num_heads`` and ``ffn_dim`` units --, with the family's
+    ``fields`` and then the caller's ``overrides`` over them."""
+    embed_dim, num_layers, num_heads, ffn_dim = shape
     cfg = dict(
         embed_dim=embed_dim,
         num_layers=num_layers,
@@ -60,10 +60,7 @@ def hubert_config(
 ) -> SSLModelConfig:
     """HuBERT (Hsu et al. 2021): waveform CNN, feature LayerNorm + projection, post-LN transformer."""
     return _uniform(
-        embed_dim,
-        num_layers,
-        num_heads,
-        ffn_dim,
+        (embed_dim, num_layers, num_heads, ffn_dim),
         overrides,
         frontend="conv",
         conv_layers=list(conv_layers),
@@ -98,10 +95,7 @@ def distilhubert_config(
     """DistilHuBERT (Chang et al. 2022): HuBERT's CNN, no feature LayerNorm, a 2-layer transformer,
     prediction heads for teacher layers 4/8/12 (``pred_layers=None`` drops them)."""
     return _uniform(
-        embed_dim,
-        num_layers,
-        num_heads,
-        ffn_dim,
+        (embed_dim, num_layers, num_heads, ffn_dim),
         overrides,
         frontend="conv",
         conv_layers=list(conv_layers),
@@ -144,10 +138,7 @@ def star_hubert_config(
     """STaRHuBERT-family student (Jang, Kim and Kim 2024, §3.1): the teacher's depth with a narrower attention
     width and FFN, and a slim CNN whose last width equals ``embed_dim`` (so no projection)."""
     return _uniform(
-        embed_dim,
-        num_layers,
-        num_heads,
-        ffn_dim,
+        (embed_dim, num_layers, num_heads, ffn_dim),
         overrides,
         frontend="conv",
         conv_layers=list(conv_layers),
@@ -176,10 +167,7 @@ def melhubert_config(
     """MelHuBERT (Lin et al., §II-A): log-Mel input projected to the transformer width, the
     HuBERT transformer, and a linear cluster classifier (``num_clusters=None`` drops it)."""
     return _uniform(
-        embed_dim,
-        num_layers,
-        num_heads,
-        ffn_dim,
+        (embed_dim, num_layers, num_heads, ffn_dim),
         overrides,
         frontend="logmel",
         conv_layers=[],
