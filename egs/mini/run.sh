@@ -7,8 +7,8 @@
 #               of --distill-teacher's layer --dp-layer for the cif_dp variants -> exp/segments/dp<rate>
 #   4 train     the MelHuBERT teacher (+ the waveform HuBERT with --hubert true), the STaR and DistilHuBERT-style
 #               students of --distill-teacher, one subsampled student per --subsampling variant -> exp/<name>
-#   5 compress  --int8 models as int8 ONNX (calibrated on data/dev) -> exp/<name>_int8.onnx; chains of the
-#               MelHuBERT teacher (Lin et al. 2024) -- dp: of the waveform HuBERT --, one per --compress entry -> exp/compress
+#   5 compress  chains of the MelHuBERT teacher (Lin et al. 2024) -- dp: of the waveform HuBERT --, one per --compress
+#     deploy    entry -> exp/compress; --deploy models as int8 ONNX (calibrated on data/dev) -> exp/<name>_int8.onnx
 #   6 probe     phone probe of log-Mel and every model; KS/SID utterance probes of the teachers and students
 #   7 superb    --superb tasks through s3prl's own runner on --superb-model (+ ESPnet ASR with --asr5k true)
 #   8 report    local/report.sh -> exp/report.{txt,json,md}, exp/*.png
@@ -43,7 +43,7 @@ s3prl_root="${S3PRL_ROOT:-}"
 asr5k=false                 # ESPnet ASR-5k (CTC over BPE) on --superb-model (~10 min)
 asr5k_nbpe=100
 asr5k_epochs=15
-int8="star_tiny"            # exported as int8 ONNX (bin/export --int8 auto), probed beside their source ("" for none)
+deploy="star_tiny"          # deployed as int8 ONNX (bin/export --int8 auto), probed beside their source ("" for none)
 compress="heads"            # all (~50 min): "weight heads heads_l1 ffn kd first_k combined identity conv";
                             # "dp": distil + prune the waveform HuBERT teacher to 0.3 of its MACs (trains it too)
 compress_updates=""         # cap every recovery at this many updates (quick checks)
@@ -57,7 +57,7 @@ hub=""; [ "${hubert}" = false ] && [ "${distill_teacher}" != hubert_tiny ] && [ 
   && [[ " ${compress} " != *" dp "* ]] && [ ! -f exp/.done.hubert_tiny ] || hub=hubert_tiny
 students="star_tiny distilhubert_tiny"
 variants=$(for v in ${subsampling}; do echo "distilhubert_tiny_${v}"; done)
-deployed=$(for m in ${int8}; do echo "${m}_int8"; done)
+deployed=$(for m in ${deploy}; do echo "${m}_int8"; done)
 dp=""; [[ " ${subsampling}" != *" cif_dp"* ]] || dp="dp${dp_rate}=exp/${distill_teacher}/model.pt,${dp_layer},100,${dp_rate}"
 quick=""; [ -z "${compress_updates}" ] || quick="updates_cap=${compress_updates}"
 [ -z "${compress_probe_steps}" ] || quick+=" measure.probe.max_steps=${compress_probe_steps} measure.diagonality=10"
@@ -70,7 +70,7 @@ quick=""; [ -z "${compress_updates}" ] || quick="updates_cap=${compress_updates}
   --targets "mfcc=mfcc,100,2 fbank=fbank,100,2" --segments "${dp}" \
   --train "melhubert_tiny ${hub} ${students} ${variants}" --teacher "exp/${distill_teacher}/model.pt" \
   --pretrain-args "trainer.max_steps=${teacher_steps}" --distill-args "trainer.max_steps=${student_steps}" \
-  --int8 "${int8}" --compress "${compress}" --compress-args "${quick}" \
+  --deploy "${deploy}" --compress "${compress}" --compress-args "${quick}" \
   --probe "fbank ${hub} melhubert_tiny ${students} ${variants} ${deployed}" --probe-args "--max-steps ${probe_steps}" \
   --utt-probe "fbank ${hub} melhubert_tiny ${students} ${deployed}" --utt-probe-sets "${subsets}" \
   --superb "${superb}" --superb-model "${superb_model}" --superb-steps "${superb_steps}" --s3prl-root "${s3prl_root}" \

@@ -265,7 +265,7 @@ def test_an_int8_export_is_probed_after_its_model_is_trained(recipe):
         "km=fbank,10,1",
         "--train",
         "teacher student",
-        "--int8",
+        "--deploy",
         "student",
         "--probe",
         "student_int8",
@@ -282,6 +282,9 @@ def test_an_int8_export_is_probed_after_its_model_is_trained(recipe):
     assert "s3prl_plugins.bin.export exp/student/model.pt --out exp/student_int8.onnx --int8 auto" in job
     assert "--calibration data/dev" in job  # the CNN's int8 ranges measured on the recipe's own dev audio
     assert "--features exp/student_int8.onnx" in (recipe / "exp" / "jobs" / "probe_student_int8.sh").read_text()
+    # the retired name says the new one, before anything runs
+    r = _run(recipe, "--int8", "student", "--stop-stage", "7")
+    assert r.returncode == 2 and "--int8 / --int8-mode are --deploy NAMES / --deploy-int8 MODE now" in r.stderr
 
 
 @pytest.mark.parametrize("kind", ["slurm.pl", "srun", ""])
@@ -301,3 +304,26 @@ def test_run_cmd_gives_each_cluster_tool_its_syntax(tmp_path, kind):
     log = tmp_path / "exp" / "log" / "x.log"
     assert (log.read_text() if kind == "slurm.pl" else r.stdout).strip() == "ran it"
     assert log.exists() == (kind == "slurm.pl")
+
+
+def test_setup_sh_scaffolds_a_recipe_that_passes_options_to_the_template(tmp_path):
+    """egs/TEMPLATE/setup.sh NEW_DIR: the links every recipe has, a run.sh whose --help shows its options with
+    their comments and which hands any other option to ./ssl.sh; an existing folder is refused untouched."""
+    setup = os.path.join(REPO, "egs", "TEMPLATE", "setup.sh")
+    new = tmp_path / "corpus" / "method"
+    r = subprocess.run(["bash", setup, str(new)], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    template = os.path.join(REPO, "egs", "TEMPLATE")
+    for link, target in (("cmd.sh", "cmd.sh"), ("path.sh", "path.sh"), ("ssl.sh", "ssl1/ssl.sh"), ("utils", "utils")):
+        assert (new / link).is_symlink() and not os.path.isabs(os.readlink(new / link)), link
+        assert os.path.samefile(new / link, os.path.join(template, target)), link
+    assert (new / "conf").is_dir() and (new / "local").is_dir()
+    env = dict(os.environ, S3PRL_PLUGINS_PYTHON=sys.executable)
+    r = subprocess.run(["./run.sh", "--help"], cwd=new, env=env, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0 and "--stage 1   # first stage to run" in r.stderr, r.stderr
+    assert "any other --option VALUE: passed on to ./ssl.sh" in r.stderr
+    r = subprocess.run(["./run.sh", "--bogus", "1"], cwd=new, env=env, capture_output=True, text=True, timeout=60)
+    assert r.returncode != 0 and "./ssl.sh: unknown option --bogus" in r.stderr, r.stderr
+    (new / "run.sh").write_text("mine\n")
+    r = subprocess.run(["bash", setup, str(new)], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2 and "exists" in r.stderr and (new / "run.sh").read_text() == "mine\n"

@@ -12,9 +12,10 @@
 #               Kamper and van Niekerk's DP) -> exp/segments/NAME
 #   4 train     one job per --train config conf/NAME.yaml -> its trainer.exp_dir: bin/pretrain, or bin/distill
 #               when the config has a teacher (--teacher, --pretrain-args, --distill-args: overrides)
-#   5 compress  one job per --int8 model: int8 ONNX (bin/export --int8 MODE --calibration DEV) -> exp/NAME_int8.onnx;
-#               one job per --compress chain (conf/compress/common.yaml + conf/compress/CHAIN.yaml, overrides
-#               --compress-args) -> ${compress_dir}/CHAIN; then their report -> ${compress_dir}/report
+#   5 compress  one job per --compress chain (conf/compress/common.yaml + conf/compress/CHAIN.yaml, overrides
+#     deploy    --compress-args) -> ${compress_dir}/CHAIN, then their report -> ${compress_dir}/report; and one
+#               deployment job per --deploy model: int8 ONNX (bin/export --int8 MODE --calibration DEV, MODE from
+#               --deploy-int8) -> exp/NAME_int8.onnx
 #   6 probe     phone probe (--probe-train -> --probe-test) of each of --probe (fbank, exp/NAME/model.pt, or any
 #               model source) -> exp/probe/NAME; utterance probes of --utt-probe on data/<set>_{train,test} for
 #               each of --utt-probe-sets (ks: keyword, sid: speaker) -> exp/probe_<set>/NAME
@@ -63,9 +64,11 @@ effective_batch=""        # utterances per update (with --epochs: grad_accum = i
 compress=""               # stage 5: chains conf/compress/CHAIN.yaml ...
 compress_args=""          # --set overrides of every chain
 compress_dir=exp/compress
-int8=""                   # stage 5: models (NAME or a checkpoint) exported as int8 ONNX -> exp/NAME_int8.onnx
+deploy=""                 # stage 5: models (NAME or a checkpoint) deployed as int8 ONNX -> exp/NAME_int8.onnx
                           # (probe and report it as NAME_int8)
-int8_mode=auto            # matmul | all | auto: bin/export --int8 MODE, calibrated on --dev-data's audio
+deploy_int8=auto          # matmul | all | auto: bin/export --int8 MODE, calibrated on --dev-data's audio
+int8=""                   # retired: --deploy NAMES (bin/export's --int8 is the quantisation mode)
+int8_mode=""              # retired: --deploy-int8 MODE
 probe=""                  # stage 6: fbank, NAME (exp/NAME/model.pt) or a model source (hubert_base) ...
 probe_train=""            # default: --train-data
 probe_test=""             # default: --test-data
@@ -88,6 +91,10 @@ report_args=""            # more options of local/report.sh or bin/report
 . ./cmd.sh
 . utils/log.sh
 . utils/parse_options.sh
+[ -z "${int8}${int8_mode}" ] || {
+  echo "$0: --int8 / --int8-mode are --deploy NAMES / --deploy-int8 MODE now (bin/export's --int8 is the mode)" >&2
+  exit 2
+}
 . ./path.sh    # after the options: --help installs nothing
 
 __root=$(cd "$(dirname "$(readlink -f "$0")")/../../.." && pwd)   # the repository
@@ -224,13 +231,13 @@ if [ -n "${train}" ]; then   # the models' paths are needed by the later stages,
   done
 fi
 
-for name in ${int8}; do   # the deployed graphs, probed and reported as NAME_int8
+for name in ${deploy}; do   # the deployed graphs, probed and reported as NAME_int8
   n=$(short_name "${name}")_int8; __model[${n}]=exp/${n}.onnx
   if in_stages 5; then
     src=$(model_path "${name}")
-    calibration=(--calibration "${dev_data}"); [ "${int8_mode}" != matmul ] || calibration=()
+    calibration=(--calibration "${dev_data}"); [ "${deploy_int8}" != matmul ] || calibration=()
     job "export_${n}" "exp/${n}.onnx" "${src}" python -m s3prl_plugins.bin.export "${src}" --out "exp/${n}.onnx" \
-      --int8 "${int8_mode}" ${calibration[@]+"${calibration[@]}"}
+      --int8 "${deploy_int8}" ${calibration[@]+"${calibration[@]}"}
   fi
 done
 if in_stages 5 && [ -n "${compress}" ]; then

@@ -6,8 +6,9 @@
 #   . utils/parse_options.sh
 #
 # Then `--stage 3`, `--use-gpu true` (dashes become underscores) set those variables; `--config FILE`
-# sources FILE first; `--help` prints the defaults. An option with no default is an error, and so is
-# a boolean set to anything but true/false. Positional arguments stay in "$@".
+# sources FILE first; `--help` prints the defaults, each with the comment on its line in the script. An
+# option with no default is an error, and so is a boolean set to anything but true/false. Positional
+# arguments stay in "$@".
 #
 # A recipe that hands the rest to the script it calls (ESPnet's run.sh -> asr.sh "$@") declares
 #   passthrough=()
@@ -21,7 +22,10 @@ __usage() {
   echo "options (defaults):" >&2
   for __v in ${__option_names}; do
     case "${__v}" in passthrough|passthrough_to) continue;; esac
-    echo "  --${__v//_/-} ${!__v}" >&2
+    # the comment on the option's line in the script, if any (`ngpu=1   # GPUs per job`)
+    __c=$(sed -n "s/^${__v}=[^#]*#[[:space:]]*//p" "$0" 2>/dev/null | head -1)
+    __d=${!__v}
+    printf '  --%s %s%s\n' "${__v//_/-}" "${__d:-\"\"}" "${__c:+   # ${__c}}" >&2
   done
   if __passing; then echo "any other --option VALUE: passed on to ${passthrough_to:-the script this one calls}" >&2; fi
 }

@@ -22,20 +22,20 @@ if [ "${jobs}" -gt 1 ]; then
   threads=$(( $(nproc 2>/dev/null || echo 1) / jobs )); [ "${threads}" -ge 1 ] || threads=1
   export OMP_NUM_THREADS=${threads} MKL_NUM_THREADS=${threads}
 fi
+. "$(dirname "${BASH_SOURCE[0]}")/log.sh"   # run_cmd, train_cmd_writes_log: the one train_cmd dispatch
 say() { echo "$(date '+%Y-%m-%d %H:%M:%S') job ${name} $*" >&2; }
-read -r -a cmd <<< "${train_cmd:-}"
 say "starts${OMP_NUM_THREADS:+ (${OMP_NUM_THREADS} thread(s))}: ${script}, log ${logfile}"
 started=${SECONDS}
 rc=0
-if [ ${#cmd[@]} -gt 0 ] && [[ "${cmd[0]}" == *.pl ]]; then
-  "${cmd[@]}" "${logfile}" bash "${script}" || rc=$?   # Kaldi's scripts write the log themselves
+if train_cmd_writes_log; then
+  run_cmd "${logfile}" bash "${script}" || rc=$?   # Kaldi's scripts write the log themselves
   [ "${jobs}" -gt 1 ] || [ ${rc} -ne 0 ] || tail -5 "${logfile}" >&2
 elif [ "${jobs}" -gt 1 ]; then
-  ${cmd[@]+"${cmd[@]}"} bash "${script}" > "${logfile}" 2>&1 || rc=$?
+  run_cmd "${logfile}" bash "${script}" > "${logfile}" 2>&1 || rc=$?
 else
   set +e
   # tee outlives a stop (ssl.sh sends SIGTERM to the job's group): the job's last words reach the terminal and log
-  ${cmd[@]+"${cmd[@]}"} bash "${script}" 2>&1 | ( trap '' INT TERM; exec tee "${logfile}" )
+  run_cmd "${logfile}" bash "${script}" 2>&1 | ( trap '' INT TERM; exec tee "${logfile}" )
   rc=${PIPESTATUS[0]}
   set -e
 fi
