@@ -412,6 +412,30 @@ def _package_dir(s3prl_root: Optional[str]) -> Optional[str]:
     return os.path.dirname(spec.origin) if spec and spec.origin else None
 
 
+def _never_evaluated(expdir: str) -> str:
+    """Why a training run wrote no ``*-best.ckpt`` when its config says: ``runner.eval_step`` above
+    ``runner.total_steps`` (s3prl's ``-o config.runner.total_steps=N`` leaves eval_step at the task's 5,000+) --
+    read from the newest ``config_*.yaml`` s3prl wrote into the experiment; "" when it evaluated or is unknown."""
+    configs = sorted(glob.glob(os.path.join(expdir, "config_*.yaml")), key=os.path.getmtime)
+    if not configs:
+        return ""
+    import yaml
+
+    try:
+        with open(configs[-1], encoding="utf-8") as f:
+            runner = (yaml.safe_load(f) or {}).get("runner") or {}
+        total, every = int(runner["total_steps"]), int(runner["eval_step"])
+    except (OSError, yaml.YAMLError, KeyError, TypeError, ValueError, AttributeError):
+        return ""
+    if every <= total:
+        return ""
+    return (
+        f" This run never evaluated on dev: its runner.eval_step ({every}) is above its total_steps ({total}) "
+        f"({os.path.basename(configs[-1])}). Evaluate its states-{total}.ckpt, or prepare the task with "
+        f"superb_prepare --steps {total}, which lowers eval_step and save_step with it."
+    )
+
+
 def _expdir_of_past(past: str) -> str:
     return past if os.path.isdir(past) else os.path.dirname(os.path.abspath(past))
 
@@ -566,6 +590,8 @@ def run(argv: Sequence[str], s3prl_root: Optional[str] = None) -> Dict[str, Dict
                 else ""
             )
             has = f" The folder has {', '.join(there)}." if there else ""
+            if past.endswith("-best.ckpt"):
+                best += _never_evaluated(_expdir_of_past(past))
             raise RunnerError(
                 f"-e {past}: no such checkpoint (give a states-*.ckpt / dev-best.ckpt file, or the "
                 f"experiment folder holding states-*.ckpt).{best}{has}"

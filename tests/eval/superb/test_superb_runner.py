@@ -505,6 +505,28 @@ def test_asr_evaluate_checks_the_split_and_the_best_checkpoint_before_loading(tm
     )
 
 
+def test_a_missing_best_checkpoint_of_a_run_that_never_evaluated_says_so(tmp_path):
+    """`-o config.runner.total_steps=2000` on a KS config keeps eval_step 5000: the run never evaluates on dev
+    and writes no dev-best.ckpt; the refusal says that, and what to evaluate or prepare instead."""
+    exp = tmp_path / "ks"
+    exp.mkdir()
+    (exp / "states-2000.ckpt").write_bytes(b"")
+    (exp / "config_2026-12-08-00-00-00.yaml").write_text(
+        yaml.safe_dump({"runner": {"total_steps": 2000, "eval_step": 5000, "save_step": 1000}})
+    )
+    with pytest.raises(rn.RunnerError) as e:
+        rn.run(["-m", "evaluate", "-e", str(exp / "dev-best.ckpt")])
+    message = str(e.value)
+    assert "never evaluated on dev: its runner.eval_step (5000) is above its total_steps (2000)" in message
+    assert "states-2000.ckpt" in message and "superb_prepare --steps 2000" in message
+    (exp / "config_2026-12-08-00-00-00.yaml").write_text(
+        yaml.safe_dump({"runner": {"total_steps": 2000, "eval_step": 500}})
+    )
+    with pytest.raises(rn.RunnerError) as e:
+        rn.run(["-m", "evaluate", "-e", str(exp / "dev-best.ckpt")])
+    assert "never evaluated" not in str(e.value)  # it did evaluate: the dev metric never improved
+
+
 def test_superb_prepare_pr_prints_the_next_command_with_the_root(tmp_path, monkeypatch, capsys):
     from s3prl_plugins.bin import superb_prepare
 
