@@ -7,10 +7,50 @@ adds our entries to it. Programs that never import s3prl pay for two tiny import
 Set ``S3PRL_PLUGINS_NO_AUTOLOAD=1`` to switch it off.
 """
 
+import contextlib
 import os
 import sys
 
 _TARGET = "s3prl.hub"
+
+
+@contextlib.contextmanager
+def _quiet_nltk_downloads():
+    """s3prl.hub imports ESPnet's phoneme tokenizer, which imports g2p_en, which calls ``nltk.download`` at import
+    for two data packages (used only for English grapheme-to-phoneme, which nothing here does); offline each
+    call prints four lines of errors. While s3prl.hub is imported, those downloads run as before -- online they
+    still download -- but what they print is gathered, and a failure becomes one log line."""
+    import importlib.util  # noqa: PLC0415
+
+    if importlib.util.find_spec("nltk") is None:
+        yield
+        return
+    import io  # noqa: PLC0415
+    import logging  # noqa: PLC0415
+
+    import nltk  # noqa: PLC0415 - s3prl.hub imports it a moment later anyway
+
+    real, failed = nltk.download, []
+
+    def download(info_or_id=None, *args, **kwargs):
+        if info_or_id is None or args or kwargs:  # anything but g2p_en's plain call: untouched
+            return real(info_or_id, *args, **kwargs)
+        ok = real(info_or_id, quiet=True, print_error_to=io.StringIO())
+        if not ok:
+            failed.append(str(info_or_id))
+        return ok
+
+    nltk.download = download
+    try:
+        yield
+    finally:
+        nltk.download = real
+        if failed:
+            logging.getLogger("s3prl_plugins").info(
+                "nltk data not downloaded (%s; no network?): g2p_en, which s3prl.hub imports, needs it only for "
+                "English grapheme-to-phoneme",
+                ", ".join(failed),
+            )
 
 
 class _RegisteringLoader:  # duck-typed: importlib.abc would cost more imports at start-up
@@ -21,7 +61,8 @@ class _RegisteringLoader:  # duck-typed: importlib.abc would cost more imports a
         return self._loader.create_module(spec)
 
     def exec_module(self, module):
-        self._loader.exec_module(module)
+        with _quiet_nltk_downloads():
+            self._loader.exec_module(module)
         from s3prl_plugins.upstream.hub import register  # noqa: PLC0415 - only once s3prl.hub exists
 
         register(module)

@@ -18,9 +18,11 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 
 from s3prl_plugins.eval.probe.phone_ctc import PROBES, run_probe
+from s3prl_plugins.models.loading import OfflineError
 
 
 def main(argv=None) -> int:
@@ -42,24 +44,45 @@ def main(argv=None) -> int:
     )
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    print(
-        json.dumps(
-            run_probe(
-                args.features,
-                args.train,
-                args.test,
-                args.out,
-                args.max_steps,
-                args.valid,
-                args.max_train_utts,
-                args.probe,
-                args.pool,
-                args.segmentation,
-                args.seed,
-            )
+    for flag, folder in (("--train", args.train), ("--valid", args.valid), ("--test", args.test)):
+        problem = _not_a_phone_data_dir(folder)
+        if problem:
+            print(f"error: {flag} {folder}: {problem}", file=sys.stderr)
+            return 2
+    try:
+        result = run_probe(
+            args.features,
+            args.train,
+            args.test,
+            args.out,
+            args.max_steps,
+            args.valid,
+            args.max_train_utts,
+            args.probe,
+            args.pool,
+            args.segmentation,
+            args.seed,
         )
-    )
+    except (ValueError, OSError, OfflineError) as e:  # a model that does not load, unreadable audio: one line
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(json.dumps(result))
     return 0
+
+
+def _not_a_phone_data_dir(folder):
+    """Why ``folder`` cannot feed the phone probe ("" when it can)."""
+    if folder is None:
+        return ""
+    if not os.path.isdir(folder):
+        return "no such folder (a Kaldi data dir: the recipe's stage 1 writes data/train, data/test)"
+    missing = [f for f in ("wav.scp", "phones") if not os.path.isfile(os.path.join(folder, f))]
+    if missing:
+        return (
+            f"no {' or '.join(missing)} in it (wav.scp: a Kaldi data dir; phones: the utterances' phones, "
+            "written by python -m s3prl_plugins.bin.make_phones or the recipe's stage 1)"
+        )
+    return ""
 
 
 if __name__ == "__main__":

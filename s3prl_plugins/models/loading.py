@@ -17,6 +17,7 @@ import logging
 import os
 from typing import Any, Dict, Optional, Tuple
 
+from s3prl_plugins.config import nearest
 from s3prl_plugins.models import convert
 from s3prl_plugins.models.checkpoint import CheckpointError, load_state_strict, read_checkpoint, validate_checkpoint
 from s3prl_plugins.models.config import SSLModelConfig
@@ -148,10 +149,18 @@ def load_pretrained(
         config, state = convert.from_transformers(path)
     elif os.path.isfile(path):
         return model_from_checkpoint(read_checkpoint(path), path, keep_head=keep_head, model_config=model_config)
+    elif os.sep in source or os.path.splitext(source)[1]:  # meant as a path: say that it is not there
+        parent = os.path.dirname(os.path.abspath(source))
+        where = "" if os.path.isdir(parent) else f" (nor is its folder {parent})"
+        raise CheckpointError(
+            f"{source}: no such file{where}: give an existing checkpoint or Hugging Face folder -- a recipe's "
+            f"model is exp/NAME/model.pt once its training stage has run -- or a hub name "
+            f"({', '.join(sorted(HUB_CHECKPOINTS))})"
+        )
     else:
         raise CheckpointError(
             f"{source!r} is neither a checkpoint file, a Hugging Face model folder, nor a hub name "
-            f"({', '.join(sorted(HUB_CHECKPOINTS))})"
+            f"({', '.join(sorted(HUB_CHECKPOINTS))}){nearest(source, HUB_CHECKPOINTS)}"
         )
     model = SSLModel(config)
     load_state_strict(model, state, path)

@@ -96,3 +96,27 @@ def test_ctrl_c_in_a_compression_chain_is_one_line(monkeypatch, capsys):
     assert compress.main(["--config", "c.yaml"]) == 130
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "interrupted at step 7" in err[0] and "a rerun keeps the finished iterations" in err[0]
+
+
+def test_probe_names_a_missing_model_and_a_folder_that_is_no_phone_data_dir(tmp_path):
+    """README's probe commands with a wrong path: one line that says what is missing and what writes it."""
+    from tiny_data import make_tiny_data
+
+    data, _ = make_tiny_data(str(tmp_path))
+    utts = [line.split()[0] for line in open(os.path.join(data, "wav.scp"))]
+    with open(os.path.join(data, "phones"), "w") as f:
+        f.writelines(f"{u} AH B | K\n" for u in utts)
+    (tmp_path / "phones_less").mkdir()
+    (tmp_path / "phones_less" / "wav.scp").write_text("")
+    cases = (
+        (["--features", tmp_path / "exp" / "gone.pt", "--train", data, "--test", data], "gone.pt: no such file"),
+        (
+            ["--features", "fbank", "--train", tmp_path / "nowhere", "--test", data],
+            "--train " + str(tmp_path / "nowhere"),
+        ),
+        (["--features", "fbank", "--train", data, "--test", tmp_path / "phones_less"], "no phones in it"),
+    )
+    for args, message in cases:
+        r = _cli("probe", *args, "--out", tmp_path / "out", "--max-steps", 1)
+        assert r.returncode == 2 and "Traceback" not in r.stderr and message in r.stderr, r.stderr
+        assert not (tmp_path / "out").exists()

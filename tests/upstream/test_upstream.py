@@ -110,6 +110,28 @@ def test_autoload_can_be_switched_off():
     assert r.returncode == 0 and r.stdout.strip().endswith("False"), r.stderr[-1000:]
 
 
+def test_importing_s3prl_hub_offline_prints_no_nltk_download_errors(tmp_path):
+    """g2p_en (s3prl.hub -> ESPnet's phoneme tokenizer) downloads nltk data at import; offline that printed 8
+    lines of errors in every process importing s3prl.hub. Now one log line, and nltk.download is itself after."""
+    code = (
+        "import logging, sys\n"
+        "logging.basicConfig(level=logging.INFO, stream=sys.stdout)\n"
+        "import nltk\n"
+        "real = nltk.download\n"
+        "import s3prl.hub\n"
+        "print('restored', nltk.download is real)\n"
+        "try:\n"
+        "    nltk.data.find('corpora/cmudict.zip'); print('nltk data present')\n"
+        "except LookupError:\n"
+        "    pass\n"
+    )
+    refused = "http://127.0.0.1:9"  # nothing listens there: every download fails at once
+    r = _fresh_python(code, https_proxy=refused, HTTPS_PROXY=refused, http_proxy=refused, NLTK_DATA=str(tmp_path))
+    assert r.returncode == 0 and "restored True" in r.stdout, r.stderr[-2000:]
+    assert "[nltk_data]" not in r.stderr + r.stdout, r.stderr[-2000:]
+    assert "nltk data present" in r.stdout or "nltk data not downloaded (" in r.stdout, r.stdout[-2000:]
+
+
 def test_register_is_idempotent():
     import s3prl.hub as hub
 
