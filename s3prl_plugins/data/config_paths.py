@@ -152,16 +152,17 @@ def check_input_paths(config: Dict[str, Any], config_file: str, command: str) ->
         best = max(candidates, key=lambda b: sum(os.path.exists(os.path.join(b, v)) for _, v in inputs))
         missing = [f"{_dotted(w)} = {v}" for w, v in inputs if not os.path.exists(os.path.join(best, v))]
         rel = os.path.relpath(best)
-        hint = (
-            f"run it from {rel} (cd {rel} && {command} --config "
-            f"{os.path.relpath(os.path.abspath(config_file), best)}), "
-            if best != os.getcwd()
-            else ""
-        )
+        fixes = [
+            "prepare them first (the recipe's earlier stages write them)",
+            "give absolute paths with --set",
+        ]
+        if best != os.getcwd():
+            config_there = os.path.relpath(os.path.abspath(config_file), best)
+            fixes.insert(0, f"run it from {rel} (cd {rel} && {command} --config {config_there})")
         raise ConfigError(
-            f"{config_file}: its inputs are relative to the folder its recipe runs in, and no folder holds them all; "
-            f"missing under {best}: {'; '.join(missing)}. Looked in the current directory and in the config's folders "
-            f"up to /. {hint}or prepare them first (the recipe's earlier stages), or give absolute paths with --set"
+            f"{config_file}: its inputs are relative to the folder its recipe runs in, and no folder holds them all "
+            f"(looked in the current directory, the config's folder and each folder above it); missing under "
+            f"{best}: {'; '.join(missing)}. To fix: {', or '.join(fixes)}."
         )
     if base == os.getcwd():
         return config

@@ -113,6 +113,16 @@ class TrainerConfig:
     FIXED_ON_RESUME = ("optimizer", "seed")
 
 
+def same_path(a: Any, b: Any) -> bool:
+    """Two config values that name one input: relative to the recipe folder in one run, resolved to an absolute
+    path in the other (:mod:`s3prl_plugins.data.config_paths` resolves a config's relative inputs when it is run
+    from another directory) -- not a change on resume."""
+    if not isinstance(a, str) or not isinstance(b, str) or a == b or os.path.isabs(a) == os.path.isabs(b):
+        return False
+    relative, absolute = (b, a) if os.path.isabs(a) else (a, b)
+    return os.path.normpath(absolute).endswith(os.sep + os.path.normpath(relative))
+
+
 def read_training_state(path: str) -> Dict[str, Any]:
     """A training checkpoint (:func:`read_checkpoint`: weights-only, a damaged file named with the reason);
     :class:`CheckpointError` when it is not a training state of this trainer."""
@@ -519,7 +529,7 @@ class Trainer:
             new = {**new_run, "trainer": new_trainer}
         else:  # a checkpoint of an older release, or a run without a stored config: the trainer only
             old, new = {"trainer": old_trainer}, {"trainer": new_trainer}
-        changes = config_changes(old, new)
+        changes = {k: v for k, v in config_changes(old, new).items() if not same_path(*v)}
         fixed = [f"trainer.{k}" for k in TrainerConfig.FIXED_ON_RESUME] + list(self.fixed_keys)
         refused = [k for k in changes if any(k == f or k.startswith(f + ".") for f in fixed)]
         if refused:

@@ -44,10 +44,25 @@ def test_pretrain_from_the_repository_root_as_readme_writes_it(repo):
     assert "relative to" in r.stderr and "data.train ->" in r.stderr
 
 
+def test_a_run_started_in_the_recipe_folder_resumes_from_the_repository_root(repo):
+    """The stored config names its inputs relative to egs/mini; resumed from the root they resolve to absolute
+    paths -- the same files, not a change that refuses the resume."""
+    mini = repo / "egs" / "mini"
+    cfg = yaml.safe_load((mini / "conf" / "hubert_tiny.yaml").read_text())
+    cfg["trainer"]["max_steps"] = 4
+    (mini / "conf" / "hubert_tiny.yaml").write_text(yaml.safe_dump(cfg))
+    r = _pretrain("--config", "conf/hubert_tiny.yaml", "--set", "trainer.max_steps=2", cwd=mini)
+    assert r.returncode == 0, r.stderr[-3000:]
+    r = _pretrain("--config", "egs/mini/conf/hubert_tiny.yaml", cwd=repo)
+    assert r.returncode == 0 and "cannot resume" not in r.stderr, r.stderr[-3000:]
+    assert "resuming from" in r.stderr.lower() or "resumed" in r.stderr.lower(), r.stderr[-3000:]
+
+
 def test_missing_inputs_are_refused_with_where_to_run(repo):
     r = _pretrain("--config", "egs/mini/conf/hubert_tiny.yaml", "--set", "data.train_labels=stuff/gone.km", cwd=repo)
     assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr[-2000:]
     assert "data.train_labels = stuff/gone.km" in r.stderr and "cd egs/mini" in r.stderr
+    assert "up to /." not in r.stderr and "To fix: run it from egs/mini" in r.stderr
     assert not (repo / "egs" / "mini" / "exp").exists() and not (repo / "exp").exists()
 
 

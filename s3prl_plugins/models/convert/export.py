@@ -44,6 +44,71 @@ def to_s3prl_hubert(model: SSLModel) -> Dict[str, Any]:
             widths, no HuBERT head, a projection that fairseq's rule would not create, ...).
     """
     c = model.config
+    problems = []
+    if c.frontend != "conv":
+        problems.append("front-end is not the waveform CNN")
+    if c.conv_norm == "none":
+        problems.append("CNN without normalisation")
+    if len(set(c.num_heads)) != 1 or len(set(c.ffn_dims)) != 1 or c.num_heads[0] * c.head_dim != c.embed_dim:
+        problems.append("per-layer head counts / FFN widths differ (pruned model)")
+    if not c.feature_layer_norm or c.has_projection != (c.frontend_dim != c.embed_dim):
+        problems.append("feature layer norm / projection differ from fairseq HuBERT")
+    if c.gated_relative_position:
+        problems.append("WavLM relative positions")
+    if not c.head or c.head.get("type") != "hubert" or model.mask_emb is None:
+        problems.append("no HuBERT head (final_proj + label embeddings) and mask embedding")
+    if problems:
+        raise ConversionError("cannot export to s3prl hubert_local: " + "; ".join(problems))
+    state = model.state_dict()
+    out: Dict[str, Any] = {}
+    mapping = {
+        **_fairseq_backbone_keys(c.conv_norm),
+        r"feature_layer_norm\.(weight|bias)": r"layer_norm.\1",
+        r"mask_emb": "mask_emb",
+        r"head\.final_proj\.(weight|bias)": r"final_proj.\1",
+        r"head\.label_embs_concat": "label_embs_concat",
+    }
+    for key, value in state.items():
+        for pat, repl in mapping.items():
+            if re.fullmatch(pat, key):
+                out[re.sub(pat, repl, key)] = value.detach().cpu().clone()
+                break
+        else:
+            raise ConversionError(f"cannot export key {key!r} to s3prl hubert_local")
+    conv = " + ".join(f"[({ch}, {k}, {s})]" for ch, k, s in c.conv_layers)
+    num_classes = c.head["num_classes"]
+    model_cfg = {
+        "label_rate": 16000 / c.downsample_rate,
+        "extractor_mode": "default" if c.conv_norm == "group_norm" else "layer_norm",
+        "conv_feature_layers": conv,
+        "conv_bias": c.conv_bias,
+        "encoder_layers": c.num_layers,
+        "encoder_embed_dim": c.embed_dim,
+        "encoder_ffn_embed_dim": c.ffn_dims[0],
+        "encoder_attention_heads": c.num_heads[0],
+        "activation_fn": "gelu",
+        "layer_norm_first": c.layer_norm_first,
+        "conv_pos": c.pos_conv_kernel,
+        "conv_pos_groups": c.pos_conv_groups,
+        "final_dim": c.head.get("final_dim", 256),
+        "untie_final_proj": len(num_classes) > 1,
+        "logit_temp": 0.1,
+    }
+    task_cfg = {"normalize": c.normalize_waveform, "label_rate": model_cfg["label_rate"], "sample_rate": 16000}
+    symbols = [[str(i) for i in range(n)] for n in num_classes]
+    return {"task_cfg": task_cfg, "model_cfg": model_cfg, "model_weight": out, "dictionaries_symbols": symbols}
+
+
+def to_s3prl_distiller(model: SSLModel) -> Dict[str, Any]:
+    """Our DistilHuBERT-shaped model with its prediction heads -> s3prl's ``distiller_local`` checkpoint
+    ``{"Config": {"distiller": ...}, "Distiller": state}``, loadable by ``s3prl.hub.distiller_local(ckpt=...)``
+    (the format of s3prl's released DistilHuBERT). The heads are needed: s3prl's expert always runs them.
+
+    Raises:
+        ConversionError: not expressible as s3prl's DistillerModel (log-Mel front-end, a feature
+            LayerNorm, sequence subsampling, per-layer widths, pre-LN layers, no ``distil`` head, ...).
+    """
+    c = model.config
     problems = uniform_hubert_refusals(c, "s3prl's distiller")
     if c.subsampling:
         problems.append("a subsampled student loads through distilhubert_cif_local instead")
