@@ -38,7 +38,7 @@ def build(objective: str, method: str, device: str):
         task = DistillationTask(teacher, student, {"l1_cos": 1.0})
     else:
         student = SSLModel(preset_config("star_hubert"))
-        task = DistillationTask(teacher, student, {"layer_wise": 1.0, "intra_layer": 1.0}, method=method)
+        task = DistillationTask(teacher, student, {"layer_wise": {"method": method}, "intra_layer": {"method": method}})
     return task.to(device)
 
 

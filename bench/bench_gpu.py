@@ -216,8 +216,7 @@ def build_update(kind: str, batch: int, settings: Settings, device: torch.device
             task = DistillationTask(
                 teacher,
                 SSLModel(model_config("star_student", dry)),
-                {"layer_wise": 1.0, "intra_layer": 1.0},
-                method="auto",
+                {"layer_wise": {"method": "auto"}, "intra_layer": {"method": "auto"}},
             )
         elif kind == "distilhubert":
             task = DistillationTask(teacher, SSLModel(model_config("distil_student", dry)), {"l1_cos": 1.0})
