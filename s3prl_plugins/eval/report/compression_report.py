@@ -95,6 +95,27 @@ def _metric(rows: Rows) -> str:
     return "per" if any(r.get("per") is not None for r in rows) else "loss"
 
 
+# under every plot and table of chains: the first point is not a pruned model's equal
+BASE_NOTE = (
+    "hollow: each chain's first row, the model before any recovery training; every later point has had the "
+    "chain's recovery updates too -- the control chain (the same updates, nothing removed) shows how much of a "
+    "change is that training"
+)
+
+
+def _plot_chain(ax, xs, ys, rows_used, name, color) -> None:
+    """One chain's line; its base row (the model before any recovery) drawn hollow."""
+    ax.plot(xs, ys, marker="o", label=name, color=color)
+    for x, y, r in zip(xs, ys, rows_used):
+        if r.get("iteration") == 0 or r.get("name") == "00_base":
+            ax.plot([x], [y], marker="o", markersize=9, markerfacecolor="white", color=color, linestyle="none")
+
+
+def _note(fig) -> None:
+    fig.text(0.5, 0.005, BASE_NOTE, ha="center", va="bottom", fontsize=7, color="0.35", wrap=True)
+    fig.tight_layout(rect=(0, 0.05, 1, 1))
+
+
 def plot_tradeoff(chains: Dict[str, Rows], path: str, title: str = "") -> Optional[str]:
     plt = pyplot()
     colors = colors_by_name(chains)
@@ -108,15 +129,12 @@ def plot_tradeoff(chains: Dict[str, Rows], path: str, title: str = "") -> Option
     for ax, (key, scale, label) in zip(axes, panels):
         for name, rows in chains.items():
             metric = _metric(rows)
-            pts = [
-                (float(r[key]) / scale, float(r[metric]) * (100 if metric == "per" else 1))
-                for r in rows
-                if r.get(key) is not None and r.get(metric) is not None
-            ]
-            if not pts:
+            used = [r for r in rows if r.get(key) is not None and r.get(metric) is not None]
+            if not used:
                 continue
-            xs, ys = zip(*pts)
-            ax.plot(xs, ys, marker="o", label=name, color=colors[name])
+            xs = [float(r[key]) / scale for r in used]
+            ys = [float(r[metric]) * (100 if metric == "per" else 1) for r in used]
+            _plot_chain(ax, xs, ys, used, name, colors[name])
             plotted = True
         ax.set_xlabel(label)
         ax.set_ylabel("PER (%)" if any(_metric(r) == "per" for r in chains.values()) else "valid loss")
@@ -126,7 +144,7 @@ def plot_tradeoff(chains: Dict[str, Rows], path: str, title: str = "") -> Option
         return None
     axes[0].legend(fontsize=8)
     fig.suptitle(title or "compression trade-off (each point one iteration; lower left is better)")
-    fig.tight_layout()
+    _note(fig)
     return save_png(fig, path)
 
 
@@ -148,9 +166,11 @@ def plot_density(chains: Dict[str, Rows], path: str, title: str = "") -> Optiona
             continue
         plotted = True
         for ax, (key, scale, _) in zip(axes, panels):
-            xy = [(d, scale * float(r[key])) for d, r in pts if r.get(key) is not None]
-            if xy:
-                ax.plot([x for x, _ in xy], [y for _, y in xy], marker="o", label=name, color=colors[name])
+            used = [(d, r) for d, r in pts if r.get(key) is not None]
+            if used:
+                xs = [d for d, _ in used]
+                ys = [scale * float(r[key]) for _, r in used]
+                _plot_chain(ax, xs, ys, [r for _, r in used], name, colors[name])
     if not plotted:
         plt.close(fig)
         return None
@@ -165,7 +185,7 @@ def plot_density(chains: Dict[str, Rows], path: str, title: str = "") -> Optiona
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=8)
     fig.suptitle(title or "loss, phone error and speaker accuracy along pruning (Lin et al. Fig. 1, 5)")
-    fig.tight_layout()
+    _note(fig)
     return save_png(fig, path)
 
 
@@ -283,6 +303,7 @@ def write_report(dirs: Sequence[str], out: str) -> Dict[str, Optional[str]]:
     }
     md = (
         "# Compression chains\n\n"
+        + f"Each chain's first row is the model before any recovery training ({BASE_NOTE.split('; ', 1)[1]}).\n\n"
         + markdown_table(chains)
         + "\n"
         + "".join(f"![{k}]({os.path.basename(v)})\n" for k, v in files.items() if v)

@@ -191,6 +191,9 @@ def test_compression_report_takes_the_glob_a_demo_leaves(tmp_path):
     out = str(root / "report")
     assert main(["--chains", *sorted(glob.glob(str(root / "*"))), "--out", out]) == 0
     assert os.path.isfile(os.path.join(out, "report.md"))
+    # the base point is said to be the model before any recovery training (it is no pruned model's equal)
+    with open(os.path.join(out, "report.md")) as f:
+        assert "first row is the model before any recovery training" in f.read()
     assert main(["--chains", *sorted(glob.glob(str(root / "*"))), "--out", out]) == 0  # report/ itself now matches
     (root / "typo").mkdir()
     assert main(["--chains", str(root / "heads"), str(root / "typo"), "--out", out]) == 2
