@@ -119,6 +119,24 @@ def test_finished_jobs_are_skipped_and_a_removed_stamp_redoes_only_that_job(reci
     assert r.returncode == 0 and r.stderr.count(" starts") == 1 and "job teacher starts" in r.stderr
 
 
+def test_a_run_of_one_stage_keeps_the_other_jobs_rules_in_the_makefile(recipe):
+    """README's `./run.sh --stage 4 --stop-stage 4` after the whole run: make builds that stage's jobs, and
+    exp/jobs.mk still holds every job's rule (it was left with that stage's alone)."""
+    assert _run(recipe, *GRAPH, "--jobs", "2").returncode == 0
+    os.remove(recipe / "exp" / ".done.student")
+    r = _run(recipe, *GRAPH, "--stage", "4", "--stop-stage", "4", "--jobs", "2")
+    assert r.returncode == 0 and r.stderr.count(" starts") == 1 and "job student starts" in r.stderr, r.stderr
+    makefile = (recipe / "exp" / "jobs.mk").read_text()
+    for n in ("targets_km", "teacher", "student", "probe_fbank", "probe_student"):
+        assert f"exp/.done.{n}:" in makefile and f"utils/run_job.sh {n}\n" in makefile, n
+    assert makefile.count("exp/.done.student:") == 1  # this run's rule replaced the earlier one
+    # by hand: make -f exp/jobs.mk redoes a removed stamp of any stage
+    os.remove(recipe / "exp" / ".done.probe_fbank")
+    env = dict(os.environ, PATH=f"{recipe / 'bin'}:{os.environ['PATH']}", TRACE=str(recipe / "trace"))
+    r = subprocess.run(["make", "-f", "exp/jobs.mk", "all"], cwd=recipe, env=env, capture_output=True, text=True)
+    assert r.returncode == 0 and (recipe / "exp" / ".done.probe_fbank").exists(), r.stderr
+
+
 def test_stages_select_jobs_and_missing_inputs_are_refused_before_anything_runs(recipe):
     r = _run(recipe, *GRAPH, "--stage", "4", "--stop-stage", "4")
     assert r.returncode != 0

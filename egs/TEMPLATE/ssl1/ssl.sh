@@ -350,11 +350,26 @@ fi
 
 [ ${#__order[@]} -gt 0 ] || exit 0
 # the makefile: a job needs the jobs whose folders hold a path it reads ("exp" alone: every other job); a path
-# that no job of this run writes must be there already (refused before anything runs)
+# that no job of this run writes must be there already (refused before anything runs). It keeps the rules of
+# earlier runs' jobs whose scripts are still in exp/jobs/ (this run's rules replace theirs), so that a run of one
+# stage does not leave a makefile of that stage alone; make builds this run's jobs
 missing=()
+kept=()
+if [ -f exp/jobs.mk ]; then
+  while IFS= read -r line; do
+    case "${line}" in exp/.done.*:*) ;; *) continue ;; esac
+    n=${line%%:*}; n=${n#exp/.done.}
+    [[ " ${__order[*]} " != *" ${n} "* ]] && [ -f "exp/jobs/${n}.sh" ] && kept+=("${line}")
+  done < exp/jobs.mk
+fi
 {
-  echo "# written by ssl.sh: one rule per job; run with make -f exp/jobs.mk -j N"
-  echo "all: $(for n in "${__order[@]}"; do printf 'exp/.done.%s ' "${n}"; done)"
+  echo "# written by ssl.sh: one rule per job (this run's and earlier runs'); run with make -f exp/jobs.mk -j N"
+  echo "all: $(for n in "${__order[@]}"; do printf 'exp/.done.%s ' "${n}"; done)$(for l in ${kept[@]+"${kept[@]}"}; do printf '%s ' "${l%%:*}"; done)"
+  for l in ${kept[@]+"${kept[@]}"}; do
+    echo "${l}"
+    n=${l%%:*}
+    echo "	@utils/run_job.sh ${n#exp/.done.}"
+  done
   for n in "${__order[@]}"; do
     deps=()
     for p in ${__in[${n}]}; do
@@ -413,7 +428,8 @@ trap 'stop_jobs INT 130' INT
 trap 'stop_jobs TERM 143' TERM
 trap 'stop_jobs HUP 129' HUP   # the terminal closed: make's own session would not hear it
 session=(setsid); command -v setsid > /dev/null || session=()   # util-linux; without it make shares our group
-JOBS=${jobs} ${session[@]+"${session[@]}"} make --no-print-directory -k -j "${jobs}" -f exp/jobs.mk all &
+goals=(); for n in "${__order[@]}"; do goals+=("exp/.done.${n}"); done
+JOBS=${jobs} ${session[@]+"${session[@]}"} make --no-print-directory -k -j "${jobs}" -f exp/jobs.mk "${goals[@]}" &
 make_pid=$!
 make_rc=0
 wait "${make_pid}" || make_rc=$?
