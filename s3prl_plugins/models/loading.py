@@ -66,7 +66,8 @@ def hub_checkpoint_path(name: str, refresh: bool = False) -> str:
     try:
         return _urls_to_filepaths(url, refresh=refresh)
     except Exception as e:  # noqa: BLE001 - any network failure becomes one actionable message
-        raise OfflineError(f"{name}: cannot download the checkpoint ({type(e).__name__}: {e}); {how}") from e
+        logger.debug("%s: download failed", name, exc_info=True)  # the traceback, for who asks for it
+        raise OfflineError(f"{name}: cannot download the checkpoint ({type(e).__name__}: {e}); {how}") from None
 
 
 def published_model_config(path: str, obj: Dict[str, Any], model_config: Optional[str]) -> Optional[Dict[str, Any]]:

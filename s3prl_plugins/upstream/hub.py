@@ -73,10 +73,11 @@ def _url_expert(family: Optional[str]):
                 path = _urls_to_filepaths(ckpt, refresh=refresh)
             except Exception as e:  # noqa: BLE001 - network failure -> one actionable message
                 _remove_stale_lock(ckpt)
+                logger.debug("%s: download failed", ckpt, exc_info=True)  # the traceback, for who asks for it
                 raise OfflineError(
                     f"cannot download {ckpt} ({type(e).__name__}: {e}); download it elsewhere and use the "
                     "*_local entry with ckpt=PATH"
-                ) from e
+                ) from None
         return UpstreamExpert(ckpt=path, model_config=model_config, family=family, **kwargs)
 
     return entry
@@ -104,10 +105,9 @@ def onnx_local(ckpt: Optional[str] = None, model_config: Optional[str] = None, r
 
 def star_hubert_xs(*args: Any, **kwargs: Any):
     """STaRHuBERT-XS: the published links are those of -S, so this explains instead of guessing."""
-    from s3prl_plugins.models.loading import OfflineError
-    from s3prl_plugins.upstream.published import XS_NOTE
+    from s3prl_plugins.upstream.published import XS_NOTE, NotIdentifiable
 
-    raise OfflineError(XS_NOTE)
+    raise NotIdentifiable(XS_NOTE)
 
 
 def _named(fn: Callable, name: str, doc: str) -> Callable:

@@ -73,6 +73,11 @@ PUBLISHED: Dict[str, PublishedCheckpoint] = {
     )
 }
 
+
+class NotIdentifiable(LookupError):
+    """A published checkpoint that cannot be told apart from another one (not a download problem)."""
+
+
 XS_NOTE = (
     "STaRHuBERT-XS (9.39 M): the README of sungnyun/ARMHuBERT links the same ckpt and yaml "
     f"({PUBLISHED['star_hubert_s'].ckpt_id}, {PUBLISHED['star_hubert_s'].yaml_id}) for STaRHuBERT-S "
@@ -199,5 +204,7 @@ def fetch(entry: str, refresh: bool = False) -> Tuple[str, str]:
         _fetch_one(p.yaml_id, yml, refresh, _check_yaml)
         _fetch_one(p.ckpt_id, ckpt, refresh, _check_ckpt)
     except Exception as e:  # noqa: BLE001 - any network or Drive failure becomes one actionable message
-        raise OfflineError(offline_message(entry, f"{type(e).__name__}: {e}")) from e
+        # the cause is in the message; its traceback (dozens of lines of urllib) only at debug level
+        logger.debug("%s: download failed", entry, exc_info=True)
+        raise OfflineError(offline_message(entry, f"{type(e).__name__}: {e}")) from None
     return ckpt, yml

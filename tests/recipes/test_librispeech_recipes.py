@@ -89,3 +89,14 @@ def test_help_lists_the_options_and_installs_nothing(tmp_path):
             env=dict(os.environ, S3PRL_PLUGINS_PYTHON="/nonexistent/python"),
         )
         assert r.returncode == 0 and "--stage 1" in r.stderr, (method, r.stderr)
+
+
+def test_stage_4_before_stage_1_says_which_stage_to_run(tmp_path):
+    """The STaR recipe's budget is in epochs of data/train: started at stage 4 with no data, it says what to run
+    (it was bash's own 'data/train/wav.scp: No such file or directory'), and trains nothing."""
+    work = _recipe(tmp_path, "star")
+    os.remove(work / "data" / "train" / "wav.scp")
+    r = _run(work, "--stage", "4", "--stop-stage", "4")
+    assert r.returncode != 0 and "No such file or directory" not in r.stderr, r.stderr[-2000:]
+    assert "needs data/train/wav.scp, which is not there: run stage 1 first (--stage 1)" in r.stderr
+    assert not (work / "trace").exists()

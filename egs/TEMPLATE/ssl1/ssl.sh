@@ -216,6 +216,9 @@ if [ -n "${train}" ]; then   # the models' paths are needed by the later stages,
         log "${conf}: --effective-batch ${effective_batch} is not a multiple of data.batch_size (${bs:-unset}) x --ngpu ${ngpu}"; exit 1; }
       over=("trainer.grad_accum=$((effective_batch / (bs * ngpu)))" ${over[@]+"${over[@]}"})
       if [ -n "${ep}" ] && in_stages 4; then   # the papers' budgets are in epochs of the training set
+        [ -f "${train_data}/wav.scp" ] || {
+          log "--epochs ${ep}: counting the utterances of --train-data needs ${train_data}/wav.scp, which is not there:" \
+            "run stage 1 first (--stage 1), or give --max-steps / trainer.max_steps instead of epochs"; exit 1; }
         utts=$(wc -l < "${train_data}/wav.scp")
         over=("trainer.max_steps=$((ep * utts / effective_batch))" ${over[@]+"${over[@]}"})
         log "Stage 4: ${name}: ${ep} epochs of ${utts} utterances = $((ep * utts / effective_batch)) updates of ${effective_batch}"
