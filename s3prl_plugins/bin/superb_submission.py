@@ -32,6 +32,8 @@ from s3prl_plugins.eval.superb.submission import (
     corpus_from_training,
     model_card,
 )
+from s3prl_plugins.models.checkpoint import CheckpointError
+from s3prl_plugins.models.loading import OfflineError
 
 
 def main(argv=None) -> int:
@@ -68,7 +70,8 @@ def main(argv=None) -> int:
         corpus = args.corpus or corpus_from_training(args.train_config)
         card = model_card(args.upstream, args.ckpt, corpus, args.name or args.upstream, profile, stride)
         summary = build_submission(args.out, experiments, card)
-    except (SubmissionError, DataDirError, OSError) as e:  # DataDirError: --out holds files it did not write
+    except (SubmissionError, DataDirError, OSError, CheckpointError, OfflineError) as e:  # one line each
+        # DataDirError: --out holds files it did not write; CheckpointError: --ckpt does not load
         print(f"error: {e}", file=sys.stderr)
         return 2
     for w in summary["warnings"]:

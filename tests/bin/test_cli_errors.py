@@ -120,3 +120,21 @@ def test_probe_names_a_missing_model_and_a_folder_that_is_no_phone_data_dir(tmp_
         r = _cli("probe", *args, "--out", tmp_path / "out", "--max-steps", 1)
         assert r.returncode == 2 and "Traceback" not in r.stderr and message in r.stderr, r.stderr
         assert not (tmp_path / "out").exists()
+
+
+def test_superb_submission_names_a_checkpoint_that_is_not_there(tmp_path):
+    r = _cli(
+        "superb_submission",
+        "--out",
+        tmp_path / "sub",
+        "--upstream",
+        "star_hubert_local",
+        "--ckpt",
+        tmp_path / "no.pt",
+        "--corpus",
+        "x",
+        "--ks",
+        tmp_path,
+    )
+    assert r.returncode == 2 and "Traceback" not in r.stderr and "no.pt: no such checkpoint file" in r.stderr, r.stderr
+    assert not (tmp_path / "sub").exists()
