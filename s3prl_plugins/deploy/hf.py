@@ -60,7 +60,7 @@ def hf_refusals(model: SSLModel) -> List[str]:
     """Why transformers' ``HubertModel`` cannot express ``model`` (empty: it can)."""
     c = model.config
     why = uniform_hubert_refusals(c, "transformers")
-    if len(set(c.ffn_dims)) == 1 and c.ffn_dims[0] == 0:
+    if c.num_layers and len(set(c.ffn_dims)) == 1 and c.ffn_dims[0] == 0:
         why.append("FFNs pruned to width 0")
     if not c.pos_conv_kernel:
         why.append("no positional convolution (transformers' HuBERT always has one)")

@@ -190,7 +190,8 @@ class DistillationTask(nn.Module):
 def check_loss(loss: Any, where: str) -> Dict[str, Any]:
     """The task's own settings (``layer_map``, ``max_mismatch``, ``detach_teacher_alpha``), defaults filled in;
     a misspelt key is named with the nearest of these and of the objectives' settings (an older config's)."""
-    names = [n for n in inspect.signature(DistillationTask.__init__).parameters if n != "self"]
+    given = ("self", "teacher", "student", "objectives")  # the task's arguments that are no loss settings
+    names = [n for n in inspect.signature(DistillationTask.__init__).parameters if n not in given]
     check_keys(check_mapping(loss, where), names + setting_names(), where)
     return check_kwargs(
         DistillationTask.__init__,

@@ -113,14 +113,31 @@ class TrainerConfig:
     FIXED_ON_RESUME = ("optimizer", "seed")
 
 
-def same_path(a: Any, b: Any) -> bool:
-    """Two config values that name one input: relative to the recipe folder in one run, resolved to an absolute
-    path in the other (:mod:`s3prl_plugins.data.config_paths` resolves a config's relative inputs when it is run
-    from another directory) -- not a change on resume."""
-    if not isinstance(a, str) or not isinstance(b, str) or a == b or os.path.isabs(a) == os.path.isabs(b):
+def resolved_base(old_exp_dir: Any, new_exp_dir: Any) -> Optional[str]:
+    """The folder a config's relative paths were resolved against in one of two runs of one experiment
+    (:mod:`s3prl_plugins.data.config_paths` joins them all to the folder that holds its inputs when the config
+    is run from another directory): read from ``trainer.exp_dir``, relative in one run and absolute in the
+    other; None when the two are written alike."""
+    if not isinstance(old_exp_dir, str) or not isinstance(new_exp_dir, str):
+        return None
+    if os.path.isabs(old_exp_dir) == os.path.isabs(new_exp_dir):
+        return None
+    relative, absolute = (new_exp_dir, old_exp_dir) if os.path.isabs(old_exp_dir) else (old_exp_dir, new_exp_dir)
+    absolute, relative = os.path.normpath(absolute), os.path.normpath(relative)
+    if not absolute.endswith(os.sep + relative):
+        return None
+    return absolute[: -len(relative) - 1] or os.sep
+
+
+def same_path(a: Any, b: Any, base: Optional[str]) -> bool:
+    """Two config values that name one input: relative in one run, and in the other that path joined to ``base``
+    (:func:`resolved_base`) -- not a change on resume."""
+    if base is None or not isinstance(a, str) or not isinstance(b, str) or a == b:
+        return False
+    if os.path.isabs(a) == os.path.isabs(b):
         return False
     relative, absolute = (b, a) if os.path.isabs(a) else (a, b)
-    return os.path.normpath(absolute).endswith(os.sep + os.path.normpath(relative))
+    return os.path.normpath(os.path.join(base, relative)) == os.path.normpath(absolute)
 
 
 def read_training_state(path: str) -> Dict[str, Any]:
@@ -529,7 +546,8 @@ class Trainer:
             new = {**new_run, "trainer": new_trainer}
         else:  # a checkpoint of an older release, or a run without a stored config: the trainer only
             old, new = {"trainer": old_trainer}, {"trainer": new_trainer}
-        changes = {k: v for k, v in config_changes(old, new).items() if not same_path(*v)}
+        base = resolved_base(old_trainer.get("exp_dir"), new_trainer.get("exp_dir"))
+        changes = {k: v for k, v in config_changes(old, new).items() if not same_path(*v, base)}
         fixed = [f"trainer.{k}" for k in TrainerConfig.FIXED_ON_RESUME] + list(self.fixed_keys)
         refused = [k for k in changes if any(k == f or k.startswith(f + ".") for f in fixed)]
         if refused:

@@ -260,6 +260,11 @@ def test_dp_refuses_an_unreachable_budget_and_bad_keys_by_name(dp_inputs):
         pipeline.check_config(_dp_config(root, data, labels, teacher, "x", target_macs=1.0))
     with pytest.raises(ConfigError, match=r"steps\[0\].objectives.star: unknown key; valid keys: avg_attn"):
         pipeline.check_config(_dp_config(root, data, labels, teacher, "x", objectives={"star": 1.0}))
+    # a step's loss setting of an objective, with no objectives of the step's own: refused up front, by name
+    with pytest.raises(ConfigError, match=r"steps\[0\].loss.normalize: an objective's setting; give the step its"):
+        pipeline.check_config(_dp_config(root, data, labels, teacher, "x", loss={"normalize": "dim"}))
+    with pytest.raises(ConfigError, match=r"steps\[0\].loss.max_mismatc: unknown key"):
+        pipeline.check_config(_dp_config(root, data, labels, teacher, "x", loss={"max_mismatc": 1}))
     with pytest.raises(
         ConfigError, match=r"steps\[0\].objectives.layer_wise.normalise: unknown key \(did you mean 'normalize'\?\)"
     ):

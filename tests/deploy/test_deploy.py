@@ -495,3 +495,26 @@ assert not ours, ours  # only the start-up hook of the environment's .pth (switc
         for i, frames in ((0, ours.shape[2]), (1, n)):  # the valid frames of each utterance
             a, b = ours[:, i, :frames], theirs[:, i, :frames]
             assert float((a - b).abs().max() / a.abs().max()) < 1e-4, (family, i)
+
+
+def test_a_model_without_transformer_layers_is_refused_by_both_hubert_shaped_exports():
+    """first_k to 0 layers leaves no head count to read: both exports refuse it by name (an IndexError before)."""
+    from s3prl_plugins.deploy.hf import hf_refusals
+    from s3prl_plugins.models.convert.export import to_s3prl_distiller
+    from s3prl_plugins.models.convert.keymap import ConversionError
+
+    model = build_model(
+        hubert_config(
+            num_layers=0,
+            num_heads=2,
+            ffn_dim=32,
+            embed_dim=16,
+            with_head=False,
+            pos_conv_kernel=4,
+            pos_conv_groups=2,
+            conv_layers=[(16, 10, 5), (16, 3, 2)],
+        )
+    )
+    assert any("no transformer layers" in why for why in hf_refusals(model))
+    with pytest.raises(ConversionError, match="no transformer layers"):
+        to_s3prl_distiller(model)

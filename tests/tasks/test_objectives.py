@@ -218,3 +218,12 @@ def test_a_new_objective_with_its_own_setting_is_one_class_checked_before_anythi
             assert not os.path.exists(cfg["trainer"]["exp_dir"])
     finally:
         objectives.OBJECTIVES.pop("last_mse")
+
+
+def test_the_tasks_own_loss_keys_are_named_without_its_model_arguments():
+    with pytest.raises(ConfigError) as e:
+        check_loss({"max_mismatc": 1}, "loss")
+    valid = str(e.value).split("valid keys: ")[1].split(", ")
+    assert "did you mean 'max_mismatch'" in str(e.value) and not {"teacher", "student", "objectives"} & set(valid)
+    with pytest.raises(ConfigError, match=r"loss.teacher: unknown key"):
+        check_loss({"teacher": "t.pt"}, "loss")

@@ -577,3 +577,16 @@ def test_degenerate_training_is_refused(tmp_path, tiny):
     with pytest.raises(ConfigError, match=r"trainer\.lr: must be a number, not NaN"):
         run_pretrain(copy.deepcopy(cfg))
     assert not os.path.exists(cfg["trainer"]["exp_dir"])  # refused before anything was written
+
+
+def test_a_relative_input_and_its_resolution_are_one_path_only_against_the_runs_own_folder():
+    """Resuming from another directory: the stored `exp/...` and its resolution under the recipe folder are the
+    same input; the same relative path under another folder is a change (another recipe's teacher)."""
+    from s3prl_plugins.train.trainer import resolved_base, same_path
+
+    base = resolved_base("exp/t", "/r/egs/mini/exp/t")
+    assert base == "/r/egs/mini" and resolved_base("exp/t", "exp/t") is None
+    assert same_path("exp/m.pt", "/r/egs/mini/exp/m.pt", base)
+    assert same_path("/r/egs/mini/data/train", "data/train", base)
+    assert not same_path("exp/m.pt", "/r/egs/other/exp/m.pt", base)
+    assert not same_path("exp/m.pt", "/r/egs/mini/exp/m.pt", None)

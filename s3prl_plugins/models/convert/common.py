@@ -71,7 +71,9 @@ def uniform_hubert_refusals(c: SSLModelConfig, target: str) -> List[str]:
         why.append(f"sequence subsampling ({c.subsampling['type']}: {target} has no CIF or pooling)")
     if any(c.identity_heads) or any(c.conv_heads):
         why.append(f"heads replaced by the identity {c.identity_heads} / a convolution {c.conv_heads}")
-    if len(set(c.num_heads)) > 1 or len(set(c.ffn_dims)) > 1:
+    if not c.num_layers:
+        why.append(f"no transformer layers ({target} has at least one)")
+    elif len(set(c.num_heads)) > 1 or len(set(c.ffn_dims)) > 1:
         why.append(f"per-layer heads {c.num_heads} / FFN widths {c.ffn_dims} ({target}: one of each for all layers)")
     elif c.num_heads[0] * c.head_dim != c.embed_dim:
         why.append(
