@@ -23,9 +23,8 @@ from s3prl_plugins.compress.structured import PruningError
 from s3prl_plugins.compress.weight import LossPlateau, WeightMasks
 from s3prl_plugins.config import ConfigError, check_kwargs, check_type
 from s3prl_plugins.models.ssl_model import SSLModel
-from s3prl_plugins.tasks.distillation import DistillationTask, check_loss
+from s3prl_plugins.tasks.distillation import DistillationTask, check_sections
 from s3prl_plugins.tasks.masked_prediction import MaskedPredictionTask
-from s3prl_plugins.tasks.objectives import check_objectives
 
 TeacherOf = Callable[[str], SSLModel]  # a teacher checkpoint -> the loaded model (the chain keeps them loaded)
 
@@ -143,14 +142,7 @@ def distillation_sections(objective: Dict[str, Any], log: bool = True) -> Tuple[
     """A distillation objective's ``objectives`` (default: MelHuBERT KD, ``cluster_kl``) and ``loss`` checked
     and normalised, as :func:`s3prl_plugins.train.distill.check_task_sections` does for a distillation config
     (an objective's setting given in ``loss`` by an older config moved to its section)."""
-    objectives, loss = check_objectives(
-        objective.get("objectives") or {"cluster_kl": 1.0},
-        objective.get("loss"),
-        "objective.objectives",
-        "objective.loss",
-        log=log,
-    )
-    return objectives, check_loss(loss, "objective.loss")
+    return check_sections(objective.get("objectives") or {"cluster_kl": 1.0}, objective.get("loss"), "objective.", log)
 
 
 @register_recovery

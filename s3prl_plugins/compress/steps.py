@@ -32,8 +32,8 @@ from s3prl_plugins.config import ConfigError, check_keys, check_mapping, check_r
 from s3prl_plugins.models.checkpoint import save_checkpoint
 from s3prl_plugins.models.ssl_model import SSLModel
 from s3prl_plugins.nn.frontends import LogMelFrontend
-from s3prl_plugins.tasks.distillation import check_loss
-from s3prl_plugins.tasks.objectives import check_objectives, setting_names
+from s3prl_plugins.tasks.distillation import check_loss, check_sections
+from s3prl_plugins.tasks.objectives import setting_names
 
 Keys = Dict[str, Tuple[Any, Dict[str, Any]]]
 
@@ -403,16 +403,17 @@ class DistilPrune(Step):
     DEFAULT_OBJECTIVES = {"layer_wise": 1.0, "intra_layer": 1.0}
 
     def check(self, step, where):
-        loss = check_mapping(step.get("loss"), f"{where}.loss")
         if step.get("objectives"):
-            loss = check_objectives(step["objectives"], loss, f"{where}.objectives", f"{where}.loss")[1]
-        else:  # the objectives are the chain's or the default: an objective's setting cannot be placed from here
-            moved = [k for k in loss if k in setting_names()]
-            if moved:
-                raise ConfigError(
-                    f"{where}.loss.{moved[0]}: an objective's setting; give the step its objectives with it, "
-                    f"e.g. {where}.objectives: {{layer_wise: {{weight: 1.0, {moved[0]}: ...}}}}"
-                )
+            check_sections(step["objectives"], step.get("loss"), f"{where}.")
+            return
+        # the objectives are the chain's or the default: an objective's setting cannot be placed from here
+        loss = check_mapping(step.get("loss"), f"{where}.loss")
+        moved = [k for k in loss if k in setting_names()]
+        if moved:
+            raise ConfigError(
+                f"{where}.loss.{moved[0]}: an objective's setting; give the step its objectives with it, "
+                f"e.g. {where}.objectives: {{layer_wise: {{weight: 1.0, {moved[0]}: ...}}}}"
+            )
         check_loss(loss, f"{where}.loss")
 
     def iterations(self, step, model):

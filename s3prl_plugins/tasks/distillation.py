@@ -50,6 +50,7 @@ from s3prl_plugins.tasks.objectives import (
     Pairing,
     Views,
     build_objective,
+    check_objectives,
     cluster_logits,
     setting_names,
 )
@@ -185,6 +186,16 @@ class DistillationTask(nn.Module):
                 max(frames_in, 1.0),
             )
         return loss, logs
+
+
+def check_sections(
+    objectives: Any, loss: Any, prefix: str = "", log: bool = True
+) -> Tuple[Dict[str, Dict[str, Any]], Dict[str, Any]]:
+    """A config's ``objectives`` and ``loss`` sections checked and normalised together -- each objective as its full
+    section, ``loss`` as the task's own keys (defaults filled in), an objective's setting given in ``loss`` by an
+    older config moved to its section -- named under ``prefix`` (``"objective."`` in a compression chain)."""
+    objectives, loss = check_objectives(objectives, loss, f"{prefix}objectives", f"{prefix}loss", log=log)
+    return objectives, check_loss(loss, f"{prefix}loss")
 
 
 def check_loss(loss: Any, where: str) -> Dict[str, Any]:

@@ -49,8 +49,7 @@ from s3prl_plugins.models import factories
 from s3prl_plugins.models.checkpoint import save_checkpoint
 from s3prl_plugins.models.loading import load_pretrained
 from s3prl_plugins.models.ssl_model import SSLModel
-from s3prl_plugins.tasks.distillation import DistillationTask, check_loss, student_without_head
-from s3prl_plugins.tasks.objectives import check_objectives
+from s3prl_plugins.tasks.distillation import DistillationTask, check_sections, student_without_head
 from s3prl_plugins.train.lock import rank0_lock
 from s3prl_plugins.train.pretrain import build_from_section, check_model_section
 from s3prl_plugins.train.trainer import Trainer, TrainerConfig
@@ -137,12 +136,12 @@ def check_task_sections(config: Dict[str, Any], log: bool = True) -> Dict[str, A
     for key in ("teacher", "student", "objectives"):
         if key not in config:
             raise ConfigError(f"config has no '{key}' section")
-    objectives, loss = check_objectives(config["objectives"], config.get("loss"), log=log)
+    objectives, loss = check_sections(config["objectives"], config.get("loss"), log=log)
     return {
         "teacher": check_teacher_section(config["teacher"]),
         "student": check_student_section(config["student"]),
         "objectives": objectives,
-        "loss": check_loss(loss, "loss"),
+        "loss": loss,
     }
 
 
@@ -150,8 +149,8 @@ def migrate_run_config(saved: Dict[str, Any]) -> Dict[str, Any]:
     """A saved run's config in today's form (an objective's settings in its own section), so that resuming
     an experiment of an older release compares like with like; left as it is where it does not read."""
     try:
-        objectives, loss = check_objectives(saved["objectives"], saved.get("loss"), log=False)
-        return {**saved, "objectives": objectives, "loss": check_loss(loss, "loss")}
+        objectives, loss = check_sections(saved["objectives"], saved.get("loss"), log=False)
+        return {**saved, "objectives": objectives, "loss": loss}
     except (KeyError, ValueError):
         return saved
 

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 from paths import REPO
+from tiny_data import tiny_student
 
 from s3prl_plugins.deploy.graph_model import ExportableModel, ExportError
 from s3prl_plugins.models import build_model, melhubert_config, star_hubert_config
@@ -503,18 +504,8 @@ def test_a_model_without_transformer_layers_is_refused_by_both_hubert_shaped_exp
     from s3prl_plugins.models.convert.export import to_s3prl_distiller
     from s3prl_plugins.models.convert.keymap import ConversionError
 
-    model = build_model(
-        hubert_config(
-            num_layers=0,
-            num_heads=2,
-            ffn_dim=32,
-            embed_dim=16,
-            with_head=False,
-            pos_conv_kernel=4,
-            pos_conv_groups=2,
-            conv_layers=[(16, 10, 5), (16, 3, 2)],
-        )
-    )
+    c = tiny_student(head=False).config
+    model = build_model(c.replace(num_layers=0, num_heads=[], ffn_dims=[], feature_layer_norm=True))
     assert any("no transformer layers" in why for why in hf_refusals(model))
     with pytest.raises(ConversionError, match="no transformer layers"):
         to_s3prl_distiller(model)
